@@ -1,0 +1,59 @@
+"""Retrain: load data, check it, split it in time, train, evaluate, register a candidate with lineage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow, get_run_logger
+
+from tasks.common import publish_markdown
+from tasks.data import check_training_data, load_model_spec, load_training_data, split_data
+from tasks.training import fit_model, hash_training_data, judge_duration, register_candidate
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    model: str
+    version: str
+    semver: str
+    metrics: dict[str, float]
+    data_sha256: str
+    training_seconds: float
+    slow_training: bool
+    reason: str
+
+
+def _lineage_markdown(result: RetrainResult, source: str, window: str) -> str:
+    metrics = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(result.metrics.items()))
+    return (
+        f"# {result.model} v{result.version} ({result.semver}) registered as candidate\n\n"
+        f"Why: {result.reason}\n\n"
+        f"- data: `{source}`, window {window}, sha256 `{result.data_sha256[:16]}…`\n"
+        f"- training time: {result.training_seconds:.2f} s"
+        f"{' — **slow: over the limit against earlier runs**' if result.slow_training else ''}\n\n"
+        f"| metric (held-out) | value |\n| --- | --- |\n{metrics}\n"
+    )
+
+
+@flow(name="retrain", description="Train a new candidate version of a model on fresh data, with full lineage.")
+def retrain(spec_path: str, reason: str = "manual run") -> RetrainResult:
+    logger = get_run_logger()
+    spec = load_model_spec(spec_path)
+    frame, source = load_training_data(spec)
+    check_training_data(frame, spec)
+    split = split_data(frame, spec)
+    data_sha256 = hash_training_data(split)
+    trained = fit_model(spec, split, data_sha256, source)
+    duration = judge_duration(spec, trained)
+    if duration.slow:
+        logger.warning("training of %s was slow: %s", spec.name, duration.reason)
+    info = register_candidate(spec, trained, duration)
+    result = RetrainResult(
+        model=spec.name, version=info.version, semver=info.semver or "", metrics=trained.metrics,
+        data_sha256=data_sha256, training_seconds=trained.lineage.training_seconds,
+        slow_training=duration.slow, reason=reason,
+    )
+    window = f"{trained.lineage.data_window_start or '?'} → {trained.lineage.data_window_end or '?'}"
+    publish_markdown(_lineage_markdown(result, source, window), "retrain", spec.name)
+    logger.info("registered %s v%s (%s) as candidate", spec.name, info.version, info.semver)
+    return result

@@ -1,0 +1,172 @@
+"""Typed settings: ``STEWARD_*`` environment variables plus an optional YAML file.
+
+Nothing happens at import. ``get_settings()`` builds the object on first use, and
+``apply_environment()`` points Prefect and MLflow at the Steward home; it must run
+before either library is imported, which is why the CLI and the flow entry points
+call it first.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "STEWARD_CONFIG"
+DEFAULT_CONFIG_FILE = "steward.yaml"
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{CONFIG_FILE_ENV}={explicit} does not name a file; create it or unset the variable."
+            )
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Where Steward keeps its state and how it talks to Prefect and MLflow.
+
+    Every field can be set as ``STEWARD_<FIELD>`` or in ``steward.yaml``
+    (or the file named by ``STEWARD_CONFIG``); the environment wins.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STEWARD_", extra="forbid")
+
+    home: Path = Field(default=Path(".steward"), description="Folder holding all embedded-mode state.")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking/registry URI; default: SQLite under the home."
+    )
+    artifact_root: str | None = Field(
+        default=None, description="Where MLflow stores model artifacts; default: <home>/mlflow/artifacts."
+    )
+    store_uri: str | None = Field(
+        default=None, description="fsspec URL of the prediction log; default: <home>/predictions."
+    )
+    prefect_api_url: str | None = Field(
+        default=None, description="A Prefect server to use; unset means an embedded server under the home."
+    )
+    actor: str = Field(default_factory=getpass.getuser, description="Who is recorded as making changes.")
+    admin_token: SecretStr | None = Field(default=None, description="Bearer token of the gateway admin API.")
+    skops_trusted_types: list[str] = Field(
+        default_factory=list,
+        description="Extra types trusted when MLflow saves models with skops (added to Steward's own list).",
+    )
+    telemetry: bool = Field(default=False, description="Let Prefect and MLflow send usage telemetry.")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def resolved_store_uri(self) -> str:
+        return self.store_uri or str(self.home / "predictions")
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    def ensure_home(self) -> None:
+        for path in (self.home, self.mlflow_dir, self.prefect_home):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and the CLI's ``--home`` use this)."""
+    get_settings.cache_clear()
+
+
+def environment_for(settings: Settings) -> dict[str, str]:
+    """Environment variables that make Prefect and MLflow use the Steward home."""
+    env: dict[str, str] = {
+        "PREFECT_HOME": str(settings.prefect_home),
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "MLFLOW_REGISTRY_URI": settings.resolved_tracking_uri,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    if settings.prefect_api_url:
+        env["PREFECT_API_URL"] = settings.prefect_api_url
+    if not settings.telemetry:
+        env.update(
+            {
+                "DO_NOT_TRACK": "1",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+            }
+        )
+    return env
+
+
+def apply_environment(settings: Settings | None = None, *, override: bool = False) -> Settings:
+    """Export :func:`environment_for` into ``os.environ`` and create the home folders.
+
+    Values already in the environment are kept unless ``override`` is set, so a user's
+    explicit ``PREFECT_API_URL`` or ``MLFLOW_TRACKING_URI`` is respected.
+    """
+    settings = settings or get_settings()
+    settings.ensure_home()
+    for key, value in environment_for(settings).items():
+        if override or key not in os.environ:
+            os.environ[key] = value
+    return settings
+
+
+def settings_summary(settings: Settings) -> dict[str, Any]:
+    """What ``steward status`` prints about the installation; never includes secrets."""
+    return {
+        "home": str(settings.home),
+        "tracking_uri": settings.resolved_tracking_uri,
+        "artifact_root": settings.resolved_artifact_root,
+        "store_uri": settings.resolved_store_uri,
+        "prefect_api_url": settings.prefect_api_url or f"embedded (PREFECT_HOME={settings.prefect_home})",
+        "admin_token": "set" if settings.admin_token else "not set",
+    }

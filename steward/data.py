@@ -1,0 +1,213 @@
+"""Training data: load it, check it, split it in time, and fingerprint it for lineage."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+from steward.spec import FeatureType, ModelSpec
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message says which check failed and by how much."""
+
+
+def read_frame(path: str, fmt: str = "auto") -> pd.DataFrame:
+    """Read Parquet or CSV from a local path or any fsspec URL."""
+    if fmt == "auto":
+        suffix = PurePosixPath(path.split("?")[0]).suffix.lower()
+        fmt = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}.get(suffix, "")
+        if not fmt:
+            raise DataError(f"cannot tell the format of {path!r} from its suffix: set data.format to parquet or csv")
+    try:
+        with fsspec.open(path, "rb") as handle:
+            return pd.read_parquet(handle) if fmt == "parquet" else pd.read_csv(handle)
+    except FileNotFoundError:
+        raise DataError(f"training data not found at {path!r}: check data.path in the spec") from None
+
+
+def prepare_features(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The spec's feature columns, in spec order, with one dtype per type and NaN as the one missing marker.
+
+    Everything that feeds a model goes through here (training, validation, serving), so a
+    column typed differently by CSV or JSON cannot make the same row score differently.
+    """
+    missing = [name for name in spec.feature_names if name not in frame.columns]
+    if missing:
+        raise DataError(f"missing feature columns {missing}: the spec requires {spec.feature_names}")
+    prepared = {}
+    for feature in spec.features:
+        column = frame[feature.name]
+        if feature.is_numeric:
+            converted = pd.to_numeric(column, errors="coerce").astype("float64")
+            bad = converted.isna() & column.notna()
+            if bad.any():
+                examples = column[bad].astype(str).unique()[:3].tolist()
+                raise DataError(f"feature {feature.name!r} must be numeric; found {examples}")
+            prepared[feature.name] = converted
+        elif feature.type is FeatureType.BOOLEAN:
+            prepared[feature.name] = column.map(
+                lambda v: np.nan if pd.isna(v) else str(bool(v) if not isinstance(v, str) else v).lower()
+            ).astype(object)
+        else:
+            prepared[feature.name] = column.map(lambda v: np.nan if pd.isna(v) else str(v)).astype(object)
+    return pd.DataFrame(prepared, index=frame.index)
+
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """Content hash of a frame: same rows and columns, same hash, whatever file format they came from."""
+    digest = hashlib.sha256()
+    digest.update(",".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    name: str
+    passed: bool
+    observed: float
+    limit: float
+    detail: str
+
+    def describe(self) -> str:
+        verdict = "ok" if self.passed else "FAILED"
+        return f"{self.name}: {verdict}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class DataValidationReport:
+    rows: int
+    checks: tuple[DataCheck, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def failures(self) -> tuple[DataCheck, ...]:
+        return tuple(check for check in self.checks if not check.passed)
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"{self.rows} rows passed {len(self.checks)} data checks"
+        return "training data rejected:\n" + "\n".join(f"  - {c.describe()}" for c in self.failures)
+
+
+def validate_training_data(frame: pd.DataFrame, spec: ModelSpec) -> DataValidationReport:
+    """Schema, missing share, ranges, unknown categories, class balance and row count, with the margin."""
+    policy = spec.data_validation
+    rows = len(frame)
+    checks = [
+        DataCheck(
+            "min_rows", rows >= policy.min_rows, rows, policy.min_rows,
+            f"{rows} rows, at least {policy.min_rows} needed",
+        )
+    ]
+    absent = [c for c in [*spec.feature_names, spec.target] if c not in frame.columns]
+    checks.append(
+        DataCheck(
+            "schema", not absent, len(absent), 0,
+            f"missing columns {absent}" if absent else "all feature and target columns present",
+        )
+    )
+    if absent or rows == 0:
+        return DataValidationReport(rows, tuple(checks))
+
+    for feature in spec.features:
+        column = frame[feature.name]
+        missing_share = float(column.isna().mean())
+        limit = 1.0 if feature.nullable else policy.max_missing_share
+        checks.append(
+            DataCheck(
+                f"missing:{feature.name}", missing_share <= limit, missing_share, limit,
+                f"{missing_share:.1%} missing (limit {limit:.0%}{', nullable' if feature.nullable else ''})",
+            )
+        )
+        present = column.dropna()
+        if feature.is_numeric and (feature.min is not None or feature.max is not None):
+            values = pd.to_numeric(present, errors="coerce")
+            outside = (values < (feature.min if feature.min is not None else -np.inf)) | (
+                values > (feature.max if feature.max is not None else np.inf)
+            )
+            share = float(outside.mean()) if len(values) else 0.0
+            checks.append(
+                DataCheck(
+                    f"range:{feature.name}", share <= policy.max_out_of_range_share, share,
+                    policy.max_out_of_range_share,
+                    f"{share:.2%} outside [{feature.min}, {feature.max}] "
+                    f"(limit {policy.max_out_of_range_share:.0%})",
+                )
+            )
+        if feature.type is FeatureType.CATEGORICAL and feature.categories:
+            unknown = ~present.astype(str).isin(feature.categories)
+            share = float(unknown.mean()) if len(present) else 0.0
+            seen = present[unknown].astype(str).unique()[:3].tolist()
+            checks.append(
+                DataCheck(
+                    f"categories:{feature.name}", share <= policy.max_unknown_category_share, share,
+                    policy.max_unknown_category_share,
+                    f"{share:.2%} not in {list(feature.categories)}" + (f" (e.g. {seen})" if seen else ""),
+                )
+            )
+
+    target = frame[spec.target]
+    target_missing = int(target.isna().sum())
+    checks.append(
+        DataCheck(
+            "target_present", target_missing == 0, target_missing, 0,
+            f"{target_missing} rows without a {spec.target!r} label",
+        )
+    )
+    if spec.task.is_classification:
+        shares = target.dropna().value_counts(normalize=True)
+        smallest = float(shares.min()) if len(shares) else 0.0
+        enough_classes = len(shares) >= 2
+        checks.append(
+            DataCheck(
+                "class_balance", enough_classes and smallest >= policy.min_class_share, smallest,
+                policy.min_class_share,
+                f"{len(shares)} classes, smallest share {smallest:.1%} (at least {policy.min_class_share:.0%})",
+            )
+        )
+    return DataValidationReport(rows, tuple(checks))
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    method: str
+    train_window: tuple[pd.Timestamp, pd.Timestamp] | None = None
+    holdout_window: tuple[pd.Timestamp, pd.Timestamp] | None = None
+
+
+def split_train_holdout(frame: pd.DataFrame, spec: ModelSpec) -> Split:
+    """Hold out the most recent rows when there is a timestamp, so evaluation looks forward in time.
+
+    Without a timestamp column it falls back to a seeded, stratified random split.
+    """
+    fraction = spec.training.holdout_fraction
+    if spec.timestamp_column and spec.timestamp_column in frame.columns:
+        times = pd.to_datetime(frame[spec.timestamp_column], utc=True)
+        ordered = frame.assign(**{spec.timestamp_column: times}).sort_values(spec.timestamp_column, kind="stable")
+        cut = int(round(len(ordered) * (1 - fraction)))
+        train, holdout = ordered.iloc[:cut], ordered.iloc[cut:]
+        column = spec.timestamp_column
+        return Split(
+            train, holdout, "time",
+            (train[column].min(), train[column].max()),
+            (holdout[column].min(), holdout[column].max()),
+        )
+    from sklearn.model_selection import train_test_split
+
+    stratify = frame[spec.target] if spec.task.is_classification else None
+    train, holdout = train_test_split(
+        frame, test_size=fraction, random_state=spec.training.random_state, stratify=stratify
+    )
+    return Split(train, holdout, "random")

@@ -1,0 +1,313 @@
+"""ModelSpec: everything Steward needs to know about one model, read from YAML.
+
+A spec names the model, its task and target, the feature schema, where its training
+data comes from, how to build the estimator, and the policies the procedures apply:
+data validation, the validation gate, SLOs, the canary plan, drift and retraining.
+Validation errors name the field (``gates.tolerance``) and say what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used; the message lists every bad field."""
+
+
+class Task(StrEnum):
+    BINARY_CLASSIFICATION = "binary_classification"
+    MULTICLASS_CLASSIFICATION = "multiclass_classification"
+    REGRESSION = "regression"
+
+    @property
+    def is_classification(self) -> bool:
+        return self is not Task.REGRESSION
+
+
+class FeatureType(StrEnum):
+    NUMERIC = "numeric"
+    INTEGER = "integer"
+    CATEGORICAL = "categorical"
+    BOOLEAN = "boolean"
+
+
+class OutOfRangePolicy(StrEnum):
+    """What the gateway and data validation do with a value outside the declared range."""
+
+    REJECT = "reject"
+    ALLOW = "allow"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Feature(_Strict):
+    name: str = Field(min_length=1)
+    type: FeatureType
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    nullable: bool = False
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feature:
+        if self.type is FeatureType.CATEGORICAL:
+            if self.min is not None or self.max is not None:
+                raise ValueError(f"feature {self.name!r} is categorical: give `categories`, not min/max")
+        elif self.categories is not None:
+            raise ValueError(f"feature {self.name!r} is {self.type.value}: `categories` only fits categorical")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"feature {self.name!r}: min {self.min} is above max {self.max}")
+        return self
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.type in (FeatureType.NUMERIC, FeatureType.INTEGER)
+
+
+class DataSource(_Strict):
+    """Where training data comes from.
+
+    ``kind: file`` reads ``path`` (a local path or any fsspec URL, Parquet or CSV).
+    ``kind: production`` joins logged predictions with their labels over the last
+    ``window_days``; it needs the prediction store the gateway writes.
+    """
+
+    kind: Literal["file", "production"] = "file"
+    path: str | None = None
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    window_days: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> DataSource:
+        if self.kind == "file" and not self.path:
+            raise ValueError("data.kind is 'file': set data.path to a Parquet or CSV file or URL")
+        return self
+
+
+class EstimatorSpec(_Strict):
+    """How to build an unfitted estimator.
+
+    ``factory`` is ``module:callable``; it is called as ``factory(spec, **params)`` and
+    must return a scikit-learn estimator that accepts the raw feature frame.
+    """
+
+    factory: str = "steward.estimators:tabular_pipeline"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("factory")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        if ":" not in value:
+            raise ValueError(f"{value!r} is not an import path: write it as 'package.module:function'")
+        return value
+
+    def load_factory(self) -> Callable[..., Any]:
+        module_name, _, attribute = self.factory.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise SpecError(f"estimator.factory: cannot import module {module_name!r}: {error}") from error
+        try:
+            return getattr(module, attribute)
+        except AttributeError as error:
+            raise SpecError(f"estimator.factory: module {module_name!r} has no {attribute!r}") from error
+
+
+class TrainingSpec(_Strict):
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
+    random_state: int = 42
+    slow_training_factor: float = Field(default=10.0, gt=1, description="Flag runs this many times the median.")
+    reference_sample_rows: int = Field(
+        default=200_000, gt=0, description="Rows of the training data kept with the version for drift reports."
+    )
+
+
+class DataValidationSpec(_Strict):
+    min_rows: int = Field(default=500, ge=1)
+    max_missing_share: float = Field(default=0.05, ge=0, le=1, description="Per feature, non-nullable ones.")
+    max_out_of_range_share: float = Field(default=0.01, ge=0, le=1)
+    max_unknown_category_share: float = Field(default=0.01, ge=0, le=1)
+    min_class_share: float = Field(default=0.02, ge=0, lt=0.5, description="Smallest class share (classification).")
+
+
+class GateSpec(_Strict):
+    """The validation gate a candidate must pass against the champion."""
+
+    primary_metric: str | None = Field(default=None, description="Default: roc_auc / f1_macro / rmse by task.")
+    tolerance: float = Field(default=0.01, ge=0, description="How much worse than the champion is still a pass.")
+    floor: float | None = Field(default=None, description="Absolute bound the primary metric must meet.")
+    slice_features: tuple[str, ...] = ()
+    slice_tolerance: float = Field(default=0.03, ge=0)
+    min_slice_rows: int = Field(default=50, ge=1)
+    max_latency_factor: float = Field(default=2.0, ge=1, description="Candidate p95 / champion p95 limit.")
+    min_latency_ms: float = Field(
+        default=1.0, ge=0, description="Latencies under this are too small to call a regression."
+    )
+    min_batch_throughput_factor: float = Field(
+        default=0.5, gt=0, le=1, description="Candidate rows/s must be at least this share of the champion's."
+    )
+    allow_schema_change: bool = False
+
+
+class SLOSpec(_Strict):
+    p95_latency_ms: float = Field(default=50.0, gt=0)
+    availability: float = Field(default=0.999, gt=0, le=1)
+    min_accuracy: float | None = Field(default=None, description="On the primary metric, over labelled traffic.")
+
+
+class CanaryPlan(_Strict):
+    steps: tuple[float, ...] = (1.0, 5.0, 25.0, 50.0, 100.0)
+    min_requests_per_arm: int = Field(default=200, ge=1)
+    min_step_seconds: float = Field(default=300.0, ge=0)
+    max_hold_seconds: float = Field(default=3600.0, gt=0)
+    max_error_rate_increase: float = Field(default=0.01, ge=0)
+    max_p95_latency_factor: float = Field(default=1.5, ge=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _ramp(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if not steps:
+            raise ValueError("canary.steps is empty: list traffic percentages, ending at 100")
+        if any(not 0 < step <= 100 for step in steps):
+            raise ValueError(f"canary.steps must be percentages in (0, 100]; got {list(steps)}")
+        if list(steps) != sorted(set(steps)) or steps[-1] != 100:
+            raise ValueError(f"canary.steps must rise strictly and end at 100; got {list(steps)}")
+        return steps
+
+
+class DriftSpec(_Strict):
+    window_days: int = Field(default=1, ge=1)
+    method: Literal["share", "weighted_share", "top_k"] = "share"
+    share_threshold: float = Field(default=0.3, gt=0, le=1)
+    top_k: int = Field(default=5, ge=1)
+    hysteresis_margin: float = Field(default=0.1, ge=0, lt=1)
+
+
+class RetrainSpec(_Strict):
+    cooldown_hours: float = Field(default=24.0, ge=0)
+    max_per_week: int = Field(default=3, ge=1)
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    description: str = ""
+    task: Task
+    target: str
+    features: tuple[Feature, ...] = Field(min_length=1)
+    timestamp_column: str | None = None
+    entity_column: str | None = None
+    data: DataSource
+    estimator: EstimatorSpec = Field(default_factory=EstimatorSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    data_validation: DataValidationSpec = Field(default_factory=DataValidationSpec)
+    gates: GateSpec = Field(default_factory=GateSpec)
+    slo: SLOSpec = Field(default_factory=SLOSpec)
+    canary: CanaryPlan = Field(default_factory=CanaryPlan)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> ModelSpec:
+        names = [feature.name for feature in self.features]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"features: {duplicates} listed more than once")
+        reserved = {self.target, self.timestamp_column, self.entity_column} - {None}
+        clash = sorted(reserved & set(names))
+        if clash:
+            raise ValueError(f"features: {clash} is also the target, timestamp or entity column")
+        categorical = {f.name for f in self.features if f.type is FeatureType.CATEGORICAL}
+        unknown_slices = [s for s in self.gates.slice_features if s not in categorical]
+        if unknown_slices:
+            raise ValueError(
+                f"gates.slice_features: {unknown_slices} are not categorical features of this spec "
+                f"(categorical: {sorted(categorical)})"
+            )
+        if self.data.kind == "production" and not self.timestamp_column:
+            raise ValueError("data.kind is 'production': set timestamp_column so windows can be chosen")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [feature.name for feature in self.features]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [feature.name for feature in self.features if feature.is_numeric]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [f.name for f in self.features if f.type in (FeatureType.CATEGORICAL, FeatureType.BOOLEAN)]
+
+    @property
+    def primary_metric(self) -> str:
+        if self.gates.primary_metric:
+            return self.gates.primary_metric
+        return {
+            Task.BINARY_CLASSIFICATION: "roc_auc",
+            Task.MULTICLASS_CLASSIFICATION: "f1_macro",
+            Task.REGRESSION: "rmse",
+        }[self.task]
+
+    def feature(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(f"{name!r} is not a feature of model {self.name!r}")
+
+    def schema_fingerprint(self) -> str:
+        """Hash of the interface (feature names and types): a change means a major version."""
+        interface = [(f.name, f.type.value) for f in sorted(self.features, key=lambda f: f.name)]
+        return hashlib.sha256(json.dumps(interface).encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+
+
+def _describe_errors(error: ValidationError) -> str:
+    lines = []
+    for detail in error.errors():
+        location = ".".join(str(part) for part in detail["loc"]) or "(top level)"
+        message = detail["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {location}: {message}")
+    return "\n".join(lines)
+
+
+def parse_spec(document: dict[str, Any], *, source: str = "spec") -> ModelSpec:
+    if not isinstance(document, dict):
+        raise SpecError(f"{source}: expected a mapping of fields at the top level, got {type(document).__name__}")
+    try:
+        return ModelSpec.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(f"{source} is not a valid model spec:\n{_describe_errors(error)}") from None
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and validate a spec file; a relative ``data.path`` is resolved against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"no spec at {path}: pass the path of a YAML spec (`steward init` writes an example)")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path} is not valid YAML: {error}") from None
+    if isinstance(document, dict):
+        data = document.get("data")
+        if isinstance(data, dict) and data.get("path") and "://" not in str(data["path"]):
+            data_path = Path(data["path"]).expanduser()
+            if not data_path.is_absolute():
+                data["path"] = str((path.parent / data_path).resolve())
+    return parse_spec(document, source=str(path))

@@ -1,0 +1,50 @@
+"""Tasks that fit and register a model."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from steward.data import Split, frame_sha256
+from steward.gates import TrainingDurationVerdict, judge_training_duration
+from steward.registry import VersionInfo
+from steward.spec import ModelSpec
+from steward.training import TrainedModel, reference_sample, train_model
+from tasks.common import registry
+
+
+@task(name="fit-model")
+def fit_model(spec: ModelSpec, split: Split, data_sha256: str, data_source: str) -> TrainedModel:
+    return train_model(spec, split, data_sha256=data_sha256, data_source=data_source)
+
+
+@task(name="hash-training-data")
+def hash_training_data(split: Split) -> str:
+    import pandas as pd
+
+    return frame_sha256(pd.concat([split.train, split.holdout]))
+
+
+@task(name="judge-training-duration", retries=2, retry_delay_seconds=[2, 5])
+def judge_duration(spec: ModelSpec, trained: TrainedModel) -> TrainingDurationVerdict:
+    earlier = registry().training_durations(spec.name) if registry().model_exists(spec.name) else []
+    return judge_training_duration(trained.lineage.training_seconds, earlier, spec.training.slow_training_factor)
+
+
+@task(name="register-candidate", retries=2, retry_delay_seconds=[2, 5])
+def register_candidate(spec: ModelSpec, trained: TrainedModel, slow: TrainingDurationVerdict) -> VersionInfo:
+    """Register with lineage, the held-out rows and a bounded training sample (the drift reference)."""
+    reference = reference_sample(trained.train_frame, spec.training.reference_sample_rows, spec.training.random_state)
+    info = registry().register_version(
+        spec.name,
+        trained.estimator,
+        lineage=trained.lineage,
+        metrics=trained.metrics,
+        input_example=trained.holdout_frame[spec.feature_names].head(20),
+        datasets={"holdout": trained.holdout_frame, "reference": reference},
+        description=spec.description,
+    )
+    registry().set_version_tags(
+        spec.name, info.version,
+        {"steward.training_duration_flag": ("slow: " if slow.slow else "normal: ") + slow.reason},
+    )
+    return info
