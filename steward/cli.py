@@ -71,8 +71,20 @@ def init(
     console.print(f"wrote [bold]{spec_path}[/] and its data; next: [bold]steward train {spec_path}[/]")
 
 
+def _check_spec(spec: Path) -> None:
+    """Fail fast on a bad spec, before a flow run (and an embedded Prefect server) starts."""
+    from steward.spec import SpecError, load_spec
+
+    try:
+        load_spec(spec)
+    except SpecError as error:
+        _fail(str(error))
+
+
 def _run_retrain(spec: Path, reason: str) -> Any:
     from flows.retrain import retrain
+
+    _check_spec(spec)
 
     with console.status(f"training a candidate from {spec}"):
         return retrain(spec_path=str(spec), reason=reason)
@@ -80,6 +92,8 @@ def _run_retrain(spec: Path, reason: str) -> Any:
 
 def _run_validate(spec: Path, version: str | None) -> Any:
     from flows.validate import validate
+
+    _check_spec(spec)
 
     with console.status("validating the candidate against the champion"):
         return validate(spec_path=str(spec), version=version)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from steward.spec import FeatureType, ModelSpec
 
@@ -129,7 +130,9 @@ def compare_speed(
     """Single-row latency and batch throughput of the candidate and, if given, the baseline.
 
     Both are measured in alternating rounds on the same rows, so a noisy neighbour slows
-    both rather than biasing one; the figures are medians and p95s over all rounds.
+    both rather than biasing one; the figures are medians and p95s over all rounds. Native
+    thread pools are limited to one thread, as in a serving process that answers requests
+    concurrently: on a busy host OpenMP's spinning threads otherwise dominate small batches.
     """
     rows = sample.sample(n=min(len(sample), single_row_calls), random_state=0, replace=len(sample) < single_row_calls)
     singles = [rows.iloc[[i]] for i in range(len(rows))]
@@ -137,15 +140,16 @@ def compare_speed(
     models = {"candidate": candidate} | ({"baseline": baseline} if baseline is not None else {})
     single_times: dict[str, list[float]] = {name: [] for name in models}
     batch_times: dict[str, list[float]] = {name: [] for name in models}
-    for model in models.values():  # warm-up: first calls pay for lazy initialisation
-        model.predict(batch.head(10))
     per_round = max(1, len(singles) // rounds)
-    for round_index in range(rounds):
-        chunk = singles[round_index * per_round : (round_index + 1) * per_round]
-        for name, model in models.items():
-            for row in chunk:
-                single_times[name].extend(_time_calls(model.predict, row, 1))
-            batch_times[name].extend(_time_calls(model.predict, batch, 1))
+    with threadpool_limits(limits=1):
+        for model in models.values():  # warm-up: first calls pay for lazy initialisation
+            model.predict(batch.head(10))
+        for round_index in range(rounds):
+            chunk = singles[round_index * per_round : (round_index + 1) * per_round]
+            for name, model in models.items():
+                for row in chunk:
+                    single_times[name].extend(_time_calls(model.predict, row, 1))
+                batch_times[name].extend(_time_calls(model.predict, batch, 1))
 
     def profile(name: str) -> SpeedProfile:
         singles_ms = np.array(single_times[name]) * 1000

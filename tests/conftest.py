@@ -1,0 +1,116 @@
+"""Shared fixtures.
+
+One Steward home per test session: creating an MLflow SQLite store takes seconds, so
+the whole session shares one, and tests stay independent by using their own model
+names (``model_name`` fixture). The environment is set in ``pytest_configure``, before
+any test module imports MLflow or Prefect, because both read it at import.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="steward-tests-"))
+_names = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One OpenMP thread: on 2 shared cores, spinning OpenMP pools make tree models 10x slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["STEWARD_HOME"] = str(_SESSION_HOME / "home")
+    os.environ.pop("STEWARD_CONFIG", None)
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL", "PREFECT_HOME"):
+        os.environ.pop(variable, None)
+    from steward.config import apply_environment, reset_settings
+
+    reset_settings()
+    apply_environment(override=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from steward.config import get_settings
+
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def registry(settings):
+    from steward.registry import Registry
+
+    return Registry.from_settings(settings)
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A model name no other test uses, so tests share the MLflow store without sharing state."""
+    return f"test-model-{next(_names)}"
+
+
+@pytest.fixture(scope="session")
+def example_frame() -> pd.DataFrame:
+    """20 clean days of the simulated credit world, 300 rows a day."""
+    from steward.examples import example_training_frame
+
+    return example_training_frame(days=20, rows_per_day=300)
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path, example_frame: pd.DataFrame, model_name: str):
+    """Write the example spec (with overrides) and its data under tmp_path; returns the spec path."""
+    from steward.examples import example_spec_text
+
+    def write(frame: pd.DataFrame | None = None, name: str | None = None, **overrides) -> Path:
+        document = yaml.safe_load(example_spec_text())
+        document["name"] = name or model_name
+        document["data"]["path"] = "train.parquet"
+        document["data_validation"]["min_rows"] = 500
+        for dotted, value in overrides.items():
+            section, _, field = dotted.partition("__")
+            if field:
+                document.setdefault(section, {})[field] = value
+            else:
+                document[section] = value
+        (frame if frame is not None else example_frame).to_parquet(tmp_path / "train.parquet", index=False)
+        path = tmp_path / f"{document['name']}.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def register_version(registry):
+    """Train a spec's model on a frame and register it without Prefect; returns the VersionInfo."""
+    from steward.data import frame_sha256, split_train_holdout
+    from steward.spec import load_spec
+    from steward.training import train_model
+
+    def register(spec_path: Path, frame: pd.DataFrame, **estimator_params):
+        spec = load_spec(spec_path)
+        if estimator_params:
+            spec = spec.model_copy(
+                update={"estimator": spec.estimator.model_copy(update={"params": {**spec.estimator.params,
+                                                                                    **estimator_params}})}
+            )
+        split = split_train_holdout(frame, spec)
+        trained = train_model(spec, split, data_sha256=frame_sha256(frame), data_source=str(spec_path))
+        return registry.register_version(
+            spec.name, trained.estimator, lineage=trained.lineage, metrics=trained.metrics,
+            input_example=trained.holdout_frame[spec.feature_names].head(20),
+            datasets={"holdout": trained.holdout_frame, "reference": trained.train_frame},
+        )
+
+    return register

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steward.config import Settings, environment_for
+
+
+def test_defaults_put_everything_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("STEWARD_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.home == (tmp_path / ".steward").resolve()
+    assert settings.resolved_tracking_uri == f"sqlite:///{tmp_path / '.steward' / 'mlflow' / 'mlflow.db'}"
+    assert settings.resolved_store_uri.startswith(str(tmp_path / ".steward"))
+    env = environment_for(settings)
+    assert env["PREFECT_HOME"] == str(tmp_path / ".steward" / "prefect")
+    assert env["DO_NOT_TRACK"] == "1" and env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+
+def test_yaml_file_and_environment_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    config = tmp_path / "custom.yaml"
+    config.write_text(f"home: {tmp_path / 'from-yaml'}\nactor: yaml-actor\n")
+    monkeypatch.setenv("STEWARD_CONFIG", str(config))
+    monkeypatch.delenv("STEWARD_HOME", raising=False)
+    monkeypatch.setenv("STEWARD_ACTOR", "env-actor")
+    settings = Settings()
+    assert settings.home == tmp_path / "from-yaml"
+    assert settings.actor == "env-actor"
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("STEWARD_CONFIG", str(tmp_path / "absent.yaml"))
+    with pytest.raises(FileNotFoundError, match="STEWARD_CONFIG"):
+        Settings()
+
+
+def test_unknown_setting_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    config = tmp_path / "steward.yaml"
+    config.write_text("hme: /tmp/typo\n")
+    monkeypatch.setenv("STEWARD_CONFIG", str(config))
+    with pytest.raises(ValueError, match="hme"):
+        Settings()
+
+
+def test_telemetry_can_be_turned_on(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("STEWARD_TELEMETRY", "true")
+    assert "DO_NOT_TRACK" not in environment_for(Settings())

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from steward.data import prepare_features
+from steward.estimators import build_estimator
+from steward.examples import example_spec_text
+from steward.gates import (
+    CheckStatus,
+    check_edge_cases,
+    check_primary_metric,
+    check_signature,
+    check_slices,
+    check_speed,
+    judge_training_duration,
+)
+from steward.probes import SpeedProfile, compare_speed, run_edge_cases
+from steward.spec import GateSpec, parse_spec
+
+POLICY = GateSpec(tolerance=0.01, floor=0.7, slice_features=("region",), slice_tolerance=0.03, min_slice_rows=50)
+
+
+def statuses(checks) -> dict[str, CheckStatus]:
+    return {check.name: check.status for check in checks}
+
+
+def test_primary_metric_within_tolerance_passes_and_beyond_fails():
+    assert statuses(check_primary_metric("roc_auc", 0.815, 0.82, POLICY)) == {
+        "metric_floor": CheckStatus.PASSED, "metric_vs_champion": CheckStatus.PASSED,
+    }
+    worse = check_primary_metric("roc_auc", 0.80, 0.82, POLICY)
+    assert statuses(worse)["metric_vs_champion"] is CheckStatus.FAILED
+    assert "-0.0200" in worse[1].reason and "tolerance 0.01" in worse[1].reason
+
+
+def test_floor_fails_even_without_champion():
+    checks = statuses(check_primary_metric("roc_auc", 0.65, None, POLICY))
+    assert checks == {"metric_floor": CheckStatus.FAILED, "metric_vs_champion": CheckStatus.SKIPPED}
+
+
+def test_lower_is_better_metrics_are_compared_the_right_way():
+    policy = GateSpec(tolerance=0.5)
+    assert statuses(check_primary_metric("rmse", 10.2, 10.0, policy))["metric_vs_champion"] is CheckStatus.PASSED
+    assert statuses(check_primary_metric("rmse", 11.0, 10.0, policy))["metric_vs_champion"] is CheckStatus.FAILED
+
+
+def test_slice_regression_fails_and_small_slices_are_ignored():
+    champion = {("region", "north"): (500, 0.80), ("region", "west"): (20, 0.80)}
+    candidate = {("region", "north"): (500, 0.75), ("region", "west"): (20, 0.10)}
+    check = check_slices(candidate, champion, "roc_auc", POLICY)
+    assert check.status is CheckStatus.FAILED and "region=north" in check.reason and "west" not in check.reason
+    fine = check_slices({("region", "north"): (500, 0.79)}, champion, "roc_auc", POLICY)
+    assert fine.status is CheckStatus.PASSED
+
+
+def test_signature_change_fails_unless_allowed():
+    champion = {"a": "float64", "b": "object"}
+    assert check_signature(champion, champion, POLICY).status is CheckStatus.PASSED
+    changed = {"a": "float64", "c": "object"}
+    failed = check_signature(changed, champion, POLICY)
+    assert failed.status is CheckStatus.FAILED and "allow_schema_change" in failed.reason
+    allowed = check_signature(changed, champion, GateSpec(allow_schema_change=True))
+    assert allowed.status is CheckStatus.PASSED
+
+
+def test_speed_regression_fails():
+    champion = SpeedProfile(1.0, 2.0, 1000, 100_000)
+    assert statuses(check_speed(SpeedProfile(1.0, 3.0, 1000, 90_000), champion, POLICY)) == {
+        "latency_p95": CheckStatus.PASSED, "batch_throughput": CheckStatus.PASSED,
+    }
+    slow = statuses(check_speed(SpeedProfile(5.0, 9.0, 1000, 20_000), champion, POLICY))
+    assert slow == {"latency_p95": CheckStatus.FAILED, "batch_throughput": CheckStatus.FAILED}
+
+
+def test_tiny_latencies_are_not_called_regressions():
+    champion = SpeedProfile(0.1, 0.2, 1000, 100_000)
+    check = check_speed(SpeedProfile(0.3, 0.6, 1000, 100_000), champion, GateSpec(min_latency_ms=1.0))
+    assert check[0].status is CheckStatus.PASSED
+
+
+def test_training_duration_flag():
+    assert not judge_training_duration(5.0, [], 10).slow
+    assert not judge_training_duration(5.0, [1.0, 2.0, 1.5], 10).slow
+    verdict = judge_training_duration(50.0, [1.0, 2.0, 1.5], 10)
+    assert verdict.slow and "33.3x the median" in verdict.reason
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return parse_spec(yaml.safe_load(example_spec_text()))
+
+
+@pytest.fixture(scope="module")
+def fitted(spec, example_frame):
+    frame = example_frame.head(3000)
+    model = build_estimator(spec).fit(prepare_features(frame, spec), frame[spec.target])
+    return model, prepare_features(frame, spec)
+
+
+class RefusesUnseen:
+    """A model that crashes on categories it has not seen: the edge-case probe must catch it."""
+
+    def __init__(self, model, known):
+        self.model, self.known = model, known
+
+    def predict(self, frame):
+        if (~frame["region"].isin(self.known)).any():
+            raise KeyError("unknown region")
+        return self.model.predict(frame)
+
+
+class Sluggish:
+    def __init__(self, model, delay):
+        self.model, self.delay = model, delay
+
+    def predict(self, frame):
+        time.sleep(self.delay)
+        return self.model.predict(frame)
+
+
+def test_edge_cases_pass_for_the_example_pipeline(spec, fitted):
+    model, features = fitted
+    outcomes = run_edge_cases(model, spec, features)
+    assert {o.case for o in outcomes} >= {"empty_batch", "extreme_max_values", "missing_nullable_values",
+                                         "unseen_category"}
+    assert check_edge_cases(outcomes).status is CheckStatus.PASSED
+
+
+def test_edge_case_failure_is_reported(spec, fitted):
+    model, features = fitted
+    check = check_edge_cases(run_edge_cases(RefusesUnseen(model, {"north", "south", "east", "west"}), spec, features))
+    assert check.status is CheckStatus.FAILED and "unseen_category: raised KeyError" in check.reason
+
+
+def test_invalid_output_fails_edge_cases(spec, fitted):
+    _, features = fitted
+
+    class NaNModel:
+        def predict(self, frame):
+            return np.full(len(frame), np.nan)
+
+    assert check_edge_cases(run_edge_cases(NaNModel(), spec, features)).status is CheckStatus.FAILED
+
+
+class Constant:
+    def predict(self, frame):
+        return np.zeros(len(frame))
+
+
+def test_compare_speed_sees_a_slow_candidate(fitted):
+    _, features = fitted
+    slow, fast = compare_speed(Sluggish(Constant(), 0.02), Constant(), features, single_row_calls=20,
+                               batch_rows=200, rounds=2)
+    assert slow.single_row_p50_ms >= 20 > fast.single_row_p50_ms
+    assert statuses(check_speed(slow, fast, GateSpec(max_latency_factor=1.5)))["latency_p95"] is CheckStatus.FAILED
+
+
+def test_edge_case_batches_use_declared_bounds(spec, fitted):
+    from steward.probes import edge_case_batches
+
+    _, features = fitted
+    batches = edge_case_batches(spec, features)
+    assert batches["extreme_max_values"][0]["age"].iloc[0] == 100
+    assert len(batches["empty_batch"][0]) == 0 and not batches["empty_batch"][1]
+    assert pd.isna(batches["missing_nullable_values"][0]["income"]).all()
