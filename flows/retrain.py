@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 
 from tasks.common import publish_markdown
 from tasks.data import check_training_data, load_model_spec, load_training_data, split_data
-from tasks.training import fit_model, hash_training_data, judge_duration, register_candidate
+from tasks.training import archive_old_versions, fit_model, hash_training_data, judge_duration, register_candidate
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ def retrain(spec_path: str, reason: str = "manual run") -> RetrainResult:
     if duration.slow:
         logger.warning("training of %s was slow: %s", spec.name, duration.reason)
     info = register_candidate(spec, trained, duration)
+    archived = archive_old_versions(spec)
+    if archived:
+        logger.info("archived %s: past retention", ", ".join(f"v{v}" for v in archived))
     result = RetrainResult(
         model=spec.name, version=info.version, semver=info.semver or "", metrics=trained.metrics,
         data_sha256=data_sha256, training_seconds=trained.lineage.training_seconds,

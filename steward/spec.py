@@ -173,8 +173,14 @@ class CanaryPlan(_Strict):
     min_requests_per_arm: int = Field(default=200, ge=1)
     min_step_seconds: float = Field(default=300.0, ge=0)
     max_hold_seconds: float = Field(default=3600.0, gt=0)
-    max_error_rate_increase: float = Field(default=0.01, ge=0)
-    max_p95_latency_factor: float = Field(default=1.5, ge=1)
+    max_error_rate_increase: float = Field(default=0.01, ge=0, description="Tolerated rise of the 5xx share.")
+    max_p95_latency_factor: float = Field(default=1.5, ge=1, description="Challenger p95 / champion p95 limit.")
+    max_accuracy_drop: float = Field(default=0.02, ge=0, description="On labelled traffic, in metric units.")
+    min_labelled: int = Field(default=100, ge=1, description="Labelled predictions per arm before accuracy counts.")
+    max_score_ks: float = Field(
+        default=0.3, gt=0, le=1, description="Largest tolerated KS distance between the arms' score distributions."
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Significance level of each breach test.")
 
     @field_validator("steps")
     @classmethod
@@ -186,6 +192,27 @@ class CanaryPlan(_Strict):
         if list(steps) != sorted(set(steps)) or steps[-1] != 100:
             raise ValueError(f"canary.steps must rise strictly and end at 100; got {list(steps)}")
         return steps
+
+
+class ABTestSpec(_Strict):
+    """How an A/B test between champion and challenger is judged."""
+
+    metric: Literal["accuracy", "label_mean", "latency_ms"] = "accuracy"
+    higher_is_better: bool = True
+    minimum_effect: float = Field(default=0.02, gt=0, description="Smallest difference worth detecting.")
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    power: float = Field(default=0.8, gt=0, lt=1)
+    stopping: Literal["sequential", "fixed"] = Field(
+        default="sequential", description="sequential: valid at every look; fixed: only at planned_samples."
+    )
+    planned_samples_per_arm: int | None = Field(default=None, ge=1)
+    sticky_key: str | None = Field(default=None, description="Field or header that keeps a customer on one arm.")
+
+    @model_validator(mode="after")
+    def _fixed_needs_plan(self) -> ABTestSpec:
+        if self.stopping == "fixed" and self.planned_samples_per_arm is None:
+            raise ValueError("ab_test.stopping is 'fixed': set ab_test.planned_samples_per_arm (pre-registered)")
+        return self
 
 
 class DriftSpec(_Strict):
@@ -216,6 +243,7 @@ class ModelSpec(_Strict):
     gates: GateSpec = Field(default_factory=GateSpec)
     slo: SLOSpec = Field(default_factory=SLOSpec)
     canary: CanaryPlan = Field(default_factory=CanaryPlan)
+    ab_test: ABTestSpec = Field(default_factory=ABTestSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
 

@@ -48,3 +48,9 @@ def register_candidate(spec: ModelSpec, trained: TrainedModel, slow: TrainingDur
         {"steward.training_duration_flag": ("slow: " if slow.slow else "normal: ") + slow.reason},
     )
     return info
+
+
+@task(name="archive-old-versions", retries=2, retry_delay_seconds=[2, 5])
+def archive_old_versions(spec: ModelSpec) -> tuple[str, ...]:
+    """Tag versions past retention archived; aliased ones and the rollback path are kept."""
+    return registry().apply_retention(spec.name).archive
