@@ -8,7 +8,13 @@ from prefect import flow, get_run_logger
 
 from tasks.common import publish_markdown
 from tasks.data import check_training_data, load_model_spec, load_training_data, split_data
-from tasks.training import archive_old_versions, fit_model, hash_training_data, judge_duration, register_candidate
+from tasks.training import (
+    archive_old_versions,
+    fit_model,
+    hash_training_data,
+    judge_duration,
+    register_candidate,
+)
 
 
 @dataclass(frozen=True)
