@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
 
@@ -10,6 +10,7 @@ from tasks.common import publish_markdown
 from tasks.data import check_training_data, load_model_spec, load_training_data, split_data
 from tasks.training import (
     archive_old_versions,
+    check_retrain_allowance,
     fit_model,
     hash_training_data,
     judge_duration,
@@ -20,13 +21,15 @@ from tasks.training import (
 @dataclass(frozen=True)
 class RetrainResult:
     model: str
-    version: str
-    semver: str
-    metrics: dict[str, float]
-    data_sha256: str
-    training_seconds: float
-    slow_training: bool
+    registered: bool
     reason: str
+    skipped_because: str | None = None
+    version: str | None = None
+    semver: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    data_sha256: str | None = None
+    training_seconds: float | None = None
+    slow_training: bool = False
 
 
 def _lineage_markdown(result: RetrainResult, source: str, window: str) -> str:
@@ -34,7 +37,7 @@ def _lineage_markdown(result: RetrainResult, source: str, window: str) -> str:
     return (
         f"# {result.model} v{result.version} ({result.semver}) registered as candidate\n\n"
         f"Why: {result.reason}\n\n"
-        f"- data: `{source}`, window {window}, sha256 `{result.data_sha256[:16]}…`\n"
+        f"- data: `{source}`, window {window}, sha256 `{(result.data_sha256 or '')[:16]}…`\n"
         f"- training time: {result.training_seconds:.2f} s"
         f"{' — **slow: over the limit against earlier runs**' if result.slow_training else ''}\n\n"
         f"| metric (held-out) | value |\n| --- | --- |\n{metrics}\n"
@@ -42,9 +45,14 @@ def _lineage_markdown(result: RetrainResult, source: str, window: str) -> str:
 
 
 @flow(name="retrain", description="Train a new candidate version of a model on fresh data, with full lineage.")
-def retrain(spec_path: str, reason: str = "manual run") -> RetrainResult:
+def retrain(spec_path: str, reason: str = "manual run", force: bool = False) -> RetrainResult:
+    """``force`` skips the cooldown and weekly budget (for a person; triggers never set it)."""
     logger = get_run_logger()
     spec = load_model_spec(spec_path)
+    allowance = check_retrain_allowance(spec)
+    if not allowance.allowed and not force:
+        logger.warning("retrain of %s skipped: %s", spec.name, allowance.reason)
+        return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=allowance.reason)
     frame, source = load_training_data(spec)
     check_training_data(frame, spec)
     split = split_data(frame, spec)
@@ -58,9 +66,9 @@ def retrain(spec_path: str, reason: str = "manual run") -> RetrainResult:
     if archived:
         logger.info("archived %s: past retention", ", ".join(f"v{v}" for v in archived))
     result = RetrainResult(
-        model=spec.name, version=info.version, semver=info.semver or "", metrics=trained.metrics,
-        data_sha256=data_sha256, training_seconds=trained.lineage.training_seconds,
-        slow_training=duration.slow, reason=reason,
+        model=spec.name, registered=True, reason=reason, version=info.version, semver=info.semver,
+        metrics=trained.metrics, data_sha256=data_sha256, training_seconds=trained.lineage.training_seconds,
+        slow_training=duration.slow,
     )
     window = f"{trained.lineage.data_window_start or '?'} → {trained.lineage.data_window_end or '?'}"
     publish_markdown(_lineage_markdown(result, source, window), "retrain", spec.name)

@@ -81,13 +81,16 @@ def _check_spec(spec: Path) -> None:
         _fail(str(error))
 
 
-def _run_retrain(spec: Path, reason: str) -> Any:
+def _run_retrain(spec: Path, reason: str, force: bool) -> Any:
     from flows.retrain import retrain
 
     _check_spec(spec)
 
     with console.status(f"training a candidate from {spec}"):
-        return retrain(spec_path=str(spec), reason=reason)
+        result = retrain(spec_path=str(spec), reason=reason, force=force)
+    if not result.registered:
+        _fail(f"retrain skipped: {result.skipped_because}; pass --force to retrain anyway")
+    return result
 
 
 def _run_validate(spec: Path, version: str | None) -> Any:
@@ -111,12 +114,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
 def train(
     spec: Annotated[Path, typer.Argument(help="Path of the model spec (YAML).")],
     reason: Annotated[str, typer.Option(help="Why this retrain runs; recorded with the version.")] = "manual run",
+    force: Annotated[bool, typer.Option("--force", help="Ignore the spec's retrain cooldown and budget.")] = False,
     home: HomeOption = None,
 ) -> None:
     """Train and register a candidate version (the retrain flow)."""
     _environment(home)
     try:
-        result = _run_retrain(spec, reason)
+        result = _run_retrain(spec, reason, force)
     except _user_errors() as error:
         _fail(str(error))
     console.print(
@@ -239,6 +243,47 @@ def rollback(
     except RegistryError as error:
         _fail(str(error))
     console.print(entry.describe(), highlight=False)
+
+
+@app.command()
+def serve(
+    models: Annotated[list[str], typer.Argument(help="Registered model names to serve (by their aliases).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between registry polls.")] = 0.5,
+    log_mode: Annotated[str, typer.Option(help="Prediction log: batched, durable or off.")] = "batched",
+    flush_interval: Annotated[float, typer.Option(help="Seconds between Parquet flushes of the log.")] = 2.0,
+    wal_dir: Annotated[Path | None, typer.Option(help="Durable mode: local write-ahead log folder.")] = None,
+    store_uri: Annotated[str | None, typer.Option(help="Prediction log URL (default: the settings').")] = None,
+    max_batch_rows: Annotated[int, typer.Option(help="Rows one predict request may carry.")] = 1000,
+    rate_limit: Annotated[float | None, typer.Option(help="Predict requests/s per client (default: off).")] = None,
+    rate_burst: Annotated[int | None, typer.Option(help="Rate-limit bucket size (default: 2x the rate).")] = None,
+    out_of_range: Annotated[str, typer.Option(help="Values outside a feature's range: reject or allow.")] = "reject",
+    log_level: Annotated[str, typer.Option(help="JSON log level.")] = "info",
+    home: HomeOption = None,
+) -> None:
+    """Serve models by alias, split traffic by the registry's plan, log every prediction (docs/gateway.md)."""
+    from pydantic import ValidationError
+
+    from steward.serving import GatewayConfig
+    from steward.serving import serve as run_gateway
+
+    settings = _environment(home)
+    try:
+        config = GatewayConfig(
+            models=tuple(models), poll_interval=poll_interval, log_mode=log_mode, flush_interval=flush_interval,
+            wal_dir=wal_dir, store_uri=store_uri, max_batch_rows=max_batch_rows, rate_limit=rate_limit,
+            rate_burst=rate_burst, out_of_range=out_of_range, admin_token=settings.admin_token,
+        )
+    except ValidationError as error:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
+    registry = _registry(settings)
+    missing = [name for name in config.models if not registry.model_exists(name)]
+    if missing:
+        _fail(f"no model named {missing} in {settings.resolved_tracking_uri}; train one with `steward train`")
+    if settings.admin_token is None:
+        errors.print("[yellow]no STEWARD_ADMIN_TOKEN: the admin API and forced arms are refused[/]")
+    run_gateway(config, host=host, port=port, log_level=log_level)
 
 
 @app.command()

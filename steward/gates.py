@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from steward.evaluation import higher_is_better, metric_change
@@ -214,3 +215,29 @@ def judge_training_duration(
             f"(limit {factor:g}x): check data volume and the estimator settings",
         )
     return TrainingDurationVerdict(False, f"{seconds:.1f} s, {ratio:.1f}x the median of earlier runs")
+
+
+@dataclass(frozen=True)
+class RetrainAllowance:
+    allowed: bool
+    reason: str
+
+
+def decide_retrain(
+    now: datetime, earlier_retrains: Sequence[datetime], *, cooldown_hours: float, max_per_week: int
+) -> RetrainAllowance:
+    """Enforce the spec's cooldown and weekly budget, so a burst of triggers cannot retrain in a loop."""
+    if earlier_retrains:
+        latest = max(earlier_retrains)
+        since = (now - latest).total_seconds() / 3600
+        if since < cooldown_hours:
+            return RetrainAllowance(
+                False, f"cooldown: last retrain {since:.1f} h ago, cooldown is {cooldown_hours:g} h "
+                f"(next allowed after {(latest + timedelta(hours=cooldown_hours)).isoformat(timespec='minutes')})",
+            )
+    week = [t for t in earlier_retrains if now - t < timedelta(days=7)]
+    if len(week) >= max_per_week:
+        return RetrainAllowance(
+            False, f"budget: {len(week)} retrains in the last 7 days, the budget is {max_per_week} a week"
+        )
+    return RetrainAllowance(True, f"{len(week)} of {max_per_week} retrains used this week; cooldown respected")

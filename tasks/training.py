@@ -5,11 +5,21 @@ from __future__ import annotations
 from prefect import task
 
 from steward.data import Split, frame_sha256
-from steward.gates import TrainingDurationVerdict, judge_training_duration
+from steward.gates import RetrainAllowance, TrainingDurationVerdict, decide_retrain, judge_training_duration
 from steward.registry import VersionInfo
 from steward.spec import ModelSpec
 from steward.training import TrainedModel, reference_sample, train_model
 from tasks.common import registry
+
+
+@task(name="check-retrain-allowance", retries=2, retry_delay_seconds=[2, 5])
+def check_retrain_allowance(spec: ModelSpec) -> RetrainAllowance:
+    from datetime import UTC, datetime
+
+    earlier = [v.created for v in registry().list_versions(spec.name)] if registry().model_exists(spec.name) else []
+    return decide_retrain(
+        datetime.now(UTC), earlier, cooldown_hours=spec.retrain.cooldown_hours, max_per_week=spec.retrain.max_per_week
+    )
 
 
 @task(name="fit-model")

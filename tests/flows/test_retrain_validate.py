@@ -22,7 +22,10 @@ def test_first_model_bootstraps_then_next_becomes_challenger(write_spec, registr
     assert registry.alias_version(model_name, CHAMPION) == "1"
     assert registry.history(model_name)[0].kind is ChangeKind.BOOTSTRAP
 
-    second = retrain(spec_path=str(spec_path), reason="weekly")
+    skipped = retrain(spec_path=str(spec_path), reason="drift storm")
+    assert not skipped.registered and "cooldown" in skipped.skipped_because
+    assert len(registry.list_versions(model_name)) == 1
+    second = retrain(spec_path=str(spec_path), reason="weekly", force=True)
     outcome = validate(spec_path=str(spec_path))
     assert outcome.version == second.version and outcome.passed and outcome.action == "challenger"
     assert registry.alias_version(model_name, CHALLENGER) == second.version
@@ -52,7 +55,7 @@ def test_failing_gate_leaves_aliases_as_they_were(write_spec, registry, model_na
     retrain(spec_path=str(spec_path))
     assert validate(spec_path=str(spec_path)).action == "champion"
     strict = write_spec(gates__floor=0.99)
-    retrain(spec_path=str(strict))
+    retrain(spec_path=str(strict), force=True)
     before = [(e.kind, e.to_version) for e in registry.history(model_name)]
 
     outcome = validate(spec_path=str(strict))
@@ -70,7 +73,7 @@ def test_worse_candidate_is_rejected_against_the_champion(write_spec, registry, 
     validate(spec_path=str(spec_path))
     weak = write_spec(estimator={"factory": "steward.estimators:tabular_pipeline",
                                  "params": {"estimator": "sklearn.dummy.DummyClassifier", "strategy": "prior"}})
-    retrain(spec_path=str(weak))
+    retrain(spec_path=str(weak), force=True)
     outcome = validate(spec_path=str(weak))
     failed = {check.name for check in outcome.report.failures}
     assert "metric_vs_champion" in failed and "metric_floor" in failed

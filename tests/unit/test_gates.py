@@ -168,3 +168,18 @@ def test_edge_case_batches_use_declared_bounds(spec, fitted):
     assert batches["extreme_max_values"][0]["age"].iloc[0] == 100
     assert len(batches["empty_batch"][0]) == 0 and not batches["empty_batch"][1]
     assert pd.isna(batches["missing_nullable_values"][0]["income"]).all()
+
+
+def test_retrain_cooldown_and_budget():
+    from datetime import UTC, datetime, timedelta
+
+    from steward.gates import decide_retrain
+
+    now = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    assert decide_retrain(now, [], cooldown_hours=24, max_per_week=3).allowed
+    recent = decide_retrain(now, [now - timedelta(hours=2)], cooldown_hours=24, max_per_week=3)
+    assert not recent.allowed and "cooldown: last retrain 2.0 h ago" in recent.reason
+    busy_week = [now - timedelta(days=d) for d in (1.5, 3, 5)]
+    spent = decide_retrain(now, busy_week, cooldown_hours=24, max_per_week=3)
+    assert not spent.allowed and "budget: 3 retrains" in spent.reason
+    assert decide_retrain(now, [now - timedelta(days=8)] * 5, cooldown_hours=24, max_per_week=3).allowed
