@@ -221,6 +221,9 @@ class DriftSpec(_Strict):
     share_threshold: float = Field(default=0.3, gt=0, le=1)
     top_k: int = Field(default=5, ge=1)
     hysteresis_margin: float = Field(default=0.1, ge=0, lt=1)
+    prediction_drift_is_material: bool = Field(
+        default=True, description="Drift of the model's own scores alone counts as material."
+    )
 
 
 class RetrainSpec(_Strict):
