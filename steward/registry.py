@@ -409,6 +409,29 @@ class Registry:
                 raise RegistryError(f"{model} v{version} has no stored {name!r} dataset: {error}") from error
             return pd.read_parquet(path)
 
+    def log_version_artifact(self, model: str, version: str, local_path: str | Path, artifact_path: str) -> str:
+        """Attach a file (a drift report, a model card) to the version's training run; returns its URI."""
+        info = self.get_version(model, version)
+        if not info.run_id:
+            raise RegistryError(f"{model} v{version} has no training run to attach {artifact_path} to")
+        self._client.log_artifact(info.run_id, str(local_path), artifact_path=artifact_path)
+        run = self._client.get_run(info.run_id)
+        return f"{run.info.artifact_uri}/{artifact_path}/{Path(local_path).name}"
+
+    def download_version_artifact(self, model: str, version: str, artifact_path: str, dst: str | Path) -> Path | None:
+        """A file attached to the version's run, or None when there is none."""
+        info = self.get_version(model, version)
+        if not info.run_id:
+            return None
+        try:
+            return Path(
+                self._mlflow.artifacts.download_artifacts(
+                    run_id=info.run_id, artifact_path=artifact_path, dst_path=str(dst)
+                )
+            )
+        except Exception:  # MLflow raises several types for "not there"; absence is an answer here
+            return None
+
     # ------------------------------------------------------------------ aliases and history
     def _record(self, entry: AuditEntry) -> AuditEntry:
         tags = {

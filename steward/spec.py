@@ -226,6 +226,34 @@ class DriftSpec(_Strict):
     )
 
 
+class HealthSpec(_Strict):
+    """Thresholds of the five health checks of the maintenance guide."""
+
+    min_throughput_rps: float = Field(default=0.0, ge=0, description="Below this, 'consider scaling or batching'.")
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="Share of requests answered 5xx/error.")
+    max_missing_share: float = Field(default=0.05, ge=0, le=1)
+    max_outlier_share: float = Field(default=0.10, ge=0, le=1)
+    max_schema_violation_share: float = Field(default=0.01, ge=0, le=1, description="Rejected (4xx) requests.")
+    max_accuracy_drop: float = Field(default=0.05, ge=0, description="Against the version's validation baseline.")
+    max_cpu_share: float = Field(default=0.80, gt=0, le=1)
+    max_memory_share: float = Field(default=0.85, gt=0, le=1)
+    max_cost_per_1k_requests: float | None = Field(default=None, ge=0)
+    max_idle_share: float = Field(default=0.20, ge=0, le=1, description="Resource waste above this is reported.")
+    window_hours: float = Field(default=24.0, gt=0)
+
+
+class CostSpec(_Strict):
+    price_per_replica_hour: float = Field(default=0.10, ge=0, description="What one gateway replica costs an hour.")
+    replicas: int = Field(default=1, ge=1)
+    replica_capacity_rps: float = Field(default=200.0, gt=0, description="Requests/s one replica serves at SLO.")
+
+
+class MonitoringSpec(_Strict):
+    log_retention_days: int = Field(default=90, ge=1, description="Prediction-log partitions older than this go.")
+    temp_retention_days: int = Field(default=7, ge=1)
+    top_features: int = Field(default=15, ge=1, description="Most influential features drift focuses on.")
+
+
 class RetrainSpec(_Strict):
     cooldown_hours: float = Field(default=24.0, ge=0)
     max_per_week: int = Field(default=3, ge=1)
@@ -248,6 +276,9 @@ class ModelSpec(_Strict):
     canary: CanaryPlan = Field(default_factory=CanaryPlan)
     ab_test: ABTestSpec = Field(default_factory=ABTestSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
+    health: HealthSpec = Field(default_factory=HealthSpec)
+    cost: CostSpec = Field(default_factory=CostSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
 
     @model_validator(mode="after")
