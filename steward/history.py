@@ -23,6 +23,7 @@ class ChangeKind(StrEnum):
     ASSIGN = "assign"  # an alias other than a champion move: challenger set or cleared
     ARCHIVE = "archive"
     TRAFFIC_PLAN = "traffic_plan"
+    DELIVERY_DECISION = "delivery_decision"  # a canary step, blue-green watch or A/B verdict, with its evidence
 
 
 @dataclass(frozen=True)

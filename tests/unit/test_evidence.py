@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pandas as pd
+import yaml
+
+from steward.evidence import arm_evidence
+from steward.examples import example_spec_text
+from steward.spec import parse_spec
+
+SPEC = parse_spec(yaml.safe_load(example_spec_text()))
+
+
+def log(rows):
+    return pd.DataFrame(rows, columns=["request_id", "row", "arm", "version", "served", "status", "prediction",
+                                       "score", "latency_ms"])
+
+
+def test_counts_requests_errors_and_losses_per_arm_and_version():
+    predictions = log([
+        ("a", 0, "champion", "1", True, "ok", "0", 0.1, 5.0),
+        ("a", 1, "champion", "1", True, "ok", "1", 0.8, 5.0),   # second row of the same request
+        ("b", 0, "challenger", "2", True, "error", None, None, 9.0),
+        ("c", 0, "challenger", "2", True, "ok", "1", 0.9, 7.0),
+        ("d", 0, "challenger", "3", True, "ok", "1", 0.9, 7.0),  # an older challenger: not counted
+        ("a", 0, "challenger", "2", False, "ok", "0", 0.2, 6.0),  # shadow copy
+    ])
+    labelled = predictions.assign(label=["0", "0", "1", "0", "1", "0"])
+    evidence = arm_evidence(predictions, SPEC, versions={"champion": "1", "challenger": "2"}, labelled=labelled)
+    champion, challenger = evidence["champion"], evidence["challenger"]
+    assert (champion.requests, champion.errors, list(champion.latencies_ms)) == (1, 0, [5.0])
+    assert list(champion.losses) == [0.0, 1.0]
+    assert (challenger.requests, challenger.errors) == (2, 1)
+    assert list(challenger.losses) == [1.0]  # the errored row has no prediction to score
+    shadow = arm_evidence(predictions, SPEC, versions={"challenger": "2"}, served_only=False)["challenger"]
+    assert shadow.requests == 3
