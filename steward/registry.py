@@ -582,3 +582,80 @@ class Registry:
 
     def training_durations(self, model: str) -> list[float]:
         return [v.training_seconds for v in self.list_versions(model) if v.training_seconds is not None]
+
+    # ------------------------------------------------------------------ traffic plans (serving)
+    # Section added for the gateway (issue #3), with TRAFFIC_PLAN_TAG at the end of the module.
+    # The gateway's view of a model: its aliases and traffic plan, read in one call so that
+    # every replica polling the registry sees a consistent pair. The plan is stored as a
+    # registered-model tag; each change is an audit entry like an alias move.
+    def get_traffic_plan(self, model: str) -> TrafficPlan:
+        """The model's stored traffic plan; the default (all to the champion) when none is set."""
+        from steward.traffic import DEFAULT_PLAN, parse_plan
+
+        if not self.model_exists(model):
+            raise RegistryError(f"no model named {model!r} in the registry; train one with `steward train`")
+        text = (self._client.get_registered_model(model).tags or {}).get(TRAFFIC_PLAN_TAG)
+        return parse_plan(text, source=f"{model}'s stored traffic plan") if text else DEFAULT_PLAN
+
+    def set_traffic_plan(
+        self, model: str, plan: TrafficPlan, *, reason: str, actor: str | None = None
+    ) -> AuditEntry:
+        """Store ``plan`` for ``model`` and record who changed it and why; gateways follow it."""
+        from steward.traffic import TrafficMode
+
+        previous = self.get_traffic_plan(model)
+        challenger = self.alias_version(model, CHALLENGER)
+        if plan.needs_challenger and challenger is None:
+            raise RegistryError(
+                f"{model} has no challenger, so a plan that sends traffic to one cannot apply "
+                f"({plan.describe()}); validate a candidate first (`steward validate`), which makes it the challenger"
+            )
+        document = plan.model_dump_json()
+        self._client.set_registered_model_tag(model, TRAFFIC_PLAN_TAG, document)
+        return self.record(
+            model, ChangeKind.TRAFFIC_PLAN, reason, actor=actor,
+            from_version=self.alias_version(model, CHAMPION),
+            to_version=challenger if plan.needs_challenger or plan.mode is TrafficMode.SHADOW else None,
+            details={"plan": document, "previous": previous.model_dump_json(), "summary": plan.describe()},
+        )
+
+    def serving_state(self, model: str) -> ServingState:
+        """Aliases and traffic plan of ``model`` from a single registry read."""
+        from steward.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
+
+        try:
+            registered = self._client.get_registered_model(model)
+        except self._mlflow.exceptions.MlflowException:
+            raise RegistryError(f"no model named {model!r} in the registry; train one with `steward train`") from None
+        aliases = {alias: str(version) for alias, version in (registered.aliases or {}).items()}
+        text = (registered.tags or {}).get(TRAFFIC_PLAN_TAG)
+        plan, plan_error = DEFAULT_PLAN, None
+        if text:
+            try:
+                plan = parse_plan(text, source=f"{model}'s stored traffic plan")
+            except TrafficError as error:
+                plan, plan_error = None, str(error)
+        return ServingState(aliases.get(CHAMPION), aliases.get(CHALLENGER), plan, plan_error)
+
+    def version_spec(self, model: str, version: str) -> ModelSpec:
+        """The spec a version was trained with (the ``spec.yaml`` logged with its run)."""
+        import yaml
+
+        from steward.spec import parse_spec
+
+        info = self.get_version(model, version)
+        if not info.run_id:
+            raise RegistryError(f"{model} v{version} has no training run, so its spec is unknown; register it again")
+        try:
+            text = self._mlflow.artifacts.load_text(f"runs:/{info.run_id}/spec.yaml")
+        except Exception as error:
+            raise RegistryError(f"{model} v{version} has no stored spec.yaml ({error}); register it again") from error
+        return parse_spec(yaml.safe_load(text), source=f"{model} v{version} spec.yaml")
+
+
+# ---------------------------------------------------------------------- traffic plans (serving)
+TRAFFIC_PLAN_TAG = "steward.traffic_plan"
+
+if TYPE_CHECKING:
+    from steward.spec import ModelSpec
+    from steward.traffic import ServingState, TrafficPlan

@@ -1,0 +1,496 @@
+"""Load benchmark: Steward's gateway against `mlflow models serve`, on this machine, over 127.0.0.1.
+
+Both servers serve the same 20-feature logistic regression (17 numeric, 3 categorical
+features; Steward's tabular pipeline), trained here in a throw-away Steward home. wrk (Debian
+package `wrk`) drives each with the same one-row requests, cycling through 64 distinct rows,
+at 1 and 16 concurrent connections. Every run is bounded by --duration seconds and by
+--max-requests per wrk thread, and only ever targets 127.0.0.1.
+
+Scenarios (each repeated --repeats times; the table shows medians):
+
+  mlflow           `mlflow models serve --env-manager local` (one uvicorn worker, its default)
+  canary+log       gateway, 90/10 canary, every prediction logged (batched mode)
+  champion+log     gateway, all traffic to the champion, logged (batched)
+  canary,nolog     gateway, 90/10 canary, log off
+  champion,nolog   gateway, all traffic to the champion, log off
+  shadow+log       gateway, champion answers, challenger scores a copy of every request
+  durable          gateway, 90/10 canary, durable log (fsynced WAL before each answer)
+  switch           gateway under 16 connections while the plan and the champion alias change
+                   every half second (admin API and registry); counts failed requests
+
+Usage:
+    uv run python benchmarks/gateway_load.py                 # everything, about 10 minutes
+    uv run python benchmarks/gateway_load.py --duration 5 --repeats 1
+    uv run python benchmarks/gateway_load.py --only mlflow canary+log
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+HOST = "127.0.0.1"  # the only address this script sends traffic to
+TOKEN = "benchmark-admin-token"
+ROWS = 64
+SCENARIOS = ("mlflow", "canary+log", "champion+log", "canary,nolog", "champion,nolog", "shadow+log", "durable",
+             "switch")
+WARM_UP_SECONDS = 4.0  # not counted: first requests, and the shadow child process starting
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    failed: int  # socket errors + timeouts + non-2xx answers
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+# ---------------------------------------------------------------------- the model
+def build_world(home: Path) -> tuple[str, list[str], list[str], list[list[object]]]:
+    """Train and register two versions of the 20-feature model; v1 champion, v2 challenger."""
+    os.environ["STEWARD_HOME"] = str(home)
+    from steward.config import apply_environment, reset_settings
+
+    reset_settings()
+    settings = apply_environment(override=True)
+    from steward.data import frame_sha256, split_train_holdout
+    from steward.examples import example_spec_text
+    from steward.history import CHALLENGER, ChangeKind
+    from steward.registry import Registry
+    from steward.scenario import credit_default_scenario
+    from steward.spec import parse_spec
+    from steward.training import train_model
+
+    scenario = credit_default_scenario(rows_per_day=1000, extra_numeric=9)
+    frame = scenario.generate(scenario.start, scenario.start + __import__("pandas").Timedelta(days=8))
+    frame = frame.drop(columns=["label_available_at"])
+    document = yaml.safe_load(example_spec_text())
+    document["name"] = "bench-lr20"
+    document["features"] = [
+        *[{"name": n, "type": "numeric", "nullable": True} for n in scenario.numeric_features],
+        *[{"name": n, "type": "categorical"} for n in scenario.categorical_features],
+    ]
+    document["estimator"] = {
+        "factory": "steward.estimators:tabular_pipeline",
+        "params": {"estimator": "sklearn.linear_model.LogisticRegression", "max_iter": 500},
+    }
+    document["data"] = {"kind": "file", "path": "unused.parquet"}
+    document["gates"]["slice_features"] = []
+    spec = parse_spec(document)
+    assert len(spec.features) == 20, len(spec.features)
+
+    registry = Registry.from_settings(settings)
+    versions = []
+    for part in (frame.iloc[: len(frame) // 2], frame.iloc[len(frame) // 2 :]):
+        split = split_train_holdout(part, spec)
+        trained = train_model(spec, split, data_sha256=frame_sha256(part), data_source="benchmark")
+        info = registry.register_version(
+            spec.name,
+            trained.estimator,
+            lineage=trained.lineage,
+            metrics=trained.metrics,
+            input_example=trained.holdout_frame[spec.feature_names].head(20),
+            datasets={"holdout": trained.holdout_frame.head(100)},
+        )
+        registry.set_version_tags(spec.name, info.version, {"steward.validation.status": "passed"})
+        versions.append(info.version)
+    registry.promote(spec.name, versions[0], reason="benchmark champion")
+    registry.set_alias(
+        spec.name, CHALLENGER, versions[1], reason="benchmark challenger", kind=ChangeKind.ASSIGN
+    )
+    sample = frame[spec.feature_names].head(ROWS).astype(object)
+    rows = sample.where(sample.notna(), None).values.tolist()
+    return spec.name, versions, spec.feature_names, rows
+
+
+# ---------------------------------------------------------------------- servers
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready ({url})")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} was not ready after {timeout:.0f}s")
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # `mlflow models serve` execs uvicorn
+    env["STEWARD_ADMIN_TOKEN"] = TOKEN
+    return env
+
+
+def start_mlflow(model: str, version: str, port: int, log: Path) -> subprocess.Popen:
+    command = [
+        str(VENV_BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        f"models:/{model}/{version}",
+        "--env-manager",
+        "local",
+        "-h",
+        HOST,
+        "-p",
+        str(port),
+    ]
+    process = subprocess.Popen(command, env=environment(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    wait_ready(f"http://{HOST}:{port}/ping", process)
+    return process
+
+
+def start_gateway(model: str, port: int, log_mode: str, home: Path, log: Path) -> subprocess.Popen:
+    command = [
+        str(VENV_BIN / "steward"),
+        "serve",
+        model,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--log-mode",
+        log_mode,
+        "--home",
+        str(home),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, env=environment(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    wait_ready(f"http://{HOST}:{port}/readyz", process)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def set_plan(port: int, model: str, plan: dict, reason: str) -> None:
+    response = httpx.put(
+        f"http://{HOST}:{port}/admin/models/{model}/traffic-plan",
+        json={"plan": plan, "reason": reason},
+        headers={"authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+
+
+# ---------------------------------------------------------------------- load
+LUA = """
+local bodies = {%(bodies)s}
+local i = 0
+local seen = 0
+local limit = %(limit)d
+request = function()
+  i = (i %% #bodies) + 1
+  return wrk.format("POST", "%(path)s", {["Content-Type"] = "application/json"}, bodies[i])
+end
+response = function(status, headers, body)
+  seen = seen + 1
+  if seen >= limit then wrk.thread:stop() end
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%%d duration_us=%%d p50=%%d p95=%%d p99=%%d failed=%%d\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def write_lua(path: Path, url_path: str, columns: list[str], rows: list[list[object]], limit: int) -> None:
+    bodies = [json.dumps({"dataframe_split": {"columns": columns, "data": [row]}}) for row in rows]
+    path.write_text(
+        LUA % {"bodies": ", ".join(f"[==[{b}]==]" for b in bodies), "path": url_path, "limit": limit}
+    )
+
+
+def run_wrk(port: int, script: Path, connections: int, duration: float) -> LoadResult:
+    command = [
+        "wrk",
+        "-t",
+        "1",
+        "-c",
+        str(connections),
+        "-d",
+        f"{duration:g}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        f"http://{HOST}:{port}",
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    match = re.search(
+        r"RESULT requests=(\d+) duration_us=(\d+) p50=(\d+) p95=(\d+) p99=(\d+) failed=(\d+)", output
+    )
+    if match is None:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    requests, duration_us, p50, p95, p99, failed = map(int, match.groups())
+    return LoadResult(requests, duration_us / 1e6, p50 / 1000, p95 / 1000, p99 / 1000, failed)
+
+
+def median_result(results: list[LoadResult]) -> LoadResult:
+    return (
+        LoadResult(
+            int(statistics.median(r.requests for r in results)),
+            statistics.median(r.seconds for r in results),
+            statistics.median(r.p50_ms for r in results),
+            statistics.median(r.p95_ms for r in results),
+            statistics.median(r.p99_ms for r in results),
+            sum(r.failed for r in results),
+        )
+        if results
+        else LoadResult(0, 0, 0, 0, 0, 0)
+    )
+
+
+# ---------------------------------------------------------------------- scenarios
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=8.0, help="Seconds per load run (default 8).")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="Runs per scenario; medians are shown (default 3)."
+    )
+    parser.add_argument("--max-requests", type=int, default=500_000, help="Cap on requests per run.")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary Steward home.")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: `apt-get install wrk` (Debian) and run again", file=sys.stderr)
+        return 2
+    if not 0 < args.duration <= 120 or not 1 <= args.repeats <= 10:
+        print("keep --duration within (0, 120] seconds and --repeats within 1..10", file=sys.stderr)
+        return 2
+
+    home = Path(tempfile.mkdtemp(prefix="steward-bench-"))
+    logs = home / "server-logs"
+    logs.mkdir()
+    print(f"training the 20-feature model in {home} ...", flush=True)
+    model, versions, columns, rows = build_world(home)
+    scripts = {}
+    for name, path in (("mlflow", "/invocations"), ("gateway", f"/v1/models/{model}/predict")):
+        scripts[name] = home / f"{name}.lua"
+        write_lua(scripts[name], path, columns, rows, args.max_requests)
+
+    table: dict[tuple[str, int], LoadResult] = {}
+    notes: list[str] = []
+
+    def measure(label: str, port: int, script: Path, connections: tuple[int, ...] = (1, 16)) -> None:
+        for c in connections:
+            run_wrk(port, script, c, WARM_UP_SECONDS)
+            results = [run_wrk(port, script, c, args.duration) for _ in range(args.repeats)]
+            table[(label, c)] = median_result(results)
+            r = table[(label, c)]
+            print(
+                f"  {label:<16} c={c:<3} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f}  p95 {r.p95_ms:6.2f}  "
+                f"p99 {r.p99_ms:6.2f} ms  failed {r.failed}  (load average {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+
+    try:
+        if "mlflow" in args.only:
+            port = free_port()
+            process = start_mlflow(model, versions[0], port, logs / "mlflow.log")
+            try:
+                measure("mlflow", port, scripts["mlflow"])
+            finally:
+                stop(process)
+
+        batched = {"canary+log", "champion+log", "shadow+log", "switch"} & set(args.only)
+        if batched:
+            port = free_port()
+            process = start_gateway(model, port, "batched", home, logs / "gateway-batched.log")
+            try:
+                if "canary+log" in args.only:
+                    set_plan(
+                        port, model, {"mode": "canary", "challenger_percent": 10}, "benchmark: 90/10 canary"
+                    )
+                    measure("canary+log", port, scripts["gateway"])
+                if "champion+log" in args.only:
+                    set_plan(
+                        port, model, {"mode": "canary", "challenger_percent": 0}, "benchmark: champion only"
+                    )
+                    measure("champion+log", port, scripts["gateway"], (16,))
+                if "shadow+log" in args.only:
+                    set_plan(port, model, {"mode": "shadow", "challenger_percent": 100}, "benchmark: shadow")
+                    measure("shadow+log", port, scripts["gateway"], (16,))
+                if "switch" in args.only:
+                    notes.append(
+                        switch_under_load(port, model, versions, scripts["gateway"], args.duration, table)
+                    )
+            finally:
+                stop(process)
+
+        if {"canary,nolog", "champion,nolog"} & set(args.only):
+            port = free_port()
+            process = start_gateway(model, port, "off", home, logs / "gateway-off.log")
+            try:
+                if "canary,nolog" in args.only:
+                    set_plan(port, model, {"mode": "canary", "challenger_percent": 10}, "benchmark: 90/10 canary")
+                    measure("canary,nolog", port, scripts["gateway"], (16,))
+                if "champion,nolog" in args.only:
+                    set_plan(port, model, {"mode": "canary", "challenger_percent": 0}, "benchmark: champion only")
+                    measure("champion,nolog", port, scripts["gateway"])
+            finally:
+                stop(process)
+
+        if "durable" in args.only:
+            port = free_port()
+            process = start_gateway(model, port, "durable", home, logs / "gateway-durable.log")
+            try:
+                set_plan(port, model, {"mode": "canary", "challenger_percent": 10}, "benchmark: 90/10 canary")
+                measure("durable", port, scripts["gateway"])
+            finally:
+                stop(process)
+        report(table, notes, args)
+    finally:
+        if args.keep:
+            print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+def switch_under_load(
+    port: int, model: str, versions: list[str], script: Path, duration: float, table: dict
+) -> str:
+    """Change the plan (admin API) and the champion alias (registry) while wrk runs at 16 connections.
+
+    wrk counts failed requests; for each alias change, the time until the gateway serves the
+    new champion (found by its poll) is measured through /admin/status.
+    """
+    from steward.config import get_settings
+    from steward.history import CHAMPION, ChangeKind
+    from steward.registry import Registry
+
+    registry = Registry.from_settings(get_settings())
+    plans = [
+        {"mode": "canary", "challenger_percent": 10},
+        {"mode": "blue_green", "live": "challenger"},
+        {"mode": "shadow", "challenger_percent": 50},
+        {"mode": "ab", "challenger_percent": 50, "sticky_key": "field:age"},
+        {"mode": "blue_green", "live": "champion"},
+    ]
+    results: list[LoadResult] = []
+    load = threading.Thread(target=lambda: results.append(run_wrk(port, script, 16, duration)))
+    load.start()
+    plan_changes, propagation = 0, []
+    admin = httpx.Client(
+        base_url=f"http://{HOST}:{port}", headers={"authorization": f"Bearer {TOKEN}"}, timeout=30
+    )
+    deadline = time.monotonic() + duration - 1.5
+    while time.monotonic() < deadline:
+        set_plan(port, model, plans[plan_changes % len(plans)], "benchmark: switch under load")
+        plan_changes += 1
+        if plan_changes % 3 == 0:
+            current = registry.alias_version(model, CHAMPION)
+            target = versions[1] if current == versions[0] else versions[0]
+            changed = time.monotonic()
+            registry.set_alias(
+                model, CHAMPION, target, reason="benchmark: switch under load", kind=ChangeKind.PROMOTE
+            )
+            while admin.get("/admin/status").json()["models"][0]["champion"]["version"] != target:
+                if time.monotonic() - changed > 10:
+                    raise RuntimeError("the gateway did not follow an alias change within 10 s")
+                time.sleep(0.01)
+            propagation.append(time.monotonic() - changed)
+        time.sleep(0.3)
+    admin.close()
+    load.join()
+    table[("switch", 16)] = results[0]
+    r = results[0]
+    note = (
+        f"switch under load: {plan_changes} plan changes and {len(propagation)} champion alias changes during "
+        f"{r.requests} requests, {r.failed} failed; alias change to new champion serving: median "
+        f"{statistics.median(propagation) * 1000:.0f} ms, max {max(propagation) * 1000:.0f} ms (poll 0.5 s)"
+        if propagation
+        else f"switch under load: {plan_changes} plan changes, {r.failed} failed"
+    )
+    print(f"  {note}", flush=True)
+    return note
+
+
+def report(table: dict[tuple[str, int], LoadResult], notes: list[str], args: argparse.Namespace) -> None:
+    print(
+        f"\nmedians of {args.repeats} runs x {args.duration:g}s, one-row requests, wrk -t1, on {HOST}; "
+        f"{os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f} (other processes skew the figures)"
+    )
+    print(
+        f"{'scenario':<16} {'conn':>4} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'failed':>7}"
+    )
+    for (label, c), r in table.items():
+        print(
+            f"{label:<16} {c:>4} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p95_ms:>8.2f} {r.p99_ms:>8.2f} {r.failed:>7}"
+        )
+
+    def ratio(a: tuple[str, int], b: tuple[str, int]) -> str:
+        if a in table and b in table and table[b].rps:
+            return f"{table[a].rps / table[b].rps:.2f}x"
+        return "n/a"
+
+    print("\ntargets")
+    print(
+        f"  gateway (canary+log) / mlflow at 16 conn: {ratio(('canary+log', 16), ('mlflow', 16))} (target >= 5x)"
+    )
+    if ("canary+log", 16) in table:
+        print(f"  gateway p99 at 16 conn: {table[('canary+log', 16)].p99_ms:.2f} ms (target < 25 ms)")
+    def cost(a: tuple[str, int], b: tuple[str, int]) -> str:
+        return f"{1 - table[a].rps / table[b].rps:.1%}" if a in table and b in table else "n/a"
+
+    print(f"  logging cost (canary+log vs canary,nolog): {cost(('canary+log', 16), ('canary,nolog', 16))} of throughput")
+    print(f"  splitting cost (canary,nolog vs champion,nolog): {cost(('canary,nolog', 16), ('champion,nolog', 16))}")
+    print(f"  logging + splitting (canary+log vs champion,nolog): {cost(('canary+log', 16), ('champion,nolog', 16))}"
+          " (target <= 5%)")
+    if ("shadow+log", 16) in table and ("champion+log", 16) in table:
+        rise = table[("shadow+log", 16)].p99_ms / table[("champion+log", 16)].p99_ms - 1
+        print(f"  shadow p99 rise over champion-only: {rise:+.1%} (target <= 10%)")
+    if ("durable", 16) in table and ("canary+log", 16) in table:
+        cost = 1 - table[("durable", 16)].rps / table[("canary+log", 16)].rps
+        print(f"  durable log cost vs batched at 16 conn: {cost:.1%} of throughput")
+    for note in notes:
+        print(f"  {note}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

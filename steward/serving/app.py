@@ -1,0 +1,99 @@
+"""The FastAPI application: routes only; the handling lives in ``Gateway``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+
+from steward.serving.config import GatewayConfig
+from steward.serving.gateway import Gateway, _error
+from steward.serving.schema import RequestError
+
+if TYPE_CHECKING:
+    from steward.registry import Registry
+    from steward.store import PredictionStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    config: GatewayConfig, *, registry: Registry | None = None, store: PredictionStore | None = None
+) -> FastAPI:
+    """A gateway app serving ``config.models``; the registry and store default to the settings'."""
+    gateway = Gateway(config, registry=registry, store=store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(gateway.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(gateway.stop)
+
+    app = FastAPI(title="Steward gateway", lifespan=lifespan, openapi_url="/openapi.json", docs_url="/docs",
+                  redoc_url=None)
+    app.state.gateway = gateway
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, error: RequestError) -> Response:
+        return _error(error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path,
+                      extra={"event": "unhandled_error", "path": request.url.path})
+        return JSONResponse({"error": f"internal error ({type(error).__name__}); see the gateway's logs"}, 500)
+
+    @app.post("/v1/models/{name}/predict", summary="Score rows (MLflow dataframe_split or dataframe_records)")
+    async def predict(name: str, request: Request) -> Response:
+        return await gateway.predict(name, request)
+
+    @app.post("/v1/models/{name}/feedback", summary="Labels for logged predictions, by request id and row")
+    async def feedback(name: str, request: Request) -> Response:
+        return await gateway.feedback(name, request)
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", summary="Every served model is loaded and digest-verified")
+    async def readyz() -> Response:
+        models = gateway.pool.describe() if gateway.pool else []
+        ready = bool(gateway.pool and gateway.pool.ready)
+        return JSONResponse({"ready": ready, "models": models}, 200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        if gateway.pool is not None:
+            for deployment in filter(None, map(gateway.pool.get, config.models)):
+                gateway.metrics.deployment.labels(deployment.model).set(deployment.generation)
+        return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/admin/status", summary="Loaded versions, plans, problems and log state")
+    async def admin_status(request: Request) -> dict[str, Any]:
+        gateway.require_admin(request)
+        return gateway.status()
+
+    @app.post("/admin/refresh", summary="Re-read the registry now (all models)")
+    async def admin_refresh(request: Request) -> dict[str, Any]:
+        gateway.require_admin(request)
+        return await gateway.refresh(None)
+
+    @app.post("/admin/models/{name}/refresh", summary="Re-read the registry now (one model)")
+    async def admin_refresh_model(name: str, request: Request) -> dict[str, Any]:
+        gateway.require_admin(request)
+        return await gateway.refresh(name)
+
+    @app.put("/admin/models/{name}/traffic-plan", summary="Store a new traffic plan in the registry and apply it")
+    async def admin_set_plan(name: str, request: Request) -> dict[str, Any]:
+        actor = gateway.require_admin(request)
+        return await gateway.set_plan(name, await gateway._body(request), actor)
+
+    return app

@@ -1,0 +1,48 @@
+"""What one gateway process serves and how."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from steward.spec import OutOfRangePolicy
+from steward.store import LogMode
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: tuple[str, ...] = Field(min_length=1, description="Registered model names this gateway serves.")
+    poll_interval: float = Field(default=0.5, gt=0, le=300, description="Seconds between registry polls.")
+    log_mode: LogMode = LogMode.BATCHED
+    store_uri: str | None = Field(default=None, description="Prediction log URL; default: the settings' store_uri.")
+    flush_interval: float = Field(default=2.0, gt=0, description="Seconds between Parquet flushes of the log.")
+    wal_dir: Path | None = Field(default=None, description="Durable mode: local write-ahead log folder.")
+    max_log_queue: int = Field(default=200_000, ge=1, description="Queued log records before dropping (batched).")
+    max_batch_rows: int = Field(default=1000, ge=1, description="Rows one predict request may carry.")
+    max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
+    max_feedback_labels: int = Field(default=10_000, ge=1)
+    rate_limit: float | None = Field(default=None, gt=0, description="Predict requests per second per client.")
+    rate_burst: int | None = Field(default=None, ge=1, description="Bucket size; default twice the rate.")
+    client_header: str | None = Field(
+        default=None, description="Header naming the client for rate limiting (set it behind a trusted proxy)."
+    )
+    out_of_range: OutOfRangePolicy = OutOfRangePolicy.REJECT
+    shadow_collect_seconds: float = Field(
+        default=1.0, ge=0, description="How long the shadow worker gathers copies into one batch."
+    )
+    warm_versions: int = Field(default=2, ge=0, description="Extra versions per model kept loaded.")
+    admin_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> GatewayConfig:
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"models: {list(self.models)} names a model twice")
+        return self
+
+    @property
+    def burst(self) -> int:
+        if self.rate_burst is not None:
+            return self.rate_burst
+        return max(1, int(2 * (self.rate_limit or 0)))

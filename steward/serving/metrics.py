@@ -1,0 +1,61 @@
+"""Prometheus metrics of one gateway, in a registry of its own (several apps can share a process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from steward.store import WriterStats
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+class _LogCollector(Collector):
+    """Reads the log writer's counters at scrape time instead of updating metrics per record."""
+
+    def __init__(self, stats: Callable[[], WriterStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self._stats()
+        yield GaugeMetricFamily("steward_log_queue_depth", "Log records waiting to be written.", value=stats.pending)
+        yield CounterMetricFamily("steward_log_dropped_records", "Log rows dropped (queue full or write failed).",
+                                  value=stats.dropped)
+        yield CounterMetricFamily("steward_log_written_records", "Log rows written to Parquet.", value=stats.written_rows)
+
+
+class GatewayMetrics:
+    def __init__(self, log_stats: Callable[[], WriterStats]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "steward_requests", "Predict requests by outcome.", ["model", "version", "arm", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "steward_request_latency_seconds", "Predict latency inside the gateway, by answering arm.",
+            ["model", "version", "arm"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.scores = Histogram(
+            "steward_prediction_score", "Scores (P(positive class), top-class probability or value) per row.",
+            ["model", "version", "arm", "served"], buckets=SCORE_BUCKETS, registry=self.registry,
+        )
+        self.rows = Counter(
+            "steward_predicted_rows", "Rows scored, served and shadow.", ["model", "version", "arm", "served"],
+            registry=self.registry,
+        )
+        self.shadow_skipped = Counter(
+            "steward_shadow_skipped", "Shadow copies not scored (invalid for the challenger's schema or failed).",
+            ["model", "reason"], registry=self.registry,
+        )
+        self.deployment = Gauge(
+            "steward_deployment_generation", "How many times the model's deployment changed.", ["model"],
+            registry=self.registry,
+        )
+        self.registry.register(_LogCollector(log_stats))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

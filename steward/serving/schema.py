@@ -1,0 +1,278 @@
+"""Request payloads and their validation against a model version's feature schema.
+
+The schema comes from the spec the version was trained with (types, ranges, categories,
+nullability) and is cross-checked against the version's MLflow signature when the version
+is loaded. Validation returns the values normalised the way ``prepare_features`` types them
+(float or None for numeric features, text or None otherwise), so the same values are scored
+and logged. Every problem found is reported, each naming its field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from steward.spec import FeatureType, ModelSpec, OutOfRangePolicy
+
+MAX_ROWS_NAMED = 5
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class RequestError(ValueError):
+    """A request the gateway refuses; ``status`` is the HTTP status and ``problems`` name the fields."""
+
+    def __init__(self, status: int, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = tuple(problems)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": self.message,
+            "problems": [{"field": p.field, "message": p.message} for p in self.problems],
+        }
+
+
+class SchemaMismatch(ValueError):
+    """A version whose spec and MLflow signature disagree; it is not loaded."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A request's rows, column by column."""
+
+    columns: dict[str, list[Any]]
+    rows: int
+
+
+def parse_payload(document: Any, *, max_rows: int) -> Payload:
+    """Read an MLflow scoring payload (``dataframe_split`` or ``dataframe_records``)."""
+    if not isinstance(document, dict):
+        raise RequestError(400, "the body must be a JSON object with `dataframe_split` or `dataframe_records`")
+    formats = [key for key in ("dataframe_split", "dataframe_records") if key in document]
+    others = sorted(set(document) - {"dataframe_split", "dataframe_records"})
+    if len(formats) != 1 or others:
+        raise RequestError(
+            400,
+            "send exactly one of `dataframe_split` or `dataframe_records`"
+            + (f"; not supported here: {others}" if others else ""),
+        )
+    if formats[0] == "dataframe_split":
+        return _split(document["dataframe_split"], max_rows)
+    return _records(document["dataframe_records"], max_rows)
+
+
+def _check_rows(rows: int, max_rows: int) -> None:
+    if rows == 0:
+        raise RequestError(422, "the request has no rows: send at least one")
+    if rows > max_rows:
+        raise RequestError(413, f"the request has {rows} rows; this gateway takes at most {max_rows} per request: split it")
+
+
+def _split(split: Any, max_rows: int) -> Payload:
+    if not isinstance(split, dict) or not isinstance(split.get("columns"), list) or not isinstance(split.get("data"), list):
+        raise RequestError(400, "`dataframe_split` must be an object with a `columns` list and a `data` list of rows")
+    columns, data = split["columns"], split["data"]
+    if not all(isinstance(name, str) for name in columns):
+        raise RequestError(400, "`dataframe_split.columns` must be a list of column names (strings)")
+    duplicates = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicates:
+        raise RequestError(422, f"columns {duplicates} appear more than once", [Problem(d, "duplicate column") for d in duplicates])
+    _check_rows(len(data), max_rows)
+    width = len(columns)
+    bad = [i for i, row in enumerate(data) if not isinstance(row, list) or len(row) != width]
+    if bad:
+        raise RequestError(
+            422, f"rows {bad[:MAX_ROWS_NAMED]} do not have one value per column ({width} columns): "
+            "each row of `data` must be a list in the order of `columns`",
+        )
+    return Payload({name: [row[i] for row in data] for i, name in enumerate(columns)}, len(data))
+
+
+def _records(records: Any, max_rows: int) -> Payload:
+    if not isinstance(records, list):
+        raise RequestError(400, "`dataframe_records` must be a list of objects, one per row")
+    _check_rows(len(records), max_rows)
+    bad = [i for i, record in enumerate(records) if not isinstance(record, dict)]
+    if bad:
+        raise RequestError(422, f"rows {bad[:MAX_ROWS_NAMED]} of `dataframe_records` are not objects")
+    names: dict[str, None] = {}
+    for record in records:
+        names.update(dict.fromkeys(record))
+    return Payload({name: [record.get(name) for record in records] for name in names}, len(records))
+
+
+def _rows_text(rows: list[int]) -> str:
+    shown = ", ".join(map(str, rows[:MAX_ROWS_NAMED]))
+    return f"row {shown}" if len(rows) == 1 else f"rows {shown}" + (" …" if len(rows) > MAX_ROWS_NAMED else "")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    name: str
+    type: FeatureType
+    min: float | None
+    max: float | None
+    nullable: bool
+
+
+class InputSchema:
+    """What one model version accepts, and the validation of a request against it."""
+
+    def __init__(self, spec: ModelSpec, *, out_of_range: OutOfRangePolicy, extra_fields: Sequence[str] = ()) -> None:
+        self.spec = spec
+        self.out_of_range = out_of_range
+        self.rules = tuple(_Rule(f.name, f.type, f.min, f.max, f.nullable) for f in spec.features)
+        self.feature_names = tuple(f.name for f in spec.features)
+        self.numeric_names = tuple(f.name for f in spec.features if f.is_numeric)
+        passthrough = {spec.entity_column, spec.timestamp_column, *extra_fields} - {None}
+        self.allowed = frozenset(self.feature_names) | frozenset(passthrough)
+
+    @classmethod
+    def for_version(
+        cls, spec: ModelSpec, signature: dict[str, str], *, out_of_range: OutOfRangePolicy, label: str
+    ) -> InputSchema:
+        """The schema of a version, refusing one whose spec and signature name different inputs."""
+        if signature and set(signature) != set(spec.feature_names):
+            only_spec = sorted(set(spec.feature_names) - set(signature))
+            only_signature = sorted(set(signature) - set(spec.feature_names))
+            raise SchemaMismatch(
+                f"{label}: spec features and MLflow signature differ (only in spec: {only_spec}; "
+                f"only in signature: {only_signature}); register the version again from its spec"
+            )
+        return cls(spec, out_of_range=out_of_range)
+
+    def validate(self, payload: Payload, *, allowed_extra: frozenset[str] = frozenset(),
+                 row_numbers: Sequence[int] | None = None) -> dict[str, list[Any]]:
+        """The request's feature values, normalised; RequestError (422) lists every bad field."""
+        columns, n = payload.columns, payload.rows
+        numbers = row_numbers if row_numbers is not None else range(n)
+        problems: list[Problem] = []
+        unknown = [name for name in columns if name not in self.allowed and name not in allowed_extra]
+        if unknown:
+            problems += [
+                Problem(name, f"unknown column; {self.spec.name} takes {list(self.feature_names)}") for name in unknown
+            ]
+        values: dict[str, list[Any]] = {}
+        for rule in self.rules:
+            column = columns.get(rule.name)
+            if column is None:
+                if rule.nullable:
+                    values[rule.name] = [None] * n
+                else:
+                    problems.append(Problem(rule.name, f"missing required column ({rule.type.value})"))
+                continue
+            if rule.type in (FeatureType.NUMERIC, FeatureType.INTEGER):
+                values[rule.name] = self._numeric(rule, column, numbers, problems)
+            elif rule.type is FeatureType.BOOLEAN:
+                values[rule.name] = _boolean(rule, column, numbers, problems)
+            else:
+                values[rule.name] = _categorical(rule, column, numbers, problems)
+        if problems:
+            message = "invalid input: " + "; ".join(p.describe() for p in problems)
+            raise RequestError(422, message, problems)
+        return values
+
+    def _numeric(self, rule: _Rule, column: list[Any], numbers: Sequence[int], problems: list[Problem]) -> list[Any]:
+        out: list[Any] = []
+        nulls, wrong, fractional, infinite, low, high = [], [], [], [], [], []
+        examples: list[Any] = []
+        lower = rule.min if rule.min is not None else -math.inf
+        upper = rule.max if rule.max is not None else math.inf
+        for i, value in zip(numbers, column, strict=True):
+            kind = type(value)
+            if value is None or (kind is float and value != value):  # JSON null or NaN
+                nulls.append(i)
+                out.append(None)
+                continue
+            if kind is bool or not isinstance(value, int | float):
+                wrong.append(i)
+                examples.append(value)
+                out.append(None)
+                continue
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond float range: as unusable as infinity
+                number = math.inf
+            if math.isinf(number):
+                infinite.append(i)
+            elif rule.type is FeatureType.INTEGER and not number.is_integer():
+                fractional.append(i)
+            elif number < lower:
+                low.append(i)
+            elif number > upper:
+                high.append(i)
+            out.append(number)
+        if nulls and not rule.nullable:
+            problems.append(Problem(rule.name, f"null in {_rows_text(nulls)}, but the feature is not nullable"))
+        if wrong:
+            shown = ", ".join(repr(v) for v in examples[:3])
+            problems.append(Problem(rule.name, f"expected a number in {_rows_text(wrong)}, got {shown}"))
+        if infinite:
+            problems.append(Problem(rule.name, f"infinite value in {_rows_text(infinite)}: send a finite number"))
+        if fractional:
+            problems.append(Problem(rule.name, f"expected a whole number (integer feature) in {_rows_text(fractional)}"))
+        if self.out_of_range is OutOfRangePolicy.REJECT:
+            if low:
+                problems.append(Problem(rule.name, f"below the minimum {rule.min:g} in {_rows_text(low)}"))
+            if high:
+                problems.append(Problem(rule.name, f"above the maximum {rule.max:g} in {_rows_text(high)}"))
+        return out
+
+
+def _boolean(rule: _Rule, column: list[Any], numbers: Sequence[int], problems: list[Problem]) -> list[Any]:
+    out: list[Any] = []
+    nulls, wrong = [], []
+    for i, value in zip(numbers, column, strict=True):
+        if value is None:
+            nulls.append(i)
+            out.append(None)
+        elif type(value) is bool:
+            out.append("true" if value else "false")
+        elif isinstance(value, str) and value.lower() in ("true", "false"):
+            out.append(value.lower())
+        else:
+            wrong.append(i)
+            out.append(None)
+    if nulls and not rule.nullable:
+        problems.append(Problem(rule.name, f"null in {_rows_text(nulls)}, but the feature is not nullable"))
+    if wrong:
+        problems.append(Problem(rule.name, f"expected true or false in {_rows_text(wrong)}"))
+    return out
+
+
+def _categorical(rule: _Rule, column: list[Any], numbers: Sequence[int], problems: list[Problem]) -> list[Any]:
+    # A category outside the spec's list is admitted: the model encodes it as unknown, and the
+    # log keeps it so that drift checks see new categories arrive.
+    out: list[Any] = []
+    nulls, wrong = [], []
+    for i, value in zip(numbers, column, strict=True):
+        if value is None:
+            nulls.append(i)
+            out.append(None)
+        elif type(value) is str:
+            out.append(value)
+        else:
+            wrong.append(i)
+            out.append(None)
+    if nulls and not rule.nullable:
+        problems.append(Problem(rule.name, f"null in {_rows_text(nulls)}, but the feature is not nullable"))
+    if wrong:
+        problems.append(Problem(rule.name, f"expected a category name (a string) in {_rows_text(wrong)}"))
+    return out
+
+
+def select_rows(payload: Payload, rows: Sequence[int]) -> Payload:
+    """The sub-payload of the given rows (an A/B request whose rows go to different arms)."""
+    return Payload({name: [column[i] for i in rows] for name, column in payload.columns.items()}, len(rows))

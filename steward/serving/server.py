@@ -1,0 +1,30 @@
+"""Run a gateway with uvicorn."""
+
+from __future__ import annotations
+
+import sys
+
+from steward.serving.app import create_app
+from steward.serving.config import GatewayConfig
+from steward.serving.logs import configure_json_logging
+
+
+def serve(config: GatewayConfig, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
+    """Serve until SIGINT/SIGTERM, then finish in-flight requests and flush the prediction log.
+
+    Uvicorn's access log is off: every prediction is already in the prediction log and in
+    /metrics, and a log line per request costs throughput.
+    """
+    import prometheus_client
+    import uvicorn
+
+    prometheus_client.disable_created_metrics()  # the *_created series only add scrape noise
+    # The event loop shares the GIL with the log writer, the registry poller and the shadow
+    # scorer; with the default 5 ms switch interval each of their bursts stalls every request
+    # in flight by up to 5 ms, which showed in p99.
+    sys.setswitchinterval(0.001)
+    configure_json_logging(log_level)
+    uvicorn.run(
+        create_app(config), host=host, port=port, log_config=None, access_log=False,
+        timeout_graceful_shutdown=30, server_header=False,
+    )

@@ -1,0 +1,364 @@
+"""The gateway over real HTTP on 127.0.0.1, serving real versions from the session's MLflow store."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pandas as pd
+import pytest
+
+from steward.history import CHALLENGER, CHAMPION, ChangeKind
+from steward.store import PredictionStore, join_labels
+
+pytestmark = pytest.mark.slow
+
+FEATURES = ["age", "income", "debt_ratio", "credit_limit", "utilization", "months_employed", "num_late_payments",
+            "num_open_accounts", "region", "employment_type", "education"]
+BEARER = {"authorization": "Bearer test-admin-token"}
+
+
+def rows_of(frame: pd.DataFrame, n: int, start: int = 0, with_entity: bool = False) -> list[dict]:
+    columns = FEATURES + (["entity_id"] if with_entity else [])
+    part = frame.iloc[start:start + n][columns].astype(object)
+    return part.where(part.notna(), None).to_dict(orient="records")
+
+
+def split_payload(records: list[dict]) -> dict:
+    columns = list(records[0])
+    return {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}}
+
+
+def set_plan(gateway, model: str, plan: dict, reason: str = "test") -> httpx.Response:
+    with gateway.admin() as admin:
+        response = admin.put(f"/admin/models/{model}/traffic-plan", json={"plan": plan, "reason": reason})
+    assert response.status_code == 200, response.text
+    return response
+
+
+def log_window() -> tuple[datetime, datetime]:
+    now = datetime.now(UTC)
+    return now - timedelta(hours=1), now + timedelta(hours=1)
+
+
+def test_predict_answers_both_payload_formats_with_version_arm_and_request_id(start_gateway, two_versions,
+                                                                              example_frame):
+    name, champion, _ = two_versions
+    gateway = start_gateway([name])
+    records = rows_of(example_frame, 3)
+    with gateway.client() as client:
+        by_records = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": records})
+        by_split = client.post(f"/v1/models/{name}/predict", json=split_payload(records))
+        unknown = client.post("/v1/models/no-such-model/predict", json={"dataframe_records": records})
+        assert client.get("/healthz").json() == {"status": "alive"}
+        ready = client.get("/readyz").json()
+    assert by_records.status_code == by_split.status_code == 200
+    body = by_records.json()
+    assert body["version"] == champion and body["arm"] == CHAMPION and body["model"] == name
+    assert len(body["predictions"]) == 3 and all(p in (0, 1) for p in body["predictions"])
+    assert all(0 <= s <= 1 for s in body["scores"])
+    assert by_records.headers["x-request-id"] == body["request_id"]
+    assert by_split.json()["scores"] == body["scores"]  # same rows, same scores, whatever the format
+    assert unknown.status_code == 404 and name in unknown.json()["error"]
+    assert ready["ready"] and ready["models"][0]["champion"]["digest"]
+
+
+def test_every_bad_input_is_a_4xx_naming_the_field(start_gateway, two_versions, example_frame):
+    name, _, _ = two_versions
+    gateway = start_gateway([name], max_batch_rows=5, max_body_bytes=20_000)
+    good = rows_of(example_frame, 1)[0]
+    cases = {
+        "wrong type": ({"dataframe_records": [{**good, "age": "forty"}]}, 422, ["age", "expected a number"]),
+        "missing column": ({"dataframe_records": [{k: v for k, v in good.items() if k != "debt_ratio"}]}, 422,
+                           ["debt_ratio", "missing required column"]),
+        "unknown column": ({"dataframe_records": [{**good, "shoe_size": 44}]}, 422, ["shoe_size", "unknown column"]),
+        "out of range": ({"dataframe_records": [{**good, "age": 130, "utilization": -1}]}, 422,
+                         ["age", "above the maximum 100", "utilization", "below the minimum 0"]),
+        "null not nullable": ({"dataframe_records": [{**good, "region": None}]}, 422, ["region", "not nullable"]),
+        "fractional integer": ({"dataframe_records": [{**good, "num_late_payments": 1.5}]}, 422, ["whole number"]),
+        "category as number": ({"dataframe_records": [{**good, "education": 3}]}, 422, ["education", "string"]),
+        "oversized batch": ({"dataframe_records": [good] * 6}, 413, ["at most 5"]),
+        "empty batch": ({"dataframe_records": []}, 422, ["no rows"]),
+        "unsupported format": ({"instances": [good]}, 400, ["dataframe_split", "instances"]),
+        "ragged split": ({"dataframe_split": {"columns": FEATURES, "data": [[1, 2]]}}, 422, ["one value per column"]),
+        "not an object": ([good], 400, ["JSON object"]),
+        "huge integer": ({"dataframe_records": [{**good, "credit_limit": 10**400}]}, 422, ["credit_limit", "finite"]),
+    }
+    with gateway.client() as client:
+        for case, (payload, status, needles) in cases.items():
+            response = client.post(f"/v1/models/{name}/predict", json=payload)
+            assert response.status_code == status, (case, response.text)
+            message = response.json()["error"]
+            assert all(needle in message for needle in needles), (case, message)
+        invalid_json = client.post(f"/v1/models/{name}/predict", content=b"{not json",
+                                   headers={"content-type": "application/json"})
+        huge = client.post(f"/v1/models/{name}/predict", content=b" " * 30_000)
+        nested = client.post(f"/v1/models/{name}/predict", content=b"[" * 15_000)
+        assert nested.status_code == 400, nested.text
+        assert invalid_json.status_code == 400 and "not valid JSON" in invalid_json.json()["error"]
+        assert huge.status_code == 413
+        problems = client.post(f"/v1/models/{name}/predict",
+                               json={"dataframe_records": [{**good, "age": "x", "region": 1}]}).json()["problems"]
+        assert {p["field"] for p in problems} == {"age", "region"}
+        assert client.post(f"/v1/models/{name}/predict", json={"dataframe_records": [good]}).status_code == 200
+        metrics = client.get("/metrics").text
+    assert f'steward_requests_total{{arm="",model="{name}",status="422",version=""}}' in metrics
+
+
+def test_canary_split_proportions_follow_the_plan(start_gateway, two_versions, example_frame):
+    name, champion, challenger = two_versions
+    gateway = start_gateway([name])
+    set_plan(gateway, name, {"mode": "canary", "challenger_percent": 30}, "canary step 30%")
+    n = 400
+    payload = {"dataframe_records": rows_of(example_frame, 1)}
+    with gateway.client() as client:
+        answers = [client.post(f"/v1/models/{name}/predict", json=payload).json() for _ in range(n)]
+    arms = Counter(a["arm"] for a in answers)
+    assert {a["version"] for a in answers if a["arm"] == CHALLENGER} == {challenger}
+    assert {a["version"] for a in answers if a["arm"] == CHAMPION} == {champion}
+    assert abs(arms[CHALLENGER] / n - 0.3) < 4 * math.sqrt(0.3 * 0.7 / n)
+
+
+def test_ab_assignment_is_sticky_by_field_and_by_header(start_gateway, two_versions, example_frame):
+    name, _, _ = two_versions
+    gateway = start_gateway([name])
+    set_plan(gateway, name, {"mode": "ab", "challenger_percent": 50, "sticky_key": "field:entity_id"})
+    records = rows_of(example_frame, 40, with_entity=True)
+    with gateway.client() as client:
+        first = {r["entity_id"]: client.post(f"/v1/models/{name}/predict", json={"dataframe_records": [r]}).json()["arm"]
+                 for r in records}
+        again = {r["entity_id"]: client.post(f"/v1/models/{name}/predict", json={"dataframe_records": [r]}).json()["arm"]
+                 for r in reversed(records)}
+        mixed = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": records}).json()
+    assert first == again
+    assert set(first.values()) == {CHAMPION, CHALLENGER}
+    assert mixed["arm"] is None  # the batch's rows went to both arms: per-row answers
+    assert mixed["arms"] == [first[r["entity_id"]] for r in records]
+
+    set_plan(gateway, name, {"mode": "ab", "challenger_percent": 50, "sticky_key": "header:X-Customer"})
+    plain = {"dataframe_records": rows_of(example_frame, 1)}
+    with gateway.client() as client:
+        by_customer = {
+            customer: {client.post(f"/v1/models/{name}/predict", json=plain, headers={"x-customer": customer}).json()["arm"]
+                       for _ in range(3)}
+            for customer in (f"customer-{i}" for i in range(20))
+        }
+    assert all(len(arms) == 1 for arms in by_customer.values())
+    assert {next(iter(a)) for a in by_customer.values()} == {CHAMPION, CHALLENGER}
+
+
+def test_shadow_logs_both_arms_and_answers_with_the_champion(start_gateway, two_versions, example_frame):
+    name, champion, challenger = two_versions
+    gateway = start_gateway([name], shadow_collect_seconds=0.01)
+    set_plan(gateway, name, {"mode": "shadow", "challenger_percent": 100})
+    with gateway.client() as client:
+        answers = [client.post(f"/v1/models/{name}/predict", json={"dataframe_records": rows_of(example_frame, 2, i)}).json()
+                   for i in range(20)]
+    assert {(a["arm"], a["version"]) for a in answers} == {(CHAMPION, champion)}
+    gateway.stop()
+    log = PredictionStore(gateway.store_uri).read_predictions(name, *log_window())
+    served, shadow = log[log["served"]], log[~log["served"]]
+    assert set(served["version"]) == {champion} and set(shadow["version"]) == {challenger}
+    assert set(shadow["arm"]) == {CHALLENGER}
+    assert sorted(served["request_id"]) == sorted(shadow["request_id"]) == sorted(a["request_id"] for a in answers
+                                                                                 for _ in range(2))
+
+
+def test_hot_switch_under_concurrent_load_fails_no_request(start_gateway, two_versions, example_frame, registry):
+    name, champion, challenger = two_versions
+    gateway = start_gateway([name], poll_interval=0.1)
+    payload = {"dataframe_records": rows_of(example_frame, 2)}
+    stop = threading.Event()
+    outcomes: list[tuple[int, str | None]] = []
+
+    def hammer() -> None:
+        with gateway.client() as client:
+            for _ in range(2000):  # bounded; the switches below finish well before this runs out
+                if stop.is_set():
+                    return
+                response = client.post(f"/v1/models/{name}/predict", json=payload)
+                outcomes.append((response.status_code, response.json().get("version")))
+
+    with ThreadPoolExecutor(6) as pool:
+        workers = [pool.submit(hammer) for _ in range(6)]
+        for plan in ({"mode": "canary", "challenger_percent": 50}, {"mode": "blue_green", "live": "challenger"},
+                     {"mode": "shadow", "challenger_percent": 100}, {"mode": "blue_green", "live": "champion"}):
+            set_plan(gateway, name, plan, "switch under load")
+        registry.set_alias(name, CHAMPION, challenger, reason="switch under load", kind=ChangeKind.PROMOTE)
+        gateway.wait_until(lambda: gateway.gateway.pool.get(name).champion.version == challenger, "the poll to swap")
+        registry.set_alias(name, CHAMPION, champion, reason="back", kind=ChangeKind.ROLLBACK)
+        gateway.wait_until(lambda: gateway.gateway.pool.get(name).champion.version == champion, "the swap back")
+        stop.set()
+        for worker in workers:
+            worker.result()
+    statuses = Counter(status for status, _ in outcomes)
+    assert statuses == {200: len(outcomes)}, statuses
+    assert {version for _, version in outcomes} == {champion, challenger}
+
+
+def test_registry_changes_reach_the_gateway_and_the_audit_history(start_gateway, two_versions, example_frame, registry):
+    name, champion, challenger = two_versions
+    gateway = start_gateway([name])
+    payload = {"dataframe_records": rows_of(example_frame, 1)}
+    registry.promote(name, challenger, reason="promoted from the CLI")
+    gateway.wait_until(lambda: gateway.gateway.pool.get(name).champion.version == challenger, "the promotion")
+    with gateway.client() as client:
+        assert client.post(f"/v1/models/{name}/predict", json=payload).json()["version"] == challenger
+    registry.rollback(name, reason="rolled back from the CLI")
+    gateway.wait_until(lambda: gateway.gateway.pool.get(name).champion.version == champion, "the rollback")
+    with gateway.admin() as admin:
+        response = admin.put(f"/admin/models/{name}/traffic-plan",
+                             json={"plan": {"mode": "canary", "challenger_percent": 5}, "reason": "needs a challenger"})
+        assert response.status_code == 409 and "no challenger" in response.json()["error"]
+        response = admin.put(f"/admin/models/{name}/traffic-plan", headers={"x-steward-actor": "alice"},
+                             json={"plan": {"mode": "blue_green"}, "reason": "all blue"})
+        assert response.status_code == 200
+        assert admin.put(f"/admin/models/{name}/traffic-plan", json={"plan": {"mode": "ab"}, "reason": "x"}
+                         ).status_code == 422
+    plans = [e for e in registry.history(name) if e.kind is ChangeKind.TRAFFIC_PLAN]
+    assert plans[-1].actor == "alice" and plans[-1].reason == "all blue"
+    assert '"mode":"blue_green"' in plans[-1].details["plan"]
+
+
+def test_admin_is_refused_without_a_token_or_with_a_wrong_one(start_gateway, two_versions, example_frame):
+    name, _, challenger = two_versions
+    payload = {"dataframe_records": rows_of(example_frame, 1)}
+    gateway = start_gateway([name])
+    with gateway.client() as client:
+        assert client.get("/admin/status").status_code == 401
+        wrong = client.get("/admin/status", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "not valid" in wrong.json()["error"]
+        assert client.post("/admin/refresh", headers={"authorization": "Basic abc"}).status_code == 401
+        forced = client.post(f"/v1/models/{name}/predict", json=payload, headers={"x-steward-arm": "challenger"})
+        assert forced.status_code == 401
+        smoke = client.post(f"/v1/models/{name}/predict", json=payload,
+                            headers={"x-steward-arm": "challenger", **BEARER})
+        assert smoke.status_code == 200 and smoke.json()["version"] == challenger
+        assert client.post("/admin/refresh", headers=BEARER).json()["ready"]
+        assert client.get("/admin/status", headers=BEARER).json()["models"][0]["model"] == name
+    closed = start_gateway([name], admin_token=None)
+    with closed.client() as client:
+        refused = client.get("/admin/status", headers=BEARER)
+        assert refused.status_code == 403 and "STEWARD_ADMIN_TOKEN" in refused.json()["error"]
+
+
+def test_rate_limit_per_client(start_gateway, two_versions, example_frame):
+    name, _, _ = two_versions
+    gateway = start_gateway([name], rate_limit=0.5, rate_burst=3, client_header="x-client")
+    payload = {"dataframe_records": rows_of(example_frame, 1)}
+    with gateway.client() as client:
+        first = [client.post(f"/v1/models/{name}/predict", json=payload, headers={"x-client": "a"}).status_code
+                 for _ in range(4)]
+        other = client.post(f"/v1/models/{name}/predict", json=payload, headers={"x-client": "b"})
+        limited = client.post(f"/v1/models/{name}/predict", json=payload, headers={"x-client": "a"})
+    assert first == [200, 200, 200, 429]
+    assert other.status_code == 200
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("log_mode", ["batched", "durable"])
+def test_log_holds_every_acknowledged_prediction_after_shutdown_and_feedback_joins(
+    start_gateway, two_versions, example_frame, log_mode, tmp_path
+):
+    name, _, _ = two_versions
+    gateway = start_gateway([name], log_mode=log_mode, flush_interval=30, wal_dir=tmp_path / "wal")
+    set_plan(gateway, name, {"mode": "canary", "challenger_percent": 50})
+    acknowledged: dict[str, int] = {}
+    with gateway.client() as client:
+        def send(i: int) -> None:
+            size = 1 + i % 3
+            response = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": rows_of(example_frame, size, i)})
+            assert response.status_code == 200
+            acknowledged[response.json()["request_id"]] = size
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(send, range(60)))
+        labelled = sorted(acknowledged)[:10]
+        feedback = client.post(f"/v1/models/{name}/feedback",
+                               json={"labels": [{"request_id": r, "row": 0, "label": 1} for r in labelled]})
+        bad = client.post(f"/v1/models/{name}/feedback", json={"labels": [{"request_id": "", "row": -1}]})
+    assert feedback.json() == {"model": name, "accepted": 10}
+    assert bad.status_code == 422 and "labels[0].row" in bad.text
+    gateway.stop()
+    store = PredictionStore(gateway.store_uri)
+    log = store.read_predictions(name, *log_window())
+    assert len(log) == sum(acknowledged.values())
+    assert log.groupby("request_id").size().to_dict() == acknowledged
+    assert set(log["arm"]) == {CHAMPION, CHALLENGER}
+    joined = join_labels(log, store.read_labels(name))
+    assert sorted(joined["request_id"]) == labelled and set(joined["label"]) == {"1"}
+    assert set(joined["row"]) == {0}
+    if log_mode == "durable":
+        assert list((tmp_path / "wal").glob("*.jsonl")) == []
+
+
+def test_a_killed_durable_gateway_loses_no_acknowledged_prediction(two_versions, example_frame, tmp_path):
+    """SIGKILL mid-load: every prediction the client got an answer for is in the log after the WAL replay."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from steward.store import LogMode
+
+    name, _, _ = two_versions
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_uri, wal = str(tmp_path / "log"), tmp_path / "wal"
+    command = [sys.executable, "-m", "steward", "serve", name, "--port", str(port), "--log-mode", "durable",
+               "--store-uri", log_uri, "--wal-dir", str(wal), "--flush-interval", "60", "--log-level", "warning"]
+    server = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    acknowledged: list[str] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, "the gateway exited during start-up"
+            assert time.monotonic() < deadline, "the gateway did not become ready"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        stop = threading.Event()
+
+        def send(offset: int) -> None:
+            with httpx.Client(base_url=url, timeout=10) as client:
+                for i in range(500):  # bounded; the kill below comes first
+                    if stop.is_set():
+                        return
+                    try:
+                        response = client.post(f"/v1/models/{name}/predict",
+                                               json={"dataframe_records": rows_of(example_frame, 1, offset + i)})
+                    except httpx.HTTPError:
+                        return  # the kill cut this request: it was never acknowledged
+                    if response.status_code == 200:
+                        acknowledged.append(response.json()["request_id"])
+
+        with ThreadPoolExecutor(4) as pool:
+            senders = [pool.submit(send, 1000 * k) for k in range(4)]
+            while len(acknowledged) < 100:
+                time.sleep(0.05)
+            server.send_signal(signal.SIGKILL)
+            server.wait(timeout=30)
+            stop.set()
+            for sender in senders:
+                sender.result()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    store = PredictionStore(log_uri)
+    assert store.read_predictions(name, *log_window()).empty  # nothing reached Parquet before the kill
+    store.writer(LogMode.DURABLE, wal_dir=wal).start().close()  # what the next gateway start does
+    logged = set(store.read_predictions(name, *log_window(), served_only=True)["request_id"])
+    assert set(acknowledged) <= logged
+    assert len(acknowledged) >= 100

@@ -1,0 +1,219 @@
+"""The prediction log on a temporary folder: layout, windowed reads, writer modes, labels, training frames."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+import yaml
+
+from steward.data import DataError
+from steward.spec import parse_spec
+from steward.store import (
+    LabelBatch,
+    LogMode,
+    PredictionBatch,
+    PredictionStore,
+    StoreError,
+    _batch_from_json,
+    _batch_to_json,
+    join_labels,
+    prediction_batch,
+    production_training_frame,
+    typed_labels,
+)
+
+DAY = datetime(2026, 3, 10, tzinfo=UTC)
+
+
+def ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1e9)
+
+
+def batch(request_id: str, at: datetime, *, version: str = "1", arm: str = "champion", served: bool = True,
+          rows: int = 2, features: dict | None = None, model: str = "m") -> PredictionBatch:
+    features = features or {"age": [30.0 + i for i in range(rows)], "region": ["north"] * rows}
+    return prediction_batch(
+        request_id, ns(at), model, version, arm, served=served, status="ok", rows=range(rows), features=features,
+        numeric=("age",), predictions=["1"] * rows, scores=[0.75] * rows, latency_ms=3.5,
+        entities=[f"cust-{i}" for i in range(rows)],
+    )
+
+
+@pytest.fixture
+def store(tmp_path) -> PredictionStore:
+    return PredictionStore(str(tmp_path / "log"))
+
+
+def test_layout_is_partitioned_by_model_and_date(store, tmp_path):
+    store.write_batches([batch("a", DAY), batch("b", DAY + timedelta(days=1)), batch("c", DAY, model="other")], "f1")
+    store.write_batches([LabelBatch("m", ns(DAY), ["a"], [0], ["1"])], "f2")
+    files = sorted(p.relative_to(tmp_path / "log").as_posix() for p in (tmp_path / "log").rglob("*.parquet"))
+    assert files == [
+        "labels/model=m/date=2026-03-10/part-f2.parquet",
+        "predictions/model=m/date=2026-03-10/part-f1.parquet",
+        "predictions/model=m/date=2026-03-11/part-f1.parquet",
+        "predictions/model=other/date=2026-03-10/part-f1.parquet",
+    ]
+
+
+def test_windowed_read_prunes_days_and_returns_real_feature_names(store):
+    store.write_batches([batch("early", DAY), batch("late", DAY + timedelta(days=2))], "f1")
+    assert len(store._files("predictions", "m", DAY, DAY + timedelta(hours=1))) == 1  # other days never opened
+    frame = store.read_predictions("m", DAY, DAY + timedelta(days=1))
+    assert set(frame["request_id"]) == {"early"}
+    assert {"age", "region", "request_id", "row", "time", "version", "arm", "served", "prediction", "score",
+            "latency_ms", "entity", "status", "model"} <= set(frame.columns)
+    assert frame["age"].tolist() == [30.0, 31.0]
+    assert str(frame["time"].dt.tz) == "UTC"
+    # the end of the window is exclusive, the start inclusive
+    assert store.read_predictions("m", DAY + timedelta(seconds=1), DAY + timedelta(days=2)).empty
+    assert len(store.read_predictions("m", DAY + timedelta(days=2), DAY + timedelta(days=3))) == 2
+
+
+def test_version_and_served_filters(store):
+    store.write_batches([batch("r1", DAY, version="1"), batch("r1", DAY, version="2", arm="challenger", served=False),
+                         batch("r2", DAY, version="2", arm="challenger")], "f1")
+    window = (DAY - timedelta(hours=1), DAY + timedelta(hours=1))
+    assert set(store.read_predictions("m", *window, version="2")["request_id"]) == {"r1", "r2"}
+    served = store.read_predictions("m", *window, served_only=True)
+    assert sorted(zip(served["request_id"], served["version"], strict=True)) == [("r1", "1"), ("r1", "1"),
+                                                                               ("r2", "2"), ("r2", "2")]
+
+
+def test_a_feature_added_later_reads_as_null_for_older_rows(store):
+    store.write_batches([batch("old", DAY)], "f1")
+    newer = batch("new", DAY + timedelta(hours=1), features={"age": [40.0, 41.0], "region": ["east"] * 2,
+                                                             "income": [1.0, 2.0]})
+    newer = newer._replace(numeric=("age", "income"))
+    store.write_batches([newer], "f2")
+    frame = store.read_predictions("m", DAY, DAY + timedelta(days=1)).set_index("request_id")
+    assert frame.loc["old", "income"].isna().all()
+    assert frame.loc["new", "income"].tolist() == [1.0, 2.0]
+
+
+def test_unknown_model_reads_empty(store):
+    assert store.read_predictions("nobody", DAY, DAY + timedelta(days=1)).empty
+    assert store.read_labels("nobody").empty
+
+
+def test_batched_writer_writes_everything_on_close(store):
+    writer = store.writer(LogMode.BATCHED, flush_interval=60).start()
+    for i in range(50):
+        assert writer.submit(batch(f"r{i}", DAY))
+    assert writer.pending == 50 or writer.stats().written_rows == 0
+    writer.close()
+    assert writer.stats().written_rows == 100
+    assert len(store.read_predictions("m", DAY, DAY + timedelta(days=1))) == 100
+
+
+def test_batched_writer_flushes_on_request_and_counts_drops_when_full(store):
+    writer = store.writer(LogMode.BATCHED, flush_interval=60, max_pending=1)
+    assert writer.submit(batch("kept", DAY))
+    assert not writer.submit(batch("dropped", DAY))
+    assert writer.stats().dropped == 2
+    writer.start()
+    writer.flush()
+    assert set(store.read_predictions("m", DAY, DAY + timedelta(days=1))["request_id"]) == {"kept"}
+    writer.close()
+
+
+def test_durable_writer_acknowledges_after_the_wal_is_on_disk(store, tmp_path):
+    wal = tmp_path / "wal"
+    writer = store.writer(LogMode.DURABLE, flush_interval=60, wal_dir=wal).start()
+    acknowledged = threading.Event()
+    errors = []
+
+    def ack(error):
+        errors.append(error)
+        acknowledged.set()
+
+    writer.submit(batch("r1", DAY), ack)
+    assert acknowledged.wait(10)
+    assert errors == [None]
+    segments = list(wal.glob("*.jsonl"))
+    assert len(segments) == 1 and '"request_id":"r1"' in segments[0].read_text()
+    writer.close()
+    assert list(wal.glob("*.jsonl")) == []  # in Parquet now, so the segment is gone
+    assert len(store.read_predictions("m", DAY, DAY + timedelta(days=1))) == 2
+
+
+def test_a_crashed_writers_wal_is_replayed_once_and_a_torn_line_ignored(store, tmp_path):
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    segment = wal / "dead-writer-000001.jsonl"
+    segment.write_text(_batch_to_json(batch("r1", DAY)) + "\n" + _batch_to_json(batch("torn", DAY))[:40])
+    writer = store.writer(LogMode.DURABLE, wal_dir=wal).start()
+    writer.close()
+    assert writer.stats().replayed_segments == 1
+    assert not segment.exists()
+    assert set(store.read_predictions("m", DAY, DAY + timedelta(days=1))["request_id"]) == {"r1"}
+
+
+def test_durable_mode_on_an_object_store_needs_a_local_wal():
+    with pytest.raises(StoreError, match="--wal-dir"):
+        PredictionStore("memory://log").writer(LogMode.DURABLE)
+
+
+def test_labels_join_their_predictions_and_the_latest_label_wins(store):
+    store.write_batches([batch("r1", DAY), batch("r1", DAY, version="2", arm="challenger", served=False),
+                         batch("r2", DAY)], "p")
+    store.write_batches([LabelBatch("m", ns(DAY + timedelta(hours=1)), ["r1", "r1", "zz"], [0, 1, 0], ["0", "1", "1"]),
+                         LabelBatch("m", ns(DAY + timedelta(hours=2)), ["r1"], [0], ["1"])], "l")
+    joined = join_labels(store.read_predictions("m", DAY, DAY + timedelta(days=1)), store.read_labels("m"))
+    assert sorted(zip(joined["version"], joined["row"], joined["label"], strict=True)) == [
+        ("1", 0, "1"), ("1", 1, "1"), ("2", 0, "1"), ("2", 1, "1")
+    ]
+
+
+def test_typed_labels():
+    assert typed_labels(pd.Series(["0", "1"]), classification=True).dtype == "int64"
+    assert typed_labels(pd.Series(["0.5", "2"]), classification=False).tolist() == [0.5, 2.0]
+    assert typed_labels(pd.Series(["yes", "no"]), classification=True).tolist() == ["yes", "no"]
+
+
+@pytest.fixture
+def production_spec():
+    from steward.examples import example_spec_text
+
+    document = yaml.safe_load(example_spec_text())
+    document["data"] = {"kind": "production", "window_days": 7}
+    document["features"] = [{"name": "age", "type": "numeric"}, {"name": "region", "type": "categorical"}]
+    document["gates"]["slice_features"] = []
+    document["name"] = "m"
+    return parse_spec(document)
+
+
+def test_production_training_frame_joins_served_rows_with_labels(store, production_spec):
+    now = DAY + timedelta(days=1)
+    store.write_batches([batch("r1", DAY), batch("r1", DAY, version="2", arm="challenger", served=False),
+                         batch("r2", DAY, version="2", arm="challenger"), batch("too-old", DAY - timedelta(days=9))],
+                        "p")
+    store.write_batches([LabelBatch("m", ns(DAY + timedelta(hours=3)), ["r1", "r1", "r2", "too-old"], [0, 1, 0, 0],
+                                    ["1", "0", "1", "1"])], "l")
+    frame, source = production_training_frame(production_spec, store=store, now=now)
+    assert list(frame.columns) == ["age", "region", "default", "event_time", "entity_id"]
+    assert len(frame) == 3  # r1 rows 0 and 1 (served by the champion), r2 row 0; shadow and old rows left out
+    assert frame["default"].dtype == "int64"
+    assert "3 labelled of 4 served predictions" in source and store.uri in source
+
+
+def test_production_training_frame_explains_what_is_missing(store, production_spec):
+    with pytest.raises(DataError, match="no served predictions"):
+        production_training_frame(production_spec, store=store, now=DAY)
+    store.write_batches([batch("r1", DAY)], "p")
+    with pytest.raises(DataError, match="none has a label yet: send labels to POST /v1/models/m/feedback"):
+        production_training_frame(production_spec, store=store, now=DAY + timedelta(hours=1))
+    unbounded = production_spec.model_copy(update={"data": production_spec.data.model_copy(update={"window_days": None})})
+    with pytest.raises(DataError, match="set data.window_days"):
+        production_training_frame(unbounded, store=store)
+
+
+def test_wal_lines_round_trip(store):
+    record = batch("r1", DAY)
+    document = json.loads(_batch_to_json(record))
+    assert document["kind"] == "predictions" and document["numeric"] == ["age"]
+    assert _batch_from_json(_batch_to_json(record)) == record
