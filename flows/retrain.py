@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from prefect import flow, get_run_logger
 
-from tasks.common import publish_markdown
+from steward import events
+from tasks.common import emit_model_event, publish_markdown
 from tasks.data import check_training_data, load_model_spec, load_training_data, split_data
 from tasks.training import (
     archive_old_versions,
@@ -45,15 +47,20 @@ def _lineage_markdown(result: RetrainResult, source: str, window: str) -> str:
 
 
 @flow(name="retrain", description="Train a new candidate version of a model on fresh data, with full lineage.")
-def retrain(spec_path: str, reason: str = "manual run", force: bool = False) -> RetrainResult:
-    """``force`` skips the cooldown and weekly budget (for a person; triggers never set it)."""
+def retrain(
+    spec_path: str, reason: str = "manual run", force: bool = False, as_of: datetime | None = None
+) -> RetrainResult:
+    """``force`` skips the cooldown and weekly budget (for a person; triggers never set it).
+
+    ``as_of`` ends the production data window (default: now).
+    """
     logger = get_run_logger()
     spec = load_model_spec(spec_path)
     allowance = check_retrain_allowance(spec)
     if not allowance.allowed and not force:
         logger.warning("retrain of %s skipped: %s", spec.name, allowance.reason)
         return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=allowance.reason)
-    frame, source = load_training_data(spec)
+    frame, source = load_training_data(spec, as_of)
     check_training_data(frame, spec)
     split = split_data(frame, spec)
     data_sha256 = hash_training_data(split)
@@ -72,5 +79,9 @@ def retrain(spec_path: str, reason: str = "manual run", force: bool = False) -> 
     )
     window = f"{trained.lineage.data_window_start or '?'} → {trained.lineage.data_window_end or '?'}"
     publish_markdown(_lineage_markdown(result, source, window), "retrain", spec.name)
+    emit_model_event(
+        events.CANDIDATE_REGISTERED, spec.name, version=info.version, semver=info.semver,
+        reason=f"retrained: {reason}",
+    )
     logger.info("registered %s v%s (%s) as candidate", spec.name, info.version, info.semver)
     return result

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+CANDIDATE_REGISTERED = "steward.model.candidate-registered"
 CANDIDATE_VALIDATED = "steward.model.candidate-validated"
+AB_TEST_CONCLUDED = "steward.model.ab-test-concluded"
 CANDIDATE_REJECTED = "steward.model.candidate-rejected"
 PROMOTED = "steward.model.promoted"
 ROLLED_BACK = "steward.model.rolled-back"
 DRIFT_DETECTED = "steward.model.drift-detected"
 HEALTH_DEGRADED = "steward.model.health-degraded"
+
+# Resource label of health-degraded events: the degraded areas, comma-separated, so a trigger
+# (which can match labels but not the payload) can react to accuracy alone.
+HEALTH_AREAS_LABEL = "steward.health.degraded-areas"
 
 
 def resource_id(model: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pandas as pd
 from prefect import task
 
@@ -15,13 +17,16 @@ def load_model_spec(spec_path: str) -> ModelSpec:
 
 
 @task(name="load-training-data", retries=3, retry_delay_seconds=[2, 5, 15])
-def load_training_data(spec: ModelSpec) -> tuple[pd.DataFrame, str]:
-    """The frame and a description of where it came from, for lineage."""
+def load_training_data(spec: ModelSpec, as_of: datetime | None = None) -> tuple[pd.DataFrame, str]:
+    """The frame and a description of where it came from, for lineage.
+
+    ``as_of`` ends the production window (default: now); a file source ignores it.
+    """
     if spec.data.kind == "file":
         return read_frame(spec.data.path, spec.data.format), spec.data.path
     from steward.store import production_training_frame
 
-    return production_training_frame(spec)
+    return production_training_frame(spec, now=as_of)
 
 
 @task(name="validate-training-data")

@@ -99,3 +99,30 @@ def test_validation_report_is_published_as_artifact(write_spec, model_name):
         found = {a["key"]: a for a in client.request("POST", "/artifacts/filter", json=body).json()}
     assert f"validation-{model_name}-v1" in found and f"retrain-{model_name}" in found
     assert "| metric_floor | passed |" in found[f"validation-{model_name}-v1"]["data"]
+
+
+def test_retrain_on_production_traffic_joined_with_labels(write_spec, registry, register_version, example_frame,
+                                                         model_name, settings):
+    import pandas as pd
+
+    from steward.replay import ReplayArm, replay_to_store
+    from steward.scenario import credit_default_scenario
+    from steward.spec import load_spec
+    from steward.store import PredictionStore
+
+    file_spec = write_spec()
+    serving = register_version(file_spec, example_frame)
+    scenario = credit_default_scenario(rows_per_day=250, start=pd.Timestamp("2026-04-01", tz="UTC"))
+    traffic = scenario.generate(scenario.start, scenario.start + pd.Timedelta(days=12))
+    as_of = scenario.start + pd.Timedelta(days=14)
+    arm = ReplayArm("champion", serving.version, registry.load_model(model_name, serving.version).model)
+    summary = replay_to_store(PredictionStore(settings.resolved_store_uri), load_spec(file_spec), traffic, [arm],
+                              labels_until=as_of)
+
+    production = write_spec(data={"kind": "production", "window_days": 30})
+    result = retrain(spec_path=str(production), reason="fresh production data", force=True,
+                     as_of=as_of.to_pydatetime())
+    info = registry.get_version(model_name, result.version)
+    assert info.tags["steward.data_source"].startswith("production log")
+    assert int(info.tags["steward.data_rows"]) == summary.labels
+    assert result.metrics["roc_auc"] > 0.7
