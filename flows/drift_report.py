@@ -1,0 +1,144 @@
+"""Drift report: the serving version's recent inputs and outputs against the data it was trained on."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from prefect import flow, get_run_logger
+
+from steward import events
+from steward.drift import DriftResult
+from steward.maintenance import (
+    MIN_DRIFT_ROWS,
+    DriftRecord,
+    choose_drift_window,
+    drift_event_payload,
+    drift_markdown,
+)
+from tasks.common import current_flow_run_id, emit_model_event, publish_markdown
+from tasks.data import load_model_spec
+from tasks.drift import (
+    build_reference_profile,
+    cache_reference_profile,
+    decide_drift,
+    fetch_reference_profile,
+    load_previous_drift,
+    measure_drift,
+    read_drift_window,
+    record_drift_check,
+    render_drift_report,
+    resolve_serving_version,
+    store_drift_report,
+    update_drift_ledger,
+)
+
+
+@dataclass(frozen=True)
+class DriftReportOutcome:
+    """What one drift check found; ``result`` is the typed verdict (without the Evidently snapshot)."""
+
+    model: str
+    version: str
+    status: Literal["checked", "no data"]
+    window_start: datetime | None
+    window_end: datetime
+    current_rows: int
+    material: bool
+    announced: bool
+    reason: str
+    event_reason: str = ""
+    columns: tuple[str, ...] = ()
+    newly_drifted: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
+    report_uri: str | None = None
+    report_error: str | None = None
+    profile_built: bool = False
+    ledger_entry_id: str | None = None
+    seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    result: DriftResult | None = None
+
+
+@flow(name="drift-report", description="Compare the serving version's recent traffic with its training data.")
+def drift_report(
+    spec_path: str,
+    window_hours: float | None = None,
+    last_rows: int | None = None,
+    as_of: datetime | None = None,
+) -> DriftReportOutcome:
+    """``window_hours`` or ``last_rows`` choose the window (default: the spec's ``drift.window_days``) ending at ``as_of``."""
+    logger = get_run_logger()
+    spec = load_model_spec(spec_path)
+    window = choose_drift_window(
+        as_of=as_of or datetime.now(UTC), window_hours=window_hours, last_rows=last_rows,
+        default_days=spec.drift.window_days, lookback_days=spec.monitoring.log_retention_days,
+    )
+    serving = resolve_serving_version(spec)
+    version = serving.champion.version
+    current = read_drift_window(spec, version, window)
+    seconds = {"read": current.seconds}
+    if len(current.frame) < MIN_DRIFT_ROWS:
+        reason = (
+            f"{len(current.frame)} served predictions of v{version} in {window.describe()} (at least {MIN_DRIFT_ROWS} "
+            "needed): no drift check. Is the gateway serving the champion and logging predictions?"
+        )
+        logger.warning("%s", reason)
+        publish_markdown(f"# Drift of {spec.name} v{version}: not checked\n\n{reason}\n", "drift", spec.name)
+        return DriftReportOutcome(spec.name, version, "no data", current.start, window.end, len(current.frame),
+                                  False, False, reason, seconds=seconds)
+
+    cached = fetch_reference_profile(spec, version)
+    if cached is None:
+        cached = build_reference_profile(spec, version)
+        cache_reference_profile(spec, version, cached)
+        seconds["profile_build"] = cached.seconds
+        logger.info("built and cached the reference profile of v%s in %.1f s", version, cached.seconds)
+    result = measure_drift(cached, current.frame, spec)
+    seconds["verdict"] = result.seconds or 0.0
+    previous = load_previous_drift(spec, window.end)
+    verdict = decide_drift(spec, version, result, previous, cached.importances, window.end)
+    decision, announcement = verdict.decision, verdict.announcement
+
+    result = render_drift_report(result, cached, current.frame)
+    seconds["report"] = result.report_seconds or 0.0
+    report_uri, report_error = None, result.report_error
+    if result.snapshot is not None:
+        stored = store_drift_report(spec, version, result, window.end, return_state=True)
+        if stored.is_completed():
+            report_uri = stored.result()
+        else:
+            report_error = f"storing the HTML in MLflow failed: {stored.message}"
+            logger.error("%s", report_error)
+
+    record_drift_check(DriftRecord(
+        model=spec.name, version=version, window_start=current.start, window_end=window.end,
+        current_rows=len(current.frame), material=decision.material, announced=announcement.announce,
+        reason=decision.reason, columns=decision.columns, result=result.with_decision(decision),
+        material_since=announcement.material_since, report_uri=report_uri, flow_run_id=current_flow_run_id(),
+    ))
+    entry_id = update_drift_ledger(spec, version, verdict, window.end)
+    if announcement.announce:
+        emit_model_event(events.DRIFT_DETECTED, spec.name, **drift_event_payload(
+            spec=spec, version=version, champion_version=version, challenger_version=serving.challenger,
+            result=result, decision=decision, window=window, why=announcement.why, report_uri=report_uri,
+        ))
+    publish_markdown(
+        drift_markdown(
+            model=spec.name, version=version, window=window.describe(), result=result, decision=decision,
+            why=announcement.why, left_out=verdict.left_out, report_uri=report_uri, report_error=report_error,
+        ),
+        "drift", spec.name, description=f"drift of {spec.name} v{version}: {decision.reason}",
+    )
+    (logger.warning if decision.material else logger.info)("%s (%s)", decision.reason, announcement.why)
+    return DriftReportOutcome(
+        model=spec.name, version=version, status="checked", window_start=current.start, window_end=window.end,
+        current_rows=len(current.frame), material=decision.material, announced=announcement.announce,
+        reason=decision.reason, event_reason=announcement.why, columns=decision.columns, newly_drifted=decision.newly_drifted, held=decision.held,
+        left_out=verdict.left_out, report_uri=report_uri, report_error=report_error,
+        profile_built=cached.built, ledger_entry_id=entry_id, seconds=seconds,
+        result=dataclasses.replace(result, snapshot=None),
+    )

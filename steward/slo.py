@@ -1,0 +1,278 @@
+"""Service-level objectives per model: daily compliance from the prediction log, kept, and the error budget spent.
+
+Three objectives from the spec's ``slo`` section: p95 latency, availability (the share of answered
+requests that were not 5xx) and accuracy (the primary metric over labelled traffic). Each UTC day
+is computed from the log into an ``SLODay`` and stored as one JSON file,
+``<store>/slo/model=<name>/date=<YYYY-MM-DD>.json``; computing a day again replaces its file, so a
+day is recomputed as its labels arrive and the record is the same however often it runs. The day
+keeps the targets it was judged against, so a later change of the spec does not rewrite history.
+``summarize_slo`` turns stored days into compliance over time and the error budget spent.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+
+import fsspec
+import numpy as np
+import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
+
+from steward.evaluation import higher_is_better
+from steward.health import MIN_LABELLED, SLOW_SHARE, metric_value, outcomes, served_requests
+from steward.spec import ModelSpec
+
+
+class Compliance(StrEnum):
+    MET = "met"
+    MISSED = "missed"
+    NO_DATA = "no_data"
+
+
+@dataclass(frozen=True)
+class SLOTargets:
+    p95_latency_ms: float
+    availability: float
+    accuracy_metric: str
+    min_accuracy: float | None
+    higher_is_better: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> SLOTargets:
+        metric = spec.primary_metric
+        return cls(spec.slo.p95_latency_ms, spec.slo.availability, metric, spec.slo.min_accuracy,
+                   higher_is_better(metric))
+
+
+@dataclass(frozen=True)
+class SLODay:
+    """One model's service levels over one UTC day, as measured from the log at ``as_of``."""
+
+    model: str
+    day: date
+    complete: bool  # False while the day is still running when computed
+    as_of: datetime
+    targets: SLOTargets
+    requests: int
+    failed_requests: int  # answered 5xx (the model raised)
+    slow_requests: int  # slower than the p95 target
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    labelled: int
+    accuracy: float | None
+
+    @property
+    def availability(self) -> float | None:
+        return 1 - self.failed_requests / self.requests if self.requests else None
+
+    @property
+    def latency_compliance(self) -> Compliance:
+        if self.p95_ms is None:
+            return Compliance.NO_DATA
+        return Compliance.MET if self.p95_ms <= self.targets.p95_latency_ms else Compliance.MISSED
+
+    @property
+    def availability_compliance(self) -> Compliance:
+        if self.availability is None:
+            return Compliance.NO_DATA
+        return Compliance.MET if self.availability >= self.targets.availability else Compliance.MISSED
+
+    @property
+    def accuracy_compliance(self) -> Compliance:
+        target = self.targets.min_accuracy
+        if target is None or self.accuracy is None or np.isnan(self.accuracy):
+            return Compliance.NO_DATA
+        met = self.accuracy >= target if self.targets.higher_is_better else self.accuracy <= target
+        return Compliance.MET if met else Compliance.MISSED
+
+    def to_json(self) -> str:
+        record = asdict(self)
+        record.update(day=self.day.isoformat(), as_of=self.as_of.isoformat(),
+                      availability=self.availability,
+                      compliance={"latency": self.latency_compliance.value,
+                                  "availability": self.availability_compliance.value,
+                                  "accuracy": self.accuracy_compliance.value})
+        return json.dumps(record, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> SLODay:
+        record = json.loads(text)
+        record.pop("availability", None)
+        record.pop("compliance", None)
+        record["day"] = date.fromisoformat(record["day"])
+        record["as_of"] = datetime.fromisoformat(record["as_of"])
+        record["targets"] = SLOTargets(**record["targets"])
+        return cls(**record)
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def days_between(start: datetime, end: datetime) -> list[date]:
+    """UTC days that overlap ``[start, end)``."""
+    first, last = start.astimezone(UTC).date(), (end.astimezone(UTC) - timedelta(microseconds=1)).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def compute_slo_day(
+    spec: ModelSpec, day: date, predictions: pd.DataFrame, labelled: pd.DataFrame, *, as_of: datetime,
+) -> SLODay:
+    """A day's service levels from its logged predictions and those of them labelled by ``as_of``.
+
+    Latency and availability count requests the clients got an answer to (one per request id;
+    shadow copies left out). Accuracy is judged once ``MIN_LABELLED`` served rows carry a label.
+    """
+    targets = SLOTargets.from_spec(spec)
+    requests = served_requests(predictions)
+    latency = requests["latency_ms"].to_numpy(dtype=float)
+    p50 = p95 = p99 = None
+    if latency.size:
+        p50, p95, p99 = (float(x) for x in np.percentile(latency, [50, 95, 99]))
+    answered = labelled[labelled["served"].astype(bool) & (labelled["status"] == "ok")]
+    accuracy = None
+    if len(answered) >= MIN_LABELLED:
+        accuracy = metric_value(targets.accuracy_metric, outcomes(answered, spec.task))
+    return SLODay(
+        model=spec.name, day=day, complete=as_of >= day_bounds(day)[1], as_of=as_of, targets=targets,
+        requests=len(requests), failed_requests=int((requests["status"] != "ok").sum()),
+        slow_requests=int((latency > targets.p95_latency_ms).sum()), p50_ms=p50, p95_ms=p95, p99_ms=p99,
+        labelled=len(answered), accuracy=accuracy,
+    )
+
+
+@dataclass(frozen=True)
+class ErrorBudget:
+    """Bad events allowed by an objective over a period, and how many happened."""
+
+    objective: str
+    allowed: float
+    spent: int
+
+    @property
+    def spent_share(self) -> float | None:
+        """1.0 = the whole budget gone; None when there was no traffic to allow anything."""
+        if self.allowed <= 0:
+            return None if self.spent == 0 else float("inf")
+        return self.spent / self.allowed
+
+
+@dataclass(frozen=True)
+class ObjectiveCompliance:
+    objective: str
+    met: int
+    missed: int
+    no_data: int
+
+    @property
+    def share(self) -> float | None:
+        judged = self.met + self.missed
+        return self.met / judged if judged else None
+
+
+@dataclass(frozen=True)
+class SLOReport:
+    model: str
+    first_day: date
+    last_day: date
+    days: tuple[SLODay, ...]
+    compliance: tuple[ObjectiveCompliance, ...]
+    budgets: tuple[ErrorBudget, ...]
+
+    def to_table_rows(self) -> list[dict[str, str]]:
+        """One row per day, oldest first, for a Prefect table artifact or the CLI."""
+        def number(value: float | None, pattern: str) -> str:
+            return "n/a" if value is None else format(value, pattern)
+
+        return [
+            {
+                "day": d.day.isoformat() + ("" if d.complete else " (partial)"),
+                "requests": str(d.requests),
+                "p95_ms": number(d.p95_ms, ".1f"),
+                "latency": d.latency_compliance.value,
+                "availability": number(d.availability, ".4%"),
+                "availability_slo": d.availability_compliance.value,
+                "accuracy": number(d.accuracy, ".3f") + (f" ({d.labelled} labelled)" if d.labelled else ""),
+                "accuracy_slo": d.accuracy_compliance.value,
+            }
+            for d in self.days
+        ]
+
+    def describe(self) -> str:
+        parts = []
+        for c in self.compliance:
+            share = "no data" if c.share is None else f"{c.share:.0%} of {c.met + c.missed} days met"
+            parts.append(f"{c.objective}: {share}")
+        for b in self.budgets:
+            spent = "no traffic" if b.spent_share is None else f"{b.spent_share:.0%} of its error budget spent"
+            parts.append(f"{b.objective} budget: {spent}")
+        return f"{self.model} SLOs {self.first_day} to {self.last_day}: " + "; ".join(parts)
+
+
+def summarize_slo(model: str, days: Iterable[SLODay], first_day: date, last_day: date) -> SLOReport:
+    """Compliance per objective over the days, and the error budget spent.
+
+    Budgets add up bad events against each day's own target: availability allows
+    ``(1 - target) x requests`` failed requests; p95 latency allows 5% of requests over the limit.
+    """
+    days = tuple(sorted((d for d in days if first_day <= d.day <= last_day), key=lambda d: d.day))
+
+    def tally(objective: str, states: list[Compliance]) -> ObjectiveCompliance:
+        return ObjectiveCompliance(objective, states.count(Compliance.MET), states.count(Compliance.MISSED),
+                                   states.count(Compliance.NO_DATA))
+
+    compliance = (
+        tally("latency", [d.latency_compliance for d in days]),
+        tally("availability", [d.availability_compliance for d in days]),
+        tally("accuracy", [d.accuracy_compliance for d in days]),
+    )
+    budgets = (
+        ErrorBudget("availability", sum((1 - d.targets.availability) * d.requests for d in days),
+                    sum(d.failed_requests for d in days)),
+        ErrorBudget("latency", sum(SLOW_SHARE * d.requests for d in days), sum(d.slow_requests for d in days)),
+    )
+    return SLOReport(model, first_day, last_day, days, compliance, budgets)
+
+
+class SLOStore:
+    """Daily SLO records under ``<store>/slo/model=<name>/date=<day>.json`` through fsspec."""
+
+    def __init__(self, store_uri: str) -> None:
+        self.root = store_uri.rstrip("/") + "/slo"
+        self._fs, self._path = fsspec.core.url_to_fs(self.root)
+        self._local = isinstance(self._fs, LocalFileSystem)
+
+    def path(self, model: str, day: date) -> str:
+        return f"{self._path}/model={model}/date={day.isoformat()}.json"
+
+    def write(self, record: SLODay) -> str:
+        """Store the day, replacing an earlier record of it (one file per day, whole or not at all)."""
+        final = self.path(record.model, record.day)
+        folder = final.rsplit("/", 1)[0]
+        self._fs.makedirs(folder, exist_ok=True)
+        if not self._local:  # an object store PUT is atomic
+            with self._fs.open(final, "w") as handle:
+                handle.write(record.to_json())
+            return final
+        partial = f"{folder}/.{record.day.isoformat()}-{uuid.uuid4().hex[:8]}.tmp"
+        with self._fs.open(partial, "w") as handle:
+            handle.write(record.to_json())
+        self._fs.mv(partial, final)
+        return final
+
+    def read(self, model: str, first_day: date, last_day: date) -> list[SLODay]:
+        """Stored days of ``model`` from ``first_day`` to ``last_day`` (inclusive), oldest first."""
+        days = []
+        for path in sorted(self._fs.glob(f"{self._path}/model={model}/date=*.json")):
+            day = date.fromisoformat(path.rsplit("date=", 1)[1].removesuffix(".json"))
+            if first_day <= day <= last_day:
+                with self._fs.open(path, "r") as handle:
+                    days.append(SLODay.from_json(handle.read()))
+        return days

@@ -1,0 +1,251 @@
+"""Tasks of the drift report: the serving version, its cached reference profile, the window, the verdict."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from steward.config import get_settings
+from steward.data import prepare_features
+from steward.drift import (
+    DriftPolicy,
+    DriftResult,
+    MaterialDriftDecision,
+    ReferenceProfile,
+    attach_report,
+    decide_material_drift,
+    detect_drift,
+)
+from steward.history import CHALLENGER
+from steward.ledger import EntryStatus
+from steward.maintenance import (
+    DUE_AFTER,
+    IMPORTANCE_ARTIFACT,
+    PROFILE_ARTIFACT,
+    REPORTS_ARTIFACT_DIR,
+    Announcement,
+    DriftHistory,
+    DriftRecord,
+    DriftWindow,
+    decide_announcement,
+    drift_finding,
+    drift_fingerprint,
+    focus_result,
+    permutation_importances,
+    prediction_drift_column,
+    reference_outputs,
+    scratch_folder,
+)
+from steward.registry import RegistryError, VersionInfo
+from steward.spec import ModelSpec
+from tasks.common import current_flow_run_id, ledger, registry, store
+
+
+@dataclass(frozen=True)
+class ServingVersions:
+    champion: VersionInfo
+    challenger: str | None
+
+
+@dataclass(frozen=True)
+class CachedProfile:
+    """The version's reference profile and feature importances; ``built`` when made by this run."""
+
+    profile: ReferenceProfile
+    importances: dict[str, float]
+    built: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class DriftVerdict:
+    decision: MaterialDriftDecision
+    announcement: Announcement
+    left_out: tuple[str, ...]
+    previous_used: bool
+
+
+@dataclass(frozen=True)
+class CurrentWindow:
+    frame: pd.DataFrame = field(repr=False)
+    start: datetime | None
+    end: datetime
+    seconds: float
+
+
+@task(name="resolve-serving-version")
+def resolve_serving_version(spec: ModelSpec) -> ServingVersions:
+    """The champion serves; drift is measured against the data it was trained on."""
+    reg = registry()
+    if not reg.model_exists(spec.name):
+        raise RegistryError(f"no model named {spec.name!r} in the registry; train one with `steward train`")
+    champion = reg.champion(spec.name)
+    if champion is None:
+        raise RegistryError(
+            f"{spec.name} has no champion, so no version is serving and there is no reference to compare with; "
+            "validate a version first (`steward validate`)"
+        )
+    return ServingVersions(champion, reg.alias_version(spec.name, CHALLENGER))
+
+
+def _served_ok(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["served"] & (frame["status"] == "ok")]
+
+
+@task(name="read-drift-window", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
+def read_drift_window(spec: ModelSpec, version: str, window: DriftWindow) -> CurrentWindow:
+    """Served, successful predictions of ``version`` in the window (the last N rows: newest days first)."""
+    started = time.perf_counter()
+    log = store()
+    if window.last_rows is None:
+        assert window.start is not None
+        frame = _served_ok(log.read_predictions(spec.name, window.start, window.end, version, served_only=True))
+        return CurrentWindow(frame.reset_index(drop=True), window.start, window.end, time.perf_counter() - started)
+    parts, rows = [], 0
+    day_end = window.end
+    oldest = window.end - timedelta(days=window.lookback_days or 1)
+    while rows < window.last_rows and day_end > oldest:
+        day_start = max(oldest, datetime.combine((day_end - timedelta(microseconds=1)).date(), datetime.min.time(), UTC))
+        part = _served_ok(log.read_predictions(spec.name, day_start, day_end, version, served_only=True))
+        parts.append(part)
+        rows += len(part)
+        day_end = day_start
+    frame = pd.concat(parts[::-1], ignore_index=True)
+    frame = frame.sort_values("time", kind="stable").tail(window.last_rows).reset_index(drop=True)
+    start = frame["time"].min().to_pydatetime() if len(frame) else None
+    return CurrentWindow(frame, start, window.end, time.perf_counter() - started)
+
+
+def _expected_columns(spec: ModelSpec) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    column, _ = prediction_drift_column(spec)
+    return tuple(spec.numeric_features), tuple(spec.categorical_features), column
+
+
+@task(name="fetch-reference-profile", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def fetch_reference_profile(spec: ModelSpec, version: str) -> CachedProfile | None:
+    """The profile cached with the version, or None when absent or built for other columns."""
+    home = scratch_folder(get_settings().home, spec.name)
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home) as scratch:
+        path = registry().download_version_artifact(spec.name, version, PROFILE_ARTIFACT, scratch)
+        weights = registry().download_version_artifact(spec.name, version, IMPORTANCE_ARTIFACT, scratch)
+        if path is None or weights is None:
+            return None
+        profile = ReferenceProfile.from_parquet(path)
+        importances = json.loads(Path(weights).read_text())
+    numeric, categorical, prediction = _expected_columns(spec)
+    if (profile.numeric, profile.categorical, profile.prediction_column) != (numeric, categorical, prediction):
+        return None  # the spec's features changed since it was cached: rebuilt by the caller
+    return CachedProfile(profile, {k: float(v) for k, v in importances.items()})
+
+
+@task(name="build-reference-profile", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
+def build_reference_profile(spec: ModelSpec, version: str) -> CachedProfile:
+    """Profile the version's training sample with the version's own outputs on it, and its importances."""
+    started = time.perf_counter()
+    reg = registry()
+    model = reg.load_model(spec.name, version).model
+    reference = prepare_features(reg.load_dataset(spec.name, version, "reference"), spec)
+    reference[prediction_drift_column(spec)[0]] = reference_outputs(model, reference, spec)
+    holdout_raw = reg.load_dataset(spec.name, version, "holdout")
+    holdout = prepare_features(holdout_raw, spec)
+    holdout[spec.target] = holdout_raw[spec.target].to_numpy()
+    numeric, categorical, prediction = _expected_columns(spec)
+    profile = ReferenceProfile.build(
+        reference, numeric=list(numeric), categorical=list(categorical), prediction_column=prediction,
+        prediction_kind=prediction_drift_column(spec)[1],
+    )
+    importances = permutation_importances(model, holdout, spec)
+    return CachedProfile(profile, importances, built=True, seconds=time.perf_counter() - started)
+
+
+@task(name="cache-reference-profile", retries=2, retry_delay_seconds=[2, 5])
+def cache_reference_profile(spec: ModelSpec, version: str, cached: CachedProfile) -> None:
+    """Store the profile and importances with the version, so later checks skip the build."""
+    home = scratch_folder(get_settings().home, spec.name)
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home) as scratch:
+        profile_path = cached.profile.to_parquet(Path(scratch) / Path(PROFILE_ARTIFACT).name)
+        weights_path = Path(scratch) / Path(IMPORTANCE_ARTIFACT).name
+        weights_path.write_text(json.dumps(cached.importances, sort_keys=True))
+        folder = str(Path(PROFILE_ARTIFACT).parent)
+        registry().log_version_artifact(spec.name, version, profile_path, folder)
+        registry().log_version_artifact(spec.name, version, weights_path, folder)
+
+
+@task(name="measure-drift", cache_policy=NO_CACHE)
+def measure_drift(cached: CachedProfile, current: pd.DataFrame, spec: ModelSpec) -> DriftResult:
+    """The verdict on every current row (profile engine); the Evidently report comes after."""
+    numeric, categorical, prediction = _expected_columns(spec)
+    return detect_drift(
+        cached.profile, current, numeric=list(numeric), categorical=list(categorical), prediction_column=prediction,
+        importances=cached.importances, report=False,
+    )
+
+
+@task(name="load-previous-drift", retries=2, retry_delay_seconds=[2, 5])
+def load_previous_drift(spec: ModelSpec, before: datetime) -> DriftRecord | None:
+    return DriftHistory(store().uri).previous(spec.name, before)
+
+
+@task(name="decide-material-drift")
+def decide_drift(
+    spec: ModelSpec, version: str, result: DriftResult, previous: DriftRecord | None, importances: dict[str, float],
+    window_end: datetime,
+) -> DriftVerdict:
+    """The spec's policy on the most influential columns, with hysteresis from the previous check of this version."""
+    policy = DriftPolicy(**spec.drift.model_dump(exclude={"window_days"}))
+    focused, left_out = focus_result(result, importances, spec.monitoring.top_features)
+    same_version = previous is not None and previous.version == version
+    decision = decide_material_drift(focused, policy, previous.result if same_version else None, importances)
+    return DriftVerdict(decision, decide_announcement(decision, previous, version, window_end), left_out, same_version)
+
+
+@task(name="render-drift-report", cache_policy=NO_CACHE)
+def render_drift_report(result: DriftResult, cached: CachedProfile, current: pd.DataFrame) -> DriftResult:
+    """Evidently's report on a seeded sample of the window (all of it when small); the verdict stands."""
+    return attach_report(result, cached.profile, current)
+
+
+@task(name="store-drift-report", retries=2, retry_delay_seconds=[2, 5])
+def store_drift_report(spec: ModelSpec, version: str, result: DriftResult, window_end: datetime) -> str:
+    """The HTML as an MLflow artifact of the serving version; returns its URI."""
+    home = scratch_folder(get_settings().home, spec.name)
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home) as scratch:
+        path = result.save_html(Path(scratch) / f"drift-{window_end.astimezone(UTC):%Y%m%dT%H%M%SZ}.html")
+        return registry().log_version_artifact(spec.name, version, path, REPORTS_ARTIFACT_DIR)
+
+
+@task(name="record-drift-check", retries=2, retry_delay_seconds=[2, 5])
+def record_drift_check(record: DriftRecord) -> str:
+    """Persist the check; the next one reads it back for hysteresis, the monthly review for the trend."""
+    return DriftHistory(store().uri).append(record)
+
+
+@task(name="update-drift-ledger", retries=2, retry_delay_seconds=[2, 5])
+def update_drift_ledger(spec: ModelSpec, version: str, verdict: DriftVerdict, window_end: datetime) -> str | None:
+    """Material drift opens (or counts again) the model's drift entry; its end resolves the entry."""
+    book = ledger()
+    decision = verdict.decision
+    if decision.material:
+        finding = drift_finding(spec.name, version, decision, verdict.announcement.why)
+        entry = book.record(
+            spec.name, finding.title, detail=finding.detail, kind=finding.kind, priority=finding.priority,
+            source=finding.source, fingerprint=finding.fingerprint, due=datetime.now(UTC) + DUE_AFTER[finding.priority],
+            flow_run_id=current_flow_run_id(),
+        )
+        return entry.id
+    for entry in book.entries(spec.name, status=EntryStatus.OPEN):
+        if entry.fingerprint == drift_fingerprint(spec.name):
+            book.close(entry.id, resolution=f"no material drift in the window ending {window_end:%Y-%m-%d %H:%M} UTC: "
+                       f"{decision.reason}")
+    return None

@@ -1,0 +1,243 @@
+"""Tasks of the health check: read the window, measure, run each check, record and report what was found."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from steward import events
+from steward.data import prepare_features
+from steward.health import (
+    Area,
+    Calibration,
+    CheckResult,
+    GatewayReading,
+    HealthReport,
+    HealthWindow,
+    OutlierFences,
+    VersionsInWindow,
+    check_accuracy,
+    check_cost,
+    check_data_quality,
+    check_infrastructure,
+    check_performance,
+    failed_check,
+    measure_calibration,
+    versions_needing_estimate,
+)
+from steward.infrastructure import find_gateway_processes, read_gateway, sample_processes
+from steward.ledger import LedgerEntry
+from steward.registry import RegistryError
+from steward.slo import SLODay, SLOReport, SLOStore, compute_slo_day, day_bounds, days_between, summarize_slo
+from steward.spec import ModelSpec
+from steward.store import join_labels
+from tasks.common import current_flow_run_id, emit_model_event, ledger, publish_table, registry, store
+
+NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name
+SLO_REPORT_DAYS = 7
+PROCESS_SAMPLE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class WindowLog:
+    """The window's logged predictions (served and shadow) and those of them labelled by its end."""
+
+    predictions: pd.DataFrame
+    labelled: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The training sample of the version that served most of the window, prepared like model input."""
+
+    version: str | None
+    frame: pd.DataFrame | None
+    error: str | None = None
+
+
+@task(name="read-health-window", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
+def read_window(spec: ModelSpec, window: HealthWindow) -> WindowLog:
+    """Labels count only if received inside the window: a check of a past window sees what was known then."""
+    predictions = store().read_predictions(spec.name, window.start, window.end)
+    labels = store().read_labels(spec.name, start=window.start, end=window.end)
+    return WindowLog(predictions, join_labels(predictions, labels))
+
+
+@task(name="read-gateway-metrics")
+def read_gateway_metrics(gateway_url: str, model: str) -> GatewayReading:
+    return read_gateway(gateway_url, model)
+
+
+@task(name="load-reference", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def load_reference(spec: ModelSpec, log: WindowLog) -> Reference:
+    """Never raises: without a reference the checks that need it report a failed measurement, with this reason."""
+    version = VersionsInWindow.of(log.predictions).busiest
+    if version is None:
+        return Reference(None, None, "no version answered in the window")
+    try:
+        frame = prepare_features(registry().load_dataset(spec.name, version, "reference"), spec)
+    except Exception as error:  # reported in the checks' results, not raised
+        return Reference(version, None, f"the training sample of v{version} could not be read: {error}")
+    return Reference(version, frame)
+
+
+@task(name="check-performance", cache_policy=NO_CACHE)
+def performance_check(spec: ModelSpec, window: HealthWindow, log: WindowLog) -> CheckResult:
+    return check_performance(log.predictions, window, spec)
+
+
+@task(name="check-data-quality", cache_policy=NO_CACHE)
+def data_quality_check(
+    spec: ModelSpec, log: WindowLog, reference: Reference, gateway: GatewayReading | None
+) -> CheckResult:
+    fences = (OutlierFences.from_reference(reference.frame, spec, reference.version)
+              if reference.frame is not None else None)
+    return check_data_quality(log.predictions, spec, fences, gateway, fences_error=reference.error)
+
+
+def _calibration(spec: ModelSpec, version: str) -> Calibration | str:
+    """The version's calibration on its holdout, or why it could not be measured."""
+    try:
+        loaded = registry().load_model(spec.name, version)
+        holdout = registry().load_dataset(spec.name, version, "holdout")
+        return measure_calibration(loaded.model, holdout, spec)
+    except (RegistryError, ValueError) as error:
+        return str(error)
+
+
+def _baseline(spec: ModelSpec, version: str) -> dict[str, float]:
+    try:
+        return registry().get_version(spec.name, version, with_metrics=True).metrics
+    except RegistryError:
+        return {}
+
+
+@task(name="check-accuracy", cache_policy=NO_CACHE)
+def accuracy_check(spec: ModelSpec, log: WindowLog, reference: Reference) -> CheckResult:
+    versions = VersionsInWindow.of(log.predictions).versions
+    baselines = {version: _baseline(spec, version) for version in versions}
+    calibrations = {version: _calibration(spec, version)
+                    for version in versions_needing_estimate(log.predictions, log.labelled, spec.task)}
+    return check_accuracy(log.predictions, log.labelled, spec, baselines, calibrations, reference.frame)
+
+
+@task(name="check-infrastructure", cache_policy=NO_CACHE)
+def infrastructure_check(
+    spec: ModelSpec, window: HealthWindow, gateway_url: str | None, gateway: GatewayReading | None
+) -> CheckResult:
+    processes, searched = find_gateway_processes(spec.name, gateway_url)
+    sample = sample_processes(processes, searched, PROCESS_SAMPLE_SECONDS)
+    return check_infrastructure(sample, spec, window, gateway)
+
+
+@task(name="check-cost", cache_policy=NO_CACHE)
+def cost_check(spec: ModelSpec, window: HealthWindow, log: WindowLog) -> CheckResult:
+    return check_cost(log.predictions, window, spec)
+
+
+def run_check(area: Area, check: Callable[..., CheckResult], *args: object) -> CheckResult:
+    """Run one check task; if it raises, the area is a failed check and the other checks still run."""
+    try:
+        return check(*args)
+    except Exception as error:  # any failure of a check is reported as such, never as healthy
+        get_run_logger().warning("the %s check failed: %s: %s", area.value, type(error).__name__, error)
+        return failed_check(area, error)
+
+
+@task(name="record-slo-days", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def record_slo_days(spec: ModelSpec, window: HealthWindow) -> list[SLODay]:
+    """Compute and store every UTC day the window touches (whole days, up to the window's end)."""
+    days = days_between(window.start, window.end)
+    first = day_bounds(days[0])[0]
+    predictions = store().read_predictions(spec.name, first, window.end, served_only=True)
+    labelled = join_labels(predictions, store().read_labels(spec.name, start=first, end=window.end))
+    slo_store = SLOStore(store().uri)
+    records = []
+    for day in days:
+        start, end = day_bounds(day)
+        in_day = predictions[(predictions["time"] >= start) & (predictions["time"] < end)]
+        labelled_in_day = labelled[(labelled["time"] >= start) & (labelled["time"] < end)]
+        record = compute_slo_day(spec, day, in_day, labelled_in_day, as_of=window.end)
+        slo_store.write(record)
+        records.append(record)
+    return records
+
+
+@task(name="read-slo-report", retries=2, retry_delay_seconds=[2, 5])
+def read_slo_report(spec: ModelSpec, as_of: datetime, days: int = SLO_REPORT_DAYS) -> SLOReport:
+    last = as_of.date()
+    first = last - timedelta(days=days - 1)
+    return summarize_slo(spec.name, SLOStore(store().uri).read(spec.name, first, last), first, last)
+
+
+@task(name="publish-health-report")
+def publish_health_report(report: HealthReport, slo: SLOReport | None) -> None:
+    publish_table(report.to_table_rows(), "health", report.model, description=report.summary())
+    if slo is not None and slo.days:
+        publish_table(slo.to_table_rows(), "slo", report.model, description=slo.describe())
+
+
+@task(name="record-health-findings", retries=2, retry_delay_seconds=[2, 5])
+def record_findings(report: HealthReport) -> list[LedgerEntry]:
+    """One ledger entry per issue; a repeat of an open finding counts as another occurrence of it."""
+    run_id = current_flow_run_id()
+    now = datetime.now(UTC)
+    return [
+        ledger().record(
+            report.model, issue.title, detail=issue.detail, kind=issue.kind, priority=issue.priority,
+            source=f"health-check:{issue.area.value}", fingerprint=issue.fingerprint, due=issue.due(now),
+            flow_run_id=run_id, incident=issue.critical,
+        )
+        for issue in report.issues
+    ]
+
+
+@task(name="emit-health-degraded")
+def emit_health_degraded(report: HealthReport) -> None:
+    """The event, with the degraded areas as a resource label so a trigger can react to accuracy alone."""
+    window = report.window
+    emit_model_event(
+        events.HEALTH_DEGRADED, report.model,
+        resource_labels={events.HEALTH_AREAS_LABEL: ",".join(area.value for area in report.degraded_areas)},
+        verdict=report.verdict.value, reason=report.summary(),
+        issues=[issue.to_payload() for issue in report.issues],
+        window_start=window.start.isoformat(), window_end=window.end.isoformat(),
+    )
+
+
+def _notification_block(name: str):
+    """The notification block saved under ``name``, whatever its type, or None when there is none."""
+    from prefect.blocks.core import Block
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        slugs = sorted({schema.block_type.slug for schema in client.read_block_schemas()
+                        if "notify" in schema.capabilities and schema.block_type is not None})
+        for slug in slugs:
+            try:
+                client.read_block_document_by_name(name, slug)
+            except ObjectNotFound:
+                continue
+            return Block.load(f"{slug}/{name}")
+    return None
+
+
+@task(name="notify-critical", retries=2, retry_delay_seconds=[5, 15])
+def notify_critical(report: HealthReport) -> bool:
+    """Send the critical report through the configured notification block; False when none is configured."""
+    block = _notification_block(NOTIFICATION_BLOCK)
+    if block is None:
+        get_run_logger().info("no notification block named %r: critical report not sent", NOTIFICATION_BLOCK)
+        return False
+    lines = [report.summary(), ""] + [f"- {issue.describe()}" for issue in report.issues]
+    run_id = current_flow_run_id()
+    if run_id:
+        lines.append(f"\nflow run {run_id}")
+    block.notify("\n".join(lines), subject=f"Steward: {report.model} health is critical")
+    return True
