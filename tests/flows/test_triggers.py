@@ -1,0 +1,178 @@
+"""The catalog's deployments and triggers on the session's real Prefect server.
+
+The server's trigger and action services run inside ``prefect_test_harness`` (they are
+``RunInEphemeralServers`` services, enabled by default); nothing serves the deployments
+here, so a triggered flow run stays scheduled and the test reads its parameters back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from uuid import UUID
+
+import pytest
+
+from steward import events
+
+
+def _emit(event: str, model: str, labels: dict[str, str] | None = None, **payload) -> None:
+    from prefect.events import emit_event
+
+    emit_event(
+        event=event,
+        resource={"prefect.resource.id": events.resource_id(model), "prefect.resource.name": model, **(labels or {})},
+        payload={"model": model, **payload},
+    )
+
+
+def _flush_events() -> None:
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all()
+
+
+def _runs(deployment_id: UUID) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=100,
+        )
+
+
+def _wait_for_runs(deployment_id: UUID, expected: int, timeout: float = 45.0) -> list:
+    deadline = time.monotonic() + timeout
+    runs = _runs(deployment_id)
+    while len(runs) < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        runs = _runs(deployment_id)
+    return runs
+
+
+@pytest.fixture
+def register() -> Callable[..., dict[str, UUID]]:
+    """Apply the catalog's deployments (with their triggers) for a spec; returns deployment ids by procedure."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.catalog import plan_deployments, runner_deployments
+
+    created: list[UUID] = []
+
+    def apply(spec_path, procedures: list[str]) -> dict[str, UUID]:
+        plans = plan_deployments([spec_path], procedures)
+        deployments, problems = runner_deployments(plans)
+        assert not problems
+        ids = {}
+        for plan, deployment in zip(plans, deployments, strict=True):
+            ids[plan.procedure.key] = deployment.apply()
+            created.append(ids[plan.procedure.key])
+        time.sleep(1.0)  # the trigger service loads new automations right after the commit
+        return ids
+
+    yield apply
+    with get_client(sync_client=True) as client:
+        for deployment_id in created:
+            client.delete_deployment(deployment_id)
+
+
+def test_a_drift_storm_starts_one_retrain_with_the_spec_path(register, write_spec, model_name):
+    spec_path = write_spec()
+    ids = register(spec_path, ["retrain"])
+
+    _emit(events.DRIFT_DETECTED, model_name, version="3", reason="share of drifted columns 0.45 > 0.30")
+    _flush_events()
+    runs = _wait_for_runs(ids["retrain"], 1)
+    assert len(runs) == 1
+    assert runs[0].parameters == {
+        "spec_path": str(spec_path),
+        "reason": "drift detected: share of drifted columns 0.45 > 0.30",
+    }
+
+    for i in range(8):  # a storm within the cooldown
+        _emit(events.DRIFT_DETECTED, model_name, version="3", reason=f"again {i}")
+    _flush_events()
+    time.sleep(8)  # well past the time the first run took to appear
+    assert len(_runs(ids["retrain"])) == 1
+
+
+def test_only_accuracy_degradation_starts_a_retrain(register, write_spec, model_name):
+    from deployments.catalog import HEALTH_AREAS_LABEL
+
+    spec_path = write_spec()
+    ids = register(spec_path, ["retrain"])
+
+    _emit(events.HEALTH_DEGRADED, model_name, {HEALTH_AREAS_LABEL: "performance,cost"}, reason="p95 too high")
+    _emit(events.DRIFT_DETECTED, "some-other-model", reason="not this model")
+    _emit(events.HEALTH_DEGRADED, model_name, {HEALTH_AREAS_LABEL: "cost,accuracy"}, reason="accuracy fell 0.08")
+    _flush_events()
+    runs = _wait_for_runs(ids["retrain"], 1)
+    time.sleep(4)
+    runs = _runs(ids["retrain"])
+    assert [run.parameters["reason"] for run in runs] == ["accuracy degraded: accuracy fell 0.08"]
+
+
+def test_promotion_notifies_with_typed_payload_values(register, write_spec, model_name):
+    spec_path = write_spec()
+    ids = register(spec_path, ["notify"])
+
+    payload = {"version": "4", "champion_version": "4", "reason": "canary passed", "steps": [1, 5, 25],
+               "metrics": {"roc_auc": 0.81}, "traffic_percent": 100, "forced": False}
+    _emit(events.PROMOTED, model_name, **payload)
+    _flush_events()
+    runs = _wait_for_runs(ids["notify"], 1)
+    assert len(runs) == 1
+    parameters = runs[0].parameters
+    assert parameters["model"] == model_name
+    assert parameters["event"] == events.PROMOTED
+    assert parameters["version"] == "4"
+    assert parameters["payload"] == {"model": model_name, **payload}  # numbers, lists, booleans stay typed
+    assert isinstance(parameters["payload"]["traffic_percent"], int)
+    assert parameters["occurred"]  # an ISO timestamp the flow parses as a datetime
+
+    _emit(events.ROLLED_BACK, model_name, reason="error spike")  # no version in the payload -> null
+    _flush_events()
+    runs = _wait_for_runs(ids["notify"], 2)
+    rolled_back = next(run for run in runs if run.parameters["event"] == events.ROLLED_BACK)
+    assert rolled_back.parameters["version"] is None
+    assert rolled_back.parameters["reason"] == "error spike"
+
+
+def test_a_validated_candidate_starts_its_canary(register, write_spec, model_name):
+    from deployments.catalog import FlowUnavailable, load_flow, procedure
+
+    try:
+        load_flow(procedure("canary-promote"))
+    except FlowUnavailable as error:
+        pytest.skip(str(error))
+    spec_path = write_spec()
+    ids = register(spec_path, ["canary-promote"])
+
+    _emit(events.CANDIDATE_VALIDATED, model_name, version="7", champion_version="6", reason="gate passed")
+    _flush_events()
+    runs = _wait_for_runs(ids["canary-promote"], 1)
+    assert len(runs) == 1
+    assert runs[0].parameters["version"] == "7"
+    assert runs[0].parameters["spec_path"] == str(spec_path)
+
+
+def test_the_notify_flow_tells_what_happened(model_name):
+    from deployments.notify import notify
+
+    message = notify(model=model_name, event=events.ROLLED_BACK, version="2", reason="error spike")
+    assert message.startswith(f"{model_name}: rolled back to v2")
+    assert "error spike" in message
+
+
+def test_a_registered_candidate_is_validated(register, write_spec, model_name):
+    spec_path = write_spec()
+    ids = register(spec_path, ["validate"])
+
+    _emit(events.CANDIDATE_REGISTERED, model_name, version="3", semver="1.2.0", reason="retrained: drift")
+    _flush_events()
+    runs = _wait_for_runs(ids["validate"], 1)
+    assert len(runs) == 1
+    assert runs[0].parameters == {"spec_path": str(spec_path), "version": "3"}

@@ -1,0 +1,115 @@
+"""`steward up` / `stack-status` / `down` as a user runs them: real processes on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STEWARD = str(Path(sys.executable).parent / "steward")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _steward(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run([STEWARD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def _ports() -> dict[str, int]:
+    return {name: free_port() for name in ("prefect", "mlflow", "gateway", "deployments")}
+
+
+def _port_options(ports: dict[str, int]) -> list[str]:
+    return [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
+
+
+@pytest.mark.slow
+def test_up_starts_four_healthy_services_and_down_stops_exactly_them(two_versions, write_spec, settings):
+    model, _, _ = two_versions
+    spec_path = write_spec()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    ports = _ports()
+    try:
+        result = _steward("up", str(spec_path), "--home", str(settings.home), *_port_options(ports))
+        assert result.returncode == 0, result.stdout + result.stderr
+        records = {p.stem: json.loads(p.read_text()) for p in (settings.home / "run").glob("*.json")}
+        assert set(records) == {"prefect", "mlflow", "gateway", "deployments"}
+        checks = {
+            "prefect": f"http://127.0.0.1:{ports['prefect']}/api/health",
+            "mlflow": f"http://127.0.0.1:{ports['mlflow']}/health",
+            "gateway": f"http://127.0.0.1:{ports['gateway']}/readyz",
+            "deployments": f"http://127.0.0.1:{ports['deployments']}/health",
+        }
+        for name, url in checks.items():
+            assert httpx.get(url, timeout=10).status_code == 200, name
+        ready = httpx.get(checks["gateway"], timeout=10).json()
+        assert model in json.dumps(ready)
+        deployments = httpx.post(f"http://127.0.0.1:{ports['prefect']}/api/deployments/filter",
+                                 json={"limit": 200, "sort": "NAME_ASC"}, timeout=10).json()
+        assert {d["name"] for d in deployments} == {model}
+        assert all((settings.home / "logs" / f"{name}.log").stat().st_size > 0 for name in records)
+
+        status = _steward("stack-status", "--home", str(settings.home), timeout=60)
+        assert status.returncode == 0 and status.stdout.count("healthy") == 4, status.stdout
+
+        again = _steward("up", str(spec_path), "--home", str(settings.home), *_port_options(ports), timeout=60)
+        assert again.returncode == 0 and again.stdout.count("already running") == 4
+
+        pids = {name: record["pid"] for name, record in records.items()}
+        down = _steward("down", "--home", str(settings.home), timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        for name, pid in pids.items():
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, name
+            assert f"{name}: stopped" in down.stdout
+        assert not list((settings.home / "run").glob("*.json"))
+        assert bystander.poll() is None, "down stopped a process it did not start"
+        assert "nothing to stop" in _steward("down", "--home", str(settings.home), timeout=60).stdout
+    finally:
+        _steward("down", "--home", str(settings.home), timeout=120)
+        bystander.kill()
+
+
+@pytest.mark.slow
+def test_a_taken_port_is_refused_before_anything_starts(write_spec, tmp_path):
+    spec_path = write_spec()
+    ports = _ports()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", ports["mlflow"]))
+        blocker.listen()
+        result = _steward("up", str(spec_path), "--home", str(tmp_path / "home"), *_port_options(ports), timeout=60)
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert f"port {ports['mlflow']} on 127.0.0.1 for the mlflow service is already in use" in message
+    assert "--mlflow-port" in message
+    assert not list((tmp_path / "home" / "run").glob("*.json"))
+
+
+def test_the_same_port_twice_is_refused(write_spec, tmp_path):
+    port = free_port()
+    result = _steward("up", str(write_spec()), "--home", str(tmp_path / "home"), "--prefect-port", str(port),
+                      "--gateway-port", str(port), timeout=60)
+    assert result.returncode == 1
+    assert "more than one service" in " ".join(result.stderr.split())
+
+
+@pytest.mark.slow
+def test_preflight_loads_the_champion(two_versions):
+    model, _, _ = two_versions
+    result = subprocess.run([sys.executable, "-m", "deployments.preflight", model], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "champion loaded and digest verified" in result.stdout

