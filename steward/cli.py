@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -231,18 +232,92 @@ def promote(
 @app.command()
 def rollback(
     model: Annotated[str, typer.Argument(help="Model name.")],
-    reason: Annotated[str, typer.Option(help="Why; recorded in the history.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the history, the event and the incident.")],
     home: HomeOption = None,
 ) -> None:
-    """Return the champion alias to the previous champion in one step."""
+    """Return the champion to the previous champion in one step (the rollback flow): traffic plan reset,
+    any rollout in progress stopped, event emitted, incident recorded."""
     from steward.registry import RegistryError
 
-    registry = _registry(_environment(home))
+    settings = _environment(home)
+    if not reason.strip():
+        _fail("say why with --reason: it goes into the history, the event and the incident")
+    from flows.rollback import rollback as run_rollback
+
     try:
-        entry = registry.rollback(model, reason=reason)
+        outcome = run_rollback(model=model, reason=reason, actor=settings.actor)
     except RegistryError as error:
         _fail(str(error))
-    console.print(entry.describe(), highlight=False)
+    console.print(f"[bold]{outcome.model}[/] rolled back from v{outcome.from_version} to "
+                  f"[bold]v{outcome.to_version}[/] by {outcome.actor}; incident {outcome.incident_id}")
+    for stopped in outcome.stopped_rollouts:
+        console.print(f"[yellow]stopped[/] {stopped}")
+
+
+def _print_rollout(outcome: Any) -> None:
+    from rich.markup import escape
+
+    table = Table(title=f"{outcome.kind.value} of {outcome.model} v{outcome.version}")
+    columns = ("step", "traffic", "seconds", "challenger", "champion", "decision", "reason")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for record in outcome.steps:
+        row = record.row()
+        table.add_row(*(escape(str(row[c])) for c in columns))
+    console.print(table)
+    colour = {"promoted": "green", "rolled_back": "red", "rejected": "red"}.get(outcome.result.value, "yellow")
+    console.print(f"[{colour}]{outcome.result.value}[/]: {escape(outcome.reason)}")
+
+
+@app.command()
+def canary(
+    spec: Annotated[Path, typer.Argument(help="Path of the model spec (YAML).")],
+    version: Annotated[str | None, typer.Option(help="Version to roll out (default: the challenger).")] = None,
+    poll_seconds: Annotated[float, typer.Option(help="Seconds between analyses of a step.")] = 5.0,
+    home: HomeOption = None,
+) -> None:
+    """Ramp the challenger through the spec's canary steps; promote it, or roll it back on harm."""
+    from steward.rollout import RolloutError, RolloutResult
+
+    _environment(home)
+    _check_spec(spec)
+    from flows.canary_promote import canary_promote
+
+    try:
+        with console.status(f"canary of {spec}: analysing every {poll_seconds:g} s"):
+            outcome = canary_promote(spec_path=str(spec), version=version, poll_seconds=poll_seconds)
+    except (*_user_errors(), RolloutError) as error:
+        _fail(str(error))
+    _print_rollout(outcome)
+    if outcome.result is not RolloutResult.PROMOTED:
+        raise typer.Exit(code=1)
+
+
+@app.command(name="blue-green")
+def blue_green(
+    spec: Annotated[Path, typer.Argument(help="Path of the model spec (YAML).")],
+    gateway: Annotated[str, typer.Option(help="Gateway URL for the smoke test (needs STEWARD_ADMIN_TOKEN).")],
+    version: Annotated[str | None, typer.Option(help="Version to switch to (default: the challenger).")] = None,
+    watch_seconds: Annotated[float | None, typer.Option(help="Watch window (default: canary.min_step_seconds).")] = None,
+    poll_seconds: Annotated[float, typer.Option(help="Seconds between analyses of the watch.")] = 5.0,
+    home: HomeOption = None,
+) -> None:
+    """Smoke-test the challenger as the idle colour, switch all traffic to it, watch, switch back on harm."""
+    from steward.rollout import RolloutError, RolloutResult
+
+    _environment(home)
+    _check_spec(spec)
+    from flows.blue_green import blue_green as run_blue_green
+
+    try:
+        with console.status(f"blue-green of {spec} behind {gateway}"):
+            outcome = run_blue_green(spec_path=str(spec), gateway_url=gateway, version=version,
+                                     watch_seconds=watch_seconds, poll_seconds=poll_seconds)
+    except (*_user_errors(), RolloutError) as error:
+        _fail(str(error))
+    _print_rollout(outcome)
+    if outcome.result is not RolloutResult.PROMOTED:
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -286,6 +361,379 @@ def serve(
     run_gateway(config, host=host, port=port, log_level=log_level)
 
 
+HEALTH_ERROR_EXIT = 3  # 0, 1 and 2 are the verdicts
+
+
+def _print_health(report: Any) -> None:
+    from rich.markup import escape
+
+    colours = {"passed": "green", "warning": "yellow", "critical": "red", "failed_check": "magenta",
+               "healthy": "green"}
+    table = Table(title=f"health of {report.model}, {report.window.describe()}")
+    for column in ("area", "status", "metrics", "issues and notes", "recommendations"):
+        table.add_column(column, overflow="fold")
+    for row in report.to_table_rows():
+        found = " | ".join(part for part in (row["issues"], row["notes"]) if part and part != "none") or "none"
+        table.add_row(row["area"], f"[{colours[row['status']]}]{row['status']}[/]", escape(row["metrics"]),
+                      escape(found), escape(row["recommendations"]))
+    console.print(table)
+    console.print(f"verdict: [bold {colours[report.verdict.value]}]{report.verdict.value}[/]")
+
+
+def _print_slo(settings: Settings, model: str, as_of: Any) -> None:
+    from datetime import timedelta
+
+    from steward.slo import SLOStore, summarize_slo
+
+    last = as_of.date()
+    first = last - timedelta(days=6)
+    report = summarize_slo(model, SLOStore(settings.resolved_store_uri).read(model, first, last), first, last)
+    if not report.days:
+        return
+    table = Table(title=f"SLO compliance of {model}, {first} to {last}")
+    rows = report.to_table_rows()
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    console.print(report.describe(), highlight=False)
+
+
+@app.command()
+def health(
+    spec: Annotated[Path, typer.Argument(help="Path of the model spec (YAML).")],
+    window_hours: Annotated[
+        float | None, typer.Option(help="Hours of traffic to judge (default: the spec's health.window_hours).")
+    ] = None,
+    as_of: Annotated[datetime | None, typer.Option(help="End of the window, in UTC (default: now).")] = None,
+    gateway_url: Annotated[
+        str | None, typer.Option(help="URL of a gateway serving the model: read its refused requests and process.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Run the health check: exit 0 healthy, 1 warning, 2 critical, 3 when it cannot run."""
+    settings = _environment(home)
+    try:
+        from flows.health_check import health_check
+        from steward.spec import load_spec
+
+        load_spec(spec)
+        with console.status(f"checking the health of the model in {spec}"):
+            report = health_check(spec_path=str(spec), window_hours=window_hours, as_of=as_of,
+                                  gateway_url=gateway_url)
+    except (*_user_errors(), ValueError) as error:
+        errors.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(code=HEALTH_ERROR_EXIT) from None
+    _print_health(report)
+    _print_slo(settings, report.model, report.window.end)
+    raise typer.Exit(code=report.verdict.exit_code)
+
+
+@app.command()
+def ledger(
+    model: Annotated[str | None, typer.Option("--model", help="Only this model's entries.")] = None,
+    include_closed: Annotated[bool, typer.Option("--all", help="Include resolved and dismissed entries.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """The maintenance ledger: findings and incidents as tasks, critical first, then by due date."""
+    from steward.ledger import Ledger
+
+    entries = Ledger.from_settings(_environment(home)).entries(model, include_closed=include_closed)
+    if not entries:
+        console.print("no open entries" if not include_closed else "no entries")
+        return
+    for entry in entries:
+        console.print(entry.describe(), highlight=False)
+        if entry.detail:
+            console.print(f"    {entry.detail}", style="dim", highlight=False)
+
+
+@app.command("ledger-resolve")
+def ledger_resolve(
+    entry_id: Annotated[str, typer.Argument(help="Entry id, as `steward ledger` lists it.")],
+    note: Annotated[str, typer.Option("--note", help="What was done about it; kept with the entry.")],
+    home: HomeOption = None,
+) -> None:
+    """Mark a ledger entry resolved, with what was done."""
+    from steward.ledger import Ledger
+
+    try:
+        closed = Ledger.from_settings(_environment(home)).close(entry_id, resolution=note)
+    except (KeyError, ValueError) as error:
+        _fail(str(error.args[0]))
+    console.print(closed.describe(), highlight=False)
+
+
+AsOfOption = Annotated[
+    datetime | None, typer.Option(help="End of the period looked at, in UTC (default: now).")
+]
+
+
+@app.command()
+def drift(
+    spec: Annotated[Path, typer.Argument(help="Path of the model spec (YAML).")],
+    window_hours: Annotated[
+        float | None, typer.Option(help="Hours of traffic to check (default: the spec's drift.window_days).")
+    ] = None,
+    last_rows: Annotated[int | None, typer.Option(help="Check the last N served rows instead of a time window.")] = None,
+    as_of: AsOfOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Compare the champion's recent traffic with its training data (the drift-report flow); exit 1 on material drift."""
+    _environment(home)
+    _check_spec(spec)
+    from flows.drift_report import drift_report
+
+    try:
+        with console.status("checking drift"):
+            outcome = drift_report(spec_path=str(spec), window_hours=window_hours, last_rows=last_rows, as_of=as_of)
+    except (*_user_errors(), ValueError) as error:
+        _fail(str(error))
+    if outcome.result is not None:
+        table = Table(title=f"drift of {outcome.model} v{outcome.version}, {outcome.current_rows} rows")
+        for column in ("column", "method", "score", "threshold", "state"):
+            table.add_column(column)
+        result = outcome.result
+        for c in (*result.columns, *([result.prediction] if result.prediction else [])):
+            state = "held" if c.column in outcome.held else "drifted" if c.column in outcome.columns else ""
+            table.add_row(c.column, c.method, f"{c.score:.4g}", f"{c.threshold:.3g}", f"[red]{state}[/]" if state else "")
+        console.print(table)
+    console.print(outcome.reason, highlight=False)
+    if outcome.report_uri:
+        console.print(f"Evidently report: {outcome.report_uri}", highlight=False)
+    if outcome.material:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def maintenance(
+    cadence: Annotated[str, typer.Argument(help="daily, weekly, monthly or quarterly.")],
+    spec: Annotated[Path, typer.Argument(help="Path of the model spec (YAML).")],
+    as_of: AsOfOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Run one scheduled maintenance and print what it did; exit 1 if one of its tasks failed."""
+    _environment(home)
+    _check_spec(spec)
+    from flows import maintenance as flows
+
+    runs = {"daily": flows.daily_maintenance, "weekly": flows.weekly_maintenance,
+            "monthly": flows.monthly_maintenance, "quarterly": flows.quarterly_maintenance}
+    if cadence not in runs:
+        _fail(f"unknown cadence {cadence!r}: choose one of {', '.join(runs)}")
+    try:
+        with console.status(f"running the {cadence} maintenance"):
+            summary = runs[cadence](spec_path=str(spec), as_of=as_of)
+    except _user_errors() as error:
+        _fail(str(error))
+    tasks = Table(title=f"{cadence} maintenance of {summary.model}")
+    for column in ("task", "status", "detail"):
+        tasks.add_column(column, overflow="fold")
+    for record in summary.tasks_completed:
+        colour = {"completed": "green", "failed": "red", "skipped": "yellow"}[record.status.value]
+        tasks.add_row(record.name, f"[{colour}]{record.status.value}[/]", record.detail)
+    console.print(tasks)
+    for issue in summary.issues_found:
+        console.print(f"{issue.entry_id}  {issue.priority.value:<8} {issue.kind.value:<10} {issue.title} ({issue.state})",
+                      highlight=False)
+    for action in summary.actions_taken:
+        console.print(f"action: {action}", highlight=False)
+    if summary.failed_tasks:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def model_card(
+    spec: Annotated[Path, typer.Argument(help="Path of the model spec (YAML).")],
+    out: Annotated[Path | None, typer.Option(help="Also write the Markdown to this file.")] = None,
+    as_of: AsOfOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Evaluate the champion overall and per slice and regenerate its model card (stored with the version)."""
+    _environment(home)
+    _check_spec(spec)
+    from flows.maintenance import model_card as run
+
+    try:
+        with console.status("evaluating the champion and writing its model card"):
+            outcome = run(spec_path=str(spec), as_of=as_of)
+    except _user_errors() as error:
+        _fail(str(error))
+    markdown = outcome.card.to_markdown()
+    if out is not None:
+        out.write_text(markdown)
+        console.print(f"wrote {out}")
+    else:
+        console.print(markdown, highlight=False, markup=False)
+    console.print(f"stored with {outcome.card.model} v{outcome.card.version}: {outcome.uri}", highlight=False)
+
+
+def _stack_config(specs: list[Path], models: list[str] | None, host: str, prefect_port: int, mlflow_port: int,
+                  gateway_port: int, deployments_port: int, timeout: float):
+    from steward.stack import StackConfig
+
+    return StackConfig(
+        spec_paths=tuple(str(spec.resolve()) for spec in specs), models=tuple(models or ()), host=host,
+        prefect_port=prefect_port, mlflow_port=mlflow_port, gateway_port=gateway_port,
+        deployments_port=deployments_port, startup_timeout=timeout,
+    )
+
+
+@app.command()
+def up(
+    specs: Annotated[list[Path], typer.Argument(help="Model specs whose deployments are served.")],
+    model: Annotated[list[str] | None, typer.Option(help="Models the gateway serves (default: the specs').")] = None,
+    host: Annotated[str, typer.Option(help="Address every service listens on.")] = "127.0.0.1",
+    prefect_port: Annotated[int, typer.Option(help="Prefect server (API and UI).")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow tracking server and UI.")] = 5000,
+    gateway_port: Annotated[int, typer.Option(help="The gateway.")] = 8080,
+    deployments_port: Annotated[int, typer.Option(help="Health endpoint of the deployments process.")] = 8090,
+    timeout: Annotated[float, typer.Option(help="Seconds each service may take to become healthy.")] = 180.0,
+    watch: Annotated[bool, typer.Option("--watch", help="Stay in the foreground, restart crashed services, "
+                                                         "stop everything on Ctrl-C.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Start the local stack: Prefect server, MLflow server, gateway and the deployments (docs/operations.md)."""
+    from steward import stack
+
+    settings = _environment(home)
+    for spec in specs:
+        _check_spec(spec)
+    config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout)
+    try:
+        stack.start(settings, config, echo=console.print)
+    except stack.StackError as error:
+        _fail(str(error))
+    console.print(
+        f"[green]stack up[/]: Prefect UI http://{host}:{prefect_port}, MLflow UI http://{host}:{mlflow_port}, "
+        f"gateway http://{host}:{gateway_port}; logs under {stack.log_dir(settings)}; stop with `steward down`"
+    )
+    if watch:
+        try:
+            stack.supervise(settings, config, echo=console.print)
+        except KeyboardInterrupt:
+            stack.stop(settings, echo=console.print)
+
+
+@app.command()
+def down(home: HomeOption = None) -> None:
+    """Stop what `steward up` started (and nothing else)."""
+    from steward import stack
+
+    stack.stop(_environment(home), echo=console.print)
+
+
+@app.command("stack-status")
+def stack_status(home: HomeOption = None) -> None:
+    """State and health of each service of the local stack."""
+    from steward import stack
+
+    states = stack.status(_environment(home))
+    table = Table(title="local stack")
+    for column in ("service", "state", "pid", "url", "detail"):
+        table.add_column(column, overflow="fold")
+    colours = {"healthy": "green", "unhealthy": "red", "stale pid file": "yellow", "not running": "dim"}
+    for state in states:
+        table.add_row(state.name, f"[{colours[state.state]}]{state.state}[/]", str(state.pid or ""),
+                      state.url or "", state.detail)
+    console.print(table)
+    if any(state.state in ("unhealthy", "stale pid file") for state in states):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def deployments(
+    specs: Annotated[list[Path], typer.Argument(help="Model specs; every procedure gets a deployment per model.")],
+    procedure: Annotated[list[str] | None, typer.Option(help="Serve only these procedures (repeatable).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Most flow runs at once.")] = None,
+    gateway_url: Annotated[str | None, typer.Option(help="Default gateway_url of the procedures that use it.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Register the deployments, schedules and triggers and run their flows in this process (prefect.serve)."""
+    _environment(home)
+    for spec in specs:
+        _check_spec(spec)
+    from deployments.serve import serve as serve_deployments
+
+    serve_deployments([str(spec) for spec in specs], procedure, limit, gateway_url)
+
+
+EXPERIMENT_ACTIONS = ("start", "analyse", "stop")
+
+
+def _experiment_errors() -> tuple[type[Exception], ...]:
+    from steward.experiments import ExperimentError
+    from steward.traffic import TrafficError
+
+    return (*_user_errors(), ExperimentError, TrafficError)
+
+
+def _check_action(action: str) -> None:
+    if action not in EXPERIMENT_ACTIONS:
+        _fail(f"--action {action!r}: use one of {', '.join(EXPERIMENT_ACTIONS)}")
+
+
+@app.command("ab-test")
+def ab_test(
+    spec: Annotated[Path, typer.Argument(help="Path of the model spec (YAML); its ab_test section is the design.")],
+    action: Annotated[str, typer.Option(help="start, analyse or stop.")] = "analyse",
+    percent: Annotated[float, typer.Option(help="start: share of entities sent to the challenger.")] = 50.0,
+    settle_seconds: Annotated[float, typer.Option(help="start: traffic of the first seconds is left out, "
+                                                        "while gateways apply the plan.")] = 5.0,
+    as_of: AsOfOption = None,
+    home: HomeOption = None,
+) -> None:
+    """A/B test the challenger against the champion by entity; a winner is a recommendation (docs/experiments.md)."""
+    _environment(home)
+    _check_spec(spec)
+    _check_action(action)
+    from flows.ab_test import ab_test as run
+
+    try:
+        outcome = run(spec_path=str(spec), action=action, challenger_percent=percent, settle_seconds=settle_seconds,
+                      as_of=as_of)
+    except _experiment_errors() as error:
+        _fail(str(error))
+    if outcome.report is not None:
+        console.print(outcome.report.to_markdown(), highlight=False, markup=False)
+    else:
+        console.print(outcome.recommendation, highlight=False, markup=False)
+    if outcome.stopped:
+        console.print(f"test {outcome.experiment_id} stopped; all traffic goes to the champion", highlight=False)
+
+
+@app.command()
+def shadow(
+    spec: Annotated[Path, typer.Argument(help="Path of the model spec (YAML).")],
+    action: Annotated[str, typer.Option(help="start, analyse or stop.")] = "analyse",
+    percent: Annotated[float, typer.Option(help="start: share of requests copied to the challenger.")] = 100.0,
+    window_minutes: Annotated[float | None, typer.Option(help="start: wait this long, compare, and end the "
+                                                                "shadow in one run.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Score difference still counted as agreement.")] = 0.05,
+    settle_seconds: Annotated[float, typer.Option(help="start: seconds left out while gateways apply the "
+                                                        "plan (and waited after the window).")] = 5.0,
+    as_of: AsOfOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Shadow the challenger on live traffic: agreement, disagreement by slice, latency cost (docs/experiments.md)."""
+    _environment(home)
+    _check_spec(spec)
+    _check_action(action)
+    from flows.shadow import shadow_analysis
+
+    try:
+        outcome = shadow_analysis(spec_path=str(spec), action=action, challenger_percent=percent,
+                                  window_minutes=window_minutes, tolerance=tolerance, settle_seconds=settle_seconds,
+                                  as_of=as_of)
+    except _experiment_errors() as error:
+        _fail(str(error))
+    console.print(outcome.report.to_markdown() if outcome.report is not None else outcome.summary,
+                  highlight=False, markup=False)
+    if outcome.stopped:
+        console.print(f"shadow {outcome.experiment_id} ended; the champion alone serves", highlight=False)
+
+
 @app.command()
 def demo(home: HomeOption = None) -> None:
     """The main job on the embedded default: example model trained, validated, made champion, lineage shown."""
@@ -298,7 +746,7 @@ def demo(home: HomeOption = None) -> None:
             spec_path = write_example(settings.home / "examples")
     console.rule("1. retrain")
     try:
-        result = _run_retrain(spec_path, "steward demo")
+        result = _run_retrain(spec_path, "steward demo", force=True)
         console.print(f"candidate {result.model} v{result.version} ({result.semver})")
         console.rule("2. validate")
         outcome = _run_validate(spec_path, result.version)
