@@ -34,8 +34,11 @@ def test_first_model_bootstraps_then_next_becomes_challenger(write_spec, registr
     assert tags["steward.validation.status"] == "passed" and tags["steward.validation.against"] == "1"
     assert tags["steward.validation.metric_vs_champion"].startswith("passed")
 
-    emitted = model_events(model_name, expected=2)
-    assert [e.event for e in emitted] == [events.PROMOTED, events.CANDIDATE_VALIDATED]
+    emitted = model_events(model_name, expected=4)
+    assert [e.event for e in emitted] == [
+        events.CANDIDATE_REGISTERED, events.PROMOTED, events.CANDIDATE_REGISTERED, events.CANDIDATE_VALIDATED,
+    ]
+    assert emitted[0].payload["version"] == "1" and emitted[2].payload["version"] == second.version
     validated = emitted[-1]
     assert validated.payload["version"] == second.version and validated.payload["champion_version"] == "1"
     assert validated.resource.id == f"steward.model.{model_name}"
