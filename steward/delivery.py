@@ -31,6 +31,7 @@ from steward.stats import (
 )
 
 MIN_SAMPLES_FOR_TESTS = 30
+MAX_BOOTSTRAP_SAMPLES = 5000  # per arm: bounds the bootstrap's memory on long, busy steps
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,7 +83,13 @@ def _latency(challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan) -
     """('breach' | 'inconclusive' | 'ok', description) for the p95 latency ratio."""
     if min(len(challenger.latencies_ms), len(champion.latencies_ms)) < MIN_SAMPLES_FOR_TESTS:
         return None
-    ratio = quantile_ratio(challenger.latencies_ms, champion.latencies_ms, alpha=plan.alpha, resamples=1000)
+    rng = np.random.default_rng(0)
+
+    def bounded(values: np.ndarray) -> np.ndarray:
+        return values if len(values) <= MAX_BOOTSTRAP_SAMPLES else rng.choice(values, MAX_BOOTSTRAP_SAMPLES, replace=False)
+
+    ratio = quantile_ratio(bounded(challenger.latencies_ms), bounded(champion.latencies_ms), alpha=plan.alpha,
+                           resamples=1000)
     text = (
         f"p95 latency ratio {ratio.ratio:.2f} (95% CI [{ratio.ci_low:.2f}, {ratio.ci_high:.2f}], "
         f"limit {plan.max_p95_latency_factor:g})"

@@ -539,6 +539,8 @@ class Registry:
             raise RegistryError(f"{model} v{version} is already the champion")
         kind = ChangeKind.BOOTSTRAP if current is None else ChangeKind.PROMOTE
         entry = self.set_alias(model, CHAMPION, version, reason=reason, kind=kind, actor=actor)
+        if current is not None:
+            self.set_version_tags(model, current, {"steward.stage": "retired"})
         if self.alias_version(model, CHALLENGER) == str(version):
             self.clear_alias(model, CHALLENGER, reason=f"v{version} became champion", actor=actor)
         self.set_version_tags(model, version, {"steward.stage": "champion"})
