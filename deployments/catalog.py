@@ -15,11 +15,13 @@ without importing Prefect or the flows; only :func:`runner_deployments` imports 
 
 Triggers (docs/operations.md explains them):
 
-* ``steward.model.drift-detected`` and an accuracy ``steward.model.health-degraded`` start
-  ``retrain`` for that model, **debounced**: a reactive trigger with ``threshold=1`` and
-  ``within`` = the spec's retrain cooldown fires on the first event and then ignores the
-  model's events until the window ends (one bucket per model via ``for_each``). The retrain
-  flow enforces the cooldown and the weekly budget again, so a misfire cannot exceed them.
+* ``steward.model.drift-detected`` and an accuracy ``steward.model.health-degraded`` (both carry
+  the resource label ``steward.retrain: wanted``) start ``retrain`` for that model through one
+  trigger, **debounced**: a reactive trigger with ``threshold=1`` and ``within`` = the spec's
+  retrain cooldown fires on the first event and then ignores the model's events until the
+  window ends (one bucket per model via ``for_each``), so drift and an accuracy loss found by
+  the same maintenance run start one retrain. The retrain flow enforces the cooldown and the
+  weekly budget again, so a misfire cannot exceed them.
 * ``steward.model.candidate-registered`` (emitted by retrain) starts ``validate`` for that version;
   ``steward.model.candidate-validated`` starts ``canary-promote`` for the validated version.
 * ``steward.model.promoted`` and ``steward.model.rolled-back`` start ``notify``.
@@ -54,10 +56,6 @@ MAINTENANCE_CRONS: dict[str, str] = {
     "monthly-maintenance": "0 4 1 * *",  # 04:00 on the 1st
     "quarterly-maintenance": "0 5 1 1,4,7,10 *",  # 05:00 on the 1st of each quarter
 }
-
-#: Resource label the health check sets to the comma-separated areas it found degraded
-#: (e.g. ``"accuracy,performance"``); only accuracy starts a retrain.
-HEALTH_AREAS_LABEL = events.HEALTH_AREAS_LABEL
 
 DEFAULT_WORK_POOL = "steward-pool"
 COMPOSE_GATEWAY_URL = "http://gateway:8080"  # the gateway service of deployments/docker-compose.yml
@@ -208,19 +206,15 @@ def _triggers(key: str, entry: ModelEntry) -> list[dict[str, Any]]:
     if key == "retrain":
         return [
             _event_trigger(
-                f"retrain {model} on drift",
-                f"Drift detected on {model} starts one retrain; further drift events are ignored for the "
-                f"retrain cooldown ({entry.cooldown_hours:g} h).",
-                model, [events.DRIFT_DETECTED], within_seconds=cooldown,
-                parameters={"reason": text("drift detected: {{ event.payload.get('reason', 'no reason given') }}")},
-            ),
-            _event_trigger(
-                f"retrain {model} on accuracy loss",
-                f"An accuracy-degraded health check of {model} starts one retrain; repeats are ignored for the "
-                f"retrain cooldown ({entry.cooldown_hours:g} h).",
-                model, [events.HEALTH_DEGRADED], within_seconds=cooldown,
-                extra_match={HEALTH_AREAS_LABEL: "*accuracy*"},
-                parameters={"reason": text("accuracy degraded: {{ event.payload.get('reason', 'no reason given') }}")},
+                f"retrain {model} on drift or accuracy loss",
+                f"Drift on {model}, or a health check that found its accuracy degraded, starts one retrain; "
+                f"further such events are ignored for the retrain cooldown ({entry.cooldown_hours:g} h).",
+                model, [events.DRIFT_DETECTED, events.HEALTH_DEGRADED], within_seconds=cooldown,
+                extra_match={events.RETRAIN_LABEL: "wanted"},
+                parameters={"reason": text(
+                    f"{{{{ 'drift detected' if event.event == '{events.DRIFT_DETECTED}' else 'accuracy degraded' }}}}: "
+                    "{{ event.payload.get('reason', 'no reason given') }}"
+                )},
             ),
         ]
     if key == "validate":

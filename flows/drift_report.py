@@ -122,7 +122,7 @@ def drift_report(
     ))
     entry_id = update_drift_ledger(spec, version, verdict, window.end)
     if announcement.announce:
-        emit_model_event(events.DRIFT_DETECTED, spec.name, **drift_event_payload(
+        emit_model_event(events.DRIFT_DETECTED, spec.name, resource_labels=events.retrain_label(True), **drift_event_payload(
             spec=spec, version=version, champion_version=version, challenger_version=serving.challenger,
             result=result, decision=decision, window=window, why=announcement.why, report_uri=report_uri,
         ))

@@ -199,11 +199,12 @@ def record_findings(report: HealthReport) -> list[LedgerEntry]:
 
 @task(name="emit-health-degraded")
 def emit_health_degraded(report: HealthReport) -> None:
-    """The event, with the degraded areas as a resource label so a trigger can react to accuracy alone."""
+    """The event, with resource labels saying the degraded areas and whether a retrain is wanted (accuracy)."""
     window = report.window
     emit_model_event(
         events.HEALTH_DEGRADED, report.model,
-        resource_labels={events.HEALTH_AREAS_LABEL: ",".join(area.value for area in report.degraded_areas)},
+        resource_labels={events.HEALTH_AREAS_LABEL: ",".join(area.value for area in report.degraded_areas),
+                         **events.retrain_label(Area.ACCURACY in report.degraded_areas)},
         verdict=report.verdict.value, reason=report.summary(),
         issues=[issue.to_payload() for issue in report.issues],
         window_start=window.start.isoformat(), window_end=window.end.isoformat(),

@@ -23,7 +23,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from deployments.catalog import HEALTH_AREAS_LABEL
 from flows.health_check import health_check
 from steward import events
 from steward.health import Area, CheckStatus, IssueCode, Severity, Verdict
@@ -173,7 +172,8 @@ def test_latency_regression_is_a_warning_with_an_event_and_a_ledger_entry(served
     assert report.verdict is Verdict.WARNING
     assert not [i for i in report.issues if i.code is IssueCode.ERROR_RATE]
     (event,) = _degraded_events(model_events, SLOW + PERIOD)
-    assert event.payload["verdict"] == "warning" and event.resource[HEALTH_AREAS_LABEL] == "performance"
+    assert event.payload["verdict"] == "warning" and event.resource[events.HEALTH_AREAS_LABEL] == "performance"
+    assert event.resource[events.RETRAIN_LABEL] == "not-needed"
     assert [(i["code"], i["severity"], i["subject"]) for i in event.payload["issues"]] == [
         ("latency", "warning", "v1")]
     (entry,) = [e for e in ledger().entries(MODEL) if e.fingerprint == latency[0].fingerprint]
@@ -210,7 +210,8 @@ def test_concept_drift_is_found_on_labelled_traffic(served, model_events):
     assert report.check(Area.DATA_QUALITY).status is CheckStatus.PASSED  # inputs did not move
     (event,) = _degraded_events(model_events, DRIFTING + PERIOD)
     assert {"accuracy_drop", "concept_drift"} <= {i["code"] for i in event.payload["issues"]}
-    assert event.resource[HEALTH_AREAS_LABEL] == "accuracy"  # what the retrain trigger matches
+    assert event.resource[events.HEALTH_AREAS_LABEL] == "accuracy"
+    assert event.resource[events.RETRAIN_LABEL] == "wanted"  # what the retrain trigger matches
 
 
 def test_pending_labels_give_an_estimate_marked_as_such(served):

@@ -79,11 +79,14 @@ def register() -> Callable[..., dict[str, UUID]]:
             client.delete_deployment(deployment_id)
 
 
+WANTED, NOT_NEEDED = events.retrain_label(True), events.retrain_label(False)
+
+
 def test_a_drift_storm_starts_one_retrain_with_the_spec_path(register, write_spec, model_name):
     spec_path = write_spec()
     ids = register(spec_path, ["retrain"])
 
-    _emit(events.DRIFT_DETECTED, model_name, version="3", reason="share of drifted columns 0.45 > 0.30")
+    _emit(events.DRIFT_DETECTED, model_name, WANTED, version="3", reason="share of drifted columns 0.45 > 0.30")
     _flush_events()
     runs = _wait_for_runs(ids["retrain"], 1)
     assert len(runs) == 1
@@ -92,22 +95,23 @@ def test_a_drift_storm_starts_one_retrain_with_the_spec_path(register, write_spe
         "reason": "drift detected: share of drifted columns 0.45 > 0.30",
     }
 
-    for i in range(8):  # a storm within the cooldown
-        _emit(events.DRIFT_DETECTED, model_name, version="3", reason=f"again {i}")
+    for i in range(8):  # a storm within the cooldown, and the accuracy loss the same maintenance run found
+        _emit(events.DRIFT_DETECTED, model_name, WANTED, version="3", reason=f"again {i}")
+        _emit(events.HEALTH_DEGRADED, model_name, {events.HEALTH_AREAS_LABEL: "accuracy", **WANTED}, reason="worse")
     _flush_events()
     time.sleep(8)  # well past the time the first run took to appear
     assert len(_runs(ids["retrain"])) == 1
 
 
 def test_only_accuracy_degradation_starts_a_retrain(register, write_spec, model_name):
-    from deployments.catalog import HEALTH_AREAS_LABEL
-
     spec_path = write_spec()
     ids = register(spec_path, ["retrain"])
 
-    _emit(events.HEALTH_DEGRADED, model_name, {HEALTH_AREAS_LABEL: "performance,cost"}, reason="p95 too high")
-    _emit(events.DRIFT_DETECTED, "some-other-model", reason="not this model")
-    _emit(events.HEALTH_DEGRADED, model_name, {HEALTH_AREAS_LABEL: "cost,accuracy"}, reason="accuracy fell 0.08")
+    _emit(events.HEALTH_DEGRADED, model_name, {events.HEALTH_AREAS_LABEL: "performance,cost", **NOT_NEEDED},
+          reason="p95 too high")
+    _emit(events.DRIFT_DETECTED, "some-other-model", WANTED, reason="not this model")
+    _emit(events.HEALTH_DEGRADED, model_name, {events.HEALTH_AREAS_LABEL: "cost,accuracy", **WANTED},
+          reason="accuracy fell 0.08")
     _flush_events()
     runs = _wait_for_runs(ids["retrain"], 1)
     time.sleep(4)

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from deployments.catalog import (
-    HEALTH_AREAS_LABEL,
     MAINTENANCE_CRONS,
     PROCEDURES,
     SCHEDULE_TIMEZONE,
@@ -88,17 +87,15 @@ def test_schedules_are_valid_cron_in_utc(two_specs):
             _next_runs(schedule["cron"], 1)
 
 
-def test_drift_and_accuracy_triggers_are_debounced_by_the_model_cooldown(two_specs):
+def test_drift_and_accuracy_share_one_trigger_debounced_by_the_model_cooldown(two_specs):
     plans = {(p.model, p.procedure.key): p for p in plan_deployments(two_specs)}
-    drift, accuracy = plans[("model-b", "retrain")].triggers
-    assert drift["expect"] == [events.DRIFT_DETECTED]
-    assert drift["match"] == {"prefect.resource.id": "steward.model.model-b"}
-    assert (drift["posture"], drift["threshold"], drift["within"]) == ("Reactive", 1, 6 * 3600)
-    assert drift["for_each"] == ["prefect.resource.id"]
-    assert accuracy["expect"] == [events.HEALTH_DEGRADED]
-    assert accuracy["match"][HEALTH_AREAS_LABEL] == "*accuracy*"
+    (retrain,) = plans[("model-b", "retrain")].triggers
+    assert retrain["expect"] == sorted([events.DRIFT_DETECTED, events.HEALTH_DEGRADED])
+    assert retrain["match"] == {"prefect.resource.id": "steward.model.model-b", events.RETRAIN_LABEL: "wanted"}
+    assert (retrain["posture"], retrain["threshold"], retrain["within"]) == ("Reactive", 1, 6 * 3600)
+    assert retrain["for_each"] == ["prefect.resource.id"]
     assert plans[("model-a", "retrain")].triggers[0]["within"] == 24 * 3600
-    assert "force" not in drift["parameters"]  # a trigger never bypasses the flow's cooldown and budget
+    assert "force" not in retrain["parameters"]  # a trigger never bypasses the flow's cooldown and budget
 
 
 def test_trigger_parameters_from_the_payload_are_typed():
