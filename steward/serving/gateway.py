@@ -15,6 +15,7 @@ import random
 import time
 import uuid
 from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORCE_ARM_HEADER = "x-steward-arm"
+EVENT_TIME_HEADER = "x-steward-event-time"  # replayed traffic: log this time instead of the arrival time
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_SHADOW_BACKLOG = 20_000  # queued shadow jobs beyond which copies are skipped and counted
 UNKNOWN_MODEL = "(unknown)"
 
@@ -158,6 +161,7 @@ class Gateway:
         request_id = uuid.uuid4().hex
         try:
             deployment = self._deployment(name)
+            time_ns = self._event_time_ns(request, time_ns)
             if self.limiter is not None:
                 wait = self.limiter.acquire(self._client(request), time.monotonic())
                 if wait:
@@ -404,7 +408,7 @@ class Gateway:
             if self.config.log_mode is LogMode.OFF:
                 raise RequestError(409, "this gateway runs with the prediction log off, so it cannot store labels; "
                                         "send them to a gateway started with --log-mode batched or durable")
-            batch = self._labels(name, await self._body(request))
+            batch = self._labels(name, await self._body(request), self._event_time_ns(request, time.time_ns()))
         except RequestError as error:
             return _error(error)
         acknowledged = self._log(batch, asyncio.get_running_loop())
@@ -412,7 +416,7 @@ class Gateway:
             return _error(RequestError(503, "the labels could not be written (see the gateway's logs): retry"))
         return _json({"model": name, "accepted": batch.size})
 
-    def _labels(self, name: str, document: Any) -> LabelBatch:
+    def _labels(self, name: str, document: Any, time_ns: int) -> LabelBatch:
         items = document.get("labels") if isinstance(document, dict) else None
         if not isinstance(items, list) or not items:
             raise RequestError(400, 'send {"labels": [{"request_id": "...", "row": 0, "label": 1}, ...]}')
@@ -442,7 +446,29 @@ class Gateway:
             labels.append(label_text(label))
         if problems:
             raise RequestError(422, "invalid labels: " + "; ".join(p.describe() for p in problems[:20]), problems)
-        return LabelBatch(name, time.time_ns(), tuple(ids), tuple(rows), tuple(labels))
+        return LabelBatch(name, time_ns, tuple(ids), tuple(rows), tuple(labels))
+
+    def _event_time_ns(self, request: Request, arrival_ns: int) -> int:
+        """The time to log: the arrival time, or, for replayed traffic, the time the header gives.
+
+        Replaying recorded days (backfills, the demo) must land each request and label in the day
+        it happened, so that windowed checks read them as they would have then. Admin only: it
+        rewrites history.
+        """
+        given = request.headers.get(EVENT_TIME_HEADER)
+        if given is None:
+            return arrival_ns
+        self.require_admin(request)
+        try:
+            stamp = datetime.fromisoformat(given.strip())
+        except ValueError:
+            stamp = None
+        if stamp is None or stamp.tzinfo is None:
+            raise RequestError(400, f"{EVENT_TIME_HEADER} must be an ISO 8601 time with a UTC offset, "
+                                    f"e.g. 2026-11-20T13:45:00Z; got {given!r}")
+        if stamp - datetime.fromtimestamp(arrival_ns / 1e9, UTC) > MAX_CLOCK_SKEW:
+            raise RequestError(400, f"{EVENT_TIME_HEADER} {given} is in the future; replay only what happened")
+        return (stamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
 
     # ------------------------------------------------------------------ admin
     def require_admin(self, request: Request) -> str:

@@ -362,3 +362,35 @@ def test_a_killed_durable_gateway_loses_no_acknowledged_prediction(two_versions,
     logged = set(store.read_predictions(name, *log_window(), served_only=True)["request_id"])
     assert set(acknowledged) <= logged
     assert len(acknowledged) >= 100
+
+
+def test_replayed_traffic_is_logged_at_its_own_time_and_only_for_an_admin(start_gateway, two_versions, example_frame):
+    """The event-time header puts a replayed request and its label in the day they happened."""
+    name, _, _ = two_versions
+    gateway = start_gateway([name])
+    then = datetime.now(UTC) - timedelta(days=3, hours=2)
+    stamp = {"x-steward-event-time": then.isoformat()}
+    payload = {"dataframe_records": rows_of(example_frame, 2)}
+    with gateway.client() as client:
+        refused = client.post(f"/v1/models/{name}/predict", json=payload, headers=stamp)
+        with gateway.admin() as admin:
+            replayed = admin.post(f"/v1/models/{name}/predict", json=payload, headers=stamp)
+            request_id = replayed.json()["request_id"]
+            label = admin.post(f"/v1/models/{name}/feedback", headers=stamp,
+                               json={"labels": [{"request_id": request_id, "row": 0, "label": 1}]})
+            naive = admin.post(f"/v1/models/{name}/predict", json=payload,
+                               headers={"x-steward-event-time": "2026-01-01T00:00:00"})
+            future = admin.post(f"/v1/models/{name}/predict", json=payload,
+                                headers={"x-steward-event-time": (datetime.now(UTC) + timedelta(hours=1)).isoformat()})
+    assert refused.status_code == 401
+    assert replayed.status_code == 200 and label.status_code == 200
+    assert naive.status_code == 400 and "UTC offset" in naive.text
+    assert future.status_code == 400 and "future" in future.text
+    gateway.stop()
+    store = PredictionStore(gateway.store_uri)
+    day = store.read_predictions(name, then - timedelta(minutes=1), then + timedelta(minutes=1))
+    assert list(day["request_id"]) == [request_id, request_id]
+    assert abs(day["time"].iloc[0] - pd.Timestamp(then)) < pd.Timedelta(milliseconds=1)
+    labels = store.read_labels(name, end=then + timedelta(minutes=1))
+    assert list(labels["request_id"]) == [request_id]
+    assert store.read_predictions(name, *log_window()).empty
