@@ -91,6 +91,14 @@ def create_app(
         gateway.require_admin(request)
         return await gateway.refresh(name)
 
+    @app.post("/admin/log/flush", summary="Write every queued prediction and label to the log now")
+    async def admin_flush_log(request: Request) -> dict[str, Any]:
+        """For a reader that must see what was just acknowledged (a backfill, then its maintenance run)."""
+        gateway.require_admin(request)
+        if gateway.writer is not None:
+            await run_in_threadpool(gateway.writer.flush)
+        return gateway.status()["log"]
+
     @app.put("/admin/models/{name}/traffic-plan", summary="Store a new traffic plan in the registry and apply it")
     async def admin_set_plan(name: str, request: Request) -> dict[str, Any]:
         actor = gateway.require_admin(request)

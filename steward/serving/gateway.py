@@ -40,6 +40,7 @@ from steward.store import (
     prediction_batch,
 )
 from steward.traffic import (
+    EVENT_TIME_HEADER,
     Arm,
     Route,
     TrafficError,
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORCE_ARM_HEADER = "x-steward-arm"
-EVENT_TIME_HEADER = "x-steward-event-time"  # replayed traffic: log this time instead of the arrival time
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_SHADOW_BACKLOG = 20_000  # queued shadow jobs beyond which copies are skipped and counted
 UNKNOWN_MODEL = "(unknown)"

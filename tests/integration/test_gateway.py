@@ -367,7 +367,7 @@ def test_a_killed_durable_gateway_loses_no_acknowledged_prediction(two_versions,
 def test_replayed_traffic_is_logged_at_its_own_time_and_only_for_an_admin(start_gateway, two_versions, example_frame):
     """The event-time header puts a replayed request and its label in the day they happened."""
     name, _, _ = two_versions
-    gateway = start_gateway([name])
+    gateway = start_gateway([name], flush_interval=60)
     then = datetime.now(UTC) - timedelta(days=3, hours=2)
     stamp = {"x-steward-event-time": then.isoformat()}
     payload = {"dataframe_records": rows_of(example_frame, 2)}
@@ -382,6 +382,10 @@ def test_replayed_traffic_is_logged_at_its_own_time_and_only_for_an_admin(start_
                                headers={"x-steward-event-time": "2026-01-01T00:00:00"})
             future = admin.post(f"/v1/models/{name}/predict", json=payload,
                                 headers={"x-steward-event-time": (datetime.now(UTC) + timedelta(hours=1)).isoformat()})
+            flushed = admin.post("/admin/log/flush")  # written now, not at the next 0.5 s flush or shutdown
+        assert client.post("/admin/log/flush").status_code == 401
+    assert flushed.status_code == 200 and flushed.json()["pending"] == 0
+    assert not PredictionStore(gateway.store_uri).read_labels(name).empty
     assert refused.status_code == 401
     assert replayed.status_code == 200 and label.status_code == 200
     assert naive.status_code == 400 and "UTC offset" in naive.text
