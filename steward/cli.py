@@ -735,8 +735,8 @@ def shadow(
 
 
 @app.command()
-def demo(home: HomeOption = None) -> None:
-    """The main job on the embedded default: example model trained, validated, made champion, lineage shown."""
+def example(home: HomeOption = None) -> None:
+    """No servers: the example model trained, validated, made champion, its lineage shown."""
     from steward.examples import write_example
 
     settings = _environment(home)
@@ -746,7 +746,7 @@ def demo(home: HomeOption = None) -> None:
             spec_path = write_example(settings.home / "examples")
     console.rule("1. retrain")
     try:
-        result = _run_retrain(spec_path, "steward demo", force=True)
+        result = _run_retrain(spec_path, "steward example", force=True)
         console.print(f"candidate {result.model} v{result.version} ({result.semver})")
         console.rule("2. validate")
         outcome = _run_validate(spec_path, result.version)
@@ -759,6 +759,77 @@ def demo(home: HomeOption = None) -> None:
     console.print(
         f"\nstate is under [bold]{settings.home}[/]; try `steward history {outcome.model}` "
         f"or `uv run mlflow ui --backend-store-uri {settings.resolved_tracking_uri}`"
+    )
+
+
+DEMO_HOME = Path(".steward-demo")
+
+
+@app.command()
+def demo(
+    short: Annotated[bool, typer.Option("--short", help="Two days instead of four (what CI runs).")] = False,
+    host: Annotated[str, typer.Option(help="Address every service listens on.")] = "127.0.0.1",
+    prefect_port: Annotated[int, typer.Option(help="Prefect server (API and UI).")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow tracking server and UI.")] = 5000,
+    gateway_port: Annotated[int, typer.Option(help="The gateway.")] = 8080,
+    deployments_port: Annotated[int, typer.Option(help="Health endpoint of the deployments process.")] = 8090,
+    home: Annotated[Path | None, typer.Option(
+        "--home", help=f"Home of the demo's state and stack (default: {DEMO_HOME}, replaced on each run; "
+                       "a folder given here must be new or empty).")] = None,
+) -> None:
+    """The whole loop on the local stack: drift, a triggered retrain, a canary, a bad candidate rolled back.
+
+    Starts the stack (`steward up`), which stays up afterwards; `steward down --home <home>` stops it.
+    """
+    import shutil
+
+    from steward import stack
+    from steward.demo import DemoConfig, DemoError, run_demo
+
+    target = (home or DEMO_HOME).resolve()
+    if home is None and target.exists():
+        console.print(f"replacing the previous demo in {target}")
+        stack.stop(_environment(target), echo=console.print)
+        shutil.rmtree(target)
+    elif target.exists() and any(target.iterdir()):
+        _fail(f"{target} is not empty: give the demo a new folder with --home, or leave --home out to use "
+              f"{DEMO_HOME} (replaced on each run)")
+    config = _stack_config([], None, host, prefect_port, mlflow_port, gateway_port, deployments_port, 180.0)
+    os.environ["PREFECT_API_URL"] = config.prefect_api_url
+    for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):  # the demo narrates; runs log to the UI
+        os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "ERROR")
+    settings = _environment(target)
+    try:
+        outcome = run_demo(settings, config, DemoConfig.short() if short else DemoConfig(), echo=console.print)
+    except (DemoError, stack.StackError) as error:
+        _fail(f"{error}\nthe stack is left up for a look; stop it with `steward down --home {target}`")
+    _print_demo_end(outcome, settings, config)
+
+
+def _print_demo_end(outcome: Any, settings: Settings, config: Any) -> None:
+    from steward.demo import MODEL, brief
+
+    console.rule("timeline (replayed days on the demo's clock, marked *; the rest on the wall clock)")
+    for entry in outcome.timeline:
+        when = f"{entry.time:%a %H:%M}*  " if entry.simulated else f"{entry.time:%a %H:%M:%S}"
+        console.print(f"{when}  {brief(entry.what, 110)}" + (f" [dim]— {brief(entry.why, 110)}[/]" if entry.why else ""),
+                      highlight=False)
+    prefect = f"http://{config.host}:{config.prefect_port}"
+    mlflow = f"http://{config.host}:{config.mlflow_port}"
+    console.rule("result")
+    console.print(
+        f"drift found on day {outcome.drift_day} ({', '.join(outcome.drift_columns)}); retrain started by the "
+        f"automation '{outcome.retrain_started_by}'; v{outcome.promoted_version} promoted through "
+        f"{', '.join(f'{s:g}%' for s in outcome.promotion_steps)}; v{outcome.broken_version} (validation "
+        f"{outcome.broken_validation}) {outcome.broken_result} at canary step {outcome.broken_stopped_at_step}; "
+        f"champion v{outcome.champion}; {outcome.seconds:.0f} s\n"
+        f"[bold]reports[/]: the drift report {outcome.drift_report}; maintenance, drift, validation and canary "
+        f"reports are Prefect artifacts; the whole timeline as JSON in {settings.home / 'demo' / 'outcome.json'}\n"
+        f"[bold]Prefect UI[/]: flow runs {prefect}/runs, events {prefect}/events, artifacts {prefect}/artifacts, "
+        f"deployments {prefect}/deployments\n"
+        f"[bold]MLflow UI[/]: versions and aliases {mlflow}/#/models/{MODEL}\n"
+        f"the stack stays up; stop it with `steward down --home {settings.home}`",
+        highlight=False,
     )
 
 

@@ -12,12 +12,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 import numpy as np
 import pandas as pd
 
 from steward.spec import ModelSpec
+from steward.traffic import EVENT_TIME_HEADER
+
+LABELS_PER_CALL = 1000  # the gateway's default limit per feedback call
 
 
 @dataclass
@@ -41,6 +45,10 @@ def _records(frame: pd.DataFrame, spec: ModelSpec) -> list[dict]:
         columns.append(spec.entity_column)
     subset = frame[columns].astype(object).where(frame[columns].notna(), None)
     return subset.to_dict(orient="records")
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class TrafficSender:
@@ -108,7 +116,7 @@ class TrafficSender:
     def _rows(self, frame: pd.DataFrame) -> Iterator[tuple[dict, object | None]]:
         labels = frame[self.spec.target].tolist() if self.spec.target in frame.columns else [None] * len(frame)
         for record, label in zip(_records(frame, self.spec), labels, strict=True):
-            yield record, (label.item() if isinstance(label, np.generic) else label)
+            yield record, _plain(label)
 
     def send(self, frame: pd.DataFrame, *, duration: float | None = None, rate_per_second: float | None = None) -> (
         TrafficSummary
@@ -130,6 +138,60 @@ class TrafficSender:
                     pending.pop(0).result()
             for future in pending:
                 future.result()
+        return self.summary
+
+    def replay(self, frame: pd.DataFrame, *, rows_per_request: int = 20, labels_at: datetime | None = None) -> (
+        TrafficSummary
+    ):
+        """Send recorded rows with their own times, then their labels as if they arrived at ``labels_at``.
+
+        Each request carries ``rows_per_request`` consecutive rows (by the spec's timestamp
+        column) and the gateway's event-time header set to its first row's time, so the log
+        files it under the day it happened. Needs the admin token in ``headers``. Labels go
+        in batches to the feedback endpoint once every request has been answered.
+        """
+        time_column = self.spec.timestamp_column
+        if not time_column or time_column not in frame.columns:
+            raise ValueError(f"replaying needs the rows' times: the frame has no {time_column!r} column")
+        ordered = frame.sort_values(time_column, kind="stable").reset_index(drop=True)
+        records = _records(ordered, self.spec)
+        times = pd.to_datetime(ordered[time_column], utc=True)
+        starts = range(0, len(ordered), rows_per_request)
+        answered: list[tuple[int, str]] = []  # (first row, request id)
+
+        def post(first: int) -> None:
+            chunk = records[first:first + rows_per_request]
+            headers = {EVENT_TIME_HEADER: times.iloc[first].isoformat()}
+            try:
+                response = self._client.post(f"/v1/models/{self.spec.name}/predict",
+                                             json={"dataframe_records": chunk}, headers=headers)
+            except httpx.HTTPError:
+                response = None
+            with self._lock:
+                self.summary.sent += 1
+                if response is not None and response.status_code < 400:
+                    self.summary.ok += 1
+                    answered.append((first, response.json()["request_id"]))
+                elif response is not None and response.status_code < 500:
+                    self.summary.client_errors += 1
+                else:
+                    self.summary.server_errors += 1
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            list(pool.map(post, starts))
+        if self.send_labels and labels_at is not None and self.spec.target in ordered.columns:
+            labels = ordered[self.spec.target].tolist()
+            items = [
+                {"request_id": request_id, "row": row, "label": _plain(labels[first + row])}
+                for first, request_id in sorted(answered)
+                for row in range(min(rows_per_request, len(ordered) - first))
+            ]
+            for begin in range(0, len(items), LABELS_PER_CALL):
+                answer = self._client.post(f"/v1/models/{self.spec.name}/feedback",
+                                           json={"labels": items[begin:begin + LABELS_PER_CALL]},
+                                           headers={EVENT_TIME_HEADER: labels_at.isoformat()})
+                answer.raise_for_status()
+                self.summary.labels_sent += answer.json()["accepted"]
         return self.summary
 
     def start(self, frame: pd.DataFrame, *, rate_per_second: float | None = None, loop: bool = True) -> None:

@@ -20,9 +20,9 @@ def steward(home: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_readme_main_command_trains_validates_and_shows_lineage(tmp_path: Path):
+def test_the_example_command_trains_validates_and_shows_lineage(tmp_path: Path):
     home = tmp_path / "state"
-    result = steward(home, "demo", cwd=tmp_path)
+    result = steward(home, "example", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "credit-default v1: champion" in out
