@@ -7,6 +7,7 @@ settings when first imported.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from datetime import datetime
@@ -798,6 +799,7 @@ def demo(
     os.environ["PREFECT_API_URL"] = config.prefect_api_url
     for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):  # the demo narrates; runs log to the UI
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "ERROR")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     settings = _environment(target)
     try:
         outcome = run_demo(settings, config, DemoConfig.short() if short else DemoConfig(), echo=console.print)
