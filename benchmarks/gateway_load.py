@@ -6,7 +6,12 @@ package `wrk`) drives each with the same one-row requests, cycling through 64 di
 at 1 and 16 concurrent connections. Every run is bounded by --duration seconds and by
 --max-requests per wrk thread, and only ever targets 127.0.0.1.
 
-Scenarios (each repeated --repeats times; the table shows medians):
+Every server is started first; then each of --repeats rounds runs every scenario once, in a
+rotated order, after a 1 s warm-up (4 s before the first round), and the table shows the
+medians. Interleaving the scenarios makes a change of background load during the run hit all
+of them alike, so the ratios between scenarios hold on a shared machine.
+
+Scenarios:
 
   mlflow           `mlflow models serve --env-manager local` (one uvicorn worker, its default)
   canary+log       gateway, 90/10 canary, every prediction logged (batched mode)
@@ -19,7 +24,7 @@ Scenarios (each repeated --repeats times; the table shows medians):
                    every half second (admin API and registry); counts failed requests
 
 Usage:
-    uv run python benchmarks/gateway_load.py                 # everything, about 10 minutes
+    uv run python benchmarks/gateway_load.py                 # everything, about 7 minutes
     uv run python benchmarks/gateway_load.py --duration 5 --repeats 1
     uv run python benchmarks/gateway_load.py --only mlflow canary+log
 """
@@ -49,6 +54,7 @@ ROWS = 64
 SCENARIOS = ("mlflow", "canary+log", "champion+log", "canary,nolog", "champion,nolog", "shadow+log", "durable",
              "switch")
 WARM_UP_SECONDS = 4.0  # not counted: first requests, and the shadow child process starting
+ROUND_WARM_UP_SECONDS = 1.0  # not counted: before each measurement, after a plan change
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -315,81 +321,97 @@ def main(argv: list[str] | None = None) -> int:
 
     table: dict[tuple[str, int], LoadResult] = {}
     notes: list[str] = []
-
-    def measure(label: str, port: int, script: Path, connections: tuple[int, ...] = (1, 16)) -> None:
-        for c in connections:
-            run_wrk(port, script, c, WARM_UP_SECONDS)
-            results = [run_wrk(port, script, c, args.duration) for _ in range(args.repeats)]
-            table[(label, c)] = median_result(results)
-            r = table[(label, c)]
-            print(
-                f"  {label:<16} c={c:<3} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f}  p95 {r.p95_ms:6.2f}  "
-                f"p99 {r.p99_ms:6.2f} ms  failed {r.failed}  (load average {os.getloadavg()[0]:.1f})",
-                flush=True,
-            )
-
+    loads: list[float] = []
+    processes: list[subprocess.Popen] = []
     try:
+        # Every server needed is started first, then each round runs every scenario once (in a
+        # rotated order), so a change of background load during the run hits every scenario
+        # alike and the ratios between them stay meaningful on a shared machine.
+        cells: list[tuple[str, int, int, Path, dict | None]] = []  # label, connections, port, script, plan
         if "mlflow" in args.only:
             port = free_port()
-            process = start_mlflow(model, versions[0], port, logs / "mlflow.log")
-            try:
-                measure("mlflow", port, scripts["mlflow"])
-            finally:
-                stop(process)
+            processes.append(start_mlflow(model, versions[0], port, logs / "mlflow.log"))
+            cells += [("mlflow", c, port, scripts["mlflow"], None) for c in (1, 16)]
+        gateways = {}
+        for mode, labels in (("batched", ("canary+log", "champion+log", "shadow+log", "switch")),
+                             ("off", ("canary,nolog", "champion,nolog")), ("durable", ("durable",))):
+            if set(labels) & set(args.only):
+                gateways[mode] = free_port()
+                processes.append(start_gateway(model, gateways[mode], mode, home, logs / f"gateway-{mode}.log"))
+        canary = {"mode": "canary", "challenger_percent": 10}
+        champion = {"mode": "canary", "challenger_percent": 0}
+        shadow = {"mode": "shadow", "challenger_percent": 100}
+        wanted = [
+            ("canary+log", (1, 16), "batched", canary), ("champion+log", (16,), "batched", champion),
+            ("shadow+log", (16,), "batched", shadow), ("canary,nolog", (16,), "off", canary),
+            ("champion,nolog", (1, 16), "off", champion), ("durable", (1, 16), "durable", canary),
+        ]
+        for label, connections, mode, plan in wanted:
+            if label in args.only:
+                cells += [(label, c, gateways[mode], scripts["gateway"], plan) for c in connections]
 
-        batched = {"canary+log", "champion+log", "shadow+log", "switch"} & set(args.only)
-        if batched:
-            port = free_port()
-            process = start_gateway(model, port, "batched", home, logs / "gateway-batched.log")
-            try:
-                if "canary+log" in args.only:
-                    set_plan(
-                        port, model, {"mode": "canary", "challenger_percent": 10}, "benchmark: 90/10 canary"
-                    )
-                    measure("canary+log", port, scripts["gateway"])
-                if "champion+log" in args.only:
-                    set_plan(
-                        port, model, {"mode": "canary", "challenger_percent": 0}, "benchmark: champion only"
-                    )
-                    measure("champion+log", port, scripts["gateway"], (16,))
-                if "shadow+log" in args.only:
-                    set_plan(port, model, {"mode": "shadow", "challenger_percent": 100}, "benchmark: shadow")
-                    measure("shadow+log", port, scripts["gateway"], (16,))
-                if "switch" in args.only:
-                    notes.append(
-                        switch_under_load(port, model, versions, scripts["gateway"], args.duration, table)
-                    )
-            finally:
-                stop(process)
+        plans: dict[int, dict] = {}
+        results: dict[tuple[str, int], list[LoadResult]] = {}
 
-        if {"canary,nolog", "champion,nolog"} & set(args.only):
-            port = free_port()
-            process = start_gateway(model, port, "off", home, logs / "gateway-off.log")
-            try:
-                if "canary,nolog" in args.only:
-                    set_plan(port, model, {"mode": "canary", "challenger_percent": 10}, "benchmark: 90/10 canary")
-                    measure("canary,nolog", port, scripts["gateway"], (16,))
-                if "champion,nolog" in args.only:
-                    set_plan(port, model, {"mode": "canary", "challenger_percent": 0}, "benchmark: champion only")
-                    measure("champion,nolog", port, scripts["gateway"])
-            finally:
-                stop(process)
+        def prepare(port: int, plan: dict | None, warm_up: float, script: Path, c: int) -> None:
+            if plan is not None and plans.get(port) != plan:
+                set_plan(port, model, plan, f"benchmark: {plan}")
+                plans[port] = plan
+            run_wrk(port, script, c, warm_up)
 
-        if "durable" in args.only:
-            port = free_port()
-            process = start_gateway(model, port, "durable", home, logs / "gateway-durable.log")
-            try:
-                set_plan(port, model, {"mode": "canary", "challenger_percent": 10}, "benchmark: 90/10 canary")
-                measure("durable", port, scripts["gateway"])
-            finally:
-                stop(process)
-        report(table, notes, args)
+        for _label, c, port, script, plan in cells:  # warm every scenario up once (the shadow child starts)
+            prepare(port, plan, WARM_UP_SECONDS, script, c)
+        for round_ in range(args.repeats):
+            shift = round_ % len(cells)
+            for label, c, port, script, plan in cells[shift:] + cells[:shift]:
+                prepare(port, plan, ROUND_WARM_UP_SECONDS, script, c)
+                results.setdefault((label, c), []).append(run_wrk(port, script, c, args.duration))
+                loads.append(os.getloadavg()[0])
+                if plan is not None and plan["mode"] == "shadow":
+                    drain_shadow(port)  # its process scores the backlog on idle CPU: not during the next scenario
+            print(f"  round {round_ + 1}/{args.repeats} done (load average {os.getloadavg()[0]:.1f})", flush=True)
+        for label, c, *_ in cells:
+            table[(label, c)] = r = median_result(results[(label, c)])
+            print(
+                f"  {label:<16} c={c:<3} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f}  p95 {r.p95_ms:6.2f}  "
+                f"p99 {r.p99_ms:6.2f} ms  failed {r.failed}",
+                flush=True,
+            )
+        if "shadow+log" in args.only:
+            notes.append(shadow_note(gateways["batched"]))
+        if "switch" in args.only:  # last: it moves the champion alias
+            notes.append(switch_under_load(gateways["batched"], model, versions, scripts["gateway"], args.duration,
+                                           table))
+        report(table, notes, args, loads)
     finally:
+        for process in processes:
+            stop(process)
         if args.keep:
             print(f"kept {home}")
         else:
             shutil.rmtree(home, ignore_errors=True)
     return 0
+
+
+def shadow_note(port: int) -> str:
+    """How many shadow copies the gateway scored and how many it skipped, from its metrics."""
+    text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=30).text
+    scored = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith("steward_predicted_rows_total") and 'served="false"' in line)
+    skipped = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("steward_shadow_skipped_total"))
+    return f"shadow copies over the whole run (warm-ups included): {scored:.0f} scored, {skipped:.0f} skipped"
+
+
+def drain_shadow(port: int, timeout: float = 60.0) -> None:
+    """Wait until the gateway's shadow process has scored every queued copy (bounded)."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=f"http://{HOST}:{port}", headers={"authorization": f"Bearer {TOKEN}"}) as admin:
+        while time.monotonic() < deadline:
+            if admin.get("/admin/status", timeout=30).json()["inference"]["shadow_queued"] == 0:
+                time.sleep(0.5)  # the last batch sent is being scored
+                return
+            time.sleep(0.2)
 
 
 def switch_under_load(
@@ -451,10 +473,14 @@ def switch_under_load(
     return note
 
 
-def report(table: dict[tuple[str, int], LoadResult], notes: list[str], args: argparse.Namespace) -> None:
+def report(
+    table: dict[tuple[str, int], LoadResult], notes: list[str], args: argparse.Namespace, loads: list[float]
+) -> None:
+    spread = (f"load average {min(loads):.1f}-{max(loads):.1f} (median {statistics.median(loads):.1f}) during "
+              "the measurements" if loads else "")
     print(
-        f"\nmedians of {args.repeats} runs x {args.duration:g}s, one-row requests, wrk -t1, on {HOST}; "
-        f"{os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f} (other processes skew the figures)"
+        f"\nmedians of {args.repeats} rounds x {args.duration:g}s (scenarios interleaved), one-row requests, wrk -t1, "
+        f"on {HOST}; {os.cpu_count()} cores, {spread} (other processes skew the figures)"
     )
     print(
         f"{'scenario':<16} {'conn':>4} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'failed':>7}"
@@ -478,10 +504,11 @@ def report(table: dict[tuple[str, int], LoadResult], notes: list[str], args: arg
     def cost(a: tuple[str, int], b: tuple[str, int]) -> str:
         return f"{1 - table[a].rps / table[b].rps:.1%}" if a in table and b in table else "n/a"
 
-    print(f"  logging cost (canary+log vs canary,nolog): {cost(('canary+log', 16), ('canary,nolog', 16))} of throughput")
-    print(f"  splitting cost (canary,nolog vs champion,nolog): {cost(('canary,nolog', 16), ('champion,nolog', 16))}")
-    print(f"  logging + splitting (canary+log vs champion,nolog): {cost(('canary+log', 16), ('champion,nolog', 16))}"
+    print(f"  logging cost (canary+log vs canary,nolog): {cost(('canary+log', 16), ('canary,nolog', 16))} of throughput"
           " (target <= 5%)")
+    print(f"  splitting cost (canary,nolog vs champion,nolog): {cost(('canary,nolog', 16), ('champion,nolog', 16))}"
+          " (target <= 5%)")
+    print(f"  logging + splitting (canary+log vs champion,nolog): {cost(('canary+log', 16), ('champion,nolog', 16))}")
     if ("shadow+log", 16) in table and ("champion+log", 16) in table:
         rise = table[("shadow+log", 16)].p99_ms / table[("champion+log", 16)].p99_ms - 1
         print(f"  shadow p99 rise over champion-only: {rise:+.1%} (target <= 10%)")

@@ -59,6 +59,45 @@ def prepare_features(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     return pd.DataFrame(prepared, index=frame.index)
 
 
+def feature_dtypes(spec: ModelSpec) -> dict[str, np.dtype]:
+    """The dtype ``prepare_features`` gives each feature: float64 for numbers, object otherwise."""
+    return {f.name: np.dtype("float64" if f.is_numeric else "object") for f in spec.features}
+
+
+def prepare_arrays(columns: dict[str, list], spec: ModelSpec) -> dict[str, np.ndarray]:
+    """The values ``prepare_features`` gives, as one numpy array per feature, without building a frame.
+
+    For the gateway's validated columns (numbers as float or None, categories and booleans as
+    text or None) it converts directly, which costs microseconds instead of the milliseconds
+    pandas takes for a few rows; any other column goes through ``prepare_features`` itself, so
+    the result is always the same as ``prepare_features(pd.DataFrame(columns), spec)[name].to_numpy()``.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    other: list[str] = []
+    for feature in spec.features:
+        values = columns.get(feature.name)
+        if values is None:
+            other.append(feature.name)
+        elif feature.is_numeric:
+            if all(v is None or type(v) is float for v in values):
+                arrays[feature.name] = np.array(values, dtype="float64")  # None becomes NaN
+            else:
+                other.append(feature.name)
+        else:
+            plain = (lambda v: v in ("true", "false")) if feature.type is FeatureType.BOOLEAN else (lambda v: type(v) is str)
+            if all(v is None or plain(v) for v in values):
+                array = np.empty(len(values), dtype=object)
+                array[:] = [np.nan if v is None else v for v in values]
+                arrays[feature.name] = array
+            else:
+                other.append(feature.name)
+    if other:
+        frame = prepare_features(pd.DataFrame(columns), spec)
+        for name in other:
+            arrays[name] = frame[name].to_numpy()
+    return arrays
+
+
 def frame_sha256(frame: pd.DataFrame) -> str:
     """Content hash of a frame: same rows and columns, same hash, whatever file format they came from."""
     digest = hashlib.sha256()

@@ -94,6 +94,9 @@ def _latency(challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan) -
         f"p95 latency ratio {ratio.ratio:.2f} (95% CI [{ratio.ci_low:.2f}, {ratio.ci_high:.2f}], "
         f"limit {plan.max_p95_latency_factor:g})"
     )
+    increase = float(np.percentile(challenger.latencies_ms, 95) - np.percentile(champion.latencies_ms, 95))
+    if increase < plan.min_p95_latency_increase_ms:  # sub-millisecond answers: a ratio of jitter
+        return "ok", f"{text}; p95 only {increase:+.2f} ms apart (below {plan.min_p95_latency_increase_ms:g} ms)"
     if ratio.ci_low > plan.max_p95_latency_factor:
         return "breach", text
     if ratio.ratio > plan.max_p95_latency_factor:

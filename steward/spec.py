@@ -175,6 +175,9 @@ class CanaryPlan(_Strict):
     max_hold_seconds: float = Field(default=3600.0, gt=0)
     max_error_rate_increase: float = Field(default=0.01, ge=0, description="Tolerated rise of the 5xx share.")
     max_p95_latency_factor: float = Field(default=1.5, ge=1, description="Challenger p95 / champion p95 limit.")
+    min_p95_latency_increase_ms: float = Field(
+        default=2.0, ge=0, description="A slower p95 is a breach only when it is also this many ms slower."
+    )
     max_accuracy_drop: float = Field(default=0.02, ge=0, description="On labelled traffic, in metric units.")
     min_labelled: int = Field(default=100, ge=1, description="Labelled predictions per arm before accuracy counts.")
     max_score_ks: float = Field(

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from steward.history import CHALLENGER, CHAMPION
 
-
 #: Replayed traffic (admin only): the gateway logs this time instead of the arrival time.
 EVENT_TIME_HEADER = "x-steward-event-time"
 

@@ -1,7 +1,9 @@
 """The gateway's request handling: predict, feedback and admin, independent of the web framework.
 
-Handlers run on the event loop and never block it: models score on the inference worker
-thread, the log is written by the writer thread, and registry calls go to a thread pool.
+Handlers run on the event loop and never block it on I/O: models score on the loop in
+batches (``LoopBatcher``, a fraction of a millisecond per batch with compiled pipelines), the
+log is written by the writer thread, shadow copies are scored and logged by the shadow
+process, and registry calls go to a thread pool.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import random
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from steward.serving.config import GatewayConfig
-from steward.serving.inference import InferenceWorker, Job, LoopBatcher
+from steward.serving.inference import LoopBatcher
 from steward.serving.metrics import GatewayMetrics
 from steward.serving.pool import Deployment, LoadedArm, ModelPool, Poller, Scored
 from steward.serving.ratelimit import RateLimiter
 from steward.serving.schema import Payload, Problem, RequestError, parse_payload, select_rows
-from steward.serving.shadow import ShadowProcess
+from steward.serving.shadow import ShadowCopy, ShadowLogSettings, ShadowProcess, ShadowSummary, ShadowWorker
 from steward.store import (
     LabelBatch,
     LogMode,
@@ -59,7 +61,7 @@ log = logging.getLogger(__name__)
 
 FORCE_ARM_HEADER = "x-steward-arm"
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-MAX_SHADOW_BACKLOG = 20_000  # queued shadow jobs beyond which copies are skipped and counted
+MAX_SHADOW_BACKLOG = 20_000  # queued shadow copies beyond which copies are skipped and counted
 UNKNOWN_MODEL = "(unknown)"
 
 
@@ -100,8 +102,9 @@ class Gateway:
         self.writer: LogWriter | None = None
         self.batcher = LoopBatcher()
         self.shadow_process = ShadowProcess()
-        self.shadow_worker = InferenceWorker(
-            "shadow", collect_seconds=config.shadow_collect_seconds, scorer=self.shadow_process.score
+        self.shadow_worker = ShadowWorker(
+            self.shadow_process, collect_seconds=config.shadow_collect_seconds, report=self._shadow_scored,
+            failed=self._shadow_failed,
         )
         self.metrics = GatewayMetrics(self._log_stats)
         self.limiter = RateLimiter(config.rate_limit, config.burst) if config.rate_limit else None
@@ -125,6 +128,10 @@ class Gateway:
             self.config.log_mode, flush_interval=self.config.flush_interval,
             max_pending=self.config.max_log_queue, wal_dir=self.config.wal_dir,
         ).start()
+        self.shadow_process.settings = ShadowLogSettings(
+            self.store.uri, self.config.log_mode, self.config.flush_interval, self.config.max_log_queue,
+            str(self.writer.wal_dir) if self.writer.wal_dir is not None else None, self.config.max_batch_rows,
+        )
         self.shadow_worker.start()
         self.pool = ModelPool(
             self.registry, self.config.models, out_of_range=self.config.out_of_range,
@@ -144,15 +151,19 @@ class Gateway:
         self.shadow_process.close()
         if self.writer is not None:
             self.writer.close()
-            stats = self.writer.stats()
+            stats = self._log_stats()
             log.info("gateway stopped; prediction log flushed (%d rows written, %d dropped)",
                      stats.written_rows, stats.dropped,
                      extra={"event": "gateway_stopped", "written_rows": stats.written_rows, "dropped": stats.dropped})
 
     def _log_stats(self) -> WriterStats:
+        """The log writer's counters, with the shadow process's (it writes the shadow copies) added."""
         if self.writer is None:
             return WriterStats(self.config.log_mode, 0, 0, 0, 0, 0, 0, None, None)
-        return self.writer.stats()
+        stats = self.writer.stats()
+        shadow = self.shadow_process
+        return replace(stats, pending=stats.pending + shadow.log_pending, dropped=stats.dropped + shadow.log_dropped,
+                       written_rows=stats.written_rows + shadow.log_written)
 
     # ------------------------------------------------------------------ predict
     async def predict(self, name: str, request: Request) -> Response:
@@ -166,7 +177,8 @@ class Gateway:
                 wait = self.limiter.acquire(self._client(request), time.monotonic())
                 if wait:
                     raise _RateLimited(wait)
-            payload = parse_payload(await self._body(request), max_rows=self.config.max_batch_rows)
+            body = await self._raw_body(request)
+            payload = parse_payload(self._json_body(body), max_rows=self.config.max_batch_rows)
             groups, allowed_extra, entities = self._route(deployment, payload, request)
             jobs = [self._validated_job(deployment, route, rows, payload, allowed_extra) for route, rows in groups]
         except RequestError as error:
@@ -189,15 +201,16 @@ class Gateway:
             self._count(name, arm.version, route.answer.value, "200" if ok else "500", latency_ms / 1000)
             if ok:
                 self._observe(name, arm, route.answer, result, served=True)
-            record = prediction_batch(
-                request_id, time_ns, name, arm.version, route.answer.value, served=True,
-                status="ok" if ok else "error", rows=rows, features=columns, numeric=arm.schema.numeric_names,
-                predictions=result.labels if ok else None, scores=result.scores if ok else None,
-                latency_ms=latency_ms, entities=[entities[i] for i in rows] if entities else None,
-            )
-            acks.append(self._log(record, loop))
+            if self.config.log_mode is not LogMode.OFF:
+                record = prediction_batch(
+                    request_id, time_ns, name, arm.version, route.answer.value, served=True,
+                    status="ok" if ok else "error", rows=rows, features=columns, numeric=arm.schema.numeric_names,
+                    predictions=result.labels if ok else None, scores=result.scores if ok else None,
+                    latency_ms=latency_ms, entities=[entities[i] for i in rows] if entities else None,
+                )
+                acks.append(self._log(record, loop))
             if ok and route.shadow is not None:
-                self._shadow(deployment, request_id, time_ns, payload, allowed_extra, entities)
+                self._shadow(deployment, request_id, time_ns, body, allowed_extra, entities)
         if self.config.log_mode is LogMode.DURABLE:
             logged = await asyncio.gather(*acks)
             if not all(logged):
@@ -228,6 +241,9 @@ class Gateway:
         return request.client.host if request.client else "unknown"
 
     async def _body(self, request: Request) -> Any:
+        return self._json_body(await self._raw_body(request))
+
+    async def _raw_body(self, request: Request) -> bytes:
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -235,6 +251,10 @@ class Gateway:
         body = await request.body()
         if len(body) > limit:
             raise RequestError(413, f"the body has {len(body)} bytes; the limit is {limit}: send fewer rows per request")
+        return body
+
+    @staticmethod
+    def _json_body(body: bytes) -> Any:
         try:
             return json.loads(body)
         except ValueError as error:
@@ -253,14 +273,18 @@ class Gateway:
         key = plan.key if plan.mode is TrafficMode.AB else None
         allowed = frozenset({key.name}) if key is not None and key.source == "field" else frozenset()
 
+        # The logged entity is the unit the plan assigns by: under an A/B plan its sticky key
+        # (and nothing else: a request without it goes to the champion with a null entity, so
+        # A/B analyses leave it out), otherwise the spec's entity column.
         entities: list[str | None] | None = None
-        entity_column = spec.entity_column if spec.entity_column in payload.columns else None
-        if key is not None and key.source == "field" and key.name in payload.columns:
-            entity_column = key.name
-        if entity_column is not None:
-            entities = [None if v is None else str(v) for v in payload.columns[entity_column]]
-        elif key is not None and key.source == "header" and request.headers.get(key.name) is not None:
-            entities = [request.headers[key.name]] * payload.rows
+        if key is not None and key.source == "header":
+            header = request.headers.get(key.name)
+            if header is not None:
+                entities = [header] * payload.rows
+        else:
+            column = key.name if key is not None else spec.entity_column
+            if column is not None and column in payload.columns:
+                entities = [None if v is None else str(v) for v in payload.columns[column]]
 
         forced = request.headers.get(FORCE_ARM_HEADER)
         if forced is not None:
@@ -290,37 +314,46 @@ class Gateway:
         return arm, arm.schema.validate(part, allowed_extra=allowed, row_numbers=rows), rows
 
     def _shadow(
-        self, deployment: Deployment, request_id: str, time_ns: int, payload: Payload,
+        self, deployment: Deployment, request_id: str, time_ns: int, body: bytes,
         allowed: frozenset[str], entities: list[str | None] | None,
     ) -> None:
+        """Queue a copy of the request for the challenger: everything else happens in the shadow process."""
         challenger = deployment.challenger
         if challenger is None:
             return
         if self.shadow_worker.depth >= MAX_SHADOW_BACKLOG:  # the copies are optional; memory is not
             self.metrics.shadow_skipped.labels(deployment.model, "backlog").inc()
             return
-        try:
-            columns = challenger.schema.validate(payload, allowed_extra=allowed)
-        except RequestError:
-            self.metrics.shadow_skipped.labels(deployment.model, "invalid_for_challenger").inc()
-            return
-        started = time.perf_counter()
-        rows = list(range(payload.rows))
+        self.shadow_worker.submit(challenger, ShadowCopy(
+            request_id, time_ns, body, tuple(allowed), tuple(entities) if entities is not None else None,
+            time.monotonic(),
+        ))
 
-        def done(result: Scored | BaseException) -> None:
-            ok = not isinstance(result, BaseException)
-            if ok:
-                self._observe(deployment.model, challenger, Arm.CHALLENGER, result, served=False)
-            else:
-                self.metrics.shadow_skipped.labels(deployment.model, "model_error").inc()
+    def _shadow_scored(self, arm: LoadedArm, summary: ShadowSummary) -> None:
+        """Metrics of a batch of copies the shadow process scored and logged (shadow thread)."""
+        if summary.rows or summary.scores:
+            self._observe_rows(arm.model, arm, Arm.CHALLENGER, summary.rows, summary.scores, served=False)
+        if summary.refused:
+            self.metrics.shadow_skipped.labels(arm.model, "invalid_for_challenger").inc(summary.refused)
+        if summary.failed:
+            self.metrics.shadow_skipped.labels(arm.model, "model_error").inc(summary.failed)
+
+    def _shadow_failed(self, arm: LoadedArm, copies: list[ShadowCopy], error: BaseException) -> None:
+        """The shadow process could not take a batch: log its copies as failed, as if the model had."""
+        for copy in copies:
+            try:
+                payload = parse_payload(json.loads(copy.body), max_rows=self.config.max_batch_rows)
+                columns = arm.schema.validate(payload, allowed_extra=frozenset(copy.allowed))
+            except (RequestError, ValueError, RecursionError):
+                self.metrics.shadow_skipped.labels(arm.model, "invalid_for_challenger").inc()
+                continue
+            self.metrics.shadow_skipped.labels(arm.model, "model_error").inc()
             self._log(prediction_batch(
-                request_id, time_ns, deployment.model, challenger.version, Arm.CHALLENGER.value, served=False,
-                status="ok" if ok else "error", rows=rows, features=columns, numeric=challenger.schema.numeric_names,
-                predictions=result.labels if ok else None, scores=result.scores if ok else None,
-                latency_ms=(time.perf_counter() - started) * 1000, entities=entities,
+                copy.request_id, copy.time_ns, arm.model, arm.version, Arm.CHALLENGER.value, served=False,
+                status="error", rows=range(payload.rows), features=columns, numeric=arm.schema.numeric_names,
+                predictions=None, scores=None, latency_ms=(time.monotonic() - copy.submitted) * 1000,
+                entities=copy.entities,
             ), None)
-
-        self.shadow_worker.submit(Job(challenger, columns, payload.rows, done))
 
     def _answer(
         self, name: str, request_id: str, n: int, jobs: list[tuple[LoadedArm, Any, list[int]]],
@@ -369,6 +402,11 @@ class Gateway:
             self.metrics.latency.labels(label, version, arm).observe(seconds)
 
     def _observe(self, model: str, arm: LoadedArm, which: Arm, scored: Scored, *, served: bool) -> None:
+        self._observe_rows(model, arm, which, len(scored.predictions), scored.scores, served=served)
+
+    def _observe_rows(
+        self, model: str, arm: LoadedArm, which: Arm, rows: int, scores: list[float] | None, *, served: bool
+    ) -> None:
         # The labelled children are cached: ``labels()`` takes the metric's lock, and the shadow
         # thread and the event loop contending for it cost a fifth of the throughput in shadow mode.
         key = (model, arm.version, which.value, served)
@@ -379,10 +417,10 @@ class Gateway:
                 self.metrics.rows.labels(model, arm.version, which.value, flag),
                 self.metrics.scores.labels(model, arm.version, which.value, flag),
             )
-        rows, histogram = children
-        rows.inc(len(scored.predictions))
-        if scored.scores is not None:
-            for score in scored.scores:
+        counter, histogram = children
+        counter.inc(rows)
+        if scores is not None:
+            for score in scores:
                 histogram.observe(score)
 
     def _log(self, record: PredictionBatch | LabelBatch, loop: asyncio.AbstractEventLoop | None) -> Any:

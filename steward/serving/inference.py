@@ -1,18 +1,21 @@
 """Micro-batching inference: requests that arrive together are scored in one model call.
 
-A scikit-learn pipeline plus ``prepare_features`` costs about the same for one row as for a
-few hundred (on the benchmark model ~9 ms either way), so jobs are grouped by model version
-and each group is scored with one call.
+A model call has a fixed cost whatever its rows, so jobs are grouped by model version and each
+group is scored with one call. Through scikit-learn that cost was ~6.7 ms on the benchmark's
+20-feature logistic regression (3.4 ms ``prepare_features``, 3.3 ms ``Pipeline.predict_proba``),
+for one row or three hundred; with the version's pipeline compiled (``fastpath``) it is
+~0.15-0.2 ms for 1-16 rows, and a batch holding both arms of a canary costs ~0.08 ms more than
+a batch for one (it was ~5 ms: a second model call). Versions with the same features share
+one ``ModelInput`` (the rows prepared once, as numpy arrays and, when needed, as a frame).
 
 The request path uses ``LoopBatcher``: scoring runs on the event loop itself. While a batch
 is scored, new requests wait in the socket buffers; afterwards the loop reads all of them and
-they form the next batch. One connection gets no added wait (a lone job is scored as soon as
-the loop is idle). Scoring in a worker thread instead was measured slower: the loop and the
-worker then fight for the GIL and batches come out smaller.
+they form the next batch (about 16 requests at 16 connections). One connection gets no added
+wait (a lone job is scored as soon as the loop is idle). Scoring in a worker thread instead was
+measured slower: the loop and the worker then fight for the GIL and batches come out smaller.
 
-Shadow copies use ``InferenceWorker``, a thread that gathers jobs for ``collect_seconds`` and
-hands each batch to a child process (``steward.serving.shadow``), so the challenger runs
-rarely, on large batches, and off the GIL the request path needs.
+Shadow copies are not scored here but in the shadow process (``steward.serving.shadow``),
+which uses ``score_jobs`` on its own batches.
 """
 
 from __future__ import annotations
@@ -20,9 +23,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import queue
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,86 +38,6 @@ class Job:
     columns: dict[str, list[Any]]
     rows: int
     done: Callable[[Scored | BaseException], None]
-
-
-_STOP = object()
-
-
-class InferenceWorker:
-    """One thread scoring queued jobs in batches; ``max_rows`` bounds a batch."""
-
-    def __init__(
-        self, name: str, *, collect_seconds: float = 0.0, max_rows: int = 4096,
-        scorer: Callable[[list[Job]], int] | None = None,
-    ) -> None:
-        self.name = name
-        self.scorer = scorer or score_jobs
-        self.collect_seconds = collect_seconds
-        self.max_rows = max_rows
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self.batches = 0
-        self.jobs = 0
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"steward-{self.name}", daemon=True)
-        self._thread.start()
-
-    def submit(self, job: Job) -> None:
-        self._queue.put(job)
-
-    @property
-    def depth(self) -> int:
-        return self._queue.qsize()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Score every job already queued, then end the thread."""
-        if self._thread is None:
-            return
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        self._thread = None
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            jobs = [first]
-            rows = first.rows
-            if self.collect_seconds:
-                # Sleep through the window instead of waking for every job: each wake-up takes the
-                # GIL from the event loop, and at 1000 jobs/s those hand-overs doubled the
-                # champion's p99 in shadow mode.
-                time.sleep(self.collect_seconds)
-            while not stopping and rows < self.max_rows:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is _STOP:
-                    stopping = True
-                    break
-                jobs.append(job)
-                rows += job.rows
-            self._score(jobs)
-        while True:  # drain what arrived before the stop marker was read
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not _STOP:
-                self._score([job])
-
-    def _score(self, jobs: list[Job]) -> None:
-        try:
-            self.batches += self.scorer(jobs)
-        except Exception as error:  # the worker outlives any scoring failure
-            log.exception("%s worker failed to score a batch", self.name)
-            for job in jobs:
-                _deliver(job, error)
-        self.jobs += len(jobs)
 
 
 class LoopBatcher:
@@ -172,7 +92,7 @@ def score_jobs(jobs: list[Job]) -> int:
         by_arm.setdefault(id(job.arm), []).append(job)
     by_schema: dict[Any, list[list[Job]]] = {}
     for group in by_arm.values():
-        by_schema.setdefault(group[0].arm.spec.features, []).append(group)
+        by_schema.setdefault(group[0].arm.feature_key, []).append(group)
     for groups in by_schema.values():
         try:
             _score_groups(groups)
@@ -200,7 +120,7 @@ def _score_groups(groups: list[list[Job]]) -> None:
     offset = 0
     for group in groups:
         rows = sum(job.rows for job in group)
-        part = prepared if len(groups) == 1 else prepared.iloc[offset:offset + rows]
+        part = prepared.rows(offset, offset + rows)
         scored = group[0].arm.predict(part)
         start = 0
         for job in group:

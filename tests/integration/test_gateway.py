@@ -14,6 +14,7 @@ import pytest
 
 from steward.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.store import PredictionStore, join_labels
+from steward.traffic import sticky_arm
 
 pytestmark = pytest.mark.slow
 
@@ -151,6 +152,43 @@ def test_ab_assignment_is_sticky_by_field_and_by_header(start_gateway, two_versi
     assert {next(iter(a)) for a in by_customer.values()} == {CHAMPION, CHALLENGER}
 
 
+def test_ab_by_header_assigns_by_the_header_even_when_the_payload_carries_the_entity_column(
+    start_gateway, two_versions, example_frame
+):
+    name, _, _ = two_versions
+    gateway = start_gateway([name])
+    set_plan(gateway, name, {"mode": "ab", "challenger_percent": 50, "sticky_key": "header:X-Customer", "salt": "s1"})
+    records = rows_of(example_frame, 12, with_entity=True)  # each row has its own entity_id
+    customers = [f"customer-{i}" for i in range(16)]
+    expected = {c: str(sticky_arm(c, 50, "s1")) for c in customers}
+    assert set(expected.values()) == {CHAMPION, CHALLENGER}
+    with gateway.client() as client:
+        answers = {
+            customer: [client.post(f"/v1/models/{name}/predict", json={"dataframe_records": [record]},
+                                   headers={"x-customer": customer}).json() for record in records[:4]]
+            for customer in customers
+        }
+        one_entity = [client.post(f"/v1/models/{name}/predict", json={"dataframe_records": [records[0]]},
+                                  headers={"x-customer": customer}).json()["arm"] for customer in customers]
+        many_rows = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": records},
+                                headers={"x-customer": customers[0]}).json()
+        no_header = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": records[:3]}).json()
+    # Different entity_id values, one customer: one arm, the header's.
+    assert {c: {a["arm"] for a in answers[c]} for c in customers} == {c: {expected[c]} for c in customers}
+    # One entity_id, different customers: the arms follow the customers.
+    assert one_entity == [expected[c] for c in customers]
+    assert many_rows["arm"] == expected[customers[0]] and many_rows["predictions"]
+    assert no_header["arm"] == CHAMPION  # no key: the champion, logged without an entity
+    gateway.stop()
+    log = PredictionStore(gateway.store_uri).read_predictions(name, *log_window())
+    entities = log.set_index("request_id")["entity"]
+    for customer in customers:  # the logged entity is the unit of assignment: the header
+        for answer in answers[customer]:
+            assert entities.loc[[answer["request_id"]]].tolist() == [customer]
+    assert entities.loc[[many_rows["request_id"]]].tolist() == [customers[0]] * len(records)
+    assert entities.loc[[no_header["request_id"]]].isna().all()
+
+
 def test_shadow_logs_both_arms_and_answers_with_the_champion(start_gateway, two_versions, example_frame):
     name, champion, challenger = two_versions
     gateway = start_gateway([name], shadow_collect_seconds=0.01)
@@ -164,6 +202,7 @@ def test_shadow_logs_both_arms_and_answers_with_the_champion(start_gateway, two_
     served, shadow = log[log["served"]], log[~log["served"]]
     assert set(served["version"]) == {champion} and set(shadow["version"]) == {challenger}
     assert set(shadow["arm"]) == {CHALLENGER}
+    assert set(shadow["status"]) == {"ok"} and shadow["score"].notna().all()  # scored, not logged as failed
     assert sorted(served["request_id"]) == sorted(shadow["request_id"]) == sorted(a["request_id"] for a in answers
                                                                                  for _ in range(2))
 

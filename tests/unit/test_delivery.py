@@ -101,3 +101,10 @@ def test_ab_fixed_design_waits_for_its_planned_size():
 def test_ab_needs_outcomes():
     with pytest.raises(ValueError, match="labels arrive"):
         analyse_ab_test([], [1, 0], AB, assigned=(0, 2), planned_shares=(0.5, 0.5), binary=True)
+
+
+def test_a_slower_p95_of_sub_millisecond_answers_is_not_a_breach():
+    """2.5x of 0.4 ms is jitter, not a slower model: the increase must also exceed min_p95_latency_increase_ms."""
+    decision = decide_canary_step(arm(latency=1.0), arm(latency=0.4), CanaryPlan(), elapsed_seconds=600)
+    assert decision.action is StepAction.ADVANCE, decision.reason
+    assert any("ms apart" in finding for finding in decision.findings)

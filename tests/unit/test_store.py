@@ -217,3 +217,30 @@ def test_wal_lines_round_trip(store):
     document = json.loads(_batch_to_json(record))
     assert document["kind"] == "predictions" and document["numeric"] == ["age"]
     assert _batch_from_json(_batch_to_json(record)) == record
+
+
+def test_wal_lines_from_before_the_flat_feature_layout_still_replay():
+    record = batch("r1", DAY)
+    document = json.loads(_batch_to_json(record))
+    document["features"] = [["age", [30.0, 31.0]], ["region", ["north", "north"]]]
+    del document["feature_names"], document["feature_values"]
+    assert _batch_from_json(json.dumps(document)) == record
+
+
+def test_one_part_holds_batches_of_any_size_and_features_in_order(store):
+    """One-row batches with the same features take a quick path; mixed ones the general one: same rows."""
+    single = [batch(f"s{i}", DAY, rows=1, features={"age": [40.0 + i], "region": [None if i % 2 else "east"]})
+              for i in range(4)]
+    mixed = [batch("t", DAY, rows=1), batch("m", DAY, rows=3), batch("x", DAY, rows=1, features={"region": ["west"], "note": ["new"]})]
+    for flush, batches in enumerate((single, mixed)):
+        written = store.write_batches(batches, f"flush-{flush}")
+        assert written == sum(b.size for b in batches)
+    log = store.read_predictions("m", DAY - timedelta(hours=1), DAY + timedelta(hours=1))
+    rows = log.set_index(["request_id", "row"]).sort_index()
+    assert rows.loc[("s1", 0), "age"] == 41.0 and pd.isna(rows.loc[("s1", 0), "region"])
+    assert rows.loc[("m", 2), "age"] == 32.0 and rows.loc[("m", 2), "region"] == "north"
+    assert rows.loc[("x", 0), "region"] == "west" and pd.isna(rows.loc[("x", 0), "age"])
+    assert rows.loc[("x", 0), "note"] == "new" and pd.isna(rows.loc[("m", 0), "note"])
+    assert len(log) == 4 + 1 + 3 + 1 and set(log["entity"].dropna()) == {"cust-0", "cust-1", "cust-2"}
+    with pytest.raises(ValueError, match="one value per row"):
+        batch("bad", DAY, rows=2, features={"age": [1.0], "region": ["a", "b"]})
