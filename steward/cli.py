@@ -784,8 +784,9 @@ def demo(
     """
     import shutil
 
+    from flows.demo import run_demo
     from steward import stack
-    from steward.demo import DemoConfig, DemoError, run_demo
+    from steward.demo import DemoConfig, DemoError
 
     target = (home or DEMO_HOME).resolve()
     if home is None and target.exists():

@@ -39,13 +39,15 @@ class AuditEntry:
     details: dict[str, str] = field(default_factory=dict)
     sequence: int = 0
 
+    def move(self) -> str:
+        """What moved: ``champion: v1 -> v2`` for an alias, else the version concerned."""
+        if self.alias:
+            return f"{self.alias}: {_v(self.from_version)} -> {_v(self.to_version)}"
+        return f"v{self.to_version}" if self.to_version else ""
+
     def describe(self) -> str:
         when = self.time.strftime("%Y-%m-%d %H:%M:%S")
-        if self.alias:
-            move = f"{self.alias}: {_v(self.from_version)} -> {_v(self.to_version)}"
-        else:
-            move = f"v{self.to_version}" if self.to_version else ""
-        return f"{when}  {self.kind.value:<12} {move:<28} by {self.actor}: {self.reason}"
+        return f"{when}  {self.kind.value:<12} {self.move():<28} by {self.actor}: {self.reason}"
 
 
 def _v(version: str | None) -> str:
