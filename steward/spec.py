@@ -178,6 +178,11 @@ class CanaryPlan(_Strict):
     min_p95_latency_increase_ms: float = Field(
         default=2.0, ge=0, description="A slower p95 is a breach only when it is also this many ms slower."
     )
+    min_p95_latency_increase_across_windows_ms: float = Field(
+        default=10.0, ge=0,
+        description="The same when the champion is judged on an earlier window (a canary's 100% step, the "
+                    "blue-green watch), where machine load changes between the windows; the larger of the two counts.",
+    )
     max_accuracy_drop: float = Field(default=0.02, ge=0, description="On labelled traffic, in metric units.")
     min_labelled: int = Field(default=100, ge=1, description="Labelled predictions per arm before accuracy counts.")
     max_score_ks: float = Field(

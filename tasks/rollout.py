@@ -258,7 +258,8 @@ def analyse_step(
     evidence = arm_evidence(predictions, spec, versions=arms, labelled=labelled)
     if baseline is not None:
         evidence[CHAMPION] = baseline
-    decision = decide_canary_step(evidence[CHALLENGER], evidence[CHAMPION], plan, elapsed_seconds=elapsed)
+    decision = decide_canary_step(evidence[CHALLENGER], evidence[CHAMPION], plan, elapsed_seconds=elapsed,
+                                  across_windows=baseline is not None)
     return StepAnalysis(decision, evidence, now, baseline is not None)
 
 

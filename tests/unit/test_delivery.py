@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steward.delivery import ArmEvidence, StepAction, analyse_ab_test, decide_canary_step
+from steward.delivery import ArmEvidence, StepAction, analyse_ab_test, decide_canary_step, latency_floor_ms
 from steward.spec import ABTestSpec, CanaryPlan
 
 PLAN = CanaryPlan(min_requests_per_arm=200, min_step_seconds=60, max_hold_seconds=600, min_labelled=100)
@@ -108,3 +108,46 @@ def test_a_slower_p95_of_sub_millisecond_answers_is_not_a_breach():
     decision = decide_canary_step(arm(latency=1.0), arm(latency=0.4), CanaryPlan(), elapsed_seconds=600)
     assert decision.action is StepAction.ADVANCE, decision.reason
     assert any("ms apart" in finding for finding in decision.findings)
+
+
+WATCH = CanaryPlan(min_requests_per_arm=30, min_step_seconds=2, max_hold_seconds=60)  # as the flow tests' watch
+
+
+@pytest.mark.parametrize("across_windows", [False, True])
+def test_jitter_of_sub_millisecond_p95s_does_not_roll_back(across_windows):
+    """0.3 ms against 0.8 ms: a ratio of 2.7 (as in the flaky blue-green failure), but half a millisecond."""
+    decision = decide_canary_step(arm(latency=0.8), arm(latency=0.3), WATCH, elapsed_seconds=10,
+                                  across_windows=across_windows)
+    assert decision.action is StepAction.ADVANCE, decision.reason
+    [latency] = [f for f in decision.findings if "p95 latency" in f]
+    assert "ms apart" in latency, latency
+
+
+def test_a_load_change_between_windows_is_not_a_breach_but_the_same_gap_in_one_window_is():
+    """Measured in a blue-green watch: the good candidate at p95 4.9 ms after the switch, the champion at 1.3 ms before.
+
+    Within one window (both arms under the same load) that gap is a slower model; across windows it is
+    within what the machine's load moves, so it needs min_p95_latency_increase_across_windows_ms.
+    """
+    challenger, champion = arm(latency=3.6), arm(latency=1.0)
+    same = decide_canary_step(challenger, champion, WATCH, elapsed_seconds=10)
+    assert same.action is StepAction.ROLLBACK and "p95 latency" in same.reason
+    across = decide_canary_step(challenger, champion, WATCH, elapsed_seconds=10, across_windows=True)
+    assert across.action is StepAction.ADVANCE, across.reason
+    assert any("below 10 ms across windows" in f for f in across.findings)
+
+
+@pytest.mark.parametrize("across_windows", [False, True])
+def test_a_genuinely_slower_candidate_still_rolls_back(across_windows):
+    """+20 ms on a sub-millisecond champion (the slow forest added 22-32 ms through the gateway)."""
+    decision = decide_canary_step(arm(latency=16.0), arm(latency=0.5), WATCH, elapsed_seconds=10,
+                                  across_windows=across_windows)
+    assert decision.action is StepAction.ROLLBACK, decision.reason
+    assert "p95 latency ratio" in decision.reason and "ms)" in decision.reason
+
+
+def test_the_floor_across_windows_is_never_below_the_floor_in_one_window():
+    plan = CanaryPlan(min_p95_latency_increase_ms=15, min_p95_latency_increase_across_windows_ms=5)
+    assert latency_floor_ms(plan, across_windows=True) == 15
+    assert latency_floor_ms(CanaryPlan(), across_windows=True) == 10
+    assert latency_floor_ms(CanaryPlan(), across_windows=False) == 2
