@@ -335,6 +335,9 @@ def serve(
     rate_limit: Annotated[float | None, typer.Option(help="Predict requests/s per client (default: off).")] = None,
     rate_burst: Annotated[int | None, typer.Option(help="Rate-limit bucket size (default: 2x the rate).")] = None,
     out_of_range: Annotated[str, typer.Option(help="Values outside a feature's range: reject or allow.")] = "reject",
+    shadow_inline_max_ms: Annotated[float, typer.Option(
+        help="Shadow copies of a challenger whose 16-row model call takes at most this long are scored on the "
+             "event loop; a slower one's in the shadow process (0: always there).")] = 0.5,
     log_level: Annotated[str, typer.Option(help="JSON log level.")] = "info",
     home: HomeOption = None,
 ) -> None:
@@ -349,7 +352,8 @@ def serve(
         config = GatewayConfig(
             models=tuple(models), poll_interval=poll_interval, log_mode=log_mode, flush_interval=flush_interval,
             wal_dir=wal_dir, store_uri=store_uri, max_batch_rows=max_batch_rows, rate_limit=rate_limit,
-            rate_burst=rate_burst, out_of_range=out_of_range, admin_token=settings.admin_token,
+            rate_burst=rate_burst, out_of_range=out_of_range, shadow_inline_max_ms=shadow_inline_max_ms,
+            admin_token=settings.admin_token,
         )
     except ValidationError as error:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))

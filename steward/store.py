@@ -59,7 +59,7 @@ LABELS = "labels"
 FEATURE_PREFIX = "f_"
 WAL_FOLDER = "_wal"
 CONVERT_SECONDS = 0.1
-STAGE_RECORDS = 256  # batched mode: records the submitting thread converts to Arrow at once
+STAGE_ROWS = 512  # batched mode: rows the submitting thread converts to Arrow at once (~0.6 ms)
 
 Ack = Callable[[BaseException | None], None]
 
@@ -75,36 +75,76 @@ class StoreError(RuntimeError):
 
 
 class PredictionBatch(NamedTuple):
-    """The rows of one request scored by one arm: what the log records about them.
+    """Rows scored by one version's arm: what the log records about them.
+
+    One record may hold the rows of many requests: the gateway writes one record for each
+    group of requests that one model call scored (about 16 at 16 connections), so the log's
+    cost on the request path is paid per model call rather than per request. Per-row fields
+    (request id, position in the request, time, latency, outputs, entity) are tuples of
+    ``size`` values; the rest is shared by every row.
 
     A tuple of plain values on purpose: CPython stops tracking such tuples in the garbage
     collector, so a queue of thousands of records adds nothing to a full collection. Built
     from dicts and lists, the queue made every full collection scan it: 10-30 ms pauses twice
-    a second at 1200 requests/s. The feature values are one flat tuple rather than one tuple
-    per feature: two objects per record instead of forty for twenty features, which the
-    collector and the writer's conversion both pay for at thousands of records a second.
-    Build it with :func:`prediction_batch`.
+    a second at 1200 requests/s. The feature values are one flat tuple, row by row (each row's
+    values in ``feature_names`` order), rather than one tuple per feature: two objects per
+    record instead of forty for twenty features, and the records of a flush become columns by
+    chaining them and taking every n-th value, both in C. Build it with
+    :func:`prediction_rows` or, for the rows of one request, :func:`prediction_batch`.
     """
 
-    request_id: str
-    time_ns: int
     model: str
     version: str
     arm: str
     served: bool  # False for a shadow copy: the client never saw this prediction
     status: str  # "ok", or "error" when the model raised
-    rows: tuple[int, ...]  # positions of these rows in the request
+    request_ids: tuple[str, ...]
+    rows: tuple[int, ...]  # each row's position in its request
+    times_ns: tuple[int, ...]
+    latencies_ms: tuple[float, ...]  # from the request's arrival to its scored result
     feature_names: tuple[str, ...]
-    feature_values: tuple[Any, ...]  # validated values (float/str/None), feature by feature: size values each
+    feature_values: tuple[Any, ...]  # validated values (float/str/None), row by row
     numeric: tuple[str, ...]  # which features are numeric (stored as float64)
     predictions: tuple[str, ...] | None
     scores: tuple[float, ...] | None
-    latency_ms: float
     entities: tuple[str | None, ...] | None = None
 
     @property
     def size(self) -> int:
         return len(self.rows)
+
+
+def prediction_rows(
+    model: str,
+    version: str,
+    arm: str,
+    *,
+    served: bool,
+    status: str,
+    request_ids: Sequence[str],
+    rows: Sequence[int],
+    times_ns: Sequence[int],
+    latencies_ms: Sequence[float],
+    features: Mapping[str, Sequence[Any]],
+    numeric: Iterable[str],
+    predictions: Sequence[str] | None,
+    scores: Sequence[float] | None,
+    entities: Sequence[str | None] | None = None,
+) -> PredictionBatch:
+    """A record of rows from one or more requests; every per-row sequence has one value per row."""
+    size = len(rows)
+    per_row = {"request_ids": request_ids, "times_ns": times_ns, "latencies_ms": latencies_ms,
+               "predictions": predictions, "scores": scores, "entities": entities,
+               **{f"feature {name}": given for name, given in features.items()}}
+    wrong = {name: len(given) for name, given in per_row.items() if given is not None and len(given) != size}
+    if wrong:
+        raise ValueError(f"every per-row field and feature needs one value per row ({size}): {wrong}")
+    values = tuple(itertools.chain.from_iterable(zip(*features.values(), strict=True)))
+    return PredictionBatch(
+        model, version, arm, served, status, tuple(request_ids), tuple(rows), tuple(times_ns), tuple(latencies_ms),
+        tuple(features), values, tuple(numeric), tuple(predictions) if predictions is not None else None,
+        tuple(scores) if scores is not None else None, tuple(entities) if entities is not None else None,
+    )
 
 
 def prediction_batch(
@@ -124,15 +164,15 @@ def prediction_batch(
     latency_ms: float,
     entities: Iterable[str | None] | None = None,
 ) -> PredictionBatch:
+    """A record of the rows of one request (one id, one time, one latency)."""
     rows = tuple(rows)
-    values = tuple(itertools.chain.from_iterable(features.values()))
-    if len(values) != len(rows) * len(features) or len(set(map(len, features.values()))) > 1:
-        raise ValueError(f"every feature needs one value per row ({len(rows)}): "
-                         f"{ {name: len(values) for name, values in features.items()} }")
-    return PredictionBatch(
-        request_id, time_ns, model, version, arm, served, status, rows, tuple(features), values, tuple(numeric),
-        tuple(predictions) if predictions is not None else None, tuple(scores) if scores is not None else None,
-        latency_ms, tuple(entities) if entities is not None else None,
+    size = len(rows)
+    return prediction_rows(
+        model, version, arm, served=served, status=status, request_ids=(request_id,) * size, rows=rows,
+        times_ns=(time_ns,) * size, latencies_ms=(latency_ms,) * size, features=features, numeric=numeric,
+        predictions=tuple(predictions) if predictions is not None else None,
+        scores=tuple(scores) if scores is not None else None,
+        entities=tuple(entities) if entities is not None else None,
     )
 
 
@@ -176,59 +216,54 @@ def label_text(value: Any) -> str:
 def _predictions_table(batches: Sequence[PredictionBatch]) -> pa.Table:
     """One Arrow table of the batches' rows (columns in the log's order, features last).
 
-    Built column by column: the per-request values once per batch, repeated by Arrow for batches
-    of several rows; the per-row values chained in C. This is the log writer's main cost per
-    prediction, paid while the gateway serves, so it avoids a Python step per value where it can.
+    Built column by column: the per-record values once per record, repeated by Arrow; the
+    per-row values chained in C. This is the log writer's main cost per prediction, paid while
+    the gateway serves, so it avoids a Python step per value where it can.
     """
     numeric: set[str] = set()
     for names in {id(batch.numeric): batch.numeric for batch in batches}.values():
         numeric.update(names)
     sizes = [len(batch.rows) for batch in batches]
     repeat = None if all(size == 1 for size in sizes) else pa.array(np.repeat(np.arange(len(batches)), sizes))
+    chain = itertools.chain.from_iterable
 
-    def per_request(values: list[Any], kind: pa.DataType) -> pa.Array:
-        array = pa.array(values, kind)
+    def per_record(field: str, kind: pa.DataType) -> pa.Array:
+        array = pa.array(list(map(operator.attrgetter(field), batches)), kind)
         return array if repeat is None else array.take(repeat)
 
-    def per_row(values: Iterable[Any], kind: pa.DataType) -> pa.Array:
-        return pa.array(list(itertools.chain.from_iterable(values)), kind)
+    def per_row(field: str, kind: pa.DataType) -> pa.Array:
+        return pa.array(list(chain(map(operator.attrgetter(field), batches))), kind)
 
-    def optional(field: str) -> Iterable[tuple[Any, ...]]:
-        given = list(map(operator.attrgetter(field), batches))
-        if repeat is None:  # one row each: the usual case
-            missing = (None,)
-            return [value if value is not None else missing for value in given]
-        return [value if value is not None else (None,) * size for value, size in zip(given, sizes, strict=True)]
+    def optional(field: str, kind: pa.DataType) -> pa.Array:
+        given = map(operator.attrgetter(field), batches)
+        return pa.array(list(chain(value if value is not None else (None,) * size
+                                   for value, size in zip(given, sizes, strict=True))), kind)
 
-    times = per_request([batch.time_ns for batch in batches], pa.int64())
     columns = {
-        "request_id": per_request([batch.request_id for batch in batches], pa.string()),
-        "row": per_row((batch.rows for batch in batches), pa.int32()),
-        "time": times.cast(pa.timestamp("ns", tz="UTC")).cast(pa.timestamp("us", tz="UTC"), safe=False),
-        "version": per_request([batch.version for batch in batches], pa.string()),
-        "arm": per_request([batch.arm for batch in batches], pa.string()),
-        "served": per_request([batch.served for batch in batches], pa.bool_()),
-        "status": per_request([batch.status for batch in batches], pa.string()),
-        "prediction": per_row(optional("predictions"), pa.string()),
-        "score": per_row(optional("scores"), pa.float64()),
-        "latency_ms": per_request([batch.latency_ms for batch in batches], pa.float64()),
-        "entity": per_row(optional("entities"), pa.string()),
+        "request_id": per_row("request_ids", pa.string()),
+        "row": per_row("rows", pa.int32()),
+        "time": per_row("times_ns", pa.int64()).cast(pa.timestamp("ns", tz="UTC")).cast(
+            pa.timestamp("us", tz="UTC"), safe=False),
+        "version": per_record("version", pa.string()),
+        "arm": per_record("arm", pa.string()),
+        "served": per_record("served", pa.bool_()),
+        "status": per_record("status", pa.string()),
+        "prediction": optional("predictions", pa.string()),
+        "score": optional("scores", pa.float64()),
+        "latency_ms": per_row("latencies_ms", pa.float64()),
+        "entity": optional("entities", pa.string()),
     }
-    layouts = {batch.feature_names for batch in batches}
-    if repeat is None and len(layouts) == 1:  # one-row batches with the same features: transpose in C
-        transposed = zip(*[batch.feature_values for batch in batches], strict=True)
-        for name, column in zip(next(iter(layouts)), transposed, strict=True):
-            columns[FEATURE_PREFIX + name] = pa.array(column, pa.float64() if name in numeric else pa.string())
-        return pa.table(columns)
-    ordered = dict.fromkeys(batch.feature_names for batch in batches)  # layouts in order of appearance
-    features: dict[str, list[Any]] = {name: [] for names in ordered for name in names}
-    for batch, size in zip(batches, sizes, strict=True):
-        values = {name: batch.feature_values[i * size:(i + 1) * size] for i, name in enumerate(batch.feature_names)}
-        for name, column in features.items():
-            given = values.get(name)
-            column += given if given is not None else [None] * size
-    for name, column in features.items():
-        columns[FEATURE_PREFIX + name] = pa.array(column, pa.float64() if name in numeric else pa.string())
+    layouts = dict.fromkeys(batch.feature_names for batch in batches)  # in order of appearance
+    if len(layouts) > 1:  # features changed between versions: one table per layout, missing values null
+        tables = [_predictions_table([b for b in batches if b.feature_names == names]) for names in layouts]
+        table = pa.concat_tables(tables, promote_options="default")
+        order = {name: i for i, name in enumerate(columns)}
+        return table.select(sorted(table.column_names, key=lambda n: order.get(n, len(order))))
+    names = next(iter(layouts))
+    flat = list(chain(map(operator.attrgetter("feature_values"), batches)))
+    width = len(names)
+    for i, name in enumerate(names):
+        columns[FEATURE_PREFIX + name] = pa.array(flat[i::width], pa.float64() if name in numeric else pa.string())
     return pa.table(columns)
 
 
@@ -258,8 +293,15 @@ def to_tables(batches: Iterable[Batch]) -> dict[PartKey, pa.Table]:
     """Arrow tables of the batches, one per dataset, model and day."""
     groups: dict[PartKey, list[Batch]] = collections.defaultdict(list)
     for batch in batches:
-        kind = PREDICTIONS if isinstance(batch, PredictionBatch) else LABELS
-        groups[(kind, batch.model, _day(batch.time_ns))].append(batch)
+        if isinstance(batch, LabelBatch):
+            groups[(LABELS, batch.model, _day(batch.time_ns))].append(batch)
+            continue
+        first, last = _day(min(batch.times_ns)), _day(max(batch.times_ns))
+        if first == last:
+            groups[(PREDICTIONS, batch.model, first)].append(batch)
+        else:  # rows on both sides of midnight (or replayed from several days): one part per day
+            for day, part in _split_by_day(batch).items():
+                groups[(PREDICTIONS, batch.model, day)].append(part)
     return {
         key: _predictions_table(members) if key[0] == PREDICTIONS else _labels_table(members)
         for key, members in groups.items()
@@ -271,17 +313,42 @@ def _batch_to_json(batch: Batch) -> str:
     return json.dumps({"kind": kind, **batch._asdict()}, separators=(",", ":"))
 
 
+def _split_by_day(batch: PredictionBatch) -> dict[str, PredictionBatch]:
+    positions: dict[str, list[int]] = collections.defaultdict(list)
+    for position, time_ns in enumerate(batch.times_ns):
+        positions[_day(time_ns)].append(position)
+    return {day: _select(batch, taken) for day, taken in positions.items()}
+
+
+def _select(batch: PredictionBatch, positions: list[int]) -> PredictionBatch:
+    """The record's rows at ``positions``."""
+
+    def pick(values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        return None if values is None else tuple(values[i] for i in positions)
+
+    width = len(batch.feature_names)
+    values = tuple(itertools.chain.from_iterable(batch.feature_values[i * width:(i + 1) * width] for i in positions))
+    return batch._replace(
+        request_ids=pick(batch.request_ids), rows=pick(batch.rows), times_ns=pick(batch.times_ns),
+        latencies_ms=pick(batch.latencies_ms), feature_values=values, predictions=pick(batch.predictions),
+        scores=pick(batch.scores), entities=pick(batch.entities),
+    )
+
+
 def _batch_from_json(line: str) -> Batch:
     document = json.loads(line)
     if document.pop("kind") == LABELS:
         return LabelBatch(document["model"], document["time_ns"], tuple(document["request_ids"]),
                           tuple(document["rows"]), tuple(document["labels"]))
-    if "features" in document:  # written before feature values were one flat tuple
-        features = {name: values for name, values in document.pop("features")}
-    else:
-        names, values, size = document.pop("feature_names"), document.pop("feature_values"), len(document["rows"])
-        features = {name: values[i * size:(i + 1) * size] for i, name in enumerate(names)}
-    return prediction_batch(**{**document, "features": features})
+    if "request_id" in document:  # written by a gateway that logged one record per request
+        if "features" in document:  # and before feature values were one flat tuple
+            features = {name: values for name, values in document.pop("features")}
+        else:
+            names, values, size = document.pop("feature_names"), document.pop("feature_values"), len(document["rows"])
+            features = {name: values[i * size:(i + 1) * size] for i, name in enumerate(names)}
+        return prediction_batch(**{**document, "features": features})
+    return PredictionBatch(**{name: tuple(value) if isinstance(value, list) else value
+                              for name, value in document.items()})
 
 
 class PredictionStore:
@@ -612,6 +679,8 @@ class LogWriter:
         # Batched mode: records staged by the submitting thread, and the tables it converted them to.
         self._stage_lock = threading.Lock()
         self._staged: list[Batch] = []
+        self._staged_rows = 0
+        self._queued_rows = 0  # durable mode: rows in ``_queue``
         self._tables: collections.deque[tuple[dict[PartKey, pa.Table], int]] = collections.deque()
         self._tables_rows = 0
         self._wake = threading.Event()
@@ -640,23 +709,27 @@ class LogWriter:
             ack = None
         if self.mode is LogMode.OFF:
             return True
-        if len(self._queue) + len(self._staged) + self._tables_rows >= self.max_pending:  # self.pending, inlined
-            self._counters.dropped += batch.size
+        size = batch.size
+        if self._queued_rows + self._staged_rows + self._tables_rows >= self.max_pending:  # self.pending, inlined
+            self._counters.dropped += size
             return False
         if self.mode is LogMode.DURABLE:
-            self._queue.append((isinstance(batch, PredictionBatch), tuple(batch), ack))
+            with self._stage_lock:
+                self._queue.append((isinstance(batch, PredictionBatch), tuple(batch), ack))
+                self._queued_rows += size
             self._wake.set()
             return True
-        # Batched: the submitting thread (the event loop) converts every STAGE_RECORDS records
-        # to Arrow itself, ~0.6 ms at a time, and hands the tables to the writer thread, which
+        # Batched: the submitting thread (the event loop) converts every STAGE_ROWS rows to
+        # Arrow itself, ~0.6 ms at a time, and hands the tables to the writer thread, which
         # then only concatenates and writes them (C++ that releases the GIL). Converting in the
         # writer thread made the two threads contend for the GIL on every request: it cost 9 %
         # of the gateway's throughput at 4 000 requests/s, against 1-2 % for the conversion itself.
         with self._stage_lock:
             self._staged.append(batch)
-            if len(self._staged) < STAGE_RECORDS:
+            self._staged_rows += size
+            if self._staged_rows < STAGE_ROWS:
                 return True
-            staged, self._staged = self._staged, []
+            staged, self._staged, self._staged_rows = self._staged, [], 0
         self._hand_over(staged)
         return True
 
@@ -669,7 +742,8 @@ class LogWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + len(self._staged) + self._tables_rows
+        """Rows accepted and not yet written."""
+        return self._queued_rows + self._staged_rows + self._tables_rows
 
     def stats(self) -> WriterStats:
         c = self._counters
@@ -740,7 +814,7 @@ class LogWriter:
             due = time.monotonic() >= deadline or buffered_rows + self._tables_rows >= self.flush_rows
             if due or flush_requested or stopping:  # what the submitters staged but did not convert yet
                 with self._stage_lock:
-                    staged, self._staged = self._staged, []
+                    staged, self._staged, self._staged_rows = self._staged, [], 0
                 if staged:
                     self._hand_over(staged)
             while self._tables:
@@ -779,9 +853,11 @@ class LogWriter:
     def _take(self) -> list[_Pending]:
         taken = []
         queue = self._queue
-        while queue:
-            is_prediction, fields, ack = queue.popleft()
-            taken.append(_Pending(PredictionBatch._make(fields) if is_prediction else LabelBatch._make(fields), ack))
+        with self._stage_lock:
+            while queue:
+                is_prediction, fields, ack = queue.popleft()
+                taken.append(_Pending(PredictionBatch._make(fields) if is_prediction else LabelBatch._make(fields), ack))
+            self._queued_rows = 0
         return taken
 
     def _write(self, tables: dict[PartKey, list[pa.Table]], rows: int) -> None:

@@ -46,6 +46,7 @@ def create_app(
         try:
             yield
         finally:
+            await gateway.batcher.idle()  # shadow copies still on the loop reach the log too
             await run_in_threadpool(gateway.stop)
 
     app = FastAPI(title="Steward gateway", lifespan=lifespan, openapi_url="/openapi.json", docs_url="/docs",

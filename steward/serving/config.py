@@ -19,7 +19,10 @@ class GatewayConfig(BaseModel):
     store_uri: str | None = Field(default=None, description="Prediction log URL; default: the settings' store_uri.")
     flush_interval: float = Field(default=2.0, gt=0, description="Seconds between Parquet flushes of the log.")
     wal_dir: Path | None = Field(default=None, description="Durable mode: local write-ahead log folder.")
-    max_log_queue: int = Field(default=200_000, ge=1, description="Queued log records before dropping (batched).")
+    max_log_queue: int = Field(
+        default=200_000, ge=1,
+        description="Log rows accepted but not yet written, beyond which rows are dropped (batched) or refused (durable).",
+    )
     max_batch_rows: int = Field(default=1000, ge=1, description="Rows one predict request may carry.")
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
     max_feedback_labels: int = Field(default=10_000, ge=1)
@@ -30,7 +33,11 @@ class GatewayConfig(BaseModel):
     )
     out_of_range: OutOfRangePolicy = OutOfRangePolicy.REJECT
     shadow_collect_seconds: float = Field(
-        default=1.0, ge=0, description="How long the shadow worker gathers copies into one batch."
+        default=1.0, ge=0, description="How long the shadow worker gathers copies into one batch (shadow process)."
+    )
+    shadow_inline_max_ms: float = Field(
+        default=0.5, ge=0, description="A challenger whose model call on 16 rows takes at most this long scores its "
+        "shadow copies on the event loop, after the answers; a slower one in the shadow process (0: always there).",
     )
     warm_versions: int = Field(default=2, ge=0, description="Extra versions per model kept loaded.")
     admin_token: SecretStr | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
 import math
@@ -18,19 +19,26 @@ import time
 import uuid
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from steward.serving.config import GatewayConfig
-from steward.serving.inference import LoopBatcher
+from steward.serving.inference import Job, LoopBatcher
 from steward.serving.metrics import GatewayMetrics
 from steward.serving.pool import Deployment, LoadedArm, ModelPool, Poller, Scored
 from steward.serving.ratelimit import RateLimiter
 from steward.serving.schema import Payload, Problem, RequestError, parse_payload, select_rows
-from steward.serving.shadow import ShadowCopy, ShadowLogSettings, ShadowProcess, ShadowSummary, ShadowWorker
+from steward.serving.shadow import (
+    ShadowCopy,
+    ShadowLogSettings,
+    ShadowProcess,
+    ShadowSummary,
+    ShadowWorker,
+    shadow_placement,
+)
 from steward.store import (
     LabelBatch,
     LogMode,
@@ -100,7 +108,7 @@ class Gateway:
         self.pool: ModelPool | None = None
         self.poller: Poller | None = None
         self.writer: LogWriter | None = None
-        self.batcher = LoopBatcher()
+        self.batcher = LoopBatcher(scored=self._record)
         self.shadow_process = ShadowProcess()
         self.shadow_worker = ShadowWorker(
             self.shadow_process, collect_seconds=config.shadow_collect_seconds, report=self._shadow_scored,
@@ -110,6 +118,7 @@ class Gateway:
         self.limiter = RateLimiter(config.rate_limit, config.burst) if config.rate_limit else None
         self.random = random.Random()
         self._children: dict[tuple[str, str, str, bool], tuple[Any, Any]] = {}
+        self._inline: dict[tuple[str, str, str], bool] = {}  # shadow copies on the loop, by version
         self.served = frozenset(config.models)
 
     # ------------------------------------------------------------------ lifecycle
@@ -180,39 +189,31 @@ class Gateway:
             body = await self._raw_body(request)
             payload = parse_payload(self._json_body(body), max_rows=self.config.max_batch_rows)
             groups, allowed_extra, entities = self._route(deployment, payload, request)
-            jobs = [self._validated_job(deployment, route, rows, payload, allowed_extra) for route, rows in groups]
+            context = (request_id, time_ns, started, entities)
+            jobs = [self._validated_job(deployment, route, rows, payload, allowed_extra, context)
+                    for route, rows in groups]
         except RequestError as error:
             self._count(name, "", "", str(error.status))
             return _error(error, request_id)
 
-        loop = asyncio.get_running_loop()
         if len(jobs) == 1:
-            results: list[Scored | BaseException] = [await self.batcher.score(jobs[0][0], jobs[0][1], len(jobs[0][2]))]
+            results: list[Scored | BaseException] = [await self.batcher.score(jobs[0])]
         else:
-            results = list(await asyncio.gather(*(self.batcher.score(a, c, len(r)) for a, c, r in jobs)))
-        latency_ms = (time.perf_counter() - started) * 1000
+            results = list(await asyncio.gather(*(self.batcher.score(job) for job in jobs)))
+        latency = time.perf_counter() - started
 
-        acks = []
         failure: tuple[LoadedArm, BaseException] | None = None
-        for (arm, columns, rows), result, (route, _) in zip(jobs, results, groups, strict=True):
+        for job, result, (route, _) in zip(jobs, results, groups, strict=True):
             ok = not isinstance(result, BaseException)
+            self._count(name, job.arm.version, route.answer.value, "200" if ok else "500", latency)
             if not ok:
-                failure = (arm, result)
-            self._count(name, arm.version, route.answer.value, "200" if ok else "500", latency_ms / 1000)
-            if ok:
-                self._observe(name, arm, route.answer, result, served=True)
-            if self.config.log_mode is not LogMode.OFF:
-                record = prediction_batch(
-                    request_id, time_ns, name, arm.version, route.answer.value, served=True,
-                    status="ok" if ok else "error", rows=rows, features=columns, numeric=arm.schema.numeric_names,
-                    predictions=result.labels if ok else None, scores=result.scores if ok else None,
-                    latency_ms=latency_ms, entities=[entities[i] for i in rows] if entities else None,
-                )
-                acks.append(self._log(record, loop))
-            if ok and route.shadow is not None:
-                self._shadow(deployment, request_id, time_ns, body, allowed_extra, entities)
+                failure = (job.arm, result)
+                continue
+            self._observe(name, job.arm, route.answer, result, served=True)
+            if route.shadow is not None:
+                self._shadow(deployment, job, payload, body, allowed_extra, entities)
         if self.config.log_mode is LogMode.DURABLE:
-            logged = await asyncio.gather(*acks)
+            logged = [job.logged is not None and await job.logged for job in jobs]  # None: the record failed
             if not all(logged):
                 return _error(RequestError(503, "the prediction log could not record this request (see the gateway's "
                                                 "logs); the prediction was not acknowledged: retry"), request_id)
@@ -305,29 +306,59 @@ class Gateway:
 
     @staticmethod
     def _validated_job(
-        deployment: Deployment, route: Route, rows: list[int], payload: Payload, allowed: frozenset[str]
-    ) -> tuple[LoadedArm, dict[str, list[Any]], list[int]]:
+        deployment: Deployment, route: Route, rows: list[int], payload: Payload, allowed: frozenset[str],
+        request: tuple[str, int, float, list[str | None] | None],
+    ) -> Job:
         arm = deployment.arm(route.answer)
         if arm is None:
             raise RequestError(503, f"{deployment.model} has no {route.answer} loaded")
         part = payload if len(rows) == payload.rows else select_rows(payload, rows)
-        return arm, arm.schema.validate(part, allowed_extra=allowed, row_numbers=rows), rows
+        columns = arm.schema.validate(part, allowed_extra=allowed, row_numbers=rows)
+        return Job(arm, columns, len(rows), context=_LogContext(*request, route.answer.value, True, rows))
 
     def _shadow(
-        self, deployment: Deployment, request_id: str, time_ns: int, body: bytes,
-        allowed: frozenset[str], entities: list[str | None] | None,
+        self, deployment: Deployment, served: Job, payload: Payload, body: bytes, allowed: frozenset[str],
+        entities: list[str | None] | None,
     ) -> None:
-        """Queue a copy of the request for the challenger: everything else happens in the shadow process."""
+        """Have the challenger score a copy of a request the champion answered, off the request path.
+
+        A challenger quick enough for the event loop (``shadow_placement``) scores its copies in
+        the batcher, after the answers of the batch are out; the copy reuses the rows the
+        champion's schema validated when both versions take the same features. A slower one
+        gets the raw body in the shadow process.
+        """
         challenger = deployment.challenger
         if challenger is None:
+            return
+        context: _LogContext = served.context
+        if self._shadow_inline(challenger):
+            columns, source = served.columns, served.source
+            if challenger.feature_key != served.arm.feature_key:
+                source = None
+                try:
+                    columns = challenger.schema.validate(payload, allowed_extra=allowed)
+                except RequestError:
+                    self.metrics.shadow_skipped.labels(deployment.model, "invalid_for_challenger").inc()
+                    return
+            self.batcher.copy(Job(challenger, columns, served.rows, source=source,
+                                  context=context._replace(arm=Arm.CHALLENGER.value, served=False)))
             return
         if self.shadow_worker.depth >= MAX_SHADOW_BACKLOG:  # the copies are optional; memory is not
             self.metrics.shadow_skipped.labels(deployment.model, "backlog").inc()
             return
         self.shadow_worker.submit(challenger, ShadowCopy(
-            request_id, time_ns, body, tuple(allowed), tuple(entities) if entities is not None else None,
+            context.request_id, context.time_ns, body, tuple(allowed), tuple(entities) if entities is not None else None,
             time.monotonic(),
         ))
+
+    def _shadow_inline(self, challenger: LoadedArm) -> bool:
+        key = (challenger.model, challenger.version, challenger.digest)
+        inline = self._inline.get(key)
+        if inline is None:
+            if len(self._inline) > 64:  # versions come and go over months of serving
+                self._inline.clear()
+            inline = self._inline[key] = shadow_placement(challenger, self.config.shadow_inline_max_ms).inline
+        return inline
 
     def _shadow_scored(self, arm: LoadedArm, summary: ShadowSummary) -> None:
         """Metrics of a batch of copies the shadow process scored and logged (shadow thread)."""
@@ -356,11 +387,11 @@ class Gateway:
             ), None)
 
     def _answer(
-        self, name: str, request_id: str, n: int, jobs: list[tuple[LoadedArm, Any, list[int]]],
-        results: list[Any], groups: list[tuple[Route, list[int]]],
+        self, name: str, request_id: str, n: int, jobs: list[Job], results: list[Any],
+        groups: list[tuple[Route, list[int]]],
     ) -> dict[str, Any]:
         if len(jobs) == 1:
-            arm, scored, route = jobs[0][0], results[0], groups[0][0]
+            arm, scored, route = jobs[0].arm, results[0], groups[0][0]
             body: dict[str, Any] = {
                 "request_id": request_id, "model": name, "version": arm.version, "arm": route.answer.value,
                 "predictions": scored.predictions,
@@ -376,7 +407,8 @@ class Gateway:
         versions: list[Any] = [None] * n
         arms: list[Any] = [None] * n
         probabilities: list[Any] | None = None
-        for (arm, _, rows), scored, (route, _) in zip(jobs, results, groups, strict=True):
+        for job, scored, (route, rows) in zip(jobs, results, groups, strict=True):
+            arm = job.arm
             for position, row in enumerate(rows):
                 predictions[row] = scored.predictions[position]
                 scores[row] = scored.scores[position] if scored.scores is not None else None
@@ -389,9 +421,9 @@ class Gateway:
         body = {"request_id": request_id, "model": name, "version": None, "arm": None, "predictions": predictions,
                 "versions": versions, "arms": arms}
         if probabilities is not None:
-            body["classes"] = list(jobs[0][0].classes)
+            body["classes"] = list(jobs[0].arm.classes)
             body["probabilities"] = probabilities
-        elif jobs[0][0].classes is not None:
+        elif jobs[0].arm.classes is not None:
             body["scores"] = scores
         return body
 
@@ -422,6 +454,36 @@ class Gateway:
         if scores is not None:
             for score in scores:
                 histogram.observe(score)
+
+    def _record(self, jobs: list[Job]) -> None:
+        """Log scored jobs (the batcher calls this): one record per version, arm, status and day.
+
+        A model call scores the rows of many requests; they share one record, so the log's cost
+        on the event loop is paid per model call rather than per request. Copies are observed
+        in the metrics here too, since nobody awaits them.
+        """
+        for job in jobs:
+            if not job.context.served:
+                if isinstance(job.result, BaseException):
+                    self.metrics.shadow_skipped.labels(job.arm.model, "model_error").inc()
+                else:
+                    self._observe(job.arm.model, job.arm, Arm.CHALLENGER, job.result, served=False)
+        if self.config.log_mode is LogMode.OFF:
+            return
+        now = time.perf_counter()
+        groups: dict[tuple[int, str, bool, bool, int], list[Job]] = {}
+        for job in jobs:
+            context: _LogContext = job.context
+            groups.setdefault((id(job.arm), context.arm, context.served, not isinstance(job.result, BaseException),
+                               context.time_ns // DAY_NS), []).append(job)
+        durable = self.config.log_mode is LogMode.DURABLE
+        loop = asyncio.get_running_loop() if durable else None
+        for (_, arm_name, served, ok, _), members in groups.items():
+            arm = members[0].arm
+            acknowledged = self._log(_record_of(arm, arm_name, served, ok, members, now), loop)
+            if durable:
+                for job in members:
+                    job.logged = acknowledged
 
     def _log(self, record: PredictionBatch | LabelBatch, loop: asyncio.AbstractEventLoop | None) -> Any:
         """Queue a record; in durable mode return an awaitable that says whether it reached disk."""
@@ -533,8 +595,22 @@ class Gateway:
             "log": {**asdict(stats), "last_flush": stats.last_flush.isoformat() if stats.last_flush else None,
                     "uri": self.store.uri if self.store else None},
             "inference": {"batches": self.batcher.batches, "jobs": self.batcher.jobs, "queued": self.batcher.depth,
-                          "shadow_batches": self.shadow_worker.batches, "shadow_queued": self.shadow_worker.depth},
+                          "shadow_inline_copies": self.batcher.copies, "shadow_batches": self.shadow_worker.batches,
+                          "shadow_queued": self.shadow_worker.depth + self.batcher.copies_queued},
+            "shadow": self._shadow_placements(),
         }
+
+    def _shadow_placements(self) -> dict[str, dict[str, Any]]:
+        """Where each model under a shadow plan scores its challenger's copies."""
+        placements = {}
+        for model in self.config.models:
+            deployment = self.pool.get(model) if self.pool else None
+            if deployment is None or deployment.challenger is None or deployment.plan.mode is not TrafficMode.SHADOW:
+                continue
+            placement = shadow_placement(deployment.challenger, self.config.shadow_inline_max_ms)
+            placements[model] = {"where": "event loop" if placement.inline else "shadow process",
+                                 "why": placement.reason}
+        return placements
 
     async def refresh(self, model: str | None) -> dict[str, Any]:
         if model is not None and model not in self.served:
@@ -574,3 +650,53 @@ class Gateway:
 def _set_if_pending(future: asyncio.Future, value: Any) -> None:
     if not future.done():
         future.set_result(value)
+
+
+DAY_NS = 86_400 * 10**9
+
+
+class _LogContext(NamedTuple):
+    """What the log needs of a job besides its rows and result."""
+
+    request_id: str
+    time_ns: int
+    started: float  # time.perf_counter() at the request's arrival
+    entities: list[str | None] | None  # of the whole request
+    arm: str
+    served: bool
+    rows: list[int]  # the job's rows' positions in the request
+
+
+def _record_of(arm: LoadedArm, arm_name: str, served: bool, ok: bool, jobs: list[Job], now: float) -> PredictionBatch:
+    """One log record of jobs scored by one version in one model call."""
+    request_ids: list[str] = []
+    times: list[int] = []
+    latencies: list[float] = []
+    positions: list[int] = []
+    entities: list[str | None] | None = None
+    for job in jobs:
+        context: _LogContext = job.context
+        size = job.rows
+        request_ids += (context.request_id,) * size
+        times += (context.time_ns,) * size
+        latencies += ((now - context.started) * 1000,) * size
+        positions += context.rows
+        if context.entities is not None:
+            if entities is None:
+                entities = [None] * (len(positions) - size)
+            entities += [context.entities[i] for i in context.rows]
+        elif entities is not None:
+            entities += (None,) * size
+    names = tuple(jobs[0].columns)
+    values = tuple(itertools.chain.from_iterable(  # row by row, as the log's records hold them
+        itertools.chain.from_iterable(zip(*job.columns.values(), strict=True)) for job in jobs))
+    predictions = scores = None
+    if ok:
+        predictions = list(itertools.chain.from_iterable(job.result.labels for job in jobs))
+        if jobs[0].result.scores is not None:
+            scores = list(itertools.chain.from_iterable(job.result.scores for job in jobs))
+    return PredictionBatch(
+        arm.model, arm.version, arm_name, served, "ok" if ok else "error", tuple(request_ids), tuple(positions),
+        tuple(times), tuple(latencies), names, values, arm.schema.numeric_names, tuple(predictions) if predictions is not None else None,
+        tuple(scores) if scores is not None else None, tuple(entities) if entities is not None else None,
+    )

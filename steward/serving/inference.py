@@ -14,8 +14,10 @@ they form the next batch (about 16 requests at 16 connections). One connection g
 wait (a lone job is scored as soon as the loop is idle). Scoring in a worker thread instead was
 measured slower: the loop and the worker then fight for the GIL and batches come out smaller.
 
-Shadow copies are not scored here but in the shadow process (``steward.serving.shadow``),
-which uses ``score_jobs`` on its own batches.
+Shadow copies of a cheap challenger are scored here too, after the answers of the batch that
+made them are out (``LoopBatcher.copy``); those of a challenger too slow for the loop are
+scored by the shadow process (``steward.serving.shadow``), which uses ``score_jobs`` on its
+own batches.
 """
 
 from __future__ import annotations
@@ -27,58 +29,112 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from steward.serving.pool import LoadedArm, Scored
+from steward.serving.pool import LoadedArm, ModelInput, Scored
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Job:
+    """Rows of one request for one version; ``context`` is the owner's (the gateway's log record)."""
+
     arm: LoadedArm
     columns: dict[str, list[Any]]
     rows: int
-    done: Callable[[Scored | BaseException], None]
+    done: Callable[[Scored | BaseException], None] | None = None
+    context: Any = None
+    result: Scored | BaseException | None = None  # set when the job is delivered
+    logged: Any = None  # the owner's: e.g. a future that says whether the log holds it
+    # Where the job's rows sit in its batch's prepared input (set when scored): a shadow copy
+    # for a version taking the same features is scored on those arrays instead of anew.
+    source: tuple[ModelInput, int] | None = None
 
 
 class LoopBatcher:
-    """Scores jobs on the event loop in batches; see the module docstring for why."""
+    """Scores jobs on the event loop in batches; see the module docstring for why.
+
+    ``copy`` queues a job nobody waits for (a shadow copy): the copies gathered while a batch
+    was scored are scored after that batch's answers are out, so no answer waits for a copy.
+    ``scored(jobs)``, when given, sees every scored job with its result: the served jobs of a
+    batch as soon as they are delivered, the copies once they are scored.
+    """
 
     SETTLE_ITERATIONS = 3  # loop turns without new jobs before a batch is closed
 
-    def __init__(self, *, max_rows: int = 4096) -> None:
+    def __init__(self, *, max_rows: int = 4096, scored: Callable[[list[Job]], None] | None = None) -> None:
         self.max_rows = max_rows
+        self.scored = scored
         self._pending: list[Job] = []
+        self._copies: list[Job] = []
         self._rows = 0
         self._flushing = False
         self.batches = 0
         self.jobs = 0
+        self.copies = 0
 
     @property
     def depth(self) -> int:
         return len(self._pending)
 
-    async def score(self, arm: LoadedArm, columns: dict[str, list[Any]], rows: int) -> Scored | BaseException:
+    @property
+    def copies_queued(self) -> int:
+        return len(self._copies)
+
+    async def score(self, job: Job) -> Scored | BaseException:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending.append(Job(arm, columns, rows, lambda result: _set_if_pending(future, result)))
-        self._rows += rows
+        job.done = lambda result: _set_if_pending(future, result)
+        self._pending.append(job)
+        self._rows += job.rows
+        self._start()
+        return await future
+
+    def copy(self, job: Job) -> None:
+        self._copies.append(job)
+        self._start()
+
+    async def idle(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued job and copy is scored and reported (at shutdown); False on time-out."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._flushing or self._pending or self._copies:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    def _start(self) -> None:
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush())
-        return await future
 
     async def _flush(self) -> None:
         try:
-            while self._pending:
-                settled, seen = 0, len(self._pending)
-                while settled < self.SETTLE_ITERATIONS and self._rows < self.max_rows:
-                    await asyncio.sleep(0)  # one loop turn: readable sockets become jobs
-                    settled = settled + 1 if len(self._pending) == seen else 0
-                    seen = len(self._pending)
-                jobs, self._pending, self._rows = self._pending, [], 0
-                self.batches += score_jobs(jobs)
-                self.jobs += len(jobs)
+            while self._pending or self._copies:
+                if self._pending:
+                    settled, seen = 0, len(self._pending)
+                    while settled < self.SETTLE_ITERATIONS and self._rows < self.max_rows:
+                        await asyncio.sleep(0)  # one loop turn: readable sockets become jobs
+                        settled = settled + 1 if len(self._pending) == seen else 0
+                        seen = len(self._pending)
+                    jobs, self._pending, self._rows = self._pending, [], 0
+                    self.batches += score_jobs(jobs)
+                    self.jobs += len(jobs)
+                    self._report(jobs)
+                    await asyncio.sleep(0)  # the answers are written before any copy is scored
+                if self._copies:
+                    copies, self._copies = self._copies, []
+                    score_copies(copies)
+                    self.copies += len(copies)
+                    self._report(copies)
         finally:
             self._flushing = False
+
+    def _report(self, jobs: list[Job]) -> None:
+        if self.scored is None:
+            return
+        try:
+            self.scored(jobs)
+        except Exception:  # a logging bug must not stop the batcher that serves everyone
+            log.exception("reporting %d scored jobs failed", len(jobs))
 
 
 def score_jobs(jobs: list[Job]) -> int:
@@ -125,13 +181,64 @@ def _score_groups(groups: list[list[Job]]) -> None:
         start = 0
         for job in group:
             results.append((job, scored if len(ordered) == 1 else scored.slice(start, start + job.rows)))
+            job.source = (prepared, offset + start)
             start += job.rows
         offset += rows
     for job, result in results:  # delivered only when every group scored, so a retry never delivers twice
         _deliver(job, result)
 
 
+def score_copies(copies: list[Job]) -> None:
+    """Score shadow copies, reusing the arrays their served batch prepared where they can.
+
+    A copy that carries its served job's ``source`` needs no preparing again: copies of
+    consecutive jobs of one batch form a run, scored with one model call on that batch's
+    prepared input (for a batch of 16 one-row requests: ~50 µs instead of ~150 µs as new jobs).
+    The others (a challenger taking other features) are scored like any jobs.
+    """
+    fresh = [copy for copy in copies if copy.source is None]
+    if fresh:
+        score_jobs(fresh)
+    by_batch: dict[tuple[int, int], list[Job]] = {}
+    for copy in copies:
+        if copy.source is not None:
+            by_batch.setdefault((id(copy.arm), id(copy.source[0])), []).append(copy)
+    for members in by_batch.values():
+        members.sort(key=lambda copy: copy.source[1])
+        run = [members[0]]
+        for copy in members[1:]:
+            if copy.source[1] == run[-1].source[1] + run[-1].rows:
+                run.append(copy)
+            else:
+                _score_run(run)
+                run = [copy]
+        _score_run(run)
+
+
+def _score_run(run: list[Job]) -> None:
+    prepared, start = run[0].source
+    try:
+        scored = run[0].arm.predict(prepared.rows(start, run[-1].source[1] + run[-1].rows))
+    except Exception as error:
+        if len(run) > 1:  # one copy at a time, so that only the bad ones fail
+            for job in run:
+                _score_run([job])
+            return
+        job = run[0]
+        log.warning("%s v%s failed to score a shadow copy: %s", job.arm.model, job.arm.version, error,
+                    extra={"event": "model_error", "model": job.arm.model, "version": job.arm.version})
+        _deliver(job, error)
+        return
+    offset = 0
+    for job in run:
+        _deliver(job, scored if len(run) == 1 else scored.slice(offset, offset + job.rows))
+        offset += job.rows
+
+
 def _deliver(job: Job, result: Scored | BaseException) -> None:
+    job.result = result
+    if job.done is None:
+        return
     try:
         job.done(result)
     except Exception:  # a callback bug must not stop the worker that serves everyone

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +142,7 @@ class LoadedArm:
     classes: tuple[Any, ...] | None
     compiled: CompiledPipeline | None = None  # the same pipeline on numpy arrays (``fastpath``), when it applies
     plain_reason: str | None = None  # why it is scored through the pipeline itself, when it is
+    call_seconds: float | None = None  # one model call on a batch of CALL_PROBE_ROWS rows, measured at load
 
     @functools.cached_property
     def feature_key(self) -> str:
@@ -179,6 +180,7 @@ class LoadedArm:
             "load_seconds": round(self.load_seconds, 3),
             "schema_fingerprint": self.spec.schema_fingerprint(),
             "scoring": "compiled" if self.compiled else f"pipeline ({self.plain_reason})",
+            "call_ms": round(self.call_seconds * 1000, 3) if self.call_seconds is not None else None,
         }
 
 
@@ -276,6 +278,26 @@ def check_rows(spec: ModelSpec) -> dict[str, list[Any]]:
         values[feature.name] = options or [None]
     n = max(len(options) for options in values.values())
     return {name: [options[i % len(options)] for i in range(n)] for name, options in values.items()}
+
+
+CALL_PROBE_ROWS = 16  # a batch's size at 16 connections
+CALL_PROBE_REPEATS = 7
+
+
+def measure_call_seconds(arm: LoadedArm) -> float:
+    """How long one model call takes on a batch of ``CALL_PROBE_ROWS`` probe rows (the fastest of a few).
+
+    The gateway decides from it where a challenger's shadow copies are scored (see
+    ``steward.serving.shadow``): the fastest of several calls, so that a busy moment at load
+    time does not make a quick version look slow.
+    """
+    columns = {name: values * CALL_PROBE_ROWS for name, values in probe_row(arm.spec).items()}
+    best = float("inf")
+    for _ in range(CALL_PROBE_REPEATS):
+        started = time.perf_counter()
+        arm.score(columns)
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def compile_arm(estimator: Any, spec: ModelSpec) -> tuple[CompiledPipeline | None, str | None]:
@@ -452,6 +474,7 @@ class ModelPool:
             log.info("%s is scored through its pipeline: %s", label, arm.plain_reason,
                      extra={"event": "pipeline_not_compiled", "model": model, "version": version})
         arm.score(probe_row(spec))  # a version that cannot answer a valid row never takes traffic
+        arm = replace(arm, call_seconds=measure_call_seconds(arm))
         # A loaded model lives for many requests: move it (and everything imported so far) out
         # of the collector's reach. A full collection over MLflow's and scikit-learn's objects
         # takes 100-300 ms here and showed up as the gateway's p99 latency.

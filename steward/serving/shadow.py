@@ -1,4 +1,9 @@
-"""Shadow copies, scored and logged in a child process so that they cost the request path almost nothing.
+"""Shadow copies of a challenger too slow for the event loop, scored and logged in a child process.
+
+Where copies go is ``shadow_placement``'s decision: a challenger whose model call on a batch
+(measured when it loads) fits within ``shadow_inline_max_ms`` scores its copies on the event
+loop, after the answers of the batch that made them (``LoopBatcher.copy``); this module is
+for the others, whose calls would hold the loop for milliseconds.
 
 The request path only queues each copy as it arrived: the request's raw body, id, time and
 entities. A gateway thread (``ShadowWorker``) gathers copies for ``collect_seconds`` and sends
@@ -15,7 +20,9 @@ removed a cause of the champion's p99 rising under a 100 % shadow: scoring copie
 held the GIL for ~10 ms at a time; validating each copy on the event loop, building its log
 record and converting it to Arrow in the gateway process cost a quarter of the loop's time in
 bursts once per batch; and the child's own CPU, at normal priority, took the cores the gateway
-and its clients needed during each batch.
+and its clients needed during each batch. Even so, its ~40 µs of CPU per copy raised the
+champion's p99 by a third or more on two cores: hence copies of quick challengers stay on
+the loop, where they cost a few µs each.
 
 If the child dies, the batch in hand is logged by the gateway with status ``error`` and counted
 as failed, and copies are skipped (and counted) for ``RETRY_SECONDS`` before a new child starts.
@@ -99,6 +106,33 @@ class ShadowLogSettings:
     max_pending: int
     wal_dir: str | None
     max_rows: int  # rows a request may carry (the gateway's limit)
+
+
+@dataclass(frozen=True)
+class ShadowPlacement:
+    """Where a challenger's shadow copies are scored, and why."""
+
+    inline: bool  # on the gateway's event loop, after the answers; else in the shadow process
+    reason: str
+
+
+def shadow_placement(challenger: LoadedArm, inline_max_ms: float) -> ShadowPlacement:
+    """Copies go on the event loop when the challenger's measured model call is within ``inline_max_ms``.
+
+    On the loop a copy costs what the challenger's share of one model call costs (rows already
+    validated, one call per batch of copies) and nothing crosses a process boundary; but every
+    millisecond it takes delays the next batch of real requests. The shadow process keeps a slow
+    challenger off the loop, at the price of parsing, validating and scoring each copy again.
+    """
+    measured = challenger.call_seconds
+    if measured is None:
+        return ShadowPlacement(False, f"v{challenger.version}'s model call was not measured")
+    ms = measured * 1000
+    if ms <= inline_max_ms:
+        return ShadowPlacement(True, f"v{challenger.version} scores 16 rows in {ms:.2f} ms "
+                                     f"(inline limit {inline_max_ms:g} ms)")
+    return ShadowPlacement(False, f"v{challenger.version} scores 16 rows in {ms:.2f} ms, over the inline "
+                                  f"limit of {inline_max_ms:g} ms")
 
 
 def _key(arm: LoadedArm) -> tuple[str, str, str]:

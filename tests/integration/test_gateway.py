@@ -189,14 +189,25 @@ def test_ab_by_header_assigns_by_the_header_even_when_the_payload_carries_the_en
     assert entities.loc[[no_header["request_id"]]].isna().all()
 
 
-def test_shadow_logs_both_arms_and_answers_with_the_champion(start_gateway, two_versions, example_frame):
+@pytest.mark.parametrize(("inline_max_ms", "where"), [(1000.0, "event loop"), (0.0, "shadow process")])
+def test_shadow_logs_both_arms_and_answers_with_the_champion(start_gateway, two_versions, example_frame,
+                                                             inline_max_ms, where):
+    """Both places a challenger's copies can be scored: the event loop (quick) and the shadow process (slow)."""
     name, champion, challenger = two_versions
-    gateway = start_gateway([name], shadow_collect_seconds=0.01)
+    gateway = start_gateway([name], shadow_collect_seconds=0.01, shadow_inline_max_ms=inline_max_ms)
     set_plan(gateway, name, {"mode": "shadow", "challenger_percent": 100})
+    with gateway.admin() as admin:
+        placement = admin.get("/admin/status").json()["shadow"][name]
+    assert placement["where"] == where and f"v{challenger}" in placement["why"]
     with gateway.client() as client:
         answers = [client.post(f"/v1/models/{name}/predict", json={"dataframe_records": rows_of(example_frame, 2, i)}).json()
                    for i in range(20)]
+        metrics = client.get("/metrics").text
     assert {(a["arm"], a["version"]) for a in answers} == {(CHAMPION, champion)}
+    if where == "event loop":  # each copy is scored before the next request is answered
+        copies = [line for line in metrics.splitlines() if line.startswith("steward_predicted_rows_total{")
+                  and 'served="false"' in line and f'version="{challenger}"' in line]
+        assert len(copies) == 1 and float(copies[0].split()[-1]) >= 38
     gateway.stop()
     log = PredictionStore(gateway.store_uri).read_predictions(name, *log_window())
     served, shadow = log[log["served"]], log[~log["served"]]
@@ -307,12 +318,18 @@ def test_log_holds_every_acknowledged_prediction_after_shutdown_and_feedback_joi
     gateway = start_gateway([name], log_mode=log_mode, flush_interval=30, wal_dir=tmp_path / "wal")
     set_plan(gateway, name, {"mode": "canary", "challenger_percent": 50})
     acknowledged: dict[str, int] = {}
+    sent: dict[str, list[float]] = {}
+    answered: dict[str, list[float]] = {}
     with gateway.client() as client:
         def send(i: int) -> None:
             size = 1 + i % 3
-            response = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": rows_of(example_frame, size, i)})
+            records = rows_of(example_frame, size, i)
+            response = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": records})
             assert response.status_code == 200
-            acknowledged[response.json()["request_id"]] = size
+            answer = response.json()
+            acknowledged[answer["request_id"]] = size
+            sent[answer["request_id"]] = [-1.0 if r["income"] is None else r["income"] for r in records]
+            answered[answer["request_id"]] = answer["scores"]
 
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(send, range(60)))
@@ -328,6 +345,11 @@ def test_log_holds_every_acknowledged_prediction_after_shutdown_and_feedback_joi
     assert len(log) == sum(acknowledged.values())
     assert log.groupby("request_id").size().to_dict() == acknowledged
     assert set(log["arm"]) == {CHAMPION, CHALLENGER}
+    # Requests scored in one model call share a log record: each row still carries its own request's values.
+    ordered = log.sort_values(["request_id", "row"]).groupby("request_id")
+    assert {rid: list(rows["income"].fillna(-1.0)) for rid, rows in ordered} == sent
+    assert {rid: list(rows["score"]) for rid, rows in ordered} == answered
+    assert (log["latency_ms"] > 0).all() and log.groupby("request_id")["latency_ms"].nunique().eq(1).all()
     joined = join_labels(log, store.read_labels(name))
     assert sorted(joined["request_id"]) == labelled and set(joined["label"]) == {"1"}
     assert set(joined["row"]) == {0}

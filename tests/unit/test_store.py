@@ -22,6 +22,7 @@ from steward.store import (
     _batch_to_json,
     join_labels,
     prediction_batch,
+    prediction_rows,
     production_training_frame,
     typed_labels,
 )
@@ -135,7 +136,7 @@ def test_durable_writer_acknowledges_after_the_wal_is_on_disk(store, tmp_path):
     assert acknowledged.wait(10)
     assert errors == [None]
     segments = list(wal.glob("*.jsonl"))
-    assert len(segments) == 1 and '"request_id":"r1"' in segments[0].read_text()
+    assert len(segments) == 1 and '"request_ids":["r1","r1"]' in segments[0].read_text()
     writer.close()
     assert list(wal.glob("*.jsonl")) == []  # in Parquet now, so the segment is gone
     assert len(store.read_predictions("m", DAY, DAY + timedelta(days=1))) == 2
@@ -151,6 +152,60 @@ def test_a_crashed_writers_wal_is_replayed_once_and_a_torn_line_ignored(store, t
     assert writer.stats().replayed_segments == 1
     assert not segment.exists()
     assert set(store.read_predictions("m", DAY, DAY + timedelta(days=1))["request_id"]) == {"r1"}
+
+
+def test_one_record_holds_the_rows_of_many_requests_each_with_its_own_id_time_and_latency(store):
+    """What the gateway writes for one model call that scored three one-row requests."""
+    times = [ns(DAY + timedelta(seconds=s)) for s in (1, 2, 3)]
+    record = prediction_rows(
+        "m", "1", "champion", served=True, status="ok", request_ids=["a", "b", "c"], rows=[0, 0, 0],
+        times_ns=times, latencies_ms=[1.0, 2.0, 3.0], features={"age": [30.0, 31.0, 32.0], "region": ["n", "s", None]},
+        numeric=("age",), predictions=["1", "0", "1"], scores=[0.9, 0.1, 0.8], entities=["x", None, "z"],
+    )
+    store.write_batches([record, batch("d", DAY)], "f1")
+    frame = store.read_predictions("m", DAY, DAY + timedelta(days=1)).sort_values(["time", "row"])
+    assert frame["request_id"].tolist() == ["d", "d", "a", "b", "c"]
+    by_id = frame.drop_duplicates("request_id").set_index("request_id")
+    assert by_id.loc[["a", "b", "c"], "latency_ms"].tolist() == [1.0, 2.0, 3.0]
+    assert by_id.loc[["a", "b", "c"], "age"].tolist() == [30.0, 31.0, 32.0]
+    assert by_id.loc[["a", "b", "c"], "score"].tolist() == [0.9, 0.1, 0.8]
+    assert by_id.loc["b", "entity"] is None and pd.isna(by_id.loc["c", "region"])
+
+
+def test_a_record_whose_rows_straddle_midnight_is_written_to_both_days(store, tmp_path):
+    late, early = ns(DAY + timedelta(hours=23, minutes=59)), ns(DAY + timedelta(days=1, minutes=1))
+    record = prediction_rows(
+        "m", "1", "champion", served=True, status="ok", request_ids=["late", "early"], rows=[0, 0],
+        times_ns=[late, early], latencies_ms=[1.0, 1.0], features={"age": [1.0, 2.0]}, numeric=("age",),
+        predictions=["1", "0"], scores=None,
+    )
+    store.write_batches([record], "f1")
+    first = store.read_predictions("m", DAY, DAY + timedelta(days=1))
+    second = store.read_predictions("m", DAY + timedelta(days=1), DAY + timedelta(days=2))
+    assert first[["request_id", "age"]].values.tolist() == [["late", 1.0]]
+    assert second[["request_id", "age"]].values.tolist() == [["early", 2.0]]
+    assert (tmp_path / "log/predictions/model=m/date=2026-03-11").is_dir()
+
+
+def test_a_record_with_a_field_of_the_wrong_length_is_refused():
+    with pytest.raises(ValueError, match="one value per row"):
+        prediction_rows("m", "1", "champion", served=True, status="ok", request_ids=["a"], rows=[0, 0],
+                        times_ns=[1, 2], latencies_ms=[1.0, 1.0], features={"age": [1.0, 2.0]}, numeric=("age",),
+                        predictions=None, scores=None)
+
+
+def test_a_wal_line_written_by_the_per_request_format_is_still_replayed(store, tmp_path):
+    """A gateway upgraded after a crash finds segments its predecessor wrote."""
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    legacy = {"kind": "predictions", "request_id": "old", "time_ns": ns(DAY), "model": "m", "version": "1",
+              "arm": "champion", "served": True, "status": "ok", "rows": [0], "feature_names": ["age"],
+              "feature_values": [40.0], "numeric": ["age"], "predictions": ["1"], "scores": [0.5],
+              "latency_ms": 2.5, "entities": None}
+    (wal / "dead-writer-000001.jsonl").write_text(json.dumps(legacy) + "\n")
+    store.writer(LogMode.DURABLE, wal_dir=wal).start().close()
+    frame = store.read_predictions("m", DAY, DAY + timedelta(days=1))
+    assert frame[["request_id", "age", "latency_ms"]].values.tolist() == [["old", 40.0, 2.5]]
 
 
 def test_durable_mode_on_an_object_store_needs_a_local_wal():
@@ -221,10 +276,12 @@ def test_wal_lines_round_trip(store):
 
 def test_wal_lines_from_before_the_flat_feature_layout_still_replay():
     record = batch("r1", DAY)
-    document = json.loads(_batch_to_json(record))
-    document["features"] = [["age", [30.0, 31.0]], ["region", ["north", "north"]]]
-    del document["feature_names"], document["feature_values"]
+    document = {"kind": "predictions", "request_id": "r1", "time_ns": ns(DAY), "model": "m", "version": "1",
+                "arm": "champion", "served": True, "status": "ok", "rows": [0, 1],
+                "features": [["age", [30.0, 31.0]], ["region", ["north", "north"]]], "numeric": ["age"],
+                "predictions": ["1", "1"], "scores": [0.75, 0.75], "latency_ms": 3.5, "entities": ["cust-0", "cust-1"]}
     assert _batch_from_json(json.dumps(document)) == record
+    assert _batch_from_json(_batch_to_json(record)) == record
 
 
 def test_one_part_holds_batches_of_any_size_and_features_in_order(store):
