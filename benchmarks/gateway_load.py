@@ -22,9 +22,10 @@ Scenarios:
   durable          gateway, 90/10 canary, durable log (fsynced WAL before each answer)
   switch           gateway under 16 connections while the plan and the champion alias change
                    every half second (admin API and registry); counts failed requests
-  log-cost         in this process, no wrk: the time the event loop spends on the log per request,
-                   measured alone on real scored jobs (see log_work_per_request); set beside the
-                   server CPU per request of the wrk scenarios, it says what share of a request the log takes
+  log-cost         in this process, no wrk: the time the event loop spends per request on the log and
+                   on scoring a batch for one arm or split between two, measured alone on real jobs
+                   (see log_work_per_request); set beside the server CPU per request of the wrk
+                   scenarios, it says what share of a request the log and the split take
 
 Usage:
     uv run python benchmarks/gateway_load.py                 # everything, about 7 minutes
@@ -321,8 +322,9 @@ def median_result(results: list[LoadResult]) -> LoadResult:
 
 # ---------------------------------------------------------------------- the log's cost, in process
 def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[list[object]],
-                         rounds: int) -> list[tuple[float, float]]:
-    """µs of event-loop time the log takes per one-row request: (per model call, per request) each round.
+                         rounds: int) -> list[tuple[float, float, float, float]]:
+    """µs of event-loop time per one-row request, each round: the log (per model call, per request),
+    scoring a batch for the champion alone, and scoring a batch split 14/2 between the arms.
 
     What the loop does for the log after a model call, measured alone on real jobs: 16 one-row
     requests validated and scored by the champion (a batch at 16 connections), then handed to
@@ -354,12 +356,17 @@ def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[
                 raise RuntimeError("the in-process gateway did not load its champion")
             time.sleep(0.1)
         deployment = gateway.pool.get(model)
-        jobs = []
-        for i in range(16):
-            payload = parse_payload({"dataframe_split": {"columns": columns, "data": [rows[i % len(rows)]]}},
-                                    max_rows=10)
-            jobs.append(gateway._validated_job(deployment, Route(Arm.CHAMPION), [0], payload, frozenset(),
-                                               (f"request-{i:02d}", time.time_ns(), time.perf_counter(), None)))
+        def batch(challengers: int) -> list:
+            made = []
+            for i in range(16):
+                payload = parse_payload({"dataframe_split": {"columns": columns, "data": [rows[i % len(rows)]]}},
+                                        max_rows=10)
+                route = Route(Arm.CHALLENGER if i < challengers else Arm.CHAMPION)
+                made.append(gateway._validated_job(deployment, route, [0], payload, frozenset(),
+                                                   (f"request-{i:02d}", time.time_ns(), time.perf_counter(), None)))
+            return made
+
+        jobs, champion_only, split = batch(0), batch(0), batch(2)  # split: what a 90/10 canary's batch holds
         score_jobs(jobs)
 
         def per_request_records() -> None:
@@ -372,11 +379,12 @@ def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[
                     predictions=job.result.labels, scores=job.result.scores, latency_ms=1.0, entities=None,
                 ))
 
-        async def measure() -> list[tuple[float, float]]:  # _record runs on the loop in the gateway: here too
+        async def measure() -> list[tuple[float, float, float, float]]:  # on the loop, as in the gateway
             figures = []
             for _ in range(rounds):
                 pair = []
-                for work in (lambda: gateway._record(jobs), per_request_records):
+                for work in (lambda: gateway._record(jobs), per_request_records, lambda: score_jobs(champion_only),
+                             lambda: score_jobs(split)):
                     started = time.perf_counter()
                     for _ in range(5_000):
                         work()
@@ -425,11 +433,19 @@ def main(argv: list[str] | None = None) -> int:
     if "log-cost" in args.only:
         figures = log_work_per_request(home, model, columns, rows, max(args.repeats, 5))
         grouped, per_request = [f[0] for f in figures], [f[1] for f in figures]
+        split_added = [f[3] - f[2] for f in figures]
         notes.append(
             f"the log's work on the event loop, in process: {statistics.median(grouped):.2f} us per one-row request "
             f"with one record per model call (rounds {min(grouped):.2f} to {max(grouped):.2f}) vs "
             f"{statistics.median(per_request):.2f} us with one record per request (rounds {min(per_request):.2f} to "
             f"{max(per_request):.2f}); medians of {len(figures)} rounds of 5 000 batches of 16"
+        )
+        print(f"  {notes[-1]}", flush=True)
+        notes.append(
+            f"scoring on the event loop, in process: a batch of 16 one-row requests costs "
+            f"{statistics.median(f[2] for f in figures):.2f} us per request for the champion alone and "
+            f"{statistics.median(f[3] for f in figures):.2f} us split 14/2 between champion and challenger: the split "
+            f"adds {statistics.median(split_added):.2f} us (rounds {min(split_added):.2f} to {max(split_added):.2f})"
         )
         print(f"  {notes[-1]}", flush=True)
     processes: list[subprocess.Popen] = []
