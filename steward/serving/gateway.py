@@ -1,9 +1,10 @@
 """The gateway's request handling: predict, feedback and admin, independent of the web framework.
 
 Handlers run on the event loop and never block it on I/O: models score on the loop in
-batches (``LoopBatcher``, a fraction of a millisecond per batch with compiled pipelines), the
-log is written by the writer thread, shadow copies are scored and logged by the shadow
-process, and registry calls go to a thread pool.
+batches (``LoopBatcher``, a fraction of a millisecond per batch with compiled pipelines), each
+batch's jobs become one log record per version and arm (``_record``) that the writer thread
+writes, shadow copies of a quick challenger are scored on the loop after the answers (a slow
+one's by the shadow process), and registry calls go to a thread pool.
 """
 
 from __future__ import annotations
