@@ -48,7 +48,7 @@ from steward.ledger import LedgerEntry, MaintenanceKind, Priority
 from steward.registry import VersionInfo
 from steward.slo import SLODay, compute_slo_day
 from steward.spec import ModelSpec
-from steward.store import join_labels
+from steward.store import join_labels, wal_line_parts
 from steward.trends import Trend, TrendVerdict, fit_trend
 
 # ============================================================================================
@@ -291,13 +291,10 @@ def wal_segment_parts(lines: Iterable[str]) -> set[tuple[str, str, str]]:
 
     A torn last line (no newline) was never acknowledged and is not counted, as in replay.
     """
-    parts = set()
+    parts: set[tuple[str, str, str]] = set()
     for line in lines:
-        if not line.endswith("\n"):
-            continue
-        record = json.loads(line)
-        day = datetime.fromtimestamp(record["time_ns"] / 1e9, tz=UTC).strftime("%Y-%m-%d")
-        parts.add((record["kind"], record["model"], day))
+        if line.endswith("\n"):
+            parts |= wal_line_parts(line)
     return parts
 
 

@@ -313,6 +313,17 @@ def _batch_to_json(batch: Batch) -> str:
     return json.dumps({"kind": kind, **batch._asdict()}, separators=(",", ":"))
 
 
+def wal_line_parts(line: str) -> set[PartKey]:
+    """The (dataset, model, day) parts that the record on one write-ahead-log line writes to.
+
+    Reads only what the day needs, from either record shape: one time per record (labels, and
+    predictions as older gateways wrote them) or one per row.
+    """
+    document = json.loads(line)
+    times = document["times_ns"] if "times_ns" in document else [document["time_ns"]]
+    return {(document["kind"], document["model"], _day(time_ns)) for time_ns in set(times)}
+
+
 def _split_by_day(batch: PredictionBatch) -> dict[str, PredictionBatch]:
     positions: dict[str, list[int]] = collections.defaultdict(list)
     for position, time_ns in enumerate(batch.times_ns):

@@ -112,6 +112,9 @@ def test_a_wal_segment_is_replayed_only_when_every_part_it_writes_exists():
     lines = [_wal_line("m", "2026-03-01"), _wal_line("m", "2026-03-02"), _wal_line("m", "2026-03-03")[:-5]]
     parts = wal_segment_parts(lines)
     assert parts == {("predictions", "m", "2026-03-01"), ("predictions", "m", "2026-03-02")}  # torn line skipped
+    midnight = int(pd.Timestamp("2026-03-04", tz="UTC").value)
+    grouped = json.dumps({"kind": "predictions", "model": "m", "times_ns": [midnight - 1, midnight]}) + "\n"
+    assert wal_segment_parts([grouped]) == {("predictions", "m", "2026-03-03"), ("predictions", "m", "2026-03-04")}
     both = {("predictions", "m", "2026-03-01"): ["part-abc.parquet"],
             ("predictions", "m", "2026-03-02"): ["part-abc-1.parquet", "part-other.parquet"]}
     assert segment_written("abc", parts, both)
