@@ -38,6 +38,7 @@ from steward.serving.shadow import (
     ShadowProcess,
     ShadowSummary,
     ShadowWorker,
+    fits_inline,
     shadow_placement,
 )
 from steward.store import (
@@ -49,6 +50,7 @@ from steward.store import (
     WriterStats,
     label_text,
     prediction_batch,
+    prediction_rows,
 )
 from steward.traffic import (
     EVENT_TIME_HEADER,
@@ -119,7 +121,6 @@ class Gateway:
         self.limiter = RateLimiter(config.rate_limit, config.burst) if config.rate_limit else None
         self.random = random.Random()
         self._children: dict[tuple[str, str, str, bool], tuple[Any, Any]] = {}
-        self._inline: dict[tuple[str, str, str], bool] = {}  # shadow copies on the loop, by version
         self.served = frozenset(config.models)
 
     # ------------------------------------------------------------------ lifecycle
@@ -332,7 +333,7 @@ class Gateway:
         if challenger is None:
             return
         context: _LogContext = served.context
-        if self._shadow_inline(challenger):
+        if fits_inline(challenger, self.config.shadow_inline_max_ms):
             columns, source = served.columns, served.source
             if challenger.feature_key != served.arm.feature_key:
                 source = None
@@ -351,15 +352,6 @@ class Gateway:
             context.request_id, context.time_ns, body, tuple(allowed), tuple(entities) if entities is not None else None,
             time.monotonic(),
         ))
-
-    def _shadow_inline(self, challenger: LoadedArm) -> bool:
-        key = (challenger.model, challenger.version, challenger.digest)
-        inline = self._inline.get(key)
-        if inline is None:
-            if len(self._inline) > 64:  # versions come and go over months of serving
-                self._inline.clear()
-            inline = self._inline[key] = shadow_placement(challenger, self.config.shadow_inline_max_ms).inline
-        return inline
 
     def _shadow_scored(self, arm: LoadedArm, summary: ShadowSummary) -> None:
         """Metrics of a batch of copies the shadow process scored and logged (shadow thread)."""
@@ -688,16 +680,18 @@ def _record_of(arm: LoadedArm, arm_name: str, served: bool, ok: bool, jobs: list
             entities += [context.entities[i] for i in context.rows]
         elif entities is not None:
             entities += (None,) * size
-    names = tuple(jobs[0].columns)
-    values = tuple(itertools.chain.from_iterable(  # row by row, as the log's records hold them
-        itertools.chain.from_iterable(zip(*job.columns.values(), strict=True)) for job in jobs))
+    if len(jobs) == 1:
+        features = jobs[0].columns
+    else:
+        features = {name: list(itertools.chain.from_iterable(job.columns[name] for job in jobs))
+                    for name in jobs[0].columns}
     predictions = scores = None
     if ok:
         predictions = list(itertools.chain.from_iterable(job.result.labels for job in jobs))
         if jobs[0].result.scores is not None:
             scores = list(itertools.chain.from_iterable(job.result.scores for job in jobs))
-    return PredictionBatch(
-        arm.model, arm.version, arm_name, served, "ok" if ok else "error", tuple(request_ids), tuple(positions),
-        tuple(times), tuple(latencies), names, values, arm.schema.numeric_names, tuple(predictions) if predictions is not None else None,
-        tuple(scores) if scores is not None else None, tuple(entities) if entities is not None else None,
+    return prediction_rows(
+        arm.model, arm.version, arm_name, served=served, status="ok" if ok else "error", request_ids=request_ids,
+        rows=positions, times_ns=times, latencies_ms=latencies, features=features,
+        numeric=arm.schema.numeric_names, predictions=predictions, scores=scores, entities=entities,
     )

@@ -119,7 +119,8 @@ class LoopBatcher:
                     self.batches += score_jobs(jobs)
                     self.jobs += len(jobs)
                     self._report(jobs)
-                    await asyncio.sleep(0)  # the answers are written before any copy is scored
+                    if self._copies:
+                        await asyncio.sleep(0)  # the answers are written before any copy is scored
                 if self._copies:
                     copies, self._copies = self._copies, []
                     score_copies(copies)

@@ -116,6 +116,11 @@ class ShadowPlacement:
     reason: str
 
 
+def fits_inline(challenger: LoadedArm, inline_max_ms: float) -> bool:
+    """Whether the challenger's copies are scored on the event loop (see ``shadow_placement``)."""
+    return challenger.call_seconds is not None and challenger.call_seconds * 1000 <= inline_max_ms
+
+
 def shadow_placement(challenger: LoadedArm, inline_max_ms: float) -> ShadowPlacement:
     """Copies go on the event loop when the challenger's measured model call is within ``inline_max_ms``.
 
@@ -124,11 +129,10 @@ def shadow_placement(challenger: LoadedArm, inline_max_ms: float) -> ShadowPlace
     millisecond it takes delays the next batch of real requests. The shadow process keeps a slow
     challenger off the loop, at the price of parsing, validating and scoring each copy again.
     """
-    measured = challenger.call_seconds
-    if measured is None:
+    if challenger.call_seconds is None:
         return ShadowPlacement(False, f"v{challenger.version}'s model call was not measured")
-    ms = measured * 1000
-    if ms <= inline_max_ms:
+    ms = challenger.call_seconds * 1000
+    if fits_inline(challenger, inline_max_ms):
         return ShadowPlacement(True, f"v{challenger.version} scores 16 rows in {ms:.2f} ms "
                                      f"(inline limit {inline_max_ms:g} ms)")
     return ShadowPlacement(False, f"v{challenger.version} scores 16 rows in {ms:.2f} ms, over the inline "
