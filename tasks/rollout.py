@@ -304,6 +304,9 @@ def observe_step(
         record = step_record(state, percent, analysis.decision, analysis.evidence, now=analysis.at, holds=holds,
                              baseline=analysis.baseline)
         if analysis.decision.action is not StepAction.HOLD:
+            # The window took a while to read and judge: a rollback or promotion made meanwhile
+            # would have this rollout act on a registry (and traffic) that is no longer its own.
+            state = renew_lease(state)
             record_step(state, record)
             logger.info("step %d (%g%%): %s: %s", state.step + 1, percent, record.action.value, record.reason)
             return state, record
