@@ -660,6 +660,27 @@ class _LogContext(NamedTuple):
     rows: list[int]  # the job's rows' positions in the request
 
 
+def _features_of(jobs: list[Job]) -> dict[str, list[Any]]:
+    """The jobs' feature columns, for their log record.
+
+    Scoring already chained the columns of the whole batch (``Job.source`` points into them);
+    jobs that sit side by side there, as one arm's jobs do, take a slice of those columns: about
+    4x cheaper than chaining the jobs' own columns again, one list per feature.
+    """
+    if len(jobs) == 1:
+        return jobs[0].columns
+    if jobs[0].source is not None:
+        prepared, start = jobs[0].source
+        stop = start
+        for job in jobs:
+            if job.source is None or job.source[0] is not prepared or job.source[1] != stop:
+                break
+            stop += job.rows
+        else:
+            return {name: column[start:stop] for name, column in prepared.columns.items()}
+    return {name: list(itertools.chain.from_iterable(job.columns[name] for job in jobs)) for name in jobs[0].columns}
+
+
 def _record_of(arm: LoadedArm, arm_name: str, served: bool, ok: bool, jobs: list[Job], now: float) -> PredictionBatch:
     """One log record of jobs scored by one version in one model call."""
     request_ids: list[str] = []
@@ -680,11 +701,7 @@ def _record_of(arm: LoadedArm, arm_name: str, served: bool, ok: bool, jobs: list
             entities += [context.entities[i] for i in context.rows]
         elif entities is not None:
             entities += (None,) * size
-    if len(jobs) == 1:
-        features = jobs[0].columns
-    else:
-        features = {name: list(itertools.chain.from_iterable(job.columns[name] for job in jobs))
-                    for name in jobs[0].columns}
+    features = _features_of(jobs)
     predictions = scores = None
     if ok:
         predictions = list(itertools.chain.from_iterable(job.result.labels for job in jobs))

@@ -105,3 +105,24 @@ def test_copies_are_scored_on_their_batchs_prepared_rows_with_the_same_results(a
         assert copy.result.scores == pytest.approx(expected.scores, rel=1e-12)  # batch size moves the last bit
     assert served[1].source[1] == served[0].rows and served[0].source[0] is served[3].source[0]
     assert challenger.score(columns[0]).scores != arm.score(columns[0]).scores  # really another model
+
+
+def test_a_log_records_features_are_its_jobs_rows_sliced_from_the_batch_or_chained(arm, example_frame):
+    """One arm's jobs sit side by side in the batch's input and take a slice of it; others are chained."""
+    from steward.serving.gateway import _features_of
+
+    challenger = logistic_arm(example_frame.iloc[800:1600], "2")
+    rows = check_rows(arm.spec)
+    columns = [{name: values[i:i + 1 + i % 2] for name, values in rows.items()} for i in range(6)]
+    jobs = [Job(challenger if i % 3 == 0 else arm, c, len(next(iter(c.values())))) for i, c in enumerate(columns)]
+    score_jobs(jobs)
+
+    def chained(members: list[Job]) -> dict[str, list]:
+        return {name: [value for job in members for value in job.columns[name]] for name in members[0].columns}
+
+    champion = [job for job in jobs if job.arm is arm]
+    assert len({id(job.source[0]) for job in jobs}) == 1  # one model input for both arms
+    assert _features_of(champion) == chained(champion)
+    apart = champion[:1] + champion[2:]  # not side by side: chained from the jobs' own columns
+    assert _features_of(apart) == chained(apart)
+    assert _features_of(champion[1:2]) is champion[1].columns
