@@ -20,6 +20,7 @@ replayed into Parquet when the next writer starts.
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import functools
 import itertools
@@ -133,11 +134,13 @@ def prediction_rows(
 ) -> PredictionBatch:
     """A record of rows from one or more requests; every per-row sequence has one value per row."""
     size = len(rows)
-    per_row = {"request_ids": request_ids, "times_ns": times_ns, "latencies_ms": latencies_ms,
-               "predictions": predictions, "scores": scores, "entities": entities,
-               **{f"feature {name}": given for name, given in features.items()}}
-    wrong = {name: len(given) for name, given in per_row.items() if given is not None and len(given) != size}
-    if wrong:
+    lengths = {len(request_ids), len(times_ns), len(latencies_ms), *map(len, features.values())}
+    lengths.update(len(given) for given in (predictions, scores, entities) if given is not None)
+    if lengths != {size}:  # the message is built only when it is needed: this runs per model call
+        per_row = {"request_ids": request_ids, "times_ns": times_ns, "latencies_ms": latencies_ms,
+                   "predictions": predictions, "scores": scores, "entities": entities,
+                   **{f"feature {name}": given for name, given in features.items()}}
+        wrong = {name: len(given) for name, given in per_row.items() if given is not None and len(given) != size}
         raise ValueError(f"every per-row field and feature needs one value per row ({size}): {wrong}")
     values = tuple(itertools.chain.from_iterable(zip(*features.values(), strict=True)))
     return PredictionBatch(
@@ -289,6 +292,18 @@ def _labels_table(batches: Sequence[LabelBatch]) -> pa.Table:
 PartKey = tuple[str, str, str]  # dataset, model, day
 
 
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns worth dictionary-encoding: text with few distinct values (version, arm, classes,
+    categories), not request ids or floats.
+
+    Parquet's default encodes every column with a dictionary first and falls back to plain
+    encoding once it grows too large: for request ids, times and float features that is hashing
+    every value for nothing. Limiting it to text cut the writer thread's CPU by about 10 % and
+    the parts by 14 % (``benchmarks/log_writer.py``).
+    """
+    return [field.name for field in schema if pa.types.is_string(field.type) and field.name != "request_id"]
+
+
 def to_tables(batches: Iterable[Batch]) -> dict[PartKey, pa.Table]:
     """Arrow tables of the batches, one per dataset, model and day."""
     groups: dict[PartKey, list[Batch]] = collections.defaultdict(list)
@@ -391,7 +406,12 @@ class PredictionStore:
         return self.write_tables({key: [table] for key, table in to_tables(batches).items()}, flush_id, sync=sync)
 
     def write_tables(self, tables: dict[PartKey, list[pa.Table]], flush_id: str, *, sync: bool = False) -> int:
-        """Write converted batches: one part per (dataset, model, day), rows sorted by version."""
+        """Write converted batches: one part per (dataset, model, day), rows in the order logged.
+
+        Not sorted: a part is one Parquet row group (a flush's rows, far under pyarrow's 1M-row
+        groups), so sorting by version could never let a reader skip a group, and it was a
+        fifth of the writer thread's work.
+        """
         written = 0
         for (kind, model, day), parts in sorted(tables.items()):
             try:
@@ -399,8 +419,6 @@ class PredictionStore:
             except pa.ArrowInvalid:  # a feature changed type between versions: keep the tables apart
                 merged = parts
             for index, table in enumerate(merged):
-                if kind == PREDICTIONS:
-                    table = table.sort_by([("version", "ascending"), ("arm", "ascending"), ("time", "ascending")])
                 name = f"part-{flush_id}.parquet" if len(merged) == 1 else f"part-{flush_id}-{index}.parquet"
                 self._write_part(self.partition_path(kind, model, day), name, table, sync)
                 written += table.num_rows
@@ -408,14 +426,15 @@ class PredictionStore:
 
     def _write_part(self, folder: str, name: str, table: pa.Table, sync: bool) -> None:
         final = f"{folder}/{name}"
+        options = {"compression": "zstd", "use_dictionary": _dictionary_columns(table.schema)}
         if not self.local:  # an object store PUT is atomic: readers never see half a file
             with self.fs.open(final, "wb") as handle:
-                pq.write_table(table, handle, compression="zstd")
+                pq.write_table(table, handle, **options)
             return
         self.fs.makedirs(folder, exist_ok=True)
         partial = f"{folder}/.{name}.tmp"  # dot-prefixed: readers skip it until the rename
         with open(partial, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
+            pq.write_table(table, handle, **options)
             if sync:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -471,8 +490,8 @@ class PredictionStore:
     ) -> pd.DataFrame:
         """Logged predictions with ``start <= time < end``, features under their real names.
 
-        Only the day partitions that overlap the window are opened, and the version filter is
-        pushed down to Parquet row groups (parts are sorted by version).
+        Only the day partitions that overlap the window are opened; the filters are applied by
+        Arrow as it reads.
         """
         start, end = _utc(start, "start"), _utc(end, "end")
         files = self._files(PREDICTIONS, model, start, end)
@@ -622,6 +641,21 @@ def production_training_frame(
 
 
 # ---------------------------------------------------------------------- writer
+def use_writer_memory_pool() -> str:
+    """Give Arrow's buffers jemalloc, the allocator the log writer runs best on; returns the pool used.
+
+    A process-wide choice, so the gateway's processes make it at start, not this module on
+    import; ``ARROW_DEFAULT_MEMORY_POOL`` still wins. With pyarrow's default (mimalloc) buffers
+    freed after each flush went back to the OS and were faulted in again for the next: the
+    writer thread used about 35 % more CPU, much of it in the kernel (``benchmarks/log_writer.py``).
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return pa.default_memory_pool().backend_name
+    with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc keeps its default
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    return pa.default_memory_pool().backend_name
+
+
 @dataclass
 class WriterStats:
     mode: LogMode
@@ -633,6 +667,7 @@ class WriterStats:
     replayed_segments: int
     last_error: str | None
     last_flush: datetime | None
+    cpu_seconds: float = 0.0  # CPU time of the writer thread, as of its last pass (at most 0.1 s ago)
 
 
 @dataclass(slots=True)
@@ -657,6 +692,7 @@ class _Counters:
     replayed_segments: int = 0
     last_error: str | None = None
     last_flush: datetime | None = None
+    cpu_seconds: float = 0.0
 
 
 class LogWriter:
@@ -760,7 +796,7 @@ class LogWriter:
         c = self._counters
         return WriterStats(
             self.mode, self.pending, c.dropped, c.written_rows, c.parts_written, c.flushes,
-            c.replayed_segments, c.last_error, c.last_flush,
+            c.replayed_segments, c.last_error, c.last_flush, c.cpu_seconds,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -845,6 +881,7 @@ class LogWriter:
                 with self._flushed:
                     self._flush_generation += 1
                     self._flushed.notify_all()
+            self._counters.cpu_seconds = time.thread_time()
             if stopping and not self._queue and not self._staged and not self._tables:
                 self._close_segment(delete=True)
                 return

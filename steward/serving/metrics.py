@@ -26,6 +26,8 @@ class _LogCollector(Collector):
         yield CounterMetricFamily("steward_log_dropped_records", "Log rows dropped (queue full or write failed).",
                                   value=stats.dropped)
         yield CounterMetricFamily("steward_log_written_records", "Log rows written to Parquet.", value=stats.written_rows)
+        yield CounterMetricFamily("steward_log_writer_cpu_seconds", "CPU time of the gateway's log writer thread.",
+                                  value=stats.cpu_seconds)
 
 
 class GatewayMetrics:

@@ -7,6 +7,7 @@ import sys
 from steward.serving.app import create_app
 from steward.serving.config import GatewayConfig
 from steward.serving.logs import configure_json_logging
+from steward.store import use_writer_memory_pool
 
 
 def serve(config: GatewayConfig, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
@@ -23,6 +24,7 @@ def serve(config: GatewayConfig, *, host: str = "127.0.0.1", port: int = 8080, l
     # scorer; with the default 5 ms switch interval each of their bursts stalls every request
     # in flight by up to 5 ms, which showed in p99.
     sys.setswitchinterval(0.001)
+    use_writer_memory_pool()
     configure_json_logging(log_level)
     uvicorn.run(
         create_app(config), host=host, port=port, log_config=None, access_log=False,

@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 from steward.serving.inference import Job, score_jobs
 from steward.serving.pool import LoadedArm, Scored
 from steward.serving.schema import Payload, RequestError, parse_payload
-from steward.store import LogMode, PredictionStore, prediction_batch
+from steward.store import LogMode, PredictionStore, prediction_batch, use_writer_memory_pool
 from steward.traffic import Arm
 
 log = logging.getLogger(__name__)
@@ -438,6 +438,7 @@ def _child_main(conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _lower_priority()
+    use_writer_memory_pool()
     arms: collections.OrderedDict[Any, LoadedArm] = collections.OrderedDict()
     writer = None
     max_rows = 1_000_000

@@ -445,7 +445,10 @@ def test_replayed_traffic_is_logged_at_its_own_time_and_only_for_an_admin(start_
                                 headers={"x-steward-event-time": (datetime.now(UTC) + timedelta(hours=1)).isoformat()})
             flushed = admin.post("/admin/log/flush")  # written now, not at the next 0.5 s flush or shutdown
         assert client.post("/admin/log/flush").status_code == 401
+        writer_cpu = [line for line in client.get("/metrics").text.splitlines()
+                      if line.startswith("steward_log_writer_cpu_seconds_total ")]
     assert flushed.status_code == 200 and flushed.json()["pending"] == 0
+    assert len(writer_cpu) == 1 and float(writer_cpu[0].split()[-1]) > 0  # the flush ran on the writer thread
     assert not PredictionStore(gateway.store_uri).read_labels(name).empty
     assert refused.status_code == 401
     assert replayed.status_code == 200 and label.status_code == 200

@@ -301,3 +301,42 @@ def test_one_part_holds_batches_of_any_size_and_features_in_order(store):
     assert len(log) == 4 + 1 + 3 + 1 and set(log["entity"].dropna()) == {"cust-0", "cust-1", "cust-2"}
     with pytest.raises(ValueError, match="one value per row"):
         batch("bad", DAY, rows=2, features={"age": [1.0], "region": ["a", "b"]})
+
+
+def test_parts_dictionary_encode_only_text_other_than_request_ids(store, tmp_path):
+    """Dictionaries pay for versions, arms, classes and categories; for ids and floats they only cost CPU."""
+    import pyarrow.parquet as pq
+
+    store.write_batches([batch(f"r{i}", DAY) for i in range(20)], "f1")
+    (part,) = (tmp_path / "log" / "predictions").rglob("*.parquet")
+    metadata = pq.ParquetFile(part).metadata
+    group = metadata.row_group(0)
+    encodings = {group.column(i).path_in_schema: set(group.column(i).encodings) for i in range(group.num_columns)}
+    dictionary = {name for name, used in encodings.items() if "RLE_DICTIONARY" in used}
+    assert dictionary == {"version", "arm", "status", "prediction", "entity", "f_region"}
+
+
+def test_the_writer_reports_its_threads_cpu_time(store):
+    writer = store.writer(LogMode.BATCHED, flush_interval=60).start()
+    for i in range(2_000):
+        writer.submit(batch(f"r{i}", DAY))
+    writer.flush()
+    used = writer.stats().cpu_seconds
+    assert used > 0.0
+    writer.close()
+    assert writer.stats().cpu_seconds >= used
+
+
+def test_the_writer_memory_pool_is_jemalloc_unless_the_environment_names_one(monkeypatch):
+    import pyarrow as pa
+
+    from steward.store import use_writer_memory_pool
+
+    before = pa.default_memory_pool()
+    try:
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+        assert use_writer_memory_pool() == before.backend_name  # the operator's choice is left alone
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
+        assert use_writer_memory_pool() == "jemalloc"
+    finally:
+        pa.set_memory_pool(before)
