@@ -22,6 +22,12 @@ Scenarios:
   durable          gateway, 90/10 canary, durable log (fsynced WAL before each answer)
   switch           gateway under 16 connections while the plan and the champion alias change
                    every half second (admin API and registry); counts failed requests
+  log-pairs        logging's cost measured in alternating 1 s slices, which a noisy machine's slow
+                   swings (+-20 % over tens of seconds here) hit alike: two logged and two unlogged
+                   gateways (90/10 canary) take turns under 16 connections, --pair-steps times; each
+                   step gives logged/unlogged req/s, and two identical gateways give the floor
+                   (how far apart two processes of the same code measure: an A/A test). Also the
+                   log writer thread's CPU per request under that load, from /metrics
   log-cost         in this process, no wrk: the time the event loop spends per request on the log and
                    on scoring a batch for one arm or split between two, measured alone on real jobs
                    (see log_work_per_request); set beside the server CPU per request of the wrk
@@ -58,7 +64,7 @@ HOST = "127.0.0.1"  # the only address this script sends traffic to
 TOKEN = "benchmark-admin-token"
 ROWS = 64
 SCENARIOS = ("mlflow", "canary+log", "champion+log", "canary,nolog", "champion,nolog", "shadow+log", "durable",
-             "switch", "log-cost")
+             "switch", "log-pairs", "log-cost")
 WARM_UP_SECONDS = 4.0  # not counted: first requests, and the shadow child process starting
 ROUND_WARM_UP_SECONDS = 1.0  # not counted: before each measurement, after a plan change
 VENV_BIN = Path(sys.executable).parent
@@ -397,6 +403,73 @@ def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[
         gateway.stop()
 
 
+# ---------------------------------------------------------------------- logging, in alternating slices
+def writer_cpu_seconds(port: int) -> float:
+    """The gateway's log writer thread CPU so far (``steward_log_writer_cpu_seconds_total``)."""
+    text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=30).text
+    found = re.search(r"^steward_log_writer_cpu_seconds_total (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def log_pairs(model: str, home: Path, script: Path, logs: Path, steps: int) -> list[str]:
+    """Logging's throughput cost from many short alternating slices, with an A/A floor beside it.
+
+    Every step runs four 1 s slices back to back, in an order rotated each step: two gateways
+    logging every prediction (batched) and two with the log off, all on a 90/10 canary. A step's
+    cost is 1 - (logged req/s) / (unlogged req/s), summed over each pair of processes, so a
+    slow or quick process (memory layout, hash seed) weighs on both sides. The A/A figure is
+    the same ratio between the two unlogged gateways: two processes of identical code, which
+    says how small a cost this machine can show.
+    """
+    processes: list[subprocess.Popen] = []
+    cells: dict[str, tuple[int, psutil.Process]] = {}
+    try:
+        for name, mode in (("log-1", "batched"), ("off-1", "off"), ("log-2", "batched"), ("off-2", "off")):
+            port = free_port()
+            processes.append(start_gateway(model, port, mode, home, logs / f"pairs-{name}.log"))
+            set_plan(port, model, {"mode": "canary", "challenger_percent": 10}, "benchmark: log-pairs")
+            cells[name] = (port, psutil.Process(processes[-1].pid))
+        for port, _ in cells.values():
+            run_wrk(port, script, 16, WARM_UP_SECONDS)
+        names = list(cells)
+        logged, floor, cpu = [], [], []
+        writer_seconds, logged_requests = 0.0, 0
+        for step in range(steps):
+            got: dict[str, LoadResult] = {}
+            for name in names[step % 4:] + names[:step % 4]:
+                port, process = cells[name]
+                writer_before = writer_cpu_seconds(port) if name.startswith("log") else 0.0
+                got[name] = run_wrk(port, script, 16, 1.0, process)
+                if name.startswith("log"):  # summed, not a median: the writer's work comes in bursts, a flush every 2 s
+                    writer_seconds += writer_cpu_seconds(port) - writer_before
+                    logged_requests += got[name].requests
+            log_rps, off_rps = got["log-1"].rps + got["log-2"].rps, got["off-1"].rps + got["off-2"].rps
+            logged.append(1 - log_rps / off_rps)
+            floor.append(1 - got["off-2"].rps / got["off-1"].rps)
+            cpu.append((got["log-1"].cpu_seconds + got["log-2"].cpu_seconds)
+                       / (got["log-1"].requests + got["log-2"].requests)
+                       / ((got["off-1"].cpu_seconds + got["off-2"].cpu_seconds)
+                          / (got["off-1"].requests + got["off-2"].requests)) - 1)
+    finally:
+        for process in processes:
+            stop(process)
+
+    def spread(values: list[float]) -> str:
+        quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+        return f"{statistics.median(values):.1%} (quartiles {quartiles[0]:.1%} to {quartiles[2]:.1%})"
+
+    notes = [
+        f"logging cost in alternating 1 s slices, two processes a side, {steps} steps: {spread(logged)} of throughput"
+        f" (target <= 5%); A/A floor, two unlogged gateways: {spread(floor)}",
+        f"  by the server's CPU per request: logged gateways use {spread(cpu)} more; their log writer thread used "
+        f"{writer_seconds / max(logged_requests, 1) * 1e6:.1f} us per request (all slices; on the core the loop "
+        "does not need)",
+    ]
+    for note in notes:
+        print(f"  {note}", flush=True)
+    return notes
+
+
 # ---------------------------------------------------------------------- scenarios
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -408,13 +481,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-requests", type=int, default=500_000, help="Cap on requests per run.")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--pair-steps", type=int, default=40,
+                        help="Steps of four 1 s slices for log-pairs (default 40, about 3 minutes).")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary Steward home.")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed: `apt-get install wrk` (Debian) and run again", file=sys.stderr)
         return 2
-    if not 0 < args.duration <= 120 or not 1 <= args.repeats <= 15:
-        print("keep --duration within (0, 120] seconds and --repeats within 1..15", file=sys.stderr)
+    if not 0 < args.duration <= 120 or not 1 <= args.repeats <= 15 or not 2 <= args.pair_steps <= 400:
+        print("keep --duration within (0, 120] seconds, --repeats within 1..15 and --pair-steps within 2..400",
+              file=sys.stderr)
         return 2
 
     home = Path(tempfile.mkdtemp(prefix="steward-bench-"))
@@ -448,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
             f"adds {statistics.median(split_added):.2f} us (rounds {min(split_added):.2f} to {max(split_added):.2f})"
         )
         print(f"  {notes[-1]}", flush=True)
+    if "log-pairs" in args.only:  # before the other scenarios: it sets the model's plan
+        notes += log_pairs(model, home, scripts["gateway"], logs, args.pair_steps)
     processes: list[subprocess.Popen] = []
     servers: dict[int, psutil.Process] = {}  # port -> server process, for its CPU time
     try:
@@ -479,13 +557,16 @@ def main(argv: list[str] | None = None) -> int:
             if label in args.only:
                 cells += [(label, c, gateways[mode], scripts["gateway"], plan) for c in connections]
 
-        plans: dict[int, dict] = {}
+        # The plan lives in the registry, one per model, shared by every gateway here: set it
+        # whenever a scenario needs another one than the last set, whichever gateway set that.
+        # The others follow by polling (0.5 s) within the warm-up.
+        registry_plan: list[dict | None] = [None]
         results: dict[tuple[str, int], list[LoadResult]] = {}
 
         def prepare(port: int, plan: dict | None, warm_up: float, script: Path, c: int) -> None:
-            if plan is not None and plans.get(port) != plan:
+            if plan is not None and registry_plan[0] != plan:
                 set_plan(port, model, plan, f"benchmark: {plan}")
-                plans[port] = plan
+                registry_plan[0] = plan
             run_wrk(port, script, c, warm_up)
 
         for _label, c, port, script, plan in cells:  # warm every scenario up once (the shadow child starts)
