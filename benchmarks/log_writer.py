@@ -14,9 +14,11 @@ and writes one Parquet part every 2 s. Printed per configuration, medians over r
 Configurations (each run in a fresh process, since Arrow's memory pool is chosen per process;
 runs of the two alternate so a change of background load hits both):
 
-  current    jemalloc memory pool (``use_writer_memory_pool``), dictionaries for text columns only
-  mimalloc   pyarrow's default pool (mimalloc), dictionaries for text columns only
-  baseline   pyarrow's default pool (mimalloc) and dictionaries on every column, as before
+  current    jemalloc memory pool (``use_writer_memory_pool``), dictionaries for text columns
+             only, parts not sorted
+  mimalloc   the same on pyarrow's default pool (mimalloc)
+  baseline   as before: pyarrow's default pool, dictionaries on every column, each part sorted
+             by version, arm and time
 
 CPU time, not wall time: the figures hold on a shared machine better than any req/s difference.
 
@@ -48,6 +50,8 @@ BATCH_SECONDS = 0.0032  # one batch of 16 one-row requests at 5 000 requests/s
 
 def run_one(configuration: str, seconds: float) -> dict[str, float]:
     """One measurement in this process; prints nothing, returns the figures."""
+    import pyarrow as pa
+
     import steward.store as store_module
     from steward.store import LogMode, PredictionStore, prediction_rows
 
@@ -55,6 +59,15 @@ def run_one(configuration: str, seconds: float) -> dict[str, float]:
         store_module.use_writer_memory_pool()
     elif configuration == "baseline":
         store_module._dictionary_columns = lambda schema: True  # Parquet's default: a dictionary for every column
+        unsorted = store_module.PredictionStore.write_tables
+
+        def sorted_parts(self, tables, flush_id, *, sync=False):  # as before: each part sorted by version, arm, time
+            order = [("version", "ascending"), ("arm", "ascending"), ("time", "ascending")]
+            tables = {key: [pa.concat_tables(parts, promote_options="default").sort_by(order)]
+                      if key[0] == store_module.PREDICTIONS else parts for key, parts in tables.items()}
+            return unsorted(self, tables, flush_id, sync=sync)
+
+        store_module.PredictionStore.write_tables = sorted_parts
     rng = random.Random(7)
 
     def record(size: int, arm: str, version: str):

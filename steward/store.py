@@ -298,8 +298,8 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 
     Parquet's default encodes every column with a dictionary first and falls back to plain
     encoding once it grows too large: for request ids, times and float features that is hashing
-    every value for nothing. Limiting it to text cut the writer thread's CPU by about 10 % and
-    the parts by 14 % (``benchmarks/log_writer.py``).
+    every value for nothing. Limited to text, and with parts no longer sorted, the writer
+    thread's CPU per row fell by 40 % and the parts by 14 % (``benchmarks/log_writer.py``).
     """
     return [field.name for field in schema if pa.types.is_string(field.type) and field.name != "request_id"]
 
@@ -647,7 +647,7 @@ def use_writer_memory_pool() -> str:
     A process-wide choice, so the gateway's processes make it at start, not this module on
     import; ``ARROW_DEFAULT_MEMORY_POOL`` still wins. With pyarrow's default (mimalloc) buffers
     freed after each flush went back to the OS and were faulted in again for the next: the
-    writer thread used about 35 % more CPU, much of it in the kernel (``benchmarks/log_writer.py``).
+    writer thread used about 25 % more CPU, more of it in the kernel (``benchmarks/log_writer.py``).
     """
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return pa.default_memory_pool().backend_name
