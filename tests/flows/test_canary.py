@@ -46,7 +46,7 @@ from steward.traffic import DEFAULT_PLAN, TrafficPlan
 pytestmark = pytest.mark.slow
 
 GOOD, ERRORS, SLOW, WORSE, HOLD, KILLED = (f"canary-{n}" for n in ("good", "errors", "slow", "worse", "hold", "killed"))
-DECIDED, FAILING = "canary-decided", "canary-failing"  # not served: their tests need the registry only
+DECIDED, FAILING, JUDGED = "canary-decided", "canary-failing", "canary-judged"  # not served: registry only
 BAD_STEPS = {"steps": [10, 50, 100], "min_requests_per_arm": 30, "min_step_seconds": 1, "max_hold_seconds": 120}
 POLL = 0.5
 
@@ -84,7 +84,7 @@ def world(registry, example_frame, tmp_path_factory) -> Iterator[World]:
             versions[name] = register(registry, name, trained)
             registry.set_alias(name, CHALLENGER, versions[name], reason="canary tests: validated challenger",
                                kind=ChangeKind.ASSIGN)
-        for name in (DECIDED, FAILING):
+        for name in (DECIDED, FAILING, JUDGED):
             champions[name] = register(registry, name, champion)
             registry.promote(name, champions[name], reason="canary tests: champion")
             versions[name] = register(registry, name, good)
@@ -366,3 +366,31 @@ def test_canary_command_refuses_a_version_that_cannot_be_rolled_out(world):
     result = CliRunner().invoke(app, ["canary", str(spec_path), "--version", world.champion])
     assert result.exit_code == 1
     assert f"{DECIDED} v{world.champion} is already the champion" in " ".join(result.output.split())
+
+
+def test_a_champion_moved_while_a_step_is_judged_stops_the_canary_instead_of_rejecting_the_challenger(
+    world, registry, monkeypatch, example_frame
+):
+    """The registry is read again after the verdict: a breach seen in a window that an operator's
+    promotion (or rollback) changed under the rollout is not the challenger's to answer for."""
+    import dataclasses
+
+    import tasks.rollout as rollout_tasks
+    from steward.delivery import StepDecision
+
+    version = world.challenger[JUDGED]
+    spec_path = write_spec(world.tmp, JUDGED)
+    judge = rollout_tasks.analyse_step
+    elsewhere = register(registry, JUDGED, train(example_frame.iloc[:4500]))
+
+    def judged_while_the_champion_moves(spec, state, percent, plan, baseline):
+        analysis = judge(spec, state, percent, plan, baseline)
+        registry.promote(JUDGED, elsewhere, reason="an operator promotes another version")
+        return dataclasses.replace(analysis, decision=StepDecision(StepAction.ROLLBACK, "breach: scores moved", ()))
+
+    monkeypatch.setattr(rollout_tasks, "analyse_step", judged_while_the_champion_moves)
+    outcome = canary_promote(spec_path=str(spec_path), poll_seconds=POLL)
+
+    assert outcome.result is RolloutResult.ABORTED and "champion changed" in outcome.reason, outcome.reason
+    assert registry.get_version(JUDGED, version).tags.get("steward.stage") != "rejected"
+    assert registry.alias_version(JUDGED, CHAMPION) == elsewhere
