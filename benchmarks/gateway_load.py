@@ -27,14 +27,15 @@ Scenarios:
                    gateways (90/10 canary) take turns under 16 connections, --pair-steps times; each
                    step gives logged/unlogged req/s, and two identical gateways give the floor
                    (how far apart two processes of the same code measure: an A/A test). Also the
-                   log writer thread's CPU per request under that load, from /metrics
+                   log writer thread's CPU per request under that load (from /metrics) and the
+                   event-loop thread's added CPU per request (psutil, per thread)
   log-cost         in this process, no wrk: the time the event loop spends per request on the log and
                    on scoring a batch for one arm or split between two, measured alone on real jobs
                    (see log_work_per_request); set beside the server CPU per request of the wrk
                    scenarios, it says what share of a request the log and the split take
 
 Usage:
-    uv run python benchmarks/gateway_load.py                 # everything, about 7 minutes
+    uv run python benchmarks/gateway_load.py                 # everything, about 11 minutes
     uv run python benchmarks/gateway_load.py --duration 5 --repeats 1
     uv run python benchmarks/gateway_load.py --only mlflow canary+log
 """
