@@ -409,8 +409,8 @@ class PredictionStore:
         """Write converted batches: one part per (dataset, model, day), rows in the order logged.
 
         Not sorted: a part is one Parquet row group (a flush's rows, far under pyarrow's 1M-row
-        groups), so sorting by version could never let a reader skip a group, and it was a
-        fifth of the writer thread's work.
+        groups), so sorting by version could never let a reader skip a group: it only cost the
+        writer CPU (``benchmarks/log_writer.py`` measures the writer with and without it).
         """
         written = 0
         for (kind, model, day), parts in sorted(tables.items()):
