@@ -573,13 +573,14 @@ def main(argv: list[str] | None = None) -> int:
         # The plan lives in the registry, one per model, shared by every gateway here: set it
         # whenever a scenario needs another one than the last set, whichever gateway set that.
         # The others follow by polling (0.5 s) within the warm-up.
-        registry_plan: list[dict | None] = [None]
+        registry_plan: dict | None = None
         results: dict[tuple[str, int], list[LoadResult]] = {}
 
         def prepare(port: int, plan: dict | None, warm_up: float, script: Path, c: int) -> None:
-            if plan is not None and registry_plan[0] != plan:
+            nonlocal registry_plan
+            if plan is not None and registry_plan != plan:
                 set_plan(port, model, plan, f"benchmark: {plan}")
-                registry_plan[0] = plan
+                registry_plan = plan
             run_wrk(port, script, c, warm_up)
 
         for _label, c, port, script, plan in cells:  # warm every scenario up once (the shadow child starts)

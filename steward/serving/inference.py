@@ -164,15 +164,17 @@ def score_jobs(jobs: list[Job]) -> int:
     return len(by_arm)
 
 
+def joined_columns(jobs: list[Job]) -> dict[str, list[Any]]:
+    """The jobs' columns end to end, one list per feature (a single job's own columns as they are)."""
+    if len(jobs) == 1:
+        return jobs[0].columns
+    return {name: list(itertools.chain.from_iterable(job.columns[name] for job in jobs)) for name in jobs[0].columns}
+
+
 def _score_groups(groups: list[list[Job]]) -> None:
     """Prepare the rows of every group at once, then run each group's model on its slice."""
     ordered = [job for group in groups for job in group]
-    if len(ordered) == 1:
-        columns = ordered[0].columns
-    else:
-        names = ordered[0].columns.keys()
-        columns = {name: list(itertools.chain.from_iterable(job.columns[name] for job in ordered)) for name in names}
-    prepared = groups[0][0].arm.prepare(columns)
+    prepared = groups[0][0].arm.prepare(joined_columns(ordered))
     results: list[tuple[Job, Scored]] = []
     offset = 0
     for group in groups:
