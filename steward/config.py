@@ -125,6 +125,11 @@ def reset_settings() -> None:
     get_settings.cache_clear()
 
 
+# Prefect's 20 s default is too short for a first start on a loaded two-core machine: the embedded
+# server migrates a new SQLite database first (a CI run timed out there while other tests ran).
+EMBEDDED_PREFECT_STARTUP_SECONDS = 120
+
+
 def environment_for(settings: Settings) -> dict[str, str]:
     """Environment variables that make Prefect and MLflow use the Steward home."""
     env: dict[str, str] = {
@@ -135,6 +140,8 @@ def environment_for(settings: Settings) -> dict[str, str]:
     }
     if settings.prefect_api_url:
         env["PREFECT_API_URL"] = settings.prefect_api_url
+    else:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(EMBEDDED_PREFECT_STARTUP_SECONDS)
     if not settings.telemetry:
         env.update(
             {

@@ -32,8 +32,9 @@ def arm_evidence(
 
     ``versions`` maps arm to the version that arm should be serving (a plan change in the
     window must not mix two versions' evidence). Requests are counted once however many rows
-    they carried; latencies are per request. ``labelled`` is ``join_labels`` of the same
-    window; without it the arms have no losses.
+    they carried; latencies are per answered request: a failed request is the error test's
+    evidence, and a slow failure path must not read as a slow model as well. ``labelled`` is
+    ``join_labels`` of the same window; without it the arms have no losses.
     """
     evidence = {}
     for arm, version in versions.items():
@@ -42,7 +43,8 @@ def arm_evidence(
             mask &= predictions["served"]
         rows = predictions[mask]
         requests = rows.drop_duplicates("request_id")
-        errored = rows.loc[rows["status"] == "error", "request_id"].nunique()
+        errored_ids = rows.loc[rows["status"] == "error", "request_id"].unique()
+        answered = requests[~requests["request_id"].isin(errored_ids)]
         losses = np.empty(0)
         if labelled is not None and len(labelled):
             arm_labelled = labelled[(labelled["arm"] == arm) & (labelled["version"] == str(version))]
@@ -51,8 +53,8 @@ def arm_evidence(
             losses = _losses(arm_labelled, spec.task)
         evidence[arm] = ArmEvidence(
             requests=len(requests),
-            errors=int(errored),
-            latencies_ms=requests["latency_ms"].to_numpy(float),
+            errors=len(errored_ids),
+            latencies_ms=answered["latency_ms"].to_numpy(float),
             scores=rows["score"].dropna().to_numpy(float),
             losses=losses,
             binary_losses=spec.task is not Task.REGRESSION,

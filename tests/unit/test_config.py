@@ -17,6 +17,15 @@ def test_defaults_put_everything_under_home(tmp_path: Path, monkeypatch: pytest.
     env = environment_for(settings)
     assert env["PREFECT_HOME"] == str(tmp_path / ".steward" / "prefect")
     assert env["DO_NOT_TRACK"] == "1" and env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    # the embedded server's first start migrates a new database: more than Prefect's 20 s on a busy machine
+    assert int(env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]) >= 60
+
+
+def test_a_configured_prefect_server_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("STEWARD_PREFECT_API_URL", "http://prefect.internal:4200/api")
+    env = environment_for(Settings())
+    assert env["PREFECT_API_URL"] == "http://prefect.internal:4200/api"
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in env
 
 
 def test_yaml_file_and_environment_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -30,6 +30,7 @@ def test_counts_requests_errors_and_losses_per_arm_and_version():
     assert (champion.requests, champion.errors, list(champion.latencies_ms)) == (1, 0, [5.0])
     assert list(champion.losses) == [0.0, 1.0]
     assert (challenger.requests, challenger.errors) == (2, 1)
+    assert list(challenger.latencies_ms) == [7.0]  # a failure's time is no evidence of the model's speed
     assert list(challenger.losses) == [1.0]  # the errored row has no prediction to score
     shadow = arm_evidence(predictions, SPEC, versions={"challenger": "2"}, served_only=False)["challenger"]
     assert shadow.requests == 3
