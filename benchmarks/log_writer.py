@@ -14,16 +14,17 @@ and writes one Parquet part every 2 s. Printed per configuration, medians over r
 Configurations (each run in a fresh process, since Arrow's memory pool is chosen per process;
 runs of the two alternate so a change of background load hits both):
 
-  current    jemalloc memory pool (``use_writer_memory_pool``), dictionaries for text columns
-             only, parts not sorted
-  mimalloc   the same on pyarrow's default pool (mimalloc)
-  baseline   as before: pyarrow's default pool, dictionaries on every column, each part sorted
-             by version, arm and time
+  current      jemalloc memory pool (``use_writer_memory_pool``), dictionaries for text columns
+               only, parts not sorted, written through Arrow's own file
+  python-file  the same, written through a Python file object (as before)
+  mimalloc     current on pyarrow's default pool (mimalloc)
+  baseline     as before all together: pyarrow's default pool, dictionaries on every column,
+               each part sorted by version, arm and time, a Python file object
 
 CPU time, not wall time: the figures hold on a shared machine better than any req/s difference.
 
 Usage:
-    uv run python benchmarks/log_writer.py            # 5 runs of each, about 2 minutes
+    uv run python benchmarks/log_writer.py            # 5 runs of each, about 4 minutes
     uv run python benchmarks/log_writer.py --runs 3 --seconds 5
 """
 
@@ -41,7 +42,7 @@ import time
 import uuid
 from pathlib import Path
 
-CONFIGURATIONS = ("current", "mimalloc", "baseline")
+CONFIGURATIONS = ("current", "python-file", "mimalloc", "baseline")
 DISTINCT = 500  # distinct records per arm, so the parts compress like real traffic
 FEATURES = [f"x{i}" for i in range(17)] + ["c1", "c2", "c3"]
 NUMERIC = tuple(FEATURES[:17])
@@ -55,9 +56,21 @@ def run_one(configuration: str, seconds: float) -> dict[str, float]:
     import steward.store as store_module
     from steward.store import LogMode, PredictionStore, prediction_rows
 
-    if configuration == "current":
+    if configuration in ("current", "python-file"):
         store_module.use_writer_memory_pool()
-    elif configuration == "baseline":
+    if configuration in ("python-file", "baseline"):
+        import pyarrow.parquet as pq
+
+        def python_file_part(self, folder, name, table, sync):  # as before: a Python file object
+            self.fs.makedirs(folder, exist_ok=True)
+            partial = f"{folder}/.{name}.tmp"
+            with open(partial, "wb") as handle:
+                pq.write_table(table, handle, compression="zstd",
+                               use_dictionary=store_module._dictionary_columns(table.schema))
+            Path(partial).replace(f"{folder}/{name}")
+
+        store_module.PredictionStore._write_part = python_file_part
+    if configuration == "baseline":
         store_module._dictionary_columns = lambda schema: True  # Parquet's default: a dictionary for every column
         unsorted = store_module.PredictionStore.write_tables
 
@@ -97,9 +110,8 @@ def run_one(configuration: str, seconds: float) -> dict[str, float]:
             rows += 16
             index += 1
             until = time.perf_counter() + BATCH_SECONDS
-            spins = 0
             while time.perf_counter() < until:  # the loop's other work, holding the GIL
-                spins += 1
+                pass
         writer.close()
         after = resource.getrusage(resource.RUSAGE_SELF)
         stats = writer.stats()
@@ -128,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     figures: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGURATIONS}
     for run in range(args.runs):
-        order = CONFIGURATIONS[run % 3:] + CONFIGURATIONS[:run % 3]
+        order = CONFIGURATIONS[run % len(CONFIGURATIONS):] + CONFIGURATIONS[:run % len(CONFIGURATIONS)]
         for name in order:
             output = subprocess.run([sys.executable, __file__, "--one", name, "--seconds", str(args.seconds)],
                                     capture_output=True, text=True, check=True).stdout

@@ -433,11 +433,16 @@ class PredictionStore:
             return
         self.fs.makedirs(folder, exist_ok=True)
         partial = f"{folder}/.{name}.tmp"  # dot-prefixed: readers skip it until the rename
-        with open(partial, "wb") as handle:
-            pq.write_table(table, handle, **options)
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
+        # Arrow's own file, not a Python one: through a Python file object every page the
+        # writer emits takes the GIL back from the event loop and is copied into a bytes object.
+        with pa.OSFile(partial, "wb") as sink:
+            pq.write_table(table, sink, **options)
+        if sync:
+            descriptor = os.open(partial, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
         os.replace(partial, final)
 
     def writer(self, mode: LogMode = LogMode.BATCHED, **options: Any) -> LogWriter:
