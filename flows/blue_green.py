@@ -61,6 +61,7 @@ def blue_green(
             state = renew_lease(state)
             wait_for_idle_colour(gateway_url, state)
             report = smoke_test(spec, gateway_url, state)
+            state = renew_lease(state)  # a rollback or promotion made during the smoke test is not its to judge
             record = smoke_record(state, report)
             record_step(state, record)
             if not report.passed:

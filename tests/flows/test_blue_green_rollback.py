@@ -41,7 +41,7 @@ from steward.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
 
 pytestmark = pytest.mark.slow
 
-GOOD, SLOW, BROKEN, ROLLBACK = "bg-good", "bg-slow", "bg-broken", "rollback-model"
+GOOD, SLOW, BROKEN, ROLLBACK, MOVED = "bg-good", "bg-slow", "bg-broken", "rollback-model", "bg-moved"
 WATCH = {"min_requests_per_arm": 30, "min_step_seconds": 2, "max_hold_seconds": 60}
 POLL = 0.5
 
@@ -60,7 +60,7 @@ def world(registry, example_frame, tmp_path_factory) -> Iterator[World]:
     champion = train(example_frame.iloc[:4500])
     good = train(example_frame.iloc[1500:], params={"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
                                                     "max_iter": 40, "random_state": 1})
-    models = [GOOD, SLOW, BROKEN, ROLLBACK]
+    models = [GOOD, SLOW, BROKEN, ROLLBACK, MOVED]
     champions = {name: register(registry, name, champion) for name in models}
     for name, version in champions.items():
         registry.promote(name, version, reason="blue-green tests: champion")
@@ -73,6 +73,7 @@ def world(registry, example_frame, tmp_path_factory) -> Iterator[World]:
                                                            "random_state": 0}),
             BROKEN: train(example_frame.iloc[:4500], factory="delivery_fixtures:strict_pipeline"),
         }
+        challengers[MOVED] = challengers[BROKEN]
         versions = {}
         for name, trained in challengers.items():
             versions[name] = register(registry, name, trained)
@@ -192,6 +193,32 @@ def test_candidate_failing_the_smoke_test_never_takes_traffic(world, registry, a
     assert not entry.incident and "smoke test" in entry.title
     rejected = [e for e in model_events(BROKEN) if e.event == events.CANDIDATE_REJECTED]
     assert rejected and rejected[0].payload["version"] == version
+
+
+def test_a_champion_moved_during_the_smoke_test_stops_the_blue_green_instead_of_rejecting_the_challenger(
+    world, registry, admin_token, monkeypatch, example_frame
+):
+    """As for a canary's step: the registry is read again after the smoke test, so a failure seen while
+    an operator promoted another version is not the challenger's to answer for."""
+    import flows.blue_green as blue_green_flow
+
+    version = world.challenger[MOVED]
+    spec_path = write_spec(world.tmp, MOVED, canary=WATCH)
+    elsewhere = register(registry, MOVED, train(example_frame.iloc[:4500]))
+    smoke = blue_green_flow.smoke_test
+
+    def smoke_tested_while_the_champion_moves(spec, gateway_url, state):
+        report = smoke(spec, gateway_url, state)
+        registry.promote(MOVED, elsewhere, reason="an operator promotes another version")
+        return report
+
+    monkeypatch.setattr(blue_green_flow, "smoke_test", smoke_tested_while_the_champion_moves)
+    outcome = blue_green(spec_path=str(spec_path), gateway_url=world.gateway.url, poll_seconds=POLL)
+
+    assert outcome.result is RolloutResult.ABORTED and "champion changed" in outcome.reason, outcome.reason
+    assert registry.get_version(MOVED, version).stage != "rejected"
+    assert registry.alias_version(MOVED, CHAMPION) == elsewhere
+    assert not any(p.needs_challenger for p in _plans(registry, MOVED))  # never switched
 
 
 def test_rollback_command_restores_the_previous_champion_within_a_second_and_stops_a_canary(
