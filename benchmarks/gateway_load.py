@@ -29,6 +29,9 @@ Scenarios:
                    (how far apart two processes of the same code measure: an A/A test). Also the
                    log writer thread's CPU per request under that load (from /metrics) and the
                    event-loop thread's added CPU per request (psutil, per thread)
+  gc-pairs         the same alternation for the collector thresholds `steward serve` uses against
+                   Python's defaults (`--no-gc-tuning`): two gateways a
+                   side, all logging, --pair-steps times; throughput, CPU per request and p99
   log-cost         in this process, no wrk: the time the event loop spends per request on the log and
                    on scoring a batch for one arm or split between two, measured alone on real jobs
                    (see log_work_per_request); set beside the server CPU per request of the wrk
@@ -65,7 +68,7 @@ HOST = "127.0.0.1"  # the only address this script sends traffic to
 TOKEN = "benchmark-admin-token"
 ROWS = 64
 SCENARIOS = ("mlflow", "canary+log", "champion+log", "canary,nolog", "champion,nolog", "shadow+log", "durable",
-             "switch", "log-pairs", "log-cost")
+             "switch", "log-pairs", "gc-pairs", "log-cost")
 WARM_UP_SECONDS = 4.0  # not counted: first requests, and the shadow child process starting
 ROUND_WARM_UP_SECONDS = 1.0  # not counted: before each measurement, after a plan change
 VENV_BIN = Path(sys.executable).parent
@@ -198,7 +201,7 @@ def start_mlflow(model: str, version: str, port: int, log: Path) -> subprocess.P
     return process
 
 
-def start_gateway(model: str, port: int, log_mode: str, home: Path, log: Path) -> subprocess.Popen:
+def start_gateway(model: str, port: int, log_mode: str, home: Path, log: Path, *extra: str) -> subprocess.Popen:
     command = [
         str(VENV_BIN / "steward"),
         "serve",
@@ -213,6 +216,7 @@ def start_gateway(model: str, port: int, log_mode: str, home: Path, log: Path) -
         str(home),
         "--log-level",
         "warning",
+        *extra,
     ]
     process = subprocess.Popen(command, env=environment(), stdout=log.open("w"), stderr=subprocess.STDOUT)
     wait_ready(f"http://{HOST}:{port}/readyz", process)
@@ -483,6 +487,49 @@ def log_pairs(model: str, home: Path, script: Path, logs: Path, steps: int) -> l
     return notes
 
 
+def gc_pairs(model: str, home: Path, script: Path, logs: Path, steps: int) -> list[str]:
+    """The gateway's collector thresholds (``steward serve``'s default) against Python's, as log-pairs does it.
+
+    Two gateways with the tuned collector and two with ``--no-gc-tuning``, all logging on a 90/10
+    canary, take turns in 1 s slices under 16 connections, in an order rotated each step; a step's
+    gain is tuned/default req/s with both processes of a side summed.
+    """
+    processes: list[subprocess.Popen] = []
+    cells: dict[str, tuple[int, psutil.Process]] = {}
+    try:
+        for name in ("tuned-1", "default-1", "tuned-2", "default-2"):
+            port = free_port()
+            extra = ("--no-gc-tuning",) if name.startswith("default") else ()
+            processes.append(start_gateway(model, port, "batched", home, logs / f"gc-{name}.log", *extra))
+            set_plan(port, model, {"mode": "canary", "challenger_percent": 10}, "benchmark: gc-pairs")
+            cells[name] = (port, psutil.Process(processes[-1].pid))
+        for port, _ in cells.values():
+            run_wrk(port, script, 16, WARM_UP_SECONDS)
+        names = list(cells)
+        gains, cpu, p99 = [], [], {"tuned": [], "default": []}
+        for step in range(steps):
+            got = {name: run_wrk(cells[name][0], script, 16, 1.0, cells[name][1])
+                   for name in names[step % 4:] + names[:step % 4]}
+            side = {kind: [got[f"{kind}-1"], got[f"{kind}-2"]] for kind in ("tuned", "default")}
+            gains.append(sum(r.rps for r in side["tuned"]) / sum(r.rps for r in side["default"]) - 1)
+            cpu.append(sum(r.cpu_seconds for r in side["tuned"]) / sum(r.requests for r in side["tuned"])
+                       / (sum(r.cpu_seconds for r in side["default"]) / sum(r.requests for r in side["default"])) - 1)
+            for kind, results in side.items():
+                p99[kind] += [r.p99_ms for r in results]
+    finally:
+        for process in processes:
+            stop(process)
+    quartiles = statistics.quantiles(gains, n=4) if len(gains) > 1 else gains * 3
+    notes = [
+        f"collector thresholds (GC_THRESHOLDS) vs Python's defaults, alternating 1 s slices, two "
+        f"processes a side, {steps} steps: throughput {statistics.median(gains):+.1%} (quartiles {quartiles[0]:+.1%} "
+        f"to {quartiles[2]:+.1%}), CPU per request {statistics.median(cpu):+.1%}; p99 {statistics.median(p99['tuned']):.2f}"
+        f" vs {statistics.median(p99['default']):.2f} ms (medians of slices)",
+    ]
+    print(f"  {notes[0]}", flush=True)
+    return notes
+
+
 # ---------------------------------------------------------------------- scenarios
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -539,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {notes[-1]}", flush=True)
     if "log-pairs" in args.only:  # before the other scenarios: it sets the model's plan
         notes += log_pairs(model, home, scripts["gateway"], logs, args.pair_steps)
+    if "gc-pairs" in args.only:
+        notes += gc_pairs(model, home, scripts["gateway"], logs, args.pair_steps)
     processes: list[subprocess.Popen] = []
     servers: dict[int, psutil.Process] = {}  # port -> server process, for its CPU time
     try:

@@ -339,6 +339,9 @@ def serve(
         help="Shadow copies of a challenger whose 16-row model call takes at most this long are scored on the "
              "event loop; a slower one's in the shadow process (0: always there).")] = 0.5,
     log_level: Annotated[str, typer.Option(help="JSON log level.")] = "info",
+    gc_tuning: Annotated[bool, typer.Option(
+        help="Run the garbage collector's young generation less often (docs/gateway.md); --no-gc-tuning "
+             "keeps Python's thresholds.")] = True,
     home: HomeOption = None,
 ) -> None:
     """Serve models by alias, split traffic by the registry's plan, log every prediction (docs/gateway.md)."""
@@ -363,7 +366,7 @@ def serve(
         _fail(f"no model named {missing} in {settings.resolved_tracking_uri}; train one with `steward train`")
     if settings.admin_token is None:
         errors.print("[yellow]no STEWARD_ADMIN_TOKEN: the admin API and forced arms are refused[/]")
-    run_gateway(config, host=host, port=port, log_level=log_level)
+    run_gateway(config, host=host, port=port, log_level=log_level, tune_gc=gc_tuning)
 
 
 HEALTH_ERROR_EXIT = 3  # 0, 1 and 2 are the verdicts

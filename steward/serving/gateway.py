@@ -10,6 +10,7 @@ one's by the shadow process), and registry calls go to a thread pool.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import itertools
 import json
@@ -591,6 +592,7 @@ class Gateway:
                           "shadow_inline_copies": self.batcher.copies, "shadow_batches": self.shadow_worker.batches,
                           "shadow_queued": self.shadow_worker.depth + self.batcher.copies_queued},
             "shadow": self._shadow_placements(),
+            "gc": {"thresholds": list(gc.get_threshold()), "frozen_objects": gc.get_freeze_count()},
         }
 
     def _shadow_placements(self) -> dict[str, dict[str, Any]]:

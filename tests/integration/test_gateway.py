@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -357,38 +362,58 @@ def test_log_holds_every_acknowledged_prediction_after_shutdown_and_feedback_joi
         assert list((tmp_path / "wal").glob("*.jsonl")) == []
 
 
+def _steward_serve(*arguments: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`steward serve` in its own process, as an operator starts it; returns once /readyz says ready."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "steward", "serve", *arguments, "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if server.poll() is not None:
+            raise AssertionError("the gateway exited during start-up")
+        if time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError("the gateway did not become ready")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+
+
+def test_steward_serve_tunes_the_collector_and_freezes_the_loaded_heap(two_versions, tmp_path):
+    """`steward serve` raises the collector's thresholds; what the models loaded is frozen out of its reach."""
+    from steward.serving.server import GC_THRESHOLDS
+
+    name, _, _ = two_versions
+    server, url = _steward_serve(name, "--store-uri", str(tmp_path / "log"),
+                                 env={"STEWARD_ADMIN_TOKEN": "test-admin-token"})
+    try:
+        collector = httpx.get(f"{url}/admin/status", headers=BEARER, timeout=10).json()["gc"]
+        assert collector["thresholds"] == list(GC_THRESHOLDS)
+        assert collector["frozen_objects"] > 10_000, collector  # the models and libraries, not a handful
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 def test_a_killed_durable_gateway_loses_no_acknowledged_prediction(two_versions, example_frame, tmp_path):
     """SIGKILL mid-load: every prediction the client got an answer for is in the log after the WAL replay."""
-    import os
     import signal
-    import socket
-    import subprocess
-    import sys
-    import time
 
     from steward.store import LogMode
 
     name, _, _ = two_versions
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     log_uri, wal = str(tmp_path / "log"), tmp_path / "wal"
-    command = [sys.executable, "-m", "steward", "serve", name, "--port", str(port), "--log-mode", "durable",
-               "--store-uri", log_uri, "--wal-dir", str(wal), "--flush-interval", "60", "--log-level", "warning"]
-    server = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = _steward_serve(name, "--log-mode", "durable", "--store-uri", log_uri, "--wal-dir", str(wal),
+                                 "--flush-interval", "60")
     acknowledged: list[str] = []
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, "the gateway exited during start-up"
-            assert time.monotonic() < deadline, "the gateway did not become ready"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
         stop = threading.Event()
 
         def send(offset: int) -> None:
