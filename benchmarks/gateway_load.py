@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -57,6 +58,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -424,6 +426,49 @@ def main_thread_cpu(process: psutil.Process) -> float:
     return 0.0
 
 
+@contextlib.contextmanager
+def alternating_gateways(
+    model: str, home: Path, script: Path, logs: Path, kinds: dict[str, tuple[str, tuple[str, ...]]], reason: str
+) -> Iterator[dict[str, tuple[int, psutil.Process]]]:
+    """Two gateways of each kind (name: log mode and extra `steward serve` arguments), as
+    ``<kind>-1`` and ``<kind>-2`` with the kinds alternating, all on a 90/10 canary and warmed up."""
+    processes: list[subprocess.Popen] = []
+    cells: dict[str, tuple[int, psutil.Process]] = {}
+    try:
+        for index in (1, 2):
+            for kind, (mode, extra) in kinds.items():
+                name, port = f"{kind}-{index}", free_port()
+                processes.append(start_gateway(model, port, mode, home, logs / f"{reason}-{name}.log", *extra))
+                set_plan(port, model, {"mode": "canary", "challenger_percent": 10}, f"benchmark: {reason}")
+                cells[name] = (port, psutil.Process(processes[-1].pid))
+        for port, _ in cells.values():
+            run_wrk(port, script, 16, WARM_UP_SECONDS)
+        yield cells
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def rotated(names: list[str], step: int) -> list[str]:
+    """The slices' order in a step: rotated by one each step, so no gateway always follows another."""
+    return names[step % len(names):] + names[:step % len(names)]
+
+
+def cpu_per_request_ratio(side: list[LoadResult], other: list[LoadResult]) -> float:
+    """How much more CPU per request one side's servers used than the other's (both summed), minus 1."""
+    def per_request(results: list[LoadResult]) -> float:
+        return sum(r.cpu_seconds for r in results) / sum(r.requests for r in results)
+    return per_request(side) / per_request(other) - 1
+
+
+def spread(values: list[float], sign: str = "") -> str:
+    """Median and quartiles of per-step figures, as percentages."""
+    quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    form = f"{sign}.1%"
+    return (f"{statistics.median(values):{form}} (quartiles {quartiles[0]:{form}} to "
+            f"{quartiles[2]:{form}})")
+
+
 def log_pairs(model: str, home: Path, script: Path, logs: Path, steps: int) -> list[str]:
     """Logging's throughput cost from many short alternating slices, with an A/A floor beside it.
 
@@ -434,23 +479,15 @@ def log_pairs(model: str, home: Path, script: Path, logs: Path, steps: int) -> l
     the same ratio between the two unlogged gateways: two processes of identical code, which
     says how small a cost this machine can show.
     """
-    processes: list[subprocess.Popen] = []
-    cells: dict[str, tuple[int, psutil.Process]] = {}
-    try:
-        for name, mode in (("log-1", "batched"), ("off-1", "off"), ("log-2", "batched"), ("off-2", "off")):
-            port = free_port()
-            processes.append(start_gateway(model, port, mode, home, logs / f"pairs-{name}.log"))
-            set_plan(port, model, {"mode": "canary", "challenger_percent": 10}, "benchmark: log-pairs")
-            cells[name] = (port, psutil.Process(processes[-1].pid))
-        for port, _ in cells.values():
-            run_wrk(port, script, 16, WARM_UP_SECONDS)
+    kinds = {"log": ("batched", ()), "off": ("off", ())}
+    with alternating_gateways(model, home, script, logs, kinds, "log-pairs") as cells:
         names = list(cells)
         logged, floor, cpu, loop_added = [], [], [], []
         writer_seconds, logged_requests = 0.0, 0
         for step in range(steps):
             got: dict[str, LoadResult] = {}
             loop_us: dict[str, float] = {}
-            for name in names[step % 4:] + names[:step % 4]:
+            for name in rotated(names, step):
                 port, process = cells[name]
                 writer_before = writer_cpu_seconds(port) if name.startswith("log") else 0.0
                 loop_before = main_thread_cpu(process)
@@ -463,17 +500,7 @@ def log_pairs(model: str, home: Path, script: Path, logs: Path, steps: int) -> l
             log_rps, off_rps = got["log-1"].rps + got["log-2"].rps, got["off-1"].rps + got["off-2"].rps
             logged.append(1 - log_rps / off_rps)
             floor.append(1 - got["off-2"].rps / got["off-1"].rps)
-            cpu.append((got["log-1"].cpu_seconds + got["log-2"].cpu_seconds)
-                       / (got["log-1"].requests + got["log-2"].requests)
-                       / ((got["off-1"].cpu_seconds + got["off-2"].cpu_seconds)
-                          / (got["off-1"].requests + got["off-2"].requests)) - 1)
-    finally:
-        for process in processes:
-            stop(process)
-
-    def spread(values: list[float]) -> str:
-        quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
-        return f"{statistics.median(values):.1%} (quartiles {quartiles[0]:.1%} to {quartiles[2]:.1%})"
+            cpu.append(cpu_per_request_ratio([got["log-1"], got["log-2"]], [got["off-1"], got["off-2"]]))
 
     notes = [
         f"logging cost in alternating 1 s slices, two processes a side, {steps} steps: {spread(logged)} of throughput"
@@ -494,37 +521,21 @@ def gc_pairs(model: str, home: Path, script: Path, logs: Path, steps: int) -> li
     canary, take turns in 1 s slices under 16 connections, in an order rotated each step; a step's
     gain is tuned/default req/s with both processes of a side summed.
     """
-    processes: list[subprocess.Popen] = []
-    cells: dict[str, tuple[int, psutil.Process]] = {}
-    try:
-        for name in ("tuned-1", "default-1", "tuned-2", "default-2"):
-            port = free_port()
-            extra = ("--no-gc-tuning",) if name.startswith("default") else ()
-            processes.append(start_gateway(model, port, "batched", home, logs / f"gc-{name}.log", *extra))
-            set_plan(port, model, {"mode": "canary", "challenger_percent": 10}, "benchmark: gc-pairs")
-            cells[name] = (port, psutil.Process(processes[-1].pid))
-        for port, _ in cells.values():
-            run_wrk(port, script, 16, WARM_UP_SECONDS)
+    kinds = {"tuned": ("batched", ()), "default": ("batched", ("--no-gc-tuning",))}
+    with alternating_gateways(model, home, script, logs, kinds, "gc-pairs") as cells:
         names = list(cells)
         gains, cpu, p99 = [], [], {"tuned": [], "default": []}
         for step in range(steps):
-            got = {name: run_wrk(cells[name][0], script, 16, 1.0, cells[name][1])
-                   for name in names[step % 4:] + names[:step % 4]}
-            side = {kind: [got[f"{kind}-1"], got[f"{kind}-2"]] for kind in ("tuned", "default")}
+            got = {name: run_wrk(cells[name][0], script, 16, 1.0, cells[name][1]) for name in rotated(names, step)}
+            side = {kind: [got[f"{kind}-1"], got[f"{kind}-2"]] for kind in kinds}
             gains.append(sum(r.rps for r in side["tuned"]) / sum(r.rps for r in side["default"]) - 1)
-            cpu.append(sum(r.cpu_seconds for r in side["tuned"]) / sum(r.requests for r in side["tuned"])
-                       / (sum(r.cpu_seconds for r in side["default"]) / sum(r.requests for r in side["default"])) - 1)
+            cpu.append(cpu_per_request_ratio(side["tuned"], side["default"]))
             for kind, results in side.items():
                 p99[kind] += [r.p99_ms for r in results]
-    finally:
-        for process in processes:
-            stop(process)
-    quartiles = statistics.quantiles(gains, n=4) if len(gains) > 1 else gains * 3
     notes = [
-        f"collector thresholds (GC_THRESHOLDS) vs Python's defaults, alternating 1 s slices, two "
-        f"processes a side, {steps} steps: throughput {statistics.median(gains):+.1%} (quartiles {quartiles[0]:+.1%} "
-        f"to {quartiles[2]:+.1%}), CPU per request {statistics.median(cpu):+.1%}; p99 {statistics.median(p99['tuned']):.2f}"
-        f" vs {statistics.median(p99['default']):.2f} ms (medians of slices)",
+        f"collector thresholds (GC_THRESHOLDS) vs Python's defaults, alternating 1 s slices, two processes a side, "
+        f"{steps} steps: throughput {spread(gains, '+')}, CPU per request {statistics.median(cpu):+.1%}; p99 "
+        f"{statistics.median(p99['tuned']):.2f} vs {statistics.median(p99['default']):.2f} ms (medians of slices)",
     ]
     print(f"  {notes[0]}", flush=True)
     return notes

@@ -10,7 +10,6 @@ from steward.serving.config import GatewayConfig
 from steward.serving.logs import configure_json_logging
 from steward.store import use_writer_memory_pool
 
-
 # CPython collects its young generation every 700 new tracked objects and runs a full
 # collection every 100 young ones; a gateway makes a few hundred such objects per request. The
 # heap it loaded (models, libraries) is already frozen (``ModelPool`` calls ``gc.freeze`` after
@@ -40,10 +39,9 @@ def serve(
     sys.setswitchinterval(0.001)
     use_writer_memory_pool()
     configure_json_logging(log_level)
-    app = create_app(config)
     if tune_gc:
         gc.set_threshold(*GC_THRESHOLDS)
     uvicorn.run(
-        app, host=host, port=port, log_config=None, access_log=False,
+        create_app(config), host=host, port=port, log_config=None, access_log=False,
         timeout_graceful_shutdown=30, server_header=False,
     )
