@@ -87,10 +87,10 @@ class PredictionBatch(NamedTuple):
     A tuple of plain values on purpose: CPython stops tracking such tuples in the garbage
     collector, so a queue of thousands of records adds nothing to a full collection. Built
     from dicts and lists, the queue made every full collection scan it: 10-30 ms pauses twice
-    a second at 1200 requests/s. The feature values are one flat tuple, row by row (each row's
-    values in ``feature_names`` order), rather than one tuple per feature: two objects per
-    record instead of forty for twenty features, and the records of a flush become columns by
-    chaining them and taking every n-th value, both in C. Build it with
+    a second at 1200 requests/s. The numeric features are one float64 block, rows by
+    features, which the gateway slices from the block its batch was scored on: no Python
+    object per value to keep alive or to convert, and numpy arrays are not tracked either.
+    The other features' values (text) are one flat tuple, row by row. Build a record with
     :func:`prediction_rows` or, for the rows of one request, :func:`prediction_batch`.
     """
 
@@ -103,9 +103,10 @@ class PredictionBatch(NamedTuple):
     rows: tuple[int, ...]  # each row's position in its request
     times_ns: tuple[int, ...]
     latencies_ms: tuple[float, ...]  # from the request's arrival to its scored result
-    feature_names: tuple[str, ...]
-    feature_values: tuple[Any, ...]  # validated values (float/str/None), row by row
-    numeric: tuple[str, ...]  # which features are numeric (stored as float64)
+    numeric_names: tuple[str, ...]  # the numeric features, in ``numeric_values``' column order
+    numeric_values: np.ndarray  # float64, one row per row and one column per numeric feature; NaN: missing
+    text_names: tuple[str, ...]  # the other features and logged fields (stored as text)
+    text_values: tuple[Any, ...]  # their validated values (str/None), row by row in ``text_names`` order
     predictions: tuple[str, ...] | None
     scores: tuple[float, ...] | None
     entities: tuple[str | None, ...] | None = None
@@ -131,23 +132,54 @@ def prediction_rows(
     predictions: Sequence[str] | None,
     scores: Sequence[float] | None,
     entities: Sequence[str | None] | None = None,
+    numeric_values: np.ndarray | None = None,
 ) -> PredictionBatch:
-    """A record of rows from one or more requests; every per-row sequence has one value per row."""
+    """A record of rows from one or more requests; every per-row sequence has one value per row.
+
+    ``features`` maps each feature (or other logged field) to its values; those named in
+    ``numeric`` become the float64 block. A caller holding that block already (the gateway:
+    its batch's prepared input) passes it as ``numeric_values``, its columns in ``numeric``'s
+    order, and only the other features in ``features``.
+    """
     size = len(rows)
-    lengths = {len(request_ids), len(times_ns), len(latencies_ms), *map(len, features.values())}
+    if numeric_values is None:
+        numeric_set = set(numeric)
+        numeric_names = tuple(name for name in features if name in numeric_set)
+        numeric_values = _float_block([features[name] for name in numeric_names], size)
+        text = {name: values for name, values in features.items() if name not in numeric_set}
+    else:
+        numeric_names, text = tuple(numeric), features
+    lengths = {len(request_ids), len(times_ns), len(latencies_ms), *map(len, text.values())}
     lengths.update(len(given) for given in (predictions, scores, entities) if given is not None)
-    if lengths != {size}:  # the message is built only when it is needed: this runs per model call
+    if lengths != {size} or numeric_values.shape != (size, len(numeric_names)):
+        # the message is built only when it is needed: this runs per model call
         per_row = {"request_ids": request_ids, "times_ns": times_ns, "latencies_ms": latencies_ms,
                    "predictions": predictions, "scores": scores, "entities": entities,
-                   **{f"feature {name}": given for name, given in features.items()}}
+                   **{f"feature {name}": given for name, given in text.items()}}
         wrong = {name: len(given) for name, given in per_row.items() if given is not None and len(given) != size}
+        if numeric_values.shape != (size, len(numeric_names)):
+            wrong["numeric_values (rows, features)"] = numeric_values.shape
         raise ValueError(f"every per-row field and feature needs one value per row ({size}): {wrong}")
-    values = tuple(itertools.chain.from_iterable(zip(*features.values(), strict=True)))
+    values = tuple(itertools.chain.from_iterable(zip(*text.values(), strict=True))) if text else ()
     return PredictionBatch(
         model, version, arm, served, status, tuple(request_ids), tuple(rows), tuple(times_ns), tuple(latencies_ms),
-        tuple(features), values, tuple(numeric), tuple(predictions) if predictions is not None else None,
-        tuple(scores) if scores is not None else None, tuple(entities) if entities is not None else None,
+        numeric_names, numeric_values, tuple(text), values,
+        tuple(predictions) if predictions is not None else None, tuple(scores) if scores is not None else None,
+        tuple(entities) if entities is not None else None,
     )
+
+
+def _float_block(columns: list[Sequence[Any]], size: int) -> np.ndarray:
+    """Columns of numbers (None: missing) as one rows x columns float64 block, NaN for missing."""
+    if not columns:
+        return np.empty((size, 0), dtype=np.float64)
+    lengths = {len(column) for column in columns}
+    if lengths != {size}:
+        raise ValueError(f"every numeric feature needs one value per row ({size}), got lengths {sorted(lengths)}")
+    try:
+        return np.array(columns, dtype=np.float64).T
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"numeric features must hold numbers or None: {error}") from None
 
 
 def prediction_batch(
@@ -220,12 +252,10 @@ def _predictions_table(batches: Sequence[PredictionBatch]) -> pa.Table:
     """One Arrow table of the batches' rows (columns in the log's order, features last).
 
     Built column by column: the per-record values once per record, repeated by Arrow; the
-    per-row values chained in C. This is the log writer's main cost per prediction, paid while
-    the gateway serves, so it avoids a Python step per value where it can.
+    per-row values chained in C; the numeric features from the records' float64 blocks, with
+    no Python object per value. This is the log's main cost per prediction, paid on the event
+    loop while the gateway serves, so it avoids a Python step per value where it can.
     """
-    numeric: set[str] = set()
-    for names in {id(batch.numeric): batch.numeric for batch in batches}.values():
-        numeric.update(names)
     sizes = [len(batch.rows) for batch in batches]
     repeat = None if all(size == 1 for size in sizes) else pa.array(np.repeat(np.arange(len(batches)), sizes))
     chain = itertools.chain.from_iterable
@@ -256,17 +286,23 @@ def _predictions_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         "latency_ms": per_row("latencies_ms", pa.float64()),
         "entity": optional("entities", pa.string()),
     }
-    layouts = dict.fromkeys(batch.feature_names for batch in batches)  # in order of appearance
+    layouts = dict.fromkeys((batch.numeric_names, batch.text_names) for batch in batches)  # in order of appearance
     if len(layouts) > 1:  # features changed between versions: one table per layout, missing values null
-        tables = [_predictions_table([b for b in batches if b.feature_names == names]) for names in layouts]
+        tables = [_predictions_table([b for b in batches if (b.numeric_names, b.text_names) == layout])
+                  for layout in layouts]
         table = pa.concat_tables(tables, promote_options="default")
         order = {name: i for i, name in enumerate(columns)}
         return table.select(sorted(table.column_names, key=lambda n: order.get(n, len(order))))
-    names = next(iter(layouts))
-    flat = list(chain(map(operator.attrgetter("feature_values"), batches)))
-    width = len(names)
-    for i, name in enumerate(names):
-        columns[FEATURE_PREFIX + name] = pa.array(flat[i::width], pa.float64() if name in numeric else pa.string())
+    numeric_names, text_names = next(iter(layouts))
+    if numeric_names:
+        block = np.concatenate([batch.numeric_values for batch in batches]) if len(batches) > 1 else batches[0].numeric_values
+        by_feature = np.ascontiguousarray(block.T)
+        for i, name in enumerate(numeric_names):
+            columns[FEATURE_PREFIX + name] = pa.array(by_feature[i], pa.float64(), from_pandas=True)  # NaN: null
+    flat = list(chain(map(operator.attrgetter("text_values"), batches)))
+    width = len(text_names)
+    for i, name in enumerate(text_names):
+        columns[FEATURE_PREFIX + name] = pa.array(flat[i::width], pa.string())
     return pa.table(columns)
 
 
@@ -324,8 +360,11 @@ def to_tables(batches: Iterable[Batch]) -> dict[PartKey, pa.Table]:
 
 
 def _batch_to_json(batch: Batch) -> str:
-    kind = PREDICTIONS if isinstance(batch, PredictionBatch) else LABELS
-    return json.dumps({"kind": kind, **batch._asdict()}, separators=(",", ":"))
+    if isinstance(batch, LabelBatch):
+        return json.dumps({"kind": LABELS, **batch._asdict()}, separators=(",", ":"))
+    document = batch._asdict()
+    document["numeric_values"] = batch.numeric_values.tolist()  # NaN is written as NaN, which json reads back
+    return json.dumps({"kind": PREDICTIONS, **document}, separators=(",", ":"))
 
 
 def wal_line_parts(line: str) -> set[PartKey]:
@@ -352,12 +391,12 @@ def _select(batch: PredictionBatch, positions: list[int]) -> PredictionBatch:
     def pick(values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
         return None if values is None else tuple(values[i] for i in positions)
 
-    width = len(batch.feature_names)
-    values = tuple(itertools.chain.from_iterable(batch.feature_values[i * width:(i + 1) * width] for i in positions))
+    width = len(batch.text_names)
+    values = tuple(itertools.chain.from_iterable(batch.text_values[i * width:(i + 1) * width] for i in positions))
     return batch._replace(
         request_ids=pick(batch.request_ids), rows=pick(batch.rows), times_ns=pick(batch.times_ns),
-        latencies_ms=pick(batch.latencies_ms), feature_values=values, predictions=pick(batch.predictions),
-        scores=pick(batch.scores), entities=pick(batch.entities),
+        latencies_ms=pick(batch.latencies_ms), numeric_values=batch.numeric_values[positions], text_values=values,
+        predictions=pick(batch.predictions), scores=pick(batch.scores), entities=pick(batch.entities),
     )
 
 
@@ -373,8 +412,15 @@ def _batch_from_json(line: str) -> Batch:
             names, values, size = document.pop("feature_names"), document.pop("feature_values"), len(document["rows"])
             features = {name: values[i * size:(i + 1) * size] for i, name in enumerate(names)}
         return prediction_batch(**{**document, "features": features})
-    return PredictionBatch(**{name: tuple(value) if isinstance(value, list) else value
-                              for name, value in document.items()})
+    if "feature_values" in document:  # every feature's values in one flat tuple, row by row
+        names, values = document.pop("feature_names"), document.pop("feature_values")
+        width = len(names)
+        features = {name: values[i::width] for i, name in enumerate(names)}
+        return prediction_rows(**{**document, "features": features})
+    size, width = len(document["rows"]), len(document["numeric_names"])
+    block = np.array(document.pop("numeric_values"), dtype=np.float64).reshape(size, width)
+    return PredictionBatch(numeric_values=block, **{name: tuple(value) if isinstance(value, list) else value
+                                                    for name, value in document.items()})
 
 
 class PredictionStore:

@@ -19,10 +19,12 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,7 +34,7 @@ from steward.serving.inference import Job, LoopBatcher, joined_columns
 from steward.serving.metrics import GatewayMetrics
 from steward.serving.pool import Deployment, LoadedArm, ModelPool, Poller, Scored
 from steward.serving.ratelimit import RateLimiter
-from steward.serving.schema import Payload, Problem, RequestError, parse_payload, select_rows
+from steward.serving.schema import InputSchema, Payload, Problem, RequestError, parse_payload, select_rows
 from steward.serving.shadow import (
     ShadowCopy,
     ShadowLogSettings,
@@ -648,6 +650,7 @@ def _set_if_pending(future: asyncio.Future, value: Any) -> None:
 
 
 DAY_NS = 86_400 * 10**9
+FLOAT64 = np.dtype(np.float64)
 
 
 class _LogContext(NamedTuple):
@@ -662,14 +665,16 @@ class _LogContext(NamedTuple):
     rows: list[int]  # the job's rows' positions in the request
 
 
-def _features_of(jobs: list[Job]) -> dict[str, list[Any]]:
-    """The jobs' feature columns, for their log record.
+def _features_of(jobs: list[Job], schema: InputSchema) -> tuple[dict[str, Sequence[Any]], np.ndarray | None]:
+    """The jobs' feature columns for their log record, and their numeric features' float64 block
+    when the batch they were scored in has it (None: the record builds it from the columns).
 
-    Scoring already chained the columns of the whole batch (``Job.source`` points into them);
-    jobs that sit side by side there, as one arm's jobs do, take a slice of those columns: about
-    4x cheaper than chaining the jobs' own columns again, one list per feature.
+    Scoring prepared the columns of the whole batch as arrays (``Job.source`` points into them);
+    jobs that sit side by side there, as one arm's jobs do, take a slice of that batch's block
+    of numeric features, one numpy view, and of its other columns: no Python object per value
+    to stage and convert, and about 4x cheaper than chaining the jobs' own columns again.
     """
-    if len(jobs) > 1 and jobs[0].source is not None:
+    if jobs[0].source is not None:
         prepared, start = jobs[0].source
         stop = start
         for job in jobs:
@@ -677,8 +682,12 @@ def _features_of(jobs: list[Job]) -> dict[str, list[Any]]:
                 break
             stop += job.rows
         else:
-            return {name: column[start:stop] for name, column in prepared.columns.items()}
-    return joined_columns(jobs)
+            numeric = schema.numeric_names
+            block = prepared.block(numeric, FLOAT64)[start:stop]
+            text = {name: column[start:stop] for name, column in prepared.columns.items()
+                    if name not in schema.numeric_set}
+            return text, block
+    return joined_columns(jobs), None
 
 
 def _record_of(arm: LoadedArm, arm_name: str, served: bool, ok: bool, jobs: list[Job], now: float) -> PredictionBatch:
@@ -701,7 +710,7 @@ def _record_of(arm: LoadedArm, arm_name: str, served: bool, ok: bool, jobs: list
             entities += [context.entities[i] for i in context.rows]
         elif entities is not None:
             entities += (None,) * size
-    features = _features_of(jobs)
+    features, numeric_values = _features_of(jobs, arm.schema) if ok else (joined_columns(jobs), None)
     predictions = scores = None
     if ok:
         predictions = list(itertools.chain.from_iterable(job.result.labels for job in jobs))
@@ -711,4 +720,5 @@ def _record_of(arm: LoadedArm, arm_name: str, served: bool, ok: bool, jobs: list
         arm.model, arm.version, arm_name, served=served, status="ok" if ok else "error", request_ids=request_ids,
         rows=positions, times_ns=times, latencies_ms=latencies, features=features,
         numeric=arm.schema.numeric_names, predictions=predictions, scores=scores, entities=entities,
+        numeric_values=numeric_values,
     )

@@ -137,6 +137,7 @@ class InputSchema:
         self.rules = tuple(_Rule(f.name, f.type, f.min, f.max, f.nullable) for f in spec.features)
         self.feature_names = tuple(f.name for f in spec.features)
         self.numeric_names = tuple(f.name for f in spec.features if f.is_numeric)
+        self.numeric_set = frozenset(self.numeric_names)
         passthrough = {spec.entity_column, spec.timestamp_column, *extra_fields} - {None}
         self.allowed = frozenset(self.feature_names) | frozenset(passthrough)
 

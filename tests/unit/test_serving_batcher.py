@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import numpy as np
 import pytest
 import yaml
 
@@ -108,21 +109,31 @@ def test_copies_are_scored_on_their_batchs_prepared_rows_with_the_same_results(a
 
 
 def test_a_log_records_features_are_its_jobs_rows_sliced_from_the_batch_or_chained(arm, example_frame):
-    """One arm's jobs sit side by side in the batch's input and take a slice of it; others are chained."""
-    from steward.serving.gateway import _features_of
+    """One arm's jobs sit side by side in the batch's input and take a slice of it (the numeric
+    features as a view of the batch's float64 block); others are chained from their own columns."""
+    from steward.serving.gateway import FLOAT64, _features_of
 
     challenger = logistic_arm(example_frame.iloc[800:1600], "2")
     rows = check_rows(arm.spec)
     columns = [{name: values[i:i + 1 + i % 2] for name, values in rows.items()} for i in range(6)]
     jobs = [Job(challenger if i % 3 == 0 else arm, c, len(next(iter(c.values())))) for i, c in enumerate(columns)]
     score_jobs(jobs)
+    numeric = arm.schema.numeric_names
+    assert numeric and set(rows) - set(numeric)  # the example has features of both kinds
 
     def chained(members: list[Job]) -> dict[str, list]:
         return {name: [value for job in members for value in job.columns[name]] for name in members[0].columns}
 
     champion = [job for job in jobs if job.arm is arm]
     assert len({id(job.source[0]) for job in jobs}) == 1  # one model input for both arms
-    assert _features_of(champion) == chained(champion)
+    text, block = _features_of(champion, arm.schema)
+    expected = chained(champion)
+    assert text == {name: values for name, values in expected.items() if name not in numeric}
+    as_floats = np.array([[np.nan if v is None else v for v in expected[name]] for name in numeric]).T
+    assert np.array_equal(block, as_floats, equal_nan=True)
+    prepared = champion[0].source[0]
+    assert np.shares_memory(block, prepared.block(numeric, FLOAT64))  # a view: nothing copied per value
     apart = champion[:1] + champion[2:]  # not side by side: chained from the jobs' own columns
-    assert _features_of(apart) == chained(apart)
-    assert _features_of(champion[1:2]) is champion[1].columns
+    assert _features_of(apart, arm.schema) == (chained(apart), None)
+    text, block = _features_of(champion[1:2], arm.schema)
+    assert block.shape == (champion[1].rows, len(numeric))

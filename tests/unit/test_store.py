@@ -6,6 +6,7 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -35,11 +36,12 @@ def ns(moment: datetime) -> int:
 
 
 def batch(request_id: str, at: datetime, *, version: str = "1", arm: str = "champion", served: bool = True,
-          rows: int = 2, features: dict | None = None, model: str = "m") -> PredictionBatch:
+          rows: int = 2, features: dict | None = None, model: str = "m",
+          numeric: tuple[str, ...] = ("age",)) -> PredictionBatch:
     features = features or {"age": [30.0 + i for i in range(rows)], "region": ["north"] * rows}
     return prediction_batch(
         request_id, ns(at), model, version, arm, served=served, status="ok", rows=range(rows), features=features,
-        numeric=("age",), predictions=["1"] * rows, scores=[0.75] * rows, latency_ms=3.5,
+        numeric=numeric, predictions=["1"] * rows, scores=[0.75] * rows, latency_ms=3.5,
         entities=[f"cust-{i}" for i in range(rows)],
     )
 
@@ -88,8 +90,7 @@ def test_version_and_served_filters(store):
 def test_a_feature_added_later_reads_as_null_for_older_rows(store):
     store.write_batches([batch("old", DAY)], "f1")
     newer = batch("new", DAY + timedelta(hours=1), features={"age": [40.0, 41.0], "region": ["east"] * 2,
-                                                             "income": [1.0, 2.0]})
-    newer = newer._replace(numeric=("age", "income"))
+                                                             "income": [1.0, 2.0]}, numeric=("age", "income"))
     store.write_batches([newer], "f2")
     frame = store.read_predictions("m", DAY, DAY + timedelta(days=1)).set_index("request_id")
     assert frame.loc["old", "income"].isna().all()
@@ -267,11 +268,20 @@ def test_production_training_frame_explains_what_is_missing(store, production_sp
         production_training_frame(unbounded, store=store)
 
 
+def assert_same_record(got: PredictionBatch, expected: PredictionBatch) -> None:
+    """Records are equal field by field; the numeric block by value (NaN equal to NaN)."""
+    assert got._replace(numeric_values=None) == expected._replace(numeric_values=None)
+    assert got.numeric_values.shape == expected.numeric_values.shape
+    assert np.array_equal(got.numeric_values, expected.numeric_values, equal_nan=True)
+
+
 def test_wal_lines_round_trip(store):
-    record = batch("r1", DAY)
+    record = batch("r1", DAY, features={"age": [30.0, None], "region": ["north", None]})
     document = json.loads(_batch_to_json(record))
-    assert document["kind"] == "predictions" and document["numeric"] == ["age"]
-    assert _batch_from_json(_batch_to_json(record)) == record
+    assert document["kind"] == "predictions" and document["numeric_names"] == ["age"]
+    assert document["text_names"] == ["region"]
+    assert_same_record(_batch_from_json(_batch_to_json(record)), record)
+    assert np.isnan(_batch_from_json(_batch_to_json(record)).numeric_values[1, 0])
 
 
 def test_wal_lines_from_before_the_flat_feature_layout_still_replay():
@@ -280,8 +290,24 @@ def test_wal_lines_from_before_the_flat_feature_layout_still_replay():
                 "arm": "champion", "served": True, "status": "ok", "rows": [0, 1],
                 "features": [["age", [30.0, 31.0]], ["region", ["north", "north"]]], "numeric": ["age"],
                 "predictions": ["1", "1"], "scores": [0.75, 0.75], "latency_ms": 3.5, "entities": ["cust-0", "cust-1"]}
-    assert _batch_from_json(json.dumps(document)) == record
-    assert _batch_from_json(_batch_to_json(record)) == record
+    assert_same_record(_batch_from_json(json.dumps(document)), record)
+    assert_same_record(_batch_from_json(_batch_to_json(record)), record)
+
+
+def test_wal_lines_from_before_the_numeric_block_still_replay():
+    """Every feature's values in one flat tuple, row by row: what gateways wrote before the block."""
+    record = batch("r1", DAY)
+    document = {"kind": "predictions", "model": "m", "version": "1", "arm": "champion", "served": True,
+                "status": "ok", "request_ids": ["r1", "r1"], "rows": [0, 1], "times_ns": [ns(DAY)] * 2,
+                "latencies_ms": [3.5, 3.5], "feature_names": ["age", "region"],
+                "feature_values": [30.0, "north", 31.0, "north"], "numeric": ["age"], "predictions": ["1", "1"],
+                "scores": [0.75, 0.75], "entities": ["cust-0", "cust-1"]}
+    assert_same_record(_batch_from_json(json.dumps(document)), record)
+
+
+def test_a_numeric_feature_holding_text_is_refused_when_the_record_is_made():
+    with pytest.raises(ValueError, match="numeric features must hold numbers"):
+        batch("r1", DAY, features={"age": ["old", 31.0], "region": ["north"] * 2})
 
 
 def test_one_part_holds_batches_of_any_size_and_features_in_order(store):
