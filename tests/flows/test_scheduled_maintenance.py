@@ -8,7 +8,6 @@ retention limits to check that clean-up removes exactly what is past them.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -106,7 +105,7 @@ def _age(path: Path, days: float) -> None:
 
 
 def test_daily_checks_health_and_drift_and_removes_only_what_is_past_retention(world, settings):
-    from steward.store import PredictionStore, prediction_batch
+    from steward.store import PredictionStore, _batch_to_json, prediction_batch
 
     store = PredictionStore.from_settings(settings)
     recent_rows = len(store.read_predictions(world.name, START, AS_OF))
@@ -126,7 +125,7 @@ def test_daily_checks_health_and_drift_and_removes_only_what_is_past_retention(w
     at = int(pd.Timestamp("2026-03-01T12:00", tz="UTC").value)
     batch = prediction_batch("wal-req", at, world.name, world.version, "champion", served=True, status="ok", rows=(0,),
                              features={}, numeric=(), predictions=("0",), scores=(0.1,), latency_ms=5.0)
-    line = json.dumps({"kind": "predictions", **batch._asdict()}) + "\n"
+    line = _batch_to_json(batch) + "\n"  # a line as the gateway's write-ahead log holds it
     store.write_batches([batch], flush_id="walseg-written")  # its rows reached Parquet before the crash
     (wal / "walseg-written.jsonl").write_text(line)
     (wal / "walseg-pending.jsonl").write_text(line)  # never written: the only copy of that row
