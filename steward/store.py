@@ -145,21 +145,22 @@ def prediction_rows(
     if numeric_values is None:
         numeric_set = set(numeric)
         numeric_names = tuple(name for name in features if name in numeric_set)
-        numeric_values = _float_block([features[name] for name in numeric_names], size)
         text = {name: values for name, values in features.items() if name not in numeric_set}
     else:
         numeric_names, text = tuple(numeric), features
-    lengths = {len(request_ids), len(times_ns), len(latencies_ms), *map(len, text.values())}
+    lengths = {len(request_ids), len(times_ns), len(latencies_ms), *map(len, features.values())}
     lengths.update(len(given) for given in (predictions, scores, entities) if given is not None)
-    if lengths != {size} or numeric_values.shape != (size, len(numeric_names)):
-        # the message is built only when it is needed: this runs per model call
+    block_fits = numeric_values is None or numeric_values.shape == (size, len(numeric_names))
+    if lengths != {size} or not block_fits:  # the message is built only when it is needed: this runs per model call
         per_row = {"request_ids": request_ids, "times_ns": times_ns, "latencies_ms": latencies_ms,
                    "predictions": predictions, "scores": scores, "entities": entities,
-                   **{f"feature {name}": given for name, given in text.items()}}
+                   **{f"feature {name}": given for name, given in features.items()}}
         wrong = {name: len(given) for name, given in per_row.items() if given is not None and len(given) != size}
-        if numeric_values.shape != (size, len(numeric_names)):
+        if not block_fits:
             wrong["numeric_values (rows, features)"] = numeric_values.shape
         raise ValueError(f"every per-row field and feature needs one value per row ({size}): {wrong}")
+    if numeric_values is None:
+        numeric_values = _float_block([features[name] for name in numeric_names], size)
     values = tuple(itertools.chain.from_iterable(zip(*text.values(), strict=True))) if text else ()
     return PredictionBatch(
         model, version, arm, served, status, tuple(request_ids), tuple(rows), tuple(times_ns), tuple(latencies_ms),
@@ -170,12 +171,9 @@ def prediction_rows(
 
 
 def _float_block(columns: list[Sequence[Any]], size: int) -> np.ndarray:
-    """Columns of numbers (None: missing) as one rows x columns float64 block, NaN for missing."""
-    lengths = {len(column) for column in columns}
-    if lengths - {size}:
-        raise ValueError(f"every numeric feature needs one value per row ({size}), got lengths {sorted(lengths)}")
+    """Columns of numbers (None: missing), one value per row each, as one rows x columns float64 block."""
     try:  # row by row, flat: quicker for a record of a few rows than a list of columns
-        return np.array(list(itertools.chain.from_iterable(zip(*columns))), dtype=np.float64).reshape(size, len(columns))
+        return np.array(list(itertools.chain.from_iterable(zip(*columns, strict=True))), dtype=np.float64).reshape(size, len(columns))
     except (TypeError, ValueError) as error:
         raise ValueError(f"numeric features must hold numbers or None: {error}") from None
 
