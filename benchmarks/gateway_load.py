@@ -74,6 +74,13 @@ SCENARIOS = ("mlflow", "canary+log", "champion+log", "canary,nolog", "champion,n
 WARM_UP_SECONDS = 4.0  # not counted: first requests, and the shadow child process starting
 ROUND_WARM_UP_SECONDS = 1.0  # not counted: before each measurement, after a plan change
 VENV_BIN = Path(sys.executable).parent
+# --pin: where wrk and the servers may run (taskset CPU lists); empty means anywhere
+PINNING = {"wrk": "", "servers": ""}
+
+
+def pinned(command: list[str], who: str) -> list[str]:
+    """The command under taskset when --pin gave `who` its own CPUs."""
+    return ["taskset", "-c", PINNING[who], *command] if PINNING[who] else command
 
 
 @dataclass(frozen=True)
@@ -198,7 +205,8 @@ def start_mlflow(model: str, version: str, port: int, log: Path) -> subprocess.P
         "-p",
         str(port),
     ]
-    process = subprocess.Popen(command, env=environment(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(pinned(command, "servers"), env=environment(), stdout=log.open("w"),
+                               stderr=subprocess.STDOUT)
     wait_ready(f"http://{HOST}:{port}/ping", process)
     return process
 
@@ -220,7 +228,8 @@ def start_gateway(model: str, port: int, log_mode: str, home: Path, log: Path, *
         "warning",
         *extra,
     ]
-    process = subprocess.Popen(command, env=environment(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(pinned(command, "servers"), env=environment(), stdout=log.open("w"),
+                               stderr=subprocess.STDOUT)
     wait_ready(f"http://{HOST}:{port}/readyz", process)
     return process
 
@@ -305,7 +314,7 @@ def run_wrk(port: int, script: Path, connections: int, duration: float,
         f"http://{HOST}:{port}",
     ]
     cpu_before = cpu_seconds(server)
-    output = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    output = subprocess.run(pinned(command, "wrk"), capture_output=True, text=True, timeout=duration + 60, check=True).stdout
     cpu_used = cpu_seconds(server) - cpu_before
     match = re.search(
         r"RESULT requests=(\d+) duration_us=(\d+) p50=(\d+) p95=(\d+) p99=(\d+) failed=(\d+)", output
@@ -555,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pair-steps", type=int, default=40,
                         help="Steps of four 1 s slices for log-pairs (default 40, about 3 minutes).")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary Steward home.")
+    parser.add_argument("--pin", metavar="WRK:SERVERS",
+                        help="CPU lists for taskset, e.g. 0:1 runs wrk on CPU 0 and every server on CPU 1, so the "
+                             "load generator never takes the servers' core (default: no pinning).")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed: `apt-get install wrk` (Debian) and run again", file=sys.stderr)
@@ -563,6 +575,14 @@ def main(argv: list[str] | None = None) -> int:
         print("keep --duration within (0, 120] seconds, --repeats within 1..15 and --pair-steps within 2..400",
               file=sys.stderr)
         return 2
+
+    if args.pin:
+        wrk_cpus, _, server_cpus = args.pin.partition(":")
+        if not wrk_cpus or not server_cpus or shutil.which("taskset") is None:
+            print("--pin takes two taskset CPU lists, WRK:SERVERS (e.g. 0:1), and needs taskset (util-linux)",
+                  file=sys.stderr)
+            return 2
+        PINNING.update(wrk=wrk_cpus, servers=server_cpus)
 
     home = Path(tempfile.mkdtemp(prefix="steward-bench-"))
     logs = home / "server-logs"
