@@ -24,7 +24,8 @@ Scenarios:
                    every half second (admin API and registry); counts failed requests
   log-pairs        logging's cost measured in alternating 1 s slices, which a noisy machine's slow
                    swings (+-20 % over tens of seconds here) hit alike: two logged and two unlogged
-                   gateways (90/10 canary) take turns under 16 connections, --pair-steps times; each
+                   gateways (90/10 canary) take turns under 16 connections, --pair-steps times (spread
+                   over --pair-rounds rounds of new processes: a process keeps its speed for life); each
                    step gives logged/unlogged req/s, and two identical gateways give the floor
                    (how far apart two processes of the same code measure: an A/A test). Also the
                    log writer thread's CPU per request under that load (from /metrics) and the
@@ -41,6 +42,7 @@ Usage:
     uv run python benchmarks/gateway_load.py                 # everything, about 11 minutes
     uv run python benchmarks/gateway_load.py --duration 5 --repeats 1
     uv run python benchmarks/gateway_load.py --only mlflow canary+log
+    uv run python benchmarks/gateway_load.py --only log-pairs --pin 0:1   # wrk on CPU 0, every server on CPU 1
 """
 
 from __future__ import annotations
@@ -478,42 +480,50 @@ def spread(values: list[float], sign: str = "") -> str:
             f"{quartiles[2]:{form}})")
 
 
-def log_pairs(model: str, home: Path, script: Path, logs: Path, steps: int) -> list[str]:
+def log_pairs(model: str, home: Path, script: Path, logs: Path, steps: int, rounds: int) -> list[str]:
     """Logging's throughput cost from many short alternating slices, with an A/A floor beside it.
 
     Every step runs four 1 s slices back to back, in an order rotated each step: two gateways
     logging every prediction (batched) and two with the log off, all on a 90/10 canary. A step's
-    cost is 1 - (logged req/s) / (unlogged req/s), summed over each pair of processes, so a
-    slow or quick process (memory layout, hash seed) weighs on both sides. The A/A figure is
-    the same ratio between the two unlogged gateways: two processes of identical code, which
-    says how small a cost this machine can show.
+    cost is 1 - (logged req/s) / (unlogged req/s), summed over each pair of processes. The A/A
+    figure is the same ratio between the two unlogged gateways: two processes of identical
+    code, which says how small a cost this machine can show.
+
+    The steps are spread over ``rounds``, each with four new processes: a process's speed
+    (memory layout, hash seed) is fixed for its life, and on this machine it moved one round's
+    cost from -0.6 % to +7.6 % with the same code, more than any number of steps averages away.
     """
     kinds = {"log": ("batched", ()), "off": ("off", ())}
-    with alternating_gateways(model, home, script, logs, kinds, "log-pairs") as cells:
-        names = list(cells)
-        logged, floor, cpu, loop_added = [], [], [], []
-        writer_seconds, logged_requests = 0.0, 0
-        for step in range(steps):
-            got: dict[str, LoadResult] = {}
-            loop_us: dict[str, float] = {}
-            for name in rotated(names, step):
-                port, process = cells[name]
-                writer_before = writer_cpu_seconds(port) if name.startswith("log") else 0.0
-                loop_before = main_thread_cpu(process)
-                got[name] = run_wrk(port, script, 16, 1.0, process)
-                loop_us[name] = (main_thread_cpu(process) - loop_before) / max(got[name].requests, 1) * 1e6
-                if name.startswith("log"):  # summed, not a median: the writer's work comes in bursts, a flush every 2 s
-                    writer_seconds += writer_cpu_seconds(port) - writer_before
-                    logged_requests += got[name].requests
-            loop_added.append((loop_us["log-1"] + loop_us["log-2"] - loop_us["off-1"] - loop_us["off-2"]) / 2)
-            log_rps, off_rps = got["log-1"].rps + got["log-2"].rps, got["off-1"].rps + got["off-2"].rps
-            logged.append(1 - log_rps / off_rps)
-            floor.append(1 - got["off-2"].rps / got["off-1"].rps)
-            cpu.append(cpu_per_request_ratio([got["log-1"], got["log-2"]], [got["off-1"], got["off-2"]]))
+    logged, floor, cpu, loop_added, per_round = [], [], [], [], []
+    writer_seconds, logged_requests = 0.0, 0
+    for round_index in range(rounds):
+        round_steps = steps // rounds + (round_index < steps % rounds)
+        with alternating_gateways(model, home, script, logs, kinds, f"log-pairs-{round_index}") as cells:
+            names = list(cells)
+            for step in range(round_steps):
+                got: dict[str, LoadResult] = {}
+                loop_us: dict[str, float] = {}
+                for name in rotated(names, step):
+                    port, process = cells[name]
+                    writer_before = writer_cpu_seconds(port) if name.startswith("log") else 0.0
+                    loop_before = main_thread_cpu(process)
+                    got[name] = run_wrk(port, script, 16, 1.0, process)
+                    loop_us[name] = (main_thread_cpu(process) - loop_before) / max(got[name].requests, 1) * 1e6
+                    if name.startswith("log"):  # summed, not a median: the writer works in bursts, a flush every 2 s
+                        writer_seconds += writer_cpu_seconds(port) - writer_before
+                        logged_requests += got[name].requests
+                loop_added.append((loop_us["log-1"] + loop_us["log-2"] - loop_us["off-1"] - loop_us["off-2"]) / 2)
+                log_rps, off_rps = got["log-1"].rps + got["log-2"].rps, got["off-1"].rps + got["off-2"].rps
+                logged.append(1 - log_rps / off_rps)
+                floor.append(1 - got["off-2"].rps / got["off-1"].rps)
+                cpu.append(cpu_per_request_ratio([got["log-1"], got["log-2"]], [got["off-1"], got["off-2"]]))
+        per_round.append(statistics.median(logged[-round_steps:]))
+        print(f"  log-pairs round {round_index + 1}/{rounds}: {per_round[-1]:.1%}", flush=True)
 
     notes = [
-        f"logging cost in alternating 1 s slices, two processes a side, {steps} steps: {spread(logged)} of throughput"
-        f" (target <= 5%); A/A floor, two unlogged gateways: {spread(floor)}",
+        f"logging cost in alternating 1 s slices, two processes a side, {steps} steps in {rounds} rounds of new "
+        f"processes: {spread(logged)} of throughput (target <= 5%); A/A floor, two unlogged gateways: {spread(floor)}",
+        "  each round's median: " + ", ".join(f"{cost:.1%}" for cost in per_round),
         f"  by the server's CPU per request: logged gateways use {spread(cpu)} more; their log writer thread used "
         f"{writer_seconds / max(logged_requests, 1) * 1e6:.1f} us per request (all slices) and their event-loop "
         f"thread {statistics.median(loop_added):+.1f} us per request (median of steps)",
@@ -563,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--pair-steps", type=int, default=40,
                         help="Steps of four 1 s slices for log-pairs (default 40, about 3 minutes).")
+    parser.add_argument("--pair-rounds", type=int, default=4,
+                        help="log-pairs: rounds of new gateway processes the steps are spread over (default 4).")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary Steward home.")
     parser.add_argument("--pin", metavar="WRK:SERVERS",
                         help="CPU lists for taskset, e.g. 0:1 runs wrk on CPU 0 and every server on CPU 1, so the "
@@ -571,9 +583,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: `apt-get install wrk` (Debian) and run again", file=sys.stderr)
         return 2
-    if not 0 < args.duration <= 120 or not 1 <= args.repeats <= 15 or not 2 <= args.pair_steps <= 400:
-        print("keep --duration within (0, 120] seconds, --repeats within 1..15 and --pair-steps within 2..400",
-              file=sys.stderr)
+    if (not 0 < args.duration <= 120 or not 1 <= args.repeats <= 15 or not 2 <= args.pair_steps <= 400
+            or not 1 <= args.pair_rounds <= args.pair_steps // 2):
+        print("keep --duration within (0, 120] seconds, --repeats within 1..15, --pair-steps within 2..400 and "
+              "--pair-rounds within 1..pair-steps/2", file=sys.stderr)
         return 2
 
     if args.pin:
@@ -616,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  {notes[-1]}", flush=True)
     if "log-pairs" in args.only:  # before the other scenarios: it sets the model's plan
-        notes += log_pairs(model, home, scripts["gateway"], logs, args.pair_steps)
+        notes += log_pairs(model, home, scripts["gateway"], logs, args.pair_steps, args.pair_rounds)
     if "gc-pairs" in args.only:
         notes += gc_pairs(model, home, scripts["gateway"], logs, args.pair_steps)
     processes: list[subprocess.Popen] = []

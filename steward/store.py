@@ -61,7 +61,6 @@ FEATURE_PREFIX = "f_"
 WAL_FOLDER = "_wal"
 CONVERT_SECONDS = 0.1
 STAGE_ROWS = 512  # batched mode: rows the submitting thread converts to Arrow at once (~0.6 ms)
-SEPARATOR = "\x1f"  # ASCII unit separator: joins a record's per-row text into one string (see text_run)
 
 Ack = Callable[[BaseException | None], None]
 
@@ -76,37 +75,6 @@ class StoreError(RuntimeError):
     """The prediction log cannot be written or read; the message says what to fix."""
 
 
-TextRun = str | tuple[Any, ...]  # per-row text of a record: see text_run
-
-
-def text_run(values: Sequence[Any]) -> TextRun:
-    """Per-row text values as one string, joined by SEPARATOR: one object to keep instead of one per row.
-
-    A tuple of the values instead where that cannot round-trip: a value missing (None) or not
-    a string, one holding SEPARATOR, or no values at all. ``run_values`` reads either back.
-    """
-    if len(values) and None not in values:
-        try:
-            joined = SEPARATOR.join(values)
-        except TypeError:
-            return tuple(values)
-        if joined.count(SEPARATOR) == len(values) - 1:
-            return joined
-    return tuple(values)
-
-
-def run_values(run: TextRun) -> Sequence[Any]:
-    """The values of a :func:`text_run`."""
-    return run.split(SEPARATOR) if isinstance(run, str) else run
-
-
-def _text_array(runs: Sequence[TextRun]) -> pa.Array:
-    """One Arrow string array of the runs' values, end to end."""
-    if all(isinstance(run, str) for run in runs):  # the usual case: split in C, once
-        return pa.array(SEPARATOR.join(runs).split(SEPARATOR), pa.string())
-    return pa.array(list(itertools.chain.from_iterable(map(run_values, runs))), pa.string())
-
-
 class PredictionBatch(NamedTuple):
     """Rows scored by one version's arm: what the log records about them.
 
@@ -116,18 +84,14 @@ class PredictionBatch(NamedTuple):
     (request id, position in the request, time, latency, outputs, entity) are tuples of
     ``size`` values; the rest is shared by every row.
 
-    No Python object per row, on purpose. A batched writer stages 512 rows of records before
-    converting them, and records that held one object per value (a str per request id, a
-    float per latency) kept ~10 000 small objects alive at a time: the event loop's own
-    allocations then came from memory gone cold, and every request slowed down. On the
-    benchmark that was most of the log's cost: ~7 % of throughput for records staged and
-    dropped unconverted, against ~2 % for records built and dropped at once, and ~3 % for
-    the layout here. So per-row numbers are numpy arrays (the numeric features one float64
-    block, rows by features, which the gateway slices from the block its batch was scored
-    on) and per-row text is one string per field (:func:`text_run`). A tuple of such values
-    is not tracked by the garbage collector either: a queue of thousands of records adds
-    nothing to a full collection. Build a record with :func:`prediction_rows` or, for the
-    rows of one request, :func:`prediction_batch`.
+    A tuple of plain values on purpose: CPython stops tracking such tuples in the garbage
+    collector, so a queue of thousands of records adds nothing to a full collection. Built
+    from dicts and lists, the queue made every full collection scan it: 10-30 ms pauses twice
+    a second at 1200 requests/s. The numeric features are one float64 block, rows by
+    features, which the gateway slices from the block its batch was scored on: no Python
+    object per value to keep alive or to convert, and numpy arrays are not tracked either.
+    The other features' values (text) are one flat tuple, row by row. Build a record with
+    :func:`prediction_rows` or, for the rows of one request, :func:`prediction_batch`.
     """
 
     model: str
@@ -135,17 +99,17 @@ class PredictionBatch(NamedTuple):
     arm: str
     served: bool  # False for a shadow copy: the client never saw this prediction
     status: str  # "ok", or "error" when the model raised
-    request_ids: TextRun
-    rows: np.ndarray  # int32: each row's position in its request
-    times_ns: np.ndarray  # int64
-    latencies_ms: np.ndarray  # float64: from the request's arrival to its scored result
+    request_ids: tuple[str, ...]
+    rows: tuple[int, ...]  # each row's position in its request
+    times_ns: tuple[int, ...]
+    latencies_ms: tuple[float, ...]  # from the request's arrival to its scored result
     numeric_names: tuple[str, ...]  # the numeric features, in ``numeric_values``' column order
     numeric_values: np.ndarray  # float64, one row per row and one column per numeric feature; NaN: missing
     text_names: tuple[str, ...]  # the other features and logged fields (stored as text)
-    text_values: tuple[TextRun, ...]  # their validated values (str/None), one run per name in ``text_names``
-    predictions: TextRun | None
-    scores: np.ndarray | None  # float64
-    entities: TextRun | None = None
+    text_values: tuple[Any, ...]  # their validated values (str/None), row by row in ``text_names`` order
+    predictions: tuple[str, ...] | None
+    scores: tuple[float, ...] | None
+    entities: tuple[str | None, ...] | None = None
 
     @property
     def size(self) -> int:
@@ -197,13 +161,12 @@ def prediction_rows(
         raise ValueError(f"every per-row field and feature needs one value per row ({size}): {wrong}")
     if numeric_values is None:
         numeric_values = _float_block([features[name] for name in numeric_names], size)
+    values = tuple(itertools.chain.from_iterable(zip(*text.values(), strict=True))) if text else ()
     return PredictionBatch(
-        model, version, arm, served, status, text_run(request_ids), np.array(rows, np.int32),
-        np.array(times_ns, np.int64), np.array(latencies_ms, np.float64), numeric_names, numeric_values,
-        tuple(text), tuple(map(text_run, text.values())),
-        text_run(predictions) if predictions is not None else None,
-        np.array(scores, np.float64) if scores is not None else None,
-        text_run(entities) if entities is not None else None,
+        model, version, arm, served, status, tuple(request_ids), tuple(rows), tuple(times_ns), tuple(latencies_ms),
+        numeric_names, numeric_values, tuple(text), values,
+        tuple(predictions) if predictions is not None else None, tuple(scores) if scores is not None else None,
+        tuple(entities) if entities is not None else None,
     )
 
 
@@ -285,40 +248,39 @@ def _predictions_table(batches: Sequence[PredictionBatch]) -> pa.Table:
     """One Arrow table of the batches' rows (columns in the log's order, features last).
 
     Built column by column: the per-record values once per record, repeated by Arrow; the
-    per-row numbers from the records' numpy arrays and the text from their runs, with no
-    Python object per value kept. This is the log's main cost per prediction, paid on the
-    event loop while the gateway serves, so it avoids a Python step per value where it can.
+    per-row values chained in C; the numeric features from the records' float64 blocks, with
+    no Python object per value. This is the log's main cost per prediction, paid on the event
+    loop while the gateway serves, so it avoids a Python step per value where it can.
     """
-    sizes = [batch.size for batch in batches]
+    sizes = [len(batch.rows) for batch in batches]
     repeat = None if all(size == 1 for size in sizes) else pa.array(np.repeat(np.arange(len(batches)), sizes))
+    chain = itertools.chain.from_iterable
 
     def per_record(field: str, kind: pa.DataType) -> pa.Array:
         array = pa.array(list(map(operator.attrgetter(field), batches)), kind)
         return array if repeat is None else array.take(repeat)
 
-    def numbers(arrays: list[np.ndarray], kind: pa.DataType) -> pa.Array:
-        return pa.array(np.concatenate(arrays) if len(arrays) > 1 else arrays[0], kind)
+    def per_row(field: str, kind: pa.DataType) -> pa.Array:
+        return pa.array(list(chain(map(operator.attrgetter(field), batches))), kind)
 
-    def optional(field: str, kind: pa.DataType, convert: Callable[[list[Any]], pa.Array]) -> pa.Array:
-        given = list(map(operator.attrgetter(field), batches))
-        if all(value is not None for value in given):
-            return convert(given)
-        return pa.concat_arrays([convert([value]) if value is not None else pa.nulls(size, kind)
-                                 for value, size in zip(given, sizes, strict=True)])
+    def optional(field: str, kind: pa.DataType) -> pa.Array:
+        given = map(operator.attrgetter(field), batches)
+        return pa.array(list(chain(value if value is not None else (None,) * size
+                                   for value, size in zip(given, sizes, strict=True))), kind)
 
     columns = {
-        "request_id": _text_array([batch.request_ids for batch in batches]),
-        "row": numbers([batch.rows for batch in batches], pa.int32()),
-        "time": numbers([batch.times_ns for batch in batches], pa.int64()).cast(
-            pa.timestamp("ns", tz="UTC")).cast(pa.timestamp("us", tz="UTC"), safe=False),
+        "request_id": per_row("request_ids", pa.string()),
+        "row": per_row("rows", pa.int32()),
+        "time": per_row("times_ns", pa.int64()).cast(pa.timestamp("ns", tz="UTC")).cast(
+            pa.timestamp("us", tz="UTC"), safe=False),
         "version": per_record("version", pa.string()),
         "arm": per_record("arm", pa.string()),
         "served": per_record("served", pa.bool_()),
         "status": per_record("status", pa.string()),
-        "prediction": optional("predictions", pa.string(), _text_array),
-        "score": optional("scores", pa.float64(), lambda arrays: numbers(arrays, pa.float64())),
-        "latency_ms": numbers([batch.latencies_ms for batch in batches], pa.float64()),
-        "entity": optional("entities", pa.string(), _text_array),
+        "prediction": optional("predictions", pa.string()),
+        "score": optional("scores", pa.float64()),
+        "latency_ms": per_row("latencies_ms", pa.float64()),
+        "entity": optional("entities", pa.string()),
     }
     layouts = dict.fromkeys((batch.numeric_names, batch.text_names) for batch in batches)  # in order of appearance
     if len(layouts) > 1:  # features changed between versions: one table per layout, missing values null
@@ -333,8 +295,10 @@ def _predictions_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         by_feature = np.ascontiguousarray(block.T)
         for i, name in enumerate(numeric_names):
             columns[FEATURE_PREFIX + name] = pa.array(by_feature[i], pa.float64(), from_pandas=True)  # NaN: null
+    flat = list(chain(map(operator.attrgetter("text_values"), batches)))
+    width = len(text_names)
     for i, name in enumerate(text_names):
-        columns[FEATURE_PREFIX + name] = _text_array([batch.text_values[i] for batch in batches])
+        columns[FEATURE_PREFIX + name] = pa.array(flat[i::width], pa.string())
     return pa.table(columns)
 
 
@@ -379,7 +343,7 @@ def to_tables(batches: Iterable[Batch]) -> dict[PartKey, pa.Table]:
         if isinstance(batch, LabelBatch):
             groups[(LABELS, batch.model, _day(batch.time_ns))].append(batch)
             continue
-        first, last = _day(int(batch.times_ns.min())), _day(int(batch.times_ns.max()))
+        first, last = _day(min(batch.times_ns)), _day(max(batch.times_ns))
         if first == last:
             groups[(PREDICTIONS, batch.model, first)].append(batch)
         else:  # rows on both sides of midnight (or replayed from several days): one part per day
@@ -395,14 +359,7 @@ def _batch_to_json(batch: Batch) -> str:
     if isinstance(batch, LabelBatch):
         return json.dumps({"kind": LABELS, **batch._asdict()}, separators=(",", ":"))
     document = batch._asdict()
-    for name in ("rows", "times_ns", "latencies_ms", "scores", "numeric_values"):  # NaN is written as NaN, read back
-        if document[name] is not None:
-            document[name] = document[name].tolist()
-    for name in ("request_ids", "predictions", "entities"):
-        if document[name] is not None:
-            document[name] = list(run_values(document[name]))
-    columns = [run_values(run) for run in batch.text_values]
-    document["text_values"] = [value for row in zip(*columns, strict=True) for value in row]  # row by row, as it always was
+    document["numeric_values"] = batch.numeric_values.tolist()  # NaN is written as NaN, which json reads back
     return json.dumps({"kind": PREDICTIONS, **document}, separators=(",", ":"))
 
 
@@ -419,7 +376,7 @@ def wal_line_parts(line: str) -> set[PartKey]:
 
 def _split_by_day(batch: PredictionBatch) -> dict[str, PredictionBatch]:
     positions: dict[str, list[int]] = collections.defaultdict(list)
-    for position, time_ns in enumerate(batch.times_ns.tolist()):
+    for position, time_ns in enumerate(batch.times_ns):
         positions[_day(time_ns)].append(position)
     return {day: _select(batch, taken) for day, taken in positions.items()}
 
@@ -427,20 +384,15 @@ def _split_by_day(batch: PredictionBatch) -> dict[str, PredictionBatch]:
 def _select(batch: PredictionBatch, positions: list[int]) -> PredictionBatch:
     """The record's rows at ``positions``."""
 
-    def pick(run: TextRun | None) -> TextRun | None:
-        if run is None:
-            return None
-        values = run_values(run)
-        return text_run([values[i] for i in positions])
+    def pick(values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        return None if values is None else tuple(values[i] for i in positions)
 
-    def take(values: np.ndarray | None) -> np.ndarray | None:
-        return None if values is None else values[positions]
-
+    width = len(batch.text_names)
+    values = tuple(itertools.chain.from_iterable(batch.text_values[i * width:(i + 1) * width] for i in positions))
     return batch._replace(
-        request_ids=pick(batch.request_ids), rows=take(batch.rows), times_ns=take(batch.times_ns),
-        latencies_ms=take(batch.latencies_ms), numeric_values=batch.numeric_values[positions],
-        text_values=tuple(map(pick, batch.text_values)), predictions=pick(batch.predictions),
-        scores=take(batch.scores), entities=pick(batch.entities),
+        request_ids=pick(batch.request_ids), rows=pick(batch.rows), times_ns=pick(batch.times_ns),
+        latencies_ms=pick(batch.latencies_ms), numeric_values=batch.numeric_values[positions], text_values=values,
+        predictions=pick(batch.predictions), scores=pick(batch.scores), entities=pick(batch.entities),
     )
 
 
@@ -461,11 +413,10 @@ def _batch_from_json(line: str) -> Batch:
         width = len(names)
         features = {name: values[i::width] for i, name in enumerate(names)}
         return prediction_rows(**{**document, "features": features})
-    numeric, text_names, flat = document.pop("numeric_names"), document.pop("text_names"), document.pop("text_values")
-    block = np.array(document.pop("numeric_values"), dtype=np.float64).reshape(len(document["rows"]), len(numeric))
-    width = len(text_names)
-    features = {name: flat[i::width] for i, name in enumerate(text_names)}
-    return prediction_rows(**document, features=features, numeric=numeric, numeric_values=block)
+    size, width = len(document["rows"]), len(document["numeric_names"])
+    block = np.array(document.pop("numeric_values"), dtype=np.float64).reshape(size, width)
+    return PredictionBatch(numeric_values=block, **{name: tuple(value) if isinstance(value, list) else value
+                                                    for name, value in document.items()})
 
 
 class PredictionStore:
