@@ -253,7 +253,7 @@ def test_too_little_traffic_holds_rather_than_aborts(world, registry):
 
     assert outcome.result is RolloutResult.PROMOTED, outcome.reason
     first_step = [r for r in outcome.steps if r.step == 0 and r.action is StepAction.ADVANCE]
-    assert first_step and first_step[0].holds >= 3
+    assert first_step and first_step[0].holds >= 3, outcome.steps
     assert registry.alias_version(HOLD, CHAMPION) == version
 
 
