@@ -30,8 +30,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steward.drift import REPORT_SAMPLE_ROWS, DriftResult, ReferenceProfile, detect_drift  # noqa: E402
-from steward.scenario import CATEGORICAL_FEATURES, NUMERIC_FEATURES, DriftKind, Injection, Scenario  # noqa: E402
+from steward.monitoring.drift import REPORT_SAMPLE_ROWS, DriftResult, ReferenceProfile, detect_drift  # noqa: E402
+from steward.simulation.scenario import CATEGORICAL_FEATURES, NUMERIC_FEATURES, DriftKind, Injection, Scenario  # noqa: E402
 
 PREDICTION = "score"
 START = pd.Timestamp("2026-01-01", tz="UTC")

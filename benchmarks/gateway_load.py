@@ -113,13 +113,13 @@ def build_world(home: Path) -> tuple[str, list[str], list[str], list[list[object
 
     reset_settings()
     settings = apply_environment(override=True)
-    from steward.data import frame_sha256, split_train_holdout
-    from steward.examples import example_spec_text
-    from steward.history import CHALLENGER, ChangeKind
-    from steward.registry import Registry
-    from steward.scenario import credit_default_scenario
+    from steward.registry.adapter import Registry
+    from steward.registry.history import CHALLENGER, ChangeKind
+    from steward.simulation.examples import example_spec_text
+    from steward.simulation.scenario import credit_default_scenario
     from steward.spec import parse_spec
-    from steward.training import train_model
+    from steward.training.data import frame_sha256, split_train_holdout
+    from steward.training.train import train_model
 
     scenario = credit_default_scenario(rows_per_day=1000, extra_numeric=9)
     frame = scenario.generate(scenario.start, scenario.start + __import__("pandas").Timedelta(days=8))
@@ -361,13 +361,13 @@ def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[
     from pydantic import SecretStr
 
     from steward.config import get_settings
-    from steward.registry import Registry
+    from steward.delivery.traffic import Arm, Route
+    from steward.registry.adapter import Registry
     from steward.serving.config import GatewayConfig
     from steward.serving.gateway import Gateway
     from steward.serving.inference import score_jobs
     from steward.serving.schema import parse_payload
-    from steward.store import prediction_batch
-    from steward.traffic import Arm, Route
+    from steward.store.log import prediction_batch
 
     config = GatewayConfig(models=(model,), log_mode="batched", poll_interval=300, admin_token=SecretStr(TOKEN),
                            store_uri=str(home / "log-cost"))
@@ -740,8 +740,8 @@ def switch_under_load(
     new champion (found by its poll) is measured through /admin/status.
     """
     from steward.config import get_settings
-    from steward.history import CHAMPION, ChangeKind
-    from steward.registry import Registry
+    from steward.registry.adapter import Registry
+    from steward.registry.history import CHAMPION, ChangeKind
 
     registry = Registry.from_settings(get_settings())
     plans = [

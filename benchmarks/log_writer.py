@@ -53,8 +53,8 @@ def run_one(configuration: str, seconds: float) -> dict[str, float]:
     """One measurement in this process; prints nothing, returns the figures."""
     import pyarrow as pa
 
-    import steward.store as store_module
-    from steward.store import LogMode, PredictionStore, prediction_rows
+    import steward.store.log as store_module
+    from steward.store.log import LogMode, PredictionStore, prediction_rows
 
     if configuration in ("current", "python-file"):
         store_module.use_writer_memory_pool()

@@ -16,7 +16,7 @@ from steward.config import apply_environment
 
 def check_models(models: Sequence[str]) -> list[str]:
     """Problems found loading each model's champion; empty when every one loads."""
-    from steward.registry import Registry
+    from steward.registry.adapter import Registry
 
     registry = Registry.from_settings(apply_environment())
     problems = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from steward.delivery import StepAction
-from steward.rollout import (
+from steward.delivery.decisions import StepAction
+from steward.delivery.rollout import (
     BlueGreenOutcome,
     Phase,
     RolloutInterrupted,

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from steward.delivery import StepAction
-from steward.rollout import CanaryOutcome, Phase, RolloutInterrupted, RolloutKind, StartAction, lease_for
-from steward.traffic import TrafficPlan
+from steward.delivery.decisions import StepAction
+from steward.delivery.rollout import (
+    CanaryOutcome,
+    Phase,
+    RolloutInterrupted,
+    RolloutKind,
+    StartAction,
+    lease_for,
+)
+from steward.delivery.traffic import TrafficPlan
 from tasks.data import load_model_spec
 from tasks.rollout import (
     claim_rollout,

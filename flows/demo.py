@@ -35,7 +35,7 @@ import httpx
 
 from steward import stack
 from steward.config import Settings
-from steward.demo import (
+from steward.simulation.demo import (
     MODEL,
     DemoConfig,
     DemoError,
@@ -47,7 +47,7 @@ from steward.demo import (
     demo_specs,
     ensure_admin_token,
 )
-from steward.examples import EXAMPLE_DAYS
+from steward.simulation.examples import EXAMPLE_DAYS
 
 RETRAIN_DEPLOYMENT = f"retrain/{MODEL}"
 VALIDATION_TAG = "steward.validation.status"
@@ -119,7 +119,7 @@ class Story:
     @property
     def registry(self):
         if self._registry is None:
-            from steward.registry import Registry
+            from steward.registry.adapter import Registry
 
             self._registry = Registry.from_settings(self.settings)
         return self._registry
@@ -146,7 +146,7 @@ class Story:
         self.train_first_version()
         self.stage("2. the gateway and the deployments (with their triggers) start")
         stack.start(self.settings, self.stack_config, echo=self.echo)
-        from steward.http_traffic import TrafficSender
+        from steward.simulation.http_traffic import TrafficSender
         from steward.spec import load_spec
 
         spec = load_spec(self.paths.spec)
@@ -263,7 +263,7 @@ class Story:
         self.wait(lambda: not self._rollout_running(), "the rollback to finish", timeout=60)
 
     def follow_rollout(self, version: str, expect: str) -> Any:
-        from steward.rollout import ROLLOUT_TAG, Phase, RolloutState
+        from steward.delivery.rollout import ROLLOUT_TAG, Phase, RolloutState
 
         validation = self.wait(lambda: self.registry.get_version(MODEL, version).tags.get(VALIDATION_TAG),
                                f"the validation of v{version}")
@@ -295,7 +295,7 @@ class Story:
 
     def live_traffic(self) -> Any:
         """Today's traffic at ``live_rate``, labels sent as each answer arrives (the canary reads them)."""
-        from steward.http_traffic import TrafficSender
+        from steward.simulation.http_traffic import TrafficSender
         from steward.spec import load_spec
 
         sender = TrafficSender(self.gateway_url, load_spec(self.paths.spec), concurrency=2)
@@ -313,7 +313,7 @@ class Story:
         return str(versions[-1]) if versions and versions[-1] > int(after) else None
 
     def _rollout_running(self) -> bool:
-        from steward.rollout import ROLLOUT_TAG, RolloutState
+        from steward.delivery.rollout import ROLLOUT_TAG, RolloutState
 
         for info in self.registry.list_versions(MODEL):
             text = info.tags.get(ROLLOUT_TAG)
@@ -323,7 +323,7 @@ class Story:
 
     # -- the end
     def finish(self) -> None:
-        from steward.history import CHALLENGER, CHAMPION, ChangeKind
+        from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 
         self.outcome.champion = self.registry.alias_version(MODEL, CHAMPION)
         self.outcome.challenger = self.registry.alias_version(MODEL, CHALLENGER)

@@ -11,8 +11,8 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from steward import events
-from steward.drift import DriftResult
-from steward.maintenance import (
+from steward.monitoring.drift import DriftResult
+from steward.monitoring.maintenance import (
     MIN_DRIFT_ROWS,
     DriftRecord,
     choose_drift_window,

@@ -16,10 +16,9 @@ from prefect import flow, get_run_logger
 
 from flows.drift_report import drift_report
 from flows.health_check import health_check
-from steward.health import IssueCode
-from steward.history import ever_champions
-from steward.ledger import MaintenanceKind, Priority
-from steward.maintenance import (
+from steward.monitoring.health import IssueCode
+from steward.monitoring.ledger import MaintenanceKind, Priority
+from steward.monitoring.maintenance import (
     STALE_CHALLENGER_DAYS,
     Cadence,
     CheckStatus,
@@ -34,7 +33,8 @@ from steward.maintenance import (
     right_sizing,
     technology_findings,
 )
-from steward.model_card import ModelCard, build_model_card, evaluation_findings
+from steward.monitoring.model_card import ModelCard, build_model_card, evaluation_findings
+from steward.registry.history import ever_champions
 from steward.spec import ModelSpec
 from tasks.common import current_flow_run_id, registry
 from tasks.data import load_model_spec

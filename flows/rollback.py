@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from steward import events
-from steward.rollout import RollbackOutcome
+from steward.delivery.rollout import RollbackOutcome
 from tasks.common import emit_model_event, publish_markdown
 from tasks.rollout import (
     record_rollback_incident,

@@ -16,7 +16,7 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 
-from steward.experiments import (
+from steward.delivery.experiments import (
     ExperimentKind,
     ExperimentRun,
     ShadowReport,

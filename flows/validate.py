@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prefect import flow, get_run_logger
 
 from steward import events
-from steward.gates import ValidationReport
+from steward.training.gates import ValidationReport
 from tasks.common import emit_model_event, publish_markdown, registry
 from tasks.data import load_model_spec
 from tasks.validation import load_contender, load_holdout, pick_candidate, record_validation, run_gate

@@ -42,7 +42,7 @@ def _environment(home: Path | None) -> Settings:
 
 
 def _registry(settings: Settings):
-    from steward.registry import Registry
+    from steward.registry.adapter import Registry
 
     return Registry.from_settings(settings)
 
@@ -63,7 +63,7 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing example.")] = False,
 ) -> None:
     """Write the example credit-default spec and its training data."""
-    from steward.examples import write_example
+    from steward.simulation.examples import write_example
 
     with console.status("generating example data with the scenario simulator"):
         try:
@@ -105,9 +105,9 @@ def _run_validate(spec: Path, version: str | None) -> Any:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from steward.data import DataError
-    from steward.registry import RegistryError
+    from steward.registry.adapter import RegistryError
     from steward.spec import SpecError
+    from steward.training.data import DataError
 
     return (SpecError, DataError, RegistryError, FileNotFoundError)
 
@@ -220,7 +220,7 @@ def promote(
     home: HomeOption = None,
 ) -> None:
     """Make a validated version the champion (the old one stays the rollback target)."""
-    from steward.registry import RegistryError
+    from steward.registry.adapter import RegistryError
 
     registry = _registry(_environment(home))
     try:
@@ -238,7 +238,7 @@ def rollback(
 ) -> None:
     """Return the champion to the previous champion in one step (the rollback flow): traffic plan reset,
     any rollout in progress stopped, event emitted, incident recorded."""
-    from steward.registry import RegistryError
+    from steward.registry.adapter import RegistryError
 
     settings = _environment(home)
     if not reason.strip():
@@ -278,7 +278,7 @@ def canary(
     home: HomeOption = None,
 ) -> None:
     """Ramp the challenger through the spec's canary steps; promote it, or roll it back on harm."""
-    from steward.rollout import RolloutError, RolloutResult
+    from steward.delivery.rollout import RolloutError, RolloutResult
 
     _environment(home)
     _check_spec(spec)
@@ -304,7 +304,7 @@ def blue_green(
     home: HomeOption = None,
 ) -> None:
     """Smoke-test the challenger as the idle colour, switch all traffic to it, watch, switch back on harm."""
-    from steward.rollout import RolloutError, RolloutResult
+    from steward.delivery.rollout import RolloutError, RolloutResult
 
     _environment(home)
     _check_spec(spec)
@@ -391,7 +391,7 @@ def _print_health(report: Any) -> None:
 def _print_slo(settings: Settings, model: str, as_of: Any) -> None:
     from datetime import timedelta
 
-    from steward.slo import SLOStore, summarize_slo
+    from steward.monitoring.slo import SLOStore, summarize_slo
 
     last = as_of.date()
     first = last - timedelta(days=6)
@@ -445,7 +445,7 @@ def ledger(
     home: HomeOption = None,
 ) -> None:
     """The maintenance ledger: findings and incidents as tasks, critical first, then by due date."""
-    from steward.ledger import Ledger
+    from steward.monitoring.ledger import Ledger
 
     entries = Ledger.from_settings(_environment(home)).entries(model, include_closed=include_closed)
     if not entries:
@@ -464,7 +464,7 @@ def ledger_resolve(
     home: HomeOption = None,
 ) -> None:
     """Mark a ledger entry resolved, with what was done."""
-    from steward.ledger import Ledger
+    from steward.monitoring.ledger import Ledger
 
     try:
         closed = Ledger.from_settings(_environment(home)).close(entry_id, resolution=note)
@@ -671,8 +671,8 @@ EXPERIMENT_ACTIONS = ("start", "analyse", "stop")
 
 
 def _experiment_errors() -> tuple[type[Exception], ...]:
-    from steward.experiments import ExperimentError
-    from steward.traffic import TrafficError
+    from steward.delivery.experiments import ExperimentError
+    from steward.delivery.traffic import TrafficError
 
     return (*_user_errors(), ExperimentError, TrafficError)
 
@@ -745,7 +745,7 @@ def shadow(
 @app.command()
 def example(home: HomeOption = None) -> None:
     """No servers: the example model trained, validated, made champion, its lineage shown."""
-    from steward.examples import write_example
+    from steward.simulation.examples import write_example
 
     settings = _environment(home)
     spec_path = settings.home / "examples" / "credit_default" / "spec.yaml"
@@ -793,7 +793,7 @@ def demo(
 
     from flows.demo import run_demo
     from steward import stack
-    from steward.demo import DemoConfig, DemoError
+    from steward.simulation.demo import DemoConfig, DemoError
 
     target = (home or DEMO_HOME).resolve()
     if home is None and target.exists():
@@ -817,7 +817,7 @@ def demo(
 
 
 def _print_demo_end(outcome: Any, settings: Settings, config: Any) -> None:
-    from steward.demo import MODEL, brief
+    from steward.simulation.demo import MODEL, brief
 
     console.rule("timeline (replayed days on the demo's clock, marked *; the rest on the wall clock)")
     for entry in outcome.timeline:

@@ -12,9 +12,9 @@ from prefect.runtime import flow_run
 
 from steward.config import apply_environment
 from steward.events import resource_id
-from steward.ledger import Ledger
-from steward.registry import Registry
-from steward.store import PredictionStore
+from steward.monitoring.ledger import Ledger
+from steward.registry.adapter import Registry
+from steward.store.log import PredictionStore
 
 
 @functools.cache

@@ -7,8 +7,8 @@ from datetime import datetime
 import pandas as pd
 from prefect import task
 
-from steward.data import DataError, Split, read_frame, split_train_holdout, validate_training_data
 from steward.spec import ModelSpec, load_spec
+from steward.training.data import DataError, Split, read_frame, split_train_holdout, validate_training_data
 
 
 @task(name="load-spec")
@@ -24,7 +24,7 @@ def load_training_data(spec: ModelSpec, as_of: datetime | None = None) -> tuple[
     """
     if spec.data.kind == "file":
         return read_frame(spec.data.path, spec.data.format), spec.data.path
-    from steward.store import production_training_frame
+    from steward.store.log import production_training_frame
 
     return production_training_frame(spec, now=as_of)
 

@@ -14,8 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from steward.config import get_settings
-from steward.data import prepare_features
-from steward.drift import (
+from steward.monitoring.drift import (
     DriftPolicy,
     DriftResult,
     MaterialDriftDecision,
@@ -24,9 +23,8 @@ from steward.drift import (
     decide_material_drift,
     detect_drift,
 )
-from steward.history import CHALLENGER
-from steward.ledger import EntryStatus
-from steward.maintenance import (
+from steward.monitoring.ledger import EntryStatus
+from steward.monitoring.maintenance import (
     DUE_AFTER,
     IMPORTANCE_ARTIFACT,
     PROFILE_ARTIFACT,
@@ -44,8 +42,10 @@ from steward.maintenance import (
     reference_outputs,
     scratch_folder,
 )
-from steward.registry import RegistryError, VersionInfo
+from steward.registry.adapter import RegistryError, VersionInfo
+from steward.registry.history import CHALLENGER
 from steward.spec import ModelSpec
+from steward.training.data import prepare_features
 from tasks.common import current_flow_run_id, ledger, registry, store
 
 

@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from steward import events
-from steward.experiments import (
+from steward.delivery.experiments import (
     ABData,
     ABTestReport,
     ExperimentError,
@@ -29,11 +29,11 @@ from steward.experiments import (
     shadow_plan,
     stop_details,
 )
-from steward.history import AuditEntry, ChangeKind
-from steward.ledger import LedgerEntry, MaintenanceKind, Priority
+from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
+from steward.monitoring.ledger import LedgerEntry, MaintenanceKind, Priority
+from steward.registry.history import AuditEntry, ChangeKind
 from steward.spec import ModelSpec
-from steward.store import join_labels
-from steward.traffic import DEFAULT_PLAN, TrafficPlan
+from steward.store.log import join_labels
 from tasks.common import (
     current_flow_run_id,
     emit_model_event,

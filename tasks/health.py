@@ -11,8 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from steward import events
-from steward.data import prepare_features
-from steward.health import (
+from steward.monitoring.health import (
     Area,
     Calibration,
     CheckResult,
@@ -30,12 +29,21 @@ from steward.health import (
     measure_calibration,
     versions_needing_estimate,
 )
-from steward.infrastructure import find_gateway_processes, read_gateway, sample_processes
-from steward.ledger import LedgerEntry
-from steward.registry import RegistryError
-from steward.slo import SLODay, SLOReport, SLOStore, compute_slo_day, day_bounds, days_between, summarize_slo
+from steward.monitoring.infrastructure import find_gateway_processes, read_gateway, sample_processes
+from steward.monitoring.ledger import LedgerEntry
+from steward.monitoring.slo import (
+    SLODay,
+    SLOReport,
+    SLOStore,
+    compute_slo_day,
+    day_bounds,
+    days_between,
+    summarize_slo,
+)
+from steward.registry.adapter import RegistryError
 from steward.spec import ModelSpec
-from steward.store import join_labels
+from steward.store.log import join_labels
+from steward.training.data import prepare_features
 from tasks.common import current_flow_run_id, emit_model_event, ledger, publish_table, registry, store
 
 NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name

@@ -19,12 +19,9 @@ from prefect.cache_policies import NO_CACHE
 
 import steward
 from steward.config import get_settings
-from steward.data import prepare_features
-from steward.evaluation import SliceMetric, evaluate_slices
-from steward.health import CheckResult, HealthWindow, OutlierFences, check_cost, check_performance
-from steward.history import CHALLENGER, CHAMPION, ChangeKind
-from steward.ledger import EntryStatus, MaintenanceKind, Priority
-from steward.maintenance import (
+from steward.monitoring.health import CheckResult, HealthWindow, OutlierFences, check_cost, check_performance
+from steward.monitoring.ledger import EntryStatus, MaintenanceKind, Priority
+from steward.monitoring.maintenance import (
     DUE_AFTER,
     KEY_PACKAGES,
     TOKEN_ISSUED_ENV,
@@ -61,12 +58,15 @@ from steward.maintenance import (
     summarize_quality,
     wal_segment_parts,
 )
-from steward.model_card import CARD_ARTIFACT_PATH, CARD_FILE, LoggedEvaluation, evaluate_production
-from steward.registry import RegistryError, VersionInfo
-from steward.slo import SLOStore, day_bounds
+from steward.monitoring.model_card import CARD_ARTIFACT_PATH, CARD_FILE, LoggedEvaluation, evaluate_production
+from steward.monitoring.slo import SLOStore, day_bounds
+from steward.monitoring.trends import Trend
+from steward.registry.adapter import RegistryError, VersionInfo
+from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.spec import ModelSpec
-from steward.store import LABELS, PREDICTIONS, WAL_FOLDER
-from steward.trends import Trend
+from steward.store.log import LABELS, PREDICTIONS, WAL_FOLDER
+from steward.training.data import prepare_features
+from steward.training.evaluation import SliceMetric, evaluate_slices
 from tasks.common import current_flow_run_id, ledger, publish_markdown, registry, store
 
 # ------------------------------------------------------------------------------------------ ledger

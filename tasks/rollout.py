@@ -24,13 +24,9 @@ from prefect.exceptions import ObjectNotFound
 
 from steward import events
 from steward.config import apply_environment
-from steward.delivery import ArmEvidence, StepAction, StepDecision, decide_canary_step
-from steward.evidence import arm_evidence
-from steward.history import CHALLENGER, CHAMPION, AuditEntry, ChangeKind
-from steward.ledger import MaintenanceKind, Priority
-from steward.probes import edge_case_batches
-from steward.registry import RegistryError
-from steward.rollout import (
+from steward.delivery.decisions import ArmEvidence, StepAction, StepDecision, decide_canary_step
+from steward.delivery.evidence import arm_evidence
+from steward.delivery.rollout import (
     CLAIM_SETTLE_SECONDS,
     ROLLOUT_TAG,
     Candidate,
@@ -65,9 +61,13 @@ from steward.rollout import (
     timeline,
     valid_scores,
 )
+from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
+from steward.monitoring.ledger import MaintenanceKind, Priority
+from steward.registry.adapter import RegistryError
+from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry, ChangeKind
 from steward.spec import CanaryPlan, ModelSpec, SpecError, load_spec
-from steward.store import join_labels
-from steward.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
+from steward.store.log import join_labels
+from steward.training.probes import edge_case_batches
 from tasks.common import (
     current_flow_run_id,
     emit_model_event,

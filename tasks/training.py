@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from prefect import task
 
-from steward.data import Split, frame_sha256
-from steward.gates import RetrainAllowance, TrainingDurationVerdict, decide_retrain, judge_training_duration
-from steward.registry import VersionInfo
+from steward.registry.adapter import VersionInfo
 from steward.spec import ModelSpec
-from steward.training import TrainedModel, reference_sample, train_model
+from steward.training.data import Split, frame_sha256
+from steward.training.gates import (
+    RetrainAllowance,
+    TrainingDurationVerdict,
+    decide_retrain,
+    judge_training_duration,
+)
+from steward.training.train import TrainedModel, reference_sample, train_model
 from tasks.common import registry
 
 

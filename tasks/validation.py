@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from prefect import task
 
-from steward.data import prepare_features
-from steward.gates import ValidationReport
-from steward.history import CHALLENGER, ChangeKind
-from steward.registry import RegistryError
+from steward.registry.adapter import RegistryError
+from steward.registry.history import CHALLENGER, ChangeKind
 from steward.spec import ModelSpec
-from steward.validation import Contender, report_tags, validate_candidate
+from steward.training.data import prepare_features
+from steward.training.gates import ValidationReport
+from steward.training.validation import Contender, report_tags, validate_candidate
 from tasks.common import registry
 
 

@@ -48,7 +48,7 @@ def settings():
 
 @pytest.fixture(scope="session")
 def registry(settings):
-    from steward.registry import Registry
+    from steward.registry.adapter import Registry
 
     return Registry.from_settings(settings)
 
@@ -62,7 +62,7 @@ def model_name() -> str:
 @pytest.fixture(scope="session")
 def example_frame() -> pd.DataFrame:
     """20 clean days of the simulated credit world, 300 rows a day."""
-    from steward.examples import example_training_frame
+    from steward.simulation.examples import example_training_frame
 
     return example_training_frame(days=20, rows_per_day=300)
 
@@ -70,7 +70,7 @@ def example_frame() -> pd.DataFrame:
 @pytest.fixture
 def write_spec(tmp_path: Path, example_frame: pd.DataFrame, model_name: str):
     """Write the example spec (with overrides) and its data under tmp_path; returns the spec path."""
-    from steward.examples import example_spec_text
+    from steward.simulation.examples import example_spec_text
 
     def write(frame: pd.DataFrame | None = None, name: str | None = None, **overrides) -> Path:
         document = yaml.safe_load(example_spec_text())
@@ -94,9 +94,9 @@ def write_spec(tmp_path: Path, example_frame: pd.DataFrame, model_name: str):
 @pytest.fixture
 def register_version(registry):
     """Train a spec's model on a frame and register it without Prefect; returns the VersionInfo."""
-    from steward.data import frame_sha256, split_train_holdout
     from steward.spec import load_spec
-    from steward.training import train_model
+    from steward.training.data import frame_sha256, split_train_holdout
+    from steward.training.train import train_model
 
     def register(spec_path: Path, frame: pd.DataFrame, **estimator_params):
         spec = load_spec(spec_path)

@@ -18,8 +18,8 @@ from steward.serving.gateway import Gateway, _error
 from steward.serving.schema import RequestError
 
 if TYPE_CHECKING:
-    from steward.registry import Registry
-    from steward.store import PredictionStore
+    from steward.registry.adapter import Registry
+    from steward.store.log import PredictionStore
 
 log = logging.getLogger(__name__)
 

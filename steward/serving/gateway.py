@@ -29,6 +29,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from steward.delivery.traffic import (
+    EVENT_TIME_HEADER,
+    Arm,
+    Route,
+    TrafficError,
+    TrafficMode,
+    parse_forced_arm,
+    parse_plan,
+    route_entity,
+    route_forced,
+    route_request,
+)
 from steward.serving.config import GatewayConfig
 from steward.serving.inference import Job, LoopBatcher, joined_columns
 from steward.serving.metrics import GatewayMetrics
@@ -44,7 +56,7 @@ from steward.serving.shadow import (
     fits_inline,
     shadow_placement,
 )
-from steward.store import (
+from steward.store.log import (
     LabelBatch,
     LogMode,
     LogWriter,
@@ -55,21 +67,9 @@ from steward.store import (
     prediction_batch,
     prediction_rows,
 )
-from steward.traffic import (
-    EVENT_TIME_HEADER,
-    Arm,
-    Route,
-    TrafficError,
-    TrafficMode,
-    parse_forced_arm,
-    parse_plan,
-    route_entity,
-    route_forced,
-    route_request,
-)
 
 if TYPE_CHECKING:
-    from steward.registry import Registry
+    from steward.registry.adapter import Registry
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Gateway:
         """Start the threads; models load in the poller's first pass (``/readyz`` says when)."""
         if self.registry is None:
             from steward.config import apply_environment
-            from steward.registry import Registry
+            from steward.registry.adapter import Registry
 
             self.registry = Registry.from_settings(apply_environment())
         if self.store is None:
@@ -616,7 +616,7 @@ class Gateway:
         return {"refreshed": [asdict(r) for r in results], **self.status()}
 
     async def set_plan(self, model: str, document: Any, actor: str) -> dict[str, Any]:
-        from steward.registry import RegistryError
+        from steward.registry.adapter import RegistryError
 
         if model not in self.served:
             raise RequestError(404, f"model {model!r} is not served here; this gateway serves {sorted(self.served)}")

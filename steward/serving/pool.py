@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from steward.data import feature_dtypes, prepare_arrays, prepare_features
+from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficPlan
 from steward.serving.fastpath import (
     CompiledPipeline,
     Unsupported,
@@ -33,11 +33,11 @@ from steward.serving.fastpath import (
 )
 from steward.serving.schema import InputSchema
 from steward.spec import FeatureType, ModelSpec, OutOfRangePolicy, Task
-from steward.store import label_text
-from steward.traffic import DEFAULT_PLAN, Arm, TrafficPlan
+from steward.store.log import label_text
+from steward.training.data import feature_dtypes, prepare_arrays, prepare_features
 
 if TYPE_CHECKING:
-    from steward.registry import Registry
+    from steward.registry.adapter import Registry
 
 log = logging.getLogger(__name__)
 

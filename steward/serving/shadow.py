@@ -49,11 +49,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from steward.delivery.traffic import Arm
 from steward.serving.inference import Job, score_jobs
 from steward.serving.pool import LoadedArm, Scored
 from steward.serving.schema import Payload, RequestError, parse_payload
-from steward.store import LogMode, PredictionStore, prediction_batch, use_writer_memory_pool
-from steward.traffic import Arm
+from steward.store.log import LogMode, PredictionStore, prediction_batch, use_writer_memory_pool
 
 log = logging.getLogger(__name__)
 

@@ -97,7 +97,7 @@ def launch_gateway(models: list[str], tmp: Path) -> GatewayProcess:
 # ---------------------------------------------------------------------------------------- models
 def spec_document(name: str, *, params: dict[str, Any] | None = None, factory: str | None = None,
                   canary: dict[str, Any] | None = None) -> dict[str, Any]:
-    from steward.examples import example_spec_text
+    from steward.simulation.examples import example_spec_text
 
     document = yaml.safe_load(example_spec_text())
     document["name"] = name
@@ -127,9 +127,9 @@ class Trained:
 
 
 def train(frame: pd.DataFrame, **options: Any) -> Trained:
-    from steward.data import frame_sha256, split_train_holdout
     from steward.spec import parse_spec
-    from steward.training import train_model
+    from steward.training.data import frame_sha256, split_train_holdout
+    from steward.training.train import train_model
 
     spec = parse_spec(spec_document("template", **options))
     split = split_train_holdout(frame, spec)
@@ -158,7 +158,7 @@ def register(registry: Any, name: str, trained: Trained, *, validated: bool = Tr
 
 def traffic(days: int = 1, injections: tuple = ()) -> pd.DataFrame:
     """Scenario rows the training never saw (40 days after its data), optionally with injected problems."""
-    from steward.scenario import credit_default_scenario
+    from steward.simulation.scenario import credit_default_scenario
 
     scenario = credit_default_scenario(rows_per_day=4000, injections=injections)
     start = scenario.start + pd.Timedelta(days=40)

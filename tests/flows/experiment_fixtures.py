@@ -81,7 +81,7 @@ def start_gateway(registry, models: list[str], **options) -> RunningGateway:
 
 def write_spec(directory: Path, name: str, frame: pd.DataFrame, **sections) -> Path:
     """The example spec under ``name``, trained on ``frame``; keyword arguments replace whole sections."""
-    from steward.examples import example_spec_text
+    from steward.simulation.examples import example_spec_text
 
     document = yaml.safe_load(example_spec_text())
     document.update(name=name, data={"kind": "file", "path": f"{name}.parquet"})
@@ -94,9 +94,9 @@ def write_spec(directory: Path, name: str, frame: pd.DataFrame, **sections) -> P
 
 
 def train(spec_path: Path, frame: pd.DataFrame):
-    from steward.data import frame_sha256, split_train_holdout
     from steward.spec import load_spec
-    from steward.training import train_model
+    from steward.training.data import frame_sha256, split_train_holdout
+    from steward.training.train import train_model
 
     spec = load_spec(spec_path)
     return train_model(spec, split_train_holdout(frame, spec), data_sha256=frame_sha256(frame),
@@ -120,7 +120,7 @@ def register(registry, spec_path: Path, trained) -> str:
 def champion_and_challenger(registry, spec_path: Path, champion, challenger, *,
                             challenger_spec: Path | None = None) -> tuple[str, str]:
     """Register both (the challenger with its own spec if given) and set the aliases."""
-    from steward.history import CHALLENGER, ChangeKind
+    from steward.registry.history import CHALLENGER, ChangeKind
     from steward.spec import load_spec
 
     name = load_spec(spec_path).name

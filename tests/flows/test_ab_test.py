@@ -29,12 +29,12 @@ from experiment_fixtures import (
 )
 
 from flows.ab_test import ABTestOutcome, ab_test
+from steward.delivery.experiments import ABStatus, ExperimentError, ExperimentRun, active_experiment
+from steward.delivery.traffic import DEFAULT_PLAN, sticky_arm
 from steward.events import AB_TEST_CONCLUDED
-from steward.experiments import ABStatus, ExperimentError, ExperimentRun, active_experiment
-from steward.http_traffic import TrafficSender, TrafficSummary
-from steward.scenario import DriftKind, Injection, credit_default_scenario
+from steward.simulation.http_traffic import TrafficSender, TrafficSummary
+from steward.simulation.scenario import DriftKind, Injection, credit_default_scenario
 from steward.spec import load_spec
-from steward.traffic import DEFAULT_PLAN, sticky_arm
 
 pytestmark = pytest.mark.slow
 

@@ -34,10 +34,10 @@ from delivery_fixtures import (
 from flows.blue_green import blue_green
 from flows.canary_promote import canary_promote
 from steward import events
-from steward.history import CHALLENGER, CHAMPION, ChangeKind
-from steward.ledger import Priority
-from steward.rollout import ROLLOUT_TAG, Phase, RolloutResult, RolloutState
-from steward.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
+from steward.delivery.rollout import ROLLOUT_TAG, Phase, RolloutResult, RolloutState
+from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
+from steward.monitoring.ledger import Priority
+from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def admin_token(monkeypatch):
 
 
 def _sender(world: World, model: str, **options):
-    from steward.http_traffic import TrafficSender
+    from steward.simulation.http_traffic import TrafficSender
     from steward.spec import parse_spec
 
     return TrafficSender(world.gateway.url, parse_spec(spec_document(model)), send_labels=False, **options)

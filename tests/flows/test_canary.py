@@ -36,12 +36,19 @@ from delivery_fixtures import (
 
 from flows.canary_promote import canary_promote
 from steward import events
-from steward.delivery import StepAction
-from steward.history import CHALLENGER, CHAMPION, ChangeKind
-from steward.ledger import MaintenanceKind, Priority
-from steward.rollout import ROLLOUT_TAG, Phase, RolloutKind, RolloutRefused, RolloutResult, RolloutState
-from steward.scenario import DriftKind, Injection
-from steward.traffic import DEFAULT_PLAN, TrafficPlan
+from steward.delivery.decisions import StepAction
+from steward.delivery.rollout import (
+    ROLLOUT_TAG,
+    Phase,
+    RolloutKind,
+    RolloutRefused,
+    RolloutResult,
+    RolloutState,
+)
+from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
+from steward.monitoring.ledger import MaintenanceKind, Priority
+from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
+from steward.simulation.scenario import DriftKind, Injection
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +104,7 @@ def world(registry, example_frame, tmp_path_factory) -> Iterator[World]:
 
 
 def _sender(world: World, model: str, **options):
-    from steward.http_traffic import TrafficSender
+    from steward.simulation.http_traffic import TrafficSender
     from steward.spec import parse_spec
 
     return TrafficSender(world.gateway.url, parse_spec(spec_document(model)), **options)
@@ -384,7 +391,7 @@ def test_a_champion_moved_while_a_step_is_judged_stops_the_canary_instead_of_rej
     import dataclasses
 
     import tasks.rollout as rollout_tasks
-    from steward.delivery import StepDecision
+    from steward.delivery.decisions import StepDecision
 
     version = world.challenger[JUDGED]
     spec_path = write_spec(world.tmp, JUDGED)

@@ -13,10 +13,10 @@ import yaml
 
 from flows.drift_report import drift_report
 from steward import events
-from steward.drift import DriftPolicy, decide_material_drift
-from steward.maintenance import PROFILE_ARTIFACT
-from steward.registry import RegistryError
-from steward.scenario import DriftKind, Injection, credit_default_scenario
+from steward.monitoring.drift import DriftPolicy, decide_material_drift
+from steward.monitoring.maintenance import PROFILE_ARTIFACT
+from steward.registry.adapter import RegistryError
+from steward.simulation.scenario import DriftKind, Injection, credit_default_scenario
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +34,12 @@ class Deployed:
 
 def deploy(registry, settings, example_frame, folder: Path, injections, days: int, **drift) -> Deployed:
     """Train and register a champion of the example spec, then replay ``days`` of traffic from START."""
-    from steward.data import frame_sha256, split_train_holdout
-    from steward.examples import example_spec_text
-    from steward.replay import ReplayArm, replay_to_store
+    from steward.simulation.examples import example_spec_text
+    from steward.simulation.replay import ReplayArm, replay_to_store
     from steward.spec import load_spec
-    from steward.store import PredictionStore
-    from steward.training import train_model
+    from steward.store.log import PredictionStore
+    from steward.training.data import frame_sha256, split_train_holdout
+    from steward.training.train import train_model
 
     name = f"drift-flow-{next(_names)}"
     document = yaml.safe_load(example_spec_text())

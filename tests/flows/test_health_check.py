@@ -25,11 +25,11 @@ import yaml
 
 from flows.health_check import health_check
 from steward import events
-from steward.health import Area, CheckStatus, IssueCode, Severity, Verdict
-from steward.ledger import Priority
-from steward.replay import ReplayArm, replay_to_store
-from steward.scenario import DriftKind, Injection, credit_default_scenario
-from steward.slo import Compliance, SLOStore
+from steward.monitoring.health import Area, CheckStatus, IssueCode, Severity, Verdict
+from steward.monitoring.ledger import Priority
+from steward.monitoring.slo import Compliance, SLOStore
+from steward.simulation.replay import ReplayArm, replay_to_store
+from steward.simulation.scenario import DriftKind, Injection, credit_default_scenario
 
 pytestmark = pytest.mark.slow
 
@@ -80,10 +80,10 @@ def _start_gateway(registry, models: tuple[str, ...], tmp: Path):
 
 @pytest.fixture(scope="module")
 def served(registry, example_frame, tmp_path_factory) -> Iterator[Served]:
-    from steward.data import frame_sha256, split_train_holdout
-    from steward.examples import example_spec_text
+    from steward.simulation.examples import example_spec_text
     from steward.spec import load_spec
-    from steward.training import train_model
+    from steward.training.data import frame_sha256, split_train_holdout
+    from steward.training.train import train_model
     from tasks.common import store
 
     tmp = tmp_path_factory.mktemp("health")

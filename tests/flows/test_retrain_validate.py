@@ -7,8 +7,8 @@ import pytest
 from flows.retrain import retrain
 from flows.validate import validate
 from steward import events
-from steward.data import DataError
-from steward.history import CHALLENGER, CHAMPION, ChangeKind
+from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
+from steward.training.data import DataError
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +84,7 @@ def test_worse_candidate_is_rejected_against_the_champion(write_spec, registry, 
 
 
 def test_validate_without_candidate_says_what_to_do(write_spec):
-    from steward.registry import RegistryError
+    from steward.registry.adapter import RegistryError
 
     with pytest.raises(RegistryError, match="steward train"):
         validate(spec_path=str(write_spec()))
@@ -108,10 +108,10 @@ def test_retrain_on_production_traffic_joined_with_labels(write_spec, registry, 
                                                          model_name, settings):
     import pandas as pd
 
-    from steward.replay import ReplayArm, replay_to_store
-    from steward.scenario import credit_default_scenario
+    from steward.simulation.replay import ReplayArm, replay_to_store
+    from steward.simulation.scenario import credit_default_scenario
     from steward.spec import load_spec
-    from steward.store import PredictionStore
+    from steward.store.log import PredictionStore
 
     file_spec = write_spec()
     serving = register_version(file_spec, example_frame)

@@ -23,9 +23,9 @@ from flows.maintenance import (
     quarterly_maintenance,
     weekly_maintenance,
 )
-from steward.maintenance import Cadence, TaskStatus, scratch_folder
-from steward.model_card import CARD_ARTIFACT_PATH, CARD_FILE
-from steward.scenario import DriftKind, Injection, credit_default_scenario
+from steward.monitoring.maintenance import Cadence, TaskStatus, scratch_folder
+from steward.monitoring.model_card import CARD_ARTIFACT_PATH, CARD_FILE
+from steward.simulation.scenario import DriftKind, Injection, credit_default_scenario
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +52,12 @@ def read_artifacts(key: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def world(registry, settings, example_frame, tmp_path_factory) -> World:
-    from steward.data import frame_sha256, split_train_holdout
-    from steward.examples import example_spec_text
-    from steward.replay import ReplayArm, replay_to_store
+    from steward.simulation.examples import example_spec_text
+    from steward.simulation.replay import ReplayArm, replay_to_store
     from steward.spec import load_spec
-    from steward.store import PredictionStore
-    from steward.training import train_model
+    from steward.store.log import PredictionStore
+    from steward.training.data import frame_sha256, split_train_holdout
+    from steward.training.train import train_model
 
     folder = tmp_path_factory.mktemp("maintenance")
     name = "maintenance-world"
@@ -105,7 +105,7 @@ def _age(path: Path, days: float) -> None:
 
 
 def test_daily_checks_health_and_drift_and_removes_only_what_is_past_retention(world, settings):
-    from steward.store import PredictionStore, _batch_to_json, prediction_batch
+    from steward.store.log import PredictionStore, _batch_to_json, prediction_batch
 
     store = PredictionStore.from_settings(settings)
     recent_rows = len(store.read_predictions(world.name, START, AS_OF))

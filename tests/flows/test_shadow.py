@@ -20,11 +20,11 @@ from experiment_fixtures import (
 )
 
 from flows.shadow import shadow_analysis
-from steward.experiments import ExperimentError
-from steward.http_traffic import TrafficSender
-from steward.scenario import credit_default_scenario
+from steward.delivery.experiments import ExperimentError
+from steward.delivery.traffic import DEFAULT_PLAN
+from steward.simulation.http_traffic import TrafficSender
+from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
-from steward.traffic import DEFAULT_PLAN
 
 pytestmark = pytest.mark.slow
 

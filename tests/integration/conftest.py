@@ -91,7 +91,7 @@ def start_gateway(registry, tmp_path: Path) -> Iterator[Callable[..., RunningGat
 @pytest.fixture
 def two_versions(registry, write_spec, register_version, example_frame, model_name):
     """A model with a champion (v1) and a challenger (v2) trained on different data, so they disagree."""
-    from steward.history import CHALLENGER, ChangeKind
+    from steward.registry.history import CHALLENGER, ChangeKind
 
     spec_path = write_spec()
     first = register_version(spec_path, example_frame.iloc[:3000], max_iter=15)

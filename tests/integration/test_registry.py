@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from steward.history import CHALLENGER, CHAMPION, ChangeKind
-from steward.registry import ArtifactIntegrityError, Registry, RegistryError
+from steward.registry.adapter import ArtifactIntegrityError, Registry, RegistryError
+from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_register_records_lineage_and_semver(registry, write_spec, register_vers
 def _example_features() -> list[dict]:
     import yaml
 
-    from steward.examples import example_spec_text
+    from steward.simulation.examples import example_spec_text
 
     return yaml.safe_load(example_spec_text())["features"]
 
@@ -121,9 +121,9 @@ class Opaque(BaseEstimator, ClassifierMixin):
 
 
 def test_untrusted_estimator_is_refused_and_nothing_is_registered(registry, write_spec, example_frame, model_name):
-    from steward.data import frame_sha256, split_train_holdout
     from steward.spec import load_spec
-    from steward.training import train_model
+    from steward.training.data import frame_sha256, split_train_holdout
+    from steward.training.train import train_model
 
     spec = load_spec(write_spec())
     trained = train_model(spec, split_train_holdout(example_frame, spec), data_sha256=frame_sha256(example_frame),

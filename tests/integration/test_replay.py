@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from steward.replay import ReplayArm, replay_to_store
-from steward.scenario import credit_default_scenario
+from steward.simulation.replay import ReplayArm, replay_to_store
+from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
-from steward.store import PredictionStore, join_labels
+from steward.store.log import PredictionStore, join_labels
 
 pytestmark = pytest.mark.slow
 

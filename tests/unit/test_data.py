@@ -5,15 +5,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from steward.data import (
+from steward.simulation.examples import example_spec_text
+from steward.spec import parse_spec
+from steward.training.data import (
     DataError,
     frame_sha256,
     prepare_features,
     split_train_holdout,
     validate_training_data,
 )
-from steward.examples import example_spec_text
-from steward.spec import parse_spec
 
 
 @pytest.fixture(scope="module")

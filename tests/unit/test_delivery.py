@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steward.delivery import ArmEvidence, StepAction, analyse_ab_test, decide_canary_step, latency_floor_ms
+from steward.delivery.decisions import (
+    ArmEvidence,
+    StepAction,
+    analyse_ab_test,
+    decide_canary_step,
+    latency_floor_ms,
+)
 from steward.spec import ABTestSpec, CanaryPlan
 
 PLAN = CanaryPlan(min_requests_per_arm=200, min_step_seconds=60, max_hold_seconds=600, min_labelled=100)

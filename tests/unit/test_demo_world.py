@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from steward.demo import DemoConfig, broken_export, demo_scenario, demo_specs
-from steward.examples import EXAMPLE_DAYS
+from steward.simulation.demo import DemoConfig, broken_export, demo_scenario, demo_specs
+from steward.simulation.examples import EXAMPLE_DAYS
 from steward.spec import load_spec
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.stats import wasserstein_distance
 
-from steward.drift import (
+from steward.monitoring.drift import (
     ColumnDrift,
     DriftPolicy,
     DriftReportFormatError,
@@ -158,7 +158,7 @@ def test_sampled_report_uses_the_verdicts_methods(reference: pd.DataFrame) -> No
 
 
 def test_a_failing_report_keeps_the_verdict(reference: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    import steward.drift as drift
+    import steward.monitoring.drift as drift
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("plotting failed")

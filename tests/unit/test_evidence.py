@@ -3,8 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import yaml
 
-from steward.evidence import arm_evidence
-from steward.examples import example_spec_text
+from steward.delivery.evidence import arm_evidence
+from steward.simulation.examples import example_spec_text
 from steward.spec import parse_spec
 
 SPEC = parse_spec(yaml.safe_load(example_spec_text()))

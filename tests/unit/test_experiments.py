@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steward.examples import example_spec_text
-from steward.experiments import (
+from steward.delivery.experiments import (
     ABData,
     ABStatus,
     ExperimentError,
@@ -29,9 +28,10 @@ from steward.experiments import (
     shadow_plan,
     stop_details,
 )
-from steward.history import AuditEntry, ChangeKind
+from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
+from steward.registry.history import AuditEntry, ChangeKind
+from steward.simulation.examples import example_spec_text
 from steward.spec import parse_spec
-from steward.traffic import DEFAULT_PLAN, TrafficPlan
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from steward.data import prepare_features
 from steward.estimators import build_estimator
-from steward.examples import example_spec_text
-from steward.gates import (
+from steward.simulation.examples import example_spec_text
+from steward.spec import GateSpec, parse_spec
+from steward.training.data import prepare_features
+from steward.training.gates import (
     CheckStatus,
     check_edge_cases,
     check_primary_metric,
@@ -19,8 +20,7 @@ from steward.gates import (
     check_speed,
     judge_training_duration,
 )
-from steward.probes import SpeedProfile, compare_speed, run_edge_cases
-from steward.spec import GateSpec, parse_spec
+from steward.training.probes import SpeedProfile, compare_speed, run_edge_cases
 
 POLICY = GateSpec(tolerance=0.01, floor=0.7, slice_features=("region",), slice_tolerance=0.03, min_slice_rows=50)
 
@@ -161,7 +161,7 @@ def test_compare_speed_sees_a_slow_candidate(fitted):
 
 
 def test_edge_case_batches_use_declared_bounds(spec, fitted):
-    from steward.probes import edge_case_batches
+    from steward.training.probes import edge_case_batches
 
     _, features = fitted
     batches = edge_case_batches(spec, features)
@@ -173,7 +173,7 @@ def test_edge_case_batches_use_declared_bounds(spec, fitted):
 def test_retrain_cooldown_and_budget():
     from datetime import UTC, datetime, timedelta
 
-    from steward.gates import decide_retrain
+    from steward.training.gates import decide_retrain
 
     now = datetime(2026, 3, 10, 12, tzinfo=UTC)
     assert decide_retrain(now, [], cooldown_hours=24, max_per_week=3).allowed

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from steward.examples import example_spec_text
-from steward.health import (
+from steward.monitoring.health import (
     MIN_LABELLED,
     Area,
     Calibration,
@@ -40,8 +39,14 @@ from steward.health import (
     metric_value,
     outcomes,
 )
-from steward.infrastructure import is_gateway_command, memory_limit_bytes, read_gateway, requests_by_status
-from steward.ledger import MaintenanceKind, Priority
+from steward.monitoring.infrastructure import (
+    is_gateway_command,
+    memory_limit_bytes,
+    read_gateway,
+    requests_by_status,
+)
+from steward.monitoring.ledger import MaintenanceKind, Priority
+from steward.simulation.examples import example_spec_text
 from steward.spec import ModelSpec, Task, parse_spec
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -335,7 +340,7 @@ def test_gateway_processes_are_recognised_by_their_command_line():
 def test_process_sampling_measures_real_cpu():
     import psutil
 
-    from steward.infrastructure import sample_processes
+    from steward.monitoring.infrastructure import sample_processes
 
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -354,7 +359,7 @@ def test_process_sampling_measures_real_cpu():
 
 def test_request_counts_are_read_from_the_gateway_metrics_format():
     from steward.serving.metrics import GatewayMetrics
-    from steward.store import LogMode, WriterStats
+    from steward.store.log import LogMode, WriterStats
 
     metrics = GatewayMetrics(lambda: WriterStats(LogMode.OFF, 0, 0, 0, 0, 0, 0, None, None))
     for model, status, times in (("credit", "200", 5), ("credit", "422", 2), ("fraud", "422", 7)):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from steward.history import (
+from steward.registry.history import (
     CHALLENGER,
     CHAMPION,
     AuditEntry,

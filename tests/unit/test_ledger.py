@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from steward.ledger import EntryStatus, Ledger, MaintenanceKind, Priority
+from steward.monitoring.ledger import EntryStatus, Ledger, MaintenanceKind, Priority
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from steward.drift import ColumnDrift, DriftResult, MaterialDriftDecision
-from steward.examples import example_spec_text
-from steward.health import (
+from steward.monitoring.drift import ColumnDrift, DriftResult, MaterialDriftDecision
+from steward.monitoring.health import (
     Area,
     CheckResult,
     HealthWindow,
@@ -23,9 +22,8 @@ from steward.health import (
     check_cost,
     check_performance,
 )
-from steward.history import AuditEntry, ChangeKind
-from steward.ledger import EntryStatus, LedgerEntry, MaintenanceKind, Priority
-from steward.maintenance import (
+from steward.monitoring.ledger import EntryStatus, LedgerEntry, MaintenanceKind, Priority
+from steward.monitoring.maintenance import (
     Cadence,
     CheckStatus,
     DriftHistory,
@@ -63,11 +61,13 @@ from steward.maintenance import (
     technology_findings,
     wal_segment_parts,
 )
-from steward.maintenance import (
+from steward.monitoring.maintenance import (
     Issue as LedgerIssue,
 )
-from steward.registry import VersionInfo
-from steward.slo import SLODay, SLOTargets
+from steward.monitoring.slo import SLODay, SLOTargets
+from steward.registry.adapter import VersionInfo
+from steward.registry.history import AuditEntry, ChangeKind
+from steward.simulation.examples import example_spec_text
 from steward.spec import parse_spec
 
 NOW = datetime(2026, 3, 8, tzinfo=UTC)

@@ -11,20 +11,20 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from steward.drift import ColumnDrift, DriftResult
-from steward.evaluation import SliceMetric
-from steward.examples import example_spec_text
-from steward.ledger import Priority
-from steward.maintenance import DriftRecord
-from steward.model_card import (
+from steward.monitoring.drift import ColumnDrift, DriftResult
+from steward.monitoring.ledger import Priority
+from steward.monitoring.maintenance import DriftRecord
+from steward.monitoring.model_card import (
     LoggedEvaluation,
     build_model_card,
     evaluate_production,
     evaluation_findings,
     known_limitations,
 )
-from steward.registry import VersionInfo
+from steward.registry.adapter import VersionInfo
+from steward.simulation.examples import example_spec_text
 from steward.spec import parse_spec
+from steward.training.evaluation import SliceMetric
 
 NOW = datetime(2026, 3, 8, tzinfo=UTC)
 

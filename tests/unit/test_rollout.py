@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from steward.delivery import ArmEvidence, StepAction, StepDecision
-from steward.history import AuditEntry, ChangeKind
-from steward.rollout import (
+from steward.delivery.decisions import ArmEvidence, StepAction, StepDecision
+from steward.delivery.rollout import (
     ROLLOUT_TAG,
     Candidate,
     Liveness,
@@ -38,6 +37,7 @@ from steward.rollout import (
     valid_scores,
     watch_plan,
 )
+from steward.registry.history import AuditEntry, ChangeKind
 from steward.spec import CanaryPlan
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -284,7 +284,7 @@ def test_step_record_details_stay_small_enough_for_a_tag():
 def test_thin_baseline_reaches_back_for_enough_champion_requests():
     import pandas as pd
 
-    from steward.rollout import baseline_requests
+    from steward.delivery.rollout import baseline_requests
 
     times = pd.date_range(T0, periods=10, freq="1s", tz="UTC")
     rows = pd.DataFrame({"request_id": [f"r{i}" for i in range(10)], "time": times})
@@ -295,8 +295,8 @@ def test_thin_baseline_reaches_back_for_enough_champion_requests():
 
 
 def test_withdrawing_resets_only_a_plan_this_kind_of_rollout_sets():
-    from steward.rollout import champion_only, routes_to_challenger
-    from steward.traffic import DEFAULT_PLAN, Arm, TrafficPlan
+    from steward.delivery.rollout import champion_only, routes_to_challenger
+    from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficPlan
 
     canary, blue_green = RolloutKind.CANARY, RolloutKind.BLUE_GREEN
     assert champion_only(canary) == DEFAULT_PLAN and champion_only(blue_green).live is Arm.CHAMPION
@@ -310,8 +310,8 @@ def test_withdrawing_resets_only_a_plan_this_kind_of_rollout_sets():
 
 def test_a_roll_back_is_an_incident_only_when_the_challenger_took_traffic():
     from steward import events
-    from steward.ledger import Priority
-    from steward.rollout import roll_back_record
+    from steward.delivery.rollout import roll_back_record
+    from steward.monitoring.ledger import Priority
 
     canary = roll_back_record(state())
     assert canary.incident and canary.priority is Priority.HIGH and canary.event == events.ROLLED_BACK

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steward.scenario import (
+from steward.simulation.scenario import (
     CATEGORIES,
     DriftKind,
     Injection,

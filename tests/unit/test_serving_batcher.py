@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import yaml
 
-from steward.data import prepare_features
 from steward.estimators import build_estimator
-from steward.examples import example_spec_text
 from steward.serving.inference import Job, LoopBatcher, score_copies, score_jobs
 from steward.serving.pool import check_rows, loaded_arm, measure_call_seconds
 from steward.serving.schema import InputSchema
 from steward.serving.shadow import shadow_placement
+from steward.simulation.examples import example_spec_text
 from steward.spec import OutOfRangePolicy, parse_spec
+from steward.training.data import prepare_features
 
 
 def logistic_arm(frame, version: str):

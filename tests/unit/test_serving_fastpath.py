@@ -16,13 +16,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from steward.data import DataError, prepare_arrays, prepare_features
 from steward.estimators import build_estimator, tabular_pipeline
-from steward.examples import example_spec_text
 from steward.serving.inference import Job, score_jobs
 from steward.serving.pool import LoadedArm, ModelInput, check_rows, loaded_arm
 from steward.serving.schema import InputSchema, Payload
+from steward.simulation.examples import example_spec_text
 from steward.spec import ModelSpec, OutOfRangePolicy, Task, parse_spec
+from steward.training.data import DataError, prepare_arrays, prepare_features
 
 
 def example_spec(**changes) -> ModelSpec:

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steward.health import MIN_LABELLED
-from steward.slo import (
+from steward.monitoring.health import MIN_LABELLED
+from steward.monitoring.slo import (
     Compliance,
     SLODay,
     SLOStore,

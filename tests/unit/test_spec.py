@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steward.examples import example_spec_text
+from steward.simulation.examples import example_spec_text
 from steward.spec import ModelSpec, SpecError, Task, load_spec, parse_spec
 
 

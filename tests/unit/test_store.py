@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from steward.data import DataError
 from steward.spec import parse_spec
-from steward.store import (
+from steward.store.log import (
     LabelBatch,
     LogMode,
     PredictionBatch,
@@ -27,6 +26,7 @@ from steward.store import (
     production_training_frame,
     typed_labels,
 )
+from steward.training.data import DataError
 
 DAY = datetime(2026, 3, 10, tzinfo=UTC)
 
@@ -233,7 +233,7 @@ def test_typed_labels():
 
 @pytest.fixture
 def production_spec():
-    from steward.examples import example_spec_text
+    from steward.simulation.examples import example_spec_text
 
     document = yaml.safe_load(example_spec_text())
     document["data"] = {"kind": "production", "window_days": 7}
@@ -356,7 +356,7 @@ def test_the_writer_reports_its_threads_cpu_time(store):
 def test_the_writer_memory_pool_is_jemalloc_unless_the_environment_names_one(monkeypatch):
     import pyarrow as pa
 
-    from steward.store import use_writer_memory_pool
+    from steward.store.log import use_writer_memory_pool
 
     before = pa.default_memory_pool()
     try:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from steward.traffic import (
+from steward.delivery.traffic import (
     DEFAULT_PLAN,
     Arm,
     StickyKey,

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from steward.trends import TrendVerdict, fit_trend
+from steward.monitoring.trends import TrendVerdict, fit_trend
 
 DAYS = [date(2026, 2, 1) + timedelta(days=i) for i in range(28)]
 

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from steward.data import prepare_features
 from steward.spec import ModelSpec, Task
-from steward.store import LabelBatch, PredictionStore, label_text, prediction_batch
+from steward.store.log import LabelBatch, PredictionStore, label_text, prediction_batch
+from steward.training.data import prepare_features
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from steward.evaluation import SliceMetric, metric_change
-from steward.health import metric_value, outcomes
-from steward.ledger import MaintenanceKind, Priority
-from steward.maintenance import DriftRecord, Finding
-from steward.registry import VersionInfo
+from steward.monitoring.health import metric_value, outcomes
+from steward.monitoring.ledger import MaintenanceKind, Priority
+from steward.monitoring.maintenance import DriftRecord, Finding
+from steward.registry.adapter import VersionInfo
 from steward.spec import ModelSpec
+from steward.training.evaluation import SliceMetric, metric_change
 
 __all__ = [
     "LoggedEvaluation",

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from steward.evaluation import higher_is_better, metric_change
-from steward.probes import EdgeCaseOutcome, SpeedProfile
 from steward.spec import GateSpec
+from steward.training.evaluation import higher_is_better, metric_change
+from steward.training.probes import EdgeCaseOutcome, SpeedProfile
 
 
 class CheckStatus(StrEnum):

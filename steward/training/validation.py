@@ -7,8 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from steward.evaluation import evaluate, evaluate_slices
-from steward.gates import (
+from steward.spec import ModelSpec
+from steward.training.evaluation import evaluate, evaluate_slices
+from steward.training.gates import (
     ValidationReport,
     check_edge_cases,
     check_primary_metric,
@@ -16,8 +17,7 @@ from steward.gates import (
     check_slices,
     check_speed,
 )
-from steward.probes import compare_speed, run_edge_cases
-from steward.spec import ModelSpec
+from steward.training.probes import compare_speed, run_edge_cases
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,8 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from steward.drift import DriftResult, MaterialDriftDecision
-from steward.evaluation import metric_change
-from steward.health import (
+from steward.monitoring.drift import DriftResult, MaterialDriftDecision
+from steward.monitoring.health import (
     MIN_LABELLED,
     CheckResult,
     IssueCode,
@@ -42,14 +41,15 @@ from steward.health import (
     outcomes,
     served_requests,
 )
-from steward.health import Issue as HealthIssue
-from steward.history import CHALLENGER, CHAMPION, AuditEntry, select_for_archive
-from steward.ledger import LedgerEntry, MaintenanceKind, Priority
-from steward.registry import VersionInfo
-from steward.slo import SLODay, compute_slo_day
+from steward.monitoring.health import Issue as HealthIssue
+from steward.monitoring.ledger import LedgerEntry, MaintenanceKind, Priority
+from steward.monitoring.slo import SLODay, compute_slo_day
+from steward.monitoring.trends import Trend, TrendVerdict, fit_trend
+from steward.registry.adapter import VersionInfo
+from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry, select_for_archive
 from steward.spec import ModelSpec
-from steward.store import join_labels, wal_line_parts
-from steward.trends import Trend, TrendVerdict, fit_trend
+from steward.store.log import join_labels, wal_line_parts
+from steward.training.evaluation import metric_change
 
 # ============================================================================================
 # Run summaries and findings
@@ -402,7 +402,7 @@ def reference_outputs(estimator: Any, features: pd.DataFrame, spec: ModelSpec) -
     Binary: P(second class); regression: the value; multiclass: the predicted class as text.
     """
     from steward.spec import Task
-    from steward.store import label_text
+    from steward.store.log import label_text
 
     column, _ = prediction_drift_column(spec)
     if spec.task is Task.REGRESSION:
@@ -427,7 +427,7 @@ def permutation_importances(
     """
     from sklearn.inspection import permutation_importance
 
-    from steward.evaluation import evaluate, higher_is_better
+    from steward.training.evaluation import evaluate, higher_is_better
 
     rows = holdout if len(holdout) <= max_rows else holdout.sample(n=max_rows, random_state=seed)
     metric, sign = spec.primary_metric, (1.0 if higher_is_better(spec.primary_metric) else -1.0)
@@ -780,7 +780,7 @@ def right_sizing(performance: CheckResult, cost: CheckResult, spec: ModelSpec, d
 
 def performance_trends(days: Sequence[SLODay], spec: ModelSpec) -> tuple[list[Trend], list[Finding]]:
     """p95 latency and the primary metric per day from the SLO records, fitted; findings when degrading."""
-    from steward.evaluation import higher_is_better
+    from steward.training.evaluation import higher_is_better
 
     metric = spec.primary_metric
     latency = fit_trend(

@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 
 from steward import events
-from steward.delivery import ArmEvidence, StepAction, StepDecision
-from steward.history import CHALLENGER, CHAMPION, AuditEntry
-from steward.ledger import Priority
+from steward.delivery.decisions import ArmEvidence, StepAction, StepDecision
+from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
+from steward.monitoring.ledger import Priority
+from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry
 from steward.spec import CanaryPlan
-from steward.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
 
-ROLLOUT_TAG = "steward.rollout"
+ROLLOUT_TAG = "steward.delivery.rollout"
 MAX_STATE_CHARS = 3500  # version tags are truncated at 4000 characters; a truncated state would not parse
 CLAIM_SETTLE_SECONDS = 1.0  # a claim is checked again after this long, so two concurrent claims see each other
 HOLD_RECORD_SECONDS = 60.0  # a holding step writes its reason to the audit history at most this often

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
-from steward.evaluation import higher_is_better
-from steward.health import MIN_LABELLED, SLOW_SHARE, metric_value, outcomes, served_requests
+from steward.monitoring.health import MIN_LABELLED, SLOW_SHARE, metric_value, outcomes, served_requests
 from steward.spec import ModelSpec
+from steward.training.evaluation import higher_is_better
 
 
 class Compliance(StrEnum):

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from steward.history import CHALLENGER, CHAMPION
+from steward.registry.history import CHALLENGER, CHAMPION
 
 #: Replayed traffic (admin only): the gateway logs this time instead of the arrival time.
 EVENT_TIME_HEADER = "x-steward-event-time"

@@ -29,11 +29,11 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
 
-from steward.delivery import MIN_SAMPLES_FOR_TESTS, ABResult, analyse_ab_test
-from steward.history import CHALLENGER, CHAMPION, AuditEntry, ChangeKind
+from steward.delivery.decisions import MIN_SAMPLES_FOR_TESTS, ABResult, analyse_ab_test
+from steward.delivery.traffic import DEFAULT_PLAN, TrafficMode, TrafficPlan
+from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry, ChangeKind
 from steward.spec import ABTestSpec, ModelSpec, Task
 from steward.stats import RatioEstimate, SampleRatioCheck, quantile_ratio, sample_ratio_mismatch
-from steward.traffic import DEFAULT_PLAN, TrafficMode, TrafficPlan
 
 # Event of a conclusive A/B look; a plain string like those in steward.events.
 

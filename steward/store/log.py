@@ -47,7 +47,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from steward.data import DataError
+from steward.training.data import DataError
 
 if TYPE_CHECKING:
     from steward.config import Settings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from steward.scenario import credit_default_scenario
+from steward.simulation.scenario import credit_default_scenario
 
 EXAMPLE_NAME = "credit_default"
 EXAMPLE_DAYS = 60

@@ -24,11 +24,11 @@ import pandas as pd
 from scipy.stats import binomtest, rankdata
 from sklearn import metrics as skm
 
-from steward.data import prepare_features
-from steward.evaluation import metric_change, predict_scores
-from steward.ledger import MaintenanceKind, Priority
+from steward.monitoring.ledger import MaintenanceKind, Priority
 from steward.spec import FeatureType, ModelSpec, Task
-from steward.store import typed_labels
+from steward.store.log import typed_labels
+from steward.training.data import prepare_features
+from steward.training.evaluation import metric_change, predict_scores
 
 ALPHA = 0.01  # a breach of a share limit must be significant at 1% (one-sided binomial test)
 CRITICAL_FACTOR = 3.0  # a share limit (errors, missing, outliers, schema) exceeded 3x over is critical
@@ -730,7 +730,7 @@ class InputStability:
 
 def input_stability(reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec) -> InputStability:
     """Whether the inputs moved, by the drift engine's per-feature tests and the spec's share threshold."""
-    from steward.drift import detect_drift
+    from steward.monitoring.drift import detect_drift
 
     def usable(names: list[str]) -> list[str]:
         return [c for c in names if c in reference and c in current

@@ -18,8 +18,8 @@ import yaml
 
 from steward import stack
 from steward.config import Settings
-from steward.examples import EXAMPLE_DAYS, example_spec_text, example_training_frame
-from steward.scenario import DriftKind, Injection, Scenario, credit_default_scenario
+from steward.simulation.examples import EXAMPLE_DAYS, example_spec_text, example_training_frame
+from steward.simulation.scenario import DriftKind, Injection, Scenario, credit_default_scenario
 
 MODEL = "credit-default"
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from steward.history import (
+from steward.registry.history import (
     CHALLENGER,
     CHAMPION,
     AuditEntry,
@@ -592,7 +592,7 @@ class Registry:
     # registered-model tag; each change is an audit entry like an alias move.
     def get_traffic_plan(self, model: str) -> TrafficPlan:
         """The model's stored traffic plan; the default (all to the champion) when none is set."""
-        from steward.traffic import DEFAULT_PLAN, parse_plan
+        from steward.delivery.traffic import DEFAULT_PLAN, parse_plan
 
         if not self.model_exists(model):
             raise RegistryError(f"no model named {model!r} in the registry; train one with `steward train`")
@@ -603,7 +603,7 @@ class Registry:
         self, model: str, plan: TrafficPlan, *, reason: str, actor: str | None = None
     ) -> AuditEntry:
         """Store ``plan`` for ``model`` and record who changed it and why; gateways follow it."""
-        from steward.traffic import TrafficMode
+        from steward.delivery.traffic import TrafficMode
 
         previous = self.get_traffic_plan(model)
         challenger = self.alias_version(model, CHALLENGER)
@@ -623,7 +623,7 @@ class Registry:
 
     def serving_state(self, model: str) -> ServingState:
         """Aliases and traffic plan of ``model`` from a single registry read."""
-        from steward.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
+        from steward.delivery.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
 
         try:
             registered = self._client.get_registered_model(model)
@@ -659,5 +659,5 @@ class Registry:
 TRAFFIC_PLAN_TAG = "steward.traffic_plan"
 
 if TYPE_CHECKING:
+    from steward.delivery.traffic import ServingState, TrafficPlan
     from steward.spec import ModelSpec
-    from steward.traffic import ServingState, TrafficPlan

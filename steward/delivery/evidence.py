@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from steward.delivery import ArmEvidence
+from steward.delivery.decisions import ArmEvidence
 from steward.spec import ModelSpec, Task
 
 

@@ -1,0 +1,1 @@
+"""Progressive delivery: traffic plans, rollouts, canary and blue-green decisions, experiments, evidence."""

@@ -1,0 +1,1 @@
+"""Watching a served model: drift, health, SLOs, infrastructure, trends, scheduled maintenance, model cards, the ledger."""

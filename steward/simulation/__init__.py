@@ -1,0 +1,1 @@
+"""The drifting-world simulator and what drives it: scenarios, replay, HTTP traffic, the demo world, the example model."""

@@ -1,0 +1,1 @@
+"""The prediction log and labels: append-only Parquet through fsspec."""

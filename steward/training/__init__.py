@@ -1,0 +1,1 @@
+"""Training and its gate: data, estimators, fitting, evaluation, probes, the validation gate."""
