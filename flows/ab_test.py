@@ -15,16 +15,8 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 
-from steward.delivery.experiments import (
-    ABStatus,
-    ABTestReport,
-    ExperimentKind,
-    already_concluded,
-    as_of_or_now,
-    experiment_window,
-    previous_p_value,
-    require_active,
-)
+from steward.delivery.ab_verdict import ABStatus, ABTestReport, already_concluded, previous_p_value
+from steward.delivery.experiments import ExperimentKind, as_of_or_now, experiment_window, require_active
 from tasks.data import load_model_spec
 from tasks.experiments import (
     collect_ab_data,

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from steward.delivery.blue_green import smoke_record, watch_plan
 from steward.delivery.decisions import StepAction
-from steward.delivery.rollout import (
-    BlueGreenOutcome,
-    Phase,
-    RolloutInterrupted,
-    RolloutKind,
-    StartAction,
-    lease_for,
-    smoke_record,
-    watch_plan,
-)
+from steward.delivery.lock import StartAction
+from steward.delivery.rollout import Phase, RolloutInterrupted, RolloutKind, lease_for
+from steward.delivery.timeline import BlueGreenOutcome
+from tasks.blue_green import smoke_test, switch_colour, wait_for_idle_colour
 from tasks.data import load_model_spec
-from tasks.rollout import (
-    claim_rollout,
-    finish_rollout,
-    interrupted_outcome,
-    observe_step,
-    persist,
-    record_step,
-    renew_lease,
-    smoke_test,
-    switch_colour,
-    wait_for_idle_colour,
-    withdraw_after_exit,
-)
+from tasks.rollout import claim_rollout, observe_step, persist, record_step, renew_lease
+from tasks.rollout_finish import finish_rollout, interrupted_outcome, withdraw_after_exit
 
 
 @flow(
@@ -81,5 +65,5 @@ def blue_green(
                 ))
     except RolloutInterrupted as stop:
         logger.warning("blue-green of v%s stopped: %s", state.version, stop)
-        return interrupted_outcome(state, str(stop), resumed)
+        return interrupted_outcome(state, stop, resumed)
     return finish_rollout(state, resumed)

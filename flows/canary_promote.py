@@ -5,27 +5,13 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from steward.delivery.decisions import StepAction
-from steward.delivery.rollout import (
-    CanaryOutcome,
-    Phase,
-    RolloutInterrupted,
-    RolloutKind,
-    StartAction,
-    lease_for,
-)
+from steward.delivery.lock import StartAction
+from steward.delivery.rollout import Phase, RolloutInterrupted, RolloutKind, lease_for
+from steward.delivery.timeline import CanaryOutcome
 from steward.delivery.traffic import TrafficPlan
 from tasks.data import load_model_spec
-from tasks.rollout import (
-    claim_rollout,
-    finish_rollout,
-    interrupted_outcome,
-    observe_step,
-    persist,
-    publish_timeline,
-    read_timeline,
-    start_step,
-    withdraw_after_exit,
-)
+from tasks.rollout import claim_rollout, observe_step, persist, publish_timeline, read_timeline, start_step
+from tasks.rollout_finish import finish_rollout, interrupted_outcome, withdraw_after_exit
 
 
 @flow(
@@ -66,5 +52,5 @@ def canary_promote(
                 ))
     except RolloutInterrupted as stop:
         logger.warning("canary of v%s stopped: %s", state.version, stop)
-        return interrupted_outcome(state, str(stop), resumed)
+        return interrupted_outcome(state, stop, resumed)
     return finish_rollout(state, resumed)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from steward import events
-from steward.delivery.rollout import RollbackOutcome
+from steward.delivery.timeline import RollbackOutcome
 from tasks.common import emit_model_event, publish_markdown
-from tasks.rollout import (
+from tasks.rollback import (
     record_rollback_incident,
     reset_traffic,
     restore_champion,

@@ -19,11 +19,11 @@ from prefect import flow, get_run_logger
 from steward.delivery.experiments import (
     ExperimentKind,
     ExperimentRun,
-    ShadowReport,
     as_of_or_now,
     experiment_window,
     require_active,
 )
+from steward.delivery.shadow import ShadowReport
 from steward.spec import ModelSpec
 from tasks.data import load_model_spec
 from tasks.experiments import (

@@ -10,25 +10,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from steward import events
+from steward.delivery.ab_data import ABData, ab_data, check_design
+from steward.delivery.ab_verdict import ABTestReport, judge_ab_test
 from steward.delivery.experiments import (
-    ABData,
-    ABTestReport,
     ExperimentError,
     ExperimentKind,
     ExperimentRun,
     ExperimentWindow,
-    ShadowReport,
-    ab_data,
     ab_plan,
-    baseline_window,
     check_can_start,
-    check_design,
-    compare_shadow,
-    judge_ab_test,
     new_experiment,
     shadow_plan,
     stop_details,
 )
+from steward.delivery.shadow import ShadowReport, baseline_window, compare_shadow
 from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.monitoring.ledger import LedgerEntry, MaintenanceKind, Priority
 from steward.registry.history import AuditEntry, ChangeKind

@@ -1,32 +1,23 @@
-"""Pure decisions of progressive delivery: one canary step, and an A/B test's verdict.
+"""The pure decision of one canary (or blue-green watch) step: advance, hold or roll back.
 
-Both take the evidence of two arms collected over the same period and a policy from
-the spec, and return a typed decision with its reasons in plain words. The flows
-collect the evidence from the prediction log and act on the decision.
+It takes the evidence of two arms collected over the same period and the spec's canary plan,
+and returns a typed decision: an action, a code saying why, the checks that breached or the
+evidence still missing, and the reason in plain words. The flows collect the evidence from the
+prediction log and act on the decision. (The A/B verdict is in ``steward.delivery.ab_verdict``.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 
-from steward.spec import ABTestSpec, CanaryPlan
+from steward.spec import CanaryPlan
 from steward.stats import (
-    Comparison,
-    SampleRatioCheck,
-    SequentialResult,
     distribution_shift,
-    proportion_difference,
     proportion_increase_test,
     quantile_ratio,
-    sample_ratio_mismatch,
-    samples_needed_for_means,
-    samples_needed_for_proportions,
-    sequential_means,
-    sequential_proportions,
     welch_difference,
 )
 
@@ -60,11 +51,42 @@ class StepAction(StrEnum):
     ROLLBACK = "rollback"
 
 
+class StepCode(StrEnum):
+    """Why a step advances, holds or rolls back."""
+
+    NO_BREACH = "no_breach"  # advance: enough evidence and no breach
+    WAITING = "waiting"  # hold: evidence still missing (see ``StepDecision.waiting``)
+    BREACH = "breach"  # roll back: a significant breach (see ``StepDecision.breaches``)
+    NO_EVIDENCE_IN_TIME = "no_evidence_in_time"  # roll back: still waiting after max_hold_seconds
+    SMOKE_PASSED = "smoke_passed"  # blue-green: the idle colour answered its smoke test
+    SMOKE_FAILED = "smoke_failed"  # blue-green: it did not; the candidate is rejected
+
+
+class Check(StrEnum):
+    """The checks of a step; a breach names the ones that failed."""
+
+    ERROR_RATE = "error_rate"
+    ACCURACY = "accuracy"  # misclassification rate or absolute error on labelled traffic
+    SCORE_DISTRIBUTION = "score_distribution"
+    LATENCY = "p95_latency"
+
+
+class Wait(StrEnum):
+    """What a holding step waits for."""
+
+    REQUESTS = "requests"  # min_requests_per_arm in both arms
+    DURATION = "duration"  # min_step_seconds
+    LATENCY_INCONCLUSIVE = "latency_inconclusive"  # a p95 ratio over the limit whose interval includes it
+
+
 @dataclass(frozen=True)
 class StepDecision:
     action: StepAction
-    reason: str
-    findings: tuple[str, ...]
+    code: StepCode
+    reason: str  # for people: wording may change, the code and the checks do not
+    findings: tuple[str, ...] = ()
+    breaches: tuple[Check, ...] = ()
+    waiting: tuple[Wait, ...] = ()
 
 
 def _error_breach(challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan) -> tuple[bool, str] | None:
@@ -84,9 +106,8 @@ def latency_floor_ms(plan: CanaryPlan, *, across_windows: bool) -> float:
 
     With sub-millisecond answers a ratio of p95s measures jitter. When the champion is judged on
     an earlier window (a canary's 100% step, the blue-green watch) it also measures the change of
-    machine load between the windows, which a bootstrap over each window cannot see: measured on a
-    two-core machine, a good candidate's p95 rose 1-3.6 ms over the champion's earlier window
-    (ratios up to 3.8), while a genuinely slower forest added 21-37 ms.
+    machine load between the windows, which a bootstrap over each window cannot see (figures in
+    docs/delivery.md).
     """
     if across_windows:
         return max(plan.min_p95_latency_increase_ms, plan.min_p95_latency_increase_across_windows_ms)
@@ -167,146 +188,45 @@ def decide_canary_step(
     the larger increase of ``latency_floor_ms``.
     """
     findings: list[str] = []
-    breaches: list[str] = []
-    for check in (_error_breach, _accuracy_breach, _score_breach):
+    breaches: list[tuple[Check, str]] = []
+    checks = ((Check.ERROR_RATE, _error_breach), (Check.ACCURACY, _accuracy_breach),
+              (Check.SCORE_DISTRIBUTION, _score_breach))
+    for name, check in checks:
         outcome = check(challenger, champion, plan)
         if outcome is not None:
             breached, text = outcome
             findings.append(text)
             if breached:
-                breaches.append(text)
+                breaches.append((name, text))
     latency = _latency(challenger, champion, plan, across_windows=across_windows)
     if latency is not None:
         findings.append(latency[1])
         if latency[0] == "breach":
-            breaches.append(latency[1])
+            breaches.append((Check.LATENCY, latency[1]))
     if breaches:
-        return StepDecision(StepAction.ROLLBACK, "breach: " + "; ".join(breaches), tuple(findings))
+        return StepDecision(StepAction.ROLLBACK, StepCode.BREACH, "breach: " + "; ".join(t for _, t in breaches),
+                            tuple(findings), breaches=tuple(c for c, _ in breaches))
 
-    waiting = []
+    waiting: list[tuple[Wait, str]] = []
     if min(challenger.requests, champion.requests) < plan.min_requests_per_arm:
-        waiting.append(
+        waiting.append((Wait.REQUESTS,
             f"{challenger.requests} challenger / {champion.requests} champion requests "
             f"of {plan.min_requests_per_arm} per arm"
-        )
+        ))
     if elapsed_seconds < plan.min_step_seconds:
-        waiting.append(f"{elapsed_seconds:.0f} s of the step's {plan.min_step_seconds:.0f} s minimum")
+        waiting.append((Wait.DURATION, f"{elapsed_seconds:.0f} s of the step's {plan.min_step_seconds:.0f} s minimum"))
     if latency is not None and latency[0] == "inconclusive":
-        waiting.append("latency inconclusive: " + latency[1])
+        waiting.append((Wait.LATENCY_INCONCLUSIVE, "latency inconclusive: " + latency[1]))
     if waiting:
+        missing, texts = tuple(w for w, _ in waiting), "; ".join(t for _, t in waiting)
         if elapsed_seconds >= plan.max_hold_seconds:
             return StepDecision(
-                StepAction.ROLLBACK,
+                StepAction.ROLLBACK, StepCode.NO_EVIDENCE_IN_TIME,
                 f"no conclusive evidence after {elapsed_seconds:.0f} s (max hold {plan.max_hold_seconds:.0f} s): "
-                + "; ".join(waiting),
-                tuple(findings),
+                + texts,
+                tuple(findings), waiting=missing,
             )
-        return StepDecision(StepAction.HOLD, "waiting for evidence: " + "; ".join(waiting), tuple(findings))
-    return StepDecision(StepAction.ADVANCE, "no breach on the step's evidence: " + "; ".join(findings),
+        return StepDecision(StepAction.HOLD, StepCode.WAITING, "waiting for evidence: " + texts, tuple(findings),
+                            waiting=missing)
+    return StepDecision(StepAction.ADVANCE, StepCode.NO_BREACH, "no breach on the step's evidence: " + "; ".join(findings),
                         tuple(findings))
-
-
-@dataclass(frozen=True)
-class ABResult:
-    metric: str
-    srm: SampleRatioCheck
-    comparison: Comparison
-    sequential: SequentialResult | None
-    winner: str | None  # "treatment", "control" or None
-    conclusive: bool
-    recommendation: str
-    additional_samples_per_arm: int | None
-
-    def to_markdown(self, control_name: str = "champion", treatment_name: str = "challenger") -> str:
-        lines = [
-            f"# A/B test on {self.metric}: {self.recommendation}",
-            "",
-            f"- {self.srm.describe()}",
-            f"- {self.comparison.describe()} ({self.comparison.method})",
-        ]
-        if self.sequential is not None:
-            s = self.sequential
-            lines.append(
-                f"- sequential (always-valid) p={s.p_value:.3g}, confidence sequence [{s.ci_low:+.4g}, {s.ci_high:+.4g}]"
-            )
-        lines.append(f"- winner: {({'treatment': treatment_name, 'control': control_name}).get(self.winner or '', 'none')}")
-        if self.additional_samples_per_arm:
-            lines.append(f"- about {self.additional_samples_per_arm} more samples per arm would be needed")
-        return "\n".join(lines)
-
-
-def analyse_ab_test(
-    treatment: Sequence[float],
-    control: Sequence[float],
-    policy: ABTestSpec,
-    *,
-    assigned: tuple[int, int],
-    planned_shares: tuple[float, float],
-    binary: bool,
-    previous_p_value: float = 1.0,
-) -> ABResult:
-    """Compare per-unit outcomes of two arms; declare a winner only when significant and trustworthy.
-
-    ``assigned`` are the counts of units each arm received (treatment, control), checked
-    against ``planned_shares`` for sample-ratio mismatch before anything else is read.
-    """
-    treatment, control = np.asarray(treatment, float), np.asarray(control, float)
-    srm = sample_ratio_mismatch(assigned, planned_shares)
-    if min(len(treatment), len(control)) < 2:
-        raise ValueError(
-            f"A/B analysis needs outcomes in both arms (treatment {len(treatment)}, control {len(control)}): "
-            "let the test run until labels arrive"
-        )
-    if binary:
-        hits_t, hits_c = int(treatment.sum()), int(control.sum())
-        comparison = proportion_difference(hits_t, len(treatment), hits_c, len(control), alpha=policy.alpha,
-                                           metric=policy.metric)
-        sequential = sequential_proportions(hits_t, len(treatment), hits_c, len(control),
-                                            minimum_effect=policy.minimum_effect, alpha=policy.alpha,
-                                            previous_p_value=previous_p_value)
-    else:
-        comparison = welch_difference(treatment, control, alpha=policy.alpha, metric=policy.metric)
-        sequential = sequential_means(treatment, control, minimum_effect=policy.minimum_effect, alpha=policy.alpha,
-                                      previous_p_value=previous_p_value)
-
-    if srm.mismatch:
-        return ABResult(policy.metric, srm, comparison, sequential, None, False,
-                        "no conclusion: the arms' traffic does not match the plan (sample ratio mismatch); "
-                        "fix assignment or logging and restart the test", None)
-
-    n = min(len(treatment), len(control))
-    if policy.stopping == "sequential":
-        significant = sequential.significant
-        interval = (sequential.ci_low, sequential.ci_high)
-    else:
-        reached = n >= (policy.planned_samples_per_arm or 0)
-        significant = reached and comparison.p_value < policy.alpha
-        interval = (comparison.ci_low, comparison.ci_high)
-        if not reached:
-            return ABResult(policy.metric, srm, comparison, None, None, False,
-                            f"keep running: pre-registered stop at {policy.planned_samples_per_arm} per arm, "
-                            f"now {n}", policy.planned_samples_per_arm - n)
-
-    if significant:
-        better = comparison.difference > 0 if policy.higher_is_better else comparison.difference < 0
-        winner = "treatment" if better else "control"
-        return ABResult(
-            policy.metric, srm, comparison, sequential if policy.stopping == "sequential" else None, winner, True,
-            f"{winner} wins: {policy.metric} {comparison.treatment:.4g} vs {comparison.control:.4g}, "
-            f"difference {comparison.difference:+.4g} (interval [{interval[0]:+.4g}, {interval[1]:+.4g}])",
-            None,
-        )
-    if binary:
-        needed = samples_needed_for_proportions(comparison.control, policy.minimum_effect, alpha=policy.alpha,
-                                                power=policy.power)
-    else:
-        pooled_sd = float(np.sqrt((treatment.var(ddof=1) + control.var(ddof=1)) / 2))
-        needed = samples_needed_for_means(max(pooled_sd, 1e-12), policy.minimum_effect, alpha=policy.alpha,
-                                          power=policy.power)
-    more = max(needed - n, 0)
-    return ABResult(
-        policy.metric, srm, comparison, sequential if policy.stopping == "sequential" else None, None, False,
-        "no clear winner: run longer or change the design"
-        + (f" (about {more} more per arm to detect {policy.minimum_effect:g})" if more else ""),
-        more or None,
-    )
