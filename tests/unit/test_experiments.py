@@ -8,26 +8,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from steward.delivery.ab_data import ABData, ab_data
+from steward.delivery.ab_verdict import ABReason, ABStatus, already_concluded, judge_ab_test, previous_p_value
 from steward.delivery.experiments import (
-    ABData,
-    ABStatus,
     ExperimentError,
     ExperimentKind,
     ExperimentWindow,
-    ab_data,
     ab_plan,
     active_experiment,
-    already_concluded,
     check_can_start,
-    compare_shadow,
     experiment_window,
-    judge_ab_test,
     new_experiment,
-    previous_p_value,
     require_active,
     shadow_plan,
     stop_details,
 )
+from steward.delivery.shadow import compare_shadow
 from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.registry.history import AuditEntry, ChangeKind
 from steward.simulation.examples import example_spec_text
@@ -173,7 +169,7 @@ def test_equal_arms_give_no_clear_winner_with_the_traffic_still_needed():
     s = spec(minimum_effect=0.05)
     report = judge_ab_test(data_of(rng.binomial(1, 0.8, 400), rng.binomial(1, 0.8, 400)), run_for(s), WINDOW)
     assert report.status is ABStatus.RUNNING and report.winner is None
-    assert report.recommendation.startswith("no clear winner: run longer or change the design")
+    assert report.code is ABReason.NO_CLEAR_WINNER, report.recommendation
     assert report.result.additional_samples_per_arm > 0
     assert report.p_value == report.result.sequential.p_value <= 1.0
 
@@ -183,9 +179,9 @@ def test_a_known_difference_names_the_right_winner_as_a_recommendation():
     better = judge_ab_test(data_of(rng.binomial(1, 0.9, 500), rng.binomial(1, 0.6, 500)), run_for(s), WINDOW,
                            spec_path="model.yaml")
     assert better.status is ABStatus.CONCLUDED and better.winner == "challenger" and better.winner_version == "2"
-    assert "recommend promoting it (`steward promote exp-model 2" in better.recommendation
+    assert better.code is ABReason.WINNER, better.recommendation
     worse = judge_ab_test(data_of(rng.binomial(1, 0.6, 500), rng.binomial(1, 0.9, 500)), run_for(s), WINDOW)
-    assert worse.winner == "champion" and "keep it" in worse.recommendation
+    assert worse.winner == "champion" and worse.code is ABReason.WINNER
     markdown = better.to_markdown()
     assert markdown.startswith(f"# A/B test of exp-model: {better.recommendation}")
     assert "confidence sequence" in markdown and "unit of analysis: the entity" in markdown
@@ -203,7 +199,7 @@ def test_a_sample_ratio_mismatch_refuses_to_conclude_and_does_not_move_the_p_val
     data = data_of(rng.binomial(1, 0.95, 300), rng.binomial(1, 0.5, 500), assigned=(300, 500))
     report = judge_ab_test(data, run_for(s), WINDOW, previous_p_value=0.4)
     assert report.status is ABStatus.INVALID and report.winner is None and not report.conclusive
-    assert "sample ratio mismatch" in report.recommendation
+    assert report.code is ABReason.SAMPLE_RATIO_MISMATCH
     assert report.p_value == 0.4  # the untrusted look is not carried into the next one
     assert report.result.sequential.p_value < 0.001  # although this look alone would have "won"
 
@@ -211,16 +207,18 @@ def test_a_sample_ratio_mismatch_refuses_to_conclude_and_does_not_move_the_p_val
 def test_a_sample_ratio_mismatch_is_reported_before_enough_outcomes_arrive():
     s = spec()
     report = judge_ab_test(data_of([1] * 5, [1] * 5, assigned=(100, 400)), run_for(s), WINDOW)
-    assert report.status is ABStatus.INVALID and report.result is None and "MISMATCH" in report.recommendation
+    assert report.status is ABStatus.INVALID and report.result is None
+    assert report.code is ABReason.SAMPLE_RATIO_MISMATCH
 
 
 def test_too_few_entities_wait_and_non_sticky_assignment_is_invalid():
     s = spec()
     waiting = judge_ab_test(data_of([1] * 10, [0] * 12), run_for(s), WINDOW)
-    assert waiting.status is ABStatus.WAITING and "waiting for data: 10 challenger / 12 champion" in waiting.recommendation
+    assert waiting.status is ABStatus.WAITING and waiting.code is ABReason.WAITING_FOR_DATA
+    assert waiting.data.units == (10, 12)
     crossed = judge_ab_test(data_of(rng.binomial(1, 0.9, 300), rng.binomial(1, 0.5, 300), crossovers=20), run_for(s),
                             WINDOW)
-    assert crossed.status is ABStatus.INVALID and "not sticky" in crossed.recommendation
+    assert crossed.status is ABStatus.INVALID and crossed.code is ABReason.NOT_STICKY
 
 
 def test_the_carried_p_value_never_rises_across_looks():
@@ -237,7 +235,8 @@ def test_the_carried_p_value_never_rises_across_looks():
 def test_a_fixed_design_keeps_running_until_its_planned_sample():
     s = spec(stopping="fixed", planned_samples_per_arm=500)
     report = judge_ab_test(data_of(rng.binomial(1, 0.9, 100), rng.binomial(1, 0.5, 100)), run_for(s), WINDOW)
-    assert report.status is ABStatus.RUNNING and "pre-registered stop at 500" in report.recommendation
+    assert report.status is ABStatus.RUNNING and report.code is ABReason.BELOW_PLANNED_SAMPLE
+    assert report.result.additional_samples_per_arm == 400
     assert report.p_value is None
 
 

@@ -1,4 +1,4 @@
-"""The rollout lock, resume decisions and timeline types, on plain values."""
+"""The rollout lock's decisions, resume decisions, timeline and smoke-test types, on plain values."""
 
 from __future__ import annotations
 
@@ -7,36 +7,35 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from steward.delivery.decisions import ArmEvidence, StepAction, StepDecision
+from steward.delivery.blue_green import SmokeReport, SmokeResult, smoke_record, valid_scores, watch_plan
+from steward.delivery.decisions import ArmEvidence, Check, StepAction, StepCode, StepDecision, Wait
+from steward.delivery.lock import (
+    Candidate,
+    LeaseStatus,
+    Liveness,
+    StartAction,
+    claim_holds,
+    interruption,
+    liveness,
+    plan_start,
+)
 from steward.delivery.rollout import (
     ROLLOUT_TAG,
-    Candidate,
-    Liveness,
+    InterruptionCode,
     OwnerRun,
     Phase,
+    RefusalCode,
     RolloutError,
     RolloutKind,
-    RolloutOutcome,
     RolloutResult,
     RolloutState,
-    SmokeReport,
-    SmokeResult,
-    StartAction,
-    StepRecord,
     StepWindow,
     active_rollouts,
     baseline_window,
-    claim_holds,
-    interruption,
     lease_for,
-    liveness,
-    plan_start,
     should_record_hold,
-    step_record,
-    timeline,
-    valid_scores,
-    watch_plan,
 )
+from steward.delivery.timeline import RolloutOutcome, StepRecord, step_record, timeline
 from steward.registry.history import AuditEntry, ChangeKind
 from steward.spec import CanaryPlan
 
@@ -53,8 +52,8 @@ def candidate(**changes) -> Candidate:
     return Candidate(**{**values, **changes})
 
 
-ALIVE = Liveness(True, "flow run run-a is running it (heartbeat 3 s ago)")
-STALE = Liveness(False, "its flow run run-a has ended")
+ALIVE = Liveness(LeaseStatus.HELD, "flow run run-a is running it (heartbeat 3 s ago)")
+STALE = Liveness(LeaseStatus.OWNER_ENDED, "its flow run run-a has ended")
 
 
 def test_state_round_trips_through_its_tag_text():
@@ -84,31 +83,31 @@ def test_only_unfinished_rollouts_are_active():
 
 
 @pytest.mark.parametrize(
-    ("owner", "age", "alive", "why"),
+    ("owner", "age", "status"),
     [
-        (OwnerRun.RUNNING, 5, True, "heartbeat 5 s ago"),
-        (OwnerRun.UNKNOWN, 5, True, "heartbeat 5 s ago"),
-        (OwnerRun.ENDED, 5, False, "has ended"),
-        (OwnerRun.RUNNING, 61, False, "no heartbeat|not shown a heartbeat for 61 s"),  # killed: Prefect still says running
+        (OwnerRun.RUNNING, 5, LeaseStatus.HELD),
+        (OwnerRun.UNKNOWN, 5, LeaseStatus.HELD),
+        (OwnerRun.ENDED, 5, LeaseStatus.OWNER_ENDED),
+        (OwnerRun.RUNNING, 61, LeaseStatus.LEASE_EXPIRED),  # killed: Prefect still says running
     ],
 )
-def test_liveness_needs_a_running_owner_and_a_fresh_heartbeat(owner, age, alive, why):
+def test_liveness_needs_a_running_owner_and_a_fresh_heartbeat(owner, age, status):
     verdict = liveness(state(), owner, T0 + timedelta(seconds=age))
-    assert verdict.alive is alive
-    assert any(part in verdict.reason for part in why.split("|"))
+    assert verdict.status is status and verdict.alive is (status is LeaseStatus.HELD)
+    assert verdict.reason
 
 
 def test_second_rollout_is_refused_while_one_is_alive_with_what_to_do():
     plan = plan_start("m", RolloutKind.CANARY, candidate(version="3", challenger="3"), [(state(), ALIVE)], "run-b")
-    assert plan.action is StartAction.REFUSE
-    assert "already running" in plan.reason and "run-a" in plan.reason and "steward rollback" in plan.reason
+    assert plan.action is StartAction.REFUSE and plan.refusal is RefusalCode.ALREADY_RUNNING
+    assert "run-a" in plan.reason  # the sentence names the run that holds the lock
 
 
 def test_stale_rollout_of_the_same_version_is_resumed_at_its_step():
     stale = state(step=2, owner="dead")
     plan = plan_start("m", RolloutKind.CANARY, candidate(), [(stale, STALE)], "run-b")
     assert plan.action is StartAction.RESUME and plan.state == stale and plan.cleanup == ()
-    assert "step 3" in plan.reason
+    assert plan.state.step == 2 and plan.refusal is None
 
 
 def test_own_lock_after_a_flow_retry_is_resumed_not_refused():
@@ -139,17 +138,17 @@ def test_stale_canary_is_not_resumed_as_a_blue_green():
     assert plan.action is StartAction.START and len(plan.cleanup) == 1
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"version": None, "challenger": None}, "no challenger"),
-    ({"champion": None}, "no champion"),
-    ({"version": "1"}, "already the champion"),
-    ({"validation_status": "failed"}, "has not passed validation"),
-    ({"stage": "rejected"}, "rejected earlier"),
-    ({"version": "4"}, "is not the challenger"),
+@pytest.mark.parametrize(("changes", "code"), [
+    ({"version": None, "challenger": None}, RefusalCode.NO_CHALLENGER),
+    ({"champion": None}, RefusalCode.NO_CHAMPION),
+    ({"version": "1"}, RefusalCode.ALREADY_CHAMPION),
+    ({"validation_status": "failed"}, RefusalCode.NOT_VALIDATED),
+    ({"stage": "rejected"}, RefusalCode.REJECTED_EARLIER),
+    ({"version": "4"}, RefusalCode.NOT_THE_CHALLENGER),
 ])
-def test_a_version_that_cannot_be_rolled_out_is_refused_with_the_reason(changes, message):
+def test_a_version_that_cannot_be_rolled_out_is_refused_with_the_reason(changes, code):
     plan = plan_start("m", RolloutKind.CANARY, candidate(**changes), [], "run-b")
-    assert plan.action is StartAction.REFUSE and message in plan.reason
+    assert plan.action is StartAction.REFUSE and plan.refusal is code and plan.reason
 
 
 def test_of_two_simultaneous_claims_the_earlier_wins():
@@ -157,29 +156,31 @@ def test_of_two_simultaneous_claims_the_earlier_wins():
     second = state(id="other", version="3", owner="run-b", claimed=T0 + timedelta(milliseconds=5))
     both = [(first, ALIVE), (second, ALIVE)]
     assert claim_holds(first, both) is None
-    assert "run-a" in claim_holds(second, both)
+    lost = claim_holds(second, both)
+    assert lost.code is RefusalCode.CLAIMED_FIRST and "run-a" in lost.reason
 
 
 def test_a_claim_overwritten_by_another_run_is_lost():
     mine = state(owner="run-a")
     theirs = mine.evolve(owner="run-b", id="zzz")
-    assert "run-b" in claim_holds(mine, [(theirs, ALIVE)])
+    lost = claim_holds(mine, [(theirs, ALIVE)])
+    assert lost.code is RefusalCode.CLAIM_OVERWRITTEN and "run-b" in lost.reason
 
 
 @pytest.mark.parametrize(("stored", "champion", "challenger", "expected"), [
     ("same", "1", "2", None),
-    ("other-owner", "1", "2", "took the rollout over"),
-    ("ended", "1", "2", "ended from outside"),
-    ("same", "0", "2", "champion changed to v0"),
-    ("same", "1", None, "challenger changed to none"),
-    (None, "1", "2", "was replaced"),
+    ("other-owner", "1", "2", InterruptionCode.TAKEN_OVER),
+    ("ended", "1", "2", InterruptionCode.ENDED_FROM_OUTSIDE),
+    ("same", "0", "2", InterruptionCode.CHAMPION_CHANGED),
+    ("same", "1", None, InterruptionCode.CHALLENGER_CHANGED),
+    (None, "1", "2", InterruptionCode.RECORD_REPLACED),
 ])
 def test_interruption_names_what_changed_under_the_rollout(stored, champion, challenger, expected):
     mine = state()
     record = {"same": mine, "other-owner": mine.evolve(owner="run-z"), None: None,
               "ended": mine.evolve(phase=Phase.ABORTED, reason="stopped by a rollback")}[stored]
     found = interruption(mine, record, champion, challenger)
-    assert (found is None) if expected is None else expected in found
+    assert (found is None) if expected is None else (found.code is expected and found.reason)
 
 
 def test_next_step_closes_the_window_and_the_full_step_is_judged_against_it():
@@ -213,7 +214,8 @@ def evidence(requests: int, latency: float) -> ArmEvidence:
 
 
 def test_step_record_round_trips_through_the_audit_history():
-    decision = StepDecision(StepAction.ADVANCE, "no breach on the step's evidence: error rate ...", ("error rate",))
+    decision = StepDecision(StepAction.ADVANCE, StepCode.NO_BREACH, "no breach on the step's evidence: error rate ...",
+                            ("error rate",))
     record = step_record(state(step=1, step_started=T0), 5.0, decision,
                          {"challenger": evidence(40, 12.0), "champion": evidence(800, 10.0)},
                          now=T0 + timedelta(seconds=8), holds=3, baseline=False)
@@ -224,10 +226,31 @@ def test_step_record_round_trips_through_the_audit_history():
     assert timeline([other, entry], record.rollout) == [record]
     row = record.row()
     assert row["step"] == 2 and row["traffic"] == "5%" and row["decision"] == "advance" and row["holds"] == 3
+    assert timeline([entry], record.rollout)[0].code is StepCode.NO_BREACH
+
+
+def test_the_codes_of_a_decision_travel_with_its_record_and_old_records_still_read():
+    decision = StepDecision(StepAction.ROLLBACK, StepCode.BREACH, "breach: ...", (), breaches=(Check.LATENCY,))
+    record = step_record(state(), 1.0, decision, {"challenger": evidence(5, 1), "champion": evidence(5, 1)},
+                         now=T0, holds=0, baseline=False)
+    again = StepRecord.from_details(record.details())
+    assert again == record and again.breaches == (Check.LATENCY,)
+    waiting = StepDecision(StepAction.HOLD, StepCode.WAITING, "waiting", (), waiting=(Wait.REQUESTS,))
+    held = step_record(state(), 1.0, waiting, {"challenger": evidence(5, 1), "champion": evidence(5, 1)},
+                       now=T0, holds=1, baseline=False)
+    assert StepRecord.from_details(held.details()).waiting == (Wait.REQUESTS,)
+    import json
+
+    old = json.loads(record.details()["record"])
+    for key in ("code", "breaches", "waiting"):
+        del old[key]
+    before_codes = StepRecord.from_details({"rollout": record.rollout, "record": json.dumps(old)})
+    assert before_codes.code is None and before_codes.breaches == () and before_codes.action is StepAction.ROLLBACK
 
 
 def test_outcome_markdown_has_a_row_per_step():
-    decision = StepDecision(StepAction.ROLLBACK, "breach: error rate | rose", ())
+    decision = StepDecision(StepAction.ROLLBACK, StepCode.BREACH, "breach: error rate | rose", (),
+                            breaches=(Check.ERROR_RATE,))
     record = step_record(state(), 1.0, decision, {"challenger": evidence(5, 1), "champion": evidence(50, 1)},
                          now=T0, holds=0, baseline=False)
     outcome = RolloutOutcome("m", RolloutKind.CANARY, "2", "1", RolloutResult.ROLLED_BACK, "breach", "id",
@@ -252,9 +275,11 @@ def test_smoke_passes_only_when_the_idle_colour_answers_everything_admissible():
     }
     for name, result in failing.items():
         report = SmokeReport("2", (smoke(), result))
-        assert not report.passed, name
-        assert "failed" in report.summary()
+        assert not report.passed and report.failures, name
+        assert smoke_record(state(), report, T0).code is StepCode.SMOKE_FAILED
     assert not SmokeReport("2", ()).passed
+    passed = smoke_record(state(), SmokeReport("2", (smoke(),)), T0)
+    assert passed.code is StepCode.SMOKE_PASSED and passed.action is StepAction.ADVANCE
 
 
 def test_scores_must_be_one_finite_value_per_row():
@@ -274,7 +299,7 @@ def test_blue_green_is_exposed_only_after_its_switch():
 
 
 def test_step_record_details_stay_small_enough_for_a_tag():
-    decision = StepDecision(StepAction.HOLD, "waiting " * 500, ())
+    decision = StepDecision(StepAction.HOLD, StepCode.WAITING, "waiting " * 500, (), waiting=tuple(Wait))
     record = step_record(state(), 1.0, decision, {"challenger": evidence(5, 1), "champion": evidence(5, 1)},
                          now=T0, holds=1, baseline=True)
     assert len(record.details()["record"]) < 2000
@@ -310,7 +335,7 @@ def test_withdrawing_resets_only_a_plan_this_kind_of_rollout_sets():
 
 def test_a_roll_back_is_an_incident_only_when_the_challenger_took_traffic():
     from steward import events
-    from steward.delivery.rollout import roll_back_record
+    from steward.delivery.timeline import roll_back_record
     from steward.monitoring.ledger import Priority
 
     canary = roll_back_record(state())
