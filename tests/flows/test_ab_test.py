@@ -29,7 +29,8 @@ from experiment_fixtures import (
 )
 
 from flows.ab_test import ABTestOutcome, ab_test
-from steward.delivery.experiments import ABStatus, ExperimentError, ExperimentRun, active_experiment
+from steward.delivery.ab_verdict import ABReason, ABStatus
+from steward.delivery.experiments import ExperimentError, ExperimentRun, active_experiment
 from steward.delivery.traffic import DEFAULT_PLAN, sticky_arm
 from steward.events import AB_TEST_CONCLUDED
 from steward.simulation.http_traffic import TrafficSender, TrafficSummary
@@ -125,7 +126,7 @@ def test_equal_models_find_no_winner_at_any_look_and_stop_restores_the_champion(
     for outcome in (first, last):
         report = outcome.report
         assert outcome.status is ABStatus.RUNNING and report.winner is None, report.recommendation
-        assert outcome.recommendation.startswith("no clear winner: run longer or change the design")
+        assert report.code is ABReason.NO_CLEAR_WINNER and outcome.recommendation == report.recommendation
         assert not report.srm.mismatch and report.data.crossover_entities == 0
         assert not report.data.binary  # customers came back: per-entity accuracy, Welch
     assert last.report.data.units[0] > first.report.data.units[0]
@@ -162,7 +163,7 @@ def test_a_known_difference_finds_the_right_winner_and_only_recommends_promotion
     assert report.data.binary  # one request per customer: two-proportion test
     comparison = report.result.comparison
     assert comparison.treatment > comparison.control and comparison.ci_low > 0  # effect with its interval
-    assert f"recommend promoting it (`steward promote {BETTER} {challenger}" in outcome.recommendation
+    assert report.code is ABReason.WINNER and report.winner_version == challenger
 
     # a recommendation, not an action: the champion is unchanged; the event and ledger entry say what to do
     assert registry.alias_version(BETTER, "champion") == champion
@@ -193,6 +194,6 @@ def test_a_sample_ratio_mismatch_refuses_any_conclusion(world, registry):
     report = outcome.report
     assert outcome.status is ABStatus.INVALID and report.srm.mismatch and report.winner is None
     assert report.data.assigned[0] < report.data.assigned[1]
-    assert "sample ratio mismatch" in outcome.recommendation
+    assert report.code is ABReason.SAMPLE_RATIO_MISMATCH
     assert report.p_value == 1.0  # the untrusted look is not carried into later ones
     assert not ledger().entries(SRM)

@@ -34,7 +34,8 @@ from delivery_fixtures import (
 from flows.blue_green import blue_green
 from flows.canary_promote import canary_promote
 from steward import events
-from steward.delivery.rollout import ROLLOUT_TAG, Phase, RolloutResult, RolloutState
+from steward.delivery.decisions import Check, StepAction, StepCode
+from steward.delivery.rollout import ROLLOUT_TAG, InterruptionCode, Phase, RolloutResult, RolloutState
 from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
 from steward.monitoring.ledger import Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
@@ -132,7 +133,7 @@ def test_good_candidate_passes_the_smoke_test_is_switched_and_promoted(world, re
 
     assert outcome.result is RolloutResult.PROMOTED, outcome.reason
     smoke, watch = outcome.steps[0], outcome.steps[-1]
-    assert smoke.percent == 0 and "answered by the idle colour" in smoke.reason and smoke.challenger.requests >= 25
+    assert smoke.percent == 0 and smoke.code is StepCode.SMOKE_PASSED and smoke.challenger.requests >= 25
     assert watch.percent == 100 and watch.baseline and watch.challenger.requests >= 30
     version = world.challenger[GOOD]
     assert registry.alias_version(GOOD, CHAMPION) == version
@@ -156,9 +157,9 @@ def test_slower_candidate_is_switched_back_by_the_watch(world, registry, admin_t
         time.sleep(2.0)
 
     assert outcome.result is RolloutResult.ROLLED_BACK, outcome.reason
-    assert "p95 latency" in outcome.reason
-    assert outcome.steps[0].action.value == "advance"  # it answered the smoke test correctly
+    assert outcome.steps[0].action is StepAction.ADVANCE  # it answered the smoke test correctly
     watch = outcome.steps[-1]
+    assert watch.code is StepCode.BREACH and Check.LATENCY in watch.breaches, watch.reason
     assert watch.challenger.p95_latency_ms > 1.5 * watch.champion.p95_latency_ms
     # Switched back: everything answered a second after the switch back came from the champion.
     assert registry.get_traffic_plan(SLOW) == TrafficPlan(mode=TrafficMode.BLUE_GREEN, live=Arm.CHAMPION)
@@ -171,7 +172,7 @@ def test_slower_candidate_is_switched_back_by_the_watch(world, registry, admin_t
     assert registry.alias_version(SLOW, CHAMPION) == world.champion[SLOW]
     assert registry.get_version(SLOW, world.challenger[SLOW]).stage == "rejected"
     [incident] = [e for e in ledger().entries(SLOW) if e.incident]
-    assert incident.priority is Priority.CRITICAL and "p95 latency" in incident.detail
+    assert incident.priority is Priority.CRITICAL and incident.detail == outcome.reason
     assert any(e.event == events.ROLLED_BACK for e in model_events(SLOW))
 
 
@@ -182,8 +183,8 @@ def test_candidate_failing_the_smoke_test_never_takes_traffic(world, registry, a
     outcome = blue_green(spec_path=str(spec_path), gateway_url=world.gateway.url, poll_seconds=POLL)
 
     assert outcome.result is RolloutResult.REJECTED, outcome.reason
-    assert "unseen_category" in outcome.reason and "500" in outcome.reason
-    assert [r.step for r in outcome.steps] == [0]
+    assert [(r.step, r.code) for r in outcome.steps] == [(0, StepCode.SMOKE_FAILED)]
+    assert "unseen_category" in outcome.reason and "500" in outcome.reason  # the failing case and its answer
     assert not any(p.needs_challenger for p in _plans(registry, BROKEN))  # never switched
     version = world.challenger[BROKEN]
     assert registry.get_version(BROKEN, version).stage == "rejected"
@@ -215,7 +216,8 @@ def test_a_champion_moved_during_the_smoke_test_stops_the_blue_green_instead_of_
     monkeypatch.setattr(blue_green_flow, "smoke_test", smoke_tested_while_the_champion_moves)
     outcome = blue_green(spec_path=str(spec_path), gateway_url=world.gateway.url, poll_seconds=POLL)
 
-    assert outcome.result is RolloutResult.ABORTED and "champion changed" in outcome.reason, outcome.reason
+    assert outcome.result is RolloutResult.ABORTED, outcome.reason
+    assert outcome.interruption is InterruptionCode.CHAMPION_CHANGED, outcome.reason
     assert registry.get_version(MOVED, version).stage != "rejected"
     assert registry.alias_version(MOVED, CHAMPION) == elsewhere
     assert not any(p.needs_challenger for p in _plans(registry, MOVED))  # never switched

@@ -36,15 +36,18 @@ from delivery_fixtures import (
 
 from flows.canary_promote import canary_promote
 from steward import events
-from steward.delivery.decisions import StepAction
+from steward.delivery.decisions import Check, StepAction, StepCode, Wait
 from steward.delivery.rollout import (
     ROLLOUT_TAG,
+    InterruptionCode,
     Phase,
+    RefusalCode,
     RolloutKind,
     RolloutRefused,
     RolloutResult,
     RolloutState,
 )
+from steward.delivery.timeline import StepRecord
 from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.monitoring.ledger import MaintenanceKind, Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
@@ -120,13 +123,21 @@ def _step_windows_respected(model: str, outcome) -> None:
         assert share_within(challenger, len(window), record.percent), (record.step, challenger, len(window))
 
 
+def _step_records(registry, model: str, action: StepAction) -> list[StepRecord]:
+    """The step decisions of ``action`` in the model's audit history, as recorded."""
+    records = [StepRecord.from_details(e.details) for e in registry.history(model)
+               if e.kind is ChangeKind.DELIVERY_DECISION and "record" in e.details]
+    return [r for r in records if r.action is action]
+
+
 def _rolled_back_at_first_step(registry, world: World, model: str, outcome, started: pd.Timestamp,
-                               reason_words: str, ledger, model_events) -> None:
+                               breach: Check, ledger, model_events) -> None:
     version = world.challenger[model]
     assert outcome.result is RolloutResult.ROLLED_BACK, outcome.reason
     decided = [r for r in outcome.steps if r.action is not StepAction.HOLD]
     assert [(r.step, r.action) for r in decided] == [(0, StepAction.ROLLBACK)], [r.row() for r in outcome.steps]
-    assert reason_words in outcome.reason, [r.row() for r in outcome.steps]
+    assert decided[0].code is StepCode.BREACH and breach in decided[0].breaches, [r.row() for r in outcome.steps]
+    assert outcome.reason == decided[0].reason
 
     # Weight to 0 at once: the plan changed right after the decision (0.3-0.5 s measured: a few registry writes).
     gap = (outcome.withdrawn_at - decided[0].decided).total_seconds()
@@ -141,17 +152,17 @@ def _rolled_back_at_first_step(registry, world: World, model: str, outcome, star
     assert not (served(model, after)["arm"] == CHALLENGER).any()
 
     info = registry.get_version(model, version)
-    assert info.stage == "rejected" and reason_words in info.tags["steward.rejected_reason"]
+    assert info.stage == "rejected" and info.tags["steward.rejected_reason"] == outcome.reason
     assert RolloutState.from_json(info.tags[ROLLOUT_TAG]).phase is Phase.ROLLED_BACK
     assert registry.alias_version(model, CHAMPION) == world.champion
     assert registry.alias_version(model, CHALLENGER) is None
     [incident] = [e for e in ledger.entries(model) if e.incident]
     assert incident.kind is MaintenanceKind.CORRECTIVE and incident.priority is Priority.HIGH
-    assert reason_words in incident.detail
+    assert incident.detail == outcome.reason
     rolled_back = [e for e in model_events(model) if e.event == events.ROLLED_BACK]
     assert rolled_back and rolled_back[0].payload["version"] == version
     assert rolled_back[0].payload["champion_version"] == world.champion
-    assert reason_words in rolled_back[0].payload["reason"]
+    assert rolled_back[0].payload["reason"] == outcome.reason
 
 
 def test_good_candidate_is_promoted_through_every_step(world, registry, model_events):
@@ -175,8 +186,8 @@ def test_good_candidate_is_promoted_through_every_step(world, registry, model_ev
     assert registry.rollback_target(GOOD) == world.champion  # the old champion stays loadable as the target
     assert registry.get_traffic_plan(GOOD) == DEFAULT_PLAN
     assert RolloutState.from_json(registry.get_version(GOOD, version).tags[ROLLOUT_TAG]).phase is Phase.PROMOTED
-    decisions = [e for e in registry.history(GOOD) if e.kind is ChangeKind.DELIVERY_DECISION]
-    assert sum(": advance: " in e.reason for e in decisions) == 5
+    advances = _step_records(registry, GOOD, StepAction.ADVANCE)
+    assert len(advances) == 5 and {r.code for r in advances} == {StepCode.NO_BREACH}
     promoted = [e for e in model_events(GOOD) if e.event == events.PROMOTED]
     assert promoted and promoted[0].payload["version"] == version
     assert promoted[0].payload["previous_version"] == world.champion and promoted[0].payload["reason"]
@@ -194,7 +205,7 @@ def test_candidate_with_more_errors_is_rolled_back_at_the_first_step(world, regi
         sender.start(traffic(injections=(unseen,)), loop=True)
         outcome = canary_promote(spec_path=str(spec_path), poll_seconds=POLL)
         time.sleep(2.0)  # traffic after the roll-back shows the challenger no longer answers
-    _rolled_back_at_first_step(registry, world, ERRORS, outcome, start, "error rate", ledger(), model_events)
+    _rolled_back_at_first_step(registry, world, ERRORS, outcome, start, Check.ERROR_RATE, ledger(), model_events)
     first = outcome.steps[-1]
     assert first.challenger.errors > 0 and first.champion.errors == 0
 
@@ -210,7 +221,7 @@ def test_slower_candidate_is_rolled_back_at_the_first_step(world, registry, mode
         sender.start(traffic(), loop=True)
         outcome = canary_promote(spec_path=str(spec_path), poll_seconds=POLL)
         time.sleep(2.0)
-    _rolled_back_at_first_step(registry, world, SLOW, outcome, start, "p95 latency", ledger(), model_events)
+    _rolled_back_at_first_step(registry, world, SLOW, outcome, start, Check.LATENCY, ledger(), model_events)
     first = outcome.steps[-1]
     assert first.challenger.p95_latency_ms > 1.5 * first.champion.p95_latency_ms  # measured, on this machine
 
@@ -225,7 +236,7 @@ def test_candidate_with_worse_accuracy_on_labels_is_rolled_back_at_the_first_ste
         sender.start(traffic(), loop=True)
         outcome = canary_promote(spec_path=str(spec_path), poll_seconds=POLL)
         time.sleep(2.0)
-    _rolled_back_at_first_step(registry, world, WORSE, outcome, start, "misclassification", ledger(), model_events)
+    _rolled_back_at_first_step(registry, world, WORSE, outcome, start, Check.ACCURACY, ledger(), model_events)
     first = outcome.steps[-1]
     assert first.challenger.labelled >= 20 and first.challenger.loss > first.champion.loss + 0.3
 
@@ -241,15 +252,15 @@ def test_too_little_traffic_holds_rather_than_aborts(world, registry):
                                                    "min_p95_latency_increase_ms": 15})
     version = world.challenger[HOLD]
 
-    def holds() -> list:
-        return [e for e in registry.history(HOLD) if e.kind is ChangeKind.DELIVERY_DECISION and ": hold: " in e.reason]
+    def holds() -> list[StepRecord]:
+        return _step_records(registry, HOLD, StepAction.HOLD)
 
     with ThreadPoolExecutor(1) as pool, _sender(world, HOLD, concurrency=1, send_labels=False) as sender:
         running = pool.submit(canary_promote, spec_path=str(spec_path), poll_seconds=POLL)
         sender.start(traffic(), rate_per_second=1.0, loop=True)  # a trickle: far from 20 per arm
         [first] = wait_until(holds, "the first hold", timeout=60)
         time.sleep(4 * POLL)
-        assert "waiting for evidence" in first.reason and "of 20 per arm" in first.reason
+        assert first.code is StepCode.WAITING and Wait.REQUESTS in first.waiting, first.reason
         assert not running.done()  # still waiting, not aborted
         state = RolloutState.from_json(registry.get_version(HOLD, version).tags[ROLLOUT_TAG])
         assert state.phase is Phase.RAMPING and state.step == 0
@@ -301,9 +312,9 @@ def test_killed_promotion_is_refused_while_its_lease_holds_then_resumes_and_ends
         plan = registry.get_traffic_plan(KILLED)
         assert plan.challenger_percent <= [5, 25, 50, 100][stranded.step]
 
-        with pytest.raises(RolloutRefused, match="already running") as refused:
+        with pytest.raises(RolloutRefused) as refused:
             canary_promote(spec_path=str(spec_path), poll_seconds=POLL)
-        assert stranded.owner in str(refused.value)
+        assert refused.value.code is RefusalCode.ALREADY_RUNNING and stranded.owner in str(refused.value)
 
         wait_until(lambda: (pd.Timestamp.now(tz="UTC") - stranded.heartbeat).total_seconds() > 4.5, "the lease")
         outcome = canary_promote(spec_path=str(spec_path), poll_seconds=POLL)
@@ -314,7 +325,7 @@ def test_killed_promotion_is_refused_while_its_lease_holds_then_resumes_and_ends
     assert advanced == [5, 25, 50, 100]  # the killed run's steps and the resumed ones, none repeated
     claims = [e for e in registry.history(KILLED) if e.details.get("rollout") == stranded.id
               and e.details.get("action") == "resume"]
-    assert len(claims) == 1 and f"at step {stranded.step + 1}" in claims[0].reason
+    assert len(claims) == 1 and claims[0].details["owner"] != stranded.owner
     assert registry.alias_version(KILLED, CHAMPION) == version
     assert registry.alias_version(KILLED, CHALLENGER) is None
     assert registry.rollback_target(KILLED) == world.champion
@@ -401,11 +412,14 @@ def test_a_champion_moved_while_a_step_is_judged_stops_the_canary_instead_of_rej
     def judged_while_the_champion_moves(spec, state, percent, plan, baseline):
         analysis = judge(spec, state, percent, plan, baseline)
         registry.promote(JUDGED, elsewhere, reason="an operator promotes another version")
-        return dataclasses.replace(analysis, decision=StepDecision(StepAction.ROLLBACK, "breach: scores moved", ()))
+        moved = StepDecision(StepAction.ROLLBACK, StepCode.BREACH, "breach: scores moved", (),
+                             breaches=(Check.SCORE_DISTRIBUTION,))
+        return dataclasses.replace(analysis, decision=moved)
 
     monkeypatch.setattr(rollout_tasks, "analyse_step", judged_while_the_champion_moves)
     outcome = canary_promote(spec_path=str(spec_path), poll_seconds=POLL)
 
-    assert outcome.result is RolloutResult.ABORTED and "champion changed" in outcome.reason, outcome.reason
+    assert outcome.result is RolloutResult.ABORTED, outcome.reason
+    assert outcome.interruption is InterruptionCode.CHAMPION_CHANGED, outcome.reason
     assert registry.get_version(JUDGED, version).tags.get("steward.stage") != "rejected"
     assert registry.alias_version(JUDGED, CHAMPION) == elsewhere
