@@ -1,6 +1,6 @@
 """Rollout state: the record a canary or blue-green keeps in the registry, its phases, results and errors.
 
-A rollout keeps its state in the registry, as the version tag ``steward.delivery.rollout`` (JSON)
+A rollout keeps its state in the registry, as the version tag ``steward.rollout`` (JSON)
 on the version being rolled out: who owns it (a flow run), which step it is at, since when, and
 when its owner last showed it was alive. That one record is the lock
 (``steward.delivery.lock``), the resume point after a crash and, once the rollout ends, the
@@ -24,7 +24,7 @@ import pandas as pd
 from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
 from steward.registry.history import CHALLENGER, CHAMPION
 
-ROLLOUT_TAG = "steward.delivery.rollout"
+ROLLOUT_TAG = "steward.rollout"  # the registry tag name: existing rollouts are read by it
 MAX_STATE_CHARS = 3500  # version tags are truncated at 4000 characters; a truncated state would not parse
 HOLD_RECORD_SECONDS = 60.0  # a holding step writes its reason to the audit history at most this often
 DEFAULT_LEASE_SECONDS = 60.0

@@ -62,6 +62,10 @@ def test_state_round_trips_through_its_tag_text():
     assert RolloutState.from_json(original.to_json()) == original
 
 
+def test_the_tag_keeps_its_name_so_rollouts_recorded_earlier_are_still_found():
+    assert ROLLOUT_TAG == "steward.rollout"
+
+
 def test_unreadable_tag_says_what_to_do():
     with pytest.raises(RolloutError, match="delete the tag"):
         RolloutState.from_json('{"id": "x"}')
