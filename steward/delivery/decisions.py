@@ -209,10 +209,8 @@ def decide_canary_step(
 
     waiting: list[tuple[Wait, str]] = []
     if min(challenger.requests, champion.requests) < plan.min_requests_per_arm:
-        waiting.append((Wait.REQUESTS,
-            f"{challenger.requests} challenger / {champion.requests} champion requests "
-            f"of {plan.min_requests_per_arm} per arm"
-        ))
+        waiting.append((Wait.REQUESTS, f"{challenger.requests} challenger / {champion.requests} champion requests "
+                                        f"of {plan.min_requests_per_arm} per arm"))
     if elapsed_seconds < plan.min_step_seconds:
         waiting.append((Wait.DURATION, f"{elapsed_seconds:.0f} s of the step's {plan.min_step_seconds:.0f} s minimum"))
     if latency is not None and latency[0] == "inconclusive":
