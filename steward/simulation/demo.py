@@ -19,7 +19,8 @@ import yaml
 from steward import stack
 from steward.config import Settings
 from steward.simulation.examples import EXAMPLE_DAYS, example_spec_text, example_training_frame
-from steward.simulation.scenario import DriftKind, Injection, Scenario, credit_default_scenario
+from steward.simulation.injections import DriftKind, Injection
+from steward.simulation.scenario import Scenario, credit_default_scenario
 
 MODEL = "credit-default"
 

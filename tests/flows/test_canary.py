@@ -48,7 +48,7 @@ from steward.delivery.rollout import (
 from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.monitoring.ledger import MaintenanceKind, Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
-from steward.simulation.scenario import DriftKind, Injection
+from steward.simulation.injections import DriftKind, Injection
 
 pytestmark = pytest.mark.slow
 
