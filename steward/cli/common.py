@@ -47,7 +47,7 @@ def exit_unless(succeeded: bool) -> None:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors a user can cause and fix: printed as a message, never as a traceback."""
-    from steward.registry.adapter import RegistryError
+    from steward.registry.errors import RegistryError
     from steward.spec import SpecError
     from steward.training.data import DataError
 
@@ -60,7 +60,7 @@ def no_user_errors() -> tuple[type[Exception], ...]:
 
 
 def registry_errors() -> tuple[type[Exception], ...]:
-    from steward.registry.adapter import RegistryError
+    from steward.registry.errors import RegistryError
 
     return (RegistryError,)
 
