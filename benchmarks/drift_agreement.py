@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from drift_large_window import DRIFT_START, PREDICTION, windows  # noqa: E402
 
 from steward.monitoring.drift import DriftResult, ReferenceProfile, detect_drift  # noqa: E402
-from steward.simulation.scenario import DriftKind, Injection  # noqa: E402
+from steward.simulation.injections import DriftKind, Injection  # noqa: E402
 
 
 def inj(kind: DriftKind, features: tuple[str, ...], magnitude: float) -> Injection:

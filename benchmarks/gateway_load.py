@@ -23,8 +23,8 @@ Scenarios:
   switch           gateway under 16 connections while the plan and the champion alias change
                    every half second (admin API and registry); counts failed requests
   log-pairs        logging's cost measured in alternating 1 s slices, which a noisy machine's slow
-                   swings (+-20 % over tens of seconds here) hit alike: two logged and two unlogged
-                   gateways (90/10 canary) take turns under 16 connections, --pair-steps times (spread
+                   swings hit alike: two logged and two unlogged gateways (90/10 canary) take
+                   turns under 16 connections, --pair-steps times (spread
                    over --pair-rounds rounds of new processes: a process keeps its speed for life); each
                    step gives logged/unlogged req/s, and two identical gateways give the floor
                    (how far apart two processes of the same code measure: an A/A test). Also the
@@ -355,8 +355,7 @@ def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[
     ``Gateway._record`` as the batcher does, with a batched writer converting every 512 rows.
     The baseline is the same jobs logged one record per request (``prediction_batch``), as the
     gateway did before. Timed in process over 5 000 batches a round, it is steadier than any
-    req/s difference on this machine, where the same pure-Python loop varies by ±10 % from one
-    second to the next.
+    req/s difference on a shared machine.
     """
     from pydantic import SecretStr
 
@@ -490,8 +489,8 @@ def log_pairs(model: str, home: Path, script: Path, logs: Path, steps: int, roun
     code, which says how small a cost this machine can show.
 
     The steps are spread over ``rounds``, each with four new processes: a process's speed
-    (memory layout, hash seed) is fixed for its life, and on this machine it moved one round's
-    cost from -0.6 % to +7.6 % with the same code, more than any number of steps averages away.
+    (memory layout, hash seed) is fixed for its life, a bias no number of steps averages away
+    (benchmarks/results/2026-12-02-gateway-logging-runs.md).
     """
     kinds = {"log": ("batched", ()), "off": ("off", ())}
     logged, floor, cpu, loop_added, per_round = [], [], [], [], []

@@ -42,7 +42,8 @@ from steward.monitoring.maintenance import (
     reference_outputs,
     scratch_folder,
 )
-from steward.registry.adapter import RegistryError, VersionInfo
+from steward.registry.adapter import VersionInfo
+from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER
 from steward.spec import ModelSpec
 from steward.training.data import prepare_features

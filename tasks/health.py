@@ -40,7 +40,7 @@ from steward.monitoring.slo import (
     days_between,
     summarize_slo,
 )
-from steward.registry.adapter import RegistryError
+from steward.registry.errors import RegistryError
 from steward.spec import ModelSpec
 from steward.store.log import join_labels
 from steward.training.data import prepare_features

@@ -61,7 +61,8 @@ from steward.monitoring.maintenance import (
 from steward.monitoring.model_card import CARD_ARTIFACT_PATH, CARD_FILE, LoggedEvaluation, evaluate_production
 from steward.monitoring.slo import SLOStore, day_bounds
 from steward.monitoring.trends import Trend
-from steward.registry.adapter import RegistryError, VersionInfo
+from steward.registry.adapter import VersionInfo
+from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.spec import ModelSpec
 from steward.store.log import LABELS, PREDICTIONS, WAL_FOLDER

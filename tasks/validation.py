@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from steward.registry.adapter import RegistryError
+from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER, ChangeKind
 from steward.spec import ModelSpec
 from steward.training.data import prepare_features

@@ -1,12 +1,46 @@
-"""Facts about the code and environment that produced a model version."""
+"""Where a model version came from: the facts recorded with it, and how they are gathered from the code
+and the environment that trained it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 KEY_PACKAGES = ("steward", "scikit-learn", "pandas", "numpy", "mlflow", "prefect", "evidently")
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a version came from: enough to rebuild it or explain it."""
+
+    data_sha256: str
+    data_rows: int
+    data_source: str
+    data_window_start: str | None
+    data_window_end: str | None
+    params: dict[str, Any]
+    code_version: str
+    packages: dict[str, str]
+    training_seconds: float
+    schema_fingerprint: str
+    spec_yaml: str
+
+    def as_tags(self) -> dict[str, str]:
+        return {
+            "steward.data_sha256": self.data_sha256,
+            "steward.data_rows": str(self.data_rows),
+            "steward.data_source": self.data_source,
+            "steward.data_window_start": self.data_window_start or "",
+            "steward.data_window_end": self.data_window_end or "",
+            "steward.code_version": self.code_version,
+            "steward.packages": json.dumps(self.packages, sort_keys=True),
+            "steward.training_seconds": f"{self.training_seconds:.3f}",
+            "steward.schema_fingerprint": self.schema_fingerprint,
+        }
 
 
 def code_version(start: Path | None = None) -> str:

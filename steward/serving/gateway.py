@@ -616,7 +616,7 @@ class Gateway:
         return {"refreshed": [asdict(r) for r in results], **self.status()}
 
     async def set_plan(self, model: str, document: Any, actor: str) -> dict[str, Any]:
-        from steward.registry.adapter import RegistryError
+        from steward.registry.errors import RegistryError
 
         if model not in self.served:
             raise RequestError(404, f"model {model!r} is not served here; this gateway serves {sorted(self.served)}")

@@ -19,7 +19,8 @@ import yaml
 from steward import stack
 from steward.config import Settings
 from steward.simulation.examples import EXAMPLE_DAYS, example_spec_text, example_training_frame
-from steward.simulation.scenario import DriftKind, Injection, Scenario, credit_default_scenario
+from steward.simulation.injections import DriftKind, Injection
+from steward.simulation.scenario import Scenario, credit_default_scenario
 
 MODEL = "credit-default"
 
@@ -107,22 +108,18 @@ def demo_specs(folder: Path, config: DemoConfig) -> DemoPaths:
     document["data"] = {"kind": "production", "window_days": 1}
     # The recession lowers what any model can reach; the floor guards against a broken model.
     document["gates"]["floor"] = 0.60
-    # A day's hold-out has ~800 rows: a slice of 100 cannot measure a 0.03 change of ROC AUC
-    # (its standard error is ~0.06), so only slices of 300 rows or more are compared.
+    # A day's hold-out is small, and a slice of 100 rows cannot measure a 0.03 change of ROC AUC.
     document["gates"]["min_slice_rows"] = 300
-    # A fixed number of trees: with early stopping (scikit-learn turns it on above 10,000 rows) v1
-    # would stop at fewer trees than a retrain on one day's rows and answer twice as fast, and the
-    # canary would, rightly, hold the slower retrain back.
+    # A fixed number of trees, so v1 (early stopping is on above 10,000 rows) and a retrain on one
+    # day's rows answer equally fast and the canary judges the model, not its size.
     document["estimator"]["params"].update(max_iter=100, early_stopping=False)
     document["canary"] = {
         "steps": list(config.canary_steps), "min_requests_per_arm": config.min_requests_per_arm,
         "min_step_seconds": config.step_seconds, "max_hold_seconds": 120, "min_labelled": 30,
-        # Against the champion's scores, a retrain after concept drift moves the distribution by
-        # design (KS 0.35-0.5 here); the default 0.3 would roll the good retrain back.
+        # A retrain after concept drift moves the score distribution by design; 0.3 would roll it back.
         "max_score_ks": 0.75,
-        # The demo shares two cores with Prefect, MLflow and the flows it triggers, and at 100% the
-        # champion's latency comes from the step before: a 1.5x limit rolled a good retrain back
-        # when another job started mid-step.
+        # Two cores shared with everything the demo starts, and at 100% the champion's latency is the
+        # step before's: a tighter limit rolls a good retrain back when another job starts mid-step.
         "max_p95_latency_factor": 2.0,
     }
     document["retrain"] = {"cooldown_hours": 0.005, "max_per_week": 5}  # 18 s, not a day: a demo

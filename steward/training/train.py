@@ -9,8 +9,7 @@ from typing import Any
 import pandas as pd
 
 from steward.estimators import build_estimator
-from steward.registry.adapter import Lineage
-from steward.registry.lineage import code_version, package_versions
+from steward.registry.lineage import Lineage, code_version, package_versions
 from steward.spec import ModelSpec
 from steward.training.data import Split, frame_sha256, prepare_features
 from steward.training.evaluation import evaluate

@@ -34,7 +34,8 @@ from steward.delivery.experiments import ExperimentError, ExperimentRun, active_
 from steward.delivery.traffic import DEFAULT_PLAN, sticky_arm
 from steward.events import AB_TEST_CONCLUDED
 from steward.simulation.http_traffic import TrafficSender, TrafficSummary
-from steward.simulation.scenario import DriftKind, Injection, credit_default_scenario
+from steward.simulation.injections import DriftKind, Injection
+from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
 
 pytestmark = pytest.mark.slow

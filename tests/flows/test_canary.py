@@ -51,7 +51,7 @@ from steward.delivery.timeline import StepRecord
 from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.monitoring.ledger import MaintenanceKind, Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
-from steward.simulation.scenario import DriftKind, Injection
+from steward.simulation.injections import DriftKind, Injection
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,9 @@ from flows.drift_report import drift_report
 from steward import events
 from steward.monitoring.drift import DriftPolicy, decide_material_drift
 from steward.monitoring.maintenance import PROFILE_ARTIFACT
-from steward.registry.adapter import RegistryError
-from steward.simulation.scenario import DriftKind, Injection, credit_default_scenario
+from steward.registry.errors import RegistryError
+from steward.simulation.injections import DriftKind, Injection
+from steward.simulation.scenario import credit_default_scenario
 
 pytestmark = pytest.mark.slow
 

@@ -28,8 +28,9 @@ from steward import events
 from steward.monitoring.health import Area, CheckStatus, IssueCode, Severity, Verdict
 from steward.monitoring.ledger import Priority
 from steward.monitoring.slo import Compliance, SLOStore
+from steward.simulation.injections import DriftKind, Injection
 from steward.simulation.replay import ReplayArm, replay_to_store
-from steward.simulation.scenario import DriftKind, Injection, credit_default_scenario
+from steward.simulation.scenario import credit_default_scenario
 
 pytestmark = pytest.mark.slow
 

@@ -84,7 +84,7 @@ def test_worse_candidate_is_rejected_against_the_champion(write_spec, registry, 
 
 
 def test_validate_without_candidate_says_what_to_do(write_spec):
-    from steward.registry.adapter import RegistryError
+    from steward.registry.errors import RegistryError
 
     with pytest.raises(RegistryError, match="steward train"):
         validate(spec_path=str(write_spec()))

@@ -25,7 +25,8 @@ from flows.maintenance import (
 )
 from steward.monitoring.maintenance import Cadence, TaskStatus, scratch_folder
 from steward.monitoring.model_card import CARD_ARTIFACT_PATH, CARD_FILE
-from steward.simulation.scenario import DriftKind, Injection, credit_default_scenario
+from steward.simulation.injections import DriftKind, Injection
+from steward.simulation.scenario import credit_default_scenario
 
 pytestmark = pytest.mark.slow
 

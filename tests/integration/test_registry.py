@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from steward.registry.adapter import ArtifactIntegrityError, Registry, RegistryError
+from steward.registry.adapter import Registry
+from steward.registry.errors import ArtifactIntegrityError, RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 
 pytestmark = pytest.mark.slow

@@ -6,13 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steward.simulation.scenario import (
-    CATEGORIES,
-    DriftKind,
-    Injection,
-    Scenario,
-    credit_default_scenario,
-)
+from steward.simulation.injections import DriftKind, Injection
+from steward.simulation.scenario import Scenario, credit_default_scenario
+from steward.simulation.world import CATEGORIES
 
 START = pd.Timestamp("2026-01-01", tz="UTC")
 ONSET = START + pd.Timedelta(days=2, hours=6)

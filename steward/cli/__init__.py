@@ -1,0 +1,39 @@
+"""The ``steward`` command: the commands live in modules by area; this table lists them in help order."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from steward.cli import delivery, models, monitoring, serving, stack
+
+app = typer.Typer(
+    name="steward",
+    help="Keep machine-learning models healthy in production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """Keep machine-learning models healthy in production."""
+
+
+COMMANDS = (
+    models.init, models.train, models.validate, models.status, models.history, models.promote, models.rollback,
+    delivery.canary, delivery.blue_green,
+    serving.serve,
+    monitoring.health, monitoring.ledger, monitoring.ledger_resolve, monitoring.drift, monitoring.maintenance,
+    monitoring.model_card,
+    stack.up, stack.down, stack.stack_status, stack.deployments,
+    delivery.ab_test, delivery.shadow,
+    models.example, stack.demo,
+)
+for command in COMMANDS:
+    app.command()(command)  # the name is the function's, with dashes: blue_green -> blue-green
+
+
+def main() -> None:  # pragma: no cover - console-script entry point
+    sys.exit(app())

@@ -1,0 +1,188 @@
+"""Commands of a model's life in the registry: example data, train, validate, status, history, promote,
+rollback, and the serverless walk-through ``steward example``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from steward.cli.common import HomeOption, Invocation, SpecArgument, begin, console, fail, registry_errors
+
+ModelArgument = Annotated[str, typer.Argument(help="Model name.")]
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write the example.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing example.")] = False,
+) -> None:
+    """Write the example credit-default spec and its training data."""
+    from steward.simulation.examples import write_example
+
+    with console.status("generating example data with the scenario simulator"):
+        try:
+            spec_path = write_example(directory, overwrite=force)
+        except FileExistsError as error:
+            fail(str(error))
+    console.print(f"wrote [bold]{spec_path}[/] and its data; next: [bold]steward train {spec_path}[/]")
+
+
+def _retrain(invocation: Invocation, spec: Path, reason: str, force: bool) -> Any:
+    result = invocation.run_flow("flows.retrain:retrain", status=f"training a candidate from {spec}",
+                                 spec_path=str(spec), reason=reason, force=force)
+    if not result.registered:
+        fail(f"retrain skipped: {result.skipped_because}; pass --force to retrain anyway")
+    return result
+
+
+def _validate(invocation: Invocation, spec: Path, version: str | None) -> Any:
+    return invocation.run_flow("flows.validate:validate", status="validating the candidate against the champion",
+                               spec_path=str(spec), version=version)
+
+
+def train(
+    spec: SpecArgument,
+    reason: Annotated[str, typer.Option(help="Why this retrain runs; recorded with the version.")] = "manual run",
+    force: Annotated[bool, typer.Option("--force", help="Ignore the spec's retrain cooldown and budget.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Train and register a candidate version (the retrain flow)."""
+    result = _retrain(begin(home, spec), spec, reason, force)
+    console.print(
+        f"registered [bold]{result.model} v{result.version}[/] ({result.semver}) as candidate; "
+        + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()))
+    )
+    if result.slow_training:
+        console.print("[yellow]training was slow against earlier runs; see the version's tags[/]")
+
+
+def validate(
+    spec: SpecArgument,
+    version: Annotated[str | None, typer.Option(help="Version to validate (default: newest candidate).")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Gate a candidate against the champion (the validate flow)."""
+    outcome = _validate(begin(home, spec), spec, version)
+    _print_report(outcome.report)
+    if not outcome.passed:
+        fail(f"{outcome.model} v{outcome.version} was rejected; the registry's aliases are unchanged")
+    console.print(f"[green]{outcome.model} v{outcome.version} passed[/] and is now [bold]{outcome.action}[/]")
+
+
+def _print_report(report: Any) -> None:
+    table = Table(title=f"validation of {report.model} v{report.candidate_version}")
+    for column in ("check", "result", "reason"):
+        table.add_column(column, overflow="fold")
+    colours = {"passed": "green", "failed": "red", "skipped": "yellow"}
+    for check in report.checks:
+        table.add_row(check.name, f"[{colours[check.status.value]}]{check.status.value}[/]", check.reason)
+    console.print(table)
+
+
+def status(model: ModelArgument, home: HomeOption = None) -> None:
+    """Versions, aliases, lineage and the last validation of a model."""
+    invocation = begin(home)
+    registry = invocation.registry()
+    if not registry.model_exists(model):
+        fail(f"no model named {model!r} in {invocation.settings.resolved_tracking_uri}; "
+             "train one with `steward train`")
+    _print_status(registry, model)
+
+
+def _print_status(registry: Any, model: str) -> None:
+    table = Table(title=f"{model}")
+    for column in ("version", "semver", "aliases", "stage", "validation", "data sha256", "rows", "code", "created"):
+        table.add_column(column, overflow="fold")
+    for info in registry.list_versions(model):
+        table.add_row(
+            info.version,
+            info.semver or "",
+            ", ".join(info.aliases),
+            "archived" if info.archived else (info.stage or ""),
+            info.tags.get("steward.validation.status", ""),
+            (info.tags.get("steward.data_sha256") or "")[:12],
+            info.tags.get("steward.data_rows", ""),
+            (info.tags.get("steward.code_version") or "")[:12],
+            info.created.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)
+    champion = registry.champion(model)
+    if champion:
+        console.print(f"[bold]champion v{champion.version}[/] lineage:")
+        for key in ("data_source", "data_sha256", "data_rows", "data_window_start", "data_window_end",
+                    "code_version", "training_seconds", "schema_fingerprint", "artifact_digest"):
+            console.print(f"  {key:<20} {champion.tags.get(f'steward.{key}', '')}")
+        console.print("  metrics              " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(champion.metrics.items())))
+        console.print(f"  last validation      {champion.tags.get('steward.validation.summary', '')}")
+    target = registry.rollback_target(model)
+    console.print(f"rollback target: {'v' + target if target else 'none'}")
+
+
+def history(model: ModelArgument, home: HomeOption = None) -> None:
+    """Every alias change, rollback and archive of a model: when, who, what, why."""
+    entries = begin(home).registry().history(model)
+    if not entries:
+        console.print(f"no recorded changes for {model!r}")
+        return
+    for entry in entries:
+        console.print(entry.describe(), highlight=False)
+
+
+def promote(
+    model: ModelArgument,
+    version: Annotated[str, typer.Argument(help="Version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the history.")],
+    home: HomeOption = None,
+) -> None:
+    """Make a validated version the champion (the old one stays the rollback target)."""
+    registry = begin(home).registry()
+    try:
+        entry = registry.promote(model, version, reason=reason)
+    except registry_errors() as error:
+        fail(str(error))
+    console.print(entry.describe(), highlight=False)
+
+
+def rollback(
+    model: ModelArgument,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the history, the event and the incident.")],
+    home: HomeOption = None,
+) -> None:
+    """Return the champion to the previous champion in one step (the rollback flow): traffic plan reset,
+    any rollout in progress stopped, event emitted, incident recorded."""
+    invocation = begin(home)
+    if not reason.strip():
+        fail("say why with --reason: it goes into the history, the event and the incident")
+    outcome = invocation.run_flow("flows.rollback:rollback", errors=registry_errors,
+                                  model=model, reason=reason, actor=invocation.settings.actor)
+    console.print(f"[bold]{outcome.model}[/] rolled back from v{outcome.from_version} to "
+                  f"[bold]v{outcome.to_version}[/] by {outcome.actor}; incident {outcome.incident_id}")
+    for stopped in outcome.stopped_rollouts:
+        console.print(f"[yellow]stopped[/] {stopped}")
+
+
+def example(home: HomeOption = None) -> None:
+    """No servers: the example model trained, validated, made champion, its lineage shown."""
+    from steward.simulation.examples import write_example
+
+    invocation = begin(home)
+    settings = invocation.settings
+    spec_path = settings.home / "examples" / "credit_default" / "spec.yaml"
+    if not spec_path.exists():
+        with console.status("writing the example spec and generating its data"):
+            spec_path = write_example(settings.home / "examples")
+    console.rule("1. retrain")
+    result = _retrain(invocation, spec_path, "steward example", force=True)
+    console.print(f"candidate {result.model} v{result.version} ({result.semver})")
+    console.rule("2. validate")
+    outcome = _validate(invocation, spec_path, result.version)
+    _print_report(outcome.report)
+    console.print(f"{outcome.model} v{outcome.version}: {outcome.action}")
+    console.rule("3. registry status and lineage")
+    _print_status(invocation.registry(), outcome.model)
+    console.print(
+        f"\nstate is under [bold]{settings.home}[/]; try `steward history {outcome.model}` "
+        f"or `uv run mlflow ui --backend-store-uri {settings.resolved_tracking_uri}`"
+    )

@@ -1,0 +1,172 @@
+"""Commands of the local stack: up, down, stack-status, the deployments process, and ``steward demo``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from steward.cli.common import HomeOption, begin, console, fail, no_user_errors
+from steward.config import Settings
+
+DEMO_HOME = Path(".steward-demo")
+
+HostOption = Annotated[str, typer.Option(help="Address every service listens on.")]
+PrefectPortOption = Annotated[int, typer.Option(help="Prefect server (API and UI).")]
+MlflowPortOption = Annotated[int, typer.Option(help="MLflow tracking server and UI.")]
+GatewayPortOption = Annotated[int, typer.Option(help="The gateway.")]
+DeploymentsPortOption = Annotated[int, typer.Option(help="Health endpoint of the deployments process.")]
+
+
+def _stack_config(specs: list[Path], models: list[str] | None, host: str, prefect_port: int, mlflow_port: int,
+                  gateway_port: int, deployments_port: int, timeout: float):
+    from steward.stack import StackConfig
+
+    return StackConfig(
+        spec_paths=tuple(str(spec.resolve()) for spec in specs), models=tuple(models or ()), host=host,
+        prefect_port=prefect_port, mlflow_port=mlflow_port, gateway_port=gateway_port,
+        deployments_port=deployments_port, startup_timeout=timeout,
+    )
+
+
+def up(
+    specs: Annotated[list[Path], typer.Argument(help="Model specs whose deployments are served.")],
+    model: Annotated[list[str] | None, typer.Option(help="Models the gateway serves (default: the specs').")] = None,
+    host: HostOption = "127.0.0.1",
+    prefect_port: PrefectPortOption = 4200,
+    mlflow_port: MlflowPortOption = 5000,
+    gateway_port: GatewayPortOption = 8080,
+    deployments_port: DeploymentsPortOption = 8090,
+    timeout: Annotated[float, typer.Option(help="Seconds each service may take to become healthy.")] = 180.0,
+    watch: Annotated[bool, typer.Option("--watch", help="Stay in the foreground, restart crashed services, "
+                                                         "stop everything on Ctrl-C.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Start the local stack: Prefect server, MLflow server, gateway and the deployments (docs/operations.md)."""
+    from steward import stack
+
+    settings = begin(home, *specs).settings
+    config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout)
+    try:
+        stack.start(settings, config, echo=console.print)
+    except stack.StackError as error:
+        fail(str(error))
+    console.print(
+        f"[green]stack up[/]: Prefect UI http://{host}:{prefect_port}, MLflow UI http://{host}:{mlflow_port}, "
+        f"gateway http://{host}:{gateway_port}; logs under {stack.log_dir(settings)}; stop with `steward down`"
+    )
+    if watch:
+        try:
+            stack.supervise(settings, config, echo=console.print)
+        except KeyboardInterrupt:
+            stack.stop(settings, echo=console.print)
+
+
+def down(home: HomeOption = None) -> None:
+    """Stop what `steward up` started (and nothing else)."""
+    from steward import stack
+
+    stack.stop(begin(home).settings, echo=console.print)
+
+
+def stack_status(home: HomeOption = None) -> None:
+    """State and health of each service of the local stack."""
+    from steward import stack
+
+    states = stack.status(begin(home).settings)
+    table = Table(title="local stack")
+    for column in ("service", "state", "pid", "url", "detail"):
+        table.add_column(column, overflow="fold")
+    colours = {"healthy": "green", "unhealthy": "red", "stale pid file": "yellow", "not running": "dim"}
+    for state in states:
+        table.add_row(state.name, f"[{colours[state.state]}]{state.state}[/]", str(state.pid or ""),
+                      state.url or "", state.detail)
+    console.print(table)
+    if any(state.state in ("unhealthy", "stale pid file") for state in states):
+        raise typer.Exit(code=1)
+
+
+def deployments(
+    specs: Annotated[list[Path], typer.Argument(help="Model specs; every procedure gets a deployment per model.")],
+    procedure: Annotated[list[str] | None, typer.Option(help="Serve only these procedures (repeatable).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Most flow runs at once.")] = None,
+    gateway_url: Annotated[str | None, typer.Option(help="Default gateway_url of the procedures that use it.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Register the deployments, schedules and triggers and run their flows in this process (prefect.serve)."""
+    begin(home, *specs).run_flow("deployments.serve:serve", errors=no_user_errors,
+                                 spec_paths=[str(spec) for spec in specs], procedures=procedure, limit=limit,
+                                 gateway_url=gateway_url)
+
+
+def demo(
+    short: Annotated[bool, typer.Option("--short", help="Two days instead of four (what CI runs).")] = False,
+    host: HostOption = "127.0.0.1",
+    prefect_port: PrefectPortOption = 4200,
+    mlflow_port: MlflowPortOption = 5000,
+    gateway_port: GatewayPortOption = 8080,
+    deployments_port: DeploymentsPortOption = 8090,
+    home: Annotated[Path | None, typer.Option(
+        "--home", help=f"Home of the demo's state and stack (default: {DEMO_HOME}, replaced on each run; "
+                       "a folder given here must be new or empty).")] = None,
+) -> None:
+    """The whole loop on the local stack: drift, a triggered retrain, a canary, a bad candidate rolled back.
+
+    Starts the stack (`steward up`), which stays up afterwards; `steward down --home <home>` stops it.
+    """
+    import shutil
+
+    from flows.demo import run_demo
+    from steward import stack
+    from steward.simulation.demo import DemoConfig, DemoError
+
+    target = (home or DEMO_HOME).resolve()
+    if home is None and target.exists():
+        console.print(f"replacing the previous demo in {target}")
+        stack.stop(begin(target).settings, echo=console.print)
+        shutil.rmtree(target)
+    elif target.exists() and any(target.iterdir()):
+        fail(f"{target} is not empty: give the demo a new folder with --home, or leave --home out to use "
+             f"{DEMO_HOME} (replaced on each run)")
+    config = _stack_config([], None, host, prefect_port, mlflow_port, gateway_port, deployments_port, 180.0)
+    os.environ["PREFECT_API_URL"] = config.prefect_api_url
+    for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):  # the demo narrates; runs log to the UI
+        os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "ERROR")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    settings = begin(target).settings
+    try:
+        outcome = run_demo(settings, config, DemoConfig.short() if short else DemoConfig(), echo=console.print)
+    except (DemoError, stack.StackError) as error:
+        fail(f"{error}\nthe stack is left up for a look; stop it with `steward down --home {target}`")
+    _print_demo_end(outcome, settings, config)
+
+
+def _print_demo_end(outcome: Any, settings: Settings, config: Any) -> None:
+    from steward.simulation.demo import MODEL, brief
+
+    console.rule("timeline (replayed days on the demo's clock, marked *; the rest on the wall clock)")
+    for entry in outcome.timeline:
+        when = f"{entry.time:%a %H:%M}*  " if entry.simulated else f"{entry.time:%a %H:%M:%S}"
+        console.print(f"{when}  {brief(entry.what, 110)}" + (f" [dim]— {brief(entry.why, 110)}[/]" if entry.why else ""),
+                      highlight=False)
+    prefect = f"http://{config.host}:{config.prefect_port}"
+    mlflow = f"http://{config.host}:{config.mlflow_port}"
+    console.rule("result")
+    console.print(
+        f"drift found on day {outcome.drift_day} ({', '.join(outcome.drift_columns)}); retrain started by the "
+        f"automation '{outcome.retrain_started_by}'; v{outcome.promoted_version} promoted through "
+        f"{', '.join(f'{s:g}%' for s in outcome.promotion_steps)}; v{outcome.broken_version} (validation "
+        f"{outcome.broken_validation}) {outcome.broken_result} at canary step {outcome.broken_stopped_at_step}; "
+        f"champion v{outcome.champion}; {outcome.seconds:.0f} s\n"
+        f"[bold]reports[/]: the drift report {outcome.drift_report}; maintenance, drift, validation and canary "
+        f"reports are Prefect artifacts; the whole timeline as JSON in {settings.home / 'demo' / 'outcome.json'}\n"
+        f"[bold]Prefect UI[/]: flow runs {prefect}/runs, events {prefect}/events, artifacts {prefect}/artifacts, "
+        f"deployments {prefect}/deployments\n"
+        f"[bold]MLflow UI[/]: versions and aliases {mlflow}/#/models/{MODEL}\n"
+        f"the stack stays up; stop it with `steward down --home {settings.home}`",
+        highlight=False,
+    )

@@ -1,0 +1,198 @@
+"""Registering a version, and keeping its stored files what they were.
+
+A version is logged with its lineage, metrics, spec and datasets, and its artifact folder is hashed;
+every later load downloads, hashes and compares the same bytes it then loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from steward.registry.errors import ArtifactIntegrityError, RegistryError
+from steward.registry.history import next_semver
+from steward.registry.lineage import Lineage
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from steward.registry.adapter import VersionInfo
+
+MAX_TAG_CHARS = 4000
+
+# Types MLflow's skops serialisation must be told to trust. skops refuses anything not on
+# its own safe list; these are the scikit-learn internals that common estimators contain.
+# Users add their own through Settings.skops_trusted_types.
+TRUSTED_SKOPS_TYPES: tuple[str, ...] = (
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss._loss.CyHalfMultinomialLoss",
+    "sklearn._loss._loss.CyHalfSquaredError",
+)
+
+
+
+def directory_digest(root: Path) -> str:
+    """sha256 over every file's relative path and bytes, in a stable order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def serving_requirements() -> list[str]:
+    """What a model needs to load, pinned to the versions that trained it.
+
+    Stating it explicitly keeps MLflow from inferring requirements (seconds per model, and
+    it can pick up the whole development environment).
+    """
+    from importlib import metadata
+
+    return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "scikit-learn", "pandas", "numpy", "skops")]
+
+
+def truncate_tag(value: str) -> str:
+    """MLflow refuses longer tag values; the end is cut and marked."""
+    return value if len(value) <= MAX_TAG_CHARS else value[: MAX_TAG_CHARS - 15] + " …(truncated)"
+
+
+class RegistrationMixin:
+    """The registering half of :class:`~steward.registry.adapter.Registry` (it provides the client and reads)."""
+
+    _client: MlflowClient
+    actor: str
+    trusted_types: tuple[str, ...]
+
+    def register_version(
+        self,
+        model_name: str,
+        estimator: Any,
+        *,
+        lineage: Lineage,
+        metrics: dict[str, float],
+        input_example: pd.DataFrame,
+        datasets: dict[str, pd.DataFrame],
+        description: str = "",
+    ) -> VersionInfo:
+        """Log the estimator with its lineage, metrics and datasets, and register it as a ``candidate``.
+
+        A failure after the version exists removes that version again, so a half-registered
+        model never appears in the registry.
+        """
+        from mlflow.models import infer_signature
+
+        self._refuse_untrusted_types(estimator)
+        previous = self.list_versions(model_name) if self.model_exists(model_name) else []
+        latest = previous[-1] if previous else None
+        schema_changed = bool(latest) and latest.tags.get("steward.schema_fingerprint") != lineage.schema_fingerprint
+        semver = next_semver(latest.semver if latest else None, schema_changed)
+        input_schema = {column: str(dtype) for column, dtype in input_example.dtypes.items()}
+        output = estimator.predict_proba(input_example) if hasattr(estimator, "predict_proba") else estimator.predict(
+            input_example
+        )
+
+        experiment_id = self.training_experiment(model_name)
+        version: str | None = None
+        with self._mlflow.start_run(experiment_id=experiment_id, run_name=f"{model_name} {semver}") as run:
+            try:
+                self._mlflow.log_params({k: truncate_tag(str(v)) for k, v in lineage.params.items()})
+                self._mlflow.log_metrics(metrics)
+                self._mlflow.set_tags({**lineage.as_tags(), "steward.model": model_name, "steward.semver": semver})
+                self._mlflow.log_text(lineage.spec_yaml, "spec.yaml")
+                with tempfile.TemporaryDirectory() as scratch:
+                    for name, frame in datasets.items():
+                        path = Path(scratch) / f"{name}.parquet"
+                        frame.to_parquet(path, index=False)
+                        self._mlflow.log_artifact(str(path), artifact_path="datasets")
+                info = self._mlflow.sklearn.log_model(
+                    estimator,
+                    name="model",
+                    signature=infer_signature(input_example, output),
+                    input_example=input_example.head(5),
+                    skops_trusted_types=list(self.trusted_types),
+                    pip_requirements=serving_requirements(),
+                )
+                digest = self._digest_of(info.model_uri)
+                tags = {
+                    **lineage.as_tags(),
+                    "steward.semver": semver,
+                    "steward.stage": "candidate",
+                    "steward.artifact_digest": digest,
+                    "steward.input_schema": json.dumps(input_schema),
+                    "steward.schema_changed": str(schema_changed).lower(),
+                    "steward.registered_by": self.actor,
+                }
+                self._ensure_registered_model(model_name, description)
+                mv = self._client.create_model_version(
+                    model_name, source=info.model_uri, run_id=run.info.run_id, model_id=info.model_id,
+                    tags={k: truncate_tag(v) for k, v in tags.items()}, description=description,
+                )
+                version = str(mv.version)
+                return self.get_version(model_name, version, with_metrics=True)
+            except Exception:
+                if version is not None:
+                    self._client.delete_model_version(model_name, version)
+                raise
+
+    def _ensure_registered_model(self, model: str, description: str) -> None:
+        if self.model_exists(model):
+            return
+        try:
+            self._client.create_registered_model(model, tags={"steward.managed": "true"}, description=description)
+        except self._mlflow.exceptions.MlflowException:
+            if not self.model_exists(model):  # anything but a concurrent creation is a real error
+                raise
+
+    def _refuse_untrusted_types(self, estimator: Any) -> None:
+        import skops.io
+
+        untrusted = set(skops.io.get_untrusted_types(data=skops.io.dumps(estimator))) - set(self.trusted_types)
+        if untrusted:
+            raise RegistryError(
+                f"the estimator contains types that are not trusted for serialisation: {sorted(untrusted)}. "
+                "If you trust them, add them to STEWARD_SKOPS_TRUSTED_TYPES (or skops_trusted_types in steward.yaml)"
+            )
+
+    def _digest_of(self, artifact_uri: str) -> str:
+        with tempfile.TemporaryDirectory() as scratch:
+            local = self._mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=scratch)
+            return directory_digest(Path(local))
+
+    @contextmanager
+    def _verified_copy(self, info: VersionInfo) -> Iterator[tuple[Path, str]]:
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(self._mlflow.artifacts.download_artifacts(artifact_uri=info.source, dst_path=scratch))
+            digest = directory_digest(local)
+            if info.digest is None:
+                raise ArtifactIntegrityError(
+                    f"{info.model} v{info.version} has no recorded artifact digest, so it cannot be verified: "
+                    "it was not registered by Steward; register it again with `steward train`"
+                )
+            if digest != info.digest:
+                raise ArtifactIntegrityError(
+                    f"{info.model} v{info.version}: stored artifacts changed since registration "
+                    f"(digest {digest[:12]}… != recorded {info.digest[:12]}…). Refusing to load it; "
+                    "restore the artifacts from backup or roll back to another version"
+                )
+            yield local, digest
