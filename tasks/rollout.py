@@ -62,7 +62,7 @@ from steward.delivery.rollout import (
     valid_scores,
 )
 from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
-from steward.monitoring.ledger import MaintenanceKind, Priority
+from steward.findings import MaintenanceKind, Priority
 from steward.registry.adapter import RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry, ChangeKind
 from steward.spec import CanaryPlan, ModelSpec, SpecError, load_spec

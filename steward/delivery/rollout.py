@@ -31,7 +31,7 @@ import pandas as pd
 from steward import events
 from steward.delivery.decisions import ArmEvidence, StepAction, StepDecision
 from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
-from steward.monitoring.ledger import Priority
+from steward.findings import Priority
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry
 from steward.spec import CanaryPlan
 

@@ -36,7 +36,7 @@ from flows.canary_promote import canary_promote
 from steward import events
 from steward.delivery.rollout import ROLLOUT_TAG, Phase, RolloutResult, RolloutState
 from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
-from steward.monitoring.ledger import Priority
+from steward.findings import Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 
 pytestmark = pytest.mark.slow

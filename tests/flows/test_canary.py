@@ -46,7 +46,7 @@ from steward.delivery.rollout import (
     RolloutState,
 )
 from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
-from steward.monitoring.ledger import MaintenanceKind, Priority
+from steward.findings import MaintenanceKind, Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.simulation.scenario import DriftKind, Injection
 
