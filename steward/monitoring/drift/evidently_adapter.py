@@ -43,8 +43,6 @@ _DISPLAY_NAME = {v: k for k, v in _REGISTRY_NAME.items()}
 _VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"
 _DRIFTED_COUNT_TYPE = "evidently:metric_v2:DriftedColumnsCount"
 
-# Evidently adapter
-
 
 def evidently_report(
     reference: pd.DataFrame,

@@ -22,12 +22,13 @@ from steward.monitoring.drift.result import ColumnKind
 
 PROFILE_FORMAT = "steward.drift.reference_profile/1"
 _PARQUET_KEY = b"steward.reference_profile"
-# Rows of each side behind the sampled Evidently report.  Its cost is mostly per-column plotting
-# (about 4 s at 50 columns for 5k rows, 8 s for 10k), so it is kept small; the verdict uses all rows.
+# Rows of each side behind the sampled Evidently report: its cost is mostly per-column plotting, so it
+# stays small; the verdict uses all rows.
 REPORT_SAMPLE_ROWS = 5_000
 SMALL_REFERENCE_ROWS = 1000  # Evidently: <= 1000 reference rows -> p-value tests, else distances
 
 
+# --------------------------------------------------------------------------------------------
 # Input checks
 
 

@@ -34,8 +34,6 @@ from steward.monitoring.drift.result import (
 _DEFAULT_THRESHOLD = {WASSERSTEIN: 0.1, JENSEN_SHANNON: 0.1, KS: 0.05, CHI_SQUARE: 0.05, Z_TEST: 0.05}
 _FEW_VALUES = 5  # Evidently: <= 5 distinct values -> discrete test even for a numeric column
 
-# Profile engine: Evidently's default statistics computed on the full current window
-
 
 def wasserstein_normed(current_sorted: np.ndarray, profile: NumericProfile) -> float:
     """Exact W1 between the current values and the profile's weighted atoms, divided by std.
