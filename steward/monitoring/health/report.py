@@ -6,8 +6,8 @@ overall verdict: healthy if every check passed, critical if any issue is critica
 otherwise; a check that could not run is a failed check, never a pass.
 
 Nothing here reads the store, the registry or the process table: the callers (tasks/health.py)
-measure, these functions judge. The severity rules, and the constants below that carry their
-numbers, are written down in docs/monitoring.md.
+measure, these functions judge. The severity rules, and the constants at the top of each check's
+module that carry their numbers, are written down in docs/monitoring.md.
 """
 
 from __future__ import annotations
