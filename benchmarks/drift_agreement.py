@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drift_large_window import DRIFT_START, PREDICTION, windows  # noqa: E402
 
-from steward.monitoring.drift import DriftResult, ReferenceProfile, detect_drift  # noqa: E402
+from steward.monitoring.drift.engine import detect_drift  # noqa: E402
+from steward.monitoring.drift.profile import ReferenceProfile  # noqa: E402
+from steward.monitoring.drift.result import DriftResult  # noqa: E402
 from steward.simulation.injections import DriftKind, Injection  # noqa: E402
 
 

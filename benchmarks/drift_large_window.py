@@ -30,7 +30,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steward.monitoring.drift import REPORT_SAMPLE_ROWS, DriftResult, ReferenceProfile, detect_drift  # noqa: E402
+from steward.monitoring.drift.engine import detect_drift  # noqa: E402
+from steward.monitoring.drift.profile import REPORT_SAMPLE_ROWS, ReferenceProfile  # noqa: E402
+from steward.monitoring.drift.result import DriftResult  # noqa: E402
 from steward.simulation.injections import DriftKind, Injection  # noqa: E402
 from steward.simulation.scenario import Scenario  # noqa: E402
 from steward.simulation.world import CATEGORICAL_FEATURES, NUMERIC_FEATURES  # noqa: E402

@@ -6,19 +6,20 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from enum import StrEnum
 
 from prefect import flow, get_run_logger
 
 from steward import events
-from steward.monitoring.drift import DriftResult
-from steward.monitoring.maintenance import (
-    MIN_DRIFT_ROWS,
-    DriftRecord,
+from steward.monitoring.drift.history import DriftRecord
+from steward.monitoring.drift.monitor import (
+    DriftVerdict,
     choose_drift_window,
     drift_event_payload,
     drift_markdown,
+    too_little_traffic,
 )
+from steward.monitoring.drift.result import DriftResult
 from tasks.common import current_flow_run_id, emit_model_event, publish_markdown
 from tasks.data import load_model_spec
 from tasks.drift import (
@@ -37,30 +38,56 @@ from tasks.drift import (
 )
 
 
+class DriftCheckStatus(StrEnum):
+    CHECKED = "checked"
+    NO_DATA = "no data"  # too little traffic in the window to measure
+
+
 @dataclass(frozen=True)
 class DriftReportOutcome:
-    """What one drift check found; ``result`` is the typed verdict (without the Evidently snapshot)."""
+    """One drift-report run: the check as recorded (``record``, without the Evidently snapshot) and the verdict.
+
+    Neither exists when the window held too little traffic (``status`` NO_DATA; ``reason`` says so).
+    """
 
     model: str
     version: str
-    status: Literal["checked", "no data"]
+    status: DriftCheckStatus
+    reason: str
     window_start: datetime | None
     window_end: datetime
-    current_rows: int
-    material: bool
-    announced: bool
-    reason: str
-    event_reason: str = ""
-    columns: tuple[str, ...] = ()
-    newly_drifted: tuple[str, ...] = ()
-    held: tuple[str, ...] = ()
-    left_out: tuple[str, ...] = ()
-    report_uri: str | None = None
+    record: DriftRecord | None = None
+    verdict: DriftVerdict | None = None
     report_error: str | None = None
     profile_built: bool = False
     ledger_entry_id: str | None = None
     seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    result: DriftResult | None = None
+    current_rows: int = 0
+
+    @property
+    def material(self) -> bool:
+        return self.record is not None and self.record.material
+
+    @property
+    def announced(self) -> bool:
+        return self.record is not None and self.record.announced
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Columns in the drifted state (the prediction included when it drifted)."""
+        return self.record.columns if self.record is not None else ()
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        return self.verdict.decision.held if self.verdict is not None else ()
+
+    @property
+    def result(self) -> DriftResult | None:
+        return self.record.result if self.record is not None else None
+
+    @property
+    def report_uri(self) -> str | None:
+        return self.record.report_uri if self.record is not None else None
 
 
 @flow(name="drift-report", description="Compare the serving version's recent traffic with its training data.")
@@ -81,15 +108,12 @@ def drift_report(
     version = serving.champion.version
     current = read_drift_window(spec, version, window)
     seconds = {"read": current.seconds}
-    if len(current.frame) < MIN_DRIFT_ROWS:
-        reason = (
-            f"{len(current.frame)} served predictions of v{version} in {window.describe()} (at least {MIN_DRIFT_ROWS} "
-            "needed): no drift check. Is the gateway serving the champion and logging predictions?"
-        )
-        logger.warning("%s", reason)
-        publish_markdown(f"# Drift of {spec.name} v{version}: not checked\n\n{reason}\n", "drift", spec.name)
-        return DriftReportOutcome(spec.name, version, "no data", current.start, window.end, len(current.frame),
-                                  False, False, reason, seconds=seconds)
+    skipped = too_little_traffic(len(current.frame), version, window)
+    if skipped is not None:
+        logger.warning("%s", skipped)
+        publish_markdown(f"# Drift of {spec.name} v{version}: not checked\n\n{skipped}\n", "drift", spec.name)
+        return DriftReportOutcome(spec.name, version, DriftCheckStatus.NO_DATA, skipped, current.start, window.end,
+                                  seconds=seconds, current_rows=len(current.frame))
 
     cached = fetch_reference_profile(spec, version)
     if cached is None:
@@ -114,12 +138,14 @@ def drift_report(
             report_error = f"storing the HTML in MLflow failed: {stored.message}"
             logger.error("%s", report_error)
 
-    record_drift_check(DriftRecord(
+    record = DriftRecord(
         model=spec.name, version=version, window_start=current.start, window_end=window.end,
         current_rows=len(current.frame), material=decision.material, announced=announcement.announce,
-        reason=decision.reason, columns=decision.columns, result=result.with_decision(decision),
+        reason=decision.reason, columns=decision.columns,
+        result=dataclasses.replace(result.with_decision(decision), snapshot=None),
         material_since=announcement.material_since, report_uri=report_uri, flow_run_id=current_flow_run_id(),
-    ))
+    )
+    record_drift_check(record)
     entry_id = update_drift_ledger(spec, version, verdict, window.end)
     if announcement.announce:
         emit_model_event(events.DRIFT_DETECTED, spec.name, resource_labels=events.retrain_label(True), **drift_event_payload(
@@ -135,10 +161,7 @@ def drift_report(
     )
     (logger.warning if decision.material else logger.info)("%s (%s)", decision.reason, announcement.why)
     return DriftReportOutcome(
-        model=spec.name, version=version, status="checked", window_start=current.start, window_end=window.end,
-        current_rows=len(current.frame), material=decision.material, announced=announcement.announce,
-        reason=decision.reason, event_reason=announcement.why, columns=decision.columns, newly_drifted=decision.newly_drifted, held=decision.held,
-        left_out=verdict.left_out, report_uri=report_uri, report_error=report_error,
-        profile_built=cached.built, ledger_entry_id=entry_id, seconds=seconds,
-        result=dataclasses.replace(result, snapshot=None),
+        model=spec.name, version=version, status=DriftCheckStatus.CHECKED, reason=decision.reason,
+        window_start=current.start, window_end=window.end, record=record, verdict=verdict, report_error=report_error,
+        profile_built=cached.built, ledger_entry_id=entry_id, seconds=seconds, current_rows=len(current.frame),
     )

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from prefect import flow, get_run_logger
 
-from steward.monitoring.health import Area, HealthReport, HealthWindow, Verdict, failed_check
+from steward.monitoring.health.report import Area, HealthReport, HealthWindow, Verdict, failed_check
 from tasks.data import load_model_spec
 from tasks.health import (
     accuracy_check,

@@ -16,23 +16,14 @@ from prefect import flow, get_run_logger
 
 from flows.drift_report import drift_report
 from flows.health_check import health_check
-from steward.monitoring.health import IssueCode
-from steward.monitoring.ledger import MaintenanceKind, Priority
-from steward.monitoring.maintenance import (
-    STALE_CHALLENGER_DAYS,
-    Cadence,
-    CheckStatus,
-    Finding,
-    MaintenanceRunSummary,
-    RunLog,
-    TechStatus,
-    cleanup_findings,
-    drift_fingerprint,
-    findings_from_issues,
-    markdown_table,
-    right_sizing,
-    technology_findings,
-)
+from steward.findings import CheckStatus, Finding, MaintenanceKind, Priority
+from steward.monitoring.drift.monitor import drift_fingerprint
+from steward.monitoring.health.report import IssueCode
+from steward.monitoring.maintenance.retention import cleanup_findings
+from steward.monitoring.maintenance.scans import findings_from_issues, right_sizing
+from steward.monitoring.maintenance.security import STALE_CHALLENGER_DAYS
+from steward.monitoring.maintenance.summaries import Cadence, MaintenanceRunSummary, RunLog, markdown_table
+from steward.monitoring.maintenance.technology import TechStatus, technology_findings
 from steward.monitoring.model_card import ModelCard, build_model_card, evaluation_findings
 from steward.registry.history import ever_champions
 from steward.spec import ModelSpec

@@ -14,34 +14,25 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from steward.config import get_settings
-from steward.monitoring.drift import (
-    DriftPolicy,
-    DriftResult,
-    MaterialDriftDecision,
-    ReferenceProfile,
-    attach_report,
-    decide_material_drift,
-    detect_drift,
-)
-from steward.monitoring.ledger import EntryStatus
-from steward.monitoring.maintenance import (
-    DUE_AFTER,
+from steward.monitoring.drift.engine import attach_report, detect_drift
+from steward.monitoring.drift.history import DriftHistory, DriftRecord
+from steward.monitoring.drift.monitor import (
     IMPORTANCE_ARTIFACT,
     PROFILE_ARTIFACT,
     REPORTS_ARTIFACT_DIR,
-    Announcement,
-    DriftHistory,
-    DriftRecord,
+    DriftVerdict,
     DriftWindow,
-    decide_announcement,
     drift_finding,
     drift_fingerprint,
-    focus_result,
+    judge_drift,
     permutation_importances,
     prediction_drift_column,
     reference_outputs,
-    scratch_folder,
 )
+from steward.monitoring.drift.profile import ReferenceProfile
+from steward.monitoring.drift.result import DriftResult
+from steward.monitoring.ledger import EntryStatus
+from steward.monitoring.maintenance.retention import scratch_folder
 from steward.registry.adapter import VersionInfo
 from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER
@@ -64,14 +55,6 @@ class CachedProfile:
     importances: dict[str, float]
     built: bool = False
     seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class DriftVerdict:
-    decision: MaterialDriftDecision
-    announcement: Announcement
-    left_out: tuple[str, ...]
-    previous_used: bool
 
 
 @dataclass(frozen=True)
@@ -203,11 +186,7 @@ def decide_drift(
     window_end: datetime,
 ) -> DriftVerdict:
     """The spec's policy on the most influential columns, with hysteresis from the previous check of this version."""
-    policy = DriftPolicy(**spec.drift.model_dump(exclude={"window_days"}))
-    focused, left_out = focus_result(result, importances, spec.monitoring.top_features)
-    same_version = previous is not None and previous.version == version
-    decision = decide_material_drift(focused, policy, previous.result if same_version else None, importances)
-    return DriftVerdict(decision, decide_announcement(decision, previous, version, window_end), left_out, same_version)
+    return judge_drift(spec, version, result, previous, importances, window_end)
 
 
 @task(name="render-drift-report", cache_policy=NO_CACHE)
@@ -239,12 +218,7 @@ def update_drift_ledger(spec: ModelSpec, version: str, verdict: DriftVerdict, wi
     decision = verdict.decision
     if decision.material:
         finding = drift_finding(spec.name, version, decision, verdict.announcement.why)
-        entry = book.record(
-            spec.name, finding.title, detail=finding.detail, kind=finding.kind, priority=finding.priority,
-            source=finding.source, fingerprint=finding.fingerprint, due=datetime.now(UTC) + DUE_AFTER[finding.priority],
-            flow_run_id=current_flow_run_id(),
-        )
-        return entry.id
+        return book.record_finding(spec.name, finding, flow_run_id=current_flow_run_id()).id
     for entry in book.entries(spec.name, status=EntryStatus.OPEN):
         if entry.fingerprint == drift_fingerprint(spec.name):
             book.close(entry.id, resolution=f"no material drift in the window ending {window_end:%Y-%m-%d %H:%M} UTC: "

@@ -25,7 +25,8 @@ from steward.delivery.experiments import (
 )
 from steward.delivery.shadow import ShadowReport, baseline_window, compare_shadow
 from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
-from steward.monitoring.ledger import LedgerEntry, MaintenanceKind, Priority
+from steward.findings import MaintenanceKind, Priority
+from steward.monitoring.ledger import LedgerEntry
 from steward.registry.history import AuditEntry, ChangeKind
 from steward.spec import ModelSpec
 from steward.store.log import join_labels

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from steward import events
-from steward.monitoring.health import (
-    Area,
+from steward.monitoring.health.accuracy import (
     Calibration,
-    CheckResult,
-    GatewayReading,
-    HealthReport,
-    HealthWindow,
-    OutlierFences,
-    VersionsInWindow,
     check_accuracy,
-    check_cost,
-    check_data_quality,
-    check_infrastructure,
-    check_performance,
-    failed_check,
     measure_calibration,
     versions_needing_estimate,
+)
+from steward.monitoring.health.cost import check_cost
+from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
+from steward.monitoring.health.infrastructure import GatewayReading, check_infrastructure
+from steward.monitoring.health.performance import check_performance
+from steward.monitoring.health.report import (
+    Area,
+    CheckResult,
+    HealthReport,
+    HealthWindow,
+    VersionsInWindow,
+    failed_check,
 )
 from steward.monitoring.infrastructure import find_gateway_processes, read_gateway, sample_processes
 from steward.monitoring.ledger import LedgerEntry
@@ -194,13 +194,8 @@ def publish_health_report(report: HealthReport, slo: SLOReport | None) -> None:
 def record_findings(report: HealthReport) -> list[LedgerEntry]:
     """One ledger entry per issue; a repeat of an open finding counts as another occurrence of it."""
     run_id = current_flow_run_id()
-    now = datetime.now(UTC)
     return [
-        ledger().record(
-            report.model, issue.title, detail=issue.detail, kind=issue.kind, priority=issue.priority,
-            source=f"health-check:{issue.area.value}", fingerprint=issue.fingerprint, due=issue.due(now),
-            flow_run_id=run_id, incident=issue.critical,
-        )
+        ledger().record_finding(report.model, issue.to_finding(f"health-check:{issue.area.value}"), flow_run_id=run_id)
         for issue in report.issues
     ]
 

@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from steward.delivery.traffic import DEFAULT_PLAN
-from steward.monitoring.ledger import MaintenanceKind, Priority
+from steward.findings import MaintenanceKind, Priority
 from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry
 from tasks.common import current_flow_run_id, ledger, registry

@@ -22,7 +22,7 @@ from steward.delivery.rollout import (
 )
 from steward.delivery.timeline import RolloutOutcome, roll_back_record
 from steward.delivery.traffic import DEFAULT_PLAN
-from steward.monitoring.ledger import MaintenanceKind, Priority
+from steward.findings import MaintenanceKind, Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.spec import SpecError, load_spec
 from tasks.common import current_flow_run_id, emit_model_event, ledger, publish_markdown, registry

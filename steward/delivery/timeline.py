@@ -17,7 +17,7 @@ import numpy as np
 from steward import events
 from steward.delivery.decisions import ArmEvidence, Check, StepAction, StepCode, StepDecision, Wait
 from steward.delivery.rollout import InterruptionCode, RolloutKind, RolloutResult, RolloutState, parse_time
-from steward.monitoring.ledger import Priority
+from steward.findings import Priority
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry
 
 

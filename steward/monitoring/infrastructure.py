@@ -24,7 +24,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from steward.monitoring.health import GatewayReading, InfrastructureSample, ProcessUsage
+from steward.monitoring.health.infrastructure import GatewayReading, InfrastructureSample, ProcessUsage
 
 REQUESTS_METRIC = "steward_requests"
 

@@ -1,10 +1,11 @@
 """The maintenance ledger: every finding and incident as a task with a kind, priority and status.
 
-Entries are kept as an append-only series of small JSON events under the store URI
-(``<store>/ledger/<model>/<time>-<id>.json``) through fsspec. No file is ever
-rewritten, so any number of processes, on a local disk or an object store, can record
-at once; an entry's state is the fold of its events. A finding seen again while its
-entry is still open updates that entry (``occurrences``) instead of opening a second one.
+Entries are kept as an append-only series of small JSON events in the record store
+(``<store>/ledger/model=<name>/<time>Z-<id>.json``; events of earlier versions under
+``<store>/ledger/<name>/`` are still read). No record is ever rewritten, so any number of
+processes, on a local disk or an object store, can record at once; an entry's state is the
+fold of its events. A finding seen again while its entry is still open updates that entry
+(``occurrences``) instead of opening a second one.
 """
 
 from __future__ import annotations
@@ -15,25 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
-import fsspec
-
-
-class MaintenanceKind(StrEnum):
-    PREVENTIVE = "preventive"
-    CORRECTIVE = "corrective"
-    ADAPTIVE = "adaptive"
-    PERFECTIVE = "perfective"
-
-
-class Priority(StrEnum):
-    CRITICAL = "critical"
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-
-    @property
-    def rank(self) -> int:
-        return list(Priority).index(self)
+from steward.findings import Finding, MaintenanceKind, Priority
+from steward.monitoring.records import RecordStore
 
 
 class EntryStatus(StrEnum):
@@ -99,28 +83,19 @@ class Ledger:
     """Read and append ledger events under ``<root>/ledger``."""
 
     def __init__(self, store_uri: str) -> None:
-        self.root = store_uri.rstrip("/") + "/ledger"
-        self._fs, self._path = fsspec.core.url_to_fs(self.root)
+        self._records = RecordStore(store_uri, "ledger", legacy_model_folder=True)
+        self.root = self._records.root
 
     @classmethod
     def from_settings(cls, settings) -> Ledger:
         return cls(settings.resolved_store_uri)
 
     def _append(self, entry: LedgerEntry, event: str, now: datetime) -> None:
-        folder = f"{self._path}/{entry.model}"
-        self._fs.makedirs(folder, exist_ok=True)
-        name = f"{folder}/{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.json"
         record = {"event": event, "entry": {k: _encode(v) for k, v in asdict(entry).items()}}
-        with self._fs.open(name, "w") as handle:
-            handle.write(json.dumps(record))
+        self._records.append(entry.model, now, json.dumps(record))
 
     def _events(self, model: str | None) -> list[dict]:
-        pattern = f"{self._path}/{model or '*'}/*.json"
-        events = []
-        for path in sorted(self._fs.glob(pattern), key=lambda p: p.rsplit("/", 1)[-1]):
-            with self._fs.open(path, "r") as handle:
-                events.append(json.load(handle))
-        return events
+        return [json.loads(text) for _key, text in self._records.texts(model)]
 
     def entries(
         self, model: str | None = None, *, status: EntryStatus | None = None, include_closed: bool = True
@@ -177,6 +152,17 @@ class Ledger:
         )
         self._append(entry, "opened", now)
         return entry
+
+    def record_finding(
+        self, model: str, finding: Finding, *, flow_run_id: str | None = None, now: datetime | None = None
+    ) -> LedgerEntry:
+        """``record`` a finding, due after its priority's delay."""
+        now = now or datetime.now(UTC)
+        return self.record(
+            model, finding.title, detail=finding.detail, kind=finding.kind, priority=finding.priority,
+            source=finding.source, fingerprint=finding.fingerprint, due=finding.due(now), flow_run_id=flow_run_id,
+            incident=finding.incident, now=now,
+        )
 
     def close(
         self, entry_id: str, *, resolution: str, status: EntryStatus = EntryStatus.RESOLVED,

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from steward.monitoring.health import metric_value, outcomes
-from steward.monitoring.ledger import MaintenanceKind, Priority
-from steward.monitoring.maintenance import DriftRecord, Finding
+from steward.findings import Finding, MaintenanceKind, Priority
+from steward.monitoring.drift.history import DriftRecord
+from steward.monitoring.health.accuracy import metric_value, outcomes
 from steward.registry.adapter import VersionInfo
 from steward.spec import ModelSpec
 from steward.training.evaluation import SliceMetric, metric_change

@@ -2,7 +2,7 @@
 
 Three objectives from the spec's ``slo`` section: p95 latency, availability (the share of answered
 requests that were not 5xx) and accuracy (the primary metric over labelled traffic). Each UTC day
-is computed from the log into an ``SLODay`` and stored as one JSON file,
+is computed from the log into an ``SLODay`` and stored as one record of the record store,
 ``<store>/slo/model=<name>/date=<YYYY-MM-DD>.json``; computing a day again replaces its file, so a
 day is recomputed as its labels arrive and the record is the same however often it runs. The day
 keeps the targets it was judged against, so a later change of the spec does not rewrite history.
@@ -12,18 +12,18 @@ keeps the targets it was judged against, so a later change of the spec does not 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
-import fsspec
 import numpy as np
 import pandas as pd
-from fsspec.implementations.local import LocalFileSystem
 
-from steward.monitoring.health import MIN_LABELLED, SLOW_SHARE, metric_value, outcomes, served_requests
+from steward.monitoring.health.accuracy import MIN_LABELLED, metric_value, outcomes
+from steward.monitoring.health.performance import SLOW_SHARE
+from steward.monitoring.health.report import served_requests
+from steward.monitoring.records import RecordStore, record_key
 from steward.spec import ModelSpec
 from steward.training.evaluation import higher_is_better
 
@@ -242,37 +242,23 @@ def summarize_slo(model: str, days: Iterable[SLODay], first_day: date, last_day:
 
 
 class SLOStore:
-    """Daily SLO records under ``<store>/slo/model=<name>/date=<day>.json`` through fsspec."""
+    """Daily SLO records in the record store: ``<store>/slo/model=<name>/date=<day>.json``."""
 
     def __init__(self, store_uri: str) -> None:
-        self.root = store_uri.rstrip("/") + "/slo"
-        self._fs, self._path = fsspec.core.url_to_fs(self.root)
-        self._local = isinstance(self._fs, LocalFileSystem)
-
-    def path(self, model: str, day: date) -> str:
-        return f"{self._path}/model={model}/date={day.isoformat()}.json"
+        self._records = RecordStore(store_uri, "slo")
+        self.root = self._records.root
 
     def write(self, record: SLODay) -> str:
         """Store the day, replacing an earlier record of it (one file per day, whole or not at all)."""
-        final = self.path(record.model, record.day)
-        folder = final.rsplit("/", 1)[0]
-        self._fs.makedirs(folder, exist_ok=True)
-        if not self._local:  # an object store PUT is atomic
-            with self._fs.open(final, "w") as handle:
-                handle.write(record.to_json())
-            return final
-        partial = f"{folder}/.{record.day.isoformat()}-{uuid.uuid4().hex[:8]}.tmp"
-        with self._fs.open(partial, "w") as handle:
-            handle.write(record.to_json())
-        self._fs.mv(partial, final)
-        return final
+        return self._records.put(record.model, f"date={record.day.isoformat()}", record.to_json())
 
     def read(self, model: str, first_day: date, last_day: date) -> list[SLODay]:
         """Stored days of ``model`` from ``first_day`` to ``last_day`` (inclusive), oldest first."""
         days = []
-        for path in sorted(self._fs.glob(f"{self._path}/model={model}/date=*.json")):
-            day = date.fromisoformat(path.rsplit("date=", 1)[1].removesuffix(".json"))
-            if first_day <= day <= last_day:
-                with self._fs.open(path, "r") as handle:
-                    days.append(SLODay.from_json(handle.read()))
+        for path in self._records.paths(model):
+            key = record_key(path)
+            if not key.startswith("date="):
+                continue
+            if first_day <= date.fromisoformat(key.removeprefix("date=")) <= last_day:
+                days.append(SLODay.from_json(self._records.read(path)))
         return days

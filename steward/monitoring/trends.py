@@ -18,7 +18,11 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
-__all__ = ["Trend", "TrendVerdict", "fit_trend"]
+from steward.findings import Finding, MaintenanceKind, Priority
+from steward.monitoring.slo import SLODay
+from steward.spec import ModelSpec
+
+__all__ = ["Trend", "TrendVerdict", "fit_trend", "performance_trends"]
 
 MIN_TREND_POINTS = 5
 
@@ -143,3 +147,36 @@ def fit_trend(
     verdict = TrendVerdict.DEGRADING if worse else TrendVerdict.IMPROVING
     reading = f"{metric} is {direction} by {rate} over {span}, {moved} ({evidence}): significant and {verdict.value}."
     return Trend(**base, verdict=verdict, reading=reading, significant=True)
+
+
+def performance_trends(days: Sequence[SLODay], spec: ModelSpec) -> tuple[list[Trend], list[Finding]]:
+    """p95 latency and the primary metric per day from the SLO records, fitted; findings when degrading."""
+    from steward.training.evaluation import higher_is_better
+
+    metric = spec.primary_metric
+    latency = fit_trend(
+        [d.day for d in days], [d.p95_ms for d in days], metric="p95 latency", unit="ms",
+        higher_is_better=False, min_change=0.1 * spec.slo.p95_latency_ms,
+    )
+    judged = [d for d in days if d.accuracy is not None]
+    accuracy = fit_trend(
+        [d.day for d in judged], [d.accuracy for d in judged], metric=metric,
+        higher_is_better=higher_is_better(metric), min_change=spec.gates.tolerance,
+    )
+    found = []
+    if latency.verdict is TrendVerdict.DEGRADING:
+        over = latency.end_value is not None and latency.end_value > spec.slo.p95_latency_ms
+        found.append(Finding(
+            "p95 latency is rising",
+            latency.reading + (f" It is now above the {spec.slo.p95_latency_ms:g} ms SLO." if over else "")
+            + " Consider optimisation or caching; compare versions if a release started it.",
+            MaintenanceKind.PERFECTIVE, Priority.HIGH if over else Priority.MEDIUM, "performance-trends",
+            "trend:latency",
+        ))
+    if accuracy.verdict is TrendVerdict.DEGRADING:
+        found.append(Finding(
+            f"{metric} is falling",
+            accuracy.reading + " Retrain or analyse drift.",
+            MaintenanceKind.ADAPTIVE, Priority.HIGH, "performance-trends", "trend:accuracy",
+        ))
+    return [latency, accuracy], found

@@ -10,17 +10,11 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
+from steward.findings import CheckStatus
 from steward.spec import GateSpec
 from steward.training.evaluation import higher_is_better, metric_change
 from steward.training.probes import EdgeCaseOutcome, SpeedProfile
-
-
-class CheckStatus(StrEnum):
-    PASSED = "passed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)

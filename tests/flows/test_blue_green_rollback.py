@@ -37,7 +37,7 @@ from steward import events
 from steward.delivery.decisions import Check, StepAction, StepCode
 from steward.delivery.rollout import ROLLOUT_TAG, InterruptionCode, Phase, RolloutResult, RolloutState
 from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
-from steward.monitoring.ledger import Priority
+from steward.findings import Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 
 pytestmark = pytest.mark.slow

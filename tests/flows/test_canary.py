@@ -49,7 +49,7 @@ from steward.delivery.rollout import (
 )
 from steward.delivery.timeline import StepRecord
 from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
-from steward.monitoring.ledger import MaintenanceKind, Priority
+from steward.findings import MaintenanceKind, Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.simulation.injections import DriftKind, Injection
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.drift_report import drift_report
+from flows.drift_report import DriftCheckStatus, drift_report
 from steward import events
-from steward.monitoring.drift import DriftPolicy, decide_material_drift
-from steward.monitoring.maintenance import PROFILE_ARTIFACT
+from steward.monitoring.drift.monitor import PROFILE_ARTIFACT, AnnounceReason
+from steward.monitoring.drift.policy import DriftPolicy, DriftReason, decide_material_drift
 from steward.registry.errors import RegistryError
 from steward.simulation.injections import DriftKind, Injection
 from steward.simulation.scenario import credit_default_scenario
@@ -111,10 +111,11 @@ def detection(registry, settings, example_frame, tmp_path_factory) -> Deployed:
 
 def test_a_quiet_day_gives_no_drift_and_no_event(detection, registry, model_events, tmp_path):
     outcome = drift_report(spec_path=str(detection.spec_path), as_of=end_of(0))
-    assert outcome.status == "checked" and outcome.version == detection.version
+    assert outcome.status is DriftCheckStatus.CHECKED and outcome.version == detection.version
     assert not outcome.material and not outcome.announced and outcome.columns == ()
-    assert outcome.current_rows == 2000 and outcome.result.engine == "profile"
-    assert outcome.reason.startswith("No material drift: 0 of 11 input columns drifted")
+    assert outcome.current_rows == 2000 and outcome.result.engine == "profile" and len(outcome.result.columns) == 11
+    assert outcome.verdict.decision.code is DriftReason.NO_DRIFT
+    assert outcome.verdict.announcement.code is AnnounceReason.NOT_MATERIAL
 
     # the HTML is an artifact of the serving version; the profile is cached beside it for the next check
     report = registry.download_version_artifact(detection.name, detection.version,
@@ -137,6 +138,8 @@ def test_each_injected_drift_is_found_and_named_in_the_event(detection, model_ev
     kind, feature, _ = KINDS[day]
     outcome = drift_report(spec_path=str(detection.spec_path), as_of=end_of(day))
     assert outcome.material and outcome.announced and feature in outcome.columns, outcome.reason
+    assert outcome.verdict.decision.code is DriftReason.SHARE_REACHED
+    assert outcome.verdict.announcement.code in (AnnounceReason.STARTED, AnnounceReason.SPREAD)
     assert outcome.ledger_entry_id is not None
 
     (event,) = drift_events(model_events, detection.name, end_of(day))
@@ -144,7 +147,7 @@ def test_each_injected_drift_is_found_and_named_in_the_event(detection, model_ev
     named = {c["column"]: c for c in payload["columns"]}
     assert feature in named and named[feature]["drifted"] and named[feature]["score"] >= named[feature]["threshold"]
     assert payload["version"] == payload["champion_version"] == detection.version
-    assert payload["reason"].startswith("Material drift") and payload["report_uri"].endswith(".html")
+    assert payload["reason"] == outcome.reason and payload["report_uri"].endswith(".html")
     assert event.resource.id == f"steward.model.{detection.name}"
 
 
@@ -156,7 +159,8 @@ def test_the_last_rows_of_the_log_can_be_the_window(detection):
 
 def test_too_little_traffic_or_no_champion_is_said_plainly(detection, write_spec):
     empty = drift_report(spec_path=str(detection.spec_path), as_of=end_of(30))
-    assert empty.status == "no data" and "0 served predictions" in empty.reason and not empty.material
+    assert empty.status is DriftCheckStatus.NO_DATA and empty.current_rows == 0 and not empty.material
+    assert empty.record is None and empty.verdict is None
     with pytest.raises(RegistryError, match="train one with `steward train`"):
         drift_report(spec_path=str(write_spec()), as_of=end_of(0))
 
@@ -174,10 +178,12 @@ def test_hysteresis_a_flapping_column_does_not_alarm_again(registry, settings, e
     assert scores[0] > 0.15 and 0.05 < scores[1] < 0.1 < scores[2] < 0.15, scores
 
     first, dip, back = outcomes
-    assert first.material and first.announced and first.newly_drifted == ("credit_limit",)
+    assert first.material and first.announced and first.verdict.decision.newly_drifted == ("credit_limit",)
     assert dip.material and not dip.announced and dip.held == ("credit_limit",)
+    assert dip.verdict.decision.code is DriftReason.HELD_BY_HYSTERESIS
     assert back.material and not back.announced and back.held == ()
-    assert back.event_reason.startswith("material drift persists since 2026-02-02 00:00 UTC")
+    assert back.verdict.announcement.code is AnnounceReason.PERSISTS
+    assert back.verdict.announcement.material_since == end_of(0)
     assert first.ledger_entry_id == dip.ledger_entry_id == back.ledger_entry_id  # one entry, seen three times
 
     # without hysteresis the dip would have cleared the column and day 2 would have alarmed again

@@ -25,8 +25,8 @@ import yaml
 
 from flows.health_check import health_check
 from steward import events
-from steward.monitoring.health import Area, CheckStatus, IssueCode, Severity, Verdict
-from steward.monitoring.ledger import Priority
+from steward.findings import CheckStatus, Priority
+from steward.monitoring.health.report import Area, IssueCode, Severity, Verdict
 from steward.monitoring.slo import Compliance, SLOStore
 from steward.simulation.injections import DriftKind, Injection
 from steward.simulation.replay import ReplayArm, replay_to_store

@@ -23,7 +23,8 @@ from flows.maintenance import (
     quarterly_maintenance,
     weekly_maintenance,
 )
-from steward.monitoring.maintenance import Cadence, TaskStatus, scratch_folder
+from steward.monitoring.maintenance.retention import scratch_folder
+from steward.monitoring.maintenance.summaries import Cadence, TaskStatus
 from steward.monitoring.model_card import CARD_ARTIFACT_PATH, CARD_FILE
 from steward.simulation.injections import DriftKind, Injection
 from steward.simulation.scenario import credit_default_scenario

@@ -11,20 +11,12 @@ import pandas as pd
 import pytest
 from scipy.stats import wasserstein_distance
 
-from steward.monitoring.drift import (
-    ColumnDrift,
-    DriftPolicy,
-    DriftReportFormatError,
-    DriftResult,
-    NumericProfile,
-    ReferenceProfile,
-    _wasserstein_normed,
-    attach_report,
-    decide_material_drift,
-    detect_drift,
-    parse_snapshot,
-    save_report_html,
-)
+from steward.monitoring.drift.engine import attach_report, detect_drift
+from steward.monitoring.drift.evidently_adapter import parse_snapshot
+from steward.monitoring.drift.policy import DriftPolicy, DriftReason, decide_material_drift
+from steward.monitoring.drift.profile import NumericProfile, ReferenceProfile
+from steward.monitoring.drift.result import ColumnDrift, DriftReportFormatError, DriftResult, save_report_html
+from steward.monitoring.drift.statistics import wasserstein_normed
 
 NUM = ["income", "age", "utilization"]
 CAT = ["region", "plan"]
@@ -158,12 +150,12 @@ def test_sampled_report_uses_the_verdicts_methods(reference: pd.DataFrame) -> No
 
 
 def test_a_failing_report_keeps_the_verdict(reference: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    import steward.monitoring.drift as drift
+    import steward.monitoring.drift.engine as engine
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("plotting failed")
 
-    monkeypatch.setattr(drift, "_evidently_report", boom)
+    monkeypatch.setattr(engine, "evidently_report", boom)
     result = detect_drift(reference, frame(4000, seed=6, income_shift=0.4), engine="profile", **COLS)
     assert "income" in result.drifted_columns
     assert result.snapshot is None and result.report_error == "RuntimeError: plotting failed"
@@ -187,7 +179,7 @@ def test_wasserstein_is_exact_for_exact_profiles(n: int, m: int, rounding: int) 
     ref = np.round(rng.lognormal(0, 1, n), rounding)
     cur = np.round(rng.lognormal(0.2, 1.1, m), rounding)
     want = wasserstein_distance(ref, cur) / np.std(ref)
-    assert _wasserstein_normed(np.sort(cur), NumericProfile.build(ref, max_points=10_000)) == pytest.approx(
+    assert wasserstein_normed(np.sort(cur), NumericProfile.build(ref, max_points=10_000)) == pytest.approx(
         want, rel=1e-9
     )
     if n > 1000 and np.unique(ref).size > 5:  # where Evidently itself picks the Wasserstein distance
@@ -332,34 +324,39 @@ def result(*columns: ColumnDrift, prediction: ColumnDrift | None = None) -> Drif
 def test_share_policy() -> None:
     policy = DriftPolicy(hysteresis_margin=0)
     yes = decide_material_drift(result(col("a", 0.3), col("b", 0.2), col("c", 0.01)), policy)
-    assert yes.material and yes.columns == ("a", "b")
-    assert yes.reason.startswith("Material drift: 2 of 3 input columns drifted (67%)")
+    assert yes.material and yes.columns == ("a", "b") and yes.code is DriftReason.SHARE_REACHED
+    assert yes.reason.startswith("Material drift: 2 of 3 input columns drifted (67%)")  # the sentence for people
     no = decide_material_drift(result(col("a", 0.3), col("b", 0.02), col("c", 0.01), col("d", 0.0)), policy)
-    assert not no.material and "below the 30% share threshold" in no.reason
+    assert not no.material and no.code is DriftReason.BELOW_SHARE
+    nothing = decide_material_drift(result(col("a", 0.01), col("b", 0.02)), policy)
+    assert not nothing.material and nothing.code is DriftReason.NO_DRIFT
 
 
 def test_weighted_share_policy_uses_importances() -> None:
     r = result(col("a", 0.3), col("b", 0.01), col("c", 0.01), col("d", 0.01))
     policy = DriftPolicy(method="weighted_share", share_threshold=0.5, hysteresis_margin=0)
-    assert decide_material_drift(r, policy, importances={"a": 6, "b": 1, "c": 1, "d": 1}).material
+    high = decide_material_drift(r, policy, importances={"a": 6, "b": 1, "c": 1, "d": 1})
+    assert high.material and high.code is DriftReason.WEIGHTED_SHARE_REACHED
     low = decide_material_drift(r, policy, importances={"a": 1, "b": 3, "c": 3, "d": 3})
-    assert not low.material and "10% of the feature importance" in low.reason
+    assert not low.material and low.code is DriftReason.BELOW_WEIGHTED_SHARE
     with pytest.raises(ValueError, match="needs feature importances"):
         decide_material_drift(r, policy)
 
 
 def test_top_k_policy() -> None:
     r = result(col("a", 0.3, importance=0.1), col("b", 0.01, importance=0.5), col("c", 0.01, importance=0.4))
-    assert not decide_material_drift(r, DriftPolicy(method="top_k", top_k=2, hysteresis_margin=0)).material
+    miss = decide_material_drift(r, DriftPolicy(method="top_k", top_k=2, hysteresis_margin=0))
+    assert not miss.material and miss.code is DriftReason.NO_TOP_FEATURE_DRIFTED
     hit = decide_material_drift(r, DriftPolicy(method="top_k", top_k=3, hysteresis_margin=0))
-    assert hit.material and "1 of the 3 most important columns drifted (a)" in hit.reason
+    assert hit.material and hit.code is DriftReason.TOP_FEATURE_DRIFTED and hit.columns == ("a",)
 
 
 def test_prediction_drift_alone_can_be_material() -> None:
     r = result(col("a", 0.01), col("b", 0.01), prediction=col("score", 0.4))
-    assert decide_material_drift(r, DriftPolicy()).material
+    alone = decide_material_drift(r, DriftPolicy())
+    assert alone.material and alone.code is DriftReason.PREDICTION_DRIFTED
     quiet = decide_material_drift(r, DriftPolicy(prediction_drift_is_material=False))
-    assert not quiet.material and "does not count on its own" in quiet.reason
+    assert not quiet.material and quiet.code is DriftReason.PREDICTION_NOT_COUNTED
 
 
 def test_hysteresis_stops_a_flapping_column_from_re_alarming() -> None:
@@ -379,7 +376,9 @@ def test_hysteresis_stops_a_flapping_column_from_re_alarming() -> None:
     held = decide_material_drift(
         result(col("a", 0.095), col("b", 0.01)), policy, result(col("a", 0.12), col("b", 0.01))
     )
-    assert held.held == ("a",) and "stay drifted" in held.reason
+    assert held.held == ("a",) and held.material and held.code is DriftReason.HELD_BY_HYSTERESIS
+    near = decide_material_drift(result(col("a", 0.105), col("b", 0.01)), policy)
+    assert not near.material and near.code is DriftReason.WITHIN_MARGIN
 
 
 def test_hysteresis_for_p_values_runs_the_other_way() -> None:

@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from steward.estimators import build_estimator
+from steward.findings import CheckStatus
 from steward.simulation.examples import example_spec_text
 from steward.spec import GateSpec, parse_spec
 from steward.training.data import prepare_features
 from steward.training.gates import (
-    CheckStatus,
     check_edge_cases,
     check_primary_metric,
     check_signature,

@@ -12,32 +12,35 @@ import pandas as pd
 import pytest
 import yaml
 
-from steward.monitoring.health import (
+from steward.findings import CheckStatus, MaintenanceKind, Priority
+from steward.monitoring.health.accuracy import (
     MIN_LABELLED,
-    Area,
     Calibration,
-    CheckResult,
-    CheckStatus,
-    GatewayReading,
-    HealthReport,
-    HealthWindow,
-    InfrastructureSample,
-    Issue,
-    IssueCode,
-    OutlierFences,
-    ProcessUsage,
-    Severity,
-    Verdict,
     calibration_from,
     check_accuracy,
-    check_cost,
-    check_data_quality,
-    check_infrastructure,
-    check_performance,
-    exceeds,
-    failed_check,
     metric_value,
     outcomes,
+)
+from steward.monitoring.health.cost import check_cost
+from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
+from steward.monitoring.health.infrastructure import (
+    GatewayReading,
+    InfrastructureSample,
+    ProcessUsage,
+    check_infrastructure,
+)
+from steward.monitoring.health.performance import check_performance
+from steward.monitoring.health.report import (
+    Area,
+    CheckResult,
+    HealthReport,
+    HealthWindow,
+    Issue,
+    IssueCode,
+    Severity,
+    Verdict,
+    exceeds,
+    failed_check,
 )
 from steward.monitoring.infrastructure import (
     is_gateway_command,
@@ -45,7 +48,6 @@ from steward.monitoring.infrastructure import (
     read_gateway,
     requests_by_status,
 )
-from steward.monitoring.ledger import MaintenanceKind, Priority
 from steward.simulation.examples import example_spec_text
 from steward.spec import ModelSpec, Task, parse_spec
 
@@ -425,4 +427,7 @@ def test_issue_becomes_a_ledger_task():
     assert issue(Severity.WARNING, Area.ACCURACY, IssueCode.CONCEPT_DRIFT).kind is MaintenanceKind.ADAPTIVE
     assert issue(Severity.WARNING, Area.COST, IssueCode.IDLE_CAPACITY).priority is Priority.LOW
     assert issue(Severity.WARNING, Area.DATA_QUALITY, IssueCode.OUTLIERS).priority is Priority.MEDIUM
-    assert critical.due(T0) == T0 + timedelta(hours=4)
+    finding = critical.to_finding("health-check:performance")
+    assert finding.due(T0) == T0 + timedelta(hours=4) and finding.incident
+    assert (finding.fingerprint, finding.priority, finding.detail) == (critical.fingerprint, Priority.CRITICAL,
+                                                                       critical.detail)

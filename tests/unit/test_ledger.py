@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from steward.monitoring.ledger import EntryStatus, Ledger, MaintenanceKind, Priority
+from steward.findings import MaintenanceKind, Priority
+from steward.monitoring.ledger import EntryStatus, Ledger
 
 
 @pytest.fixture

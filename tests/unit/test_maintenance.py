@@ -1,4 +1,4 @@
-"""steward.maintenance: retention, drift state and announcements, reviews, security audit, technology review."""
+"""Scheduled maintenance (retention, reviews, security audit, technology review) and the drift monitor's state."""
 
 from __future__ import annotations
 
@@ -11,60 +11,57 @@ import pandas as pd
 import pytest
 import yaml
 
-from steward.monitoring.drift import ColumnDrift, DriftResult, MaterialDriftDecision
-from steward.monitoring.health import (
-    Area,
-    CheckResult,
-    HealthWindow,
-    Issue,
-    IssueCode,
-    Severity,
-    check_cost,
-    check_performance,
-)
-from steward.monitoring.ledger import EntryStatus, LedgerEntry, MaintenanceKind, Priority
-from steward.monitoring.maintenance import (
-    Cadence,
-    CheckStatus,
-    DriftHistory,
-    DriftRecord,
+from steward.findings import CheckStatus, Finding, MaintenanceKind, Priority
+from steward.monitoring.drift.history import DriftHistory, DriftRecord
+from steward.monitoring.drift.monitor import (
+    AnnounceReason,
     DriftWindow,
-    Finding,
+    choose_drift_window,
+    decide_announcement,
+    drift_event_payload,
+    focus_result,
+    permutation_importances,
+    reference_outputs,
+)
+from steward.monitoring.drift.policy import DriftReason, MaterialDriftDecision
+from steward.monitoring.drift.result import ColumnDrift, DriftResult
+from steward.monitoring.health.cost import check_cost
+from steward.monitoring.health.performance import check_performance
+from steward.monitoring.health.report import Area, CheckResult, HealthWindow, Issue, IssueCode, Severity
+from steward.monitoring.ledger import EntryStatus, LedgerEntry
+from steward.monitoring.maintenance.retention import (
     Partition,
-    RunLog,
     ScratchEntry,
     ScratchKind,
-    TechStatus,
-    assess_accuracy,
+    expired_partitions,
+    expired_scratch,
+    partition_day,
+    segment_written,
+    wal_segment_parts,
+)
+from steward.monitoring.maintenance.scans import assess_accuracy, right_sizing, scan_day, summarize_quality
+from steward.monitoring.maintenance.security import (
     audit_admin_token,
     audit_digests,
     audit_retention,
-    choose_drift_window,
-    decide_announcement,
-    declared_requirements,
-    drift_event_payload,
-    expired_partitions,
-    expired_scratch,
     find_stale_aliases,
-    focus_result,
-    locked_versions,
-    markdown_table,
-    partition_day,
-    performance_trends,
-    permutation_importances,
-    reference_outputs,
-    review_technology,
-    right_sizing,
-    scan_day,
-    segment_written,
-    summarize_quality,
-    technology_findings,
-    wal_segment_parts,
 )
-from steward.monitoring.maintenance import (
-    Issue as LedgerIssue,
+from steward.monitoring.maintenance.summaries import (
+    Cadence,
+    FindingState,
+    RecordedFinding,
+    RunLog,
+    markdown_table,
+)
+from steward.monitoring.maintenance.technology import (
+    TechStatus,
+    declared_requirements,
+    locked_versions,
+    review_technology,
+    technology_findings,
 )
 from steward.monitoring.slo import SLODay, SLOTargets
+from steward.monitoring.trends import performance_trends
 from steward.registry.adapter import VersionInfo
 from steward.registry.history import AuditEntry, ChangeKind
 from steward.simulation.examples import example_spec_text
@@ -158,7 +155,8 @@ def test_focus_result_keeps_the_most_important_columns_for_the_decision():
 
 
 def _decision(material: bool, columns: tuple[str, ...], newly: tuple[str, ...] = ()) -> MaterialDriftDecision:
-    return MaterialDriftDecision(material, "why", columns, newly)
+    return MaterialDriftDecision(material, DriftReason.SHARE_REACHED if material else DriftReason.NO_DRIFT, "why",
+                                 columns, newly)
 
 
 def _record(version: str, material: bool, columns: tuple[str, ...], end: datetime, since: datetime | None = None):
@@ -169,16 +167,17 @@ def _record(version: str, material: bool, columns: tuple[str, ...], end: datetim
 def test_announce_when_material_drift_starts_or_spreads_not_while_it_persists():
     day = NOW - timedelta(days=1)
     start = decide_announcement(_decision(True, ("a",), ("a",)), None, "3", NOW)
-    assert start.announce and start.why == "material drift started" and start.material_since == NOW
+    assert start.announce and start.code is AnnounceReason.STARTED and start.material_since == NOW
     previous = _record("3", True, ("a",), day, since=day - timedelta(days=2))
     persists = decide_announcement(_decision(True, ("a",)), previous, "3", NOW)
     assert not persists.announce and persists.material_since == day - timedelta(days=2)
-    assert "persists since" in persists.why
+    assert persists.code is AnnounceReason.PERSISTS
     spread = decide_announcement(_decision(True, ("a", "b"), ("b",)), previous, "3", NOW)
-    assert spread.announce and spread.why == "material drift spread to b"
+    assert spread.announce and spread.code is AnnounceReason.SPREAD and spread.why == "material drift spread to b"
     assert decide_announcement(_decision(True, ("a",)), previous, "4", NOW).announce  # new version, new reference
     assert decide_announcement(_decision(True, ("a",)), _record("3", False, (), day), "3", NOW).announce
-    assert not decide_announcement(_decision(False, ()), previous, "3", NOW).announce
+    quiet = decide_announcement(_decision(False, ()), previous, "3", NOW)
+    assert not quiet.announce and quiet.code is AnnounceReason.NOT_MATERIAL
 
 
 def test_drift_history_keeps_checks_for_hysteresis_and_the_monthly_trend(tmp_path):
@@ -225,9 +224,9 @@ def test_a_failed_task_is_a_finding_and_the_summary_reads_well():
     entry = LedgerEntry("e1", "m", finding.title, finding.detail, finding.kind, finding.priority,
                         EntryStatus.OPEN, NOW, NOW,
                         finding.source, finding.fingerprint)
-    log.issues.append(LedgerIssue.from_entry(entry, "open"))  # e.g. also listed as an open critical alert
-    summary = log.summary([LedgerIssue.from_entry(entry)], "run-1")
-    assert [(i.entry_id, i.state) for i in summary.issues_found] == [("e1", "open")]  # once
+    log.issues.append(RecordedFinding.from_entry(entry, FindingState.OPEN))  # e.g. also listed as an open critical alert
+    summary = log.summary([RecordedFinding.from_entry(entry)], "run-1")
+    assert [(i.entry_id, i.state) for i in summary.issues_found] == [("e1", FindingState.OPEN)]  # once
     assert [t.name for t in summary.failed_tasks] == ["health check"] and summary.flow_run_id == "run-1"
     text = summary.to_markdown()
     assert "# Daily maintenance of m as of 2026-03-08 00:00 UTC" in text and "2 tasks (1 failed), 1 issues, 1 actions" in text

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from steward.monitoring.drift import ColumnDrift, DriftResult
-from steward.monitoring.ledger import Priority
-from steward.monitoring.maintenance import DriftRecord
+from steward.findings import Priority
+from steward.monitoring.drift.history import DriftRecord
+from steward.monitoring.drift.result import ColumnDrift, DriftResult
 from steward.monitoring.model_card import (
     LoggedEvaluation,
     build_model_card,

@@ -340,7 +340,7 @@ def test_withdrawing_resets_only_a_plan_this_kind_of_rollout_sets():
 def test_a_roll_back_is_an_incident_only_when_the_challenger_took_traffic():
     from steward import events
     from steward.delivery.timeline import roll_back_record
-    from steward.monitoring.ledger import Priority
+    from steward.findings import Priority
 
     canary = roll_back_record(state())
     assert canary.incident and canary.priority is Priority.HIGH and canary.event == events.ROLLED_BACK

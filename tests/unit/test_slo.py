@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steward.monitoring.health import MIN_LABELLED
+from steward.monitoring.health.accuracy import MIN_LABELLED
 from steward.monitoring.slo import (
     Compliance,
     SLODay,

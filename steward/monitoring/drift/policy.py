@@ -1,0 +1,222 @@
+"""When drift is material: ``DriftPolicy`` and ``decide_material_drift``, pure (no data, no Evidently).
+
+Share / importance-weighted share / top-k, with hysteresis so a column near its threshold does
+not flap.  Each decision carries a ``DriftReason`` code and the sentence for people.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from steward.monitoring.drift.result import ColumnDrift, DriftResult, beyond, is_p_value
+
+
+class DriftPolicy(BaseModel):
+    """When drift is material enough to act on (alert, consider retraining).
+
+    ``share``: at least ``share_threshold`` of the input columns drifted.  ``weighted_share``: the
+    drifted columns hold at least ``share_threshold`` of the total feature importance.  ``top_k``:
+    one of the ``top_k`` most important columns drifted.  ``hysteresis_margin`` (also accepted as
+    ``hysteresis``): a column becomes drifted only beyond threshold*(1+margin) and stays drifted
+    until back inside threshold*(1-margin) (mirrored for p-values), so it does not flap.
+    ``prediction_drift_is_material``: drift of the predicted score/class alone is material.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    method: Literal["share", "weighted_share", "top_k"] = "share"
+    share_threshold: float = Field(default=0.3, gt=0, le=1)
+    top_k: int = Field(default=5, ge=1)
+    stattest_threshold: float | None = Field(default=None, gt=0)
+    hysteresis_margin: float = Field(
+        default=0.1, ge=0, lt=1, validation_alias=AliasChoices("hysteresis_margin", "hysteresis")
+    )
+    prediction_drift_is_material: bool = True
+
+
+class DriftReason(StrEnum):
+    """Why a decision came out material or not; ``MaterialDriftDecision.reason`` says it for people."""
+
+    SHARE_REACHED = "share_reached"
+    WEIGHTED_SHARE_REACHED = "weighted_share_reached"
+    TOP_FEATURE_DRIFTED = "top_feature_drifted"
+    HELD_BY_HYSTERESIS = "held_by_hysteresis"  # material only because columns stay drifted in the margin
+    PREDICTION_DRIFTED = "prediction_drifted"  # material by the prediction's drift alone
+    NO_DRIFT = "no_drift"
+    WITHIN_MARGIN = "within_margin"  # columns crossed the threshold, but only within the hysteresis margin
+    PREDICTION_NOT_COUNTED = "prediction_not_counted"  # only the prediction drifted; the policy does not count it
+    BELOW_SHARE = "below_share"
+    BELOW_WEIGHTED_SHARE = "below_weighted_share"  # the drifted columns carry too little importance
+    NO_TOP_FEATURE_DRIFTED = "no_top_feature_drifted"
+
+
+_MET = {"share": DriftReason.SHARE_REACHED, "weighted_share": DriftReason.WEIGHTED_SHARE_REACHED,
+        "top_k": DriftReason.TOP_FEATURE_DRIFTED}
+_NOT_MET = {"share": DriftReason.BELOW_SHARE, "weighted_share": DriftReason.BELOW_WEIGHTED_SHARE,
+            "top_k": DriftReason.NO_TOP_FEATURE_DRIFTED}
+
+
+@dataclass(frozen=True)
+class MaterialDriftDecision:
+    """The policy's verdict: ``columns`` are all columns in the drifted state after hysteresis."""
+
+    material: bool
+    code: DriftReason
+    reason: str
+    columns: tuple[str, ...]
+    newly_drifted: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
+
+
+def _levels(method: str, threshold: float, margin: float) -> tuple[float, float]:
+    """(enter, stay) levels: a distance must exceed more to enter; a p-value must fall lower."""
+    if is_p_value(method):
+        return threshold * (1 - margin), threshold * (1 + margin)
+    return threshold * (1 + margin), threshold * (1 - margin)
+
+
+def _names(items: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def decide_material_drift(
+    result: DriftResult,
+    policy: DriftPolicy,
+    previous: DriftResult | None = None,
+    importances: Mapping[str, float] | None = None,
+) -> MaterialDriftDecision:
+    """Decide whether ``result`` is material drift under ``policy``; pure and deterministic.
+
+    The previous state comes from ``previous.held_drifted`` (set by ``DriftResult.with_decision``)
+    or, if absent, from the previous result's own per-column verdicts.  Importances come from
+    ``importances`` or else the ones recorded in the result.
+    """
+    margin = policy.hysteresis_margin
+    if previous is not None and previous.held_drifted is not None:
+        was = set(previous.held_drifted)
+    elif previous is not None:
+        prev_cols = list(previous.columns) + ([previous.prediction] if previous.prediction else [])
+        was = {
+            c.column
+            for c in prev_cols
+            if beyond(c.method, c.score, policy.stattest_threshold or c.threshold)
+        }
+    else:
+        was = set()
+
+    held: list[str] = []
+    newly: list[str] = []
+
+    def state(c: ColumnDrift) -> bool:
+        thr = policy.stattest_threshold if policy.stattest_threshold is not None else c.threshold
+        enter, stay = _levels(c.method, thr, margin)
+        if c.column in was:
+            on = beyond(c.method, c.score, stay)
+            if on and not beyond(c.method, c.score, thr):
+                held.append(c.column)
+            return on
+        on = beyond(c.method, c.score, enter)
+        if on:
+            newly.append(c.column)
+        return on
+
+    drifted = [c.column for c in result.columns if state(c)]
+    pred_drifted = result.prediction is not None and state(result.prediction)
+    n = max(len(result.columns), 1)
+    notes: list[str] = []
+    if held:
+        notes.append(
+            f"{_names(held)} stay drifted: back under the threshold but not yet below the "
+            f"{margin:.0%} hysteresis margin"
+        )
+    near: list[str] = []
+    if margin > 0:
+        near = [
+            c.column
+            for c in result.columns
+            if c.column not in drifted
+            and c.column not in was
+            and beyond(c.method, c.score, policy.stattest_threshold or c.threshold)
+        ]
+        if near:
+            notes.append(
+                f"{_names(near)} crossed the threshold only within the {margin:.0%} hysteresis margin, "
+                "so they are not counted yet"
+            )
+
+    known: dict[str, float] = {}
+    if policy.method != "share":
+        given = dict(importances) if importances is not None else {}
+        weights = {c.column: given.get(c.column, c.importance) for c in result.columns}
+        known = {k: abs(float(v)) for k, v in weights.items() if v is not None and math.isfinite(float(v))}
+        if not known or sum(known.values()) <= 0:
+            raise ValueError(
+                f"policy method {policy.method!r} needs feature importances: pass importances={{column: weight}} "
+                "to decide_material_drift or detect_drift, or use method='share'"
+            )
+        unweighted = sorted(set(weights) - set(known))
+        if unweighted:
+            notes.append(f"{_names(unweighted)} had no importance and count as weight 0")
+    material, core = _rule(policy, drifted, n, known)
+    code = _MET[policy.method] if material else _NOT_MET[policy.method]
+    if material and held and not _rule(policy, [c for c in drifted if c not in held], n, known)[0]:
+        code = DriftReason.HELD_BY_HYSTERESIS
+    if not drifted:
+        code = DriftReason.WITHIN_MARGIN if margin > 0 and near else DriftReason.NO_DRIFT
+    if drifted and policy.method != "top_k":
+        core += f" ({_names(drifted)})"
+    if pred_drifted and result.prediction is not None:
+        p = result.prediction
+        if policy.prediction_drift_is_material:
+            core += f"; the prediction {p.column!r} drifted ({p.method} {p.score:.3g})"
+            if not material:
+                material, code = True, DriftReason.PREDICTION_DRIFTED
+        else:
+            notes.append(f"the prediction {p.column!r} drifted, which this policy does not count on its own")
+            if not drifted:
+                code = DriftReason.PREDICTION_NOT_COUNTED
+
+    columns = tuple(drifted) + ((result.prediction.column,) if pred_drifted and result.prediction else ())
+    head = "Material drift: " if material else "No material drift: "
+    reason = head + core + "." + "".join(f" {note[0].upper()}{note[1:]}." for note in notes)
+    return MaterialDriftDecision(
+        material=material,
+        code=code,
+        reason=reason,
+        columns=columns,
+        newly_drifted=tuple(newly),
+        held=tuple(held),
+    )
+
+
+def _rule(policy: DriftPolicy, drifted: Sequence[str], n: int, known: Mapping[str, float]) -> tuple[bool, str]:
+    """Whether the policy's rule holds for these drifted columns, and the sentence saying so."""
+    if policy.method == "share":
+        share = len(drifted) / n
+        met = share >= policy.share_threshold
+        return met, (
+            f"{len(drifted)} of {n} input columns drifted ({share:.0%}), "
+            f"{'at or above' if met else 'below'} the {policy.share_threshold:.0%} share threshold"
+        )
+    if policy.method == "weighted_share":
+        share = sum(known.get(c, 0.0) for c in drifted) / sum(known.values())
+        met = share >= policy.share_threshold
+        return met, (
+            f"drifted columns carry {share:.0%} of the feature importance "
+            f"({len(drifted)} of {n} columns), {'at or above' if met else 'below'} the "
+            f"{policy.share_threshold:.0%} threshold"
+        )
+    top = sorted(known, key=lambda c: (-known[c], c))[: policy.top_k]
+    counted = [c for c in top if c in drifted]
+    return bool(counted), (
+        f"{len(counted)} of the {len(top)} most important columns drifted"
+        + (f" ({_names(counted)})" if counted else "")
+        + (f"; {len(drifted)} of {n} columns drifted in all" if drifted else "")
+    )

@@ -1,0 +1,184 @@
+"""The profile engine's statistics: Evidently's default test per column, computed with numpy.
+
+Run on the full current window against a ``ReferenceProfile``, so a 1M-row window takes under a
+second where Evidently takes minutes; each statistic equals Evidently's on an exact profile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from steward.monitoring.drift.profile import (
+    SMALL_REFERENCE_ROWS,
+    CategoricalProfile,
+    NumericProfile,
+    ReferenceProfile,
+    float_values,
+    no_values_error,
+    plain_value,
+)
+from steward.monitoring.drift.result import (
+    CHI_SQUARE,
+    JENSEN_SHANNON,
+    KS,
+    WASSERSTEIN,
+    Z_TEST,
+    ColumnDrift,
+    ColumnKind,
+    beyond,
+)
+
+_DEFAULT_THRESHOLD = {WASSERSTEIN: 0.1, JENSEN_SHANNON: 0.1, KS: 0.05, CHI_SQUARE: 0.05, Z_TEST: 0.05}
+_FEW_VALUES = 5  # Evidently: <= 5 distinct values -> discrete test even for a numeric column
+
+
+def wasserstein_normed(current_sorted: np.ndarray, profile: NumericProfile) -> float:
+    """Exact W1 between the current values and the profile's weighted atoms, divided by std.
+
+    W1 is the integral of |Q_cur(u) - Q_ref(u)| over probability mass u.  On an integer grid of
+    n*m units (n reference, m current rows) current atom i covers (i*n, (i+1)*n] and reference
+    atom j ends at cumsum(counts)[j]*m.  Each current atom is first charged against the
+    reference atom its interval starts in; then each reference breakpoint falling strictly
+    inside a current atom corrects the rest of that atom (the corrections telescope, so several
+    breakpoints inside one atom are handled too).  O(m + K) with no merge sort; equals scipy's
+    ``wasserstein_distance`` (Evidently's statistic) when the profile is exact.
+    """
+    m = current_sorted.size
+    n = int(profile.rows)
+    values, counts = profile.values, profile.counts
+    ref_bp = np.cumsum(counts, dtype=np.int64) * m
+    per_block = np.diff(-(-ref_bp // n), prepend=0)  # current atoms starting inside each reference atom
+    diff = values[np.repeat(np.arange(values.size), per_block)]
+    np.subtract(current_sorted, diff, out=diff)
+    np.abs(diff, out=diff)
+    total = float(diff.sum()) * n
+    del diff
+    inner = np.flatnonzero(ref_bp[:-1] % n != 0)
+    if inner.size:
+        r = ref_bp[inner]
+        i = r // n
+        x = current_sorted[i]
+        rest = ((i + 1) * n - r).astype(np.float64)
+        total += float(np.dot(rest, np.abs(x - values[inner + 1]) - np.abs(x - values[inner])))
+    return total / (float(n) * float(m)) / max(profile.std, 0.001)
+
+
+def _jensen_shannon(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    from scipy.spatial import distance
+
+    return float(distance.jensenshannon(ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum()))
+
+
+def _chi_square(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    from scipy.stats import chisquare
+
+    f_exp = ref_counts * (cur_counts.sum() / ref_counts.sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(chisquare(cur_counts, f_exp)[1])
+
+
+def _z_test(keys: list[Any], ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    """Evidently's two-proportion z-test on 'is the first (sorted) category'."""
+    from scipy.stats import norm
+
+    if len(keys) == 1:
+        return 1.0
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    first = order[0]
+    n1, n2 = ref_counts.sum(), cur_counts.sum()
+    p1 = (n1 - ref_counts[first]) / n1
+    p2 = (n2 - cur_counts[first]) / n2
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1.0 / n1 + 1.0 / n2))
+    return float(2 * (1 - norm.cdf(np.abs(z))))
+
+
+def _discrete_test(
+    keys: list[Any], ref_counts: np.ndarray, cur_counts: np.ndarray, small_reference: bool
+) -> tuple[str, float]:
+    """Evidently's choice for a discrete column: JS distance, or chi-square / z on small references."""
+    if not small_reference:
+        return JENSEN_SHANNON, _jensen_shannon(ref_counts, cur_counts)
+    if len(keys) > 2:
+        return CHI_SQUARE, _chi_square(ref_counts, cur_counts)
+    return Z_TEST, _z_test(keys, ref_counts, cur_counts)
+
+
+def _profile_numeric(
+    name: str, values: np.ndarray, profile: NumericProfile, threshold: float | None
+) -> tuple[str, float, float, float]:
+    """(method, score, threshold, current missing share) for one numeric column."""
+    raw = np.asarray(values)
+    total = raw.size
+    current = raw[np.isfinite(raw)].astype(np.float64, copy=False)  # a fresh array: safe to sort in place
+    if current.size == 0:
+        raise no_values_error(name, "current")
+    current.sort()
+    small = profile.rows <= SMALL_REFERENCE_ROWS
+    few = profile.exact and profile.values.size <= _FEW_VALUES
+    if few:
+        cur_keys, cur_counts = np.unique(current, return_counts=True)
+        keys = np.union1d(profile.values, cur_keys)
+        few = keys.size <= _FEW_VALUES
+    if few:
+        ref_c = np.zeros(keys.size)
+        ref_c[np.searchsorted(keys, profile.values)] = profile.counts
+        cur_c = np.zeros(keys.size)
+        cur_c[np.searchsorted(keys, cur_keys)] = cur_counts
+        method, score = _discrete_test(keys.tolist(), ref_c, cur_c, small)
+    elif small:
+        from scipy.stats import ks_2samp
+
+        method, score = KS, float(ks_2samp(np.repeat(profile.values, profile.counts), current)[1])
+    else:
+        method, score = WASSERSTEIN, wasserstein_normed(current, profile)
+    thr = _DEFAULT_THRESHOLD[method] if threshold is None else threshold
+    return method, score, thr, (total - current.size) / total
+
+
+def _profile_categorical(
+    name: str, values: pd.Series, profile: CategoricalProfile, threshold: float | None
+) -> tuple[str, float, float, float]:
+    vc = values.value_counts(dropna=True, sort=False)
+    n_cur = int(vc.sum())
+    if n_cur == 0:
+        raise no_values_error(name, "current")
+    cur = {plain_value(k): int(v) for k, v in vc.items() if v > 0}
+    keys = list(profile.counts) + [k for k in cur if k not in profile.counts]
+    ref_c = np.array([profile.counts.get(k, 0) for k in keys], dtype=np.float64)
+    cur_c = np.array([cur.get(k, 0) for k in keys], dtype=np.float64)
+    method, score = _discrete_test(keys, ref_c, cur_c, profile.rows <= SMALL_REFERENCE_ROWS)
+    thr = _DEFAULT_THRESHOLD[method] if threshold is None else threshold
+    return method, score, thr, (len(values) - n_cur) / len(values)
+
+
+def profile_column(
+    name: str,
+    kind: ColumnKind,
+    current: pd.DataFrame,
+    profile: ReferenceProfile,
+    threshold: float | None,
+    importance: float | None,
+) -> ColumnDrift:
+    p = profile.columns[name]
+    if kind == "numeric":
+        assert isinstance(p, NumericProfile)
+        method, score, thr, miss = _profile_numeric(name, float_values(current[name]), p, threshold)
+    else:
+        assert isinstance(p, CategoricalProfile)
+        method, score, thr, miss = _profile_categorical(name, current[name], p, threshold)
+    return ColumnDrift(
+        column=name,
+        kind=kind,
+        method=method,
+        score=score,
+        threshold=thr,
+        drifted=beyond(method, score, thr),
+        importance=importance,
+        reference_missing_share=p.missing / (p.rows + p.missing),
+        current_missing_share=miss,
+    )

@@ -1,0 +1,1 @@
+"""The five health checks of the maintenance guide and their report: one module per check area."""

@@ -1,0 +1,368 @@
+"""The accuracy check: measured accuracy against the validation baseline and the SLO, concept drift, label-free estimates."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+from sklearn import metrics as skm
+
+from steward.monitoring.health.report import (
+    Area,
+    CheckResult,
+    Issue,
+    IssueCode,
+    Metric,
+    Severity,
+    version_key,
+)
+from steward.spec import ModelSpec, Task
+from steward.store.log import typed_labels
+from steward.training.data import prepare_features
+from steward.training.evaluation import metric_change, predict_scores
+
+ACCURACY_CRITICAL_FACTOR = 2.0  # an accuracy drop of twice health.max_accuracy_drop is critical
+MIN_LABELLED = 200  # labelled predictions of a version before its measured accuracy is judged
+SIGNIFICANT_Z = 2.326  # an accuracy drop must be this many standard errors clear of zero (one-sided 1%)
+MAX_CALIBRATION_ERROR = 0.05  # expected calibration error on the holdout above which estimates are not trusted
+BOOTSTRAP_RESAMPLES = 200
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Labels and model outputs as arrays a metric takes; binary classes as 0/1 (1 = the scored class)."""
+
+    y: np.ndarray
+    prediction: np.ndarray
+    score: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, index: np.ndarray) -> Outcomes:
+        return Outcomes(self.y[index], self.prediction[index], self.score[index])
+
+
+def outcomes(labelled: pd.DataFrame, task: Task) -> Outcomes:
+    """Typed outcomes of labelled log rows (label and prediction are stored as text)."""
+    n = len(labelled)
+    both = typed_labels(pd.concat([labelled["label"], labelled["prediction"]], ignore_index=True),
+                        classification=task.is_classification)
+    y, prediction = both.iloc[:n].to_numpy(), both.iloc[n:].to_numpy()
+    score = labelled["score"].to_numpy(dtype=float)
+    if task is Task.BINARY_CLASSIFICATION:
+        positive = sorted(set(y.tolist()) | set(prediction.tolist()))[-1]  # sklearn's classes_ are sorted
+        y, prediction = (y == positive).astype(int), (prediction == positive).astype(int)
+    return Outcomes(y, prediction, score)
+
+
+def _auc(o: Outcomes) -> float:
+    """ROC AUC from ranks (Mann-Whitney U, ties averaged): sklearn's value, fast enough to bootstrap."""
+    positives = o.y == 1
+    n1 = int(positives.sum())
+    n0 = len(o.y) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(o.score)
+    return float((ranks[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+_METRICS: dict[str, Callable[[Outcomes], float]] = {
+    "accuracy": lambda o: float(np.mean(o.y == o.prediction)),
+    "roc_auc": _auc,
+    "precision": lambda o: float(skm.precision_score(o.y, o.prediction, zero_division=0)),
+    "recall": lambda o: float(skm.recall_score(o.y, o.prediction, zero_division=0)),
+    "f1": lambda o: float(skm.f1_score(o.y, o.prediction, zero_division=0)),
+    "brier": lambda o: float(np.mean((o.score - o.y) ** 2)),
+    "log_loss": lambda o: float(skm.log_loss(o.y, np.clip(o.score, 1e-15, 1 - 1e-15), labels=[0, 1])),
+    "f1_macro": lambda o: float(skm.f1_score(o.y, o.prediction, average="macro", zero_division=0)),
+    "rmse": lambda o: float(np.sqrt(np.mean((o.y.astype(float) - o.prediction.astype(float)) ** 2))),
+    "mae": lambda o: float(np.mean(np.abs(o.y.astype(float) - o.prediction.astype(float)))),
+    "r2": lambda o: float(skm.r2_score(o.y, o.prediction)) if len(o) > 1 else float("nan"),
+}
+
+
+def metric_value(metric: str, o: Outcomes) -> float:
+    """The metric on logged outcomes; the same names the registry's validation metrics use."""
+    try:
+        return _METRICS[metric](o)
+    except KeyError:
+        raise ValueError(
+            f"the metric {metric!r} cannot be computed from logged predictions; set gates.primary_metric "
+            f"to one of {sorted(_METRICS)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    error: float  # bootstrap standard error
+    rows: int
+
+
+def estimate_metric(metric: str, o: Outcomes, seed: int = 0) -> Estimate:
+    value = metric_value(metric, o)
+    rng = np.random.default_rng(seed)
+    resampled = [metric_value(metric, o.take(rng.integers(0, len(o), len(o)))) for _ in range(BOOTSTRAP_RESAMPLES)]
+    return Estimate(value, float(np.nanstd(resampled)), len(o))
+
+
+def _drop(metric: str, current: float, baseline: float) -> float:
+    """How much worse ``current`` is than ``baseline``, whatever the metric's direction (positive = worse)."""
+    return -metric_change(metric, current, baseline)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How well a version's probabilities match outcomes on its holdout: the label-free estimate's validity."""
+
+    rows: int
+    expected_accuracy: float  # mean top-class probability
+    observed_accuracy: float
+    calibration_error: float  # expected calibration error, 10 equal-width bins of confidence
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration_error <= MAX_CALIBRATION_ERROR
+
+
+def calibration_from(probabilities: np.ndarray, y_true: np.ndarray, classes: Sequence[Any]) -> Calibration:
+    """Expected calibration error of top-class confidences against outcomes."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    confidence = probabilities.max(axis=1)
+    correct = np.asarray(classes)[probabilities.argmax(axis=1)] == np.asarray(y_true)
+    bins = np.minimum((confidence * 10).astype(int), 9)
+    error = sum(
+        abs(confidence[bins == b].mean() - correct[bins == b].mean()) * np.sum(bins == b) / len(confidence)
+        for b in np.unique(bins)
+    )
+    return Calibration(len(confidence), float(confidence.mean()), float(correct.mean()), float(error))
+
+
+def measure_calibration(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> Calibration:
+    """Score the version's holdout and compare its confidences with what happened."""
+    features = prepare_features(holdout, spec)
+    _, probabilities = predict_scores(model, features, spec.task)
+    if probabilities is None:
+        raise ValueError(f"{spec.name}'s model has no predict_proba, so it gives no probabilities to calibrate")
+    y = typed_labels(holdout[spec.target].astype(str), classification=True).to_numpy()
+    classes = typed_labels(pd.Series([str(c) for c in model.classes_]), classification=True).to_numpy()
+    return calibration_from(probabilities, y, classes)
+
+
+def expected_accuracy(scores: np.ndarray, task: Task) -> np.ndarray:
+    """Per row, the probability the prediction is right if the model is calibrated: max(p, 1 - p) for binary
+    (the log keeps P(positive)); the top-class probability the log keeps for multiclass."""
+    scores = np.asarray(scores, dtype=float)
+    return np.maximum(scores, 1 - scores) if task is Task.BINARY_CLASSIFICATION else scores
+
+
+@dataclass(frozen=True)
+class InputStability:
+    stable: bool
+    drift_share: float
+    drifted: tuple[str, ...]
+
+    def describe(self, against: str) -> str:
+        state = "stable" if self.stable else "drifted"
+        names = f": {', '.join(self.drifted)}" if self.drifted else ""
+        return f"inputs {state} against {against} ({self.drift_share:.0%} of features drifted{names})"
+
+
+def input_stability(reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec) -> InputStability:
+    """Whether the inputs moved, by the drift engine's per-feature tests and the spec's share threshold."""
+    from steward.monitoring.drift.engine import detect_drift
+
+    def usable(names: list[str]) -> list[str]:
+        return [c for c in names if c in reference and c in current
+                and reference[c].notna().any() and current[c].notna().any()]
+
+    numeric, categorical = usable(spec.numeric_features), usable(spec.categorical_features)
+    if not numeric and not categorical:
+        raise ValueError("no feature has values on both sides, so input stability cannot be measured")
+    result = detect_drift(
+        reference[numeric + categorical], current[numeric + categorical], numeric=numeric, categorical=categorical,
+        engine="profile", report=False,
+    )
+    return InputStability(result.drift_share < spec.drift.share_threshold, result.drift_share,
+                          result.drifted_columns)
+
+
+def check_accuracy(
+    predictions: pd.DataFrame,
+    labelled: pd.DataFrame,
+    spec: ModelSpec,
+    baselines: Mapping[str, Mapping[str, float]],
+    calibrations: Mapping[str, Calibration | str],
+    reference: pd.DataFrame | None,
+) -> CheckResult:
+    """Per version: measured accuracy against its validation baseline and the SLO, concept drift, and
+    while labels are pending a label-free estimate from calibrated probabilities.
+
+    ``labelled`` is ``join_labels`` of ``predictions`` with the labels received by the window's end;
+    ``baselines`` the held-out metrics of each version; ``calibrations`` each version's calibration on
+    its holdout (or why it could not be measured), for versions that need the estimate; ``reference``
+    the prepared training sample that input stability is judged against.
+    """
+    area = Area.ACCURACY
+    metric = spec.primary_metric
+    metrics: dict[str, Metric] = {"metric": metric}
+    issues: list[Issue] = []
+    notes: list[str] = []
+    answered = predictions[predictions["status"] == "ok"]
+    labelled = labelled[labelled["status"] == "ok"]
+    if answered.empty:
+        notes.append("no answered predictions in the window")
+    keys = pd.MultiIndex.from_frame(labelled[["request_id", "row"]]) if len(labelled) else None
+    for version, rows in sorted(answered.groupby("version"), key=lambda item: version_key(item[0])):
+        v = f"v{version}"
+        version_labelled = labelled[labelled["version"] == version]
+        is_pending = (~pd.MultiIndex.from_frame(rows[["request_id", "row"]]).isin(keys)
+                      if keys is not None else np.ones(len(rows), bool))
+        pending = rows[is_pending]
+        metrics.update({f"labelled[{v}]": len(version_labelled), f"pending[{v}]": len(pending)})
+        baseline = baselines.get(str(version), {}).get(metric)
+        if baseline is None:
+            notes.append(f"{v} has no validation {metric} in the registry, so no baseline to compare with")
+        if len(version_labelled) >= MIN_LABELLED:
+            issues += _judge_labelled(spec, v, version_labelled, baseline, reference, metrics, notes)
+        else:
+            notes.append(f"{v}: {len(version_labelled)} labelled predictions, {MIN_LABELLED} needed to judge "
+                         f"measured accuracy")
+            if len(pending) and spec.task.is_classification:
+                issues += _judge_estimate(spec, v, pending, baselines.get(str(version), {}),
+                                          calibrations.get(str(version)), metrics, notes)
+            elif len(pending):
+                notes.append(f"{v}: labels pending and a regression model gives no label-free estimate")
+    return CheckResult.judged(area, metrics, issues, notes)
+
+
+def _judge_labelled(
+    spec: ModelSpec, v: str, labelled: pd.DataFrame, baseline: float | None, reference: pd.DataFrame | None,
+    metrics: dict[str, Metric], notes: list[str],
+) -> list[Issue]:
+    area, metric, limit = Area.ACCURACY, spec.primary_metric, spec.health.max_accuracy_drop
+    issues: list[Issue] = []
+    labelled = labelled.sort_values("time", kind="stable")
+    o = outcomes(labelled, spec.task)
+    whole = estimate_metric(metric, o)
+    metrics[f"{metric}[{v}]"] = whole.value
+    if baseline is not None:
+        metrics[f"baseline_{metric}[{v}]"] = baseline
+    if math.isnan(whole.value):
+        notes.append(f"{v}: {metric} undefined on the labelled rows (one class only?)")
+        return issues
+
+    drop = _drop(metric, whole.value, baseline) if baseline is not None else None
+    dropped = drop is not None and drop > limit and drop >= SIGNIFICANT_Z * whole.error
+    if drop is not None:
+        metrics[f"drop[{v}]"] = drop
+    features = prepare_features(labelled, spec) if all(f in labelled for f in spec.feature_names) else None
+
+    # Concept drift: accuracy fell while the inputs stayed where they were, against the training
+    # data (with the baseline) or against the earlier half of the window (onset inside the window).
+    half = len(labelled) // 2
+    early, late = o.take(np.arange(half)), o.take(np.arange(half, len(o)))
+    halves_drop = None
+    if half >= MIN_LABELLED // 2:
+        first, second = estimate_metric(metric, early, seed=1), estimate_metric(metric, late, seed=2)
+        halves_drop = _drop(metric, second.value, first.value)
+        metrics.update({f"{metric}_early[{v}]": first.value, f"{metric}_late[{v}]": second.value})
+        halves_error = math.hypot(first.error, second.error)
+        if not (halves_drop > limit and halves_drop >= SIGNIFICANT_Z * halves_error):
+            halves_drop = None
+    evidence = []
+    explained = []
+    if features is not None:
+        if dropped and reference is not None:
+            stability = input_stability(reference, features, spec)
+            metrics[f"input_drift_share[{v}]"] = stability.drift_share
+            (evidence if stability.stable else explained).append(
+                f"{metric} {drop:.3f} below the baseline, {stability.describe('the training data')}")
+        if halves_drop is not None:
+            stability = input_stability(features.iloc[:half], features.iloc[half:], spec)
+            (evidence if stability.stable else explained).append(
+                f"{metric} {halves_drop:.3f} lower in the later half of the window, "
+                f"{stability.describe('the earlier half')}")
+    else:
+        notes.append(f"{v}: the log lacks some spec features, so input stability was not measured")
+
+    if dropped:
+        severity = Severity.CRITICAL if drop > ACCURACY_CRITICAL_FACTOR * limit else Severity.WARNING
+        issues.append(Issue(
+            area, IssueCode.ACCURACY_DROP, severity, f"{metric} of {v} dropped against its validation baseline",
+            f"{metric} {whole.value:.3f} on {whole.rows} labelled predictions (+/- {whole.error:.3f}) against "
+            f"{baseline:.3f} at validation: a drop of {drop:.3f}, limit {limit:g}",
+            "retrain or analyse drift", subject=v,
+        ))
+    if evidence:
+        issues.append(Issue(
+            area, IssueCode.CONCEPT_DRIFT, Severity.WARNING, f"concept drift on {v}",
+            "; ".join(evidence), "investigate distribution changes and retrain on recent labelled data", subject=v,
+        ))
+    notes += [f"{v}: {text}: data drift explains the drop better than concept drift" for text in explained]
+
+    target = spec.slo.min_accuracy
+    if target is not None:
+        shortfall = _drop(metric, whole.value, target)
+        if shortfall > 0 and shortfall >= SIGNIFICANT_Z * whole.error:
+            issues.append(Issue(
+                area, IssueCode.ACCURACY_BELOW_SLO, Severity.CRITICAL, f"{metric} of {v} below the SLO",
+                f"{metric} {whole.value:.3f} on {whole.rows} labelled predictions, SLO {target:g}",
+                "roll back to the previous champion if it did better, and retrain", subject=v,
+            ))
+    return issues
+
+
+def _judge_estimate(
+    spec: ModelSpec, v: str, pending: pd.DataFrame, baseline: Mapping[str, float],
+    calibration: Calibration | str | None, metrics: dict[str, Metric], notes: list[str],
+) -> list[Issue]:
+    confidence = expected_accuracy(pending["score"].to_numpy(dtype=float), spec.task)
+    estimate = float(confidence.mean())
+    error = float(confidence.std() / math.sqrt(len(confidence)))
+    metrics[f"estimated_accuracy[{v}]"] = estimate
+    if "accuracy" in baseline:
+        metrics[f"baseline_accuracy[{v}]"] = baseline["accuracy"]
+    if not isinstance(calibration, Calibration):
+        notes.append(f"{v}: accuracy {estimate:.3f} is an estimate from probabilities on {len(pending)} unlabelled "
+                     f"predictions; its calibration could not be checked ({calibration or 'not measured'}), "
+                     "so it is not judged")
+        return []
+    metrics[f"holdout_calibration_error[{v}]"] = calibration.calibration_error
+    if not calibration.calibrated:
+        notes.append(f"{v}: accuracy {estimate:.3f} is an estimate, but the model is not calibrated on its holdout "
+                     f"(calibration error {calibration.calibration_error:.3f} > {MAX_CALIBRATION_ERROR}), so it is "
+                     "not judged; calibrate the model (e.g. CalibratedClassifierCV) to get label-free estimates")
+        return []
+    notes.append(f"{v}: accuracy {estimate:.3f} is an ESTIMATE from calibrated probabilities on {len(pending)} "
+                 "unlabelled predictions (valid only while the model stays calibrated; it cannot see concept drift)")
+    drop = calibration.expected_accuracy - estimate  # same estimator on the holdout: its bias cancels
+    metrics[f"estimated_drop[{v}]"] = drop
+    limit = spec.health.max_accuracy_drop
+    if drop > limit and drop >= SIGNIFICANT_Z * error:
+        return [Issue(
+            Area.ACCURACY, IssueCode.ESTIMATED_ACCURACY_DROP, Severity.WARNING,
+            f"estimated accuracy of {v} dropped (estimate, labels pending)",
+            f"estimated accuracy {estimate:.3f} on {len(pending)} unlabelled predictions against "
+            f"{calibration.expected_accuracy:.3f} on the holdout: an estimated drop of {drop:.3f}, limit {limit:g}",
+            "check the drift report for the features behind the drop, and confirm once labels arrive",
+            subject=v,
+        )]
+    return []
+
+
+
+def versions_needing_estimate(predictions: pd.DataFrame, labelled: pd.DataFrame, task: Task) -> list[str]:
+    """Versions whose accuracy must be estimated: too few labels yet, and a classifier's probabilities to use."""
+    if not task.is_classification:
+        return []
+    answered = predictions[predictions["status"] == "ok"]
+    counts = labelled[labelled["status"] == "ok"]["version"].value_counts()
+    return sorted((str(v) for v in answered["version"].unique() if counts.get(v, 0) < MIN_LABELLED),
+                  key=version_key)

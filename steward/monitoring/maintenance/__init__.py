@@ -1,0 +1,1 @@
+"""Scheduled maintenance, by job: run summaries, retention, log scans and reviews, security audit, technology review."""
