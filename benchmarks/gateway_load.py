@@ -366,7 +366,7 @@ def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[
     from steward.serving.gateway import Gateway
     from steward.serving.inference import score_jobs
     from steward.serving.schema import parse_payload
-    from steward.store.log import prediction_batch
+    from steward.store.records import prediction_batch
 
     config = GatewayConfig(models=(model,), log_mode="batched", poll_interval=300, admin_token=SecretStr(TOKEN),
                            store_uri=str(home / "log-cost"))

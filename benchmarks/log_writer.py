@@ -53,11 +53,13 @@ def run_one(configuration: str, seconds: float) -> dict[str, float]:
     """One measurement in this process; prints nothing, returns the figures."""
     import pyarrow as pa
 
-    import steward.store.log as store_module
-    from steward.store.log import LogMode, PredictionStore, prediction_rows
+    import steward.store.reader as store_module
+    from steward.store.reader import PredictionStore
+    from steward.store.records import prediction_rows
+    from steward.store.writer import LogMode, use_writer_memory_pool
 
     if configuration in ("current", "python-file"):
-        store_module.use_writer_memory_pool()
+        use_writer_memory_pool()
     if configuration in ("python-file", "baseline"):
         import pyarrow.parquet as pq
 

@@ -14,7 +14,7 @@ from steward.config import apply_environment
 from steward.events import resource_id
 from steward.monitoring.ledger import Ledger
 from steward.registry.adapter import Registry
-from steward.store.log import PredictionStore
+from steward.store.reader import PredictionStore
 
 
 @functools.cache

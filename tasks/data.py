@@ -24,7 +24,7 @@ def load_training_data(spec: ModelSpec, as_of: datetime | None = None) -> tuple[
     """
     if spec.data.kind == "file":
         return read_frame(spec.data.path, spec.data.format), spec.data.path
-    from steward.store.log import production_training_frame
+    from steward.training.data import production_training_frame
 
     return production_training_frame(spec, now=as_of)
 

@@ -29,7 +29,7 @@ from steward.findings import MaintenanceKind, Priority
 from steward.monitoring.ledger import LedgerEntry
 from steward.registry.history import AuditEntry, ChangeKind
 from steward.spec import ModelSpec
-from steward.store.log import join_labels
+from steward.store.reader import join_labels
 from tasks.common import (
     current_flow_run_id,
     emit_model_event,

@@ -42,7 +42,7 @@ from steward.monitoring.slo import (
 )
 from steward.registry.errors import RegistryError
 from steward.spec import ModelSpec
-from steward.store.log import join_labels
+from steward.store.reader import join_labels
 from steward.training.data import prepare_features
 from tasks.common import current_flow_run_id, emit_model_event, ledger, publish_table, registry, store
 

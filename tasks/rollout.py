@@ -38,7 +38,7 @@ from steward.delivery.timeline import StepRecord, step_record, timeline
 from steward.delivery.traffic import TrafficPlan
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.spec import CanaryPlan, ModelSpec
-from steward.store.log import join_labels
+from steward.store.reader import join_labels
 from tasks.common import current_flow_run_id, publish_table, registry, store
 
 

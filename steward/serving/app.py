@@ -19,7 +19,7 @@ from steward.serving.schema import RequestError
 
 if TYPE_CHECKING:
     from steward.registry.adapter import Registry
-    from steward.store.log import PredictionStore
+    from steward.store.reader import PredictionStore
 
 log = logging.getLogger(__name__)
 

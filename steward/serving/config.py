@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from steward.spec import OutOfRangePolicy
-from steward.store.log import LogMode
+from steward.store.writer import LogMode
 
 
 class GatewayConfig(BaseModel):

@@ -56,17 +56,9 @@ from steward.serving.shadow import (
     fits_inline,
     shadow_placement,
 )
-from steward.store.log import (
-    LabelBatch,
-    LogMode,
-    LogWriter,
-    PredictionBatch,
-    PredictionStore,
-    WriterStats,
-    label_text,
-    prediction_batch,
-    prediction_rows,
-)
+from steward.store.reader import PredictionStore
+from steward.store.records import LabelBatch, PredictionBatch, label_text, prediction_batch, prediction_rows
+from steward.store.writer import LogMode, LogWriter, WriterStats
 
 if TYPE_CHECKING:
     from steward.registry.adapter import Registry

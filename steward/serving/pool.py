@@ -33,7 +33,7 @@ from steward.serving.fastpath import (
 )
 from steward.serving.schema import InputSchema
 from steward.spec import FeatureType, ModelSpec, OutOfRangePolicy, Task
-from steward.store.log import label_text
+from steward.store.records import label_text
 from steward.training.data import feature_dtypes, prepare_arrays, prepare_features
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import sys
 from steward.serving.app import create_app
 from steward.serving.config import GatewayConfig
 from steward.serving.logs import configure_json_logging
-from steward.store.log import use_writer_memory_pool
+from steward.store.writer import use_writer_memory_pool
 
 # CPython collects its young generation every 700 new tracked objects and runs a full
 # collection every 100 young ones; a gateway makes a few hundred such objects per request. The

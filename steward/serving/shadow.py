@@ -53,7 +53,9 @@ from steward.delivery.traffic import Arm
 from steward.serving.inference import Job, score_jobs
 from steward.serving.pool import LoadedArm, Scored
 from steward.serving.schema import Payload, RequestError, parse_payload
-from steward.store.log import LogMode, PredictionStore, prediction_batch, use_writer_memory_pool
+from steward.store.reader import PredictionStore
+from steward.store.records import prediction_batch
+from steward.store.writer import LogMode, use_writer_memory_pool
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from steward.spec import ModelSpec, Task
-from steward.store.log import LabelBatch, PredictionStore, label_text, prediction_batch
+from steward.store.reader import PredictionStore
+from steward.store.records import LabelBatch, label_text, prediction_batch
 from steward.training.data import prepare_features
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 import fsspec
 import numpy as np
 import pandas as pd
 
 from steward.spec import FeatureType, ModelSpec
+
+if TYPE_CHECKING:
+    from steward.store.reader import PredictionStore
 
 
 class DataError(ValueError):
@@ -250,3 +255,57 @@ def split_train_holdout(frame: pd.DataFrame, spec: ModelSpec) -> Split:
         frame, test_size=fraction, random_state=spec.training.random_state, stratify=stratify
     )
     return Split(train, holdout, "random")
+
+
+def production_training_frame(
+    spec: ModelSpec, *, store: PredictionStore | None = None, now: datetime | None = None
+) -> tuple[pd.DataFrame, str]:
+    """Labelled production rows of the last ``spec.data.window_days``, shaped like a training file.
+
+    Every served prediction counts, whichever arm answered: the label belongs to the input,
+    not to the model that scored it. Shadow copies are left out because they repeat a served
+    row. Returns the frame (features, target, timestamp and entity columns) and a description
+    of the source for lineage.
+    """
+    # Imported here: the store needs pyarrow, which nothing else in training data does.
+    from steward.store.reader import PredictionStore, as_utc, join_labels, typed_labels
+
+    if not spec.data.window_days:
+        raise DataError("data.kind is 'production': set data.window_days to the number of days to train on")
+    if store is None:
+        from steward.config import get_settings
+
+        store = PredictionStore.from_settings(get_settings())
+    end = as_utc(now or datetime.now(UTC), "now")
+    start = end - timedelta(days=spec.data.window_days)
+    window = f"{start:%Y-%m-%dT%H:%M}Z..{end:%Y-%m-%dT%H:%M}Z"
+    predictions = store.read_predictions(spec.name, start, end, served_only=True)
+    predictions = predictions[predictions["status"] == "ok"]
+    if predictions.empty:
+        raise DataError(
+            f"no served predictions of {spec.name!r} in {store.uri} over {window}: serve the model with "
+            "`steward serve` and send labels to its feedback endpoint, or train from a file (data.kind: file)"
+        )
+    joined = join_labels(predictions, store.read_labels(spec.name, start=start))
+    if joined.empty:
+        raise DataError(
+            f"{len(predictions)} predictions of {spec.name!r} were served over {window} but none has a label yet: "
+            f"send labels to POST /v1/models/{spec.name}/feedback, or widen data.window_days"
+        )
+    absent = [name for name in spec.feature_names if name not in joined.columns]
+    if absent:
+        raise DataError(
+            f"the prediction log of {spec.name!r} has no values for features {absent} over {window}: "
+            "the spec added them after these predictions were served; train from a file until the log has them"
+        )
+    frame = joined[spec.feature_names].copy()
+    frame[spec.target] = typed_labels(joined["label"], classification=spec.task.is_classification).to_numpy()
+    frame[spec.timestamp_column] = joined["time"].to_numpy()
+    if spec.entity_column:
+        frame[spec.entity_column] = joined["entity"].to_numpy()
+    frame = frame.sort_values(spec.timestamp_column, kind="stable").reset_index(drop=True)
+    source = (
+        f"production log {store.uri} model={spec.name} {window}: "
+        f"{len(frame)} labelled of {len(predictions)} served predictions (all arms)"
+    )
+    return frame, source

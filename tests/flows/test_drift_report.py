@@ -38,7 +38,7 @@ def deploy(registry, settings, example_frame, folder: Path, injections, days: in
     from steward.simulation.examples import example_spec_text
     from steward.simulation.replay import ReplayArm, replay_to_store
     from steward.spec import load_spec
-    from steward.store.log import PredictionStore
+    from steward.store.reader import PredictionStore
     from steward.training.data import frame_sha256, split_train_holdout
     from steward.training.train import train_model
 

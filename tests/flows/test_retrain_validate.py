@@ -111,7 +111,7 @@ def test_retrain_on_production_traffic_joined_with_labels(write_spec, registry, 
     from steward.simulation.replay import ReplayArm, replay_to_store
     from steward.simulation.scenario import credit_default_scenario
     from steward.spec import load_spec
-    from steward.store.log import PredictionStore
+    from steward.store.reader import PredictionStore
 
     file_spec = write_spec()
     serving = register_version(file_spec, example_frame)

@@ -57,7 +57,7 @@ def world(registry, settings, example_frame, tmp_path_factory) -> World:
     from steward.simulation.examples import example_spec_text
     from steward.simulation.replay import ReplayArm, replay_to_store
     from steward.spec import load_spec
-    from steward.store.log import PredictionStore
+    from steward.store.reader import PredictionStore
     from steward.training.data import frame_sha256, split_train_holdout
     from steward.training.train import train_model
 
@@ -107,7 +107,9 @@ def _age(path: Path, days: float) -> None:
 
 
 def test_daily_checks_health_and_drift_and_removes_only_what_is_past_retention(world, settings):
-    from steward.store.log import PredictionStore, _batch_to_json, prediction_batch
+    from steward.store.reader import PredictionStore
+    from steward.store.records import prediction_batch
+    from steward.store.wal import encode_line
 
     store = PredictionStore.from_settings(settings)
     recent_rows = len(store.read_predictions(world.name, START, AS_OF))
@@ -127,7 +129,7 @@ def test_daily_checks_health_and_drift_and_removes_only_what_is_past_retention(w
     at = int(pd.Timestamp("2026-03-01T12:00", tz="UTC").value)
     batch = prediction_batch("wal-req", at, world.name, world.version, "champion", served=True, status="ok", rows=(0,),
                              features={}, numeric=(), predictions=("0",), scores=(0.1,), latency_ms=5.0)
-    line = _batch_to_json(batch) + "\n"  # a line as the gateway's write-ahead log holds it
+    line = encode_line(batch) + "\n"  # a line as the gateway's write-ahead log holds it
     store.write_batches([batch], flush_id="walseg-written")  # its rows reached Parquet before the crash
     (wal / "walseg-written.jsonl").write_text(line)
     (wal / "walseg-pending.jsonl").write_text(line)  # never written: the only copy of that row

@@ -19,7 +19,7 @@ import pytest
 
 from steward.delivery.traffic import sticky_arm
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
-from steward.store.log import PredictionStore, join_labels
+from steward.store.reader import PredictionStore, join_labels
 
 pytestmark = pytest.mark.slow
 
@@ -406,7 +406,7 @@ def test_a_killed_durable_gateway_loses_no_acknowledged_prediction(two_versions,
     """SIGKILL mid-load: every prediction the client got an answer for is in the log after the WAL replay."""
     import signal
 
-    from steward.store.log import LogMode
+    from steward.store.writer import LogMode
 
     name, _, _ = two_versions
     log_uri, wal = str(tmp_path / "log"), tmp_path / "wal"

@@ -9,7 +9,7 @@ from steward.delivery.traffic import TrafficPlan
 from steward.simulation.http_traffic import TrafficSender
 from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
-from steward.store.log import PredictionStore, join_labels
+from steward.store.reader import PredictionStore, join_labels
 
 pytestmark = pytest.mark.slow
 

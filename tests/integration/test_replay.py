@@ -8,7 +8,7 @@ import pytest
 from steward.simulation.replay import ReplayArm, replay_to_store
 from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
-from steward.store.log import PredictionStore, join_labels
+from steward.store.reader import PredictionStore, join_labels
 
 pytestmark = pytest.mark.slow
 

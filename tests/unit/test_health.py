@@ -361,7 +361,7 @@ def test_process_sampling_measures_real_cpu():
 
 def test_request_counts_are_read_from_the_gateway_metrics_format():
     from steward.serving.metrics import GatewayMetrics
-    from steward.store.log import LogMode, WriterStats
+    from steward.store.writer import LogMode, WriterStats
 
     metrics = GatewayMetrics(lambda: WriterStats(LogMode.OFF, 0, 0, 0, 0, 0, 0, None, None))
     for model, status, times in (("credit", "200", 5), ("credit", "422", 2), ("fraud", "422", 7)):

@@ -12,21 +12,11 @@ import pytest
 import yaml
 
 from steward.spec import parse_spec
-from steward.store.log import (
-    LabelBatch,
-    LogMode,
-    PredictionBatch,
-    PredictionStore,
-    StoreError,
-    _batch_from_json,
-    _batch_to_json,
-    join_labels,
-    prediction_batch,
-    prediction_rows,
-    production_training_frame,
-    typed_labels,
-)
-from steward.training.data import DataError
+from steward.store.reader import PredictionStore, join_labels, typed_labels
+from steward.store.records import LabelBatch, PredictionBatch, StoreError, prediction_batch, prediction_rows
+from steward.store.wal import WAL_VERSION, decode_line, encode_line, wal_line_parts
+from steward.store.writer import LogMode
+from steward.training.data import DataError, production_training_frame
 
 DAY = datetime(2026, 3, 10, tzinfo=UTC)
 
@@ -147,7 +137,7 @@ def test_a_crashed_writers_wal_is_replayed_once_and_a_torn_line_ignored(store, t
     wal = tmp_path / "wal"
     wal.mkdir()
     segment = wal / "dead-writer-000001.jsonl"
-    segment.write_text(_batch_to_json(batch("r1", DAY)) + "\n" + _batch_to_json(batch("torn", DAY))[:40])
+    segment.write_text(encode_line(batch("r1", DAY)) + "\n" + encode_line(batch("torn", DAY))[:40])
     writer = store.writer(LogMode.DURABLE, wal_dir=wal).start()
     writer.close()
     assert writer.stats().replayed_segments == 1
@@ -277,11 +267,11 @@ def assert_same_record(got: PredictionBatch, expected: PredictionBatch) -> None:
 
 def test_wal_lines_round_trip(store):
     record = batch("r1", DAY, features={"age": [30.0, None], "region": ["north", None]})
-    document = json.loads(_batch_to_json(record))
-    assert document["kind"] == "predictions" and document["numeric_names"] == ["age"]
+    document = json.loads(encode_line(record))
+    assert document["v"] == WAL_VERSION and document["kind"] == "predictions" and document["numeric_names"] == ["age"]
     assert document["text_names"] == ["region"]
-    assert_same_record(_batch_from_json(_batch_to_json(record)), record)
-    assert np.isnan(_batch_from_json(_batch_to_json(record)).numeric_values[1, 0])
+    assert_same_record(decode_line(encode_line(record)), record)
+    assert np.isnan(decode_line(encode_line(record)).numeric_values[1, 0])
 
 
 def test_wal_lines_from_before_the_flat_feature_layout_still_replay():
@@ -290,8 +280,8 @@ def test_wal_lines_from_before_the_flat_feature_layout_still_replay():
                 "arm": "champion", "served": True, "status": "ok", "rows": [0, 1],
                 "features": [["age", [30.0, 31.0]], ["region", ["north", "north"]]], "numeric": ["age"],
                 "predictions": ["1", "1"], "scores": [0.75, 0.75], "latency_ms": 3.5, "entities": ["cust-0", "cust-1"]}
-    assert_same_record(_batch_from_json(json.dumps(document)), record)
-    assert_same_record(_batch_from_json(_batch_to_json(record)), record)
+    assert_same_record(decode_line(json.dumps(document)), record)
+    assert_same_record(decode_line(encode_line(record)), record)
 
 
 def test_wal_lines_from_before_the_numeric_block_still_replay():
@@ -302,7 +292,7 @@ def test_wal_lines_from_before_the_numeric_block_still_replay():
                 "latencies_ms": [3.5, 3.5], "feature_names": ["age", "region"],
                 "feature_values": [30.0, "north", 31.0, "north"], "numeric": ["age"], "predictions": ["1", "1"],
                 "scores": [0.75, 0.75], "entities": ["cust-0", "cust-1"]}
-    assert_same_record(_batch_from_json(json.dumps(document)), record)
+    assert_same_record(decode_line(json.dumps(document)), record)
 
 
 def test_a_numeric_feature_holding_text_is_refused_when_the_record_is_made():
@@ -356,7 +346,7 @@ def test_the_writer_reports_its_threads_cpu_time(store):
 def test_the_writer_memory_pool_is_jemalloc_unless_the_environment_names_one(monkeypatch):
     import pyarrow as pa
 
-    from steward.store.log import use_writer_memory_pool
+    from steward.store.writer import use_writer_memory_pool
 
     before = pa.default_memory_pool()
     try:
@@ -366,3 +356,56 @@ def test_the_writer_memory_pool_is_jemalloc_unless_the_environment_names_one(mon
         assert use_writer_memory_pool() == "jemalloc"
     finally:
         pa.set_memory_pool(before)
+
+
+# Lines as gateways wrote them before WAL lines carried a version, copied from their segments.
+UNVERSIONED_BLOCK_LINE = (
+    '{"kind":"predictions","model":"m","version":"1","arm":"champion","served":true,"status":"ok",'
+    '"request_ids":["r1","r1"],"rows":[0,1],"times_ns":[1773100800000000000,1773100800000000000],'
+    '"latencies_ms":[3.5,3.5],"numeric_names":["age"],"numeric_values":[[30.0],[NaN]],"text_names":["region"],'
+    '"text_values":["north",null],"predictions":["1","1"],"scores":[0.75,0.75],"entities":["cust-0","cust-1"]}'
+)
+UNVERSIONED_LABELS_LINE = (
+    '{"kind":"labels","model":"m","time_ns":1773100800000000000,"request_ids":["r1"],"rows":[0],"labels":["1"]}'
+)
+
+
+def test_unversioned_lines_of_the_numeric_block_layout_and_labels_still_decode():
+    record = batch("r1", DAY, features={"age": [30.0, None], "region": ["north", None]})
+    assert_same_record(decode_line(UNVERSIONED_BLOCK_LINE), record)
+    assert decode_line(UNVERSIONED_LABELS_LINE) == LabelBatch("m", ns(DAY), ("r1",), (0,), ("1",))
+    labels = LabelBatch("m", ns(DAY), ("r1",), (0,), ("1",))
+    assert json.loads(encode_line(labels))["v"] == WAL_VERSION and decode_line(encode_line(labels)) == labels
+
+
+def test_a_segment_mixing_every_old_layout_with_versioned_lines_replays_every_row(store, tmp_path):
+    """A gateway upgraded over a crashed one's WAL: each line decodes by its own version and layout."""
+    per_request_pairs = {"kind": "predictions", "request_id": "pairs", "time_ns": ns(DAY), "model": "m", "version": "1",
+                         "arm": "champion", "served": True, "status": "ok", "rows": [0],
+                         "features": [["age", [41.0]], ["region", ["east"]]], "numeric": ["age"],
+                         "predictions": ["1"], "scores": [0.5], "latency_ms": 1.0, "entities": None}
+    per_request_columns = {**{k: v for k, v in per_request_pairs.items() if k != "features"}, "request_id": "columns",
+                           "feature_names": ["age", "region"], "feature_values": [42.0, "east"]}
+    flat_rows = {"kind": "predictions", "model": "m", "version": "1", "arm": "champion", "served": True,
+                 "status": "ok", "request_ids": ["flat"], "rows": [0], "times_ns": [ns(DAY)], "latencies_ms": [1.0],
+                 "feature_names": ["age", "region"], "feature_values": [43.0, "east"], "numeric": ["age"],
+                 "predictions": ["1"], "scores": [0.5], "entities": None}
+    lines = [json.dumps(per_request_pairs), json.dumps(per_request_columns), json.dumps(flat_rows),
+             UNVERSIONED_BLOCK_LINE, encode_line(batch("versioned", DAY)), UNVERSIONED_LABELS_LINE]
+    assert set.union(*map(wal_line_parts, lines)) == {("predictions", "m", "2026-03-10"), ("labels", "m", "2026-03-10")}
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    (wal / "dead-writer-000001.jsonl").write_text("".join(line + "\n" for line in lines))
+    writer = store.writer(LogMode.DURABLE, wal_dir=wal).start()
+    writer.close()
+    assert writer.stats().replayed_segments == 1 and writer.stats().written_rows == 1 + 1 + 1 + 2 + 2 + 1
+    frame = store.read_predictions("m", DAY, DAY + timedelta(days=1)).set_index(["request_id", "row"]).sort_index()
+    assert frame.loc[[("pairs", 0), ("columns", 0), ("flat", 0), ("r1", 0)], "age"].tolist() == [41.0, 42.0, 43.0, 30.0]
+    assert np.isnan(frame.loc[("r1", 1), "age"]) and frame.loc[("versioned", 1), "region"] == "north"
+    assert store.read_labels("m")["request_id"].tolist() == ["r1"]
+
+
+def test_a_line_of_a_newer_format_is_refused_with_what_to_do():
+    line = json.dumps({**json.loads(encode_line(batch("r1", DAY))), "v": WAL_VERSION + 1})
+    with pytest.raises(StoreError, match="replay the segment with the Steward that wrote it"):
+        decode_line(line)

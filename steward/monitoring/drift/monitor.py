@@ -85,7 +85,7 @@ def reference_outputs(estimator: Any, features: pd.DataFrame, spec: ModelSpec) -
     Binary: P(second class); regression: the value; multiclass: the predicted class as text.
     """
     from steward.spec import Task
-    from steward.store.log import label_text
+    from steward.store.records import label_text
 
     column, _ = prediction_drift_column(spec)
     if spec.task is Task.REGRESSION:

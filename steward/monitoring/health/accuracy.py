@@ -22,7 +22,7 @@ from steward.monitoring.health.report import (
     version_key,
 )
 from steward.spec import ModelSpec, Task
-from steward.store.log import typed_labels
+from steward.store.reader import typed_labels
 from steward.training.data import prepare_features
 from steward.training.evaluation import metric_change, predict_scores
 

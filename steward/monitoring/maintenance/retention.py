@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from steward.findings import Finding, MaintenanceKind, Priority
-from steward.store.log import LABELS, PREDICTIONS, WAL_FOLDER, wal_line_parts
+from steward.store.records import LABELS, PREDICTIONS
+from steward.store.wal import WAL_FOLDER, wal_line_parts
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def scratch_folder(home: Path, model: str) -> Path:
 
 
 class LogStore(Protocol):
-    """What the clean-up needs of the prediction log (``steward.store.log.PredictionStore``)."""
+    """What the clean-up needs of the prediction log (``steward.store.reader.PredictionStore``)."""
 
     fs: Any
     root: str

@@ -28,7 +28,7 @@ from steward.monitoring.slo import SLODay, SLOStore, compute_slo_day, day_bounds
 from steward.monitoring.trends import Trend, fit_trend
 from steward.registry.adapter import VersionInfo
 from steward.spec import ModelSpec
-from steward.store.log import join_labels
+from steward.store.reader import join_labels
 from steward.training.evaluation import metric_change
 
 # Labelled rows kept per day for the accuracy assessment and the per-slice evaluation: a seeded
