@@ -41,10 +41,11 @@ from steward.delivery.traffic import (
     route_forced,
     route_request,
 )
+from steward.serving.arms import LoadedArm, Scored
 from steward.serving.config import GatewayConfig
 from steward.serving.inference import Job, LoopBatcher, joined_columns
 from steward.serving.metrics import GatewayMetrics
-from steward.serving.pool import Deployment, LoadedArm, ModelPool, Poller, Scored
+from steward.serving.pool import Deployment, ModelPool, Poller
 from steward.serving.ratelimit import RateLimiter
 from steward.serving.schema import InputSchema, Payload, Problem, RequestError, parse_payload, select_rows
 from steward.serving.shadow import (

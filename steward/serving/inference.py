@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from steward.serving.pool import LoadedArm, ModelInput, Scored
+from steward.serving.arms import LoadedArm, ModelInput, Scored
 
 log = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from steward.delivery.traffic import Arm
+from steward.serving.arms import LoadedArm, Scored
 from steward.serving.inference import Job, score_jobs
-from steward.serving.pool import LoadedArm, Scored
 from steward.serving.schema import Payload, RequestError, parse_payload
 from steward.store.reader import PredictionStore
 from steward.store.records import prediction_batch

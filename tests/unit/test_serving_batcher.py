@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from steward.estimators import build_estimator
+from steward.serving.arms import check_rows, loaded_arm, measure_call_seconds
 from steward.serving.inference import Job, LoopBatcher, score_copies, score_jobs
-from steward.serving.pool import check_rows, loaded_arm, measure_call_seconds
 from steward.serving.schema import InputSchema
 from steward.serving.shadow import shadow_placement
 from steward.simulation.examples import example_spec_text

@@ -17,8 +17,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from steward.estimators import build_estimator, tabular_pipeline
+from steward.serving.arms import LoadedArm, ModelInput, check_rows, loaded_arm
 from steward.serving.inference import Job, score_jobs
-from steward.serving.pool import LoadedArm, ModelInput, check_rows, loaded_arm
 from steward.serving.schema import InputSchema, Payload
 from steward.simulation.examples import example_spec_text
 from steward.spec import ModelSpec, OutOfRangePolicy, Task, parse_spec
