@@ -352,7 +352,7 @@ def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[
 
     What the loop does for the log after a model call, measured alone on real jobs: 16 one-row
     requests validated and scored by the champion (a batch at 16 connections), then handed to
-    ``Gateway._record`` as the batcher does, with a batched writer converting every 512 rows.
+    ``Gateway._scored`` as the batcher does, with a batched writer converting every 512 rows.
     The baseline is the same jobs logged one record per request (``prediction_batch``), as the
     gateway did before. Timed in process over 5 000 batches a round, it is steadier than any
     req/s difference on a shared machine.
@@ -396,7 +396,7 @@ def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[
             """The baseline: one record per request, as the gateway logged before (prediction_batch + submit)."""
             for job in jobs:
                 context = job.context
-                gateway.writer.submit(prediction_batch(
+                gateway.prediction_log.writer.submit(prediction_batch(
                     context.request_id, context.time_ns, model, job.arm.version, context.arm, served=True,
                     status="ok", rows=context.rows, features=job.columns, numeric=job.arm.schema.numeric_names,
                     predictions=job.result.labels, scores=job.result.scores, latency_ms=1.0, entities=None,
@@ -406,7 +406,7 @@ def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[
             figures = []
             for _ in range(rounds):
                 pair = []
-                for work in (lambda: gateway._record(jobs), per_request_records, lambda: score_jobs(champion_only),
+                for work in (lambda: gateway._scored(jobs), per_request_records, lambda: score_jobs(champion_only),
                              lambda: score_jobs(split)):
                     started = time.perf_counter()
                     for _ in range(5_000):

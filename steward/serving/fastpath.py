@@ -4,9 +4,8 @@ Scoring a few rows through a fitted ``Pipeline`` costs milliseconds that have no
 the model: every step re-validates its input (``check_array``, feature-name checks, narwhals
 and pandas dtype probes), the ``ColumnTransformer`` selects columns from a DataFrame with
 ``.loc`` and runs its transformers through joblib, and ``OneHotEncoder`` checks every value
-against its categories. On the benchmark's 20-feature logistic regression that was ~3.3 ms per
-call for one row or three hundred, plus ~3.4 ms for ``prepare_features`` to build the frame,
-while the arithmetic takes microseconds.
+against its categories, and ``prepare_features`` builds a DataFrame first, while the
+arithmetic takes microseconds.
 
 ``compile_pipeline`` walks a fitted pipeline once, when a version loads, and keeps what each
 preprocessing step computes from its fitted state:
@@ -349,7 +348,7 @@ class _Final:
     ``LinearRegression``) the same arithmetic is done here, operation for operation as
     scikit-learn does it (``decision_function``, ``expit`` or ``softmax``), without the input
     checks around it: for a few rows those checks (narwhals' DataFrame detection, feature-name
-    and finiteness checks) cost ~100 µs, twenty times the arithmetic. An input those checks
+    and finiteness checks) cost many times the arithmetic. An input those checks
     would refuse (not float64, another width, NaN or infinity) goes to the estimator itself,
     which raises as it always did. Any other estimator is always called itself.
     """

@@ -1,18 +1,16 @@
 """Micro-batching inference: requests that arrive together are scored in one model call.
 
-A model call has a fixed cost whatever its rows, so jobs are grouped by model version and each
-group is scored with one call. Through scikit-learn that cost was ~6.7 ms on the benchmark's
-20-feature logistic regression (3.4 ms ``prepare_features``, 3.3 ms ``Pipeline.predict_proba``),
-for one row or three hundred; with the version's pipeline compiled (``fastpath``) it is
-~0.15-0.2 ms for 1-16 rows, and a batch holding both arms of a canary costs ~0.08 ms more than
-a batch for one (it was ~5 ms: a second model call). Versions with the same features share
-one ``ModelInput`` (the rows prepared once, as numpy arrays and, when needed, as a frame).
+A model call has a fixed cost whatever its rows (through scikit-learn most of it is input
+checking; ``fastpath`` removes most of that), so jobs are grouped by model version and each
+group is scored with one call. Versions with the same features share one ``ModelInput`` (the
+rows prepared once, as numpy arrays and, when needed, as a frame), so a batch holding both arms
+of a canary prepares its rows once.
 
 The request path uses ``LoopBatcher``: scoring runs on the event loop itself. While a batch
 is scored, new requests wait in the socket buffers; afterwards the loop reads all of them and
 they form the next batch (about 16 requests at 16 connections). One connection gets no added
-wait (a lone job is scored as soon as the loop is idle). Scoring in a worker thread instead was
-measured slower: the loop and the worker then fight for the GIL and batches come out smaller.
+wait (a lone job is scored as soon as the loop is idle). Scoring in a worker thread instead is
+slower: the loop and the worker then fight for the GIL and batches come out smaller.
 
 Shadow copies of a cheap challenger are scored here too, after the answers of the batch that
 made them are out (``LoopBatcher.copy``); those of a challenger too slow for the loop are
@@ -196,7 +194,7 @@ def score_copies(copies: list[Job]) -> None:
 
     A copy that carries its served job's ``source`` needs no preparing again: copies of
     consecutive jobs of one batch form a run, scored with one model call on that batch's
-    prepared input (for a batch of 16 one-row requests: ~50 µs instead of ~150 µs as new jobs).
+    prepared input, a fraction of what scoring them as new jobs costs.
     The others (a challenger taking other features) are scored like any jobs.
     """
     fresh = [copy for copy in copies if copy.source is None]

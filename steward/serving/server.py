@@ -13,9 +13,8 @@ from steward.store.writer import use_writer_memory_pool
 # CPython collects its young generation every 700 new tracked objects and runs a full
 # collection every 100 young ones; a gateway makes a few hundred such objects per request. The
 # heap it loaded (models, libraries) is already frozen (``ModelPool`` calls ``gc.freeze`` after
-# each load), so what remains is the young collections' cadence: ~13 µs of a request's ~200 µs
-# of CPU here. Measured with two gateways a side in alternating 1 s slices
-# (``benchmarks/gateway_load.py --only gc-pairs``); docs/gateway.md has the figures.
+# each load), so what remains is the young collections' cadence, which these thresholds slow
+# (``benchmarks/gateway_load.py --only gc-pairs`` measures both settings).
 GC_THRESHOLDS = (10_000, 20, 20)
 
 

@@ -11,18 +11,15 @@ them, one batch per challenger version, to the child (``python -m steward.servin
 over a socket pair; the challenger itself is sent once per version, pickled). The child runs
 on CPU time the gateway leaves (``SCHED_IDLE`` on Linux) and does everything else: parses and validates each copy against the
 challenger's schema, scores the batch with one model call, and writes the copies to the
-prediction log with its own log writer (``served=false``, same store and log mode as the
-gateway). It answers with a summary (rows, scores, refused and failed copies, its log
+prediction log through its own ``PredictionLog`` (``served=false``, the gateway's store and
+log settings). It answers with a summary (rows, scores, refused and failed copies, its log
 counters) from which the gateway updates its metrics.
 
-Measured on the benchmark (2 cores shared with the load generator), each step of this design
-removed a cause of the champion's p99 rising under a 100 % shadow: scoring copies in a thread
-held the GIL for ~10 ms at a time; validating each copy on the event loop, building its log
-record and converting it to Arrow in the gateway process cost a quarter of the loop's time in
-bursts once per batch; and the child's own CPU, at normal priority, took the cores the gateway
-and its clients needed during each batch. Even so, its ~40 µs of CPU per copy raised the
-champion's p99 by a third or more on two cores: hence copies of quick challengers stay on
-the loop, where they cost a few µs each.
+Each step of this design removed a cause of the champion's p99 rising under a 100 % shadow
+(``benchmarks/gateway_load.py --only shadow+log`` measures it): scoring copies in a gateway thread held the GIL;
+validating, logging and converting copies in the gateway process took the event loop's time;
+and the child's CPU at normal priority took the cores the gateway needed. A copy still costs
+the child more than a quick challenger's copy costs on the loop: hence those stay on the loop.
 
 If the child dies, the batch in hand is logged by the gateway with status ``error`` and counted
 as failed, and copies are skipped (and counted) for ``RETRY_SECONDS`` before a new child starts.
@@ -46,15 +43,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, NamedTuple
 
-from steward.delivery.traffic import Arm
 from steward.serving.arms import LoadedArm, Scored
 from steward.serving.inference import Job, score_jobs
+from steward.serving.prediction_log import LogSettings, PredictionLog
 from steward.serving.schema import Payload, RequestError, parse_payload
 from steward.store.reader import PredictionStore
-from steward.store.records import prediction_batch
 from steward.store.writer import LogMode, use_writer_memory_pool
 
 log = logging.getLogger(__name__)
@@ -64,7 +59,7 @@ RETRY_SECONDS = 30.0  # after a failure, shadow copies are skipped this long bef
 CHILD_NICENESS = 19  # where SCHED_IDLE is not available: the copies are optional, requests are not
 MAX_BATCH_COPIES = 5_000  # copies the worker takes from the queue at once
 # Copies pickled into one message: pickling holds the GIL, and a second's worth of copies at
-# once (a few MB) stalled the event loop for milliseconds; chunks of this size take ~0.3 ms.
+# once (a few MB) stalled the event loop.
 SEND_COPIES = 256
 STOP_SECONDS = 60.0  # how long the gateway waits for the child to flush its log and end
 
@@ -100,13 +95,10 @@ class ShadowSummary:
 
 @dataclass(frozen=True)
 class ShadowLogSettings:
-    """Where and how the child logs the copies: the gateway's own store and mode."""
+    """Where and how the child logs the copies: the gateway's own store and log settings."""
 
     store_uri: str
-    mode: LogMode
-    flush_interval: float
-    max_pending: int
-    wal_dir: str | None
+    log: LogSettings
     max_rows: int  # rows a request may carry (the gateway's limit)
 
 
@@ -391,7 +383,9 @@ def _validated(arm: LoadedArm, copies: list[ShadowCopy], max_rows: int) -> tuple
     return valid, refused
 
 
-def _score_copies(arm: LoadedArm, copies: list[tuple], writer: Any, max_rows: int) -> tuple[int, list[float], int, int]:
+def _score_copies(
+    arm: LoadedArm, copies: list[tuple], prediction_log: PredictionLog | None, max_rows: int
+) -> tuple[int, list[float], int, int]:
     """Parse, validate, score (one model call) and log one batch of copies; (rows, scores, refused, failed)."""
     valid, refused = _validated(arm, copies, max_rows)
     results: list[Scored | BaseException] = [RuntimeError("not scored")] * len(valid)
@@ -409,23 +403,17 @@ def _score_copies(arm: LoadedArm, copies: list[tuple], writer: Any, max_rows: in
                 scores.extend(result.scores)
         else:
             failed += 1
-        if writer is not None:
-            writer.submit(prediction_batch(
-                request_id, time_ns, arm.model, arm.version, Arm.CHALLENGER.value, served=False,
-                status="ok" if ok else "error", rows=range(rows), features=columns,
-                numeric=arm.schema.numeric_names, predictions=result.labels if ok else None,
-                scores=result.scores if ok else None, latency_ms=(time.monotonic() - submitted) * 1000,
-                entities=entities,
-            ))
+        if prediction_log is not None:
+            prediction_log.record_copy(arm, request_id, time_ns, columns, rows, entities, submitted,
+                                       result if ok else None)
     return scored_rows, scores, refused, failed
 
 
 def _lower_priority() -> None:
     """Run on CPU time the gateway and its clients leave (Linux SCHED_IDLE), else at the lowest niceness.
 
-    Measured on the benchmark: at nice 10 the champion's p99 still rose by half under a 100 %
-    shadow, at nice 19 by three quarters (the child's ~50 µs per copy took a core's share from
-    the gateway or its clients); with SCHED_IDLE it did not rise beyond the run-to-run noise.
+    A niceness still lets the child take a core's share from the gateway or its clients, which
+    showed in the champion's p99 under a 100 % shadow; with SCHED_IDLE it did not.
     """
     if hasattr(os, "SCHED_IDLE"):
         with contextlib.suppress(OSError):
@@ -442,11 +430,11 @@ def _child_main(conn: Connection) -> None:
     _lower_priority()
     use_writer_memory_pool()
     arms: collections.OrderedDict[Any, LoadedArm] = collections.OrderedDict()
-    writer = None
+    prediction_log: PredictionLog | None = None  # None: the gateway logs nothing
     max_rows = 1_000_000
 
     def counters() -> dict[str, int]:
-        stats = writer.stats() if writer is not None else None
+        stats = prediction_log.stats() if prediction_log is not None else None
         return {"log_written": stats.written_rows if stats else 0, "log_dropped": stats.dropped if stats else 0,
                 "log_pending": stats.pending if stats else 0}
 
@@ -458,19 +446,16 @@ def _child_main(conn: Connection) -> None:
                 return
             kind = message[0]
             if kind == "stop":
-                if writer is not None:
-                    writer.close()
+                if prediction_log is not None:
+                    prediction_log.close()
                 conn.send(("closed", ShadowSummary(0, None, 0, 0, **counters())))
-                writer = None
+                prediction_log = None
                 return
             if kind == "config":
                 settings: ShadowLogSettings = message[1]
                 max_rows = settings.max_rows
-                if settings.mode is not LogMode.OFF:
-                    writer = PredictionStore(settings.store_uri).writer(
-                        settings.mode, flush_interval=settings.flush_interval, max_pending=settings.max_pending,
-                        wal_dir=Path(settings.wal_dir) if settings.wal_dir else None,
-                    ).start()
+                if settings.log.mode is not LogMode.OFF:
+                    prediction_log = PredictionLog(PredictionStore(settings.store_uri), settings.log).start()
                 continue
             if kind == "arm":
                 _, key, arm = message
@@ -480,14 +465,14 @@ def _child_main(conn: Connection) -> None:
                 continue
             _, key, copies = message
             try:
-                rows, scores, refused, failed = _score_copies(arms[key], copies, writer, max_rows)
+                rows, scores, refused, failed = _score_copies(arms[key], copies, prediction_log, max_rows)
             except Exception as error:
                 conn.send(("error", f"{type(error).__name__}: {error}"))
                 continue
             conn.send(("ok", ShadowSummary(rows, scores, refused, failed, **counters())))
     finally:
-        if writer is not None:  # the gateway went away without "stop": still write what is queued
-            writer.close()
+        if prediction_log is not None:  # the gateway went away without "stop": still write what is queued
+            prediction_log.close()
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def test_copies_are_scored_on_their_batchs_prepared_rows_with_the_same_results(a
 def test_a_log_records_features_are_its_jobs_rows_sliced_from_the_batch_or_chained(arm, example_frame):
     """One arm's jobs sit side by side in the batch's input and take a slice of it (the numeric
     features as a view of the batch's float64 block); others are chained from their own columns."""
-    from steward.serving.gateway import FLOAT64, _features_of
+    from steward.serving.prediction_log import FLOAT64, features_of
 
     challenger = logistic_arm(example_frame.iloc[800:1600], "2")
     rows = check_rows(arm.spec)
@@ -126,7 +126,7 @@ def test_a_log_records_features_are_its_jobs_rows_sliced_from_the_batch_or_chain
 
     champion = [job for job in jobs if job.arm is arm]
     assert len({id(job.source[0]) for job in jobs}) == 1  # one model input for both arms
-    text, block = _features_of(champion, arm.schema)
+    text, block = features_of(champion, arm.schema)
     expected = chained(champion)
     assert text == {name: values for name, values in expected.items() if name not in numeric}
     as_floats = np.array([[np.nan if v is None else v for v in expected[name]] for name in numeric]).T
@@ -134,6 +134,6 @@ def test_a_log_records_features_are_its_jobs_rows_sliced_from_the_batch_or_chain
     prepared = champion[0].source[0]
     assert np.shares_memory(block, prepared.block(numeric, FLOAT64))  # a view: nothing copied per value
     apart = champion[:1] + champion[2:]  # not side by side: chained from the jobs' own columns
-    assert _features_of(apart, arm.schema) == (chained(apart), None)
-    text, block = _features_of(champion[1:2], arm.schema)
+    assert features_of(apart, arm.schema) == (chained(apart), None)
+    text, block = features_of(champion[1:2], arm.schema)
     assert block.shape == (champion[1].rows, len(numeric))

@@ -1,0 +1,118 @@
+"""The gateway's admin API: who may use it, and what it does (status, refresh, traffic plans, log flush)."""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import logging
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from steward.delivery.traffic import TrafficError, TrafficMode, parse_plan
+from steward.serving.schema import Problem, RequestError
+from steward.serving.shadow import shadow_placement
+
+if TYPE_CHECKING:
+    from steward.serving.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+
+def require_admin(token: SecretStr | None, request: Request) -> str:
+    """Check the bearer token in constant time and return the actor; no configured token means admin is refused."""
+    if token is None or not token.get_secret_value():
+        raise RequestError(403, "the admin API is off because no admin token is configured: set "
+                                "STEWARD_ADMIN_TOKEN for the gateway and restart it")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise RequestError(401, "admin requests need the header `Authorization: Bearer <admin token>`")
+    if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
+        raise RequestError(401, "the admin token is not valid for this gateway")
+    return request.headers.get("x-steward-actor") or "gateway-admin"
+
+
+class Admin:
+    """The admin API's handling, on one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def authorize(self, request: Request) -> str:
+        """The actor named by an admin request; RequestError (401/403) when it may not act."""
+        return require_admin(self.gateway.config.admin_token, request)
+
+    def status(self) -> dict[str, Any]:
+        gateway = self.gateway
+        pool, stats = gateway.pool, gateway.log_stats()
+        return {
+            "ready": bool(pool and pool.ready),
+            "models": pool.describe() if pool else [],
+            "last_refresh": pool.last_refresh.isoformat() if pool and pool.last_refresh else None,
+            "last_refresh_error": pool.last_error if pool else None,
+            "poll_interval": gateway.config.poll_interval,
+            "log": {**asdict(stats), "last_flush": stats.last_flush.isoformat() if stats.last_flush else None,
+                    "uri": gateway.store.uri if gateway.store else None},
+            "inference": {"batches": gateway.batcher.batches, "jobs": gateway.batcher.jobs,
+                          "queued": gateway.batcher.depth, "shadow_inline_copies": gateway.batcher.copies,
+                          "shadow_batches": gateway.shadow_worker.batches,
+                          "shadow_queued": gateway.shadow_worker.depth + gateway.batcher.copies_queued},
+            "shadow": self._shadow_placements(),
+            "gc": {"thresholds": list(gc.get_threshold()), "frozen_objects": gc.get_freeze_count()},
+        }
+
+    def _shadow_placements(self) -> dict[str, dict[str, Any]]:
+        """Where each model under a shadow plan scores its challenger's copies."""
+        gateway = self.gateway
+        placements = {}
+        for model in gateway.config.models:
+            deployment = gateway.pool.get(model) if gateway.pool else None
+            if deployment is None or deployment.challenger is None or deployment.plan.mode is not TrafficMode.SHADOW:
+                continue
+            placement = shadow_placement(deployment.challenger, gateway.config.shadow_inline_max_ms)
+            placements[model] = {"where": "event loop" if placement.inline else "shadow process",
+                                 "why": placement.reason}
+        return placements
+
+    async def refresh(self, model: str | None) -> dict[str, Any]:
+        if model is not None:
+            self.gateway.check_served(model)
+        results = await run_in_threadpool(self.gateway.pool.refresh, model)
+        return {"refreshed": [asdict(r) for r in results], **self.status()}
+
+    async def flush_log(self) -> dict[str, Any]:
+        """Write every queued prediction and label of the gateway's own writer now; the log's status."""
+        if self.gateway.prediction_log is not None:
+            await run_in_threadpool(self.gateway.prediction_log.flush)
+        return self.status()["log"]
+
+    async def set_plan(self, model: str, document: Any, actor: str) -> dict[str, Any]:
+        from steward.registry.errors import RegistryError
+
+        gateway = self.gateway
+        gateway.check_served(model)
+        if not isinstance(document, dict) or not isinstance(document.get("plan"), dict):
+            raise RequestError(400, 'send {"plan": {"mode": "canary", "challenger_percent": 10}, "reason": "why"}')
+        reason = document.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise RequestError(422, "say why in `reason`: it goes into the model's audit history",
+                               [Problem("reason", "required")])
+        try:
+            plan = parse_plan(document["plan"])
+        except TrafficError as error:
+            raise RequestError(422, str(error)) from None
+        try:
+            entry = await run_in_threadpool(
+                gateway.registry.set_traffic_plan, model, plan, reason=reason.strip(), actor=actor
+            )
+        except RegistryError as error:
+            raise RequestError(409, str(error)) from None
+        await run_in_threadpool(gateway.pool.refresh, model)
+        deployment = gateway.pool.get(model)
+        log.info("traffic plan of %s set by %s: %s", model, actor, plan.describe(),
+                 extra={"event": "traffic_plan_set", "model": model, "actor": actor, "reason": reason,
+                        "plan": plan.model_dump(mode="json")})
+        return {"audit": entry.describe(), "deployment": deployment.describe() if deployment else None}
