@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
@@ -102,12 +103,19 @@ class ShadowLogSettings:
     max_rows: int  # rows a request may carry (the gateway's limit)
 
 
+class PlacementReason(StrEnum):
+    WITHIN_LIMIT = "within_limit"  # the measured model call fits the inline limit: the event loop
+    OVER_LIMIT = "over_limit"  # it does not: the shadow process
+    NOT_MEASURED = "not_measured"  # no measurement to go by: the shadow process
+
+
 @dataclass(frozen=True)
 class ShadowPlacement:
-    """Where a challenger's shadow copies are scored, and why."""
+    """Where a challenger's shadow copies are scored, why (``code``), and the sentence for people."""
 
     inline: bool  # on the gateway's event loop, after the answers; else in the shadow process
     reason: str
+    code: PlacementReason
 
 
 def fits_inline(challenger: LoadedArm, inline_max_ms: float) -> bool:
@@ -124,13 +132,14 @@ def shadow_placement(challenger: LoadedArm, inline_max_ms: float) -> ShadowPlace
     challenger off the loop, at the price of parsing, validating and scoring each copy again.
     """
     if challenger.call_seconds is None:
-        return ShadowPlacement(False, f"v{challenger.version}'s model call was not measured")
+        return ShadowPlacement(False, f"v{challenger.version}'s model call was not measured",
+                               PlacementReason.NOT_MEASURED)
     ms = challenger.call_seconds * 1000
     if fits_inline(challenger, inline_max_ms):
         return ShadowPlacement(True, f"v{challenger.version} scores 16 rows in {ms:.2f} ms "
-                                     f"(inline limit {inline_max_ms:g} ms)")
+                                     f"(inline limit {inline_max_ms:g} ms)", PlacementReason.WITHIN_LIMIT)
     return ShadowPlacement(False, f"v{challenger.version} scores 16 rows in {ms:.2f} ms, over the inline "
-                                  f"limit of {inline_max_ms:g} ms")
+                                  f"limit of {inline_max_ms:g} ms", PlacementReason.OVER_LIMIT)
 
 
 def _key(arm: LoadedArm) -> tuple[str, str, str]:

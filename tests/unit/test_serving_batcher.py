@@ -13,7 +13,7 @@ from steward.estimators import build_estimator
 from steward.serving.arms import check_rows, loaded_arm, measure_call_seconds
 from steward.serving.inference import Job, LoopBatcher, score_copies, score_jobs
 from steward.serving.schema import InputSchema
-from steward.serving.shadow import shadow_placement
+from steward.serving.shadow import PlacementReason, shadow_placement
 from steward.simulation.examples import example_spec_text
 from steward.spec import OutOfRangePolicy, parse_spec
 from steward.training.data import prepare_features
@@ -82,13 +82,11 @@ def test_shadow_copies_stay_on_the_loop_only_for_a_quick_challenger(arm):
     assert 0 < measured < 1
     quick = dataclasses.replace(arm, version="2", call_seconds=0.0002)
     slow = dataclasses.replace(arm, version="3", call_seconds=0.004)
-    assert shadow_placement(quick, 0.5).inline
-    assert "0.20 ms" in shadow_placement(quick, 0.5).reason
+    assert shadow_placement(quick, 0.5).inline and shadow_placement(quick, 0.5).code is PlacementReason.WITHIN_LIMIT
     placement = shadow_placement(slow, 0.5)
-    assert not placement.inline
-    assert placement.reason == "v3 scores 16 rows in 4.00 ms, over the inline limit of 0.5 ms"
+    assert not placement.inline and placement.code is PlacementReason.OVER_LIMIT
     assert not shadow_placement(quick, 0).inline  # 0: every challenger's copies go to the shadow process
-    assert not shadow_placement(arm, 1000).inline and "not measured" in shadow_placement(arm, 1000).reason
+    assert not shadow_placement(arm, 1000).inline and shadow_placement(arm, 1000).code is PlacementReason.NOT_MEASURED
 
 
 def test_copies_are_scored_on_their_batchs_prepared_rows_with_the_same_results(arm, example_frame):
