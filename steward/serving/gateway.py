@@ -71,6 +71,10 @@ class _RateLimited(RequestError):
         self.retry_after = wait
 
 
+def _not_served(name: str, served: frozenset[str]) -> RequestError:
+    return RequestError(404, f"model {name!r} is not served here; this gateway serves {sorted(served)}")
+
+
 class Gateway:
     """State and handlers of one gateway process."""
 
@@ -187,20 +191,21 @@ class Gateway:
         if self.config.log_mode is LogMode.DURABLE:
             logged = [job.logged is not None and await job.logged for job in jobs]  # None: the record failed
             if not all(logged):
-                return error_response(RequestError(503, "the prediction log could not record this request (see the gateway's "
-                                                "logs); the prediction was not acknowledged: retry"), request_id)
+                return error_response(RequestError(503, "the prediction log could not record this request (see the "
+                                                        "gateway's logs); the prediction was not acknowledged: retry"),
+                                      request_id)
         if failure is not None:
             arm, error = failure
             return error_response(RequestError(500, f"{name} v{arm.version} failed to score the request "
-                                            f"({type(error).__name__}: {error}); this is a gateway-side fault"),
-                          request_id)
+                                                    f"({type(error).__name__}: {error}); this is a gateway-side fault"),
+                                  request_id)
         return json_response(self._answer(name, request_id, payload.rows, jobs, results, groups), 200,
-                     {"x-request-id": request_id})
+                             {"x-request-id": request_id})
 
     def check_served(self, name: str) -> None:
         """RequestError (404) unless this gateway serves the model."""
         if name not in self.served:
-            raise RequestError(404, f"model {name!r} is not served here; this gateway serves {sorted(self.served)}")
+            raise _not_served(name, self.served)
 
     def readiness(self) -> tuple[bool, list[dict[str, Any]]]:
         """Whether every served model is loaded (and its challenger, when the plan needs one); each model's state."""
@@ -214,7 +219,8 @@ class Gateway:
         return self.metrics.render()
 
     def _deployment(self, name: str) -> Deployment:
-        self.check_served(name)
+        if name not in self.served:  # check_served, inlined: this runs per request
+            raise _not_served(name, self.served)
         deployment = self.pool.get(name) if self.pool else None
         if deployment is None or deployment.champion is None:
             reasons = deployment.problems if deployment else ("not loaded yet",)
