@@ -296,13 +296,6 @@ def to_tables(batches: Iterable[Batch]) -> dict[PartKey, pa.Table]:
     }
 
 
-def parts_of(batch: Batch) -> set[PartKey]:
-    """The (dataset, model, day) parts that ``to_tables`` writes the record's rows to."""
-    if isinstance(batch, LabelBatch):
-        return {(LABELS, batch.model, utc_day(batch.time_ns))}
-    return {(PREDICTIONS, batch.model, utc_day(time_ns)) for time_ns in set(batch.times_ns)}
-
-
 def _split_by_day(batch: PredictionBatch) -> dict[str, PredictionBatch]:
     positions: dict[str, list[int]] = collections.defaultdict(list)
     for position, time_ns in enumerate(batch.times_ns):

@@ -32,9 +32,9 @@ from steward.store.records import (
     PartKey,
     PredictionBatch,
     StoreError,
-    parts_of,
     prediction_batch,
     prediction_rows,
+    utc_day,
 )
 
 if TYPE_CHECKING:
@@ -58,17 +58,28 @@ def encode_line(batch: Batch) -> str:
 def decode_line(line: str) -> Batch:
     """The record on one write-ahead-log line, whichever version wrote it."""
     document = json.loads(line)
-    version = document.pop("v", 1)
-    decode = _DECODERS.get(version)
-    if decode is None:
-        raise StoreError(f"a write-ahead log line has format version {version!r}; this Steward reads versions "
-                         f"1 to {WAL_VERSION}: replay the segment with the Steward that wrote it")
-    return decode(document)
+    return _DECODERS[_version(document)](document)
 
 
 def wal_line_parts(line: str) -> set[PartKey]:
-    """The (dataset, model, day) parts that the record on one write-ahead-log line writes to."""
-    return parts_of(decode_line(line))
+    """The (dataset, model, day) parts that the record on one write-ahead-log line writes to.
+
+    Reads only what the day needs, without decoding the record: in every version and layout a
+    record has one time (``time_ns``: labels, per-request predictions) or one per row (``times_ns``).
+    """
+    document = json.loads(line)
+    _version(document)
+    times = document["times_ns"] if "times_ns" in document else [document["time_ns"]]
+    return {(document["kind"], document["model"], utc_day(time_ns)) for time_ns in set(times)}
+
+
+def _version(document: dict[str, Any]) -> int:
+    """The line's format version, taken out of the document; StoreError for one this Steward cannot read."""
+    version = document.pop("v", 1)
+    if version not in _DECODERS:
+        raise StoreError(f"a write-ahead log line has format version {version!r}; this Steward reads versions "
+                         f"1 to {WAL_VERSION}: replay the segment with the Steward that wrote it")
+    return version
 
 
 def _decode_v2(document: dict[str, Any]) -> Batch:
