@@ -275,10 +275,6 @@ class InMemoryRegistry(Registry):
                 plan, plan_error = None, str(error)
         return ServingState(stored.aliases.get(CHAMPION), stored.aliases.get(CHALLENGER), plan, plan_error)
 
-    def set_model_tag(self, model: str, key: str, value: str) -> None:
-        """Write a registered-model tag directly (a corrupt traffic plan, a tag another tool wrote)."""
-        self._model(model).tags[key] = value
-
 
 def in_memory_services(registry: Registry | None = None) -> Services:
     """A fake registry, and the real prediction log and ledger on a fresh ``memory://`` folder of their own."""
