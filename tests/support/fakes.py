@@ -21,18 +21,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from steward.monitoring.ledger import Ledger
-from steward.registry.adapter import (
-    TRAFFIC_PLAN_TAG,
-    TRUSTED_SKOPS_TYPES,
-    ArtifactIntegrityError,
-    Lineage,
-    LoadedModel,
-    Registry,
-    RegistryError,
-    VersionInfo,
-    _truncate,
-)
+from steward.registry.adapter import LoadedModel, Registry, VersionInfo
+from steward.registry.aliases import TRAFFIC_PLAN_TAG
+from steward.registry.errors import ArtifactIntegrityError, RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry, ChangeKind, next_semver
+from steward.registry.lineage import Lineage
+from steward.registry.registration import TRUSTED_SKOPS_TYPES, truncate_tag
 from steward.services import Services
 from steward.store.log import PredictionStore
 
@@ -106,7 +100,7 @@ class InMemoryRegistry(Registry):
 
     def set_version_tags(self, model: str, version: str, tags: dict[str, str]) -> None:
         stored = self._stored(model, version)
-        stored.info.tags.update({key: _truncate(str(value)) for key, value in tags.items()})
+        stored.info.tags.update({key: truncate_tag(str(value)) for key, value in tags.items()})
 
     def register_version(
         self,
@@ -146,7 +140,7 @@ class InMemoryRegistry(Registry):
         info = VersionInfo(
             model=model_name, version=version, run_id=run_id, source=f"{self.artifact_root}/{run_id}/model",
             created=now.replace(microsecond=now.microsecond // 1000 * 1000), aliases=(),
-            tags={k: _truncate(v) for k, v in tags.items()}, metrics={k: float(v) for k, v in metrics.items()},
+            tags={k: truncate_tag(v) for k, v in tags.items()}, metrics={k: float(v) for k, v in metrics.items()},
         )
         stored.versions[version] = _StoredVersion(
             info, model_bytes, {name: frame.copy() for name, frame in datasets.items()}, lineage.spec_yaml
@@ -209,7 +203,7 @@ class InMemoryRegistry(Registry):
     # ------------------------------------------------------------------ aliases and history
     def _record(self, entry: AuditEntry) -> AuditEntry:
         # Stored as Registry stores it: the reason truncated, the details through JSON.
-        kept = replace(entry, reason=_truncate(entry.reason), details=json.loads(json.dumps(entry.details)))
+        kept = replace(entry, reason=truncate_tag(entry.reason), details=json.loads(json.dumps(entry.details)))
         self._audit.append(kept)
         return entry
 

@@ -11,9 +11,9 @@ import pytest
 
 from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.monitoring.ledger import EntryStatus, MaintenanceKind, Priority
-from steward.registry.adapter import ArtifactIntegrityError, RegistryError
+from steward.registry.errors import ArtifactIntegrityError, RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
-from tasks import rollout, training, validation
+from tasks import rollback, training, validation
 from tests.support.models import register_trained, set_champion_and_challenger
 
 
@@ -68,19 +68,19 @@ def test_rollback_restores_the_previous_champion_resets_traffic_and_opens_a_crit
 ):
     registry, model = fake_services.registry, quick_spec.name
     with pytest.raises(RegistryError, match="no champion"):
-        rollout.rollback_target.fn(model)
+        rollback.rollback_target.fn(model)
     versions = [register_trained(registry, quick_spec, quick_model, validated=True).version for _ in range(3)]
     registry.promote(model, versions[0], reason="first")
     with pytest.raises(RegistryError, match="no earlier champion"):
-        rollout.rollback_target.fn(model)
+        rollback.rollback_target.fn(model)
     set_champion_and_challenger(registry, model, versions[1], versions[2])
     registry.set_traffic_plan(model, TrafficPlan(mode="canary", challenger_percent=5), reason="canary step 1")
 
-    assert rollout.rollback_target.fn(model) == (versions[1], versions[0])
-    assert rollout.stop_rollouts.fn(model, "error spike") == ()
-    entry = rollout.restore_champion.fn(model, "error spike", "oncall")
-    rollout.reset_traffic.fn(model, "rollback: error spike", "oncall")
-    incident_id = rollout.record_rollback_incident.fn(entry)
+    assert rollback.rollback_target.fn(model) == (versions[1], versions[0])
+    assert rollback.stop_rollouts.fn(model, "error spike") == ()
+    entry = rollback.restore_champion.fn(model, "error spike", "oncall")
+    rollback.reset_traffic.fn(model, "rollback: error spike", "oncall")
+    incident_id = rollback.record_rollback_incident.fn(entry)
 
     assert (entry.kind, entry.from_version, entry.to_version, entry.actor) == (
         ChangeKind.ROLLBACK, versions[1], versions[0], "oncall")
@@ -93,7 +93,7 @@ def test_rollback_restores_the_previous_champion_resets_traffic_and_opens_a_crit
     assert [(e.kind, e.to_version) for e in registry.history(model) if e.alias == CHAMPION] == [
         (ChangeKind.BOOTSTRAP, versions[0]), (ChangeKind.PROMOTE, versions[1]), (ChangeKind.ROLLBACK, versions[0])]
     with pytest.raises(RegistryError, match="no earlier champion"):  # the rolled-back version is not a target
-        rollout.rollback_target.fn(model)
+        rollback.rollback_target.fn(model)
 
 
 def test_retention_task_archives_by_tag_and_keeps_the_champion(fake_services, quick_spec, quick_model):
