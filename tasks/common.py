@@ -1,9 +1,11 @@
-"""Shared plumbing for tasks: settings, the registry, events and artifacts."""
+"""Shared plumbing for tasks: the services (registry, prediction log, ledger), events and artifacts."""
 
 from __future__ import annotations
 
-import functools
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -14,31 +16,58 @@ from steward.config import apply_environment
 from steward.events import resource_id
 from steward.monitoring.ledger import Ledger
 from steward.registry.adapter import Registry
+from steward.services import Services
 from steward.store.reader import PredictionStore
 
+_services: Services | None = None
+_services_lock = threading.Lock()
 
-@functools.cache
+
+def services() -> Services:
+    """The process's clients: built from the settings on first use, unless a caller installed others."""
+    global _services
+    with _services_lock:
+        if _services is None:
+            _services = Services.from_settings(apply_environment())
+        return _services
+
+
+@contextmanager
+def use_services(replacement: Services) -> Iterator[Services]:
+    """Hand every task ``replacement`` (fakes, in tests) until the block ends, then restore the previous ones.
+
+    Process-wide rather than per context, because Prefect runs tasks in worker threads.
+    """
+    global _services
+    with _services_lock:
+        previous, _services = _services, replacement
+    try:
+        yield replacement
+    finally:
+        with _services_lock:
+            _services = previous
+
+
+def reset_services() -> None:
+    """Forget the built clients, so the next use builds them from the settings again (after they change)."""
+    global _services
+    with _services_lock:
+        _services = None
+
+
 def registry() -> Registry:
-    """One registry client per process, pointed at the configured MLflow."""
-    return Registry.from_settings(apply_environment())
+    """The model registry (MLflow, unless replaced)."""
+    return services().registry
 
 
-@functools.cache
 def store() -> PredictionStore:
     """The prediction log at the configured store URI."""
-    return PredictionStore.from_settings(apply_environment())
+    return services().store
 
 
-@functools.cache
 def ledger() -> Ledger:
     """The maintenance ledger beside the prediction log."""
-    return Ledger.from_settings(apply_environment())
-
-
-def reset_clients() -> None:
-    """Forget cached clients (after the settings change, e.g. in tests)."""
-    for cached in (registry, store, ledger):
-        cached.cache_clear()
+    return services().ledger
 
 
 def current_flow_run_id() -> str | None:

@@ -67,6 +67,33 @@ def example_frame() -> pd.DataFrame:
     return example_training_frame(days=20, rows_per_day=300)
 
 
+@pytest.fixture(scope="session")
+def example_spec():
+    """The example spec (``credit-default``) as a ModelSpec, its data at ``train.parquet``."""
+    from steward.simulation.examples import example_spec_text
+    from steward.spec import parse_spec
+
+    document = yaml.safe_load(example_spec_text())
+    document["data"]["path"] = "train.parquet"
+    return parse_spec(document)
+
+
+@pytest.fixture(scope="session")
+def quick_spec(example_spec):
+    """The example spec with a small model (15 boosting rounds), for tests that need a real fitted model fast."""
+    from tests.support.models import with_estimator_params
+
+    return with_estimator_params(example_spec, max_iter=15)
+
+
+@pytest.fixture(scope="session")
+def quick_model(quick_spec, example_frame):
+    """``quick_spec``'s model fitted once per session on the example frame (a TrainedModel)."""
+    from tests.support.models import train_spec
+
+    return train_spec(quick_spec, example_frame, "tests: the example frame")
+
+
 @pytest.fixture
 def write_spec(tmp_path: Path, example_frame: pd.DataFrame, model_name: str):
     """Write the example spec (with overrides) and its data under tmp_path; returns the spec path."""
@@ -95,22 +122,22 @@ def write_spec(tmp_path: Path, example_frame: pd.DataFrame, model_name: str):
 def register_version(registry):
     """Train a spec's model on a frame and register it without Prefect; returns the VersionInfo."""
     from steward.spec import load_spec
-    from steward.training.data import frame_sha256, split_train_holdout
-    from steward.training.train import train_model
+    from tests.support.models import register_trained, train_spec, with_estimator_params
 
     def register(spec_path: Path, frame: pd.DataFrame, **estimator_params):
-        spec = load_spec(spec_path)
-        if estimator_params:
-            spec = spec.model_copy(
-                update={"estimator": spec.estimator.model_copy(update={"params": {**spec.estimator.params,
-                                                                                    **estimator_params}})}
-            )
-        split = split_train_holdout(frame, spec)
-        trained = train_model(spec, split, data_sha256=frame_sha256(frame), data_source=str(spec_path))
-        return registry.register_version(
-            spec.name, trained.estimator, lineage=trained.lineage, metrics=trained.metrics,
-            input_example=trained.holdout_frame[spec.feature_names].head(20),
-            datasets={"holdout": trained.holdout_frame, "reference": trained.train_frame},
-        )
+        spec = with_estimator_params(load_spec(spec_path), **estimator_params)
+        return register_trained(registry, spec, train_spec(spec, frame, str(spec_path)))
 
     return register
+
+
+@pytest.fixture
+def fake_services():
+    """Tasks read an in-memory registry, prediction log and ledger during the test (tests/support/fakes.py)."""
+    from tasks.common import use_services
+    from tests.support.fakes import forget, in_memory_services
+
+    services = in_memory_services()
+    with use_services(services):
+        yield services
+    forget(services)

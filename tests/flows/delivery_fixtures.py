@@ -11,11 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,9 @@ import httpx
 import numpy as np
 import pandas as pd
 import yaml
+
+from tests.support.gateway import free_port
+from tests.support.polling import wait_until
 
 ADMIN_TOKEN = "delivery-test-token"
 GATEWAY_POLL_SECONDS = 0.5  # the gateway's default
@@ -41,12 +42,6 @@ def strict_pipeline(spec: Any, **params: Any) -> Any:
     pipeline = tabular_pipeline(spec, **params)
     return pipeline.set_params(preprocess__categorical__encode__handle_unknown="error",
                                preprocess__categorical__encode__min_frequency=None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -179,16 +174,6 @@ def share_within(count: int, total: int, percent: float) -> bool:
     """Is ``count`` of ``total`` consistent with at most ``percent``%? (binomial, 4 standard deviations)."""
     p = percent / 100
     return count <= total * p + 4 * np.sqrt(max(total * p * (1 - p), 1.0))
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"gave up waiting for {what} after {timeout}s"
-        time.sleep(every)
 
 
 def wait_for_log(model: str, until: pd.Timestamp, timeout: float = 10.0) -> None:

@@ -18,13 +18,11 @@ import pandas as pd
 import pytest
 import yaml
 from experiment_fixtures import (
-    RunningGateway,
     champion_and_challenger,
     read_artifacts,
     start_gateway,
     train,
     wait_for_log,
-    wait_until,
     write_spec,
 )
 
@@ -37,6 +35,8 @@ from steward.simulation.http_traffic import TrafficSender, TrafficSummary
 from steward.simulation.injections import DriftKind, Injection
 from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
+from tests.support.gateway import RunningGateway
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,6 @@ from delivery_fixtures import (
     traffic,
     train,
     wait_for_log,
-    wait_until,
     write_spec,
 )
 
@@ -39,6 +38,7 @@ from steward.delivery.rollout import ROLLOUT_TAG, InterruptionCode, Phase, Rollo
 from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
 from steward.findings import Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 

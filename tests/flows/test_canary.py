@@ -30,7 +30,6 @@ from delivery_fixtures import (
     traffic,
     train,
     wait_for_log,
-    wait_until,
     write_spec,
 )
 
@@ -52,6 +51,7 @@ from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.findings import MaintenanceKind, Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.simulation.injections import DriftKind, Injection
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 

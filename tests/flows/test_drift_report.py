@@ -18,6 +18,7 @@ from steward.monitoring.drift.policy import DriftPolicy, DriftReason, decide_mat
 from steward.registry.errors import RegistryError
 from steward.simulation.injections import DriftKind, Injection
 from steward.simulation.scenario import credit_default_scenario
+from tests.support.models import register_champion, train_spec
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +40,7 @@ def deploy(registry, settings, example_frame, folder: Path, injections, days: in
     from steward.simulation.replay import ReplayArm, replay_to_store
     from steward.spec import load_spec
     from steward.store.reader import PredictionStore
-    from steward.training.data import frame_sha256, split_train_holdout
-    from steward.training.train import train_model
-
+    
     name = f"drift-flow-{next(_names)}"
     document = yaml.safe_load(example_spec_text())
     document.update(name=name, data={"kind": "file", "path": str(folder / "train.parquet")})
@@ -50,15 +49,8 @@ def deploy(registry, settings, example_frame, folder: Path, injections, days: in
     spec_path = folder / f"{name}.yaml"
     spec_path.write_text(yaml.safe_dump(document, sort_keys=False))
     spec = load_spec(spec_path)
-    trained = train_model(spec, split_train_holdout(example_frame, spec), data_sha256=frame_sha256(example_frame),
-                          data_source=str(spec_path))
-    info = registry.register_version(
-        name, trained.estimator, lineage=trained.lineage, metrics=trained.metrics,
-        input_example=trained.holdout_frame[spec.feature_names].head(20),
-        datasets={"holdout": trained.holdout_frame, "reference": trained.train_frame},
-    )
-    registry.set_version_tags(name, info.version, {"steward.validation.status": "passed"})
-    registry.promote(name, info.version, reason="test champion")
+    trained = train_spec(spec, example_frame, str(spec_path))
+    info = register_champion(registry, spec, trained)
     world = credit_default_scenario(rows_per_day=2000, injections=tuple(injections))
     replay_to_store(PredictionStore.from_settings(settings), spec, world.generate(START, START + days * DAY),
                     [ReplayArm("champion", info.version, trained.estimator)])

@@ -10,7 +10,6 @@ process, found by the gateway's listening port.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +30,8 @@ from steward.monitoring.slo import Compliance, SLOStore
 from steward.simulation.injections import DriftKind, Injection
 from steward.simulation.replay import ReplayArm, replay_to_store
 from steward.simulation.scenario import credit_default_scenario
+from tests.support.gateway import free_port
+from tests.support.models import register_champion, train_spec
 
 pytestmark = pytest.mark.slow
 
@@ -49,19 +50,13 @@ class Served:
     gateway_url: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_gateway(registry, models: tuple[str, ...], tmp: Path):
     import uvicorn
 
     from steward.serving import GatewayConfig, create_app
 
     config = GatewayConfig(models=models, log_mode="off", poll_interval=0.5, store_uri=str(tmp / "gateway-log"))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(config, registry=registry), host="127.0.0.1", port=port,
                                            log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, name=f"health-gateway-{port}", daemon=True)
@@ -83,8 +78,6 @@ def _start_gateway(registry, models: tuple[str, ...], tmp: Path):
 def served(registry, example_frame, tmp_path_factory) -> Iterator[Served]:
     from steward.simulation.examples import example_spec_text
     from steward.spec import load_spec
-    from steward.training.data import frame_sha256, split_train_holdout
-    from steward.training.train import train_model
     from tasks.common import store
 
     tmp = tmp_path_factory.mktemp("health")
@@ -99,15 +92,8 @@ def served(registry, example_frame, tmp_path_factory) -> Iterator[Served]:
     spec_path.write_text(yaml.safe_dump(document, sort_keys=False))
     spec = load_spec(spec_path)
 
-    split = split_train_holdout(example_frame, spec)
-    trained = train_model(spec, split, data_sha256=frame_sha256(example_frame), data_source=str(spec_path))
-    version = registry.register_version(
-        MODEL, trained.estimator, lineage=trained.lineage, metrics=trained.metrics,
-        input_example=trained.holdout_frame[spec.feature_names].head(20),
-        datasets={"holdout": trained.holdout_frame, "reference": trained.train_frame},
-    ).version
-    registry.set_version_tags(MODEL, version, {"steward.validation.status": "passed"})
-    registry.promote(MODEL, version, reason="health-check tests")
+    trained = train_spec(spec, example_frame, str(spec_path))
+    version = register_champion(registry, spec, trained, reason="health-check tests").version
 
     scenario = credit_default_scenario(
         rows_per_day=ROWS_PER_DAY, start=START, label_delay=pd.Timedelta(hours=1),

@@ -28,6 +28,7 @@ from steward.monitoring.maintenance.summaries import Cadence, TaskStatus
 from steward.monitoring.model_card import CARD_ARTIFACT_PATH, CARD_FILE
 from steward.simulation.injections import DriftKind, Injection
 from steward.simulation.scenario import credit_default_scenario
+from tests.support.models import register_champion, train_spec
 
 pytestmark = pytest.mark.slow
 
@@ -58,9 +59,7 @@ def world(registry, settings, example_frame, tmp_path_factory) -> World:
     from steward.simulation.replay import ReplayArm, replay_to_store
     from steward.spec import load_spec
     from steward.store.reader import PredictionStore
-    from steward.training.data import frame_sha256, split_train_holdout
-    from steward.training.train import train_model
-
+    
     folder = tmp_path_factory.mktemp("maintenance")
     name = "maintenance-world"
     document = yaml.safe_load(example_spec_text())
@@ -69,15 +68,8 @@ def world(registry, settings, example_frame, tmp_path_factory) -> World:
     spec_path = folder / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(document, sort_keys=False))
     spec = load_spec(spec_path)
-    trained = train_model(spec, split_train_holdout(example_frame, spec), data_sha256=frame_sha256(example_frame),
-                          data_source=str(spec_path))
-    info = registry.register_version(
-        name, trained.estimator, lineage=trained.lineage, metrics=trained.metrics,
-        input_example=trained.holdout_frame[spec.feature_names].head(20),
-        datasets={"holdout": trained.holdout_frame, "reference": trained.train_frame},
-    )
-    registry.set_version_tags(name, info.version, {"steward.validation.status": "passed"})
-    registry.promote(name, info.version, reason="test champion")
+    trained = train_spec(spec, example_frame, str(spec_path))
+    info = register_champion(registry, spec, trained)
 
     world = credit_default_scenario(rows_per_day=600, injections=(
         Injection(DriftKind.CONCEPT_DRIFT, START + 19 * DAY, None, ("utilization", "num_late_payments", "debt_ratio"),

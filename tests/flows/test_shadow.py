@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from experiment_fixtures import (
-    RunningGateway,
     champion_and_challenger,
     read_artifacts,
     start_gateway,
@@ -25,6 +24,7 @@ from steward.delivery.traffic import DEFAULT_PLAN
 from steward.simulation.http_traffic import TrafficSender
 from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
+from tests.support.gateway import RunningGateway
 
 pytestmark = pytest.mark.slow
 

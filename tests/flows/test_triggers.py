@@ -15,6 +15,8 @@ import pytest
 
 from steward import events
 
+pytestmark = pytest.mark.slow  # a Prefect server with its trigger services, and waits on them
+
 
 def _emit(event: str, model: str, labels: dict[str, str] | None = None, **payload) -> None:
     from prefect.events import emit_event
@@ -53,6 +55,16 @@ def _wait_for_runs(deployment_id: UUID, expected: int, timeout: float = 45.0) ->
     return runs
 
 
+def _the_run_started_by(deployment_id: UUID, event: str, model: str, labels: dict[str, str] | None = None,
+                        **payload):
+    """Emit ``event`` and return the one flow run the deployment's trigger created for it."""
+    _emit(event, model, labels, **payload)
+    _flush_events()
+    runs = _wait_for_runs(deployment_id, 1)
+    assert len(runs) == 1
+    return runs[0]
+
+
 @pytest.fixture
 def register() -> Callable[..., dict[str, UUID]]:
     """Apply the catalog's deployments (with their triggers) for a spec; returns deployment ids by procedure."""
@@ -86,11 +98,9 @@ def test_a_drift_storm_starts_one_retrain_with_the_spec_path(register, write_spe
     spec_path = write_spec()
     ids = register(spec_path, ["retrain"])
 
-    _emit(events.DRIFT_DETECTED, model_name, WANTED, version="3", reason="share of drifted columns 0.45 > 0.30")
-    _flush_events()
-    runs = _wait_for_runs(ids["retrain"], 1)
-    assert len(runs) == 1
-    assert runs[0].parameters == {
+    run = _the_run_started_by(ids["retrain"], events.DRIFT_DETECTED, model_name, WANTED, version="3",
+                              reason="share of drifted columns 0.45 > 0.30")
+    assert run.parameters == {
         "spec_path": str(spec_path),
         "reason": "drift detected: share of drifted columns 0.45 > 0.30",
     }
@@ -125,11 +135,7 @@ def test_promotion_notifies_with_typed_payload_values(register, write_spec, mode
 
     payload = {"version": "4", "champion_version": "4", "reason": "canary passed", "steps": [1, 5, 25],
                "metrics": {"roc_auc": 0.81}, "traffic_percent": 100, "forced": False}
-    _emit(events.PROMOTED, model_name, **payload)
-    _flush_events()
-    runs = _wait_for_runs(ids["notify"], 1)
-    assert len(runs) == 1
-    parameters = runs[0].parameters
+    parameters = _the_run_started_by(ids["notify"], events.PROMOTED, model_name, **payload).parameters
     assert parameters["model"] == model_name
     assert parameters["event"] == events.PROMOTED
     assert parameters["version"] == "4"
@@ -155,12 +161,10 @@ def test_a_validated_candidate_starts_its_canary(register, write_spec, model_nam
     spec_path = write_spec()
     ids = register(spec_path, ["canary-promote"])
 
-    _emit(events.CANDIDATE_VALIDATED, model_name, version="7", champion_version="6", reason="gate passed")
-    _flush_events()
-    runs = _wait_for_runs(ids["canary-promote"], 1)
-    assert len(runs) == 1
-    assert runs[0].parameters["version"] == "7"
-    assert runs[0].parameters["spec_path"] == str(spec_path)
+    run = _the_run_started_by(ids["canary-promote"], events.CANDIDATE_VALIDATED, model_name, version="7",
+                              champion_version="6", reason="gate passed")
+    assert run.parameters["version"] == "7"
+    assert run.parameters["spec_path"] == str(spec_path)
 
 
 def test_the_notify_flow_tells_what_happened(model_name):
@@ -175,8 +179,6 @@ def test_a_registered_candidate_is_validated(register, write_spec, model_name):
     spec_path = write_spec()
     ids = register(spec_path, ["validate"])
 
-    _emit(events.CANDIDATE_REGISTERED, model_name, version="3", semver="1.2.0", reason="retrained: drift")
-    _flush_events()
-    runs = _wait_for_runs(ids["validate"], 1)
-    assert len(runs) == 1
-    assert runs[0].parameters == {"spec_path": str(spec_path), "version": "3"}
+    run = _the_run_started_by(ids["validate"], events.CANDIDATE_REGISTERED, model_name, version="3", semver="1.2.0",
+                              reason="retrained: drift")
+    assert run.parameters == {"spec_path": str(spec_path), "version": "3"}

@@ -20,6 +20,7 @@ def steward(home: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.timeout(1800)  # five commands, the first trains and validates in a fresh home
 def test_the_example_command_trains_validates_and_shows_lineage(tmp_path: Path):
     home = tmp_path / "state"
     result = steward(home, "example", cwd=tmp_path)

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ import httpx
 import pytest
 
 from deployments.catalog import PROCEDURES
+from tests.support.gateway import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the module's demo run may take 900 s
 
 ROOT = Path(__file__).resolve().parents[2]
 STEWARD = str(Path(sys.executable).parent / "steward")
@@ -31,12 +31,6 @@ CHROMIUM_FLAGS = (  # as on this kind of machine: root, no GPU, no network but l
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1600,3000",
     "--virtual-time-budget=30000",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _steward(*args: str, timeout: float) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""`steward up` / `stack-status` / `down` as a user runs them: real processes on free loopback ports."""
+"""`steward up` / `stack-status` / `down` and the containers' preflight as they run: real processes, loopback ports."""
 
 from __future__ import annotations
 
@@ -13,14 +13,10 @@ import httpx
 import psutil
 import pytest
 
+from tests.support.gateway import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 STEWARD = str(Path(sys.executable).parent / "steward")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _steward(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -113,3 +109,11 @@ def test_preflight_loads_the_champion(two_versions):
                             cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "champion loaded and digest verified" in result.stdout
+
+
+@pytest.mark.slow
+def test_preflight_refuses_a_model_without_a_champion(model_name):
+    result = subprocess.run([sys.executable, "-m", "deployments.preflight", model_name], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 1
+    assert f"{model_name}: no champion" in result.stderr

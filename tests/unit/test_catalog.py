@@ -120,6 +120,16 @@ def test_trigger_parameters_from_the_payload_are_typed():
     assert hydrate(trigger["parameters"], context)["version"] is None
 
 
+def test_the_notification_says_what_happened_to_which_version_and_why():
+    from deployments.notify import notification_text
+
+    occurred = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert notification_text("credit-default", events.ROLLED_BACK, "2", "error spike", occurred) == (
+        "credit-default: rolled back to v2 at 2026-01-02 03:04:05 UTC. Why: error spike")
+    assert notification_text("credit-default", events.PROMOTED, None, None, None) == (
+        "credit-default: promoted. Why: no reason given")
+
+
 def test_unknown_procedures_and_duplicate_models_are_refused(write_spec):
     spec = write_spec(name="model-c")
     with pytest.raises(KeyError, match="unknown procedures"):

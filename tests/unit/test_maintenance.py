@@ -9,7 +9,6 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from steward.findings import CheckStatus, Finding, MaintenanceKind, Priority
 from steward.monitoring.drift.history import DriftHistory, DriftRecord
@@ -64,17 +63,13 @@ from steward.monitoring.slo import SLODay, SLOTargets
 from steward.monitoring.trends import performance_trends
 from steward.registry.adapter import VersionInfo
 from steward.registry.history import AuditEntry, ChangeKind
-from steward.simulation.examples import example_spec_text
-from steward.spec import parse_spec
 
 NOW = datetime(2026, 3, 8, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def spec():
-    document = yaml.safe_load(example_spec_text())
-    document["data"]["path"] = "train.parquet"
-    return parse_spec(document)
+def spec(example_spec):
+    return example_spec
 
 
 # ------------------------------------------------------------------------------------------ retention

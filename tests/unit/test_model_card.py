@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from sklearn.metrics import roc_auc_score
 
 from steward.findings import Priority
@@ -22,18 +21,14 @@ from steward.monitoring.model_card import (
     known_limitations,
 )
 from steward.registry.adapter import VersionInfo
-from steward.simulation.examples import example_spec_text
-from steward.spec import parse_spec
 from steward.training.evaluation import SliceMetric
 
 NOW = datetime(2026, 3, 8, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def spec():
-    document = yaml.safe_load(example_spec_text())
-    document["data"]["path"] = "train.parquet"
-    return parse_spec(document)
+def spec(example_spec):
+    return example_spec
 
 
 @pytest.fixture(scope="module")
