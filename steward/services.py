@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from steward.monitoring.drift.history import DriftHistory
 from steward.monitoring.ledger import Ledger
+from steward.monitoring.slo import SLOStore
 from steward.registry.adapter import Registry
 from steward.store.reader import PredictionStore
 
@@ -19,17 +21,22 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Services:
-    """The model registry, the prediction log and the maintenance ledger of one Steward installation."""
+    """The model registry and the stores of one Steward installation: the prediction log, the
+    maintenance ledger, the daily SLO records and the drift history (all under one store URI)."""
 
     registry: Registry
     store: PredictionStore
     ledger: Ledger
+    slo: SLOStore
+    drift_history: DriftHistory
+
+    @classmethod
+    def at(cls, registry: Registry, store: PredictionStore) -> Services:
+        """``registry`` and every store beside the prediction log ``store``, under its URI."""
+        return cls(registry=registry, store=store, ledger=Ledger(store.uri), slo=SLOStore(store.uri),
+                   drift_history=DriftHistory(store.uri))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
-        """The real clients: MLflow at the configured URI, the log and the ledger under the store URI."""
-        return cls(
-            registry=Registry.from_settings(settings),
-            store=PredictionStore.from_settings(settings),
-            ledger=Ledger.from_settings(settings),
-        )
+        """The real clients: MLflow at the configured URI, the stores under the store URI."""
+        return cls.at(Registry.from_settings(settings), PredictionStore.from_settings(settings))

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from steward.config import get_settings
 from steward.monitoring.drift.engine import attach_report, detect_drift
-from steward.monitoring.drift.history import DriftHistory, DriftRecord
+from steward.monitoring.drift.history import DriftRecord
 from steward.monitoring.drift.monitor import (
     IMPORTANCE_ARTIFACT,
     PROFILE_ARTIFACT,
@@ -38,7 +38,7 @@ from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER
 from steward.spec import ModelSpec
 from steward.training.data import prepare_features
-from tasks.common import current_flow_run_id, ledger, registry, store
+from tasks.common import current_flow_run_id, ledger, registry, services, store
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def measure_drift(cached: CachedProfile, current: pd.DataFrame, spec: ModelSpec)
 
 @task(name="load-previous-drift", retries=2, retry_delay_seconds=[2, 5])
 def load_previous_drift(spec: ModelSpec, before: datetime) -> DriftRecord | None:
-    return DriftHistory(store().uri).previous(spec.name, before)
+    return services().drift_history.previous(spec.name, before)
 
 
 @task(name="decide-material-drift")
@@ -208,7 +208,7 @@ def store_drift_report(spec: ModelSpec, version: str, result: DriftResult, windo
 @task(name="record-drift-check", retries=2, retry_delay_seconds=[2, 5])
 def record_drift_check(record: DriftRecord) -> str:
     """Persist the check; the next one reads it back for hysteresis, the monthly review for the trend."""
-    return DriftHistory(store().uri).append(record)
+    return services().drift_history.append(record)
 
 
 @task(name="update-drift-ledger", retries=2, retry_delay_seconds=[2, 5])

@@ -34,7 +34,6 @@ from steward.monitoring.ledger import LedgerEntry
 from steward.monitoring.slo import (
     SLODay,
     SLOReport,
-    SLOStore,
     compute_slo_day,
     day_bounds,
     days_between,
@@ -44,7 +43,15 @@ from steward.registry.errors import RegistryError
 from steward.spec import ModelSpec
 from steward.store.reader import join_labels
 from steward.training.data import prepare_features
-from tasks.common import current_flow_run_id, emit_model_event, ledger, publish_table, registry, store
+from tasks.common import (
+    current_flow_run_id,
+    emit_model_event,
+    ledger,
+    publish_table,
+    registry,
+    services,
+    store,
+)
 
 NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name
 SLO_REPORT_DAYS = 7
@@ -164,7 +171,7 @@ def record_slo_days(spec: ModelSpec, window: HealthWindow) -> list[SLODay]:
     first = day_bounds(days[0])[0]
     predictions = store().read_predictions(spec.name, first, window.end, served_only=True)
     labelled = join_labels(predictions, store().read_labels(spec.name, start=first, end=window.end))
-    slo_store = SLOStore(store().uri)
+    slo_store = services().slo
     records = []
     for day in days:
         start, end = day_bounds(day)
@@ -180,7 +187,7 @@ def record_slo_days(spec: ModelSpec, window: HealthWindow) -> list[SLODay]:
 def read_slo_report(spec: ModelSpec, as_of: datetime, days: int = SLO_REPORT_DAYS) -> SLOReport:
     last = as_of.date()
     first = last - timedelta(days=days - 1)
-    return summarize_slo(spec.name, SLOStore(store().uri).read(spec.name, first, last), first, last)
+    return summarize_slo(spec.name, services().slo.read(spec.name, first, last), first, last)
 
 
 @task(name="publish-health-report")

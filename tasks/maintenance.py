@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from steward.config import get_settings
 from steward.findings import Finding, Priority
-from steward.monitoring.drift.history import DriftHistory, DriftRecord
+from steward.monitoring.drift.history import DriftRecord
 from steward.monitoring.health.data_quality import OutlierFences
 from steward.monitoring.health.report import CheckResult, HealthWindow
 from steward.monitoring.ledger import EntryStatus
@@ -50,14 +50,13 @@ from steward.monitoring.maintenance.technology import (
     review_checkout,
 )
 from steward.monitoring.model_card import CARD_ARTIFACT_PATH, CARD_FILE, LoggedEvaluation
-from steward.monitoring.slo import SLOStore
 from steward.monitoring.trends import Trend, performance_trends
 from steward.registry.adapter import VersionInfo
 from steward.registry.errors import RegistryError
 from steward.spec import ModelSpec
 from steward.training.data import prepare_features
 from steward.training.evaluation import SliceMetric, evaluate_slices
-from tasks.common import current_flow_run_id, ledger, publish_markdown, registry, store
+from tasks.common import current_flow_run_id, ledger, publish_markdown, registry, services, store
 
 # ------------------------------------------------------------------------------------------ ledger
 
@@ -134,7 +133,7 @@ def scan_log_days(
 ) -> list[DayScan]:
     """The last ``days`` UTC days before ``as_of``, each read once; their SLO records refreshed."""
     log = store()
-    return scan_log(log, SLOStore(log.uri), spec, days, as_of, fences=fences, quality_days=quality_days,
+    return scan_log(log, services().slo, spec, days, as_of, fences=fences, quality_days=quality_days,
                     labelled_columns=labelled_columns)
 
 
@@ -170,7 +169,7 @@ def production_evaluation(spec: ModelSpec, champion: VersionInfo, scans: Sequenc
 
 @task(name="read-drift-history", retries=2, retry_delay_seconds=[2, 5])
 def read_drift_history(spec: ModelSpec, start: datetime, end: datetime) -> list[DriftRecord]:
-    return DriftHistory(store().uri).records(spec.name, start, end)
+    return services().drift_history.records(spec.name, start, end)
 
 
 # ------------------------------------------------------------------------------------------ audit

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from steward.monitoring.ledger import Ledger
 from steward.registry.adapter import LoadedModel, Registry, VersionInfo
 from steward.registry.aliases import TRAFFIC_PLAN_TAG
 from steward.registry.errors import ArtifactIntegrityError, RegistryError
@@ -273,7 +272,7 @@ class InMemoryRegistry(Registry):
 def in_memory_services(registry: Registry | None = None) -> Services:
     """A fake registry, and the real prediction log and ledger on a fresh ``memory://`` folder of their own."""
     root = f"{MEMORY_ROOT}/{uuid.uuid4().hex}"
-    return Services(registry=registry or InMemoryRegistry(), store=PredictionStore(root), ledger=Ledger(root))
+    return Services.at(registry or InMemoryRegistry(), PredictionStore(root))
 
 
 def forget(services: Services) -> None:
