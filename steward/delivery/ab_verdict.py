@@ -23,7 +23,6 @@ from steward.delivery.experiments import (
     experiment_entries,
     iso_utc,
 )
-from steward.delivery.traffic import TrafficPlan
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry
 from steward.spec import ABTestSpec
 from steward.stats import (
@@ -38,6 +37,7 @@ from steward.stats import (
     sequential_proportions,
     welch_difference,
 )
+from steward.traffic import TrafficPlan
 
 # Entities seen in both arms beyond this share mean the assignment is not sticky: no conclusion.
 MAX_CROSSOVER_SHARE = 0.01

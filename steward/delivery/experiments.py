@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from steward.delivery.traffic import DEFAULT_PLAN, TrafficMode, TrafficPlan
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry, ChangeKind
 from steward.spec import ABTestSpec, ModelSpec
+from steward.traffic import DEFAULT_PLAN, TrafficMode, TrafficPlan
 
 
 class ExperimentError(ValueError):

@@ -27,7 +27,7 @@ from steward.registry.registration import truncate_tag
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from steward.delivery.traffic import ServingState, TrafficPlan
+    from steward.traffic import ServingState, TrafficPlan
 
 AUDIT_EXPERIMENT = "steward-audit"
 TRAFFIC_PLAN_TAG = "steward.traffic_plan"
@@ -193,7 +193,7 @@ class AliasMixin:
     # tag; each change is an audit entry like an alias move.
     def get_traffic_plan(self, model: str) -> TrafficPlan:
         """The model's stored traffic plan; the default (all to the champion) when none is set."""
-        from steward.delivery.traffic import DEFAULT_PLAN, parse_plan
+        from steward.traffic import DEFAULT_PLAN, parse_plan
 
         if not self.model_exists(model):
             raise RegistryError(f"no model named {model!r} in the registry; train one with `steward train`")
@@ -204,7 +204,7 @@ class AliasMixin:
         self, model: str, plan: TrafficPlan, *, reason: str, actor: str | None = None
     ) -> AuditEntry:
         """Store ``plan`` for ``model`` and record who changed it and why; gateways follow it."""
-        from steward.delivery.traffic import TrafficMode
+        from steward.traffic import TrafficMode
 
         previous = self.get_traffic_plan(model)
         challenger = self.alias_version(model, CHALLENGER)
@@ -224,7 +224,7 @@ class AliasMixin:
 
     def serving_state(self, model: str) -> ServingState:
         """Aliases and traffic plan of ``model`` from a single registry read."""
-        from steward.delivery.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
+        from steward.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
 
         try:
             registered = self._client.get_registered_model(model)

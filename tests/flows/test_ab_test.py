@@ -29,12 +29,12 @@ from experiment_fixtures import (
 from flows.ab_test import ABTestOutcome, ab_test
 from steward.delivery.ab_verdict import ABReason, ABStatus
 from steward.delivery.experiments import ExperimentError, ExperimentRun, active_experiment
-from steward.delivery.traffic import DEFAULT_PLAN, sticky_arm
 from steward.events import AB_TEST_CONCLUDED
 from steward.simulation.http_traffic import TrafficSender, TrafficSummary
 from steward.simulation.injections import DriftKind, Injection
 from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
+from steward.traffic import DEFAULT_PLAN, sticky_arm
 from tests.support.gateway import RunningGateway
 from tests.support.polling import wait_until
 

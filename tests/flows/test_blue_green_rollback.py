@@ -35,9 +35,9 @@ from flows.canary_promote import canary_promote
 from steward import events
 from steward.delivery.decisions import Check, StepAction, StepCode
 from steward.delivery.rollout import ROLLOUT_TAG, InterruptionCode, Phase, RolloutResult, RolloutState
-from steward.delivery.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
 from steward.findings import Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
+from steward.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow

@@ -47,10 +47,10 @@ from steward.delivery.rollout import (
     RolloutState,
 )
 from steward.delivery.timeline import StepRecord
-from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.findings import MaintenanceKind, Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.simulation.injections import DriftKind, Injection
+from steward.traffic import DEFAULT_PLAN, TrafficPlan
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow

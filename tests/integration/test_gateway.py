@@ -17,9 +17,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from steward.delivery.traffic import sticky_arm
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.store.reader import PredictionStore, join_labels
+from steward.traffic import sticky_arm
 
 pytestmark = pytest.mark.slow
 

@@ -30,8 +30,8 @@ from steward.services import Services
 from steward.store.reader import PredictionStore
 
 if TYPE_CHECKING:
-    from steward.delivery.traffic import ServingState, TrafficPlan
     from steward.spec import ModelSpec
+    from steward.traffic import ServingState, TrafficPlan
 
 MEMORY_ROOT = "memory://steward-tests"
 
@@ -231,13 +231,13 @@ class InMemoryRegistry(Registry):
 
     # ------------------------------------------------------------------ traffic plans
     def get_traffic_plan(self, model: str) -> TrafficPlan:
-        from steward.delivery.traffic import DEFAULT_PLAN, parse_plan
+        from steward.traffic import DEFAULT_PLAN, parse_plan
 
         text = self._model(model).tags.get(TRAFFIC_PLAN_TAG)
         return parse_plan(text, source=f"{model}'s stored traffic plan") if text else DEFAULT_PLAN
 
     def set_traffic_plan(self, model: str, plan: TrafficPlan, *, reason: str, actor: str | None = None) -> AuditEntry:
-        from steward.delivery.traffic import TrafficMode
+        from steward.traffic import TrafficMode
 
         previous = self.get_traffic_plan(model)
         challenger = self.alias_version(model, CHALLENGER)
@@ -256,7 +256,7 @@ class InMemoryRegistry(Registry):
         )
 
     def serving_state(self, model: str) -> ServingState:
-        from steward.delivery.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
+        from steward.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
 
         stored = self._model(model)
         text = stored.tags.get(TRAFFIC_PLAN_TAG)

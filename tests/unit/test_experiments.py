@@ -24,10 +24,10 @@ from steward.delivery.experiments import (
     stop_details,
 )
 from steward.delivery.shadow import compare_shadow
-from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.registry.history import AuditEntry, ChangeKind
 from steward.simulation.examples import example_spec_text
 from steward.spec import parse_spec
+from steward.traffic import DEFAULT_PLAN, TrafficPlan
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from steward.delivery.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.monitoring.ledger import EntryStatus, MaintenanceKind, Priority
 from steward.registry.errors import ArtifactIntegrityError, RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
+from steward.traffic import DEFAULT_PLAN, TrafficPlan
 from tasks import rollback, training, validation
 from tests.support.models import register_trained, set_champion_and_challenger
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from steward.delivery.traffic import (
+from steward.traffic import (
     DEFAULT_PLAN,
     Arm,
     StickyKey,
