@@ -58,6 +58,24 @@ class AliasMixin:
         self._client.set_terminated(run.info.run_id)
         return entry
 
+    # Storage primitives: the only alias-side calls that touch MLflow, so a fake overrides these and keeps the policy.
+    def _model_state(self, model: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The model's aliases and tags, from one registry read."""
+        try:
+            registered = self._client.get_registered_model(model)
+        except self._mlflow.exceptions.MlflowException:
+            raise RegistryError(f"no model named {model!r} in the registry; train one with `steward train`") from None
+        return {alias: str(version) for alias, version in (registered.aliases or {}).items()}, dict(registered.tags or {})
+
+    def _set_model_tag(self, model: str, key: str, value: str) -> None:
+        self._client.set_registered_model_tag(model, key, value)
+
+    def _write_alias(self, model: str, alias: str, version: str) -> None:
+        self._client.set_registered_model_alias(model, alias, version)
+
+    def _delete_alias(self, model: str, alias: str) -> None:
+        self._client.delete_registered_model_alias(model, alias)
+
     def record(
         self,
         model: str,
@@ -122,14 +140,14 @@ class AliasMixin:
                 "an archived version cannot take an alias"
             )
         previous = self.alias_version(model, alias)
-        self._client.set_registered_model_alias(model, alias, str(version))
+        self._write_alias(model, alias, str(version))
         return self.record(model, kind, reason, actor=actor, alias=alias, from_version=previous, to_version=str(version))
 
     def clear_alias(self, model: str, alias: str, *, reason: str, actor: str | None = None) -> AuditEntry | None:
         previous = self.alias_version(model, alias)
         if previous is None:
             return None
-        self._client.delete_registered_model_alias(model, alias)
+        self._delete_alias(model, alias)
         return self.record(model, ChangeKind.ASSIGN, reason, actor=actor, alias=alias, from_version=previous)
 
     def promote(self, model: str, version: str, *, reason: str, actor: str | None = None) -> AuditEntry:
@@ -195,9 +213,7 @@ class AliasMixin:
         """The model's stored traffic plan; the default (all to the champion) when none is set."""
         from steward.traffic import DEFAULT_PLAN, parse_plan
 
-        if not self.model_exists(model):
-            raise RegistryError(f"no model named {model!r} in the registry; train one with `steward train`")
-        text = (self._client.get_registered_model(model).tags or {}).get(TRAFFIC_PLAN_TAG)
+        text = self._model_state(model)[1].get(TRAFFIC_PLAN_TAG)
         return parse_plan(text, source=f"{model}'s stored traffic plan") if text else DEFAULT_PLAN
 
     def set_traffic_plan(
@@ -214,7 +230,7 @@ class AliasMixin:
                 f"({plan.describe()}); validate a candidate first (`steward validate`), which makes it the challenger"
             )
         document = plan.model_dump_json()
-        self._client.set_registered_model_tag(model, TRAFFIC_PLAN_TAG, document)
+        self._set_model_tag(model, TRAFFIC_PLAN_TAG, document)
         return self.record(
             model, ChangeKind.TRAFFIC_PLAN, reason, actor=actor,
             from_version=self.alias_version(model, CHAMPION),
@@ -226,12 +242,8 @@ class AliasMixin:
         """Aliases and traffic plan of ``model`` from a single registry read."""
         from steward.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
 
-        try:
-            registered = self._client.get_registered_model(model)
-        except self._mlflow.exceptions.MlflowException:
-            raise RegistryError(f"no model named {model!r} in the registry; train one with `steward train`") from None
-        aliases = {alias: str(version) for alias, version in (registered.aliases or {}).items()}
-        text = (registered.tags or {}).get(TRAFFIC_PLAN_TAG)
+        aliases, tags = self._model_state(model)
+        text = tags.get(TRAFFIC_PLAN_TAG)
         plan, plan_error = DEFAULT_PLAN, None
         if text:
             try:

@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from steward.registry.adapter import LoadedModel, Registry, VersionInfo
-from steward.registry.aliases import TRAFFIC_PLAN_TAG
 from steward.registry.errors import ArtifactIntegrityError, RegistryError
-from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry, ChangeKind, next_semver
+from steward.registry.history import AuditEntry, next_semver
 from steward.registry.lineage import Lineage
 from steward.registry.registration import TRUSTED_SKOPS_TYPES, truncate_tag
 from steward.services import Services
@@ -31,7 +30,6 @@ from steward.store.reader import PredictionStore
 
 if TYPE_CHECKING:
     from steward.spec import ModelSpec
-    from steward.traffic import ServingState, TrafficPlan
 
 MEMORY_ROOT = "memory://steward-tests"
 
@@ -206,67 +204,21 @@ class InMemoryRegistry(Registry):
         self._audit.append(kept)
         return entry
 
+    def _model_state(self, model: str) -> tuple[dict[str, str], dict[str, str]]:
+        stored = self._model(model)
+        return dict(stored.aliases), dict(stored.tags)
+
+    def _set_model_tag(self, model: str, key: str, value: str) -> None:
+        self._model(model).tags[key] = value
+
+    def _write_alias(self, model: str, alias: str, version: str) -> None:
+        self._model(model).aliases[alias] = version
+
+    def _delete_alias(self, model: str, alias: str) -> None:
+        del self._model(model).aliases[alias]
+
     def history(self, model: str) -> list[AuditEntry]:
         return sorted((entry for entry in self._audit if entry.model == model), key=lambda e: e.sequence)
-
-    def set_alias(
-        self, model: str, alias: str, version: str, *, reason: str, kind: ChangeKind, actor: str | None = None
-    ) -> AuditEntry:
-        info = self.get_version(model, version)
-        if info.archived:
-            raise RegistryError(
-                f"{model} v{version} is archived ({info.tags.get('steward.archived_reason', 'no reason recorded')}); "
-                "an archived version cannot take an alias"
-            )
-        previous = self.alias_version(model, alias)
-        self._models[model].aliases[alias] = str(version)
-        return self.record(model, kind, reason, actor=actor, alias=alias, from_version=previous, to_version=str(version))
-
-    def clear_alias(self, model: str, alias: str, *, reason: str, actor: str | None = None) -> AuditEntry | None:
-        previous = self.alias_version(model, alias)
-        if previous is None:
-            return None
-        del self._models[model].aliases[alias]
-        return self.record(model, ChangeKind.ASSIGN, reason, actor=actor, alias=alias, from_version=previous)
-
-    # ------------------------------------------------------------------ traffic plans
-    def get_traffic_plan(self, model: str) -> TrafficPlan:
-        from steward.traffic import DEFAULT_PLAN, parse_plan
-
-        text = self._model(model).tags.get(TRAFFIC_PLAN_TAG)
-        return parse_plan(text, source=f"{model}'s stored traffic plan") if text else DEFAULT_PLAN
-
-    def set_traffic_plan(self, model: str, plan: TrafficPlan, *, reason: str, actor: str | None = None) -> AuditEntry:
-        from steward.traffic import TrafficMode
-
-        previous = self.get_traffic_plan(model)
-        challenger = self.alias_version(model, CHALLENGER)
-        if plan.needs_challenger and challenger is None:
-            raise RegistryError(
-                f"{model} has no challenger, so a plan that sends traffic to one cannot apply "
-                f"({plan.describe()}); validate a candidate first (`steward validate`), which makes it the challenger"
-            )
-        document = plan.model_dump_json()
-        self._model(model).tags[TRAFFIC_PLAN_TAG] = document
-        return self.record(
-            model, ChangeKind.TRAFFIC_PLAN, reason, actor=actor,
-            from_version=self.alias_version(model, CHAMPION),
-            to_version=challenger if plan.needs_challenger or plan.mode is TrafficMode.SHADOW else None,
-            details={"plan": document, "previous": previous.model_dump_json(), "summary": plan.describe()},
-        )
-
-    def serving_state(self, model: str) -> ServingState:
-        from steward.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
-
-        stored = self._model(model)
-        text = stored.tags.get(TRAFFIC_PLAN_TAG)
-        plan, plan_error = DEFAULT_PLAN, None
-        if text:
-            try:
-                plan = parse_plan(text, source=f"{model}'s stored traffic plan")
-            except TrafficError as error:
-                plan, plan_error = None, str(error)
-        return ServingState(stored.aliases.get(CHAMPION), stored.aliases.get(CHALLENGER), plan, plan_error)
 
 
 def in_memory_services(registry: Registry | None = None) -> Services:
