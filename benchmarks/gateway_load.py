@@ -361,12 +361,12 @@ def log_work_per_request(home: Path, model: str, columns: list[str], rows: list[
 
     from steward.config import get_settings
     from steward.registry.adapter import Registry
+    from steward.registry.traffic import Arm, Route
     from steward.serving.config import GatewayConfig
     from steward.serving.gateway import Gateway
     from steward.serving.inference import score_jobs
     from steward.serving.schema import parse_payload
     from steward.store.records import prediction_batch
-    from steward.traffic import Arm, Route
 
     config = GatewayConfig(models=(model,), log_mode="batched", poll_interval=300, admin_token=SecretStr(TOKEN),
                            store_uri=str(home / "log-cost"))

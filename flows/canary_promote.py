@@ -8,7 +8,7 @@ from steward.delivery.decisions import StepAction
 from steward.delivery.lock import StartAction
 from steward.delivery.rollout import Phase, RolloutInterrupted, RolloutKind, lease_for
 from steward.delivery.timeline import CanaryOutcome
-from steward.traffic import TrafficPlan
+from steward.registry.traffic import TrafficPlan
 from tasks.data import load_model_spec
 from tasks.rollout import claim_rollout, observe_step, persist, publish_timeline, read_timeline, start_step
 from tasks.rollout_finish import finish_rollout, interrupted_outcome, withdraw_after_exit

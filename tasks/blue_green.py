@@ -14,8 +14,8 @@ from steward.config import apply_environment
 from steward.delivery.blue_green import SmokeReport, smoke_request
 from steward.delivery.rollout import RolloutError, RolloutState, StepWindow
 from steward.registry.history import CHALLENGER
+from steward.registry.traffic import Arm, TrafficMode, TrafficPlan
 from steward.spec import ModelSpec
-from steward.traffic import Arm, TrafficMode, TrafficPlan
 from steward.training.probes import edge_case_batches
 from tasks.common import registry
 from tasks.rollout import rollout_lock

@@ -27,9 +27,9 @@ from steward.delivery.shadow import ShadowReport, baseline_window, compare_shado
 from steward.findings import MaintenanceKind, Priority
 from steward.monitoring.ledger import LedgerEntry
 from steward.registry.history import AuditEntry, ChangeKind
+from steward.registry.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.spec import ModelSpec
 from steward.store.reader import join_labels
-from steward.traffic import DEFAULT_PLAN, TrafficPlan
 from tasks.common import (
     current_flow_run_id,
     emit_model_event,

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from steward.findings import MaintenanceKind, Priority
 from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry
-from steward.traffic import DEFAULT_PLAN
+from steward.registry.traffic import DEFAULT_PLAN
 from tasks.common import current_flow_run_id, ledger, registry
 from tasks.rollout import read_active, withdraw
 

@@ -36,9 +36,9 @@ from steward.delivery.rollout import (
 )
 from steward.delivery.timeline import StepRecord, step_record, timeline
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
+from steward.registry.traffic import TrafficPlan
 from steward.spec import CanaryPlan, ModelSpec
 from steward.store.reader import join_labels
-from steward.traffic import TrafficPlan
 from tasks.common import current_flow_run_id, publish_table, registry, store
 
 

@@ -23,8 +23,8 @@ from steward.delivery.rollout import (
 from steward.delivery.timeline import RolloutOutcome, roll_back_record
 from steward.findings import MaintenanceKind, Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
+from steward.registry.traffic import DEFAULT_PLAN
 from steward.spec import SpecError, load_spec
-from steward.traffic import DEFAULT_PLAN
 from tasks.common import current_flow_run_id, emit_model_event, ledger, publish_markdown, registry
 from tasks.rollout import (
     artifact_parts,

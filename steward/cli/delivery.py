@@ -32,7 +32,7 @@ def _rollout_errors() -> tuple[type[Exception], ...]:
 
 def _experiment_errors() -> tuple[type[Exception], ...]:
     from steward.delivery.experiments import ExperimentError
-    from steward.traffic import TrafficError
+    from steward.registry.traffic import TrafficError
 
     return (*user_errors(), ExperimentError, TrafficError)
 

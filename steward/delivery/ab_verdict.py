@@ -24,6 +24,7 @@ from steward.delivery.experiments import (
     iso_utc,
 )
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry
+from steward.registry.traffic import TrafficPlan
 from steward.spec import ABTestSpec
 from steward.stats import (
     Comparison,
@@ -37,7 +38,6 @@ from steward.stats import (
     sequential_proportions,
     welch_difference,
 )
-from steward.traffic import TrafficPlan
 
 # Entities seen in both arms beyond this share mean the assignment is not sticky: no conclusion.
 MAX_CROSSOVER_SHARE = 0.01

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry, ChangeKind
+from steward.registry.traffic import DEFAULT_PLAN, TrafficMode, TrafficPlan
 from steward.spec import ABTestSpec, ModelSpec
-from steward.traffic import DEFAULT_PLAN, TrafficMode, TrafficPlan
 
 
 class ExperimentError(ValueError):

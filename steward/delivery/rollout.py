@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from steward.registry.history import CHALLENGER, CHAMPION
-from steward.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
+from steward.registry.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
 
 ROLLOUT_TAG = "steward.rollout"  # the registry tag name: existing rollouts are read by it
 MAX_STATE_CHARS = 3500  # version tags are truncated at 4000 characters; a truncated state would not parse

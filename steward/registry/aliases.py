@@ -27,7 +27,7 @@ from steward.registry.registration import truncate_tag
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from steward.traffic import ServingState, TrafficPlan
+    from steward.registry.traffic import ServingState, TrafficPlan
 
 AUDIT_EXPERIMENT = "steward-audit"
 TRAFFIC_PLAN_TAG = "steward.traffic_plan"
@@ -211,7 +211,7 @@ class AliasMixin:
     # tag; each change is an audit entry like an alias move.
     def get_traffic_plan(self, model: str) -> TrafficPlan:
         """The model's stored traffic plan; the default (all to the champion) when none is set."""
-        from steward.traffic import DEFAULT_PLAN, parse_plan
+        from steward.registry.traffic import DEFAULT_PLAN, parse_plan
 
         text = self._model_state(model)[1].get(TRAFFIC_PLAN_TAG)
         return parse_plan(text, source=f"{model}'s stored traffic plan") if text else DEFAULT_PLAN
@@ -220,7 +220,7 @@ class AliasMixin:
         self, model: str, plan: TrafficPlan, *, reason: str, actor: str | None = None
     ) -> AuditEntry:
         """Store ``plan`` for ``model`` and record who changed it and why; gateways follow it."""
-        from steward.traffic import TrafficMode
+        from steward.registry.traffic import TrafficMode
 
         previous = self.get_traffic_plan(model)
         challenger = self.alias_version(model, CHALLENGER)
@@ -240,7 +240,7 @@ class AliasMixin:
 
     def serving_state(self, model: str) -> ServingState:
         """Aliases and traffic plan of ``model`` from a single registry read."""
-        from steward.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
+        from steward.registry.traffic import DEFAULT_PLAN, ServingState, TrafficError, parse_plan
 
         aliases, tags = self._model_state(model)
         text = tags.get(TRAFFIC_PLAN_TAG)

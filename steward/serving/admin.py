@@ -12,9 +12,9 @@ from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from steward.registry.traffic import TrafficError, TrafficMode, parse_plan
 from steward.serving.schema import Problem, RequestError
 from steward.serving.shadow import shadow_placement
-from steward.traffic import TrafficError, TrafficMode, parse_plan
 
 if TYPE_CHECKING:
     from steward.serving.gateway import Gateway

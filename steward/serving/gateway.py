@@ -22,6 +22,17 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from steward.registry.traffic import (
+    EVENT_TIME_HEADER,
+    Arm,
+    Route,
+    TrafficError,
+    TrafficMode,
+    parse_forced_arm,
+    route_entity,
+    route_forced,
+    route_request,
+)
 from steward.serving.admin import require_admin
 from steward.serving.arms import LoadedArm, Scored
 from steward.serving.config import GatewayConfig
@@ -42,17 +53,6 @@ from steward.serving.shadow import (
 )
 from steward.store.reader import PredictionStore
 from steward.store.writer import LogMode, WriterStats
-from steward.traffic import (
-    EVENT_TIME_HEADER,
-    Arm,
-    Route,
-    TrafficError,
-    TrafficMode,
-    parse_forced_arm,
-    route_entity,
-    route_forced,
-    route_request,
-)
 
 if TYPE_CHECKING:
     from steward.registry.adapter import Registry

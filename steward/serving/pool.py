@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from steward.registry.traffic import DEFAULT_PLAN, Arm, TrafficPlan
 from steward.serving.arms import LoadedArm, loaded_arm, measure_call_seconds, probe_row
 from steward.serving.schema import InputSchema
 from steward.spec import OutOfRangePolicy
-from steward.traffic import DEFAULT_PLAN, Arm, TrafficPlan
 
 if TYPE_CHECKING:
     from steward.registry.adapter import Registry

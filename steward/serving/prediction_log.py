@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from steward.registry.traffic import Arm
 from steward.serving.arms import LoadedArm, Scored
 from steward.serving.inference import Job, joined_columns
 from steward.serving.schema import InputSchema, Problem, RequestError
@@ -33,7 +34,6 @@ from steward.store.records import (
     prediction_rows,
 )
 from steward.store.writer import LogMode, LogWriter, WriterStats
-from steward.traffic import Arm
 
 DAY_NS = 86_400 * 10**9
 FLOAT64 = np.dtype(np.float64)

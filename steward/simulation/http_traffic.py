@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from steward.registry.traffic import EVENT_TIME_HEADER
 from steward.spec import ModelSpec
-from steward.traffic import EVENT_TIME_HEADER
 
 LABELS_PER_CALL = 1000  # the gateway's default limit per feedback call
 

@@ -30,11 +30,11 @@ from flows.ab_test import ABTestOutcome, ab_test
 from steward.delivery.ab_verdict import ABReason, ABStatus
 from steward.delivery.experiments import ExperimentError, ExperimentRun, active_experiment
 from steward.events import AB_TEST_CONCLUDED
+from steward.registry.traffic import DEFAULT_PLAN, sticky_arm
 from steward.simulation.http_traffic import TrafficSender, TrafficSummary
 from steward.simulation.injections import DriftKind, Injection
 from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
-from steward.traffic import DEFAULT_PLAN, sticky_arm
 from tests.support.gateway import RunningGateway
 from tests.support.polling import wait_until
 

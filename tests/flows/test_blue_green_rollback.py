@@ -37,7 +37,7 @@ from steward.delivery.decisions import Check, StepAction, StepCode
 from steward.delivery.rollout import ROLLOUT_TAG, InterruptionCode, Phase, RolloutResult, RolloutState
 from steward.findings import Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
-from steward.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
+from steward.registry.traffic import DEFAULT_PLAN, Arm, TrafficMode, TrafficPlan
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow

@@ -49,8 +49,8 @@ from steward.delivery.rollout import (
 from steward.delivery.timeline import StepRecord
 from steward.findings import MaintenanceKind, Priority
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
+from steward.registry.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.simulation.injections import DriftKind, Injection
-from steward.traffic import DEFAULT_PLAN, TrafficPlan
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow

@@ -20,10 +20,10 @@ from experiment_fixtures import (
 
 from flows.shadow import shadow_analysis
 from steward.delivery.experiments import ExperimentError
+from steward.registry.traffic import DEFAULT_PLAN
 from steward.simulation.http_traffic import TrafficSender
 from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
-from steward.traffic import DEFAULT_PLAN
 from tests.support.gateway import RunningGateway
 
 pytestmark = pytest.mark.slow

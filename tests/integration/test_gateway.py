@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
+from steward.registry.traffic import sticky_arm
 from steward.store.reader import PredictionStore, join_labels
-from steward.traffic import sticky_arm
 
 pytestmark = pytest.mark.slow
 

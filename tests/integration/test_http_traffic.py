@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from steward.registry.traffic import TrafficPlan
 from steward.simulation.http_traffic import TrafficSender
 from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
 from steward.store.reader import PredictionStore, join_labels
-from steward.traffic import TrafficPlan
 
 pytestmark = pytest.mark.slow
 

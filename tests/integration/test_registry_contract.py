@@ -13,7 +13,7 @@ import pytest
 from steward.registry.adapter import Registry
 from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
-from steward.traffic import DEFAULT_PLAN, TrafficMode, TrafficPlan
+from steward.registry.traffic import DEFAULT_PLAN, TrafficMode, TrafficPlan
 from tests.support.fakes import InMemoryRegistry
 from tests.support.models import mark_validated, register_trained
 

@@ -25,9 +25,9 @@ from steward.delivery.experiments import (
 )
 from steward.delivery.shadow import compare_shadow
 from steward.registry.history import AuditEntry, ChangeKind
+from steward.registry.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.simulation.examples import example_spec_text
 from steward.spec import parse_spec
-from steward.traffic import DEFAULT_PLAN, TrafficPlan
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

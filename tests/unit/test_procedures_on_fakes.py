@@ -12,7 +12,7 @@ import pytest
 from steward.monitoring.ledger import EntryStatus, MaintenanceKind, Priority
 from steward.registry.errors import ArtifactIntegrityError, RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
-from steward.traffic import DEFAULT_PLAN, TrafficPlan
+from steward.registry.traffic import DEFAULT_PLAN, TrafficPlan
 from tasks import rollback, training, validation
 from tests.support.models import register_trained, set_champion_and_challenger
 

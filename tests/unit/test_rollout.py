@@ -325,7 +325,7 @@ def test_thin_baseline_reaches_back_for_enough_champion_requests():
 
 def test_withdrawing_resets_only_a_plan_this_kind_of_rollout_sets():
     from steward.delivery.rollout import champion_only, routes_to_challenger
-    from steward.traffic import DEFAULT_PLAN, Arm, TrafficPlan
+    from steward.registry.traffic import DEFAULT_PLAN, Arm, TrafficPlan
 
     canary, blue_green = RolloutKind.CANARY, RolloutKind.BLUE_GREEN
     assert champion_only(canary) == DEFAULT_PLAN and champion_only(blue_green).live is Arm.CHAMPION

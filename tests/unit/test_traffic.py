@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from steward.traffic import (
+from steward.registry.traffic import (
     DEFAULT_PLAN,
     Arm,
     StickyKey,
