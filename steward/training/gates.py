@@ -10,6 +10,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from steward.findings import CheckStatus
 from steward.spec import GateSpec
@@ -211,10 +212,20 @@ def judge_training_duration(
     return TrainingDurationVerdict(False, f"{seconds:.1f} s, {ratio:.1f}x the median of earlier runs")
 
 
+class RetrainCode(StrEnum):
+    WITHIN_BUDGET = "within_budget"
+    COOLDOWN = "cooldown"
+    WEEKLY_BUDGET_SPENT = "weekly_budget_spent"
+
+
 @dataclass(frozen=True)
 class RetrainAllowance:
-    allowed: bool
+    code: RetrainCode
     reason: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.code is RetrainCode.WITHIN_BUDGET
 
 
 def decide_retrain(
@@ -226,12 +237,12 @@ def decide_retrain(
         since = (now - latest).total_seconds() / 3600
         if since < cooldown_hours:
             return RetrainAllowance(
-                False, f"cooldown: last retrain {since:.1f} h ago, cooldown is {cooldown_hours:g} h "
+                RetrainCode.COOLDOWN, f"cooldown: last retrain {since:.1f} h ago, cooldown is {cooldown_hours:g} h "
                 f"(next allowed after {(latest + timedelta(hours=cooldown_hours)).isoformat(timespec='minutes')})",
             )
     week = [t for t in earlier_retrains if now - t < timedelta(days=7)]
     if len(week) >= max_per_week:
         return RetrainAllowance(
-            False, f"budget: {len(week)} retrains in the last 7 days, the budget is {max_per_week} a week"
+            RetrainCode.WEEKLY_BUDGET_SPENT, f"budget: {len(week)} retrains in the last 7 days, the budget is {max_per_week} a week"
         )
-    return RetrainAllowance(True, f"{len(week)} of {max_per_week} retrains used this week; cooldown respected")
+    return RetrainAllowance(RetrainCode.WITHIN_BUDGET, f"{len(week)} of {max_per_week} retrains used this week; cooldown respected")

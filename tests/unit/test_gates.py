@@ -173,13 +173,13 @@ def test_edge_case_batches_use_declared_bounds(spec, fitted):
 def test_retrain_cooldown_and_budget():
     from datetime import UTC, datetime, timedelta
 
-    from steward.training.gates import decide_retrain
+    from steward.training.gates import RetrainCode, decide_retrain
 
     now = datetime(2026, 3, 10, 12, tzinfo=UTC)
     assert decide_retrain(now, [], cooldown_hours=24, max_per_week=3).allowed
     recent = decide_retrain(now, [now - timedelta(hours=2)], cooldown_hours=24, max_per_week=3)
-    assert not recent.allowed and "cooldown: last retrain 2.0 h ago" in recent.reason
+    assert recent.code is RetrainCode.COOLDOWN and not recent.allowed
     busy_week = [now - timedelta(days=d) for d in (1.5, 3, 5)]
     spent = decide_retrain(now, busy_week, cooldown_hours=24, max_per_week=3)
-    assert not spent.allowed and "budget: 3 retrains" in spent.reason
+    assert spent.code is RetrainCode.WEEKLY_BUDGET_SPENT and not spent.allowed
     assert decide_retrain(now, [now - timedelta(days=8)] * 5, cooldown_hours=24, max_per_week=3).allowed
