@@ -197,6 +197,10 @@ class _Replay:
             )
         cadence = pd.Timedelta(config.cadence)
         count = math.ceil((end - start) / cadence)
+        if count > 1 and end - (start + (count - 1) * cadence) < cadence / 2:
+            count -= 1  # a last sliver of a window would be judged on a handful of rows
+            self.notes.append(f"rows after {start + count * cadence:%Y-%m-%d %H:%M} UTC (less than half a window) "
+                              "are not replayed")
         return [((start + i * cadence).to_pydatetime(warn=False),
                  min(start + (i + 1) * cadence, end).to_pydatetime(warn=False)) for i in range(count)]
 
@@ -262,7 +266,7 @@ class _Replay:
             retrained_here = self._steward_retrain(end, training, actions, drift_announced=drift is not None
                                                    and drift.announced, accuracy_alarm=accuracy_alarm)
 
-        if Strategy.EVERY_WINDOW in config.strategies:
+        if Strategy.EVERY_WINDOW in config.strategies and index < len(self.bounds) - 1:  # a model that will serve
             if retrained_here is not None:
                 self.every_window = retrained_here  # the same rows and seed train the same model
                 baseline_retrains.append(Strategy.EVERY_WINDOW)

@@ -119,7 +119,8 @@ class WindowOutcome:
         }
 
 
-NOT_CHECKED = "not_checked"  # drift_code of a window with too few rows to measure drift
+NOT_CHECKED = "not_checked"
+MIN_GAP = 0.005  # a frozen-to-oracle gap smaller than this is noise: no share of it is reported  # drift_code of a window with too few rows to measure drift
 
 
 @dataclass(frozen=True)
@@ -142,12 +143,13 @@ class BacktestSummary:
 
     @property
     def gap_closed(self) -> float | None:
-        """Share of the FROZEN-to-ORACLE gap in the primary metric that Steward closed (None without both)."""
+        """Share of the FROZEN-to-ORACLE gap in the primary metric that Steward closed (None without both,
+        or when the gap is under ``MIN_GAP``: nothing to close). Lower-is-better metrics work the same way."""
         s = self.strategies
         if not {Strategy.FROZEN, Strategy.ORACLE, Strategy.STEWARD} <= set(s):
             return None
         gap = s[Strategy.ORACLE].mean_primary - s[Strategy.FROZEN].mean_primary
-        if not math.isfinite(gap) or abs(gap) < 1e-12:
+        if not math.isfinite(gap) or abs(gap) < MIN_GAP:
             return None
         return (s[Strategy.STEWARD].mean_primary - s[Strategy.FROZEN].mean_primary) / gap
 
