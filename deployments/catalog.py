@@ -114,6 +114,10 @@ PROCEDURES: tuple[Procedure, ...] = (
     Procedure("shadow-analysis", "flows/shadow.py:shadow_analysis",
               "Shadow the challenger on live traffic ('start', 'analyse', 'stop'); compare its answers and latency "
               "with the champion's without serving them."),
+    Procedure("backtest", "flows/backtest.py:backtest",
+              "Replay a labelled history (the spec's data.path or 'data') window by window through Steward's "
+              "health, drift, retrain and gate decisions on an event-time clock, beside frozen, retrain-every-window "
+              "and oracle baselines; publishes the summary and writes an HTML report."),
     Procedure("daily-maintenance", "flows/maintenance.py:daily_maintenance",
               "Daily maintenance: health check, drift report, clean-up past retention, critical alerts."),
     Procedure("weekly-maintenance", "flows/maintenance.py:weekly_maintenance",
