@@ -21,7 +21,9 @@ Triggers (docs/operations.md explains them):
   retrain cooldown fires on the first event and then ignores the model's events until the
   window ends (one bucket per model via ``for_each``), so drift and an accuracy loss found by
   the same maintenance run start one retrain. The retrain flow enforces the cooldown and the
-  weekly budget again, so a misfire cannot exceed them.
+  weekly budget again, so a misfire cannot exceed them. The trigger passes the event's ``window_end`` as the
+  retrain's ``as_of``, so that check runs on the event time of the check that fired it (a backfill of a
+  past window is judged as it would have been then); the debounce itself is on the server's clock.
 * ``steward.model.candidate-registered`` (emitted by retrain) starts ``validate`` for that version;
   ``steward.model.candidate-validated`` starts ``canary-promote`` for the validated version.
 * ``steward.model.promoted`` and ``steward.model.rolled-back`` start ``notify``.
@@ -112,6 +114,10 @@ PROCEDURES: tuple[Procedure, ...] = (
     Procedure("shadow-analysis", "flows/shadow.py:shadow_analysis",
               "Shadow the challenger on live traffic ('start', 'analyse', 'stop'); compare its answers and latency "
               "with the champion's without serving them."),
+    Procedure("backtest", "flows/backtest.py:backtest",
+              "Replay a labelled history (the spec's data.path or 'data') window by window through Steward's "
+              "health, drift, retrain and gate decisions on an event-time clock, beside frozen, retrain-every-window "
+              "and oracle baselines; publishes the summary and writes an HTML report."),
     Procedure("daily-maintenance", "flows/maintenance.py:daily_maintenance",
               "Daily maintenance: health check, drift report, clean-up past retention, critical alerts."),
     Procedure("weekly-maintenance", "flows/maintenance.py:weekly_maintenance",
@@ -211,10 +217,15 @@ def _triggers(key: str, entry: ModelEntry) -> list[dict[str, Any]]:
                 f"further such events are ignored for the retrain cooldown ({entry.cooldown_hours:g} h).",
                 model, [events.DRIFT_DETECTED, events.HEALTH_DEGRADED], within_seconds=cooldown,
                 extra_match={events.RETRAIN_LABEL: "wanted"},
-                parameters={"reason": text(
-                    f"{{{{ 'drift detected' if event.event == '{events.DRIFT_DETECTED}' else 'accuracy degraded' }}}}: "
-                    "{{ event.payload.get('reason', 'no reason given') }}"
-                )},
+                parameters={
+                    "reason": text(
+                        f"{{{{ 'drift detected' if event.event == '{events.DRIFT_DETECTED}' else 'accuracy degraded' }}}}: "
+                        "{{ event.payload.get('reason', 'no reason given') }}"
+                    ),
+                    # the event time of the check that fired: a backfill's retrain is judged (cooldown,
+                    # budget, data window) at its past window end, not at the wall clock
+                    "as_of": payload_value("window_end"),
+                },
             ),
         ]
     if key == "validate":
