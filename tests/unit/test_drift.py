@@ -13,7 +13,13 @@ from scipy.stats import wasserstein_distance
 
 from steward.monitoring.drift.engine import attach_report, detect_drift
 from steward.monitoring.drift.evidently_adapter import parse_snapshot
-from steward.monitoring.drift.policy import DriftPolicy, DriftReason, decide_material_drift
+from steward.monitoring.drift.policy import (
+    AccuracyEvidence,
+    DriftPolicy,
+    DriftReason,
+    EvidenceSource,
+    decide_material_drift,
+)
 from steward.monitoring.drift.profile import NumericProfile, ReferenceProfile
 from steward.monitoring.drift.result import ColumnDrift, DriftReportFormatError, DriftResult, save_report_html
 from steward.monitoring.drift.statistics import wasserstein_normed
@@ -351,11 +357,25 @@ def test_top_k_policy() -> None:
     assert hit.material and hit.code is DriftReason.TOP_FEATURE_DRIFTED and hit.columns == ("a",)
 
 
-def test_prediction_drift_alone_can_be_material() -> None:
-    r = result(col("a", 0.01), col("b", 0.01), prediction=col("score", 0.4))
-    alone = decide_material_drift(r, DriftPolicy())
-    assert alone.material and alone.code is DriftReason.PREDICTION_DRIFTED
-    quiet = decide_material_drift(r, DriftPolicy(prediction_drift_is_material=False))
+def _evidence(drop: float, moved: bool) -> AccuracyEvidence:
+    return AccuracyEvidence("accuracy", EvidenceSource.ESTIMATED, 0.8 - drop, 0.8, drop, 0.005, 2000, moved)
+
+
+def test_prediction_drift_alone_is_material_only_when_accuracy_moves() -> None:
+    # the case: the score moved past its limit (Wasserstein 0.11 > 0.1), no input column drifted
+    r = result(col("a", 0.01), col("b", 0.01), prediction=col("score", 0.11))
+    unconfirmed = decide_material_drift(r, DriftPolicy(hysteresis_margin=0))
+    assert not unconfirmed.material and unconfirmed.code is DriftReason.PREDICTION_UNCONFIRMED
+    steady = decide_material_drift(r, DriftPolicy(hysteresis_margin=0), accuracy=_evidence(0.004, moved=False))
+    assert not steady.material and steady.code is DriftReason.PREDICTION_DRIFTED_ACCURACY_STEADY
+    fell = decide_material_drift(r, DriftPolicy(hysteresis_margin=0), accuracy=_evidence(0.04, moved=True))
+    assert fell.material and fell.code is DriftReason.PREDICTION_DRIFTED_WITH_ACCURACY
+    assert fell.columns == ("score",) and "estimated accuracy" in fell.reason
+
+    always = decide_material_drift(r, DriftPolicy(prediction_drift="always", hysteresis_margin=0))
+    assert always.material and always.code is DriftReason.PREDICTION_DRIFTED
+    assert DriftPolicy(prediction_drift_is_material=True).prediction_drift == "always"  # older specs still read
+    quiet = decide_material_drift(r, DriftPolicy(prediction_drift_is_material=False, hysteresis_margin=0))
     assert not quiet.material and quiet.code is DriftReason.PREDICTION_NOT_COUNTED
 
 

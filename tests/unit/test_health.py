@@ -67,6 +67,7 @@ def make_spec(**sections) -> ModelSpec:
 
 
 SPEC = make_spec()
+IMPORTANCES = {name: 1.0 for name in SPEC.feature_names}  # the example's policy weighs columns by importance
 
 
 def log(n: int, *, version: str = "1", latency=5.0, status="ok", served=True, prefix: str = "r",
@@ -243,7 +244,7 @@ def test_concept_drift_is_a_drop_in_the_later_half_with_stable_inputs():
     frame = pd.concat([early, late], ignore_index=True)
     rng = np.random.default_rng(3)
     frame["income"] = rng.lognormal(11, 0.4, len(frame))  # same distribution in both halves
-    result = check_accuracy(frame.drop(columns="label"), frame, SPEC, {}, {}, None)
+    result = check_accuracy(frame.drop(columns="label"), frame, SPEC, {}, {}, None, importances=IMPORTANCES)
     drift = [i for i in result.issues if i.code is IssueCode.CONCEPT_DRIFT]
     assert len(drift) == 1 and "inputs stable against the earlier half" in drift[0].detail
 
@@ -252,7 +253,7 @@ def test_concept_drift_is_a_drop_in_the_later_half_with_stable_inputs():
     moved.loc[600:, "utilization"] = 1.4
     moved.loc[600:, "region"] = "west"
     moved.loc[600:, "debt_ratio"] = 2.5
-    explained = check_accuracy(moved.drop(columns="label"), moved, SPEC, {}, {}, None)
+    explained = check_accuracy(moved.drop(columns="label"), moved, SPEC, {}, {}, None, importances=IMPORTANCES)
     assert not [i for i in explained.issues if i.code is IssueCode.CONCEPT_DRIFT]
     assert any("data drift explains the drop" in note for note in explained.notes)
 
