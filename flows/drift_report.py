@@ -15,11 +15,14 @@ from steward.monitoring.drift.history import DriftRecord
 from steward.monitoring.drift.monitor import (
     DriftVerdict,
     choose_drift_window,
+    compare_seasonal,
     drift_event_payload,
     drift_markdown,
     too_little_traffic,
 )
+from steward.monitoring.drift.policy import DriftReason
 from steward.monitoring.drift.result import DriftResult
+from steward.spec import FeatureRole
 from tasks.common import current_flow_run_id, emit_model_event, publish_markdown
 from tasks.data import load_model_spec
 from tasks.drift import (
@@ -27,12 +30,15 @@ from tasks.drift import (
     cache_reference_profile,
     decide_drift,
     fetch_reference_profile,
+    gather_accuracy_evidence,
     load_previous_drift,
     measure_drift,
+    measure_seasonal_drift,
     read_drift_window,
     record_drift_check,
     render_drift_report,
     resolve_serving_version,
+    retrain_allowance_at,
     store_drift_report,
     update_drift_ledger,
 )
@@ -123,8 +129,16 @@ def drift_report(
         logger.info("built and cached the reference profile of v%s in %.1f s", version, cached.seconds)
     result = measure_drift(cached, current.frame, spec)
     seconds["verdict"] = result.seconds or 0.0
+    window_start = current.start or window.end
+    if spec.features_with_role(FeatureRole.SEASONAL):
+        result = compare_seasonal(result, measure_seasonal_drift(spec, current.frame, window_start, window.end))
     previous = load_previous_drift(spec, window.end)
-    verdict = decide_drift(spec, version, result, previous, cached.importances, window.end)
+    retrain = retrain_allowance_at(spec, window.end)
+    verdict = decide_drift(spec, version, result, previous, cached.importances, window.end, None, retrain)
+    if verdict.decision.code is DriftReason.PREDICTION_UNCONFIRMED:  # the outputs moved: did accuracy?
+        evidence = gather_accuracy_evidence(spec, version, current.frame, window_start, window.end)
+        if evidence is not None:
+            verdict = decide_drift(spec, version, result, previous, cached.importances, window.end, evidence, retrain)
     decision, announcement = verdict.decision, verdict.announcement
 
     result = render_drift_report(result, cached, current.frame)
@@ -144,6 +158,7 @@ def drift_report(
         reason=decision.reason, columns=decision.columns,
         result=dataclasses.replace(result.with_decision(decision), snapshot=None),
         material_since=announcement.material_since, report_uri=report_uri, flow_run_id=current_flow_run_id(),
+        awaiting_retrain=announcement.awaiting_retrain,
     )
     record_drift_check(record)
     entry_id = update_drift_ledger(spec, version, verdict, window.end)
@@ -156,6 +171,7 @@ def drift_report(
         drift_markdown(
             model=spec.name, version=version, window=window.describe(), result=result, decision=decision,
             why=announcement.why, left_out=verdict.left_out, report_uri=report_uri, report_error=report_error,
+            calendar=verdict.calendar, seasonal_unmatched=verdict.seasonal_unmatched,
         ),
         "drift", spec.name, description=f"drift of {spec.name} v{version}: {decision.reason}",
     )

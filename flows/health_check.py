@@ -15,6 +15,7 @@ from tasks.health import (
     emit_health_degraded,
     infrastructure_check,
     load_reference,
+    measure_window_input_drift,
     notify_critical,
     performance_check,
     publish_health_report,
@@ -54,7 +55,12 @@ def health_check(
         reference = load_reference(spec, log)
         checks[Area.PERFORMANCE] = run_check(Area.PERFORMANCE, performance_check, spec, window, log)
         checks[Area.DATA_QUALITY] = run_check(Area.DATA_QUALITY, data_quality_check, spec, log, reference, gateway)
-        checks[Area.ACCURACY] = run_check(Area.ACCURACY, accuracy_check, spec, log, reference)
+        try:
+            input_drift = measure_window_input_drift(spec, window, log)
+        except Exception as error:  # accuracy is still judged; input stability then falls back to the sample
+            logger.warning("the drift measurement of the window failed: %s: %s", type(error).__name__, error)
+            input_drift = None
+        checks[Area.ACCURACY] = run_check(Area.ACCURACY, accuracy_check, spec, log, reference, input_drift)
         checks[Area.COST] = run_check(Area.COST, cost_check, spec, window, log)
     checks[Area.INFRASTRUCTURE] = run_check(
         Area.INFRASTRUCTURE, infrastructure_check, spec, window, gateway_url, gateway

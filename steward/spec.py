@@ -48,6 +48,14 @@ class OutOfRangePolicy(StrEnum):
     ALLOW = "allow"
 
 
+class FeatureRole(StrEnum):
+    """How drift judges a feature: an ordinary input, a calendar field, or a seasonal measurement."""
+
+    INPUT = "input"
+    CALENDAR = "calendar"  # month, day of month, weekday, hour: moves by construction, never counted as drift
+    SEASONAL = "seasonal"  # compared with the same period one season (``drift.season_days``) earlier
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,6 +68,10 @@ class Feature(_Strict):
     categories: tuple[str, ...] | None = None
     nullable: bool = False
     description: str = ""
+    role: FeatureRole = Field(
+        default=FeatureRole.INPUT,
+        description="calendar: left out of the material-drift decision; seasonal: compared one season back.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Feature:
@@ -229,9 +241,24 @@ class DriftSpec(_Strict):
     share_threshold: float = Field(default=0.3, gt=0, le=1)
     top_k: int = Field(default=5, ge=1)
     hysteresis_margin: float = Field(default=0.1, ge=0, lt=1)
-    prediction_drift_is_material: bool = Field(
-        default=True, description="Drift of the model's own scores alone counts as material."
+    prediction_drift: Literal["never", "with_accuracy", "always"] = Field(
+        default="with_accuracy",
+        description="When drift of the model's own outputs alone is material: never, only when measured or "
+        "estimated accuracy moved with it, or always.",
     )
+    season_days: int | None = Field(
+        default=None, ge=1, description="Season length of the features with role 'seasonal' (7: weekly)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_prediction_flag(cls, data: Any) -> Any:
+        """Specs written before ``prediction_drift`` said ``prediction_drift_is_material: true|false``."""
+        if isinstance(data, dict) and "prediction_drift_is_material" in data:
+            data = dict(data)
+            old = data.pop("prediction_drift_is_material")
+            data.setdefault("prediction_drift", "always" if old else "never")
+        return data
 
 
 class HealthSpec(_Strict):
@@ -243,6 +270,9 @@ class HealthSpec(_Strict):
     max_outlier_share: float = Field(default=0.10, ge=0, le=1)
     max_schema_violation_share: float = Field(default=0.01, ge=0, le=1, description="Rejected (4xx) requests.")
     max_accuracy_drop: float = Field(default=0.05, ge=0, description="Against the version's validation baseline.")
+    max_calibration_shift: float = Field(
+        default=0.05, ge=0, description="Change of mean confidence minus accuracy against the holdout's."
+    )
     max_cpu_share: float = Field(default=0.80, gt=0, le=1)
     max_memory_share: float = Field(default=0.85, gt=0, le=1)
     max_cost_per_1k_requests: float | None = Field(default=None, ge=0)
@@ -306,6 +336,12 @@ class ModelSpec(_Strict):
                 f"gates.slice_features: {unknown_slices} are not categorical features of this spec "
                 f"(categorical: {sorted(categorical)})"
             )
+        seasonal = [f.name for f in self.features if f.role is FeatureRole.SEASONAL]
+        if seasonal and self.drift.season_days is None:
+            raise ValueError(
+                f"features {seasonal} have role 'seasonal': set drift.season_days to the season's length "
+                "(7 for a weekly pattern), so they are compared with the same period one season earlier"
+            )
         if self.data.kind == "production" and not self.timestamp_column:
             raise ValueError("data.kind is 'production': set timestamp_column so windows can be chosen")
         return self
@@ -321,6 +357,9 @@ class ModelSpec(_Strict):
     @property
     def categorical_features(self) -> list[str]:
         return [f.name for f in self.features if f.type in (FeatureType.CATEGORICAL, FeatureType.BOOLEAN)]
+
+    def features_with_role(self, role: FeatureRole) -> list[str]:
+        return [f.name for f in self.features if f.role is role]
 
     @property
     def primary_metric(self) -> str:

@@ -18,6 +18,7 @@ from steward.monitoring.drift.engine import attach_report, detect_drift
 from steward.monitoring.drift.history import DriftRecord
 from steward.monitoring.drift.monitor import (
     IMPORTANCE_ARTIFACT,
+    MIN_DRIFT_ROWS,
     PROFILE_ARTIFACT,
     REPORTS_ARTIFACT_DIR,
     DriftVerdict,
@@ -28,15 +29,24 @@ from steward.monitoring.drift.monitor import (
     judge_drift,
     prediction_drift_column,
 )
+from steward.monitoring.drift.policy import AccuracyEvidence
 from steward.monitoring.drift.profile import ReferenceProfile
 from steward.monitoring.drift.result import DriftResult
+from steward.monitoring.health.accuracy import (
+    MIN_LABELLED,
+    Calibration,
+    accuracy_evidence,
+    measure_calibration,
+)
 from steward.monitoring.ledger import EntryStatus
 from steward.monitoring.maintenance.retention import scratch_folder
 from steward.registry.adapter import VersionInfo
 from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER
-from steward.spec import ModelSpec
+from steward.spec import FeatureRole, ModelSpec
+from steward.store.reader import join_labels
 from steward.training.data import prepare_features
+from steward.training.gates import RetrainAllowance, decide_retrain
 from tasks.common import current_flow_run_id, ledger, registry, services, store
 
 
@@ -173,13 +183,60 @@ def load_previous_drift(spec: ModelSpec, before: datetime) -> DriftRecord | None
     return services().drift_history.previous(spec.name, before)
 
 
+@task(name="measure-seasonal-drift", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def measure_seasonal_drift(spec: ModelSpec, current: pd.DataFrame, start: datetime, end: datetime) -> DriftResult | None:
+    """The seasonal features of the window against the same window one season earlier (any version served it:
+    inputs do not depend on the model); None when that window holds too little traffic to compare with."""
+    seasonal = spec.features_with_role(FeatureRole.SEASONAL)
+    assert spec.drift.season_days is not None  # the spec refuses seasonal features without it
+    season = timedelta(days=spec.drift.season_days)
+    earlier = _served_ok(store().read_predictions(spec.name, start - season, end - season, served_only=True))
+    if len(earlier) < MIN_DRIFT_ROWS:
+        return None
+    numeric = [c for c in seasonal if c in spec.numeric_features]
+    categorical = [c for c in seasonal if c in spec.categorical_features]
+    return detect_drift(earlier[seasonal].reset_index(drop=True), current[seasonal].reset_index(drop=True),
+                        numeric=numeric, categorical=categorical, engine="profile", report=False)
+
+
+@task(name="retrain-allowance-at", retries=2, retry_delay_seconds=[2, 5])
+def retrain_allowance_at(spec: ModelSpec, when: datetime) -> RetrainAllowance:
+    """Whether a retrain triggered at ``when`` would run (cooldown, weekly budget), from the versions registered by then."""
+    reg = registry()
+    created = [v.created for v in reg.list_versions(spec.name)] if reg.model_exists(spec.name) else []
+    return decide_retrain(when, [t for t in created if t <= when], cooldown_hours=spec.retrain.cooldown_hours,
+                          max_per_week=spec.retrain.max_per_week)
+
+
+@task(name="gather-accuracy-evidence", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def gather_accuracy_evidence(
+    spec: ModelSpec, version: str, current: pd.DataFrame, start: datetime, end: datetime
+) -> AccuracyEvidence | None:
+    """What accuracy did in the window: measured on the labels received by its end, else the label-free
+    estimate of a calibrated classifier; None when neither is available."""
+    labelled = join_labels(current, store().read_labels(spec.name, start=start, end=end))
+    try:
+        baseline = registry().get_version(spec.name, version, with_metrics=True).metrics
+    except RegistryError:
+        baseline = {}
+    calibration: Calibration | str | None = None
+    if len(labelled) < MIN_LABELLED and spec.task.is_classification:
+        try:
+            reg = registry()
+            calibration = measure_calibration(reg.load_model(spec.name, version).model,
+                                              reg.load_dataset(spec.name, version, "holdout"), spec)
+        except (RegistryError, ValueError) as error:
+            calibration = str(error)
+    return accuracy_evidence(spec, current, labelled, baseline, calibration)
+
+
 @task(name="decide-material-drift")
 def decide_drift(
     spec: ModelSpec, version: str, result: DriftResult, previous: DriftRecord | None, importances: dict[str, float],
-    window_end: datetime,
+    window_end: datetime, accuracy: AccuracyEvidence | None = None, retrain: RetrainAllowance | None = None,
 ) -> DriftVerdict:
     """The spec's policy on the most influential columns, with hysteresis from the previous check of this version."""
-    return judge_drift(spec, version, result, previous, importances, window_end)
+    return judge_drift(spec, version, result, previous, importances, window_end, accuracy=accuracy, retrain=retrain)
 
 
 @task(name="render-drift-report", cache_policy=NO_CACHE)

@@ -11,11 +11,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from steward import events
+from steward.monitoring.drift.monitor import MIN_DRIFT_ROWS, compare_seasonal
 from steward.monitoring.health.accuracy import (
     Calibration,
+    InputDrift,
     check_accuracy,
     measure_calibration,
-    versions_needing_estimate,
 )
 from steward.monitoring.health.cost import check_cost
 from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
@@ -40,7 +41,7 @@ from steward.monitoring.slo import (
     summarize_slo,
 )
 from steward.registry.errors import RegistryError
-from steward.spec import ModelSpec
+from steward.spec import FeatureRole, ModelSpec
 from steward.store.reader import join_labels
 from steward.training.data import prepare_features
 from tasks.common import (
@@ -51,6 +52,14 @@ from tasks.common import (
     registry,
     services,
     store,
+)
+from tasks.drift import (
+    build_reference_profile,
+    cache_reference_profile,
+    fetch_reference_profile,
+    load_previous_drift,
+    measure_drift,
+    measure_seasonal_drift,
 )
 
 NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name
@@ -132,13 +141,43 @@ def _baseline(spec: ModelSpec, version: str) -> dict[str, float]:
         return {}
 
 
+def measure_window_input_drift(spec: ModelSpec, window: HealthWindow, log: WindowLog) -> InputDrift | None:
+    """The drift report's own measurement of this window: the busiest version's served rows against its cached
+    reference profile, seasonal features one season back, the previous drift check for hysteresis.
+
+    Health's concept-drift evidence then judges the same numbers by the same rule as the drift report.
+    None when the window holds too little traffic for a drift check.
+    """
+    version = VersionsInWindow.of(log.predictions).busiest
+    if version is None:
+        return None
+    rows = log.predictions
+    served = rows[rows["served"].astype(bool) & (rows["status"] == "ok") & (rows["version"].astype(str) == version)]
+    if len(served) < MIN_DRIFT_ROWS:
+        return None
+    served = served.reset_index(drop=True)
+    cached = fetch_reference_profile(spec, version)
+    if cached is None:
+        cached = build_reference_profile(spec, version)
+        cache_reference_profile(spec, version, cached)
+    result = measure_drift(cached, served, spec)
+    if spec.features_with_role(FeatureRole.SEASONAL):
+        result = compare_seasonal(result, measure_seasonal_drift(spec, served, window.start, window.end))
+    previous = load_previous_drift(spec, window.end)
+    same = previous is not None and previous.version == version
+    return InputDrift(version, result, cached.importances, previous.result if same else None)
+
+
 @task(name="check-accuracy", cache_policy=NO_CACHE)
-def accuracy_check(spec: ModelSpec, log: WindowLog, reference: Reference) -> CheckResult:
+def accuracy_check(spec: ModelSpec, log: WindowLog, reference: Reference, input_drift: InputDrift | None = None
+                   ) -> CheckResult:
+    """Calibration on the holdout is measured for every classifier version: the label-free estimate's validity
+    while labels are pending, the baseline of the calibration check once they are in."""
     versions = VersionsInWindow.of(log.predictions).versions
     baselines = {version: _baseline(spec, version) for version in versions}
-    calibrations = {version: _calibration(spec, version)
-                    for version in versions_needing_estimate(log.predictions, log.labelled, spec.task)}
-    return check_accuracy(log.predictions, log.labelled, spec, baselines, calibrations, reference.frame)
+    calibrations = {version: _calibration(spec, version) for version in versions} if spec.task.is_classification else {}
+    return check_accuracy(log.predictions, log.labelled, spec, baselines, calibrations, reference.frame,
+                          input_drift=input_drift, importances=input_drift.importances if input_drift else None)
 
 
 @task(name="check-infrastructure", cache_policy=NO_CACHE)

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 MODEL = "health-flow-model"
 START = pd.Timestamp("2026-10-01", tz="UTC")
 PERIOD = pd.Timedelta(days=2)
-QUIET, SLOW, FAILING, DRIFTING = (START + i * PERIOD for i in range(4))
+QUIET, SLOW, FAILING, DRIFTING, SHIFTED = (START + i * PERIOD for i in range(5))
 DRIFT_ONSET = DRIFTING + pd.Timedelta(days=1)
 ROWS_PER_DAY = 2000
 P95_LIMIT_MS = 100.0
@@ -48,6 +48,7 @@ P95_LIMIT_MS = 100.0
 class Served:
     spec_path: str
     gateway_url: str
+    defaults_spec_path: str  # the same model with every health, cost and drift setting left at its default
 
 
 def _start_gateway(registry, models: tuple[str, ...], tmp: Path):
@@ -98,18 +99,24 @@ def served(registry, example_frame, tmp_path_factory) -> Iterator[Served]:
     scenario = credit_default_scenario(
         rows_per_day=ROWS_PER_DAY, start=START, label_delay=pd.Timedelta(hours=1),
         injections=(Injection(DriftKind.CONCEPT_DRIFT, DRIFT_ONSET, None,
-                              ("utilization", "num_late_payments", "debt_ratio"), 1.0),),
+                              ("utilization", "num_late_payments", "debt_ratio"), 1.0),
+                    # the most important input moves too: 1 of 11 columns, about 40% of the importance
+                    Injection(DriftKind.COVARIATE_SHIFT, SHIFTED, None, ("utilization",), 1.0)),
     )
     estimator = trained.estimator
     # The slow period plants 1.2x the limit on top of the measured call latency: a warning, with 0.8x the
     # limit left before the critical line for a busy machine's slower calls.
     for start, planted in ((QUIET, {}), (SLOW, {"extra_latency_ms": 1.2 * P95_LIMIT_MS}),
-                           (FAILING, {"error_rate": 0.2}), (DRIFTING, {})):
+                           (FAILING, {"error_rate": 0.2}), (DRIFTING, {}), (SHIFTED, {})):
         frame = scenario.generate(start, start + PERIOD)
         replay_to_store(store(), spec, frame, [ReplayArm("champion", version, estimator, **planted)])
 
+    defaults = {k: v for k, v in document.items() if k not in ("cost", "health", "drift")}
+    defaults_path = tmp / "defaults.yaml"
+    defaults_path.write_text(yaml.safe_dump(defaults, sort_keys=False))
+
     url, server, thread = _start_gateway(registry, (MODEL,), tmp)
-    yield Served(str(spec_path), url)
+    yield Served(str(spec_path), url, str(defaults_path))
     server.should_exit = True
     thread.join(timeout=30)
 
@@ -201,6 +208,39 @@ def test_concept_drift_is_found_on_labelled_traffic(served, model_events):
     assert {"accuracy_drop", "concept_drift"} <= {i["code"] for i in event.payload["issues"]}
     assert event.resource[events.HEALTH_AREAS_LABEL] == "accuracy"
     assert event.resource[events.RETRAIN_LABEL] == "wanted"  # what the retrain trigger matches
+
+
+def test_a_healthy_window_on_default_settings_is_healthy_with_no_issue(served, model_events):
+    """Issue 15: the default cost policy raised idle capacity on every run, so health was never healthy."""
+    report = health_check(spec_path=served.defaults_spec_path, window_hours=24.0,
+                          as_of=(QUIET + PERIOD).to_pydatetime(), gateway_url=served.gateway_url)
+
+    assert report.verdict is Verdict.HEALTHY and report.issues == (), report.to_table_rows()
+    cost = report.check(Area.COST)
+    assert cost.metrics["idle_share_at_peak"] > 0.99  # 200 requests/s of default capacity, barely used
+    assert any("declare cost.replica_capacity_rps" in note for note in cost.notes)
+    assert "calibration_gap[v1]" in report.check(Area.ACCURACY).metrics  # calibration watched, and steady
+    assert "accuracy_drop[v1]" in report.check(Area.ACCURACY).metrics  # the secondary metric too
+
+
+def test_health_and_the_drift_report_agree_on_the_same_window(served):
+    """Issue 15: health said "inputs stable" (1 of 11 columns) while the drift report, weighing the columns by
+    importance, called the same inputs material. Both now judge the drift report's measurement one way."""
+    from flows.drift_report import drift_report
+    from steward.monitoring.drift.policy import DriftReason
+
+    report = _run(served, SHIFTED)
+    drift = drift_report(spec_path=served.spec_path, window_hours=PERIOD / pd.Timedelta(hours=1),
+                         as_of=(SHIFTED + PERIOD).to_pydatetime())
+
+    assert drift.material and "utilization" in drift.columns, drift.reason
+    assert drift.verdict.decision.code is DriftReason.WEIGHTED_SHARE_REACHED
+    assert drift.result.drift_share < 0.3  # by count, what health used to judge, it would be "stable"
+    accuracy = report.check(Area.ACCURACY)
+    assert IssueCode.ACCURACY_DROP in {i.code for i in accuracy.issues}
+    assert accuracy.metrics["input_drift_share[v1]"] == drift.result.drift_share  # the same measurement
+    assert not [i for i in accuracy.issues if i.code is IssueCode.CONCEPT_DRIFT and "training data" in i.detail]
+    assert any("inputs drifted against the training data" in note for note in accuracy.notes)
 
 
 def test_pending_labels_give_an_estimate_marked_as_such(served):

@@ -166,7 +166,7 @@ def test_weekly_finds_rising_latency_falling_accuracy_and_missing_values(world):
     assert missing.detail.startswith("on 4 of 7 days (2026-03-04, 2026-03-05, 2026-03-06, 2026-03-07)")
     tasks = {t.name: t.detail for t in summary.tasks_completed}
     assert re.match(r"cost 16\.80 for 420\d requests \(\d\.\d{4} per 1k\)", tasks["cost analysis"])  # 0.10/h x 168 h
-    assert "over-provisioned" in tasks["cost analysis"]
+    assert "declare cost.replica_capacity_rps" in tasks["cost analysis"]  # default capacity: sized only once declared
 
 
 def test_monthly_assesses_accuracy_infrastructure_and_security(world):

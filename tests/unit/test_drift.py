@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,27 @@ from scipy.stats import wasserstein_distance
 
 from steward.monitoring.drift.engine import attach_report, detect_drift
 from steward.monitoring.drift.evidently_adapter import parse_snapshot
-from steward.monitoring.drift.policy import DriftPolicy, DriftReason, decide_material_drift
+from steward.monitoring.drift.history import DriftRecord
+from steward.monitoring.drift.monitor import (
+    Announcement,
+    AnnounceReason,
+    assess_drift,
+    compare_seasonal,
+    decide_announcement,
+)
+from steward.monitoring.drift.policy import (
+    AccuracyEvidence,
+    DriftPolicy,
+    DriftReason,
+    EvidenceSource,
+    MaterialDriftDecision,
+    decide_material_drift,
+)
 from steward.monitoring.drift.profile import NumericProfile, ReferenceProfile
 from steward.monitoring.drift.result import ColumnDrift, DriftReportFormatError, DriftResult, save_report_html
 from steward.monitoring.drift.statistics import wasserstein_normed
+from steward.spec import FeatureRole, ModelSpec, SpecError, parse_spec
+from steward.training.gates import RetrainCode, decide_retrain
 
 NUM = ["income", "age", "utilization"]
 CAT = ["region", "plan"]
@@ -351,11 +369,25 @@ def test_top_k_policy() -> None:
     assert hit.material and hit.code is DriftReason.TOP_FEATURE_DRIFTED and hit.columns == ("a",)
 
 
-def test_prediction_drift_alone_can_be_material() -> None:
-    r = result(col("a", 0.01), col("b", 0.01), prediction=col("score", 0.4))
-    alone = decide_material_drift(r, DriftPolicy())
-    assert alone.material and alone.code is DriftReason.PREDICTION_DRIFTED
-    quiet = decide_material_drift(r, DriftPolicy(prediction_drift_is_material=False))
+def _evidence(drop: float, moved: bool) -> AccuracyEvidence:
+    return AccuracyEvidence("accuracy", EvidenceSource.ESTIMATED, 0.8 - drop, 0.8, drop, 0.005, 2000, moved)
+
+
+def test_prediction_drift_alone_is_material_only_when_accuracy_moves() -> None:
+    # the issue's case: the score moved past its limit (Wasserstein 0.11 > 0.1), no input column drifted
+    r = result(col("a", 0.01), col("b", 0.01), prediction=col("score", 0.11))
+    unconfirmed = decide_material_drift(r, DriftPolicy(hysteresis_margin=0))
+    assert not unconfirmed.material and unconfirmed.code is DriftReason.PREDICTION_UNCONFIRMED
+    steady = decide_material_drift(r, DriftPolicy(hysteresis_margin=0), accuracy=_evidence(0.004, moved=False))
+    assert not steady.material and steady.code is DriftReason.PREDICTION_DRIFTED_ACCURACY_STEADY
+    fell = decide_material_drift(r, DriftPolicy(hysteresis_margin=0), accuracy=_evidence(0.04, moved=True))
+    assert fell.material and fell.code is DriftReason.PREDICTION_DRIFTED_WITH_ACCURACY
+    assert fell.columns == ("score",) and "estimated accuracy" in fell.reason
+
+    always = decide_material_drift(r, DriftPolicy(prediction_drift="always", hysteresis_margin=0))
+    assert always.material and always.code is DriftReason.PREDICTION_DRIFTED
+    assert DriftPolicy(prediction_drift_is_material=True).prediction_drift == "always"  # older specs still read
+    quiet = decide_material_drift(r, DriftPolicy(prediction_drift_is_material=False, hysteresis_margin=0))
     assert not quiet.material and quiet.code is DriftReason.PREDICTION_NOT_COUNTED
 
 
@@ -420,3 +452,121 @@ def test_policy_rejects_bad_settings() -> None:
     with pytest.raises(ValueError):
         DriftPolicy(share_threshold=0)
     assert dataclasses.is_dataclass(decide_material_drift(result(col("a", 0.0)), DriftPolicy()))
+
+
+# ---------------------------------------------------------------------------- feature roles, announcements
+
+
+def roles_spec(**drift) -> ModelSpec:
+    """A small spec with a calendar field, a weekly-seasonal count and two ordinary inputs."""
+    return parse_spec({
+        "name": "roles", "task": "binary_classification", "target": "y",
+        "data": {"kind": "file", "path": "x.parquet"},
+        "features": [
+            {"name": "month", "type": "integer", "role": "calendar"},
+            {"name": "visits", "type": "numeric", "role": "seasonal"},
+            {"name": "income", "type": "numeric"},
+            {"name": "age", "type": "numeric"},
+        ],
+        "drift": {"method": "share", "share_threshold": 0.3, "hysteresis_margin": 0, **drift},
+    })
+
+
+def weekly(days: pd.DatetimeIndex, seed: int, *, shift: float = 0.0) -> pd.DataFrame:
+    """Rows whose ``visits`` follow the weekday (weekends twice as busy); ``month`` is the calendar month."""
+    rng = np.random.default_rng(seed)
+    weekend = days.dayofweek.to_numpy() >= 5
+    return pd.DataFrame({
+        "month": days.month.to_numpy().astype(float),
+        "visits": rng.poisson(np.where(weekend, 20.0, 10.0)) * (1 + shift),
+        "income": rng.lognormal(11, 0.4, len(days)),
+        "age": rng.integers(18, 80, len(days)).astype(float),
+    })
+
+
+def test_a_seasonal_feature_needs_a_season_length() -> None:
+    with pytest.raises(SpecError, match="set drift.season_days"):
+        roles_spec()
+    assert roles_spec(season_days=7).features_with_role(FeatureRole.CALENDAR) == ["month"]
+
+
+def test_calendar_and_weekly_seasonal_features_are_not_material_by_construction() -> None:
+    spec = roles_spec(season_days=7)
+    cols = dict(numeric=["month", "visits", "income", "age"], categorical=[])
+    training = weekly(pd.date_range("2026-01-01", "2026-03-31 23:00", freq="20min"), seed=1)  # a mix of weeks
+    saturday = pd.date_range("2026-05-02", periods=2000, freq="43s")  # a Saturday in May
+    last_saturday = pd.date_range("2026-04-25", periods=2000, freq="43s")
+    today = weekly(saturday, seed=2)
+    measured = detect_drift(training, today, engine="profile", report=False, **cols)
+    assert {"month", "visits"} <= set(measured.drifted_columns)  # against the training mix both "drift"
+
+    season_back = detect_drift(weekly(last_saturday, seed=3)[["visits"]], today[["visits"]], numeric=["visits"],
+                               categorical=[], engine="profile", report=False)
+    compared = compare_seasonal(measured, season_back)
+    assert compared.seasonal_matched == ("visits",) and not compared.column("visits").drifted
+    quiet = assess_drift(spec, compared, None)
+    assert not quiet.material and quiet.calendar == ("month",) and quiet.decision.columns == ()
+    assert "(vs one season back)" in compared.to_markdown_table()
+
+    # the same weekday a season later, but the visits really doubled: material
+    moved = weekly(saturday, seed=4, shift=1.0)
+    real = compare_seasonal(
+        detect_drift(training, moved, engine="profile", report=False, **cols),
+        detect_drift(weekly(last_saturday, seed=3)[["visits"]], moved[["visits"]], numeric=["visits"],
+                     categorical=[], engine="profile", report=False),
+    )
+    assert assess_drift(spec, real, None).decision.columns == ("visits",)
+
+    # no traffic one season back: the seasonal feature is left out, and said to be
+    unmatched = assess_drift(spec, compare_seasonal(measured, None), None)
+    assert unmatched.seasonal_unmatched == ("visits",) and not unmatched.material
+    # without roles the same window is called material: what the issue saw every week
+    plain = assess_drift(roles_spec(season_days=7).model_copy(update={"features": tuple(
+        f.model_copy(update={"role": FeatureRole.INPUT}) for f in spec.features)}), measured, None)
+    assert plain.material
+
+
+def _material(columns: tuple[str, ...]) -> MaterialDriftDecision:
+    return MaterialDriftDecision(True, DriftReason.SHARE_REACHED, "why", columns, columns)
+
+
+def _checked(version: str, announcement: Announcement, columns: tuple[str, ...], end: datetime) -> DriftRecord:
+    return DriftRecord("m", version, end - timedelta(days=1), end, 500, True, announcement.announce, "why", columns,
+                       result(col("a", 0.5)), material_since=announcement.material_since,
+                       awaiting_retrain=announcement.awaiting_retrain)
+
+
+def test_drift_past_a_cooldown_skip_is_raised_again_when_retraining_is_allowed() -> None:
+    """Daily checks of one persisting drift; a retrain ran 2 h before the first, the cooldown is 72 h."""
+    last_retrain = datetime(2026, 3, 1, 22, tzinfo=UTC)
+    days = [datetime(2026, 3, d, tzinfo=UTC) for d in (2, 3, 4, 5, 6)]
+    allowances = [decide_retrain(day, [last_retrain], cooldown_hours=72, max_per_week=3) for day in days]
+    assert [a.code for a in allowances] == [RetrainCode.COOLDOWN] * 3 + [RetrainCode.WITHIN_BUDGET] * 2
+
+    previous, codes = None, []
+    for day, allowance in zip(days, allowances, strict=True):
+        announcement = decide_announcement(_material(("a",)), previous, "3", day, allowance)
+        codes.append((announcement.code, announcement.announce))
+        previous = _checked("3", announcement, ("a",), day)
+    assert codes == [
+        (AnnounceReason.STARTED, True),  # announced, but the retrain it triggers is skipped (cooldown)
+        (AnnounceReason.PERSISTS, False),
+        (AnnounceReason.PERSISTS, False),
+        (AnnounceReason.RETRAIN_ALLOWED_AGAIN, True),  # the cooldown ended and nothing retrained: raised again
+        (AnnounceReason.PERSISTS, False),  # once: its retrain can run now
+    ]
+
+    # announced while retraining was allowed: its retrain ran; the new version drifting on the same
+    # columns folds into the open entry, while a new column is news
+    ran = decide_announcement(_material(("a",)), None, "3", days[0], allowances[-1])
+    assert ran.announce and not ran.awaiting_retrain
+    after = _checked("3", ran, ("a",), days[0])
+    same = decide_announcement(_material(("a",)), after, "4", days[1], allowances[-1])
+    assert not same.announce and same.code is AnnounceReason.PERSISTS_AFTER_RETRAIN
+    assert decide_announcement(_material(("a", "b")), after, "4", days[1], allowances[-1]).code is AnnounceReason.SPREAD
+
+
+def test_drift_records_keep_the_awaiting_retrain_state() -> None:
+    announcement = Announcement(True, AnnounceReason.STARTED, "why", datetime(2026, 3, 2, tzinfo=UTC), True)
+    record = _checked("3", announcement, ("a",), datetime(2026, 3, 2, tzinfo=UTC))
+    assert DriftRecord.from_json(record.to_json()).awaiting_retrain

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from steward.findings import CheckStatus, MaintenanceKind, Priority
+from steward.monitoring.drift.result import ColumnDrift, DriftResult
 from steward.monitoring.health.accuracy import (
     MIN_LABELLED,
     Calibration,
@@ -67,6 +68,7 @@ def make_spec(**sections) -> ModelSpec:
 
 
 SPEC = make_spec()
+IMPORTANCES = {name: 1.0 for name in SPEC.feature_names}  # the example's policy weighs columns by importance
 
 
 def log(n: int, *, version: str = "1", latency=5.0, status="ok", served=True, prefix: str = "r",
@@ -243,7 +245,7 @@ def test_concept_drift_is_a_drop_in_the_later_half_with_stable_inputs():
     frame = pd.concat([early, late], ignore_index=True)
     rng = np.random.default_rng(3)
     frame["income"] = rng.lognormal(11, 0.4, len(frame))  # same distribution in both halves
-    result = check_accuracy(frame.drop(columns="label"), frame, SPEC, {}, {}, None)
+    result = check_accuracy(frame.drop(columns="label"), frame, SPEC, {}, {}, None, importances=IMPORTANCES)
     drift = [i for i in result.issues if i.code is IssueCode.CONCEPT_DRIFT]
     assert len(drift) == 1 and "inputs stable against the earlier half" in drift[0].detail
 
@@ -252,7 +254,7 @@ def test_concept_drift_is_a_drop_in_the_later_half_with_stable_inputs():
     moved.loc[600:, "utilization"] = 1.4
     moved.loc[600:, "region"] = "west"
     moved.loc[600:, "debt_ratio"] = 2.5
-    explained = check_accuracy(moved.drop(columns="label"), moved, SPEC, {}, {}, None)
+    explained = check_accuracy(moved.drop(columns="label"), moved, SPEC, {}, {}, None, importances=IMPORTANCES)
     assert not [i for i in explained.issues if i.code is IssueCode.CONCEPT_DRIFT]
     assert any("data drift explains the drop" in note for note in explained.notes)
 
@@ -431,3 +433,116 @@ def test_issue_becomes_a_ledger_task():
     assert finding.due(T0) == T0 + timedelta(hours=4) and finding.incident
     assert (finding.fingerprint, finding.priority, finding.detail) == (critical.fingerprint, Priority.CRITICAL,
                                                                        critical.detail)
+
+
+# ---------------------------------------------------------------------------------------------- judgment (issue 15)
+
+
+def test_idle_capacity_on_the_default_cost_settings_is_a_note_not_a_warning():
+    traffic = log(3600, spread=timedelta(minutes=59))  # 1 request/s at the peak against the default 200
+    quiet = check_cost(traffic, WINDOW, SPEC)
+    assert quiet.status is CheckStatus.PASSED and quiet.issues == ()
+    assert quiet.metrics["idle_share_at_peak"] > 0.99
+    assert any("declare cost.replica_capacity_rps" in note for note in quiet.notes)
+    declared = make_spec(cost={"replica_capacity_rps": 200.0})  # the same number, said by the team: judged
+    assert [c[0] for c in codes(check_cost(traffic, WINDOW, declared))] == [IssueCode.IDLE_CAPACITY]
+    limited = make_spec(health={"max_cost_per_1k_requests": 100.0})  # a cost target also makes it judged
+    assert [c[0] for c in codes(check_cost(traffic, WINDOW, limited))] == [IssueCode.IDLE_CAPACITY]
+    busy = log(3600 * 250, spread=timedelta(minutes=59))  # above the default capacity: a note, latency judges
+    over = check_performance(busy.iloc[::1000].assign(time=busy["time"].iloc[::1000]), WINDOW, SPEC)
+    assert IssueCode.OVER_CAPACITY not in {c[0] for c in codes(over)}
+
+
+def healthy_day(n: int = 2000, seed: int = 5) -> pd.DataFrame:
+    """A day of a well-calibrated binary model: scores drawn first, labels drawn from them."""
+    rng = np.random.default_rng(seed)
+    frame = log(n, spread=timedelta(hours=23))
+    score = rng.beta(1.2, 3.0, n)
+    frame["score"] = score
+    frame["prediction"] = (score >= 0.5).astype(int).astype(str)
+    frame["label"] = (rng.random(n) < score).astype(int).astype(str)
+    frame["income"] = rng.lognormal(11, 0.4, n)
+    return frame
+
+
+def test_a_healthy_day_on_default_settings_is_healthy_with_no_issue():
+    day = healthy_day()
+    o = outcomes(day, Task.BINARY_CLASSIFICATION)
+    baselines = {"1": {"roc_auc": metric_value("roc_auc", o), "accuracy": metric_value("accuracy", o)}}
+    confidence = np.maximum(o.score, 1 - o.score)
+    holdout = Calibration(2000, float(confidence.mean()), float(np.mean(o.y == o.prediction)), 0.02)
+    defaults = make_spec(slo={"min_accuracy": None})  # the example's own SLO aside, every threshold a default
+    checks = [
+        check_performance(day, WINDOW, defaults),
+        check_data_quality(day, defaults, OutlierFences({}, "1", 0), None),
+        check_accuracy(day.drop(columns="label"), day, defaults, baselines, {"1": holdout}, None,
+                       importances=IMPORTANCES),
+        check_cost(day, WINDOW, defaults),
+    ]
+    report = HealthReport.combine("m", WINDOW, checks)
+    assert report.verdict is Verdict.HEALTHY and report.issues == (), report.to_table_rows()
+
+
+def stale_threshold_day(n: int = 2000, seed: int = 7) -> pd.DataFrame:
+    """The issue's miss: the scores still rank (ROC AUC about 0.96) but sit above 0.5 for most negatives."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    latent = 3.0 * y + rng.normal(0, 0.85, n)
+    score = 1 / (1 + np.exp(-(latent + 0.5)))  # the positive rate of the world moved: 0.5 no longer splits it
+    frame = log(n, spread=timedelta(hours=23))
+    frame["score"] = score
+    frame["prediction"] = (score >= 0.5).astype(int).astype(str)
+    frame["label"] = y.astype(str)
+    return frame
+
+
+def test_accuracy_falling_while_roc_auc_holds_is_a_secondary_metric_drop_and_calibration_drift():
+    day = stale_threshold_day()
+    o = outcomes(day, Task.BINARY_CLASSIFICATION)
+    auc, accuracy = metric_value("roc_auc", o), metric_value("accuracy", o)
+    assert auc > 0.95 and accuracy < 0.8, (auc, accuracy)
+    holdout = Calibration(2000, expected_accuracy=0.9, observed_accuracy=0.9, calibration_error=0.01)
+    result = check_accuracy(day.drop(columns="label"), day, SPEC, {"1": {"roc_auc": auc + 0.005, "accuracy": 0.9}},
+                            {"1": holdout}, None, importances=IMPORTANCES)
+    found = {c[0]: c[1] for c in codes(result)}
+    assert IssueCode.ACCURACY_DROP not in found  # the primary metric held
+    assert found[IssueCode.SECONDARY_METRIC_DROP] is Severity.CRITICAL  # 0.9 -> under 0.8: over twice the limit
+    assert found[IssueCode.CALIBRATION_DRIFT] is Severity.WARNING
+    secondary = next(i for i in result.issues if i.code is IssueCode.SECONDARY_METRIC_DROP)
+    assert "threshold" in secondary.recommendation and secondary.kind is MaintenanceKind.ADAPTIVE
+    assert result.metrics["accuracy_drop[v1]"] == pytest.approx(0.9 - accuracy)
+
+    steady = check_accuracy(day.drop(columns="label"), day, SPEC,
+                            {"1": {"roc_auc": auc, "accuracy": accuracy + 0.01}}, {"1": holdout}, None)
+    assert IssueCode.SECONDARY_METRIC_DROP not in {c[0] for c in codes(steady)}  # within noise and the limit
+    unknown = check_accuracy(day.drop(columns="label"), day, SPEC, {"1": {"roc_auc": auc}}, {}, None)
+    assert any("calibration not judged" in note for note in unknown.notes)
+
+
+def test_health_and_the_drift_report_judge_the_same_window_the_same_way():
+    """The issue's contradiction: 2 of 11 inputs drifted (18% < 30%) but they carry most of the importance."""
+    from steward.monitoring.drift.monitor import judge_drift
+    from steward.monitoring.health.accuracy import InputDrift
+
+    importances = {"utilization": 0.40, "debt_ratio": 0.24, "num_late_payments": 0.23, "months_employed": 0.08,
+                   "credit_limit": 0.04, "income": 0.01}
+    drifted = {"utilization", "debt_ratio"}
+    columns = tuple(
+        ColumnDrift(name, "numeric", "Wasserstein distance (normed)", 0.3 if name in drifted else 0.01, 0.1,
+                    name in drifted, importances.get(name, 0.0))
+        for name in SPEC.feature_names
+    )
+    measured = DriftResult(columns, None, 2 / len(columns), False, 5000, 1000, "profile")
+    assert measured.drift_share < SPEC.drift.share_threshold  # what health used to count: "inputs stable"
+
+    report = judge_drift(SPEC, "1", measured, None, importances, T0 + timedelta(days=1))
+    assert report.decision.material
+
+    day = labelled_log(1000, 0.6)
+    result = check_accuracy(day.drop(columns="label"), day, SPEC, {"1": {"roc_auc": 0.9}}, {}, None,
+                            input_drift=InputDrift("1", measured, importances))
+    assert (IssueCode.ACCURACY_DROP, Severity.CRITICAL, "v1") in codes(result)
+    assert IssueCode.CONCEPT_DRIFT not in {c[0] for c in codes(result)}  # inputs drifted: not concept drift
+    assert any("inputs drifted against the training data" in note and "data drift explains" in note
+               for note in result.notes)
+    assert result.metrics["input_drift_share[v1]"] == measured.drift_share

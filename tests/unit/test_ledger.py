@@ -58,3 +58,16 @@ def test_state_survives_a_new_reader_and_models_are_separate(ledger, tmp_path):
     assert [e.model for e in reread.entries("a")] == ["a"] and len(reread.entries()) == 2
     with pytest.raises(KeyError, match="steward ledger"):
         reread.get("nope")
+
+
+def test_a_drift_persisting_across_a_retrain_folds_into_its_open_entry(ledger):
+    from steward.monitoring.drift.monitor import drift_finding
+    from steward.monitoring.drift.policy import DriftReason, MaterialDriftDecision
+
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    decision = MaterialDriftDecision(True, DriftReason.WEIGHTED_SHARE_REACHED, "Material drift: ...", ("income",))
+    first = ledger.record_finding("m", drift_finding("m", "3", decision, "material drift started"), now=now)
+    again = ledger.record_finding("m", drift_finding("m", "4", decision, "persists after the change to v4"),
+                                  now=now + timedelta(days=1))
+    assert again.id == first.id and again.occurrences == 2
+    assert [e.id for e in ledger.entries("m", status=EntryStatus.OPEN)] == [first.id]

@@ -169,7 +169,8 @@ def test_announce_when_material_drift_starts_or_spreads_not_while_it_persists():
     assert persists.code is AnnounceReason.PERSISTS
     spread = decide_announcement(_decision(True, ("a", "b"), ("b",)), previous, "3", NOW)
     assert spread.announce and spread.code is AnnounceReason.SPREAD and spread.why == "material drift spread to b"
-    assert decide_announcement(_decision(True, ("a",)), previous, "4", NOW).announce  # new version, new reference
+    retrained = decide_announcement(_decision(True, ("a",)), previous, "4", NOW)  # the retrain did not end it
+    assert not retrained.announce and retrained.code is AnnounceReason.PERSISTS_AFTER_RETRAIN
     assert decide_announcement(_decision(True, ("a",)), _record("3", False, (), day), "3", NOW).announce
     quiet = decide_announcement(_decision(False, ()), previous, "3", NOW)
     assert not quiet.announce and quiet.code is AnnounceReason.NOT_MATERIAL
@@ -290,6 +291,10 @@ def test_right_sizing_from_the_checks_of_the_period(spec):
     window = HealthWindow(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 8, tzinfo=UTC))
     reading = right_sizing(check_performance(requests, window, spec), check_cost(requests, window, spec), spec, 7)
     assert reading.startswith("Busiest hour of 7 days: 2 requests/s against 200 requests/s of capacity")
+    assert "declare cost.replica_capacity_rps" in reading  # the default capacity is not a measurement
+    declared = spec.model_copy(update={"cost": spec.cost.model_validate({"replica_capacity_rps": 200.0})})
+    reading = right_sizing(check_performance(requests, window, declared), check_cost(requests, window, declared),
+                           declared, 7)
     assert "over-provisioned" in reading
     empty = requests.iloc[:0]
     assert "No served requests" in right_sizing(check_performance(empty, window, spec), check_cost(empty, window, spec),

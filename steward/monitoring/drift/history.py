@@ -27,6 +27,7 @@ class DriftRecord:
     material_since: datetime | None = None
     report_uri: str | None = None
     flow_run_id: str | None = None
+    awaiting_retrain: bool = False  # announced while retraining was not allowed: raised again once it is
 
     def to_json(self) -> str:
         return json.dumps(
@@ -43,6 +44,7 @@ class DriftRecord:
                 "material_since": self.material_since.isoformat() if self.material_since else None,
                 "report_uri": self.report_uri,
                 "flow_run_id": self.flow_run_id,
+                "awaiting_retrain": self.awaiting_retrain,
                 "result": self.result.to_dict(),
             }
         )
@@ -57,7 +59,7 @@ class DriftRecord:
             material=bool(d["material"]), announced=bool(d["announced"]), reason=d["reason"],
             columns=tuple(d["columns"]), result=DriftResult.from_dict(d["result"]),
             material_since=when(d.get("material_since")), report_uri=d.get("report_uri"),
-            flow_run_id=d.get("flow_run_id"),
+            flow_run_id=d.get("flow_run_id"), awaiting_retrain=bool(d.get("awaiting_retrain", False)),
         )
 
 

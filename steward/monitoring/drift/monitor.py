@@ -18,10 +18,16 @@ import pandas as pd
 
 from steward.findings import Finding, MaintenanceKind, Priority
 from steward.monitoring.drift.history import DriftRecord
-from steward.monitoring.drift.policy import DriftPolicy, MaterialDriftDecision, decide_material_drift
+from steward.monitoring.drift.policy import (
+    AccuracyEvidence,
+    DriftPolicy,
+    MaterialDriftDecision,
+    decide_material_drift,
+)
 from steward.monitoring.drift.profile import ReferenceProfile
 from steward.monitoring.drift.result import DriftResult
-from steward.spec import ModelSpec
+from steward.spec import FeatureRole, ModelSpec
+from steward.training.gates import RetrainAllowance
 
 
 @dataclass(frozen=True)
@@ -164,46 +170,126 @@ def focus_result(
 
 
 
+def compare_seasonal(result: DriftResult, season_back: DriftResult | None) -> DriftResult:
+    """The result with each seasonal column's drift measured against the same period one season back.
+
+    ``season_back`` is the current window against the log's window one season earlier, on the
+    seasonal columns only (None: no such traffic).  Those columns' scores replace the ones against
+    the training data, and ``seasonal_matched`` records which were replaced; the others stay out of
+    the decision (``assess_drift``), as a weekly pattern against a training mix says nothing.
+    """
+    if season_back is None:
+        return replace(result, seasonal_matched=())
+    by_name = {c.column: c for c in season_back.columns}
+    columns = tuple(by_name.get(c.column, c) for c in result.columns)
+    drifted = sum(c.drifted for c in columns)
+    return replace(result, columns=columns, drift_share=drifted / max(len(columns), 1),
+                   seasonal_matched=tuple(c.column for c in result.columns if c.column in by_name))
+
+
+def drift_policy(spec: ModelSpec) -> DriftPolicy:
+    return DriftPolicy(**spec.drift.model_dump(exclude={"window_days", "season_days"}))
+
+
 @dataclass(frozen=True)
+class DriftAssessment:
+    """The one notion of material drift, and which measured columns it did not count and why."""
+
+    decision: MaterialDriftDecision
+    left_out: tuple[str, ...] = ()  # outside the spec's top features
+    calendar: tuple[str, ...] = ()  # calendar features: move by construction, shown but never counted
+    seasonal_unmatched: tuple[str, ...] = ()  # seasonal features with no traffic one season back
+
+    @property
+    def material(self) -> bool:
+        return self.decision.material
+
+
+def assess_drift(
+    spec: ModelSpec, result: DriftResult, importances: Mapping[str, float] | None,
+    previous: DriftResult | None = None, accuracy: AccuracyEvidence | None = None,
+) -> DriftAssessment:
+    """Whether ``result`` is material drift: the spec's policy, importances and top features, calendar
+    features left out, seasonal ones counted only against the same period one season back.
+
+    The drift report and the health check's concept-drift evidence both decide here, so they cannot
+    disagree on the same measurement.  ``previous`` (the last check of the same version) gives the
+    hysteresis; ``accuracy`` lets the outputs' drift count under ``prediction_drift: with_accuracy``.
+    """
+    names = {c.column for c in result.columns}
+    calendar = tuple(c for c in spec.features_with_role(FeatureRole.CALENDAR) if c in names)
+    matched = set(result.seasonal_matched or ())
+    unmatched = tuple(c for c in spec.features_with_role(FeatureRole.SEASONAL) if c in names and c not in matched)
+    uncounted = set(calendar) | set(unmatched)
+    counted = replace(result, columns=tuple(c for c in result.columns if c.column not in uncounted))
+    focused, left_out = focus_result(counted, importances, spec.monitoring.top_features)
+    weights = None if importances is None else {k: v for k, v in importances.items() if k not in uncounted}
+    decision = decide_material_drift(focused, drift_policy(spec), previous, weights, accuracy)
+    return DriftAssessment(decision, left_out, calendar, unmatched)
+
+
 class AnnounceReason(StrEnum):
     NOT_MATERIAL = "not_material"
-    STARTED = "started"  # not material at the previous check of this version (or none)
+    STARTED = "started"  # not material at the previous check (or none)
     SPREAD = "spread"  # columns entered the drifted state that were not in it
     PERSISTS = "persists"  # material as before, no new columns: announced already
+    PERSISTS_AFTER_RETRAIN = "persists_after_retrain"  # a new version drifts on the same columns: not news
+    RETRAIN_ALLOWED_AGAIN = "retrain_allowed_again"  # persists, its retrain was skipped, and retraining is allowed now
 
 
 @dataclass(frozen=True)
 class Announcement:
-    """Whether to emit the drift event: ``code`` says why, ``why`` says it for people."""
+    """Whether to emit the drift event: ``code`` says why, ``why`` says it for people.
+
+    ``awaiting_retrain``: the drift was announced while retraining was not allowed (cooldown,
+    weekly budget), so its retrain was skipped; carried from check to check until it is raised again.
+    """
 
     announce: bool
     code: AnnounceReason
     why: str
     material_since: datetime | None
+    awaiting_retrain: bool = False
 
 
 def decide_announcement(
-    decision: MaterialDriftDecision, previous: DriftRecord | None, version: str, window_end: datetime
+    decision: MaterialDriftDecision, previous: DriftRecord | None, version: str, window_end: datetime,
+    retrain: RetrainAllowance | None = None,
 ) -> Announcement:
     """Announce (emit the event) when material drift starts or spreads, not every day it persists.
 
-    Starts: not material at the previous check of the same version (or no previous check).
-    Spreads: columns entered the drifted state that were not in it.  A persisting drift keeps its
-    open ledger entry (counted again each day) instead of re-alarming.
+    Starts: not material at the previous check (or no previous check).  Spreads: columns entered
+    the drifted state that were not in it.  A persisting drift keeps its open ledger entry instead of
+    re-alarming, also after a retrain to a new version that drifts on the same columns.  One
+    exception: when the event that announced it met a closed retrain allowance (``retrain`` at that
+    check), it is raised again at the first check where ``retrain`` allows retraining.
     """
     if not decision.material:
         return Announcement(False, AnnounceReason.NOT_MATERIAL, "no material drift", None)
-    same = previous is not None and previous.version == version and previous.material
-    if not same:
-        return Announcement(True, AnnounceReason.STARTED, "material drift started", window_end)
-    assert previous is not None
+    blocked = retrain is not None and not retrain.allowed
+    if previous is None or not previous.material:
+        return Announcement(True, AnnounceReason.STARTED, "material drift started", window_end, blocked)
     since = previous.material_since or previous.window_end
     spread = tuple(c for c in decision.columns if c not in previous.columns)
     if spread:
-        return Announcement(True, AnnounceReason.SPREAD, f"material drift spread to {', '.join(spread)}", since)
+        return Announcement(True, AnnounceReason.SPREAD, f"material drift spread to {', '.join(spread)}", since,
+                            blocked)
+    if previous.awaiting_retrain and retrain is not None and retrain.allowed:
+        return Announcement(
+            True, AnnounceReason.RETRAIN_ALLOWED_AGAIN,
+            f"material drift persists since {since:%Y-%m-%d %H:%M} UTC; the retrain it asked for was skipped "
+            "and retraining is allowed again", since,
+        )
+    awaiting = previous.awaiting_retrain and blocked
+    if previous.version != version:
+        return Announcement(
+            False, AnnounceReason.PERSISTS_AFTER_RETRAIN,
+            f"material drift persists since {since:%Y-%m-%d %H:%M} UTC on the same columns after the change to "
+            f"v{version} (announced then; the retrain did not end it)", since, awaiting,
+        )
     return Announcement(
         False, AnnounceReason.PERSISTS,
-        f"material drift persists since {since:%Y-%m-%d %H:%M} UTC (announced then; no new columns)", since,
+        f"material drift persists since {since:%Y-%m-%d %H:%M} UTC (announced then; no new columns)", since, awaiting,
     )
 
 
@@ -215,18 +301,28 @@ class DriftVerdict:
     announcement: Announcement
     left_out: tuple[str, ...]
     previous_used: bool
+    calendar: tuple[str, ...] = ()
+    seasonal_unmatched: tuple[str, ...] = ()
 
 
 def judge_drift(
     spec: ModelSpec, version: str, result: DriftResult, previous: DriftRecord | None,
-    importances: Mapping[str, float], window_end: datetime,
+    importances: Mapping[str, float], window_end: datetime, *,
+    accuracy: AccuracyEvidence | None = None, retrain: RetrainAllowance | None = None,
 ) -> DriftVerdict:
-    """The spec's policy on the most influential columns, with hysteresis from the previous check of this version."""
-    policy = DriftPolicy(**spec.drift.model_dump(exclude={"window_days"}))
-    focused, left_out = focus_result(result, importances, spec.monitoring.top_features)
+    """``assess_drift`` with hysteresis from the previous check of this version, and whether to announce it.
+
+    ``accuracy``: what the accuracy check found in the window (the outputs' drift needs it to count);
+    ``retrain``: the retrain allowance at ``window_end`` (a drift announced while retraining was not
+    allowed is raised again once it is).
+    """
     same_version = previous is not None and previous.version == version
-    decision = decide_material_drift(focused, policy, previous.result if same_version else None, importances)
-    return DriftVerdict(decision, decide_announcement(decision, previous, version, window_end), left_out, same_version)
+    assessment = assess_drift(spec, result, importances, previous.result if same_version else None, accuracy)
+    decision = assessment.decision
+    return DriftVerdict(
+        decision, decide_announcement(decision, previous, version, window_end, retrain), assessment.left_out,
+        same_version, assessment.calendar, assessment.seasonal_unmatched,
+    )
 
 
 def too_little_traffic(rows: int, version: str, window: DriftWindow) -> str | None:
@@ -312,6 +408,8 @@ def drift_markdown(
     left_out: Sequence[str],
     report_uri: str | None,
     report_error: str | None,
+    calendar: Sequence[str] = (),
+    seasonal_unmatched: Sequence[str] = (),
 ) -> str:
     """The Prefect artifact: verdict, link to the Evidently HTML, and the drifted columns first."""
     state = {c: "newly drifted" for c in decision.newly_drifted} | {c: "held (hysteresis)" for c in decision.held}
@@ -332,6 +430,15 @@ def drift_markdown(
         lines += [f"No Evidently report stored{': ' + report_error if report_error else ''}.", ""]
     if left_out:
         lines += [f"Measured but not counted by the policy (outside the top features): {', '.join(left_out)}.", ""]
+    if calendar:
+        lines += [f"Calendar features, shown but never counted (they move by construction): {', '.join(calendar)}.",
+                  ""]
+    if result.seasonal_matched:
+        lines += [f"Seasonal features, compared with the same period one season earlier: "
+                  f"{', '.join(result.seasonal_matched)}.", ""]
+    if seasonal_unmatched:
+        lines += [f"Seasonal features not counted (no traffic one season earlier to compare with): "
+                  f"{', '.join(seasonal_unmatched)}.", ""]
     drifted = [result.column(c) for c in decision.columns]
     if drifted:
         lines += [

@@ -10,9 +10,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from steward.monitoring.drift.result import ColumnDrift, DriftResult, beyond, is_p_value
 
@@ -25,7 +25,10 @@ class DriftPolicy(BaseModel):
     one of the ``top_k`` most important columns drifted.  ``hysteresis_margin`` (also accepted as
     ``hysteresis``): a column becomes drifted only beyond threshold*(1+margin) and stays drifted
     until back inside threshold*(1-margin) (mirrored for p-values), so it does not flap.
-    ``prediction_drift_is_material``: drift of the predicted score/class alone is material.
+    ``prediction_drift``: when drift of the predicted score/class alone is material: ``never``,
+    ``with_accuracy`` (only when measured or estimated accuracy moved with it: the scores move
+    whenever many small input changes add up, which alone says nothing about the model's quality)
+    or ``always``.  ``prediction_drift_is_material=True/False`` is read as ``always``/``never``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -37,7 +40,44 @@ class DriftPolicy(BaseModel):
     hysteresis_margin: float = Field(
         default=0.1, ge=0, lt=1, validation_alias=AliasChoices("hysteresis_margin", "hysteresis")
     )
-    prediction_drift_is_material: bool = True
+    prediction_drift: Literal["never", "with_accuracy", "always"] = "with_accuracy"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_prediction_flag(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "prediction_drift_is_material" in data:
+            data = dict(data)
+            old = data.pop("prediction_drift_is_material")
+            data.setdefault("prediction_drift", "always" if old else "never")
+        return data
+
+
+class EvidenceSource(StrEnum):
+    MEASURED = "measured"  # on labelled predictions of the window
+    ESTIMATED = "estimated"  # label-free, from calibrated probabilities
+
+
+@dataclass(frozen=True)
+class AccuracyEvidence:
+    """Whether the model's quality moved in the window, as the drift judgment hears it from the accuracy check.
+
+    ``drop`` is positive when worse than ``baseline``; ``moved`` is the accuracy check's own verdict
+    (a significant drop), so the drift report and the health check read the same numbers the same way.
+    """
+
+    metric: str
+    source: EvidenceSource
+    value: float
+    baseline: float
+    drop: float
+    error: float
+    rows: int
+    moved: bool
+
+    def describe(self) -> str:
+        kind = "estimated " if self.source is EvidenceSource.ESTIMATED else ""
+        return (f"{kind}{self.metric} {self.value:.3f} against {self.baseline:.3f} "
+                f"(drop {self.drop:+.3f} +/- {self.error:.3f} on {self.rows} rows)")
 
 
 class DriftReason(StrEnum):
@@ -47,7 +87,10 @@ class DriftReason(StrEnum):
     WEIGHTED_SHARE_REACHED = "weighted_share_reached"
     TOP_FEATURE_DRIFTED = "top_feature_drifted"
     HELD_BY_HYSTERESIS = "held_by_hysteresis"  # material only because columns stay drifted in the margin
-    PREDICTION_DRIFTED = "prediction_drifted"  # material by the prediction's drift alone
+    PREDICTION_DRIFTED = "prediction_drifted"  # material by the prediction's drift alone (policy: always)
+    PREDICTION_DRIFTED_WITH_ACCURACY = "prediction_drifted_with_accuracy"  # the outputs moved and accuracy fell
+    PREDICTION_DRIFTED_ACCURACY_STEADY = "prediction_drifted_accuracy_steady"  # outputs moved, accuracy did not
+    PREDICTION_UNCONFIRMED = "prediction_unconfirmed"  # outputs moved; no accuracy evidence was given
     NO_DRIFT = "no_drift"
     WITHIN_MARGIN = "within_margin"  # columns crossed the threshold, but only within the hysteresis margin
     PREDICTION_NOT_COUNTED = "prediction_not_counted"  # only the prediction drifted; the policy does not count it
@@ -91,12 +134,14 @@ def decide_material_drift(
     policy: DriftPolicy,
     previous: DriftResult | None = None,
     importances: Mapping[str, float] | None = None,
+    accuracy: AccuracyEvidence | None = None,
 ) -> MaterialDriftDecision:
     """Decide whether ``result`` is material drift under ``policy``; pure and deterministic.
 
     The previous state comes from ``previous.held_drifted`` (set by ``DriftResult.with_decision``)
     or, if absent, from the previous result's own per-column verdicts.  Importances come from
-    ``importances`` or else the ones recorded in the result.
+    ``importances`` or else the ones recorded in the result.  ``accuracy`` is what the accuracy
+    check found in the window; policy ``with_accuracy`` needs it before the prediction's drift counts.
     """
     margin = policy.hysteresis_margin
     if previous is not None and previous.held_drifted is not None:
@@ -174,14 +219,26 @@ def decide_material_drift(
         core += f" ({_names(drifted)})"
     if pred_drifted and result.prediction is not None:
         p = result.prediction
-        if policy.prediction_drift_is_material:
-            core += f"; the prediction {p.column!r} drifted ({p.method} {p.score:.3g})"
+        moved = f"the prediction {p.column!r} drifted ({p.method} {p.score:.3g})"
+        if material or policy.prediction_drift == "always":
+            core += f"; {moved}"
             if not material:
                 material, code = True, DriftReason.PREDICTION_DRIFTED
-        else:
-            notes.append(f"the prediction {p.column!r} drifted, which this policy does not count on its own")
+        elif policy.prediction_drift == "never":
+            notes.append(f"{moved}, which this policy does not count on its own")
             if not drifted:
                 code = DriftReason.PREDICTION_NOT_COUNTED
+        elif accuracy is not None and accuracy.moved:
+            core += f"; {moved} and {accuracy.describe()}"
+            material, code = True, DriftReason.PREDICTION_DRIFTED_WITH_ACCURACY
+        elif accuracy is not None:
+            notes.append(f"{moved}, but accuracy held ({accuracy.describe()}), so the outputs' move alone "
+                         "is not counted")
+            code = DriftReason.PREDICTION_DRIFTED_ACCURACY_STEADY
+        else:
+            notes.append(f"{moved}; with no accuracy evidence (labels or a calibrated estimate) it is not "
+                         "counted on its own")
+            code = DriftReason.PREDICTION_UNCONFIRMED
 
     columns = tuple(drifted) + ((result.prediction.column,) if pred_drifted and result.prediction else ())
     head = "Material drift: " if material else "No material drift: "

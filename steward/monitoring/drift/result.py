@@ -116,6 +116,7 @@ class DriftResult:
     report_seconds: float | None = None
     held_drifted: tuple[str, ...] | None = None
     report_error: str | None = None
+    seasonal_matched: tuple[str, ...] | None = None  # columns scored against one season back, not the training data
     snapshot: Snapshot | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -167,6 +168,8 @@ class DriftResult:
         rows = list(self.columns) + ([self.prediction] if self.prediction is not None else [])
         for c in rows:
             name = f"{c.column} (prediction)" if c is self.prediction else c.column
+            if c.column in (self.seasonal_matched or ()):
+                name += " (vs one season back)"
             imp = "" if c.importance is None else f"{c.importance:.3g}"
             miss = (
                 ""
@@ -187,7 +190,7 @@ class DriftResult:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "snapshot"}
         out["columns"] = [dataclasses.asdict(c) for c in self.columns]
         out["prediction"] = None if self.prediction is None else dataclasses.asdict(self.prediction)
-        for key in ("report_drifted_columns", "held_drifted"):
+        for key in ("report_drifted_columns", "held_drifted", "seasonal_matched"):
             out[key] = None if out[key] is None else list(out[key])
         return out
 
@@ -196,7 +199,7 @@ class DriftResult:
         data = dict(data)
         data["columns"] = tuple(ColumnDrift(**c) for c in data["columns"])
         data["prediction"] = None if data.get("prediction") is None else ColumnDrift(**data["prediction"])
-        for key in ("report_drifted_columns", "held_drifted"):
+        for key in ("report_drifted_columns", "held_drifted", "seasonal_matched"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)

@@ -12,6 +12,8 @@ import pandas as pd
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
+from steward.monitoring.drift.policy import AccuracyEvidence, EvidenceSource
+from steward.monitoring.drift.result import DriftResult
 from steward.monitoring.health.report import (
     Area,
     CheckResult,
@@ -30,6 +32,8 @@ ACCURACY_CRITICAL_FACTOR = 2.0  # an accuracy drop of twice health.max_accuracy_
 MIN_LABELLED = 200  # labelled predictions of a version before its measured accuracy is judged
 SIGNIFICANT_Z = 2.326  # an accuracy drop must be this many standard errors clear of zero (one-sided 1%)
 MAX_CALIBRATION_ERROR = 0.05  # expected calibration error on the holdout above which estimates are not trusted
+EVIDENCE_FACTOR = 0.5  # the outputs' drift counts once accuracy fell significantly by half the health limit
+SECONDARY_METRICS = ("accuracy",)  # watched beside a classifier's primary metric: a stale threshold shows here
 BOOTSTRAP_RESAMPLES = 200
 
 
@@ -162,20 +166,102 @@ def expected_accuracy(scores: np.ndarray, task: Task) -> np.ndarray:
     return np.maximum(scores, 1 - scores) if task is Task.BINARY_CLASSIFICATION else scores
 
 
+def significant_drop(drop: float, error: float, limit: float) -> bool:
+    """A drop past ``limit`` and ``SIGNIFICANT_Z`` standard errors clear of zero: the one rule for accuracy."""
+    return drop > limit and drop >= SIGNIFICANT_Z * error
+
+
+def measured_evidence(metric: str, estimate: Estimate, baseline: float, limit: float) -> AccuracyEvidence:
+    """Measured accuracy as drift evidence: moved when it fell significantly by ``EVIDENCE_FACTOR`` of the limit."""
+    drop = _drop(metric, estimate.value, baseline)
+    return AccuracyEvidence(metric, EvidenceSource.MEASURED, estimate.value, baseline, drop, estimate.error,
+                            estimate.rows, significant_drop(drop, estimate.error, EVIDENCE_FACTOR * limit))
+
+
+def estimated_evidence(scores: np.ndarray, task: Task, calibration: Calibration, limit: float) -> AccuracyEvidence:
+    """The label-free estimate as drift evidence (the caller checks the calibration first)."""
+    confidence = expected_accuracy(scores, task)
+    estimate = float(confidence.mean())
+    error = float(confidence.std() / math.sqrt(len(confidence))) if len(confidence) else math.inf
+    drop = calibration.expected_accuracy - estimate  # same estimator on the holdout: its bias cancels
+    return AccuracyEvidence("accuracy", EvidenceSource.ESTIMATED, estimate, calibration.expected_accuracy, drop,
+                            error, len(confidence), significant_drop(drop, error, EVIDENCE_FACTOR * limit))
+
+
+def accuracy_evidence(
+    spec: ModelSpec, served: pd.DataFrame, labelled: pd.DataFrame, baseline: Mapping[str, float],
+    calibration: Calibration | str | None,
+) -> AccuracyEvidence | None:
+    """What the drift judgment hears about accuracy in a window of one version.
+
+    Measured on labelled rows when there are ``MIN_LABELLED`` of them (primary metric, then the
+    secondary ones: the first that moved), else estimated from calibrated probabilities; None when
+    neither can be had (few labels and a regression model, no baseline, or an uncalibrated model).
+    """
+    limit = spec.health.max_accuracy_drop
+    labelled = labelled[labelled["status"] == "ok"] if "status" in labelled else labelled
+    if len(labelled) >= MIN_LABELLED:
+        o = outcomes(labelled, spec.task)
+        found = []
+        for metric in (spec.primary_metric, *secondary_metrics(spec)):
+            if metric in baseline:
+                estimate = estimate_metric(metric, o)
+                if not math.isnan(estimate.value):
+                    found.append(measured_evidence(metric, estimate, baseline[metric], limit))
+        return next((e for e in found if e.moved), found[0] if found else None)
+    if spec.task.is_classification and isinstance(calibration, Calibration) and calibration.calibrated and len(served):
+        return estimated_evidence(served["score"].to_numpy(dtype=float), spec.task, calibration, limit)
+    return None
+
+
+def secondary_metrics(spec: ModelSpec) -> tuple[str, ...]:
+    return tuple(m for m in SECONDARY_METRICS if m != spec.primary_metric) if spec.task.is_classification else ()
+
+
+@dataclass(frozen=True)
+class InputDrift:
+    """The window's drift measurement as the drift report makes it (against ``version``'s reference profile,
+    seasonal features one season back), so the health check judges inputs exactly as the drift report does."""
+
+    version: str
+    result: DriftResult
+    importances: Mapping[str, float]
+    previous: DriftResult | None = None
+
+
 @dataclass(frozen=True)
 class InputStability:
+    """The drift report's verdict (``assess_drift``) read as concept-drift evidence: stable = not material."""
+
     stable: bool
     drift_share: float
     drifted: tuple[str, ...]
+    reason: str = ""
 
     def describe(self, against: str) -> str:
         state = "stable" if self.stable else "drifted"
         names = f": {', '.join(self.drifted)}" if self.drifted else ""
-        return f"inputs {state} against {against} ({self.drift_share:.0%} of features drifted{names})"
+        return (f"inputs {state} against {against} by the drift policy ({len(self.drifted)} column(s) in the "
+                f"drifted state{names}; {self.reason})")
 
 
-def input_stability(reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec) -> InputStability:
-    """Whether the inputs moved, by the drift engine's per-feature tests and the spec's share threshold."""
+def judge_inputs(
+    spec: ModelSpec, result: DriftResult, importances: Mapping[str, float] | None,
+    previous: DriftResult | None = None, accuracy: AccuracyEvidence | None = None,
+) -> InputStability:
+    """Input stability by ``assess_drift``: the drift report's policy, importances, focus and feature roles."""
+    from steward.monitoring.drift.monitor import assess_drift
+
+    decision = assess_drift(spec, result, importances, previous, accuracy).decision
+    return InputStability(not decision.material, result.drift_share, decision.columns,
+                          decision.reason[0].lower() + decision.reason[1:].rstrip("."))
+
+
+def input_stability(
+    reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec,
+    importances: Mapping[str, float] | None = None, accuracy: AccuracyEvidence | None = None,
+) -> InputStability:
+    """Whether the inputs moved between two frames, judged by ``assess_drift`` like the drift report."""
     from steward.monitoring.drift.engine import detect_drift
 
     def usable(names: list[str]) -> list[str]:
@@ -189,8 +275,7 @@ def input_stability(reference: pd.DataFrame, current: pd.DataFrame, spec: ModelS
         reference[numeric + categorical], current[numeric + categorical], numeric=numeric, categorical=categorical,
         engine="profile", report=False,
     )
-    return InputStability(result.drift_share < spec.drift.share_threshold, result.drift_share,
-                          result.drifted_columns)
+    return judge_inputs(spec, result, importances, accuracy=accuracy)
 
 
 def check_accuracy(
@@ -200,14 +285,20 @@ def check_accuracy(
     baselines: Mapping[str, Mapping[str, float]],
     calibrations: Mapping[str, Calibration | str],
     reference: pd.DataFrame | None,
+    *,
+    input_drift: InputDrift | None = None,
+    importances: Mapping[str, float] | None = None,
 ) -> CheckResult:
     """Per version: measured accuracy against its validation baseline and the SLO, concept drift, and
     while labels are pending a label-free estimate from calibrated probabilities.
 
     ``labelled`` is ``join_labels`` of ``predictions`` with the labels received by the window's end;
     ``baselines`` the held-out metrics of each version; ``calibrations`` each version's calibration on
-    its holdout (or why it could not be measured), for versions that need the estimate; ``reference``
-    the prepared training sample that input stability is judged against.
+    its holdout (or why it could not be measured): the estimate's validity while labels are pending,
+    the calibration baseline once they are in; ``reference`` the prepared training sample that input
+    stability is judged against, unless ``input_drift`` brings the drift report's own measurement of
+    the window (then the two cannot disagree); ``importances`` weigh the columns when judging from
+    ``reference`` (the drift policy may need them).
     """
     area = Area.ACCURACY
     metric = spec.primary_metric
@@ -230,7 +321,11 @@ def check_accuracy(
         if baseline is None:
             notes.append(f"{v} has no validation {metric} in the registry, so no baseline to compare with")
         if len(version_labelled) >= MIN_LABELLED:
-            issues += _judge_labelled(spec, v, version_labelled, baseline, reference, metrics, notes)
+            drift = input_drift if input_drift is not None and input_drift.version == str(version) else None
+            issues += _judge_labelled(spec, v, version_labelled, baseline, reference, metrics, notes,
+                                      input_drift=drift, importances=importances)
+            issues += _judge_secondary(spec, v, version_labelled, baselines.get(str(version), {}), metrics)
+            issues += _judge_calibration(spec, v, version_labelled, calibrations.get(str(version)), metrics, notes)
         else:
             notes.append(f"{v}: {len(version_labelled)} labelled predictions, {MIN_LABELLED} needed to judge "
                          f"measured accuracy")
@@ -244,7 +339,8 @@ def check_accuracy(
 
 def _judge_labelled(
     spec: ModelSpec, v: str, labelled: pd.DataFrame, baseline: float | None, reference: pd.DataFrame | None,
-    metrics: dict[str, Metric], notes: list[str],
+    metrics: dict[str, Metric], notes: list[str], *, input_drift: InputDrift | None = None,
+    importances: Mapping[str, float] | None = None,
 ) -> list[Issue]:
     area, metric, limit = Area.ACCURACY, spec.primary_metric, spec.health.max_accuracy_drop
     issues: list[Issue] = []
@@ -259,7 +355,8 @@ def _judge_labelled(
         return issues
 
     drop = _drop(metric, whole.value, baseline) if baseline is not None else None
-    dropped = drop is not None and drop > limit and drop >= SIGNIFICANT_Z * whole.error
+    dropped = drop is not None and significant_drop(drop, whole.error, limit)
+    evidence_of_drop = measured_evidence(metric, whole, baseline, limit) if baseline is not None else None
     if drop is not None:
         metrics[f"drop[{v}]"] = drop
     features = prepare_features(labelled, spec) if all(f in labelled for f in spec.feature_names) else None
@@ -274,22 +371,30 @@ def _judge_labelled(
         halves_drop = _drop(metric, second.value, first.value)
         metrics.update({f"{metric}_early[{v}]": first.value, f"{metric}_late[{v}]": second.value})
         halves_error = math.hypot(first.error, second.error)
-        if not (halves_drop > limit and halves_drop >= SIGNIFICANT_Z * halves_error):
+        if not significant_drop(halves_drop, halves_error, limit):
             halves_drop = None
     evidence = []
     explained = []
-    if features is not None:
-        if dropped and reference is not None:
-            stability = input_stability(reference, features, spec)
+    try:
+        if dropped and input_drift is not None:
+            stability = judge_inputs(spec, input_drift.result, input_drift.importances, input_drift.previous,
+                                     evidence_of_drop)
             metrics[f"input_drift_share[{v}]"] = stability.drift_share
             (evidence if stability.stable else explained).append(
                 f"{metric} {drop:.3f} below the baseline, {stability.describe('the training data')}")
-        if halves_drop is not None:
-            stability = input_stability(features.iloc[:half], features.iloc[half:], spec)
+        elif dropped and reference is not None and features is not None:
+            stability = input_stability(reference, features, spec, importances, evidence_of_drop)
+            metrics[f"input_drift_share[{v}]"] = stability.drift_share
+            (evidence if stability.stable else explained).append(
+                f"{metric} {drop:.3f} below the baseline, {stability.describe('the training data')}")
+        if halves_drop is not None and features is not None:
+            stability = input_stability(features.iloc[:half], features.iloc[half:], spec, importances)
             (evidence if stability.stable else explained).append(
                 f"{metric} {halves_drop:.3f} lower in the later half of the window, "
                 f"{stability.describe('the earlier half')}")
-    else:
+    except ValueError as error:  # e.g. an importance-weighted policy and no importances: say so, judge the rest
+        notes.append(f"{v}: input stability not judged: {error}")
+    if features is None:
         notes.append(f"{v}: the log lacks some spec features, so input stability was not measured")
 
     if dropped:
@@ -317,6 +422,74 @@ def _judge_labelled(
                 "roll back to the previous champion if it did better, and retrain", subject=v,
             ))
     return issues
+
+
+def _judge_secondary(
+    spec: ModelSpec, v: str, labelled: pd.DataFrame, baseline: Mapping[str, float], metrics: dict[str, Metric],
+) -> list[Issue]:
+    """Secondary metrics against their validation baselines, by the primary metric's rule.
+
+    A classifier can keep its ranking (ROC AUC) while its decision threshold stops fitting: accuracy
+    falls and only a secondary metric shows it.
+    """
+    limit = spec.health.max_accuracy_drop
+    issues: list[Issue] = []
+    o = outcomes(labelled.sort_values("time", kind="stable"), spec.task)
+    for metric in secondary_metrics(spec):
+        if metric not in baseline:
+            continue
+        measured = estimate_metric(metric, o, seed=3)
+        drop = _drop(metric, measured.value, baseline[metric])
+        metrics.update({f"{metric}[{v}]": measured.value, f"baseline_{metric}[{v}]": baseline[metric],
+                        f"{metric}_drop[{v}]": drop})
+        if significant_drop(drop, measured.error, limit):
+            severity = Severity.CRITICAL if drop > ACCURACY_CRITICAL_FACTOR * limit else Severity.WARNING
+            issues.append(Issue(
+                Area.ACCURACY, IssueCode.SECONDARY_METRIC_DROP, severity,
+                f"{metric} of {v} dropped against its validation baseline",
+                f"{metric} {measured.value:.3f} on {measured.rows} labelled predictions (+/- {measured.error:.3f}) "
+                f"against {baseline[metric]:.3f} at validation: a drop of {drop:.3f}, limit {limit:g}",
+                "re-fit the decision threshold on recent labelled data (the ranking may still hold), or retrain",
+                subject=v,
+            ))
+    return issues
+
+
+def calibration_gap(scores: np.ndarray, correct: np.ndarray, task: Task) -> tuple[float, float]:
+    """Mean confidence minus observed accuracy on labelled traffic, and its standard error."""
+    gaps = expected_accuracy(scores, task) - np.asarray(correct, dtype=float)
+    return float(gaps.mean()), float(gaps.std() / math.sqrt(len(gaps)))
+
+
+def _judge_calibration(
+    spec: ModelSpec, v: str, labelled: pd.DataFrame, calibration: Calibration | str | None,
+    metrics: dict[str, Metric], notes: list[str],
+) -> list[Issue]:
+    """Whether the probabilities still mean what they meant on the holdout: the confidence-accuracy gap
+    on labelled traffic against the same gap on the version's holdout, with both standard errors."""
+    if not spec.task.is_classification:
+        return []
+    if not isinstance(calibration, Calibration):
+        notes.append(f"{v}: calibration not judged: the holdout's calibration is not known "
+                     f"({calibration or 'not measured'})")
+        return []
+    o = outcomes(labelled, spec.task)
+    gap, error = calibration_gap(o.score, o.y == o.prediction, spec.task)
+    baseline = calibration.expected_accuracy - calibration.observed_accuracy
+    baseline_error = 0.5 / math.sqrt(max(calibration.rows, 1))  # a gap of 0/1 outcomes varies by at most 1/2
+    shift = abs(gap - baseline)
+    limit = spec.health.max_calibration_shift
+    metrics.update({f"calibration_gap[{v}]": gap, f"baseline_calibration_gap[{v}]": baseline})
+    if shift > limit and shift >= SIGNIFICANT_Z * math.hypot(error, baseline_error):
+        direction = "over-confident" if gap > baseline else "under-confident"
+        return [Issue(
+            Area.ACCURACY, IssueCode.CALIBRATION_DRIFT, Severity.WARNING, f"calibration of {v} drifted",
+            f"mean confidence minus accuracy {gap:+.3f} on {len(o)} labelled predictions (+/- {error:.3f}) against "
+            f"{baseline:+.3f} on the holdout: {direction} by {shift:.3f}, limit {limit:g}",
+            "recalibrate the probabilities (e.g. CalibratedClassifierCV on recent labelled data) and re-fit the "
+            "decision threshold", subject=v,
+        )]
+    return []
 
 
 def _judge_estimate(

@@ -21,7 +21,8 @@ from steward.spec import ModelSpec
 
 
 def check_cost(predictions: pd.DataFrame, window: HealthWindow, spec: ModelSpec) -> CheckResult:
-    """Cost per request from the price per replica-hour and the observed volume; idle capacity at peak."""
+    """Cost per request from the price per replica-hour and the observed volume; idle capacity at peak
+    (a warning only when the capacity or a cost limit was declared, a note on the defaults)."""
     area = Area.COST
     cost = spec.cost
     requests = served_requests(predictions)
@@ -45,7 +46,12 @@ def check_cost(predictions: pd.DataFrame, window: HealthWindow, spec: ModelSpec)
             f"{n} requests), limit {limit:g}",
             "serve the model from fewer or smaller replicas, or share a gateway with other models",
         ))
-    if idle > spec.health.max_idle_share:
+    notes: list[str] = []
+    if idle > spec.health.max_idle_share and not capacity_declared(spec):
+        notes.append(f"{idle:.0%} of the default {capacity:g} requests/s capacity idle in the busiest hour "
+                     f"({peak:.3g} requests/s); declare cost.replica_capacity_rps (what one replica serves at "
+                     "its SLO) to have idle capacity judged")
+    elif idle > spec.health.max_idle_share:
         needed = max(1, math.ceil(peak / (cost.replica_capacity_rps * (1 - spec.health.max_idle_share))))
         advice = (f"run {needed} replica(s) instead of {cost.replicas}" if needed < cost.replicas
                   else "use a smaller replica, or serve other models from the same gateway")
@@ -55,4 +61,13 @@ def check_cost(predictions: pd.DataFrame, window: HealthWindow, spec: ModelSpec)
             f"limit {spec.health.max_idle_share:.0%}",
             advice,
         ))
-    return CheckResult.judged(area, metrics, issues)
+    return CheckResult.judged(area, metrics, issues, notes)
+
+
+def capacity_declared(spec: ModelSpec) -> bool:
+    """Whether the team said what a replica serves or what it may cost: idle capacity is judged only then.
+
+    The default capacity (200 requests/s) is a placeholder, not a measurement; judged against it, a
+    healthy model with modest traffic would be reported as wasteful on every run.
+    """
+    return "replica_capacity_rps" in spec.cost.model_fields_set or spec.health.max_cost_per_1k_requests is not None

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from steward.monitoring.health.cost import capacity_declared
 from steward.monitoring.health.report import (
     Area,
     CheckResult,
@@ -53,7 +54,11 @@ def check_performance(predictions: pd.DataFrame, window: HealthWindow, spec: Mod
     peak = peak_rps(requests["time"], window)
     capacity = spec.cost.replicas * spec.cost.replica_capacity_rps
     metrics.update(peak_hour_rps=peak, capacity_rps=capacity)
-    if peak > capacity:
+    notes: list[str] = []
+    if peak > capacity and not capacity_declared(spec):
+        notes.append(f"busiest hour {peak:.3g} requests/s is above the default capacity of {capacity:g} requests/s; "
+                     "declare cost.replica_capacity_rps to have the load judged (the latency SLO still is)")
+    elif peak > capacity:
         issues.append(Issue(
             area, IssueCode.OVER_CAPACITY, Severity.WARNING, "peak load above the configured capacity",
             f"busiest hour {peak:.3g} requests/s, {spec.cost.replicas} replica(s) x "
@@ -90,4 +95,4 @@ def check_performance(predictions: pd.DataFrame, window: HealthWindow, spec: Mod
                 "read the gateway's model_error log lines; roll back if the version is new",
                 subject=v,
             ))
-    return CheckResult.judged(area, metrics, issues)
+    return CheckResult.judged(area, metrics, issues, notes)

@@ -67,6 +67,8 @@ class IssueCode(StrEnum):
     ACCURACY_BELOW_SLO = "accuracy_below_slo"
     CONCEPT_DRIFT = "concept_drift"
     ESTIMATED_ACCURACY_DROP = "estimated_accuracy_drop"
+    SECONDARY_METRIC_DROP = "secondary_metric_drop"  # e.g. accuracy fell while the primary (ROC AUC) held
+    CALIBRATION_DRIFT = "calibration_drift"  # probabilities no longer match outcomes as on the holdout
     GATEWAY_DOWN = "gateway_down"
     CPU = "cpu"
     MEMORY = "memory"
@@ -76,7 +78,8 @@ class IssueCode(StrEnum):
 
 
 _ADAPTIVE = frozenset(
-    {IssueCode.ACCURACY_DROP, IssueCode.ACCURACY_BELOW_SLO, IssueCode.CONCEPT_DRIFT, IssueCode.ESTIMATED_ACCURACY_DROP}
+    {IssueCode.ACCURACY_DROP, IssueCode.ACCURACY_BELOW_SLO, IssueCode.CONCEPT_DRIFT, IssueCode.ESTIMATED_ACCURACY_DROP,
+     IssueCode.SECONDARY_METRIC_DROP, IssueCode.CALIBRATION_DRIFT}
 )
 _PERFECTIVE = frozenset({IssueCode.COST_PER_REQUEST, IssueCode.IDLE_CAPACITY})
 

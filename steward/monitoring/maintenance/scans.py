@@ -19,7 +19,7 @@ import pandas as pd
 from steward.findings import Finding, MaintenanceKind, Priority
 from steward.monitoring.drift.history import DriftRecord
 from steward.monitoring.health.accuracy import MIN_LABELLED, metric_value, outcomes
-from steward.monitoring.health.cost import check_cost
+from steward.monitoring.health.cost import capacity_declared, check_cost
 from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
 from steward.monitoring.health.performance import check_performance
 from steward.monitoring.health.report import CheckResult, HealthWindow, Issue, IssueCode, served_requests
@@ -139,6 +139,9 @@ def right_sizing(performance: CheckResult, cost: CheckResult, spec: ModelSpec, d
         return f"{head}: under-provisioned; {advice[IssueCode.OVER_CAPACITY]}."
     if IssueCode.IDLE_CAPACITY in advice:
         return f"{head}: over-provisioned; {advice[IssueCode.IDLE_CAPACITY]}."
+    if not capacity_declared(spec) and 1 - peak / capacity > spec.health.max_idle_share:
+        return (f"{head} of the default capacity: declare cost.replica_capacity_rps (what one replica serves at "
+                "its SLO) to have the size judged.")
     return f"{head}: the current size fits the observed load."
 
 
