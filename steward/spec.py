@@ -147,10 +147,20 @@ class GateSpec(_Strict):
     """The validation gate a candidate must pass against the champion."""
 
     primary_metric: str | None = Field(default=None, description="Default: roc_auc / f1_macro / rmse by task.")
-    tolerance: float = Field(default=0.01, ge=0, description="How much worse than the champion is still a pass.")
+    tolerance: float = Field(
+        default=0.01, ge=0,
+        description="Non-inferiority margin: the paired interval of the improvement must stay above -tolerance.",
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Of the paired intervals (two-sided).")
+    require_expected_gain: bool = Field(
+        default=True, description="A pass also needs the estimate at least as good as keeping the champion."
+    )
+    bootstrap_resamples: int = Field(default=2000, ge=200, description="Paired bootstrap draws (non-AUC metrics).")
     floor: float | None = Field(default=None, description="Absolute bound the primary metric must meet.")
     slice_features: tuple[str, ...] = ()
-    slice_tolerance: float = Field(default=0.03, ge=0)
+    slice_tolerance: float = Field(
+        default=0.03, ge=0, description="A slice fails only when significantly worse than this below the champion."
+    )
     min_slice_rows: int = Field(default=50, ge=1)
     max_latency_factor: float = Field(default=2.0, ge=1, description="Candidate p95 / champion p95 limit.")
     min_latency_ms: float = Field(
