@@ -82,19 +82,37 @@ class DataSource(_Strict):
 
     ``kind: file`` reads ``path`` (a local path or any fsspec URL, Parquet or CSV).
     ``kind: production`` joins logged predictions with their labels over the last
-    ``window_days``; it needs the prediction store the gateway writes.
+    ``window_days``; it needs the prediction store the gateway writes. With
+    ``candidate_window_days`` the retrain compares those windows (and ``window_days``) on the
+    newest labelled rows and trains on the best; a window with too little data gives way to the
+    next longer one.
     """
 
     kind: Literal["file", "production"] = "file"
     path: str | None = None
     format: Literal["auto", "parquet", "csv"] = "auto"
     window_days: int | None = Field(default=None, gt=0)
+    candidate_window_days: tuple[int, ...] = Field(
+        default=(), description="Windows to compare by evidence (production data); empty: window_days only."
+    )
 
     @model_validator(mode="after")
     def _needs_path(self) -> DataSource:
         if self.kind == "file" and not self.path:
             raise ValueError("data.kind is 'file': set data.path to a Parquet or CSV file or URL")
+        if self.candidate_window_days:
+            if self.kind != "production":
+                raise ValueError("data.candidate_window_days compares windows of production data: set data.kind "
+                                 "to 'production' or remove it")
+            if any(days <= 0 for days in self.candidate_window_days):
+                raise ValueError(f"data.candidate_window_days must be positive days; got "
+                                 f"{list(self.candidate_window_days)}")
         return self
+
+    @property
+    def window_candidates(self) -> tuple[int, ...]:
+        """Every window the retrain may use, shortest first (``window_days`` is always one of them)."""
+        return tuple(sorted({*self.candidate_window_days, *([self.window_days] if self.window_days else [])}))
 
 
 class EstimatorSpec(_Strict):

@@ -226,3 +226,33 @@ def test_retrain_cooldown_and_budget():
     spent = decide_retrain(now, busy_week, cooldown_hours=24, max_per_week=3)
     assert spent.code is RetrainCode.WEEKLY_BUDGET_SPENT and not spent.allowed
     assert decide_retrain(now, [now - timedelta(days=8)] * 5, cooldown_hours=24, max_per_week=3).allowed
+
+
+@pytest.mark.slow
+def test_a_retrain_on_fewer_rows_is_as_fast_as_a_champion_on_many():
+    """Early stopping is on at every size, so 4k and 20k rows give models of comparable size and speed."""
+    from steward.simulation.examples import example_training_frame
+
+    spec = parse_spec(yaml.safe_load(example_spec_text()))
+    history = example_training_frame(days=80, rows_per_day=300)
+    champion_rows, retrain_rows = history.head(20_000), history.tail(4_000)
+    champion = build_estimator(spec).fit(prepare_features(champion_rows, spec), champion_rows[spec.target])
+    retrain = build_estimator(spec).fit(prepare_features(retrain_rows, spec), retrain_rows[spec.target])
+    assert champion[-1].early_stopping is True and retrain[-1].early_stopping is True
+    assert retrain[-1].n_iter_ <= 2 * champion[-1].n_iter_  # under "auto": 150 trees against 64
+    features = prepare_features(history.tail(2_000), spec)
+    fast, slow = compare_speed(retrain, champion, features, single_row_calls=60, batch_rows=1000, rounds=3)
+    assert statuses(check_speed(fast, slow, spec.gates)) == {
+        "latency_p95": CheckStatus.PASSED, "batch_throughput": CheckStatus.PASSED,
+    }
+
+
+def test_early_stopping_set_in_the_spec_is_kept():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from steward.estimators import explicit_early_stopping
+
+    assert explicit_early_stopping(HistGradientBoostingClassifier, {})["early_stopping"] is True
+    assert explicit_early_stopping(HistGradientBoostingClassifier, {"early_stopping": False}) == {"early_stopping": False}
+    assert explicit_early_stopping(LogisticRegression, {"C": 1.0}) == {"C": 1.0}
