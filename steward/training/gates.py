@@ -161,7 +161,7 @@ def check_primary_metric(
         need = ("no number of rows is sure to resolve it: the estimate sits on the tolerance"
                 if comparison.rows_needed is None else f"need about {comparison.rows_needed} more labelled rows")
         checks.append(GateCheck("metric_vs_champion", CheckStatus.INCONCLUSIVE,
-                                f"inconclusive: {need}{counted}; {described}",
+                                f"{need} to decide{counted}; {described}",
                                 ComparisonCode.INCONCLUSIVE, interval, comparison.rows_needed))
     elif policy.require_expected_gain and interval.difference < 0:
         checks.append(GateCheck("metric_vs_champion", CheckStatus.FAILED,

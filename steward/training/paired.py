@@ -59,7 +59,7 @@ class PairedInterval:
     def describe(self) -> str:
         return (
             f"{self.metric} {self.candidate:.4f} vs {self.champion:.4f}: {self.difference:+.4f} "
-            f"[{self.lower:+.4f}, {self.upper:+.4f}] ({self.confidence:.0%} {self.method}, {self.rows} rows)"
+            f"[{self.lower:+.4f}, {self.upper:+.4f}] ({self.confidence:.1%} {self.method}, {self.rows} rows)"
         )
 
 
@@ -286,6 +286,9 @@ def judge_non_inferiority(
 ) -> NonInferiorityResult:
     """Non-inferior, inferior or inconclusive at ``-tolerance``; inconclusive says how many more rows.
 
+    Below the tolerance's resolution floor (``resolution_rows``) nothing passes, however narrow the
+    interval: the variance of a few rows can look small by chance.
+
     The rows needed come from the observed standard error of the paired difference, which shrinks
     as 1/sqrt(rows): enough rows that the interval's half-width is smaller than the distance between
     the estimate and ``-tolerance``, and at least the tolerance's resolution floor.
@@ -294,7 +297,7 @@ def judge_non_inferiority(
     too_few = floor is not None and counted < floor
     if not too_few and interval.lower > -tolerance:
         return NonInferiorityResult(NonInferiority.NON_INFERIOR, interval, tolerance, None, floor)
-    if not too_few and interval.upper < -tolerance:
+    if interval.upper < -tolerance:  # the floor guards passes: clear evidence of harm fails at any size
         return NonInferiorityResult(NonInferiority.INFERIOR, interval, tolerance, None, floor)
     rows = interval.rows
     margin = abs(interval.difference + tolerance)
