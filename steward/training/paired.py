@@ -26,7 +26,7 @@ _PER_ROW_BOUNDED = frozenset({"accuracy", "brier"})
 _PER_CLASS_BOUNDED = frozenset({"roc_auc", "precision", "recall", "f1", "f1_macro"})
 _BOOTSTRAP_ELEMENTS = 4_000_000  # resampled row indices held in memory at once
 _MAX_DISCRETE_KINDS = 256  # distinct per-row statistics drawn as multinomial counts
-_EXACT_RESAMPLE_ROWS = 20_000
+_EXACT_RESAMPLE_ROWS = 5_000
 
 
 class ComparisonError(ValueError):
