@@ -116,6 +116,13 @@ class ValidationReport:
             f"Compared with: {'v' + self.champion_version if self.champion_version else 'no champion (bootstrap)'}"
             f" on {self.holdout_rows} held-out rows. Primary metric: `{self.primary_metric}`.",
             "",
+        ]
+        if self.primary_interval is not None:
+            lines += [f"Against keeping the champion: {self.primary_interval.describe()}.", ""]
+        if self.verdict is ValidationVerdict.INCONCLUSIVE:
+            need = f"about {self.rows_needed} more labelled rows" if self.rows_needed else "more labelled rows"
+            lines += [f"**Inconclusive, not a pass**: the evidence needs {need} to decide.", ""]
+        lines += [
             "| check | result | reason |",
             "| --- | --- | --- |",
         ]

@@ -81,6 +81,8 @@ def test_report_verdict_failed_beats_inconclusive_and_inconclusive_is_not_a_pass
     assert report(ok, undecided).verdict is ValidationVerdict.INCONCLUSIVE
     assert not report(ok, undecided).passed and report(ok, undecided).rows_needed == 5000
     assert "not a pass" in report(ok, undecided).summary()
+    assert "**Inconclusive, not a pass**: the evidence needs about 5000 more labelled rows" in (
+        report(ok, undecided).to_markdown())
     broken = GateCheck("edge_cases", CheckStatus.FAILED, "crashed")
     assert report(broken, undecided).verdict is ValidationVerdict.FAILED
     assert report(ok).passed
