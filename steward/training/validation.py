@@ -8,9 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from steward.findings import CheckStatus
 from steward.spec import ModelSpec
 from steward.training.evaluation import compute_metrics, predict_scores
 from steward.training.gates import (
+    ComparisonCode,
+    GateCheck,
     SliceComparison,
     ValidationReport,
     check_edge_cases,
@@ -96,13 +99,20 @@ def validate_candidate(
 
     comparison = slices = None
     too_small = 0
+    primary = check_primary_metric(metric, candidate_metrics[metric], None, spec.gates)
     if champion_outputs is not None:
-        comparison = compare_primary_metric(spec, y_true, candidate_outputs, champion_outputs)
+        try:
+            comparison = compare_primary_metric(spec, y_true, candidate_outputs, champion_outputs)
+            primary = check_primary_metric(metric, candidate_metrics[metric], comparison, spec.gates)
+        except ComparisonError as error:  # e.g. one class in the hold-out: no verdict either way
+            primary = [*primary[:-1], GateCheck("metric_vs_champion", CheckStatus.INCONCLUSIVE,
+                                                f"cannot compare with the champion on this hold-out: {error}",
+                                                ComparisonCode.INCONCLUSIVE)]
         if spec.gates.slice_features:
             slices, too_small = compare_slices(spec, holdout, y_true, candidate_outputs, champion_outputs)
     checks = [
         check_signature(candidate.input_schema, champion.input_schema if champion else None, spec.gates),
-        *check_primary_metric(metric, candidate_metrics[metric], comparison, spec.gates),
+        *primary,
         check_slices(slices or [], spec.gates, has_champion=champion is not None, too_small=too_small),
         check_edge_cases(run_edge_cases(candidate.estimator, spec, features)),
     ]

@@ -258,3 +258,17 @@ def test_early_stopping_set_in_the_spec_is_kept():
     assert explicit_early_stopping(HistGradientBoostingClassifier, {})["early_stopping"] is True
     assert explicit_early_stopping(HistGradientBoostingClassifier, {"early_stopping": False}) == {"early_stopping": False}
     assert explicit_early_stopping(LogisticRegression, {"C": 1.0}) == {"C": 1.0}
+
+
+def test_a_hold_out_with_one_class_is_inconclusive_not_a_crash(spec, fitted, example_frame):
+    from steward.training.validation import Contender, validate_candidate
+
+    model, _ = fitted
+    frame = example_frame.head(3000)
+    holdout = prepare_features(frame, spec)
+    holdout[spec.target] = frame[spec.target].to_numpy()
+    negatives = holdout[holdout[spec.target] == 0].head(300)
+    report = validate_candidate(spec, Contender(model, "2", {}), Contender(model, "1", {}), negatives)
+    check = next(c for c in report.checks if c.name == "metric_vs_champion")
+    assert check.status is CheckStatus.INCONCLUSIVE and "at least 2 rows of each class" in check.reason
+    assert not report.passed  # the floor fails too: ROC AUC is undefined on one class
