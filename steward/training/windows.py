@@ -42,6 +42,8 @@ class WindowScore:
     def describe(self) -> str:
         if self.code is WindowCode.TOO_LITTLE_DATA:
             return f"{self.days} d: {self.rows} rows, skipped ({self.reason})"
+        if self.score is None:
+            return f"{self.days} d: {self.rows} rows ({self.code.value}: {self.reason})"
         versus = "" if self.against_chosen is None else (
             f", vs chosen {self.against_chosen.difference:+.4f} "
             f"[{self.against_chosen.lower:+.4f}, {self.against_chosen.upper:+.4f}]"
@@ -60,6 +62,8 @@ class WindowChoice:
 
     def describe(self) -> str:
         listed = "; ".join(score.describe() for score in self.scores)
+        if not self.evaluation_rows:
+            return f"training window {self.days} d, the only one with usable data ({listed})"
         return (f"training window {self.days} d chosen on {self.metric} over the newest {self.evaluation_rows} "
                 f"labelled rows ({listed})")
 

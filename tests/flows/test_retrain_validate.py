@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from flows.retrain import retrain
@@ -122,11 +124,14 @@ def test_retrain_on_production_traffic_joined_with_labels(write_spec, registry, 
     summary = replay_to_store(PredictionStore(settings.resolved_store_uri), load_spec(file_spec), traffic, [arm],
                               labels_until=as_of)
 
-    production = write_spec(data={"kind": "production", "window_days": 30})
+    # The last three days hold too few labelled rows for the spec's 2000: the retrain extends to 30 days.
+    production = write_spec(data={"kind": "production", "window_days": 30, "candidate_window_days": [3]})
     result = retrain(spec_path=str(production), reason="fresh production data", force=True,
                      as_of=as_of.to_pydatetime())
     info = registry.get_version(model_name, result.version)
     assert info.tags["steward.data_source"].startswith("production log")
+    assert re.search(r"training window 30 d, the only one with usable data \(3 d: \d+ rows, skipped \(min_rows",
+                     info.tags["steward.data_source"])
     assert int(info.tags["steward.data_rows"]) == summary.labels
     assert result.metrics["roc_auc"] > 0.7
 

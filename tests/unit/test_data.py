@@ -154,6 +154,7 @@ def test_a_window_with_too_little_data_gives_way_to_the_next_longer_one(drifted_
     assert choice.days == 7 and len(choice.frame) == 7 * 300
     skipped = choice.scores[0]
     assert (skipped.days, skipped.code) == (1, WindowCode.TOO_LITTLE_DATA) and "min_rows" in skipped.reason
+    assert choice.describe().startswith("training window 7 d, the only one with usable data (1 d: 300 rows, skipped")
     with pytest.raises(DataError, match="no candidate training window has usable data"):
         choose_training_window(production_spec(window_days=1), frame, end.to_pydatetime())
 
