@@ -18,7 +18,7 @@ class ValidationOutcome:
     model: str
     version: str
     passed: bool
-    action: str  # champion (bootstrap), challenger, or rejected
+    action: str  # champion (bootstrap), challenger, rejected, or inconclusive (not a pass: needs more rows)
     summary: str
     report: ValidationReport
 
@@ -45,10 +45,11 @@ def validate(spec_path: str, version: str | None = None) -> ValidationOutcome:
             reason=report.summary(),
         )
         logger.info("%s", report.summary())
-    else:
+    else:  # failed or inconclusive: neither may become challenger
         emit_model_event(
             events.CANDIDATE_REJECTED, spec.name, version=candidate_version,
-            champion_version=report.champion_version, reason=report.summary(),
+            champion_version=report.champion_version, reason=report.summary(), verdict=report.verdict.value,
+            rows_needed=report.rows_needed,
         )
         logger.warning("%s", report.summary())
     return ValidationOutcome(spec.name, candidate_version, report.passed, action, report.summary(), report)

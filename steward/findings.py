@@ -20,6 +20,7 @@ class CheckStatus(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     SKIPPED = "skipped"  # nothing to compare with (gates)
+    INCONCLUSIVE = "inconclusive"  # the evidence cannot decide yet; not a pass (gates)
     NOT_MEASURABLE = "not measurable"  # an input is missing, so the check cannot judge (security audit)
     WARNING = "warning"  # a health check with warnings
     CRITICAL = "critical"  # a health check with a critical issue

@@ -94,19 +94,37 @@ class DataSource(_Strict):
 
     ``kind: file`` reads ``path`` (a local path or any fsspec URL, Parquet or CSV).
     ``kind: production`` joins logged predictions with their labels over the last
-    ``window_days``; it needs the prediction store the gateway writes.
+    ``window_days``; it needs the prediction store the gateway writes. With
+    ``candidate_window_days`` the retrain compares those windows (and ``window_days``) on the
+    newest labelled rows and trains on the best; a window with too little data gives way to the
+    next longer one.
     """
 
     kind: Literal["file", "production"] = "file"
     path: str | None = None
     format: Literal["auto", "parquet", "csv"] = "auto"
     window_days: int | None = Field(default=None, gt=0)
+    candidate_window_days: tuple[int, ...] = Field(
+        default=(), description="Windows to compare by evidence (production data); empty: window_days only."
+    )
 
     @model_validator(mode="after")
     def _needs_path(self) -> DataSource:
         if self.kind == "file" and not self.path:
             raise ValueError("data.kind is 'file': set data.path to a Parquet or CSV file or URL")
+        if self.candidate_window_days:
+            if self.kind != "production":
+                raise ValueError("data.candidate_window_days compares windows of production data: set data.kind "
+                                 "to 'production' or remove it")
+            if any(days <= 0 for days in self.candidate_window_days):
+                raise ValueError(f"data.candidate_window_days must be positive days; got "
+                                 f"{list(self.candidate_window_days)}")
         return self
+
+    @property
+    def window_candidates(self) -> tuple[int, ...]:
+        """Every window the retrain may use, shortest first (``window_days`` is always one of them)."""
+        return tuple(sorted({*self.candidate_window_days, *([self.window_days] if self.window_days else [])}))
 
 
 class EstimatorSpec(_Strict):
@@ -159,10 +177,20 @@ class GateSpec(_Strict):
     """The validation gate a candidate must pass against the champion."""
 
     primary_metric: str | None = Field(default=None, description="Default: roc_auc / f1_macro / rmse by task.")
-    tolerance: float = Field(default=0.01, ge=0, description="How much worse than the champion is still a pass.")
+    tolerance: float = Field(
+        default=0.01, ge=0,
+        description="Non-inferiority margin: the paired interval of the improvement must stay above -tolerance.",
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Of the paired intervals (two-sided).")
+    require_expected_gain: bool = Field(
+        default=True, description="A pass also needs the estimate at least as good as keeping the champion."
+    )
+    bootstrap_resamples: int = Field(default=2000, ge=200, description="Paired bootstrap draws (non-AUC metrics).")
     floor: float | None = Field(default=None, description="Absolute bound the primary metric must meet.")
     slice_features: tuple[str, ...] = ()
-    slice_tolerance: float = Field(default=0.03, ge=0)
+    slice_tolerance: float = Field(
+        default=0.03, ge=0, description="A slice fails only when significantly worse than this below the champion."
+    )
     min_slice_rows: int = Field(default=50, ge=1)
     max_latency_factor: float = Field(default=2.0, ge=1, description="Candidate p95 / champion p95 limit.")
     min_latency_ms: float = Field(

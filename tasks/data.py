@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 
 from steward.spec import ModelSpec, load_spec
 from steward.training.data import DataError, Split, read_frame, split_train_holdout, validate_training_data
@@ -20,13 +20,24 @@ def load_model_spec(spec_path: str) -> ModelSpec:
 def load_training_data(spec: ModelSpec, as_of: datetime | None = None) -> tuple[pd.DataFrame, str]:
     """The frame and a description of where it came from, for lineage.
 
-    ``as_of`` ends the production window (default: now); a file source ignores it.
+    ``as_of`` ends the production window (default: now); a file source ignores it. With
+    ``data.candidate_window_days`` the window is chosen by evidence and the description records
+    the comparison.
     """
     if spec.data.kind == "file":
         return read_frame(spec.data.path, spec.data.format), spec.data.path
     from steward.training.data import production_training_frame
 
-    return production_training_frame(spec, now=as_of)
+    candidates = spec.data.window_candidates
+    if len(candidates) < 2:
+        return production_training_frame(spec, now=as_of)
+    from steward.training.windows import choose_training_window
+
+    end = as_of or datetime.now(UTC)
+    frame, source = production_training_frame(spec, now=end, window_days=max(candidates))
+    choice = choose_training_window(spec, frame, end)
+    get_run_logger().info("%s: %s", spec.name, choice.describe())
+    return choice.frame.reset_index(drop=True), f"{source}; {choice.describe()}"
 
 
 @task(name="validate-training-data")

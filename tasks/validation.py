@@ -8,7 +8,7 @@ from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER, ChangeKind
 from steward.spec import ModelSpec
 from steward.training.data import prepare_features
-from steward.training.gates import ValidationReport
+from steward.training.gates import ValidationReport, ValidationVerdict
 from steward.training.validation import Contender, report_tags, validate_candidate
 from tasks.common import registry
 
@@ -53,11 +53,15 @@ def run_gate(spec: ModelSpec, candidate: Contender, champion: Contender | None, 
 def record_validation(spec: ModelSpec, report: ValidationReport) -> str:
     """Store the verdict on the version and move aliases: champion on bootstrap, challenger on pass.
 
-    A failed candidate gets its tags and nothing else, so the aliases stay as they were.
+    A failed or inconclusive candidate gets its tags and nothing else, so the aliases stay as they
+    were; an inconclusive one can be validated again (``--version``) once more labelled rows exist.
     """
     reg = registry()
     version = report.candidate_version
     reg.set_version_tags(spec.name, version, report_tags(report))
+    if report.verdict is ValidationVerdict.INCONCLUSIVE:
+        reg.set_version_tags(spec.name, version, {"steward.stage": "inconclusive"})
+        return "inconclusive"
     if not report.passed:
         reg.set_version_tags(spec.name, version, {"steward.stage": "rejected"})
         return "rejected"

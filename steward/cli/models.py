@@ -67,7 +67,7 @@ def validate(
     outcome = _validate(begin(home, spec), spec, version)
     _print_report(outcome.report)
     if not outcome.passed:
-        fail(f"{outcome.model} v{outcome.version} was rejected; the registry's aliases are unchanged")
+        fail(f"{outcome.model} v{outcome.version} was {outcome.action}; the registry's aliases are unchanged")
     console.print(f"[green]{outcome.model} v{outcome.version} passed[/] and is now [bold]{outcome.action}[/]")
 
 
@@ -75,7 +75,7 @@ def _print_report(report: Any) -> None:
     table = Table(title=f"validation of {report.model} v{report.candidate_version}")
     for column in ("check", "result", "reason"):
         table.add_column(column, overflow="fold")
-    colours = {"passed": "green", "failed": "red", "skipped": "yellow"}
+    colours = {"passed": "green", "failed": "red", "skipped": "yellow", "inconclusive": "yellow"}
     for check in report.checks:
         table.add_row(check.name, f"[{colours[check.status.value]}]{check.status.value}[/]", check.reason)
     console.print(table)

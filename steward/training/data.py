@@ -258,9 +258,11 @@ def split_train_holdout(frame: pd.DataFrame, spec: ModelSpec) -> Split:
 
 
 def production_training_frame(
-    spec: ModelSpec, *, store: PredictionStore | None = None, now: datetime | None = None
+    spec: ModelSpec, *, store: PredictionStore | None = None, now: datetime | None = None,
+    window_days: int | None = None,
 ) -> tuple[pd.DataFrame, str]:
-    """Labelled production rows of the last ``spec.data.window_days`` before ``now``, shaped like a training file.
+    """Labelled production rows of the last ``window_days`` (default ``spec.data.window_days``) before ``now``,
+    shaped like a training file.
 
     Only labels received before ``now`` count, so a backfill at a past ``now`` sees what was known then.
 
@@ -272,14 +274,15 @@ def production_training_frame(
     # Imported here: the store needs pyarrow, which nothing else in training data does.
     from steward.store.reader import PredictionStore, as_utc, join_labels, typed_labels
 
-    if not spec.data.window_days:
+    window_days = window_days or spec.data.window_days
+    if not window_days:
         raise DataError("data.kind is 'production': set data.window_days to the number of days to train on")
     if store is None:
         from steward.config import get_settings
 
         store = PredictionStore.from_settings(get_settings())
     end = as_utc(now or datetime.now(UTC), "now")
-    start = end - timedelta(days=spec.data.window_days)
+    start = end - timedelta(days=window_days)
     window = f"{start:%Y-%m-%dT%H:%M}Z..{end:%Y-%m-%dT%H:%M}Z"
     predictions = store.read_predictions(spec.name, start, end, served_only=True)
     predictions = predictions[predictions["status"] == "ok"]

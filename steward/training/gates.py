@@ -14,8 +14,26 @@ from enum import StrEnum
 
 from steward.findings import CheckStatus
 from steward.spec import GateSpec
-from steward.training.evaluation import higher_is_better, metric_change
+from steward.training.evaluation import higher_is_better
+from steward.training.paired import NonInferiority, NonInferiorityResult, PairedInterval
 from steward.training.probes import EdgeCaseOutcome, SpeedProfile
+
+
+class ComparisonCode(StrEnum):
+    """How a paired comparison with the champion ended (primary metric, slices)."""
+
+    NON_INFERIOR = "non_inferior"  # interval above -tolerance (and, when required, no expected loss)
+    INFERIOR = "inferior"  # interval below -tolerance
+    NO_EXPECTED_GAIN = "no_expected_gain"  # within tolerance with confidence, but expected worse than the champion
+    INCONCLUSIVE = "inconclusive"  # the interval straddles -tolerance, or too few rows for the tolerance
+    NO_SIGNIFICANT_DROP = "no_significant_drop"  # slices: no slice is significantly below its tolerance
+    SIGNIFICANT_DROP = "significant_drop"  # slices: some slice is
+
+
+class ValidationVerdict(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    INCONCLUSIVE = "inconclusive"  # nothing failed, but the evidence cannot tell yet: not a pass
 
 
 @dataclass(frozen=True)
@@ -23,10 +41,17 @@ class GateCheck:
     name: str
     status: CheckStatus
     reason: str
+    code: ComparisonCode | None = None
+    interval: PairedInterval | None = None
+    rows_needed: int | None = None  # more labelled held-out rows for an inconclusive check to resolve
 
     @property
     def failed(self) -> bool:
         return self.status is CheckStatus.FAILED
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.status is CheckStatus.INCONCLUSIVE
 
 
 @dataclass(frozen=True)
@@ -42,28 +67,62 @@ class ValidationReport:
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
+    def verdict(self) -> ValidationVerdict:
+        if any(check.failed for check in self.checks):
+            return ValidationVerdict.FAILED
+        if any(check.inconclusive for check in self.checks):
+            return ValidationVerdict.INCONCLUSIVE
+        return ValidationVerdict.PASSED
+
+    @property
     def passed(self) -> bool:
-        return not any(check.failed for check in self.checks)
+        """May become challenger (or champion on bootstrap): every check passed or was skipped."""
+        return self.verdict is ValidationVerdict.PASSED
 
     @property
     def failures(self) -> tuple[GateCheck, ...]:
         return tuple(check for check in self.checks if check.failed)
 
+    @property
+    def undecided(self) -> tuple[GateCheck, ...]:
+        return tuple(check for check in self.checks if check.inconclusive)
+
+    @property
+    def rows_needed(self) -> int | None:
+        """More labelled held-out rows every inconclusive check needs (None: none inconclusive, or unknown)."""
+        needed = [check.rows_needed for check in self.undecided]
+        return max(needed) if needed and None not in needed else None
+
+    @property
+    def primary_interval(self) -> PairedInterval | None:
+        return next((c.interval for c in self.checks if c.name == "metric_vs_champion"), None)
+
     def summary(self) -> str:
         against = f"champion v{self.champion_version}" if self.champion_version else "no champion (bootstrap)"
-        if self.passed:
+        verdict = self.verdict
+        if verdict is ValidationVerdict.PASSED:
             return f"v{self.candidate_version} passed {len(self.checks)} checks against {against}"
+        if verdict is ValidationVerdict.INCONCLUSIVE:
+            reasons = "; ".join(f"{c.name}: {c.reason}" for c in self.undecided)
+            return f"v{self.candidate_version} is inconclusive against {against} (not a pass): {reasons}"
         reasons = "; ".join(f"{c.name}: {c.reason}" for c in self.failures)
         return f"v{self.candidate_version} failed against {against}: {reasons}"
 
     def to_markdown(self) -> str:
-        verdict = "PASSED" if self.passed else "FAILED"
+        verdict = self.verdict.value.upper()
         lines = [
             f"# Validation of {self.model} v{self.candidate_version}: {verdict}",
             "",
             f"Compared with: {'v' + self.champion_version if self.champion_version else 'no champion (bootstrap)'}"
             f" on {self.holdout_rows} held-out rows. Primary metric: `{self.primary_metric}`.",
             "",
+        ]
+        if self.primary_interval is not None:
+            lines += [f"Against keeping the champion: {self.primary_interval.describe()}.", ""]
+        if self.verdict is ValidationVerdict.INCONCLUSIVE:
+            need = f"about {self.rows_needed} more labelled rows" if self.rows_needed else "more labelled rows"
+            lines += [f"**Inconclusive, not a pass**: the evidence needs {need} to decide.", ""]
+        lines += [
             "| check | result | reason |",
             "| --- | --- | --- |",
         ]
@@ -76,8 +135,13 @@ class ValidationReport:
 
 
 def check_primary_metric(
-    metric: str, candidate: float, champion: float | None, policy: GateSpec
+    metric: str, candidate: float, comparison: NonInferiorityResult | None, policy: GateSpec
 ) -> list[GateCheck]:
+    """The floor on the candidate's own value, then the paired comparison with the champion.
+
+    A pass needs the interval of the improvement above ``-tolerance`` and, with
+    ``gates.require_expected_gain``, an estimate at least as good as keeping the champion.
+    """
     checks = []
     if policy.floor is not None:
         meets = candidate >= policy.floor if higher_is_better(metric) else candidate <= policy.floor
@@ -89,49 +153,70 @@ def check_primary_metric(
                 f"{metric} {candidate:.4f}, must be {bound} {policy.floor:.4f}",
             )
         )
-    if champion is None:
+    if comparison is None:
         checks.append(GateCheck("metric_vs_champion", CheckStatus.SKIPPED, "no champion to compare with"))
+        return checks
+    interval, tolerance = comparison.interval, comparison.tolerance
+    described = f"{interval.describe()}; tolerance {tolerance:g}"
+    if comparison.outcome is NonInferiority.INFERIOR:
+        checks.append(GateCheck("metric_vs_champion", CheckStatus.FAILED,
+                                f"worse than the champion beyond the tolerance: {described}",
+                                ComparisonCode.INFERIOR, interval))
+    elif comparison.outcome is NonInferiority.INCONCLUSIVE:
+        floor = comparison.resolution_rows
+        counted = "" if floor is None else f" (the tolerance needs {floor} rows of the smaller class)"
+        need = ("no number of rows is sure to resolve it: the estimate sits on the tolerance"
+                if comparison.rows_needed is None else f"need about {comparison.rows_needed} more labelled rows")
+        checks.append(GateCheck("metric_vs_champion", CheckStatus.INCONCLUSIVE,
+                                f"{need} to decide{counted}; {described}",
+                                ComparisonCode.INCONCLUSIVE, interval, comparison.rows_needed))
+    elif policy.require_expected_gain and interval.difference < 0:
+        checks.append(GateCheck("metric_vs_champion", CheckStatus.FAILED,
+                                f"no expected gain over keeping the champion (estimate below it): {described}",
+                                ComparisonCode.NO_EXPECTED_GAIN, interval))
     else:
-        change = metric_change(metric, candidate, champion)
-        ok = change >= -policy.tolerance
-        checks.append(
-            GateCheck(
-                "metric_vs_champion",
-                CheckStatus.PASSED if ok else CheckStatus.FAILED,
-                f"{metric} {candidate:.4f} vs champion {champion:.4f} "
-                f"({'+' if change >= 0 else ''}{change:.4f}; tolerance {policy.tolerance})",
-            )
-        )
+        checks.append(GateCheck("metric_vs_champion", CheckStatus.PASSED, f"non-inferior: {described}",
+                                ComparisonCode.NON_INFERIOR, interval))
     return checks
 
 
+@dataclass(frozen=True)
+class SliceComparison:
+    """One category of a slice feature, both models scored on its rows."""
+
+    feature: str
+    value: str
+    interval: PairedInterval
+
+
 def check_slices(
-    candidate: dict[tuple[str, str], tuple[int, float]],
-    champion: dict[tuple[str, str], tuple[int, float]] | None,
-    metric: str,
-    policy: GateSpec,
+    slices: Sequence[SliceComparison], policy: GateSpec, *, has_champion: bool, too_small: int = 0
 ) -> GateCheck:
-    """No slice with enough rows may lose more than ``slice_tolerance`` against the champion."""
+    """No slice may be *significantly* worse than the champion by more than ``slice_tolerance``.
+
+    Each slice's interval is already at the family confidence (Bonferroni over the compared
+    slices), so a small slice fails only on a drop its own row count can show.
+    """
     if not policy.slice_features:
         return GateCheck("slices", CheckStatus.SKIPPED, "no slice features in the spec (gates.slice_features)")
-    if champion is None:
+    if not has_champion:
         return GateCheck("slices", CheckStatus.SKIPPED, "no champion to compare slices with")
-    regressions, compared = [], 0
-    for key, (rows, score) in sorted(candidate.items()):
-        if key not in champion or rows < policy.min_slice_rows:
-            continue
-        compared += 1
-        change = metric_change(metric, score, champion[key][1])
-        if change < -policy.slice_tolerance:
-            regressions.append(f"{key[0]}={key[1]} {score:.3f} vs {champion[key][1]:.3f} ({rows} rows)")
-    if regressions:
-        return GateCheck(
-            "slices", CheckStatus.FAILED,
-            f"{metric} dropped beyond {policy.slice_tolerance} in " + ", ".join(regressions),
-        )
+    skipped = f"; {too_small} slices under {policy.min_slice_rows} rows or with one class not compared" \
+        if too_small else ""
+    significant = [s for s in slices if s.interval.upper < -policy.slice_tolerance]
+    if significant:
+        listed = ", ".join(f"{s.feature}={s.value} {s.interval.describe()}" for s in significant)
+        return GateCheck("slices", CheckStatus.FAILED,
+                         f"significantly worse than the champion beyond {policy.slice_tolerance} in {listed}{skipped}",
+                         ComparisonCode.SIGNIFICANT_DROP)
+    worst = min(slices, key=lambda s: s.interval.difference, default=None)
+    detail = f"; largest drop {worst.feature}={worst.value} {worst.interval.describe()}" if worst else ""
+    confidence = f" at {worst.interval.confidence:.1%} each" if worst else ""
     return GateCheck(
         "slices", CheckStatus.PASSED,
-        f"{compared} slices with ≥{policy.min_slice_rows} rows within {policy.slice_tolerance} of the champion",
+        f"{len(slices)} slices compared{confidence}: none significantly beyond {policy.slice_tolerance} below the "
+        f"champion{detail}{skipped}",
+        ComparisonCode.NO_SIGNIFICANT_DROP,
     )
 
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from steward.findings import CheckStatus
 from steward.spec import ModelSpec
-from steward.training.evaluation import evaluate, evaluate_slices
+from steward.training.evaluation import compute_metrics, predict_scores
 from steward.training.gates import (
+    ComparisonCode,
+    GateCheck,
+    SliceComparison,
     ValidationReport,
     check_edge_cases,
     check_primary_metric,
@@ -17,7 +22,15 @@ from steward.training.gates import (
     check_slices,
     check_speed,
 )
+from steward.training.paired import (
+    ComparisonError,
+    NonInferiorityResult,
+    judge_non_inferiority,
+    paired_difference,
+)
 from steward.training.probes import compare_speed, run_edge_cases
+
+Outputs = tuple[np.ndarray, np.ndarray | None]
 
 
 @dataclass(frozen=True)
@@ -29,8 +42,47 @@ class Contender:
     input_schema: dict[str, str]
 
 
-def _slice_scores(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> dict[tuple[str, str], tuple[int, float]]:
-    return {(s.feature, s.value): (s.rows, s.score) for s in evaluate_slices(model, holdout, spec)}
+def compare_primary_metric(
+    spec: ModelSpec, y_true: np.ndarray, candidate: Outputs, champion: Outputs, *, seed: int = 0
+) -> NonInferiorityResult:
+    """The candidate against keeping the champion on the same rows, judged at the gate's tolerance."""
+    gates = spec.gates
+    interval = paired_difference(spec.primary_metric, spec.task, y_true, candidate, champion,
+                                 confidence=gates.confidence, resamples=gates.bootstrap_resamples, seed=seed)
+    return judge_non_inferiority(interval, gates.tolerance, y_true)
+
+
+def compare_slices(
+    spec: ModelSpec, holdout: pd.DataFrame, y_true: np.ndarray, candidate: Outputs, champion: Outputs
+) -> tuple[list[SliceComparison], int]:
+    """Paired intervals per slice at a Bonferroni-adjusted confidence; also how many were too small to compare."""
+    gates, metric = spec.gates, spec.primary_metric
+    masks: list[tuple[str, str, np.ndarray]] = []
+    too_small = 0
+    for feature in gates.slice_features:
+        values = holdout[feature].fillna("__missing__").astype(str).to_numpy()
+        for value in sorted(set(values)):
+            mask = values == value
+            enough_classes = not spec.task.is_classification or len(np.unique(y_true[mask])) > 1
+            if mask.sum() < gates.min_slice_rows or (metric == "roc_auc" and not enough_classes):
+                too_small += 1
+            else:
+                masks.append((feature, value, mask))
+    confidence = 1 - (1 - gates.confidence) / max(len(masks), 1)
+    comparisons = []
+    for index, (feature, value, mask) in enumerate(masks):
+
+        def part(outputs: Outputs, mask: np.ndarray = mask) -> Outputs:
+            return outputs[0][mask], None if outputs[1] is None else outputs[1][mask]
+
+        try:
+            interval = paired_difference(metric, spec.task, y_true[mask], part(candidate), part(champion),
+                                         confidence=confidence, resamples=gates.bootstrap_resamples, seed=index)
+        except ComparisonError:
+            too_small += 1
+            continue
+        comparisons.append(SliceComparison(feature, value, interval))
+    return comparisons, too_small
 
 
 def validate_candidate(
@@ -38,21 +90,30 @@ def validate_candidate(
 ) -> ValidationReport:
     """Every check of the gate on the same held-out rows; the report says which failed and why."""
     metric = spec.primary_metric
-    candidate_metrics = evaluate(candidate.estimator, holdout, spec)
-    champion_metrics = evaluate(champion.estimator, holdout, spec) if champion else None
     features = holdout[spec.feature_names]
+    y_true = holdout[spec.target].to_numpy()
+    candidate_outputs = predict_scores(candidate.estimator, features, spec.task)
+    champion_outputs = predict_scores(champion.estimator, features, spec.task) if champion else None
+    candidate_metrics = compute_metrics(spec.task, y_true, *candidate_outputs)
+    champion_metrics = compute_metrics(spec.task, y_true, *champion_outputs) if champion_outputs else None
 
+    comparison = slices = None
+    too_small = 0
+    primary = check_primary_metric(metric, candidate_metrics[metric], None, spec.gates)
+    if champion_outputs is not None:
+        try:
+            comparison = compare_primary_metric(spec, y_true, candidate_outputs, champion_outputs)
+            primary = check_primary_metric(metric, candidate_metrics[metric], comparison, spec.gates)
+        except ComparisonError as error:  # e.g. one class in the hold-out: no verdict either way
+            primary = [*primary[:-1], GateCheck("metric_vs_champion", CheckStatus.INCONCLUSIVE,
+                                                f"cannot compare with the champion on this hold-out: {error}",
+                                                ComparisonCode.INCONCLUSIVE)]
+        if spec.gates.slice_features:
+            slices, too_small = compare_slices(spec, holdout, y_true, candidate_outputs, champion_outputs)
     checks = [
         check_signature(candidate.input_schema, champion.input_schema if champion else None, spec.gates),
-        *check_primary_metric(
-            metric, candidate_metrics[metric], champion_metrics[metric] if champion_metrics else None, spec.gates
-        ),
-        check_slices(
-            _slice_scores(candidate.estimator, holdout, spec),
-            _slice_scores(champion.estimator, holdout, spec) if champion else None,
-            metric,
-            spec.gates,
-        ),
+        *primary,
+        check_slices(slices or [], spec.gates, has_champion=champion is not None, too_small=too_small),
         check_edge_cases(run_edge_cases(candidate.estimator, spec, features)),
     ]
     candidate_speed, champion_speed = compare_speed(
@@ -78,10 +139,15 @@ def validate_candidate(
 def report_tags(report: ValidationReport) -> dict[str, str]:
     """The report as model-version tags, so the registry shows the last validation."""
     tags = {
-        "steward.validation.status": "passed" if report.passed else "failed",
+        "steward.validation.status": report.verdict.value,
         "steward.validation.summary": report.summary(),
         "steward.validation.against": report.champion_version or "none",
     }
+    interval = report.primary_interval
+    if interval is not None:
+        tags["steward.validation.interval"] = interval.describe()
+    if report.rows_needed is not None:
+        tags["steward.validation.rows_needed"] = str(report.rows_needed)
     for check in report.checks:
         tags[f"steward.validation.{check.name}"] = f"{check.status.value}: {check.reason}"
     return tags

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from flows.retrain import retrain
@@ -122,10 +124,38 @@ def test_retrain_on_production_traffic_joined_with_labels(write_spec, registry, 
     summary = replay_to_store(PredictionStore(settings.resolved_store_uri), load_spec(file_spec), traffic, [arm],
                               labels_until=as_of)
 
-    production = write_spec(data={"kind": "production", "window_days": 30})
+    # The last three days hold too few labelled rows for the spec's 2000: the retrain extends to 30 days.
+    production = write_spec(data={"kind": "production", "window_days": 30, "candidate_window_days": [3]})
     result = retrain(spec_path=str(production), reason="fresh production data", force=True,
                      as_of=as_of.to_pydatetime())
     info = registry.get_version(model_name, result.version)
     assert info.tags["steward.data_source"].startswith("production log")
+    assert re.search(r"training window 30 d, the only one with usable data \(3 d: \d+ rows, skipped \(min_rows",
+                     info.tags["steward.data_source"])
     assert int(info.tags["steward.data_rows"]) == summary.labels
     assert result.metrics["roc_auc"] > 0.7
+
+
+def test_inconclusive_candidate_does_not_become_challenger(write_spec, registry, model_name, model_events,
+                                                           example_frame):
+    spec_path = write_spec()
+    retrain(spec_path=str(spec_path))
+    validate(spec_path=str(spec_path))
+    # 2000 rows: a 400-row hold-out with about 80 defaults, too few for a 0.01 ROC AUC tolerance.
+    small = write_spec(frame=example_frame.tail(2000))
+    candidate = retrain(spec_path=str(small), force=True)
+    outcome = validate(spec_path=str(small))
+
+    assert not outcome.passed and outcome.action == "inconclusive"
+    assert outcome.report.verdict.value == "inconclusive" and outcome.report.rows_needed > 0
+    assert registry.alias_version(model_name, CHALLENGER) is None
+    assert registry.alias_version(model_name, CHAMPION) == "1"
+    tags = registry.get_version(model_name, candidate.version).tags
+    assert tags["steward.validation.status"] == "inconclusive" and tags["steward.stage"] == "inconclusive"
+    assert tags["steward.validation.interval"].startswith("roc_auc ") and "DeLong" in tags["steward.validation.interval"]
+    assert int(tags["steward.validation.rows_needed"]) == outcome.report.rows_needed
+    assert tags["steward.validation.metric_vs_champion"].startswith("inconclusive: need about")
+
+    rejected = model_events(model_name, expected=4)[-1]
+    assert rejected.event == events.CANDIDATE_REJECTED and rejected.payload["verdict"] == "inconclusive"
+    assert rejected.payload["rows_needed"] == outcome.report.rows_needed

@@ -108,3 +108,62 @@ def test_frame_hash_is_content_based(frame):
     changed = frame.copy()
     changed.iloc[0, changed.columns.get_loc("age")] += 1
     assert frame_sha256(changed) != frame_sha256(frame)
+
+
+def production_spec(**data):
+    document = yaml.safe_load(example_spec_text())
+    document["data"] = {"kind": "production", **data}
+    document["data_validation"]["min_rows"] = 500
+    return parse_spec(document)
+
+
+@pytest.fixture(scope="module")
+def drifted_history():
+    """30 days of 300 rows; from day 22 late payments and debt ratio work the other way round."""
+    from steward.simulation.injections import DriftKind, Injection
+    from steward.simulation.scenario import credit_default_scenario
+
+    start = pd.Timestamp("2026-02-01", tz="UTC")
+    drift = Injection(DriftKind.CONCEPT_DRIFT, start + pd.Timedelta(days=22), None,
+                      ("num_late_payments", "debt_ratio"), 1.0)
+    scenario = credit_default_scenario(rows_per_day=300, start=start, injections=(drift,))
+    frame = scenario.generate(start, start + pd.Timedelta(days=30)).drop(columns=["label_available_at"])
+    return frame, start + pd.Timedelta(days=30)
+
+
+def test_training_window_is_chosen_by_evidence_after_a_concept_drift(drifted_history):
+    from steward.training.windows import WindowCode, choose_training_window
+
+    frame, end = drifted_history
+    spec = production_spec(window_days=30, candidate_window_days=[7])
+    choice = choose_training_window(spec, frame, end.to_pydatetime())
+    assert choice.days == 7  # the short window has learnt the reversed effect; 30 days mostly the old world
+    codes = {score.days: score.code for score in choice.scores}
+    assert codes == {7: WindowCode.CHOSEN, 30: WindowCode.COMPARED}
+    thirty = next(score for score in choice.scores if score.days == 30)
+    assert thirty.against_chosen is not None and thirty.against_chosen.upper < 0
+    assert "training window 7 d chosen on roc_auc" in choice.describe()
+
+
+def test_a_window_with_too_little_data_gives_way_to_the_next_longer_one(drifted_history):
+    from steward.training.windows import WindowCode, choose_training_window
+
+    frame, end = drifted_history
+    spec = production_spec(window_days=1, candidate_window_days=[7])  # one day is 300 rows, 500 needed
+    choice = choose_training_window(spec, frame, end.to_pydatetime())
+    assert choice.days == 7 and len(choice.frame) == 7 * 300
+    skipped = choice.scores[0]
+    assert (skipped.days, skipped.code) == (1, WindowCode.TOO_LITTLE_DATA) and "min_rows" in skipped.reason
+    assert choice.describe().startswith("training window 7 d, the only one with usable data (1 d: 300 rows, skipped")
+    with pytest.raises(DataError, match="no candidate training window has usable data"):
+        choose_training_window(production_spec(window_days=1), frame, end.to_pydatetime())
+
+
+def test_candidate_windows_need_production_data():
+    from steward.spec import SpecError
+
+    document = yaml.safe_load(example_spec_text())
+    document["data"]["candidate_window_days"] = [7, 14]
+    with pytest.raises(SpecError, match="candidate_window_days compares windows of production data"):
+        parse_spec(document)
+    assert production_spec(window_days=14, candidate_window_days=[28, 7]).data.window_candidates == (7, 14, 28)

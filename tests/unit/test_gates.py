@@ -13,6 +13,11 @@ from steward.simulation.examples import example_spec_text
 from steward.spec import GateSpec, parse_spec
 from steward.training.data import prepare_features
 from steward.training.gates import (
+    ComparisonCode,
+    GateCheck,
+    SliceComparison,
+    ValidationReport,
+    ValidationVerdict,
     check_edge_cases,
     check_primary_metric,
     check_signature,
@@ -20,6 +25,7 @@ from steward.training.gates import (
     check_speed,
     judge_training_duration,
 )
+from steward.training.paired import PairedInterval, judge_non_inferiority
 from steward.training.probes import SpeedProfile, compare_speed, run_edge_cases
 
 POLICY = GateSpec(tolerance=0.01, floor=0.7, slice_features=("region",), slice_tolerance=0.03, min_slice_rows=50)
@@ -29,13 +35,36 @@ def statuses(checks) -> dict[str, CheckStatus]:
     return {check.name: check.status for check in checks}
 
 
-def test_primary_metric_within_tolerance_passes_and_beyond_fails():
-    assert statuses(check_primary_metric("roc_auc", 0.815, 0.82, POLICY)) == {
-        "metric_floor": CheckStatus.PASSED, "metric_vs_champion": CheckStatus.PASSED,
-    }
-    worse = check_primary_metric("roc_auc", 0.80, 0.82, POLICY)
-    assert statuses(worse)["metric_vs_champion"] is CheckStatus.FAILED
-    assert "-0.0200" in worse[1].reason and "tolerance 0.01" in worse[1].reason
+def interval(difference: float, half: float, metric: str = "roc_auc", rows: int = 1000) -> PairedInterval:
+    return PairedInterval(metric, 0.8 + difference, 0.8, difference, difference - half, difference + half,
+                          half / 1.96, 0.95, rows, "test")
+
+
+def judged(difference: float, half: float, tolerance: float = 0.01, positives: int = 300):
+    y = np.array([1] * positives + [0] * (1000 - positives))
+    return judge_non_inferiority(interval(difference, half), tolerance, y)
+
+
+def test_primary_metric_pass_fail_and_inconclusive_by_the_interval():
+    passed = check_primary_metric("roc_auc", 0.82, judged(0.004, 0.006), POLICY)
+    assert statuses(passed) == {"metric_floor": CheckStatus.PASSED, "metric_vs_champion": CheckStatus.PASSED}
+    assert passed[1].code is ComparisonCode.NON_INFERIOR and "[-0.0020, +0.0100]" in passed[1].reason
+
+    worse = check_primary_metric("roc_auc", 0.80, judged(-0.03, 0.01), POLICY)[1]
+    assert worse.status is CheckStatus.FAILED and worse.code is ComparisonCode.INFERIOR
+
+    noisy = check_primary_metric("roc_auc", 0.803, judged(0.003, 0.069), POLICY)[1]
+    assert noisy.status is CheckStatus.INCONCLUSIVE and noisy.code is ComparisonCode.INCONCLUSIVE
+    assert noisy.rows_needed is not None and noisy.rows_needed > 20_000
+    assert f"need about {noisy.rows_needed} more labelled rows" in noisy.reason
+
+
+def test_within_tolerance_but_expected_worse_is_no_gain_unless_allowed():
+    slightly_worse = judged(-0.004, 0.003)
+    check = check_primary_metric("roc_auc", 0.796, slightly_worse, POLICY)[1]
+    assert check.status is CheckStatus.FAILED and check.code is ComparisonCode.NO_EXPECTED_GAIN
+    lenient = GateSpec(tolerance=0.01, require_expected_gain=False)
+    assert check_primary_metric("roc_auc", 0.796, slightly_worse, lenient)[0].status is CheckStatus.PASSED
 
 
 def test_floor_fails_even_without_champion():
@@ -43,19 +72,35 @@ def test_floor_fails_even_without_champion():
     assert checks == {"metric_floor": CheckStatus.FAILED, "metric_vs_champion": CheckStatus.SKIPPED}
 
 
-def test_lower_is_better_metrics_are_compared_the_right_way():
-    policy = GateSpec(tolerance=0.5)
-    assert statuses(check_primary_metric("rmse", 10.2, 10.0, policy))["metric_vs_champion"] is CheckStatus.PASSED
-    assert statuses(check_primary_metric("rmse", 11.0, 10.0, policy))["metric_vs_champion"] is CheckStatus.FAILED
+def test_report_verdict_failed_beats_inconclusive_and_inconclusive_is_not_a_pass():
+    def report(*checks):
+        return ValidationReport("m", "2", "1", "roc_auc", {}, {}, tuple(checks), holdout_rows=200)
+
+    undecided = GateCheck("metric_vs_champion", CheckStatus.INCONCLUSIVE, "inconclusive", rows_needed=5000)
+    ok = GateCheck("edge_cases", CheckStatus.PASSED, "ok")
+    assert report(ok, undecided).verdict is ValidationVerdict.INCONCLUSIVE
+    assert not report(ok, undecided).passed and report(ok, undecided).rows_needed == 5000
+    assert "not a pass" in report(ok, undecided).summary()
+    assert "**Inconclusive, not a pass**: the evidence needs about 5000 more labelled rows" in (
+        report(ok, undecided).to_markdown())
+    broken = GateCheck("edge_cases", CheckStatus.FAILED, "crashed")
+    assert report(broken, undecided).verdict is ValidationVerdict.FAILED
+    assert report(ok).passed
 
 
-def test_slice_regression_fails_and_small_slices_are_ignored():
-    champion = {("region", "north"): (500, 0.80), ("region", "west"): (20, 0.80)}
-    candidate = {("region", "north"): (500, 0.75), ("region", "west"): (20, 0.10)}
-    check = check_slices(candidate, champion, "roc_auc", POLICY)
-    assert check.status is CheckStatus.FAILED and "region=north" in check.reason and "west" not in check.reason
-    fine = check_slices({("region", "north"): (500, 0.79)}, champion, "roc_auc", POLICY)
-    assert fine.status is CheckStatus.PASSED
+def slice_at(value: str, difference: float, half: float, rows: int) -> SliceComparison:
+    return SliceComparison("region", value, interval(difference, half, rows=rows))
+
+
+def test_slice_fails_only_on_a_significant_drop_beyond_its_tolerance():
+    big_drop = slice_at("north", -0.08, 0.03, 500)  # upper -0.05 < -0.03
+    noisy_drop = slice_at("west", -0.08, 0.12, 105)  # a small slice: the drop is within its noise
+    check = check_slices([big_drop, noisy_drop], POLICY, has_champion=True)
+    assert check.status is CheckStatus.FAILED and check.code is ComparisonCode.SIGNIFICANT_DROP
+    assert "region=north" in check.reason and "west" not in check.reason
+    fine = check_slices([noisy_drop, slice_at("east", 0.01, 0.02, 400)], POLICY, has_champion=True, too_small=1)
+    assert fine.status is CheckStatus.PASSED and "west" in fine.reason and "1 slices under 50" in fine.reason
+    assert check_slices([], POLICY, has_champion=False).status is CheckStatus.SKIPPED
 
 
 def test_signature_change_fails_unless_allowed():
@@ -183,3 +228,47 @@ def test_retrain_cooldown_and_budget():
     spent = decide_retrain(now, busy_week, cooldown_hours=24, max_per_week=3)
     assert spent.code is RetrainCode.WEEKLY_BUDGET_SPENT and not spent.allowed
     assert decide_retrain(now, [now - timedelta(days=8)] * 5, cooldown_hours=24, max_per_week=3).allowed
+
+
+@pytest.mark.slow
+def test_a_retrain_on_fewer_rows_is_as_fast_as_a_champion_on_many():
+    """Early stopping is on at every size, so 4k and 20k rows give models of comparable size and speed."""
+    from steward.simulation.examples import example_training_frame
+
+    spec = parse_spec(yaml.safe_load(example_spec_text()))
+    history = example_training_frame(days=80, rows_per_day=300)
+    champion_rows, retrain_rows = history.head(20_000), history.tail(4_000)
+    champion = build_estimator(spec).fit(prepare_features(champion_rows, spec), champion_rows[spec.target])
+    retrain = build_estimator(spec).fit(prepare_features(retrain_rows, spec), retrain_rows[spec.target])
+    assert champion[-1].early_stopping is True and retrain[-1].early_stopping is True
+    assert retrain[-1].n_iter_ <= 2 * champion[-1].n_iter_  # under "auto": 150 trees against 64
+    features = prepare_features(history.tail(2_000), spec)
+    fast, slow = compare_speed(retrain, champion, features, single_row_calls=60, batch_rows=1000, rounds=3)
+    assert statuses(check_speed(fast, slow, spec.gates)) == {
+        "latency_p95": CheckStatus.PASSED, "batch_throughput": CheckStatus.PASSED,
+    }
+
+
+def test_early_stopping_set_in_the_spec_is_kept():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from steward.estimators import explicit_early_stopping
+
+    assert explicit_early_stopping(HistGradientBoostingClassifier, {})["early_stopping"] is True
+    assert explicit_early_stopping(HistGradientBoostingClassifier, {"early_stopping": False}) == {"early_stopping": False}
+    assert explicit_early_stopping(LogisticRegression, {"C": 1.0}) == {"C": 1.0}
+
+
+def test_a_hold_out_with_one_class_is_inconclusive_not_a_crash(spec, fitted, example_frame):
+    from steward.training.validation import Contender, validate_candidate
+
+    model, _ = fitted
+    frame = example_frame.head(3000)
+    holdout = prepare_features(frame, spec)
+    holdout[spec.target] = frame[spec.target].to_numpy()
+    negatives = holdout[holdout[spec.target] == 0].head(300)
+    report = validate_candidate(spec, Contender(model, "2", {}), Contender(model, "1", {}), negatives)
+    check = next(c for c in report.checks if c.name == "metric_vs_champion")
+    assert check.status is CheckStatus.INCONCLUSIVE and "at least 2 rows of each class" in check.reason
+    assert not report.passed  # the floor fails too: ROC AUC is undefined on one class
