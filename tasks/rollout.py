@@ -177,10 +177,16 @@ def read_validation_scores(spec: ModelSpec, state: RolloutState) -> ValidationSc
     for arm, version in state.arms.items():
         try:
             model = registry().load_model(spec.name, version).model
-            scores[arm] = validation_scores(model, registry().load_dataset(spec.name, version, "holdout"), spec)
-        except (RegistryError, ValueError) as error:  # no stored hold-out, or one the spec no longer reads
+            holdout = registry().load_dataset(spec.name, version, "holdout")
+        except RegistryError as error:
             missing[arm] = str(error)
-            get_run_logger().warning("no validation scores for the %s v%s: %s", arm, version, error)
+        else:
+            try:
+                scores[arm] = validation_scores(model, holdout, spec)
+            except Exception as error:  # the model's own code: whatever it raises, its scores are missing
+                missing[arm] = f"v{version} failed to score its own hold-out: {type(error).__name__}: {error}"
+        if arm in missing:
+            get_run_logger().warning("no validation scores for the %s v%s: %s", arm, version, missing[arm])
     return ValidationScores(scores, missing)
 
 

@@ -3,8 +3,8 @@
 Every candidate is a real fitted model: good ones are trained on fresh rows of the simulated
 world (after a concept drift, for one of them), the subtly worse one on fewer rows with noisy
 labels, the inverted one on flipped labels. Faults that training cannot produce are wrappers
-around a trained model that do real work when they answer: ``ErrorProneClassifier`` raises on a
-fixed share of rows (chosen by a hash of the row, so a retry fails the same way),
+around a trained model that do real work when they answer: ``ErrorProneClassifier`` raises on the
+rows of one category (a lost lookup entry: a quarter of the traffic, and a retry fails the same way),
 ``SlowerClassifier`` adds a fixed amount of computation to every call, and
 ``LoadSensitiveClassifier`` adds computation that grows with how many calls it received in the
 last moment, so it is as fast as the champion at a trickle and several times slower under
@@ -106,16 +106,17 @@ class _Wrapper(ClassifierMixin, BaseEstimator):
 
 
 class ErrorProneClassifier(_Wrapper):
-    """Raises on ``error_share`` of rows, chosen by a hash of the row's values (the same rows every time)."""
+    """Raises on rows whose ``column`` holds one of ``values``: a lookup the candidate lost for some category
+    (with the credit world's region ``east``, about a quarter of the traffic)."""
 
-    def __init__(self, model: Any = None, error_share: float = 0.3) -> None:
+    def __init__(self, model: Any = None, column: str = "region", values: tuple[str, ...] = ("east",)) -> None:
         super().__init__(model)
-        self.error_share = error_share
+        self.column = column
+        self.values = values
 
     def _before(self, X: Any) -> None:  # noqa: N803
-        hashes = pd.util.hash_pandas_object(pd.DataFrame(X).reset_index(drop=True), index=False).to_numpy()
-        if ((hashes % 10_000) < self.error_share * 10_000).any():
-            raise ValueError("ErrorProneClassifier: this row hits the candidate's bug")
+        if pd.DataFrame(X)[self.column].astype(str).isin(self.values).any():
+            raise KeyError(f"ErrorProneClassifier: no entry for {self.column} in {list(self.values)}")
 
 
 class SlowerClassifier(_Wrapper):
@@ -224,7 +225,7 @@ def build_candidate(
         return train_on(spec, inverted_labels(fresh, spec.target), "candidate: labels inverted by a faulty join")
     trained = train_on(spec, fresh, f"candidate {kind.value}: fresh rows")
     wrapped = {
-        CandidateKind.ERROR_PRONE: lambda m: ErrorProneClassifier(m, error_share=0.3),
+        CandidateKind.ERROR_PRONE: lambda m: ErrorProneClassifier(m),
         CandidateKind.SLOWER: lambda m: SlowerClassifier(m, work_units=costs.slower_units),
         CandidateKind.SLOWER_UNDER_LOAD: lambda m: LoadSensitiveClassifier(m, work_units=costs.per_recent_call_units),
     }.get(kind)
