@@ -214,7 +214,7 @@ def analyse_step(
     references: ValidationScores | None = None,
 ) -> StepAnalysis:
     """Challenger against champion over [step start, now); with a ``baseline`` the champion's evidence is
-    that earlier window's, and the challenger's latency is judged against the spec's SLO."""
+    that earlier window's, and latency is not compared with it (see ``decide_canary_step``)."""
     now = _now()
     elapsed = (now - state.step_started).total_seconds()
     predictions = store().read_predictions(spec.name, state.step_started, now, served_only=True)
@@ -224,8 +224,11 @@ def analyse_step(
                             reference_scores=references.by_arm if references else None)
     if baseline is not None:
         evidence[CHAMPION] = baseline
+    # Without champion traffic alongside: a canary's last step relies on its previous step's matched slices;
+    # a blue-green watch has no such step, so the SLO is its bar.
+    slo = spec.slo.p95_latency_ms if state.kind is RolloutKind.BLUE_GREEN else None
     decision = decide_canary_step(evidence[CHALLENGER], evidence[CHAMPION], plan, elapsed_seconds=elapsed,
-                                  across_windows=baseline is not None, latency_slo_ms=spec.slo.p95_latency_ms)
+                                  across_windows=baseline is not None, latency_slo_ms=slo)
     return StepAnalysis(decision, evidence, now, baseline is not None)
 
 

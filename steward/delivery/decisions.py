@@ -134,9 +134,17 @@ def _latency(
 
 
 def _latency_against_slo(challenger: ArmEvidence, plan: CanaryPlan, slo_ms: float | None) -> tuple[str, str] | None:
-    """No champion traffic in the same period: the challenger's p95 against the SLO, never an earlier window."""
-    if slo_ms is None or len(challenger.latencies_ms) < MIN_SAMPLES_FOR_TESTS:
+    """No champion traffic in the same period: the challenger's p95 against the SLO, never an earlier window.
+
+    Without an SLO (a canary's 100% step, whose previous step compared both arms on matched slices)
+    latency is only reported.
+    """
+    if len(challenger.latencies_ms) < MIN_SAMPLES_FOR_TESTS:
         return None
+    if slo_ms is None:
+        p95 = float(np.quantile(challenger.latencies_ms, 0.95))
+        return "ok", (f"p95 latency {p95:.2f} ms, not compared: no champion traffic alongside (the previous step "
+                      "compared both arms on matched slices)")
     slo = p95_against_slo(challenger.latencies_ms, slo_ms, alpha=plan.alpha)
     text = f"p95 latency {slo.p95_ms:.2f} ms (95% CI [{slo.ci_low:.2f}, {slo.ci_high:.2f}]) against the {slo_ms:g} ms SLO"
     if slo.ci_low > slo_ms:
@@ -200,7 +208,8 @@ def decide_canary_step(
     ``across_windows``: the champion's evidence comes from an earlier window than the
     challenger's (a canary's 100% step, the blue-green watch). Its latency is then no yardstick
     (the machine's load changes between windows): the challenger's p95 is judged against
-    ``latency_slo_ms`` (the spec's SLO) instead, and not at all without one.
+    ``latency_slo_ms`` (the spec's SLO: the blue-green watch) or, without one, only reported (a
+    canary's 100% step, after its previous step compared both arms on matched slices).
     """
     findings: list[str] = []
     breaches: list[tuple[Check, str]] = []

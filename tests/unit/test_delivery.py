@@ -196,7 +196,7 @@ def test_requests_in_slices_the_other_arm_did_not_serve_are_not_compared():
 
 
 def test_without_champion_traffic_alongside_latency_is_judged_against_the_slo_not_the_earlier_window():
-    """A canary's 100% step: the champion's (previous) window was quiet and fast, this one is loaded."""
+    """A blue-green watch: the champion's (previous) window was quiet and fast, this one is loaded."""
     earlier_champion, loaded_challenger = arm(latency=1.0), arm(latency=6.0)
     within = decide_canary_step(loaded_challenger, earlier_champion, WATCH, elapsed_seconds=10, across_windows=True,
                                 latency_slo_ms=25)
@@ -205,8 +205,11 @@ def test_without_champion_traffic_alongside_latency_is_judged_against_the_slo_no
     over = decide_canary_step(arm(latency=40.0), earlier_champion, WATCH, elapsed_seconds=10, across_windows=True,
                               latency_slo_ms=25)
     assert over.action is StepAction.ROLLBACK and over.breaches == (Check.LATENCY,), over.reason
-    no_slo = decide_canary_step(arm(latency=40.0), earlier_champion, WATCH, elapsed_seconds=10, across_windows=True)
-    assert no_slo.action is StepAction.ADVANCE, no_slo.reason
+    # A canary's 100% step passes no SLO: its previous step compared both arms on matched slices.
+    last_step = decide_canary_step(arm(latency=40.0), earlier_champion, WATCH, elapsed_seconds=10,
+                                   across_windows=True)
+    assert last_step.action is StepAction.ADVANCE, last_step.reason
+    assert any("not compared: no champion traffic alongside" in f for f in last_step.findings), last_step.findings
 
 
 def test_the_retired_across_windows_floor_is_refused_with_what_to_do():
