@@ -116,16 +116,15 @@ def _latency(
         challenger.latencies_ms, challenger.times_s if times_known else np.zeros(len(challenger.latencies_ms)),
         champion.latencies_ms, champion.times_s if times_known else np.zeros(len(champion.latencies_ms)),
         slice_seconds=plan.latency_slice_seconds, alpha=plan.alpha, min_requests=MIN_SAMPLES_FOR_TESTS,
+        min_increase_ms=plan.min_p95_latency_increase_ms,
     )
     if matched is None:
         return None
-    text = (
-        f"p95 latency ratio {matched.ratio:.2f} on {matched.slices} matched {plan.latency_slice_seconds:g} s slices "
-        f"(95% CI [{matched.ci_low:.2f}, {matched.ci_high:.2f}], limit {plan.max_p95_latency_factor:g}; "
-        f"{matched.p95_challenger_ms:.2f} vs {matched.p95_champion_ms:.2f} ms, {matched.increase_ms:+.2f} ms)"
-    )
-    if matched.increase_ms < plan.min_p95_latency_increase_ms:  # sub-millisecond answers: a ratio of jitter
-        return "ok", text + f"; below the {plan.min_p95_latency_increase_ms:g} ms floor"
+    where = (f"p95 latency ratio {matched.ratio:.2f} on {matched.slices} matched {plan.latency_slice_seconds:g} s "
+             f"slices ({matched.p95_challenger_ms:.2f} vs {matched.p95_champion_ms:.2f} ms, {matched.increase_ms:+.2f} ms")
+    if matched.ci_low is None:  # sub-millisecond answers: a ratio of jitter
+        return "ok", where + f", below the {plan.min_p95_latency_increase_ms:g} ms floor)"
+    text = (where + f"; 95% CI [{matched.ci_low:.2f}, {matched.ci_high:.2f}], limit {plan.max_p95_latency_factor:g})")
     if matched.ci_low > plan.max_p95_latency_factor:
         return "breach", text
     if matched.ratio > plan.max_p95_latency_factor:

@@ -29,8 +29,8 @@ class MatchedLatency:
     p95_challenger_ms: float
     p95_champion_ms: float  # weighted to the challenger's spread over the slices
     ratio: float
-    ci_low: float
-    ci_high: float
+    ci_low: float | None  # None: not bootstrapped, the p95s are closer than the floor asked for
+    ci_high: float | None
 
     @property
     def increase_ms(self) -> float:
@@ -77,11 +77,13 @@ def _within_slice_draws(rng: np.random.Generator, slice_ids: np.ndarray, resampl
 
 def matched_p95_ratio(
     challenger_ms: np.ndarray, challenger_times: np.ndarray, champion_ms: np.ndarray, champion_times: np.ndarray,
-    *, slice_seconds: float, alpha: float, min_requests: int, seed: int = 0,
+    *, slice_seconds: float, alpha: float, min_requests: int, min_increase_ms: float = 0.0, seed: int = 0,
 ) -> MatchedLatency | None:
     """Challenger p95 over the champion's p95 on matched time slices, with a stratified bootstrap interval.
 
     None when either arm has fewer than ``min_requests`` requests in slices the other also served.
+    The interval is left out when the challenger's p95 is less than ``min_increase_ms`` above the
+    champion's: no breach is possible then, and the bootstrap costs CPU the gateway shares.
     """
     rng = np.random.default_rng(seed)
     ch_ms, ch_t = _bounded(rng, np.asarray(challenger_ms, float), np.asarray(challenger_times, float))
@@ -100,14 +102,16 @@ def matched_p95_ratio(
 
     p95_ch = float(weighted_quantile(ch_ms[None, :], np.ones((1, len(ch_ms))), 0.95)[0])
     p95_cp = float(weighted_quantile(cp_ms[None, :], weights[None, :], 0.95)[0])
+    ratio = p95_ch / max(p95_cp, 1e-9)
+    if p95_ch - p95_cp < min_increase_ms:
+        return MatchedLatency(len(shared), len(ch_ms), len(cp_ms), p95_ch, p95_cp, ratio, None, None)
     ch_draws = _within_slice_draws(rng, ch_slice, RESAMPLES)
     cp_draws = _within_slice_draws(rng, cp_slice, RESAMPLES)
     boot_ch = weighted_quantile(ch_ms[ch_draws], np.ones(ch_draws.shape), 0.95)
     boot_cp = weighted_quantile(cp_ms[cp_draws], weights[cp_draws], 0.95)
     ratios = boot_ch / np.maximum(boot_cp, 1e-9)
     low, high = np.quantile(ratios, [alpha / 2, 1 - alpha / 2])
-    return MatchedLatency(len(shared), len(ch_ms), len(cp_ms), p95_ch, p95_cp, p95_ch / max(p95_cp, 1e-9),
-                          float(low), float(high))
+    return MatchedLatency(len(shared), len(ch_ms), len(cp_ms), p95_ch, p95_cp, ratio, float(low), float(high))
 
 
 def p95_against_slo(latencies_ms: np.ndarray, slo_ms: float, *, alpha: float, seed: int = 0) -> SloLatency:
