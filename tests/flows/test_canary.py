@@ -441,8 +441,8 @@ def test_a_champion_moved_while_a_step_is_judged_stops_the_canary_instead_of_rej
     judge = rollout_tasks.analyse_step
     elsewhere = register(registry, JUDGED, train(example_frame.iloc[:4500]))
 
-    def judged_while_the_champion_moves(spec, state, percent, plan, baseline):
-        analysis = judge(spec, state, percent, plan, baseline)
+    def judged_while_the_champion_moves(spec, state, percent, plan, baseline, references=None):
+        analysis = judge(spec, state, percent, plan, baseline, references)
         registry.promote(JUDGED, elsewhere, reason="an operator promotes another version")
         moved = StepDecision(StepAction.ROLLBACK, StepCode.BREACH, "breach: scores moved", (),
                              breaches=(Check.SCORE_DISTRIBUTION,))
