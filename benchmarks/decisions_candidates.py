@@ -25,6 +25,7 @@ Usage:
                                                                        # inverted, slower; each under a CPU hog
     uv run python benchmarks/decisions_candidates.py                   # every candidate, with and without the hog
     uv run python benchmarks/decisions_candidates.py --quick --out benchmarks/results/x.md
+    uv run python benchmarks/decisions_candidates.py --only error_prone slower_under_load+concurrent
 """
 
 from __future__ import annotations
@@ -234,12 +235,18 @@ def _run_one(scenario: CandidateScenario, model: str, spec, spec_path: Path, url
     )
 
 
-def run_candidate_scenarios(quick: bool, seed: int) -> list[CandidateScenarioScore]:
+def run_candidate_scenarios(quick: bool, seed: int, only: tuple[str, ...] = ()) -> list[CandidateScenarioScore]:
     """Run the quick (four scenarios, each under a CPU hog) or full set; one score per scenario, in order.
 
-    Sets up its own Steward home and Prefect server, so call it from a process that has not used others.
+    ``only``: scenario names (``CandidateScenario.name``) to keep. Sets up its own Steward home and
+    Prefect server, so call it from a process that has not used others.
     """
     scenarios = quick_scenarios() if quick else full_scenarios()
+    if only:
+        unknown = sorted(set(only) - {s.name for s in scenarios})
+        if unknown:
+            raise ValueError(f"unknown scenarios {unknown}; choose from {[s.name for s in scenarios]}")
+        scenarios = [s for s in scenarios if s.name in only]
     folder = Path(tempfile.mkdtemp(prefix="steward-candidates-"))
     os.environ["STEWARD_HOME"] = str(folder / "home")
     os.environ["STEWARD_SKOPS_TRUSTED_TYPES"] = json.dumps(list(TRUSTED_TYPES))
@@ -312,9 +319,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="four scenarios, each under a CPU hog (a few minutes)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--only", nargs="+", default=(), help="scenario names to run, e.g. slower_under_load+concurrent")
     arguments = parser.parse_args()
     started = time.monotonic()
-    scores = run_candidate_scenarios(arguments.quick, arguments.seed)
+    scores = run_candidate_scenarios(arguments.quick, arguments.seed, tuple(arguments.only))
     table = markdown_table(scores)
     header = (f"# Candidate scenarios ({'quick' if arguments.quick else 'full'}, seed {arguments.seed}), "
               f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {time.monotonic() - started:.0f} s on {os.cpu_count()} cores\n\n")
