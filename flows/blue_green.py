@@ -11,7 +11,14 @@ from steward.delivery.rollout import Phase, RolloutInterrupted, RolloutKind, lea
 from steward.delivery.timeline import BlueGreenOutcome
 from tasks.blue_green import smoke_test, switch_colour, wait_for_idle_colour
 from tasks.data import load_model_spec
-from tasks.rollout import claim_rollout, observe_step, persist, record_step, renew_lease
+from tasks.rollout import (
+    claim_rollout,
+    observe_step,
+    persist,
+    read_validation_scores,
+    record_step,
+    renew_lease,
+)
 from tasks.rollout_finish import finish_rollout, interrupted_outcome, withdraw_after_exit
 
 
@@ -40,6 +47,7 @@ def blue_green(
     watch = watch_plan(spec.canary, watch_seconds if watch_seconds is not None else spec.canary.min_step_seconds)
     claim = claim_rollout(spec, RolloutKind.BLUE_GREEN, version, lease_for(poll_seconds, lease_seconds))
     state, resumed = claim.state, claim.action is not StartAction.START
+    references = read_validation_scores(spec, state) if state.phase is Phase.RAMPING else None
     try:
         if state.phase is Phase.RAMPING and state.step == 0:
             state = renew_lease(state)
@@ -54,7 +62,7 @@ def blue_green(
                 state = switch_colour(state, watch.min_step_seconds,
                                       f"blue-green: v{state.version} live after its smoke test passed")
         if state.phase is Phase.RAMPING:
-            state, record = observe_step(spec, state, 100.0, watch, poll_seconds)
+            state, record = observe_step(spec, state, 100.0, watch, poll_seconds, references)
             if record.action is StepAction.ROLLBACK:
                 state = persist(state.evolve(phase=Phase.ROLLING_BACK, reason=record.reason))
             else:

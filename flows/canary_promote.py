@@ -10,7 +10,15 @@ from steward.delivery.rollout import Phase, RolloutInterrupted, RolloutKind, lea
 from steward.delivery.timeline import CanaryOutcome
 from steward.registry.traffic import TrafficPlan
 from tasks.data import load_model_spec
-from tasks.rollout import claim_rollout, observe_step, persist, publish_timeline, read_timeline, start_step
+from tasks.rollout import (
+    claim_rollout,
+    observe_step,
+    persist,
+    publish_timeline,
+    read_timeline,
+    read_validation_scores,
+    start_step,
+)
 from tasks.rollout_finish import finish_rollout, interrupted_outcome, withdraw_after_exit
 
 
@@ -33,13 +41,14 @@ def canary_promote(
     spec = load_model_spec(spec_path)
     claim = claim_rollout(spec, RolloutKind.CANARY, version, lease_for(poll_seconds, lease_seconds))
     state, resumed = claim.state, claim.action is not StartAction.START
+    references = read_validation_scores(spec, state) if state.phase is Phase.RAMPING else None
     steps = spec.canary.steps
     try:
         while state.phase is Phase.RAMPING:
             percent = steps[state.step]
             state = start_step(state, TrafficPlan(mode="canary", challenger_percent=percent),
                                f"canary of v{state.version}: step {state.step + 1} of {len(steps)}, {percent:g}%")
-            state, record = observe_step(spec, state, percent, spec.canary, poll_seconds)
+            state, record = observe_step(spec, state, percent, spec.canary, poll_seconds, references)
             if record.action is StepAction.ROLLBACK:  # saved first, so a crash cannot resume the step
                 state = persist(state.evolve(phase=Phase.ROLLING_BACK, reason=record.reason))
             elif state.step + 1 < len(steps):

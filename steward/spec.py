@@ -218,17 +218,31 @@ class CanaryPlan(_Strict):
     min_p95_latency_increase_ms: float = Field(
         default=2.0, ge=0, description="A slower p95 is a breach only when it is also this many ms slower."
     )
-    min_p95_latency_increase_across_windows_ms: float = Field(
-        default=10.0, ge=0,
-        description="The same when the champion is judged on an earlier window (a canary's 100% step, the "
-                    "blue-green watch), where machine load changes between the windows; the larger of the two counts.",
+    latency_slice_seconds: float = Field(
+        default=5.0, gt=0,
+        description="Latency is compared on requests of both arms in the same slices of this length, so that "
+                    "machine load moves both sides alike; with no champion traffic alongside (a canary's 100% "
+                    "step, the blue-green watch) the challenger's p95 is judged against slo.p95_latency_ms.",
     )
     max_accuracy_drop: float = Field(default=0.02, ge=0, description="On labelled traffic, in metric units.")
     min_labelled: int = Field(default=100, ge=1, description="Labelled predictions per arm before accuracy counts.")
     max_score_ks: float = Field(
-        default=0.3, gt=0, le=1, description="Largest tolerated KS distance between the arms' score distributions."
+        default=0.3, gt=0, le=1,
+        description="Largest tolerated KS distance of the challenger's live scores from its own validation scores, "
+                    "beyond the champion's distance from its own on the same traffic.",
     )
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Significance level of each breach test.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_fields(cls, document: Any) -> Any:
+        if isinstance(document, dict) and "min_p95_latency_increase_across_windows_ms" in document:
+            raise ValueError(
+                "canary.min_p95_latency_increase_across_windows_ms is gone: latency is no longer compared across "
+                "windows (where there is no champion traffic alongside, the challenger's p95 is judged against "
+                "slo.p95_latency_ms); delete the line"
+            )
+        return document
 
     @field_validator("steps")
     @classmethod

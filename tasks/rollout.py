@@ -8,11 +8,12 @@ canary and blue-green flows share; finishing a rollout (or its run) is in ``task
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
@@ -20,7 +21,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
 
 from steward.delivery.decisions import ArmEvidence, StepAction, StepDecision, decide_canary_step
-from steward.delivery.evidence import arm_evidence
+from steward.delivery.evidence import arm_evidence, validation_scores
 from steward.delivery.lock import Candidate, Liveness, RolloutLock, StartAction
 from steward.delivery.rollout import (
     OwnerRun,
@@ -35,6 +36,7 @@ from steward.delivery.rollout import (
     should_record_hold,
 )
 from steward.delivery.timeline import StepRecord, step_record, timeline
+from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.registry.traffic import TrafficPlan
 from steward.spec import CanaryPlan, ModelSpec
@@ -160,8 +162,38 @@ class StepAnalysis:
     baseline: bool
 
 
+@dataclass(frozen=True, eq=False)
+class ValidationScores:
+    """Each arm's version's scores on its own hold-out (what the score check compares its live scores with)."""
+
+    by_arm: dict[str, np.ndarray] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # arm -> why its version has none
+
+
+@task(name="read-validation-scores", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
+def read_validation_scores(spec: ModelSpec, state: RolloutState) -> ValidationScores:
+    """Score each version's stored hold-out with the version itself, once per run of the rollout."""
+    scores, missing = {}, {}
+    for arm, version in state.arms.items():
+        try:
+            model = registry().load_model(spec.name, version).model
+            holdout = registry().load_dataset(spec.name, version, "holdout")
+        except RegistryError as error:
+            missing[arm] = str(error)
+        else:
+            try:
+                scores[arm] = validation_scores(model, holdout, spec)
+            except Exception as error:  # the model's own code: whatever it raises, its scores are missing
+                missing[arm] = f"v{version} failed to score its own hold-out: {type(error).__name__}: {error}"
+        if arm in missing:
+            get_run_logger().warning("no validation scores for the %s v%s: %s", arm, version, missing[arm])
+    return ValidationScores(scores, missing)
+
+
 @task(name="read-baseline", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
-def read_baseline(spec: ModelSpec, state: RolloutState, plan: CanaryPlan) -> ArmEvidence:
+def read_baseline(
+    spec: ModelSpec, state: RolloutState, plan: CanaryPlan, references: ValidationScores | None = None
+) -> ArmEvidence:
     """The champion's evidence for a step where the challenger takes all traffic (read once per step).
 
     Its requests in the rollout's last closed window, reaching back up to ``max_hold_seconds``
@@ -172,24 +204,31 @@ def read_baseline(spec: ModelSpec, state: RolloutState, plan: CanaryPlan) -> Arm
     rows = rows[(rows["arm"] == CHAMPION) & (rows["version"] == state.champion_version)]
     rows = baseline_requests(rows, start, plan.min_requests_per_arm)
     labelled = join_labels(rows, store().read_labels(spec.name, start=rows["time"].min())) if len(rows) else None
-    return arm_evidence(rows, spec, versions={CHAMPION: state.champion_version}, labelled=labelled)[CHAMPION]
+    return arm_evidence(rows, spec, versions={CHAMPION: state.champion_version}, labelled=labelled,
+                        reference_scores=references.by_arm if references else None)[CHAMPION]
 
 
 @task(name="analyse-step", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3])
 def analyse_step(
-    spec: ModelSpec, state: RolloutState, percent: float, plan: CanaryPlan, baseline: ArmEvidence | None = None
+    spec: ModelSpec, state: RolloutState, percent: float, plan: CanaryPlan, baseline: ArmEvidence | None = None,
+    references: ValidationScores | None = None,
 ) -> StepAnalysis:
-    """Challenger against champion over [step start, now); with a ``baseline`` the champion is judged on it."""
+    """Challenger against champion over [step start, now); with a ``baseline`` the champion's evidence is
+    that earlier window's, and latency is not compared with it (see ``decide_canary_step``)."""
     now = _now()
     elapsed = (now - state.step_started).total_seconds()
     predictions = store().read_predictions(spec.name, state.step_started, now, served_only=True)
     labelled = join_labels(predictions, store().read_labels(spec.name, start=state.step_started))
     arms = {CHALLENGER: state.version} if baseline is not None else state.arms
-    evidence = arm_evidence(predictions, spec, versions=arms, labelled=labelled)
+    evidence = arm_evidence(predictions, spec, versions=arms, labelled=labelled,
+                            reference_scores=references.by_arm if references else None)
     if baseline is not None:
         evidence[CHAMPION] = baseline
+    # Without champion traffic alongside: a canary's last step relies on its previous step's matched slices;
+    # a blue-green watch has no such step, so the SLO is its bar.
+    slo = spec.slo.p95_latency_ms if state.kind is RolloutKind.BLUE_GREEN else None
     decision = decide_canary_step(evidence[CHALLENGER], evidence[CHAMPION], plan, elapsed_seconds=elapsed,
-                                  across_windows=baseline is not None)
+                                  across_windows=baseline is not None, latency_slo_ms=slo)
     return StepAnalysis(decision, evidence, now, baseline is not None)
 
 
@@ -219,18 +258,20 @@ def publish_timeline(state: RolloutState, records: list[StepRecord]) -> None:
 
 
 def observe_step(
-    spec: ModelSpec, state: RolloutState, percent: float, plan: CanaryPlan, poll_seconds: float
+    spec: ModelSpec, state: RolloutState, percent: float, plan: CanaryPlan, poll_seconds: float,
+    references: ValidationScores | None = None,
 ) -> tuple[RolloutState, StepRecord]:
     """Poll the step's evidence until it advances or rolls back; holds are recorded as they happen.
 
+    ``references``: the versions' validation scores (``read_validation_scores``), read once per run.
     Raises ``RolloutInterrupted`` when the registry changes under the rollout.
     """
     logger = get_run_logger()
     holds, last_recorded = 0, None
-    baseline = read_baseline(spec, state, plan) if percent >= 100 else None
+    baseline = read_baseline(spec, state, plan, references) if percent >= 100 else None
     while True:
         state = renew_lease(state)
-        analysis = analyse_step(spec, state, percent, plan, baseline)
+        analysis = analyse_step(spec, state, percent, plan, baseline, references)
         record = step_record(state, percent, analysis.decision, analysis.evidence, now=analysis.at, holds=holds,
                              baseline=analysis.baseline)
         if analysis.decision.action is not StepAction.HOLD:

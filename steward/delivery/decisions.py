@@ -1,8 +1,11 @@
 """The pure decision of one canary (or blue-green watch) step: advance, hold or roll back.
 
-It takes the evidence of two arms collected over the same period and the spec's canary plan,
-and returns a typed decision: an action, a code saying why, the checks that breached or the
-evidence still missing, and the reason in plain words. The flows collect the evidence from the
+It takes the evidence of two arms and the spec's canary plan, and returns a typed decision: an
+action, a code saying why, the checks that breached or the evidence still missing, and the reason
+in plain words. Two checks are built so that what moves both arms cannot read as a challenger
+fault: the score distribution is judged against the challenger's own validation scores, beyond the
+shift the champion shows against its own; latency only on time slices both arms served
+(``steward.delivery.latency``), or against the SLO when the champion served no traffic alongside. The flows collect the evidence from the
 prediction log and act on the decision. (The A/B verdict is in ``steward.delivery.ab_verdict``.)
 """
 
@@ -13,16 +16,11 @@ from enum import StrEnum
 
 import numpy as np
 
+from steward.delivery.latency import matched_p95_ratio, p95_against_slo
 from steward.spec import CanaryPlan
-from steward.stats import (
-    distribution_shift,
-    proportion_increase_test,
-    quantile_ratio,
-    welch_difference,
-)
+from steward.stats import distribution_shift, proportion_increase_test, welch_difference
 
 MIN_SAMPLES_FOR_TESTS = 30
-MAX_BOOTSTRAP_SAMPLES = 5000  # per arm: bounds the bootstrap's memory on long, busy steps
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,15 +28,19 @@ class ArmEvidence:
     """What one arm did during the analysis period.
 
     ``losses`` holds one value per labelled prediction: 1/0 for a wrong/right class, or
-    the absolute error for regression.
+    the absolute error for regression. ``times_s`` are the answered requests' arrival times
+    (epoch seconds, one per latency): without them latency is compared as one slice.
+    ``reference_scores`` are the arm's version's scores on its own validation hold-out.
     """
 
     requests: int
     errors: int
     latencies_ms: np.ndarray = field(default_factory=lambda: np.empty(0))
+    times_s: np.ndarray = field(default_factory=lambda: np.empty(0))
     scores: np.ndarray = field(default_factory=lambda: np.empty(0))
     losses: np.ndarray = field(default_factory=lambda: np.empty(0))
     binary_losses: bool = True
+    reference_scores: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def error_rate(self) -> float:
@@ -101,48 +103,52 @@ def _error_breach(challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPl
     return test.p_value < plan.alpha, test.describe()
 
 
-def latency_floor_ms(plan: CanaryPlan, *, across_windows: bool) -> float:
-    """How many ms slower the challenger's p95 must be before its ratio can count as a breach.
-
-    With sub-millisecond answers a ratio of p95s measures jitter. When the champion is judged on
-    an earlier window (a canary's 100% step, the blue-green watch) it also measures the change of
-    machine load between the windows, which a bootstrap over each window cannot see (figures in
-    docs/delivery.md).
-    """
-    if across_windows:
-        return max(plan.min_p95_latency_increase_ms, plan.min_p95_latency_increase_across_windows_ms)
-    return plan.min_p95_latency_increase_ms
-
-
 def _latency(
-    challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan, *, across_windows: bool
+    challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan, *, concurrent: bool, slo_ms: float | None
 ) -> tuple[str, str] | None:
-    """('breach' | 'inconclusive' | 'ok', description) for the p95 latency ratio."""
-    if min(len(challenger.latencies_ms), len(champion.latencies_ms)) < MIN_SAMPLES_FOR_TESTS:
-        return None
-    p95_challenger = float(np.percentile(challenger.latencies_ms, 95))
-    p95_champion = float(np.percentile(champion.latencies_ms, 95))
-    increase, floor = p95_challenger - p95_champion, latency_floor_ms(plan, across_windows=across_windows)
-    if increase < floor:  # no material slowdown: the ratio's bootstrap (CPU the gateway shares) is not needed
-        return "ok", (
-            f"p95 latency ratio {p95_challenger / max(p95_champion, 1e-9):.2f} ({p95_challenger:.2f} vs "
-            f"{p95_champion:.2f} ms); p95 only {increase:+.2f} ms apart (below {floor:g} ms"
-            + (" across windows)" if across_windows else ")")
-        )
-    rng = np.random.default_rng(0)
-
-    def bounded(values: np.ndarray) -> np.ndarray:
-        return values if len(values) <= MAX_BOOTSTRAP_SAMPLES else rng.choice(values, MAX_BOOTSTRAP_SAMPLES, replace=False)
-
-    ratio = quantile_ratio(bounded(challenger.latencies_ms), bounded(champion.latencies_ms), alpha=plan.alpha,
-                           resamples=1000)
-    text = (
-        f"p95 latency ratio {ratio.ratio:.2f} (95% CI [{ratio.ci_low:.2f}, {ratio.ci_high:.2f}], "
-        f"limit {plan.max_p95_latency_factor:g}; {increase:+.2f} ms)"
+    """('breach' | 'inconclusive' | 'ok', description) of the challenger's p95 latency."""
+    if not concurrent:
+        return _latency_against_slo(challenger, plan, slo_ms)
+    times_known = len(challenger.times_s) == len(challenger.latencies_ms) and len(champion.times_s) == len(
+        champion.latencies_ms)
+    # Without arrival times both windows count as one slice: still the same period, so the same load.
+    matched = matched_p95_ratio(
+        challenger.latencies_ms, challenger.times_s if times_known else np.zeros(len(challenger.latencies_ms)),
+        champion.latencies_ms, champion.times_s if times_known else np.zeros(len(champion.latencies_ms)),
+        slice_seconds=plan.latency_slice_seconds, alpha=plan.alpha, min_requests=MIN_SAMPLES_FOR_TESTS,
+        min_increase_ms=plan.min_p95_latency_increase_ms,
     )
-    if ratio.ci_low > plan.max_p95_latency_factor:
+    if matched is None:
+        return None
+    where = (f"p95 latency ratio {matched.ratio:.2f} on {matched.slices} matched {plan.latency_slice_seconds:g} s "
+             f"slices ({matched.p95_challenger_ms:.2f} vs {matched.p95_champion_ms:.2f} ms, {matched.increase_ms:+.2f} ms")
+    if matched.ci_low is None:  # sub-millisecond answers: a ratio of jitter
+        return "ok", where + f", below the {plan.min_p95_latency_increase_ms:g} ms floor)"
+    text = (where + f"; 95% CI [{matched.ci_low:.2f}, {matched.ci_high:.2f}], limit {plan.max_p95_latency_factor:g})")
+    if matched.ci_low > plan.max_p95_latency_factor:
         return "breach", text
-    if ratio.ratio > plan.max_p95_latency_factor:
+    if matched.ratio > plan.max_p95_latency_factor:
+        return "inconclusive", text
+    return "ok", text
+
+
+def _latency_against_slo(challenger: ArmEvidence, plan: CanaryPlan, slo_ms: float | None) -> tuple[str, str] | None:
+    """No champion traffic in the same period: the challenger's p95 against the SLO, never an earlier window.
+
+    Without an SLO (a canary's 100% step, whose previous step compared both arms on matched slices)
+    latency is only reported.
+    """
+    if len(challenger.latencies_ms) < MIN_SAMPLES_FOR_TESTS:
+        return None
+    if slo_ms is None:
+        p95 = float(np.quantile(challenger.latencies_ms, 0.95))
+        return "ok", (f"p95 latency {p95:.2f} ms, not compared: no champion traffic alongside (the previous step "
+                      "compared both arms on matched slices)")
+    slo = p95_against_slo(challenger.latencies_ms, slo_ms, alpha=plan.alpha)
+    text = f"p95 latency {slo.p95_ms:.2f} ms (95% CI [{slo.ci_low:.2f}, {slo.ci_high:.2f}]) against the {slo_ms:g} ms SLO"
+    if slo.ci_low > slo_ms:
+        return "breach", text
+    if slo.p95_ms > slo_ms:
         return "inconclusive", text
     return "ok", text
 
@@ -165,16 +171,31 @@ def _accuracy_breach(challenger: ArmEvidence, champion: ArmEvidence, plan: Canar
 
 
 def _score_breach(challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan) -> tuple[bool, str] | None:
-    if min(len(challenger.scores), len(champion.scores)) < MIN_SAMPLES_FOR_TESTS:
+    """The challenger's live scores against its own validation scores, beyond the champion's shift.
+
+    A retrain after concept drift scores differently from the champion by design; what would be
+    its fault is scoring live traffic unlike the hold-out it was validated on. A population shift
+    moves both arms' scores away from their hold-outs, so only the excess over the champion's
+    shift counts.
+    """
+    if len(challenger.scores) < MIN_SAMPLES_FOR_TESTS:
         return None
-    shift = distribution_shift(challenger.scores, champion.scores)
-    text = f"score distribution KS {shift.statistic:.3f} (p={shift.p_value:.3g}, limit {plan.max_score_ks:g})"
-    return shift.statistic > plan.max_score_ks and shift.p_value < plan.alpha, text
+    if len(challenger.reference_scores) < MIN_SAMPLES_FOR_TESTS:
+        return False, "score distribution not judged: the challenger has no validation scores to compare with"
+    own = distribution_shift(challenger.scores, challenger.reference_scores)
+    yardstick = 0.0
+    if min(len(champion.scores), len(champion.reference_scores)) >= MIN_SAMPLES_FOR_TESTS:
+        yardstick = distribution_shift(champion.scores, champion.reference_scores).statistic
+    excess = own.statistic - yardstick
+    text = (f"score distribution KS {own.statistic:.3f} against the challenger's validation scores "
+            f"(p={own.p_value:.3g}), champion's own shift {yardstick:.3f}: excess {excess:+.3f} "
+            f"(limit {plan.max_score_ks:g})")
+    return excess > plan.max_score_ks and own.p_value < plan.alpha, text
 
 
 def decide_canary_step(
     challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan, *, elapsed_seconds: float,
-    across_windows: bool = False,
+    across_windows: bool = False, latency_slo_ms: float | None = None,
 ) -> StepDecision:
     """Advance, hold or roll back one canary step.
 
@@ -184,8 +205,10 @@ def decide_canary_step(
     time has passed; until then it holds, up to ``max_hold_seconds``.
 
     ``across_windows``: the champion's evidence comes from an earlier window than the
-    challenger's (a canary's 100% step, the blue-green watch); a latency breach then needs
-    the larger increase of ``latency_floor_ms``.
+    challenger's (a canary's 100% step, the blue-green watch). Its latency is then no yardstick
+    (the machine's load changes between windows): the challenger's p95 is judged against
+    ``latency_slo_ms`` (the spec's SLO: the blue-green watch) or, without one, only reported (a
+    canary's 100% step, after its previous step compared both arms on matched slices).
     """
     findings: list[str] = []
     breaches: list[tuple[Check, str]] = []
@@ -198,7 +221,7 @@ def decide_canary_step(
             findings.append(text)
             if breached:
                 breaches.append((name, text))
-    latency = _latency(challenger, champion, plan, across_windows=across_windows)
+    latency = _latency(challenger, champion, plan, concurrent=not across_windows, slo_ms=latency_slo_ms)
     if latency is not None:
         findings.append(latency[1])
         if latency[0] == "breach":

@@ -1,14 +1,17 @@
-"""Per-arm evidence for delivery decisions, read from a window of the prediction log."""
+"""Per-arm evidence for delivery decisions, read from a window of the prediction log, and the scores
+a version gives its own validation hold-out (what its live scores are judged against)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from steward.delivery.decisions import ArmEvidence
 from steward.spec import ModelSpec, Task
+from steward.training.data import prepare_features
 
 
 def _losses(labelled: pd.DataFrame, task: Task) -> np.ndarray:
@@ -20,6 +23,22 @@ def _losses(labelled: pd.DataFrame, task: Task) -> np.ndarray:
     return (ok["prediction"].astype(str) != ok["label"].astype(str)).to_numpy(float)
 
 
+def _epoch_seconds(times: pd.Series) -> np.ndarray:
+    if not len(times):
+        return np.empty(0)
+    return (pd.to_datetime(times, utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(float)
+
+
+def validation_scores(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    """The score the gateway logs, for each row of the version's hold-out: P(positive class) for a binary
+    classifier, the top class's probability for a multiclass one, the predicted value for regression."""
+    features = prepare_features(holdout, spec)
+    if spec.task is Task.REGRESSION or not hasattr(model, "predict_proba"):
+        return np.asarray(model.predict(features), float) if spec.task is Task.REGRESSION else np.empty(0)
+    probabilities = np.asarray(model.predict_proba(features), float)
+    return probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities.max(axis=1)
+
+
 def arm_evidence(
     predictions: pd.DataFrame,
     spec: ModelSpec,
@@ -27,6 +46,7 @@ def arm_evidence(
     versions: Mapping[str, str],
     labelled: pd.DataFrame | None = None,
     served_only: bool = True,
+    reference_scores: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, ArmEvidence]:
     """What each arm did in the window, counting only rows its expected version answered.
 
@@ -34,7 +54,8 @@ def arm_evidence(
     window must not mix two versions' evidence). Requests are counted once however many rows
     they carried; latencies are per answered request: a failed request is the error test's
     evidence, and a slow failure path must not read as a slow model as well. ``labelled`` is
-    ``join_labels`` of the same window; without it the arms have no losses.
+    ``join_labels`` of the same window; without it the arms have no losses. ``reference_scores``
+    maps arm to its version's ``validation_scores``.
     """
     evidence = {}
     for arm, version in versions.items():
@@ -55,8 +76,10 @@ def arm_evidence(
             requests=len(requests),
             errors=len(errored_ids),
             latencies_ms=answered["latency_ms"].to_numpy(float),
+            times_s=_epoch_seconds(answered["time"]),
             scores=rows["score"].dropna().to_numpy(float),
             losses=losses,
             binary_losses=spec.task is not Task.REGRESSION,
+            reference_scores=(reference_scores or {}).get(arm, np.empty(0)),
         )
     return evidence

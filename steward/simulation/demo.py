@@ -116,10 +116,7 @@ def demo_specs(folder: Path, config: DemoConfig) -> DemoPaths:
     document["canary"] = {
         "steps": list(config.canary_steps), "min_requests_per_arm": config.min_requests_per_arm,
         "min_step_seconds": config.step_seconds, "max_hold_seconds": 120, "min_labelled": 30,
-        # A retrain after concept drift moves the score distribution by design; 0.3 would roll it back.
-        "max_score_ks": 0.75,
-        # Two cores shared with everything the demo starts, and at 100% the champion's latency is the
-        # step before's: a tighter limit rolls a good retrain back when another job starts mid-step.
+        # Two cores shared with everything the demo starts: a little more room for the latency ratio.
         "max_p95_latency_factor": 2.0,
     }
     document["retrain"] = {"cooldown_hours": 0.005, "max_per_week": 5}  # 18 s, not a day: a demo

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from delivery_fixtures import (
     ADMIN_TOKEN,
     GatewayProcess,
@@ -125,7 +126,13 @@ def _plans(registry, model: str) -> list[TrafficPlan]:
 
 
 def test_good_candidate_passes_the_smoke_test_is_switched_and_promoted(world, registry, admin_token, model_events):
-    spec_path = write_spec(world.tmp, GOOD, canary=WATCH)
+    # The watch judges latency only against the SLO (no champion traffic alongside), and at load 12 on two
+    # cores the example's 25 ms is missed by any model (48.8 ms measured): this test is about the switch and
+    # the promotion, so its SLO is one the machine can keep.
+    document = spec_document(GOOD, canary=WATCH)
+    document["slo"]["p95_latency_ms"] = 500
+    spec_path = world.tmp / f"{GOOD}.yaml"
+    spec_path.write_text(yaml.safe_dump(document, sort_keys=False))
     with _sender(world, GOOD, concurrency=2) as sender:
         sender.start(traffic(), loop=True)
         time.sleep(2.0)  # the champion's baseline: traffic before the switch
@@ -148,7 +155,12 @@ def test_good_candidate_passes_the_smoke_test_is_switched_and_promoted(world, re
 def test_slower_candidate_is_switched_back_by_the_watch(world, registry, admin_token, model_events):
     from tasks.common import ledger
 
-    spec_path = write_spec(world.tmp, SLOW, canary=WATCH)
+    # In the watch no champion traffic runs alongside, so latency is judged against the SLO: here 10 ms, which
+    # the champion's answers (1-5 ms through the gateway) meet and the forest's (22-38 ms measured) do not.
+    document = spec_document(SLOW, canary=WATCH)
+    document["slo"]["p95_latency_ms"] = 10
+    spec_path = world.tmp / f"{SLOW}.yaml"
+    spec_path.write_text(yaml.safe_dump(document, sort_keys=False))
     start = pd.Timestamp.now(tz="UTC")
     with _sender(world, SLOW, concurrency=1) as sender:  # one connection: see test_canary's slow test
         sender.start(traffic(), loop=True)

@@ -10,9 +10,13 @@ from steward.spec import parse_spec
 SPEC = parse_spec(yaml.safe_load(example_spec_text()))
 
 
+T0 = pd.Timestamp("2026-12-03T12:00:00Z")
+
+
 def log(rows):
-    return pd.DataFrame(rows, columns=["request_id", "row", "arm", "version", "served", "status", "prediction",
-                                       "score", "latency_ms"])
+    frame = pd.DataFrame(rows, columns=["request_id", "row", "arm", "version", "served", "status", "prediction",
+                                        "score", "latency_ms"])
+    return frame.assign(time=[T0 + pd.Timedelta(seconds=i) for i in range(len(frame))])
 
 
 def test_counts_requests_errors_and_losses_per_arm_and_version():
@@ -31,6 +35,21 @@ def test_counts_requests_errors_and_losses_per_arm_and_version():
     assert list(champion.losses) == [0.0, 1.0]
     assert (challenger.requests, challenger.errors) == (2, 1)
     assert list(challenger.latencies_ms) == [7.0]  # a failure's time is no evidence of the model's speed
+    assert list(challenger.times_s) == [T0.timestamp() + 3]  # its arrival, for matching time slices
     assert list(challenger.losses) == [1.0]  # the errored row has no prediction to score
     shadow = arm_evidence(predictions, SPEC, versions={"challenger": "2"}, served_only=False)["challenger"]
     assert shadow.requests == 3
+
+
+def test_validation_scores_are_the_score_the_gateway_logs():
+    """P(positive class) of a binary classifier, on the version's own hold-out rows."""
+    from sklearn.dummy import DummyClassifier
+
+    from steward.delivery.evidence import validation_scores
+    from steward.simulation.examples import example_training_frame
+    from steward.training.data import prepare_features
+
+    frame = example_training_frame().head(200)
+    model = DummyClassifier(strategy="prior").fit(prepare_features(frame, SPEC), frame[SPEC.target])
+    scores = validation_scores(model, frame, SPEC)
+    assert scores.shape == (200,) and abs(scores[0] - frame[SPEC.target].mean()) < 1e-9
