@@ -46,8 +46,9 @@ from steward.registry.history import CHALLENGER
 from steward.spec import FeatureRole, ModelSpec
 from steward.store.reader import join_labels
 from steward.training.data import prepare_features
-from steward.training.gates import RetrainAllowance, decide_retrain
+from steward.training.gates import RetrainAllowance
 from tasks.common import current_flow_run_id, ledger, registry, services, store
+from tasks.training import retrain_allowance
 
 
 @dataclass(frozen=True)
@@ -201,11 +202,9 @@ def measure_seasonal_drift(spec: ModelSpec, current: pd.DataFrame, start: dateti
 
 @task(name="retrain-allowance-at", retries=2, retry_delay_seconds=[2, 5])
 def retrain_allowance_at(spec: ModelSpec, when: datetime) -> RetrainAllowance:
-    """Whether a retrain triggered at ``when`` would run (cooldown, weekly budget), from the versions registered by then."""
-    reg = registry()
-    created = [v.created for v in reg.list_versions(spec.name)] if reg.model_exists(spec.name) else []
-    return decide_retrain(when, [t for t in created if t <= when], cooldown_hours=spec.retrain.cooldown_hours,
-                          max_per_week=spec.retrain.max_per_week)
+    """Whether a retrain triggered at ``when`` would run (cooldown, weekly budget), on the event times of the
+    versions trained by then."""
+    return retrain_allowance(spec, when)
 
 
 @task(name="gather-accuracy-evidence", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)

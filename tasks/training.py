@@ -21,8 +21,7 @@ from steward.training.train import TrainedModel, reference_sample, train_model
 from tasks.common import registry
 
 
-@task(name="check-retrain-allowance", retries=2, retry_delay_seconds=[2, 5])
-def check_retrain_allowance(spec: ModelSpec, as_of: datetime | None = None) -> RetrainAllowance:
+def retrain_allowance(spec: ModelSpec, as_of: datetime | None = None) -> RetrainAllowance:
     """The cooldown and weekly budget at event time ``as_of`` (default now), against the event times
     earlier versions were trained at."""
     reg = registry()
@@ -31,6 +30,11 @@ def check_retrain_allowance(spec: ModelSpec, as_of: datetime | None = None) -> R
     return decide_retrain(
         as_of, earlier, cooldown_hours=spec.retrain.cooldown_hours, max_per_week=spec.retrain.max_per_week
     )
+
+
+@task(name="check-retrain-allowance", retries=2, retry_delay_seconds=[2, 5])
+def check_retrain_allowance(spec: ModelSpec, as_of: datetime | None = None) -> RetrainAllowance:
+    return retrain_allowance(spec, as_of)
 
 
 @task(name="fit-model")

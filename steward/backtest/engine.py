@@ -37,24 +37,27 @@ from steward.monitoring.drift.history import DriftRecord
 from steward.monitoring.drift.monitor import (
     MIN_DRIFT_ROWS,
     build_drift_reference,
+    compare_seasonal,
     judge_drift,
     prediction_drift_column,
     reference_outputs,
 )
 from steward.monitoring.drift.profile import ReferenceProfile
+from steward.monitoring.drift.result import DriftResult
 from steward.monitoring.health.accuracy import (
     Calibration,
+    InputDrift,
+    accuracy_evidence,
     check_accuracy,
     measure_calibration,
-    versions_needing_estimate,
 )
 from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
 from steward.monitoring.health.report import Area, CheckResult, HealthReport, HealthWindow, failed_check
-from steward.spec import ModelSpec, Task
+from steward.spec import FeatureRole, ModelSpec, Task
 from steward.store.records import label_text
 from steward.training.data import frame_sha256, split_train_holdout, validate_training_data
 from steward.training.evaluation import compute_metrics, predict_scores
-from steward.training.gates import decide_retrain
+from steward.training.gates import ValidationVerdict, decide_retrain
 from steward.training.train import TrainedModel, labelled_frame, reference_sample, train_model
 from steward.training.validation import Contender, validate_candidate
 
@@ -251,10 +254,12 @@ class _Replay:
 
         served.prepare_monitoring(spec)
         actions: list[Action] = []
-        report = self._health(served, rows, scored_champion, start, end)
+        log, labelled_log = self._log(served, rows, scored_champion, end)
+        measured = self._measure_drift(served, rows, start, end)
+        report = self._health(served, log, labelled_log, start, end, measured)
         if report.degraded:
             actions.append(Action(ActionKind.HEALTH_ALARM, report.summary(), report.verdict.value))
-        drift = self._drift(served, rows, start, end)
+        drift = self._drift(served, log, labelled_log, measured, start, end)
         if drift is not None and drift.announced:
             decision = drift.record
             actions.append(Action(ActionKind.DRIFT_ALARM, f"{decision.reason} ({drift.why})", drift.code))
@@ -301,35 +306,35 @@ class _Replay:
         return compute_metrics(self.spec.task, y, scored.predictions[labelled], probabilities)
 
     # ------------------------------------------------------------------ Steward's checks
-    def _health(self, served: _Version, rows: pd.DataFrame, scored: _Scored, start: datetime,
-                end: datetime) -> HealthReport:
-        """The health check's data-quality and accuracy checks over the window, with the labels known by its end.
+    def _health(self, served: _Version, log: pd.DataFrame, labelled_log: pd.DataFrame, start: datetime,
+                end: datetime, measured: DriftResult | None) -> HealthReport:
+        """The health check's data-quality and accuracy checks over the window, with the labels known by its end,
+        judging inputs on the same drift measurement as the drift verdict (as the health flow does).
 
         Performance, infrastructure and cost need a gateway and are not replayed.
         """
         spec = self.spec
-        log = self._log(served, rows, scored)
-        known = (rows[LABEL_TIME] < end).to_numpy()
-        labelled_log = log[known].assign(
-            label=[label_text(v) for v in rows[spec.target].to_numpy()[known]],
-            label_time=rows[LABEL_TIME].to_numpy()[known],
-        )
         checks: list[CheckResult] = []
         try:
             checks.append(check_data_quality(log, spec, served.fences, None))
         except Exception as error:  # a check that fails is reported as failed, as the flow does
             checks.append(failed_check(Area.DATA_QUALITY, error))
         try:
-            needing = versions_needing_estimate(log, labelled_log, spec.task)
-            calibrations = {v: served.calibration or "not measured" for v in needing}
+            calibrations = ({served.version: served.calibration or "not measured"}
+                            if spec.task.is_classification else {})
+            input_drift = None if measured is None else InputDrift(
+                served.version, measured, served.importances, self._previous_result(served))
             checks.append(check_accuracy(log, labelled_log, spec, {served.version: served.trained.metrics},
-                                         calibrations, served.reference))
+                                         calibrations, served.reference, input_drift=input_drift,
+                                         importances=served.importances))
         except Exception as error:  # as above
             checks.append(failed_check(Area.ACCURACY, error))
         return HealthReport.combine(spec.name, HealthWindow(start, end), checks)
 
-    def _log(self, served: _Version, rows: pd.DataFrame, scored: _Scored) -> pd.DataFrame:
-        """The window as the prediction log would hold it: one served, answered request per row."""
+    def _log(self, served: _Version, rows: pd.DataFrame, scored: _Scored, end: datetime
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The window as the prediction log would hold it (one served, answered request per row), and its rows
+        joined with the labels received by ``end``."""
         spec = self.spec
         n = len(rows)
         if spec.task is Task.REGRESSION or scored.probabilities is None:
@@ -352,10 +357,22 @@ class _Replay:
         }, index=rows.index)
         for name in spec.feature_names:
             log[name] = rows[name].to_numpy()
-        return log.reset_index(drop=True)
+        log = log.reset_index(drop=True)
+        known = (rows[LABEL_TIME] < end).to_numpy()
+        labelled_log = log[known].assign(
+            label=[label_text(v) for v in rows[spec.target].to_numpy()[known]],
+            label_time=rows[LABEL_TIME].to_numpy()[known],
+        )
+        return log, labelled_log
 
-    def _drift(self, served: _Version, rows: pd.DataFrame, start: datetime, end: datetime) -> _DriftCheck | None:
-        """The drift report's verdict on the window against the champion's training sample (None: too few rows)."""
+    def _previous_result(self, served: _Version) -> DriftResult | None:
+        previous = self.previous_drift
+        return previous.result if previous is not None and previous.version == served.version else None
+
+    def _measure_drift(self, served: _Version, rows: pd.DataFrame, start: datetime, end: datetime
+                       ) -> DriftResult | None:
+        """The drift engine on the window against the champion's training sample, seasonal features one season
+        back (None: too few rows)."""
         spec = self.spec
         if len(rows) < MIN_DRIFT_ROWS:
             return None
@@ -367,13 +384,39 @@ class _Replay:
             served.profile, current, numeric=list(spec.numeric_features), categorical=list(spec.categorical_features),
             prediction_column=column, importances=served.importances, report=False,
         )
-        verdict = judge_drift(spec, served.version, result, self.previous_drift, served.importances, end)
+        seasonal = spec.features_with_role(FeatureRole.SEASONAL)
+        if seasonal:
+            assert spec.drift.season_days is not None  # the spec refuses seasonal features without it
+            season = timedelta(days=spec.drift.season_days)
+            earlier = self._rows(start - season, end - season)
+            season_back = None
+            if len(earlier) >= MIN_DRIFT_ROWS:
+                season_back = detect_drift(
+                    earlier[seasonal].reset_index(drop=True), rows[seasonal].reset_index(drop=True),
+                    numeric=[c for c in seasonal if c in spec.numeric_features],
+                    categorical=[c for c in seasonal if c in spec.categorical_features], engine="profile",
+                    report=False)
+            result = compare_seasonal(result, season_back)
+        return result
+
+    def _drift(self, served: _Version, log: pd.DataFrame, labelled_log: pd.DataFrame,
+               measured: DriftResult | None, start: datetime, end: datetime) -> _DriftCheck | None:
+        """The drift report's verdict on the window: accuracy evidence for a drifting prediction, the retrain
+        allowance at the window's end for a drift raised while retraining is blocked."""
+        spec = self.spec
+        if measured is None:
+            return None
+        accuracy = accuracy_evidence(spec, log, labelled_log, served.trained.metrics, served.calibration)
+        allowance = decide_retrain(end, self.retrain_times, cooldown_hours=spec.retrain.cooldown_hours,
+                                   max_per_week=spec.retrain.max_per_week)
+        verdict = judge_drift(spec, served.version, measured, self.previous_drift, served.importances, end,
+                              accuracy=accuracy, retrain=allowance)
         decision, announcement = verdict.decision, verdict.announcement
         record = DriftRecord(
-            model=spec.name, version=served.version, window_start=start, window_end=end, current_rows=len(rows),
+            model=spec.name, version=served.version, window_start=start, window_end=end, current_rows=len(log),
             material=decision.material, announced=announcement.announce, reason=decision.reason,
-            columns=decision.columns, result=result.with_decision(decision),
-            material_since=announcement.material_since,
+            columns=decision.columns, result=measured.with_decision(decision),
+            material_since=announcement.material_since, awaiting_retrain=announcement.awaiting_retrain,
         )
         self.previous_drift = record
         return _DriftCheck(record, announcement.why, decision.code.value)
@@ -409,6 +452,9 @@ class _Replay:
             actions.append(Action(ActionKind.PROMOTED, f"v{candidate.version} serves from the next window "
                                   "(canary not replayed)", candidate.version))
             self.champion = candidate
+        elif gate.verdict is ValidationVerdict.INCONCLUSIVE:
+            unsure = ",".join(c.name for c in gate.checks if c.inconclusive)
+            actions.append(Action(ActionKind.GATE_INCONCLUSIVE, gate.summary(), unsure))
         else:
             failed = ",".join(c.name for c in gate.failures)
             actions.append(Action(ActionKind.GATE_FAILED, gate.summary(), failed))

@@ -144,14 +144,20 @@ def check_primary_metric(
     """
     checks = []
     if policy.floor is not None:
-        meets = candidate >= policy.floor if higher_is_better(metric) else candidate <= policy.floor
+        def meets(value: float) -> bool:
+            return value >= policy.floor if higher_is_better(metric) else value <= policy.floor
+
         bound = "at least" if higher_is_better(metric) else "at most"
+        reason = f"{metric} {candidate:.4f}, must be {bound} {policy.floor:.4f}"
+        # Keeping a champion that is further below the floor on the same rows is the worse choice.
+        rescues = (comparison is not None and not meets(comparison.interval.champion)
+                   and comparison.interval.lower > 0)
+        if not meets(candidate) and rescues:
+            reason += (f"; passed because the champion is further below it on the same rows "
+                       f"({comparison.interval.champion:.4f}) and the candidate is better with confidence")
         checks.append(
-            GateCheck(
-                "metric_floor",
-                CheckStatus.PASSED if meets else CheckStatus.FAILED,
-                f"{metric} {candidate:.4f}, must be {bound} {policy.floor:.4f}",
-            )
+            GateCheck("metric_floor", CheckStatus.PASSED if meets(candidate) or rescues else CheckStatus.FAILED,
+                      reason)
         )
     if comparison is None:
         checks.append(GateCheck("metric_vs_champion", CheckStatus.SKIPPED, "no champion to compare with"))

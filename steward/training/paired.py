@@ -286,8 +286,8 @@ def judge_non_inferiority(
 ) -> NonInferiorityResult:
     """Non-inferior, inferior or inconclusive at ``-tolerance``; inconclusive says how many more rows.
 
-    Below the tolerance's resolution floor (``resolution_rows``) nothing passes, however narrow the
-    interval: the variance of a few rows can look small by chance.
+    Below the tolerance's resolution floor (``resolution_rows``) only a clear gain passes (the interval
+    wholly above zero); non-inferiority by the tolerance's margin needs the floor's rows.
 
     The rows needed come from the observed standard error of the paired difference, which shrinks
     as 1/sqrt(rows): enough rows that the interval's half-width is smaller than the distance between
@@ -295,7 +295,9 @@ def judge_non_inferiority(
     """
     counted, floor, share = resolution_rows(interval.metric, tolerance, y_true)
     too_few = floor is not None and counted < floor
-    if not too_few and interval.lower > -tolerance:
+    # The floor stops a pass by the tolerance's margin on noise; an interval wholly above zero is a gain
+    # over keeping the champion at the stated confidence, whatever the tolerance.
+    if interval.lower > 0 or (not too_few and interval.lower > -tolerance):
         return NonInferiorityResult(NonInferiority.NON_INFERIOR, interval, tolerance, None, floor)
     if interval.upper < -tolerance:  # the floor guards passes: clear evidence of harm fails at any size
         return NonInferiorityResult(NonInferiority.INFERIOR, interval, tolerance, None, floor)

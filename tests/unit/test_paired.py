@@ -132,14 +132,19 @@ def test_the_issue_case_a_small_gain_on_200_rows_is_inconclusive_not_a_pass():
     assert result.outcome is NonInferiority.INCONCLUSIVE and result.rows_needed > 2000
 
 
-def test_too_few_rows_of_the_smaller_class_for_the_tolerance_is_inconclusive_even_with_a_narrow_interval():
+def test_too_few_rows_of_the_smaller_class_for_the_tolerance_is_inconclusive_unless_the_gain_is_clear():
     y = np.array([1] * 40 + [0] * 160)
-    scores = np.linspace(0, 1, 200)
-    better = np.where(y == 1, scores + 0.5, scores)
-    result = judge_non_inferiority(delong_difference(y, better, scores), 0.01, y)
-    assert result.interval.lower > 0  # clearly better on these rows, yet 40 positives cannot resolve 0.01
+    near = PairedInterval("roc_auc", 0.802, 0.800, 0.002, -0.004, 0.008, 0.003, 0.95, 200, "test")
+    result = judge_non_inferiority(near, 0.01, y)
+    assert near.lower > -0.01  # non-inferior by the margin on these rows, yet 40 positives cannot resolve 0.01
     assert result.outcome is NonInferiority.INCONCLUSIVE
     assert result.resolution_rows == 100 and result.rows_needed == 500 - 200  # 100 positives at a 20% share
+
+    scores = np.linspace(0, 1, 200)
+    better = np.where(y == 1, scores + 0.5, scores)
+    clear = judge_non_inferiority(delong_difference(y, better, scores), 0.01, y)
+    assert clear.interval.lower > 0  # better than keeping the champion at the stated confidence
+    assert clear.outcome is NonInferiority.NON_INFERIOR
 
 
 def test_rows_needed_shrink_the_half_width_to_the_distance_from_the_tolerance():
