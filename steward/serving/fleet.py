@@ -170,6 +170,21 @@ class ServingTarget:
     def of(cls, state: ServingState) -> ServingTarget:
         return cls(state.champion, state.challenger, state.plan)
 
+    def to_document(self) -> dict[str, Any]:
+        return {"champion": self.champion, "challenger": self.challenger,
+                "plan": self.plan.model_dump(mode="json") if self.plan is not None else None}
+
+    @classmethod
+    def from_document(cls, document: Any) -> ServingTarget:
+        """The target a refresh request names; ValueError saying what is wrong."""
+        if not isinstance(document, dict) or not {"champion", "challenger", "plan"} <= set(document):
+            raise ValueError('expect {"champion": "3", "challenger": null, "plan": {...} or null}')
+        versions = (document["champion"], document["challenger"])
+        if not all(v is None or isinstance(v, str) for v in versions):
+            raise ValueError("champion and challenger are version strings or null")
+        plan = None if document["plan"] is None else TrafficPlan.model_validate(document["plan"])
+        return cls(versions[0], versions[1], plan)
+
     def met_by(self, deployment: dict[str, Any]) -> bool:
         """Does a gateway's description of its deployment (``/admin/status``'s model entry) serve this?"""
         champion = (deployment.get("champion") or {}).get("version")
@@ -288,7 +303,8 @@ def _tell_one(
             if remaining <= 0:
                 return GatewayAck(gateway.gateway_id, gateway.admin_url, code, time.monotonic() - started, last)
             try:
-                answer = http.post(f"/admin/models/{model}/refresh", timeout=max(remaining, 0.05))
+                answer = http.post(f"/admin/models/{model}/refresh", json={"expect": target.to_document()},
+                                   timeout=max(remaining, 0.05))
             except httpx.HTTPError as error:
                 code, last = AckCode.UNREACHABLE, f"{type(error).__name__}: {error}"
             else:

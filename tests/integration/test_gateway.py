@@ -510,6 +510,11 @@ def test_a_gateway_joins_the_fleet_acknowledges_a_change_when_told_and_withdraws
         answer = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": rows_of(example_frame, 1)})
     assert answer.json()["version"] == challenger
 
+    with gateway.admin() as admin:  # already serving what it is told to expect: answered without a registry read
+        already = admin.post(f"/admin/models/{name}/refresh", json={"expect": target.to_document()})
+        bad = admin.post(f"/admin/models/{name}/refresh", json={"expect": {"champion": 3}})
+    assert already.status_code == 200 and already.json()["refreshed"] == []
+    assert bad.status_code == 422 and "expect" in bad.json()["error"]
     wrong = tell_gateways(fleet, name, target, SecretStr("not-the-token"), deadline_seconds=2)
     assert [a.code for a in wrong.acks] == [AckCode.REFUSED]
     gateway.stop()

@@ -88,6 +88,16 @@ def test_serving_target_compares_versions_and_plan():
     assert not ServingTarget("2", "3", blue_green).met_by(served)
 
 
+def test_a_target_travels_as_a_document_and_a_bad_one_says_what_is_wrong():
+    target = ServingTarget("2", "3", TrafficPlan(mode=TrafficMode.CANARY, challenger_percent=5))
+    assert ServingTarget.from_document(target.to_document()) == target
+    assert ServingTarget.from_document(ServingTarget("2", None, None).to_document()) == ServingTarget("2", None, None)
+    with pytest.raises(ValueError, match="champion"):
+        ServingTarget.from_document({"champion": "2"})
+    with pytest.raises(ValueError, match="version strings"):
+        ServingTarget.from_document({"champion": 2, "challenger": None, "plan": None})
+
+
 def test_no_gateway_registered_is_trivially_acknowledged(fleet):
     reach = tell_gateways(fleet, "m", ServingTarget("1", None, DEFAULT_PLAN), TOKEN)
     assert reach.acknowledged and reach.acks == () and reach.seconds == 0.0
