@@ -248,6 +248,11 @@ class FleetReach:
         """Telling to the last acknowledgement (0 with no gateway)."""
         return max((a.seconds for a in self.acks), default=0.0)
 
+    @property
+    def acknowledged_at(self) -> datetime:
+        """When the last gateway acknowledged: a request arriving later is served by the target."""
+        return self.told_at + timedelta(seconds=self.seconds)
+
     def describe(self) -> str:
         if not self.acks:
             return f"{self.model}: no live gateway registered; any gateway not registered follows at its next poll"

