@@ -94,7 +94,7 @@ def start_gateway(model: str, home: Path, log: Path) -> tuple[str, subprocess.Po
     process = subprocess.Popen(command, env={**os.environ, "STEWARD_ADMIN_TOKEN": TOKEN}, stdout=log.open("w"),
                                stderr=subprocess.STDOUT)
     url = f"http://{HOST}:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a busy machine took over 120 s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the gateway exited ({process.returncode}); see {log}")
@@ -104,7 +104,7 @@ def start_gateway(model: str, home: Path, log: Path) -> tuple[str, subprocess.Po
         except httpx.HTTPError:
             pass
         time.sleep(0.25)
-    raise RuntimeError(f"{url} was not ready after 120 s")
+    raise RuntimeError(f"{url} was not ready after 300 s")
 
 
 class Traffic:

@@ -11,7 +11,7 @@ import pytest
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):  # a busy machine's start took over 120 s
         yield
 
 
