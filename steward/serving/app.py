@@ -110,8 +110,8 @@ def create_app(
               "it serves. A body {\"expect\": {champion, challenger, plan}} answers at once if it serves that already.")
     async def admin_refresh_model(name: str, request: Request) -> dict[str, Any]:
         admin.authorize(request)
-        body = await request.body()
-        return await admin.refresh(name, gateway.json_body(body) if body else None)
+        told = request.headers.get("content-length", "0") not in ("", "0")
+        return await admin.refresh(name, await gateway.read_json(request) if told else None)
 
     @app.post("/admin/log/flush", summary="Write every queued prediction and label to the log now")
     async def admin_flush_log(request: Request) -> dict[str, Any]:

@@ -176,7 +176,7 @@ class Gateway:
                 if wait:
                     raise _RateLimited(wait)
             body = await self._raw_body(request)
-            payload = parse_payload(self.json_body(body), max_rows=self.config.max_batch_rows)
+            payload = parse_payload(self._json_body(body), max_rows=self.config.max_batch_rows)
             groups, allowed_extra, entities = self._route(deployment, payload, request)
             context = (request_id, time_ns, started, entities)
             jobs = [self._validated_job(deployment, route, rows, payload, allowed_extra, context)
@@ -249,7 +249,7 @@ class Gateway:
 
     async def read_json(self, request: Request) -> Any:
         """The request's body as JSON, within the body size limit; RequestError (400/413) otherwise."""
-        return self.json_body(await self._raw_body(request))
+        return self._json_body(await self._raw_body(request))
 
     async def _raw_body(self, request: Request) -> bytes:
         limit = self.config.max_body_bytes
@@ -262,7 +262,7 @@ class Gateway:
         return body
 
     @staticmethod
-    def json_body(body: bytes) -> Any:
+    def _json_body(body: bytes) -> Any:
         try:
             return json.loads(body)
         except ValueError as error:
