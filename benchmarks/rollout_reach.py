@@ -104,6 +104,7 @@ def start_gateway(model: str, home: Path, log: Path) -> tuple[str, subprocess.Po
         except httpx.HTTPError:
             pass
         time.sleep(0.25)
+    process.terminate()
     raise RuntimeError(f"{url} was not ready after 300 s")
 
 
@@ -200,11 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     registry = Registry.from_settings(settings)
     fleet = Fleet(settings.resolved_store_uri)
-    gateways = [start_gateway(model, home, home / f"gateway-{i}.log") for i in range(2)]
-    urls = [url for url, _ in gateways]
+    gateways: list[tuple[str, subprocess.Popen]] = []
     results: dict[tuple[str, str], list[Change]] = {}
     loads: dict[str, list[float]] = {}
     try:
+        for i in range(2):
+            gateways.append(start_gateway(model, home, home / f"gateway-{i}.log"))
+        urls = [url for url, _ in gateways]
         assert len(fleet.gateways(model)) == 2, "both gateways should have joined the fleet"
         # Both versions loaded once in each gateway (kept warm afterwards), as after any promotion.
         registry.promote(model, versions[1], reason="benchmark: warm both versions")

@@ -39,3 +39,17 @@ def model_events():
         return events
 
     return read
+
+
+@pytest.fixture
+def admin_token(monkeypatch):
+    """The flows reach the gateway's admin API (smoke tests, telling the fleet) with the token from the settings."""
+    from delivery_fixtures import ADMIN_TOKEN
+
+    from steward.config import reset_settings
+
+    monkeypatch.setenv("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
+    reset_settings()
+    yield
+    monkeypatch.undo()
+    reset_settings()

@@ -224,7 +224,7 @@ def test_a_champion_moved_during_the_smoke_test_stops_the_blue_green_instead_of_
 
 
 def test_rollback_command_restores_the_previous_champion_before_it_returns_and_stops_a_canary(
-    world, registry, model_events
+    world, registry, admin_token, model_events
 ):
     from typer.testing import CliRunner
 

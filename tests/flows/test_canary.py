@@ -53,7 +53,7 @@ from steward.registry.traffic import DEFAULT_PLAN, TrafficPlan
 from steward.simulation.injections import DriftKind, Injection
 from tests.support.polling import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("admin_token")]  # flows tell the gateway
 
 GOOD, ERRORS, SLOW, WORSE, HOLD, KILLED = (f"canary-{n}" for n in ("good", "errors", "slow", "worse", "hold", "killed"))
 DECIDED, FAILING, JUDGED = "canary-decided", "canary-failing", "canary-judged"  # not served: registry only

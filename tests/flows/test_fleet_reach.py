@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from delivery_fixtures import ADMIN_TOKEN, launch_gateway, register, spec_document, traffic, train
+from delivery_fixtures import launch_gateway, register, spec_document, traffic, train
 
 from steward.registry.history import CHAMPION
 from steward.serving.fleet import AckCode, Fleet, GatewayRecord
@@ -25,18 +25,6 @@ pytestmark = pytest.mark.slow
 
 REACHED, SILENT = "fleet-reached", "fleet-silent"
 POLL_SECONDS = 60.0
-
-
-@pytest.fixture
-def admin_token(monkeypatch):
-    """The commands tell the gateways with the token from the settings."""
-    from steward.config import reset_settings
-
-    monkeypatch.setenv("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
-    reset_settings()
-    yield
-    monkeypatch.undo()
-    reset_settings()
 
 
 def _first_row() -> dict:
