@@ -18,6 +18,7 @@ from steward.registry.traffic import Arm, TrafficMode, TrafficPlan
 from steward.spec import ModelSpec
 from steward.training.probes import edge_case_batches
 from tasks.common import registry
+from tasks.fleet import reach_gateways_now
 from tasks.rollout import rollout_lock
 
 IDLE_COLOUR_TIMEOUT_SECONDS = 60.0
@@ -89,5 +90,6 @@ def switch_colour(state: RolloutState, baseline_seconds: float, reason: str) -> 
     switched = lock.save(state.evolve(step=1, step_started=now, heartbeat=now, windows=(*state.windows, baseline)))
     registry().set_traffic_plan(state.model, TrafficPlan(mode=TrafficMode.BLUE_GREEN, live=Arm.CHALLENGER),
                                 reason=reason)
+    reach_gateways_now(state.model)  # the watch starts once the gateways serve the new colour
     started = datetime.now(UTC)
     return lock.save(switched.evolve(step_started=started, heartbeat=started))

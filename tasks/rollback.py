@@ -44,7 +44,7 @@ def stop_rollouts(model: str, reason: str) -> tuple[str, ...]:
 
 @task(name="restore-rollback-target", cache_policy=NO_CACHE)
 def restore_champion(model: str, reason: str, actor: str | None) -> AuditEntry:
-    """The one step: the champion alias back to the rollback target (gateways follow at their next poll)."""
+    """The one step: the champion alias back to the rollback target (the flow then tells the gateways)."""
     return registry().rollback(model, reason=reason, actor=actor)
 
 

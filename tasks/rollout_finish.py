@@ -26,6 +26,7 @@ from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.registry.traffic import DEFAULT_PLAN
 from steward.spec import SpecError, load_spec
 from tasks.common import current_flow_run_id, emit_model_event, ledger, publish_markdown, registry
+from tasks.fleet import reach_gateways
 from tasks.rollout import (
     artifact_parts,
     persist,
@@ -76,18 +77,23 @@ def record_incident(state: RolloutState, title: str, detail: str, *, priority: P
 
 
 def finish_rollout(state: RolloutState, resumed: bool) -> RolloutOutcome:
-    """Carry out a decided promotion or roll-back; each step is safe to repeat after a crash."""
+    """Carry out a decided promotion or roll-back; each step is safe to repeat after a crash.
+
+    Once the aliases and plan are final, the gateways are told and acknowledge (``outcome.reach``).
+    """
     logger = get_run_logger()
     reason = state.reason
     withdrawn_at = None
     if state.phase is Phase.PROMOTING:
         promote_challenger(state, reason)
+        reach = reach_gateways(state.model)
         emit_model_event(events.PROMOTED, state.model, version=state.version, previous_version=state.champion_version,
                          reason=reason, rollout=state.kind.value, rollout_id=state.id)
         result = RolloutResult.PROMOTED
         final = Phase.PROMOTED
     elif state.phase is Phase.ROLLING_BACK:
         withdrawn_at = withdraw_challenger(state, f"{state.kind.value} of v{state.version} rolled back: {reason}")
+        reach = reach_gateways(state.model)  # told before the rejection's writes: exposure ends here
         reject_version(state, reason)
         aftermath = roll_back_record(state)
         record_incident(state, aftermath.title, reason, priority=aftermath.priority,
@@ -102,7 +108,7 @@ def finish_rollout(state: RolloutState, resumed: bool) -> RolloutOutcome:
     records = read_timeline(done)
     publish_timeline(done, records)
     outcome = RolloutOutcome(state.model, state.kind, state.version, state.champion_version, result, reason,
-                             state.id, tuple(records), resumed, withdrawn_at)
+                             state.id, tuple(records), resumed, withdrawn_at, reach=reach)
     publish_markdown(outcome.to_markdown(), *artifact_parts(state), description=outcome.reason[:200])
     logger.info("%s", outcome.reason)
     return outcome

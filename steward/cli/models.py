@@ -136,13 +136,27 @@ def promote(
     reason: Annotated[str, typer.Option(help="Why; recorded in the history.")],
     home: HomeOption = None,
 ) -> None:
-    """Make a validated version the champion (the old one stays the rollback target)."""
-    registry = begin(home).registry()
+    """Make a validated version the champion (the old one stays the rollback target); returns once every live
+    gateway serves it, or names the gateways that did not answer."""
+    from steward.serving.fleet import Fleet, ServingTarget, tell_gateways
+
+    invocation = begin(home)
+    settings = invocation.settings
+    registry = invocation.registry()
     try:
         entry = registry.promote(model, version, reason=reason)
+        target = ServingTarget.of(registry.serving_state(model))
     except registry_errors() as error:
         fail(str(error))
     console.print(entry.describe(), highlight=False)
+    _print_reach(tell_gateways(Fleet(settings.resolved_store_uri), model, target, settings.admin_token,
+                               actor=settings.actor))
+
+
+def _print_reach(reach) -> None:
+    """Which gateways acknowledged a change; the ones that did not, in yellow (the change stands)."""
+    colour = "green" if reach.acknowledged else "yellow"
+    console.print(f"[{colour}]gateways:[/] {reach.describe()}", highlight=False)
 
 
 def rollback(
@@ -151,7 +165,7 @@ def rollback(
     home: HomeOption = None,
 ) -> None:
     """Return the champion to the previous champion in one step (the rollback flow): traffic plan reset,
-    any rollout in progress stopped, event emitted, incident recorded."""
+    any rollout in progress stopped, every live gateway told and waited for, event emitted, incident recorded."""
     invocation = begin(home)
     if not reason.strip():
         fail("say why with --reason: it goes into the history, the event and the incident")
@@ -161,6 +175,8 @@ def rollback(
                   f"[bold]v{outcome.to_version}[/] by {outcome.actor}; incident {outcome.incident_id}")
     for stopped in outcome.stopped_rollouts:
         console.print(f"[yellow]stopped[/] {stopped}")
+    if outcome.reach is not None:
+        _print_reach(outcome.reach)
 
 
 def example(home: HomeOption = None) -> None:

@@ -26,6 +26,9 @@ def serve(
     shadow_inline_max_ms: Annotated[float, typer.Option(
         help="Shadow copies of a challenger whose 16-row model call takes at most this long are scored on the "
              "event loop; a slower one's in the shadow process (0: always there).")] = 0.5,
+    advertise_url: Annotated[str | None, typer.Option(
+        help="URL at which flows reach this gateway's admin API (default: http://<host>:<port>); rollbacks and "
+             "promotions tell the gateway there and wait for it.")] = None,
     log_level: Annotated[str, typer.Option(help="JSON log level.")] = "info",
     gc_tuning: Annotated[bool, typer.Option(
         help="Run the garbage collector's young generation less often (docs/gateway.md); --no-gc-tuning "
@@ -45,7 +48,7 @@ def serve(
             models=tuple(models), poll_interval=poll_interval, log_mode=log_mode, flush_interval=flush_interval,
             wal_dir=wal_dir, store_uri=store_uri, max_batch_rows=max_batch_rows, rate_limit=rate_limit,
             rate_burst=rate_burst, out_of_range=out_of_range, shadow_inline_max_ms=shadow_inline_max_ms,
-            admin_token=settings.admin_token,
+            admin_token=settings.admin_token, admin_url=advertise_url,
         )
     except ValidationError as error:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from steward.delivery.decisions import ArmEvidence, Check, StepAction, StepCode,
 from steward.delivery.rollout import InterruptionCode, RolloutKind, RolloutResult, RolloutState, parse_time
 from steward.findings import Priority
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry
+
+if TYPE_CHECKING:  # the type only: serving sits above delivery
+    from steward.serving.fleet import FleetReach
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ class RolloutOutcome:
     resumed: bool = False
     withdrawn_at: datetime | None = None  # when the challenger's traffic was set back to 0
     interruption: InterruptionCode | None = None  # what stopped an aborted rollout
+    reach: FleetReach | None = None  # how the final alias/plan change reached the gateways
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def to_markdown(self) -> str:
@@ -153,6 +157,7 @@ class RolloutOutcome:
                  RolloutResult.ABORTED: f"{self.kind.value} of v{self.version} stopped"}[self.result]
         lines = [f"# {self.model}: {title}", "", f"- {self.reason}",
                  f"- {self.kind.value} {self.rollout_id}" + (" (resumed after an interruption)" if self.resumed else ""),
+                 *([f"- gateways: {self.reach.describe()}"] if self.reach is not None else []),
                  "", "| step | traffic | seconds | challenger | champion | holds | decision | reason |",
                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for record in self.steps:
@@ -177,12 +182,15 @@ class RollbackOutcome:
     reason: str
     incident_id: str
     stopped_rollouts: tuple[str, ...] = ()  # descriptions of rollouts the rollback ended
+    reach: FleetReach | None = None  # which gateways acknowledged serving the restored champion
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def to_markdown(self) -> str:
         lines = [f"# {self.model}: rolled back from v{self.from_version} to v{self.to_version}", "",
                  f"- by {self.actor}: {self.reason}", f"- incident {self.incident_id} in the maintenance ledger"]
         lines += [f"- stopped: {stopped}" for stopped in self.stopped_rollouts]
+        if self.reach is not None:
+            lines.append(f"- gateways: {self.reach.describe()}")
         return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ already atomic.  Appended keys carry a random suffix, so concurrent writers neve
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -76,6 +77,12 @@ class RecordStore:
                 self._fs.rm(partial)
             raise
         return final
+
+    def delete(self, model: str, key: str) -> None:
+        """Remove the record ``key`` of ``model``; nothing happens if it is already gone."""
+        path = f"{self.folder(model)}/{key}{SUFFIX}"
+        with contextlib.suppress(FileNotFoundError):
+            self._fs.rm(path)
 
     def append(self, model: str, when: datetime, text: str) -> str:
         """Add a record under a new key that sorts by ``when``; returns its path."""

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from steward.registry.traffic import TrafficError, TrafficMode, parse_plan
+from steward.serving.fleet import ServingTarget
 from steward.serving.schema import Problem, RequestError
 from steward.serving.shadow import shadow_placement
 
@@ -77,9 +78,20 @@ class Admin:
                                  "why": placement.reason}
         return placements
 
-    async def refresh(self, model: str | None) -> dict[str, Any]:
+    async def refresh(self, model: str | None, document: Any = None) -> dict[str, Any]:
+        """Re-read the registry now; with ``{"expect": target}`` (a flow telling the fleet) a model already
+        serving the target answers at once, without waiting for a poll in progress or reading the registry."""
         if model is not None:
             self.gateway.check_served(model)
+        expect = document.get("expect") if isinstance(document, dict) else None
+        if model is not None and expect is not None:
+            try:
+                target = ServingTarget.from_document(expect)
+            except ValueError as error:
+                raise RequestError(422, f"expect: {error}") from None
+            deployment = self.gateway.pool.get(model)
+            if deployment is not None and target.met_by(deployment.describe()):
+                return {"refreshed": [], **self.status()}
         results = await run_in_threadpool(self.gateway.pool.refresh, model)
         return {"refreshed": [asdict(r) for r in results], **self.status()}
 

@@ -106,10 +106,12 @@ def create_app(
         admin.authorize(request)
         return await admin.refresh(None)
 
-    @app.post("/admin/models/{name}/refresh", summary="Re-read the registry now (one model)")
+    @app.post("/admin/models/{name}/refresh", summary="Re-read the registry now (one model); the answer says what "
+              "it serves. A body {\"expect\": {champion, challenger, plan}} answers at once if it serves that already.")
     async def admin_refresh_model(name: str, request: Request) -> dict[str, Any]:
         admin.authorize(request)
-        return await admin.refresh(name)
+        told = request.headers.get("content-length", "0") not in ("", "0")
+        return await admin.refresh(name, await gateway.read_json(request) if told else None)
 
     @app.post("/admin/log/flush", summary="Write every queued prediction and label to the log now")
     async def admin_flush_log(request: Request) -> dict[str, Any]:

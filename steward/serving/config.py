@@ -41,6 +41,10 @@ class GatewayConfig(BaseModel):
     )
     warm_versions: int = Field(default=2, ge=0, description="Extra versions per model kept loaded.")
     admin_token: SecretStr | None = None
+    admin_url: str | None = Field(
+        default=None, description="The URL at which flows reach this gateway's admin API; given, the gateway joins "
+        "the fleet (steward.serving.fleet) so rollbacks and promotions tell it at once instead of waiting for its poll.",
+    )
 
     @model_validator(mode="after")
     def _unique_models(self) -> GatewayConfig:

@@ -36,6 +36,7 @@ from steward.registry.traffic import (
 from steward.serving.admin import require_admin
 from steward.serving.arms import LoadedArm, Scored
 from steward.serving.config import GatewayConfig
+from steward.serving.fleet import Fleet, GatewayRecord, Membership, new_gateway_id
 from steward.serving.inference import Job, LoopBatcher
 from steward.serving.metrics import GatewayMetrics
 from steward.serving.pool import Deployment, ModelPool, Poller
@@ -86,6 +87,7 @@ class Gateway:
         self.store = store
         self.pool: ModelPool | None = None
         self.poller: Poller | None = None
+        self.membership: Membership | None = None
         self.prediction_log: PredictionLog | None = None
         self.batcher = LoopBatcher(scored=self._scored)
         self.shadow_process = ShadowProcess()
@@ -124,12 +126,23 @@ class Gateway:
         )
         self.poller = Poller(self.pool, self.config.poll_interval)
         self.poller.start()
+        if self.config.admin_url:
+            self.membership = Membership(Fleet(self.store.uri), self._fleet_record(self.config.admin_url))
+            self.membership.start()
         log.info("gateway started for %s", ", ".join(self.config.models),
                  extra={"event": "gateway_started", "models": list(self.config.models),
                         "log_mode": self.config.log_mode.value, "poll_interval": self.config.poll_interval})
 
+    def _fleet_record(self, admin_url: str) -> GatewayRecord:
+        now = datetime.now(UTC)
+        token = self.config.admin_token
+        return GatewayRecord(new_gateway_id(admin_url), admin_url, self.config.models,
+                             token is not None and bool(token.get_secret_value()), now, now)
+
     def stop(self) -> None:
         """Finish queued work and flush the log: called after the server stopped taking requests."""
+        if self.membership is not None:
+            self.membership.stop()
         if self.poller is not None:
             self.poller.stop()
         self.shadow_worker.stop()

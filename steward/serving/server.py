@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import socket
 import sys
 
 from steward.serving.app import create_app
@@ -16,6 +17,12 @@ from steward.store.writer import use_writer_memory_pool
 # each load), so what remains is the young collections' cadence, which these thresholds slow
 # (``benchmarks/gateway_load.py --only gc-pairs`` measures both settings).
 GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def advertised_url(host: str, port: int) -> str:
+    """Where flows on other processes (or machines) reach this gateway, when not given."""
+    reachable = socket.getfqdn() if host in ("0.0.0.0", "::", "") else host
+    return f"http://{f'[{reachable}]' if ':' in reachable else reachable}:{port}"
 
 
 def serve(
@@ -40,6 +47,8 @@ def serve(
     configure_json_logging(log_level)
     if tune_gc:
         gc.set_threshold(*GC_THRESHOLDS)
+    if config.admin_url is None:
+        config = config.model_copy(update={"admin_url": advertised_url(host, port)})
     uvicorn.run(
         create_app(config), host=host, port=port, log_config=None, access_log=False,
         timeout_graceful_shutdown=30, server_header=False,

@@ -36,6 +36,10 @@ class ReplayArm:
     share: float = 1.0
     extra_latency_ms: float = 0.0
     error_rate: float = 0.0
+    # Latencies (ms) to draw from instead of measuring the estimator in this replay: a world replayed in
+    # parts (a week at a time) measures once, so a planted trend is not buried under the machine's load
+    # changing between the parts' measurements.
+    measured_latency_ms: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,8 @@ def replay_to_store(
             continue
         subset = features.iloc[positions]
         predictions, scores = _outputs(arm.estimator, subset, spec.task)
-        measured = measure_single_row_latency_ms(arm.estimator, subset)
+        measured = (np.asarray(arm.measured_latency_ms) if arm.measured_latency_ms
+                    else measure_single_row_latency_ms(arm.estimator, subset))
         latencies = rng.choice(measured, size=len(positions)) + arm.extra_latency_ms
         failed = rng.random(len(positions)) < arm.error_rate
         columns = {name: subset[name].tolist() for name in spec.feature_names}

@@ -11,7 +11,7 @@ import pytest
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):  # a busy machine's start took over 120 s
         yield
 
 
@@ -39,3 +39,17 @@ def model_events():
         return events
 
     return read
+
+
+@pytest.fixture
+def admin_token(monkeypatch):
+    """The flows reach the gateway's admin API (smoke tests, telling the fleet) with the token from the settings."""
+    from delivery_fixtures import ADMIN_TOKEN
+
+    from steward.config import reset_settings
+
+    monkeypatch.setenv("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
+    reset_settings()
+    yield
+    monkeypatch.undo()
+    reset_settings()

@@ -76,14 +76,14 @@ class GatewayProcess:
                 self.process.wait(timeout=10)
 
 
-def launch_gateway(models: list[str], tmp: Path) -> GatewayProcess:
+def launch_gateway(models: list[str], tmp: Path, poll_seconds: float = GATEWAY_POLL_SECONDS) -> GatewayProcess:
     """Start ``steward serve`` for ``models`` (each needs a champion); returns at once, see ``wait_ready``."""
     port = free_port()
     log_path = tmp / f"gateway-{port}.log"
     env = {**os.environ, "STEWARD_ADMIN_TOKEN": ADMIN_TOKEN, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "steward", "serve", *models, "--port", str(port),
-         "--poll-interval", str(GATEWAY_POLL_SECONDS), "--flush-interval", "0.5", "--log-level", "warning"],
+         "--poll-interval", str(poll_seconds), "--flush-interval", "0.5", "--log-level", "warning"],
         cwd=REPOSITORY, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("w"),
     )
     return GatewayProcess(f"http://127.0.0.1:{port}", process, log_path)

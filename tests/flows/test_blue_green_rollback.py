@@ -3,7 +3,7 @@
 Blue-green: a good challenger passes the smoke test through the gateway, is switched live and promoted; a
 slower one passes the smoke test (it answers correctly) but is switched back by the watch; one that raises on
 an unseen category fails the smoke test and never takes traffic. Rollback: `steward rollback` restores the
-previous champion while a canary is in progress, and every request answered a second later comes from it.
+previous champion while a canary is in progress, and every request answered after it returns comes from it.
 """
 
 from __future__ import annotations
@@ -235,8 +235,8 @@ def test_a_champion_moved_during_the_smoke_test_stops_the_blue_green_instead_of_
     assert not any(p.needs_challenger for p in _plans(registry, MOVED))  # never switched
 
 
-def test_rollback_command_restores_the_previous_champion_within_a_second_and_stops_a_canary(
-    world, registry, model_events
+def test_rollback_command_restores_the_previous_champion_before_it_returns_and_stops_a_canary(
+    world, registry, admin_token, model_events
 ):
     from typer.testing import CliRunner
 
@@ -254,6 +254,7 @@ def test_rollback_command_restores_the_previous_champion_within_a_second_and_sto
         canary = pool.submit(canary_promote, spec_path=str(spec_path), poll_seconds=POLL)
         wait_until(lambda: registry.get_traffic_plan(ROLLBACK).challenger_percent == 5, "the canary's first step")
         result = CliRunner().invoke(app, ["rollback", ROLLBACK, "--reason", "error surge after the release"])
+        returned = pd.Timestamp.now(tz="UTC")
         stopped = canary.result(timeout=60)
         time.sleep(2.0)
 
@@ -265,8 +266,10 @@ def test_rollback_command_restores_the_previous_champion_within_a_second_and_sto
     assert registry.alias_version(ROLLBACK, CHAMPION) == previous
     assert registry.get_traffic_plan(ROLLBACK) == DEFAULT_PLAN
 
-    # Every request received a second after the alias moved was answered by the restored champion.
-    after = pd.Timestamp(entry.time) + pd.Timedelta(seconds=1)
+    # Every request received after the command returned was answered by the restored champion: the rollback
+    # told the gateway and waited for it, so this holds however long a busy machine makes the registry writes.
+    assert "1 gateway(s) acknowledged" in " ".join(result.output.split())
+    after = returned
     wait_for_log(ROLLBACK, after)
     later = served(ROLLBACK, after)
     assert len(later) and (later["version"] == previous).all() and (later["arm"] == CHAMPION).all()

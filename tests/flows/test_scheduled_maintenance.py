@@ -56,10 +56,11 @@ def read_artifacts(key: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def world(registry, settings, example_frame, tmp_path_factory) -> World:
     from steward.simulation.examples import example_spec_text
-    from steward.simulation.replay import ReplayArm, replay_to_store
+    from steward.simulation.replay import ReplayArm, measure_single_row_latency_ms, replay_to_store
     from steward.spec import load_spec
     from steward.store.reader import PredictionStore
-    
+    from steward.training.data import prepare_features
+
     folder = tmp_path_factory.mktemp("maintenance")
     name = "maintenance-world"
     document = yaml.safe_load(example_spec_text())
@@ -77,9 +78,13 @@ def world(registry, settings, example_frame, tmp_path_factory) -> World:
         Injection(DriftKind.MISSING_SPIKE, START + 31 * DAY, None, ("age",), 0.3),
     ))
     store = PredictionStore.from_settings(settings)
+    # The model's real single-row latency, measured once: measured again each week, a busy machine's
+    # load changed between weeks by more than the planted 7 ms and no trend was left to find.
+    measured = tuple(measure_single_row_latency_ms(trained.estimator, prepare_features(example_frame, spec)))
     for week in range(DAYS // 7):  # latency steps up by 7 ms a week
         traffic = world.generate(START + 7 * week * DAY, START + 7 * (week + 1) * DAY)
-        arm = ReplayArm("champion", info.version, trained.estimator, extra_latency_ms=7.0 * week)
+        arm = ReplayArm("champion", info.version, trained.estimator, extra_latency_ms=7.0 * week,
+                        measured_latency_ms=measured)
         replay_to_store(store, spec, traffic, [arm], labels_until=pd.Timestamp(AS_OF), seed=week)
     for old in ("2025-10-01", "2025-12-07", "2025-12-08"):  # around the 90-day log retention
         at = pd.Timestamp(old, tz="UTC")

@@ -487,3 +487,35 @@ def test_replayed_traffic_is_logged_at_its_own_time_and_only_for_an_admin(start_
     labels = store.read_labels(name, end=then + timedelta(minutes=1))
     assert list(labels["request_id"]) == [request_id]
     assert store.read_predictions(name, *log_window()).empty
+
+
+def test_a_gateway_joins_the_fleet_acknowledges_a_change_when_told_and_withdraws_at_stop(
+    start_gateway, two_versions, example_frame, registry
+):
+    from pydantic import SecretStr
+
+    from steward.serving.fleet import AckCode, Fleet, ServingTarget, tell_gateways
+
+    name, champion, challenger = two_versions
+    gateway = start_gateway([name], poll_interval=60)  # only the telling can move it within the test
+    fleet = Fleet(gateway.store_uri)
+    [member] = fleet.gateways(name)
+    assert member.admin_url == gateway.url and member.models == (name,) and member.admin_api
+
+    registry.promote(name, challenger, reason="promoted, then told")
+    target = ServingTarget.of(registry.serving_state(name))
+    reach = tell_gateways(fleet, name, target, SecretStr("test-admin-token"))
+    assert [(a.gateway_id, a.code) for a in reach.acks] == [(member.gateway_id, AckCode.ACKNOWLEDGED)]
+    with gateway.client() as client:
+        answer = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": rows_of(example_frame, 1)})
+    assert answer.json()["version"] == challenger
+
+    with gateway.admin() as admin:  # already serving what it is told to expect: answered without a registry read
+        already = admin.post(f"/admin/models/{name}/refresh", json={"expect": target.to_document()})
+        bad = admin.post(f"/admin/models/{name}/refresh", json={"expect": {"champion": 3}})
+    assert already.status_code == 200 and already.json()["refreshed"] == []
+    assert bad.status_code == 422 and "expect" in bad.json()["error"]
+    wrong = tell_gateways(fleet, name, target, SecretStr("not-the-token"), deadline_seconds=2)
+    assert [a.code for a in wrong.acks] == [AckCode.REFUSED]
+    gateway.stop()
+    assert fleet.gateways(name) == []

@@ -62,17 +62,19 @@ def start_gateway(registry: Any, models: Sequence[str], *, store_uri: str, admin
                   **options: Any) -> RunningGateway:
     """Serve ``models`` (each needs a champion) from ``registry``; returns once every model is loaded.
 
-    ``options`` are GatewayConfig fields; a poll every 0.2 s and a flush every 0.5 s unless given.
+    ``options`` are GatewayConfig fields; a poll every 0.2 s and a flush every 0.5 s unless given. The
+    gateway joins the fleet under ``store_uri`` with its loopback URL.
     """
     import uvicorn
 
     from steward.serving import GatewayConfig, create_app
 
+    port = free_port()
     token = SecretStr(admin_token) if admin_token else None
     config = GatewayConfig(models=tuple(models), store_uri=store_uri, admin_token=token,
-                           **{"poll_interval": 0.2, "flush_interval": 0.5, **options})
+                           **{"poll_interval": 0.2, "flush_interval": 0.5, "admin_url": f"http://127.0.0.1:{port}",
+                              **options})
     app = create_app(config, registry=registry)
-    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
     )
