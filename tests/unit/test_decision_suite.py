@@ -77,3 +77,57 @@ def test_a_gradual_drift_counts_its_delay_from_when_it_became_material():
     assert score.detected and score.delay_cycles == 1
     early = score_case(gradual, trace(gradual.first_window, 14, alarms={material - 1}))
     assert early.delay_cycles == 0 and early.false_alarms == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The quick mode's decisions (benchmarks/decisions.py --quick): Steward on the simulator, daily cadence.
+# They hold the goals; a decision that misses one is the product's to fix, not the test's.
+
+
+@pytest.fixture(scope="module")
+def quick_runs():
+    pytest.importorskip("steward.backtest", reason="the backtest engine (branch wt/backtest) is not merged")
+    from steward.simulation.suite_run import run_case
+
+    size = SuiteSize.quick()
+    cache: dict[str, object] = {}
+
+    def run(name: str):
+        if name not in cache:
+            cache[name] = run_case(case(name, size), size, seed=7, weekly=False, evidently=False)
+        return cache[name]
+
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["quiet", "quiet_seasonal_calendar", "quiet_unimportant_shift"])
+def test_a_quiet_period_raises_at_most_one_alarm_per_90_days(quick_runs, name):
+    score = quick_runs(name).scores["steward"]
+    assert score.false_alarms_per_90_days <= 1.0, f"{score.false_alarms} alarms in {score.quiet_days:.0f} quiet days"
+    assert score.retrains == 0
+
+
+@pytest.mark.slow
+def test_an_important_feature_shift_of_one_std_is_detected_within_one_cycle(quick_runs):
+    score = quick_runs("covariate_1std").scores["steward"]
+    assert score.detected and score.delay_cycles == 0 and score.false_alarms == 0
+
+
+@pytest.mark.slow
+def test_a_ten_point_concept_drift_leads_to_a_retrain_and_accuracy_back_near_the_oracle(quick_runs):
+    run = quick_runs("concept_sudden_10pt")
+    steward, frozen = run.scores["steward"], run.scores["frozen"]
+    assert frozen.accuracy_lost > 0.05  # the drift is as costly as designed
+    assert steward.detected and steward.delay_cycles == 0
+    assert steward.retrains >= 1
+    assert steward.cycles_to_recover is not None and steward.cycles_to_recover <= 2
+
+
+@pytest.mark.slow
+def test_a_threshold_shift_that_keeps_auc_is_caught_and_repaired(quick_runs):
+    run = quick_runs("threshold_shift")
+    steward = run.scores["steward"]
+    assert run.scores["frozen"].accuracy_lost > 0.03
+    assert steward.detected and steward.delay_cycles == 0
+    assert steward.cycles_to_recover is not None and steward.cycles_to_recover <= 2
