@@ -21,7 +21,9 @@ Triggers (docs/operations.md explains them):
   retrain cooldown fires on the first event and then ignores the model's events until the
   window ends (one bucket per model via ``for_each``), so drift and an accuracy loss found by
   the same maintenance run start one retrain. The retrain flow enforces the cooldown and the
-  weekly budget again, so a misfire cannot exceed them.
+  weekly budget again, so a misfire cannot exceed them. The trigger passes the event's ``window_end`` as the
+  retrain's ``as_of``, so that check runs on the event time of the check that fired it (a backfill of a
+  past window is judged as it would have been then); the debounce itself is on the server's clock.
 * ``steward.model.candidate-registered`` (emitted by retrain) starts ``validate`` for that version;
   ``steward.model.candidate-validated`` starts ``canary-promote`` for the validated version.
 * ``steward.model.promoted`` and ``steward.model.rolled-back`` start ``notify``.
@@ -211,10 +213,15 @@ def _triggers(key: str, entry: ModelEntry) -> list[dict[str, Any]]:
                 f"further such events are ignored for the retrain cooldown ({entry.cooldown_hours:g} h).",
                 model, [events.DRIFT_DETECTED, events.HEALTH_DEGRADED], within_seconds=cooldown,
                 extra_match={events.RETRAIN_LABEL: "wanted"},
-                parameters={"reason": text(
-                    f"{{{{ 'drift detected' if event.event == '{events.DRIFT_DETECTED}' else 'accuracy degraded' }}}}: "
-                    "{{ event.payload.get('reason', 'no reason given') }}"
-                )},
+                parameters={
+                    "reason": text(
+                        f"{{{{ 'drift detected' if event.event == '{events.DRIFT_DETECTED}' else 'accuracy degraded' }}}}: "
+                        "{{ event.payload.get('reason', 'no reason given') }}"
+                    ),
+                    # the event time of the check that fired: a backfill's retrain is judged (cooldown,
+                    # budget, data window) at its past window end, not at the wall clock
+                    "as_of": payload_value("window_end"),
+                },
             ),
         ]
     if key == "validate":

@@ -8,6 +8,7 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 
 from steward import events
+from steward.training.gates import RetrainCode
 from tasks.common import emit_model_event, publish_markdown
 from tasks.data import check_training_data, load_model_spec, load_training_data, split_data
 from tasks.training import (
@@ -26,6 +27,8 @@ class RetrainResult:
     registered: bool
     reason: str
     skipped_because: str | None = None
+    allowance: RetrainCode | None = None  # the cooldown/budget verdict at ``as_of``
+    as_of: datetime | None = None
     version: str | None = None
     semver: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -52,14 +55,17 @@ def retrain(
 ) -> RetrainResult:
     """``force`` skips the cooldown and weekly budget (for a person; triggers never set it).
 
-    ``as_of`` ends the production data window (default: now).
+    ``as_of`` is the run's event time (default: now): it ends the production data window, and the
+    cooldown and weekly budget are judged at it, so a backfill or a trigger from a past window's
+    check decides as it would have then. Triggers pass the window end of the check that fired them.
     """
     logger = get_run_logger()
     spec = load_model_spec(spec_path)
-    allowance = check_retrain_allowance(spec)
+    allowance = check_retrain_allowance(spec, as_of)
     if not allowance.allowed and not force:
         logger.warning("retrain of %s skipped: %s", spec.name, allowance.reason)
-        return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=allowance.reason)
+        return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=allowance.reason,
+                             allowance=allowance.code, as_of=allowance.as_of)
     frame, source = load_training_data(spec, as_of)
     check_training_data(frame, spec)
     split = split_data(frame, spec)
@@ -68,14 +74,14 @@ def retrain(
     duration = judge_duration(spec, trained)
     if duration.slow:
         logger.warning("training of %s was slow: %s", spec.name, duration.reason)
-    info = register_candidate(spec, trained, duration)
+    info = register_candidate(spec, trained, duration, as_of)
     archived = archive_old_versions(spec)
     if archived:
         logger.info("archived %s: past retention", ", ".join(f"v{v}" for v in archived))
     result = RetrainResult(
         model=spec.name, registered=True, reason=reason, version=info.version, semver=info.semver,
         metrics=trained.metrics, data_sha256=data_sha256, training_seconds=trained.lineage.training_seconds,
-        slow_training=duration.slow,
+        slow_training=duration.slow, allowance=allowance.code, as_of=allowance.as_of,
     )
     window = f"{trained.lineage.data_window_start or '?'} → {trained.lineage.data_window_end or '?'}"
     publish_markdown(_lineage_markdown(result, source, window), "retrain", spec.name)

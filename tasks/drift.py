@@ -22,12 +22,11 @@ from steward.monitoring.drift.monitor import (
     REPORTS_ARTIFACT_DIR,
     DriftVerdict,
     DriftWindow,
+    build_drift_reference,
     drift_finding,
     drift_fingerprint,
     judge_drift,
-    permutation_importances,
     prediction_drift_column,
-    reference_outputs,
 )
 from steward.monitoring.drift.profile import ReferenceProfile
 from steward.monitoring.drift.result import DriftResult
@@ -138,16 +137,10 @@ def build_reference_profile(spec: ModelSpec, version: str) -> CachedProfile:
     reg = registry()
     model = reg.load_model(spec.name, version).model
     reference = prepare_features(reg.load_dataset(spec.name, version, "reference"), spec)
-    reference[prediction_drift_column(spec)[0]] = reference_outputs(model, reference, spec)
     holdout_raw = reg.load_dataset(spec.name, version, "holdout")
     holdout = prepare_features(holdout_raw, spec)
     holdout[spec.target] = holdout_raw[spec.target].to_numpy()
-    numeric, categorical, prediction = _expected_columns(spec)
-    profile = ReferenceProfile.build(
-        reference, numeric=list(numeric), categorical=list(categorical), prediction_column=prediction,
-        prediction_kind=prediction_drift_column(spec)[1],
-    )
-    importances = permutation_importances(model, holdout, spec)
+    profile, importances = build_drift_reference(model, reference, holdout, spec)
     return CachedProfile(profile, importances, built=True, seconds=time.perf_counter() - started)
 
 

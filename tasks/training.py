@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prefect import task
 
 from steward.registry.adapter import VersionInfo
 from steward.spec import ModelSpec
 from steward.training.data import Split, frame_sha256
 from steward.training.gates import (
+    TRAINED_AS_OF_TAG,
     RetrainAllowance,
     TrainingDurationVerdict,
     decide_retrain,
     judge_training_duration,
+    trained_as_of,
 )
 from steward.training.train import TrainedModel, reference_sample, train_model
 from tasks.common import registry
 
 
 @task(name="check-retrain-allowance", retries=2, retry_delay_seconds=[2, 5])
-def check_retrain_allowance(spec: ModelSpec) -> RetrainAllowance:
-    from datetime import UTC, datetime
-
-    earlier = [v.created for v in registry().list_versions(spec.name)] if registry().model_exists(spec.name) else []
+def check_retrain_allowance(spec: ModelSpec, as_of: datetime | None = None) -> RetrainAllowance:
+    """The cooldown and weekly budget at event time ``as_of`` (default now), against the event times
+    earlier versions were trained at."""
+    reg = registry()
+    versions = reg.list_versions(spec.name) if reg.model_exists(spec.name) else []
+    earlier = [trained_as_of(v.tags, v.created) for v in versions]
     return decide_retrain(
-        datetime.now(UTC), earlier, cooldown_hours=spec.retrain.cooldown_hours, max_per_week=spec.retrain.max_per_week
+        as_of, earlier, cooldown_hours=spec.retrain.cooldown_hours, max_per_week=spec.retrain.max_per_week
     )
 
 
@@ -46,8 +52,13 @@ def judge_duration(spec: ModelSpec, trained: TrainedModel) -> TrainingDurationVe
 
 
 @task(name="register-candidate", retries=2, retry_delay_seconds=[2, 5])
-def register_candidate(spec: ModelSpec, trained: TrainedModel, slow: TrainingDurationVerdict) -> VersionInfo:
-    """Register with lineage, the held-out rows and a bounded training sample (the drift reference)."""
+def register_candidate(
+    spec: ModelSpec, trained: TrainedModel, slow: TrainingDurationVerdict, as_of: datetime | None = None
+) -> VersionInfo:
+    """Register with lineage, the held-out rows and a bounded training sample (the drift reference).
+
+    ``as_of`` (default now) is recorded as the version's training event time, the clock of the retrain cooldown.
+    """
     reference = reference_sample(trained.train_frame, spec.training.reference_sample_rows, spec.training.random_state)
     info = registry().register_version(
         spec.name,
@@ -60,7 +71,10 @@ def register_candidate(spec: ModelSpec, trained: TrainedModel, slow: TrainingDur
     )
     registry().set_version_tags(
         spec.name, info.version,
-        {"steward.training_duration_flag": ("slow: " if slow.slow else "normal: ") + slow.reason},
+        {
+            "steward.training_duration_flag": ("slow: " if slow.slow else "normal: ") + slow.reason,
+            TRAINED_AS_OF_TAG: (as_of or datetime.now(UTC)).astimezone(UTC).isoformat(),
+        },
     )
     return info
 

@@ -260,7 +260,9 @@ def split_train_holdout(frame: pd.DataFrame, spec: ModelSpec) -> Split:
 def production_training_frame(
     spec: ModelSpec, *, store: PredictionStore | None = None, now: datetime | None = None
 ) -> tuple[pd.DataFrame, str]:
-    """Labelled production rows of the last ``spec.data.window_days``, shaped like a training file.
+    """Labelled production rows of the last ``spec.data.window_days`` before ``now``, shaped like a training file.
+
+    Only labels received before ``now`` count, so a backfill at a past ``now`` sees what was known then.
 
     Every served prediction counts, whichever arm answered: the label belongs to the input,
     not to the model that scored it. Shadow copies are left out because they repeat a served
@@ -286,7 +288,7 @@ def production_training_frame(
             f"no served predictions of {spec.name!r} in {store.uri} over {window}: serve the model with "
             "`steward serve` and send labels to its feedback endpoint, or train from a file (data.kind: file)"
         )
-    joined = join_labels(predictions, store.read_labels(spec.name, start=start))
+    joined = join_labels(predictions, store.read_labels(spec.name, start=start, end=end))
     if joined.empty:
         raise DataError(
             f"{len(predictions)} predictions of {spec.name!r} were served over {window} but none has a label yet: "

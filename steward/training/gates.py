@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from steward.findings import CheckStatus
@@ -222,27 +222,61 @@ class RetrainCode(StrEnum):
 class RetrainAllowance:
     code: RetrainCode
     reason: str
+    as_of: datetime | None = None  # the event time the allowance was judged at
 
     @property
     def allowed(self) -> bool:
         return self.code is RetrainCode.WITHIN_BUDGET
 
 
+# Version tag holding the event time a version was trained at (the retrain's ``as_of``, else the
+# wall clock then): the clock the cooldown and the weekly budget run on.
+TRAINED_AS_OF_TAG = "steward.trained_as_of"
+
+
+def trained_as_of(tags: dict[str, str], created: datetime) -> datetime:
+    """A version's training event time: its ``steward.trained_as_of`` tag, else its creation time
+    (versions registered before the tag existed)."""
+    value = tags.get(TRAINED_AS_OF_TAG)
+    if not value:
+        return created
+    stamp = datetime.fromisoformat(value)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
 def decide_retrain(
-    now: datetime, earlier_retrains: Sequence[datetime], *, cooldown_hours: float, max_per_week: int
+    as_of: datetime | None, earlier_retrains: Sequence[datetime], *, cooldown_hours: float, max_per_week: int
 ) -> RetrainAllowance:
-    """Enforce the spec's cooldown and weekly budget, so a burst of triggers cannot retrain in a loop."""
-    if earlier_retrains:
-        latest = max(earlier_retrains)
+    """Enforce the spec's cooldown and weekly budget, so a burst of triggers cannot retrain in a loop.
+
+    Both run on event time: ``as_of`` is the time the run judges (a backfill's past window end;
+    None means now) and ``earlier_retrains`` the event times earlier retrains ran at, so a replay
+    of last month decides as it would have then. Retrains at a later event time than ``as_of``
+    had not happened yet at that time and do not count.
+    """
+    now = as_of if as_of is not None else datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    before = [t if t.tzinfo else t.replace(tzinfo=UTC) for t in earlier_retrains]
+    before = [t for t in before if t <= now]
+    if before:
+        latest = max(before)
         since = (now - latest).total_seconds() / 3600
         if since < cooldown_hours:
             return RetrainAllowance(
-                RetrainCode.COOLDOWN, f"cooldown: last retrain {since:.1f} h ago, cooldown is {cooldown_hours:g} h "
+                RetrainCode.COOLDOWN, f"cooldown: last retrain {since:.1f} h before {now:%Y-%m-%d %H:%M} UTC, "
+                f"cooldown is {cooldown_hours:g} h "
                 f"(next allowed after {(latest + timedelta(hours=cooldown_hours)).isoformat(timespec='minutes')})",
+                now,
             )
-    week = [t for t in earlier_retrains if now - t < timedelta(days=7)]
+    week = [t for t in before if now - t < timedelta(days=7)]
     if len(week) >= max_per_week:
         return RetrainAllowance(
-            RetrainCode.WEEKLY_BUDGET_SPENT, f"budget: {len(week)} retrains in the last 7 days, the budget is {max_per_week} a week"
+            RetrainCode.WEEKLY_BUDGET_SPENT,
+            f"budget: {len(week)} retrains in the 7 days before {now:%Y-%m-%d %H:%M} UTC, "
+            f"the budget is {max_per_week} a week", now,
         )
-    return RetrainAllowance(RetrainCode.WITHIN_BUDGET, f"{len(week)} of {max_per_week} retrains used this week; cooldown respected")
+    return RetrainAllowance(
+        RetrainCode.WITHIN_BUDGET, f"{len(week)} of {max_per_week} retrains used in the week before "
+        f"{now:%Y-%m-%d %H:%M} UTC; cooldown respected", now,
+    )

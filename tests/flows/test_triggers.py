@@ -103,6 +103,7 @@ def test_a_drift_storm_starts_one_retrain_with_the_spec_path(register, write_spe
     assert run.parameters == {
         "spec_path": str(spec_path),
         "reason": "drift detected: share of drifted columns 0.45 > 0.30",
+        "as_of": None,  # the event carried no window_end: the retrain runs at the wall clock
     }
 
     for i in range(8):  # a storm within the cooldown, and the accuracy loss the same maintenance run found
@@ -182,3 +183,61 @@ def test_a_registered_candidate_is_validated(register, write_spec, model_name):
     run = _the_run_started_by(ids["validate"], events.CANDIDATE_REGISTERED, model_name, version="3", semver="1.2.0",
                               reason="retrained: drift")
     assert run.parameters == {"spec_path": str(spec_path), "version": "3"}
+
+
+def test_a_past_drift_check_starts_a_retrain_judged_at_that_window_end(register, write_spec, model_name, registry,
+                                                                        settings, example_frame):
+    """A backfill's drift check at a past ``as_of`` fires a retrain whose cooldown is judged at that time."""
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from flows.drift_report import drift_report
+    from flows.retrain import retrain
+    from steward.simulation.injections import DriftKind, Injection
+    from steward.simulation.replay import ReplayArm, replay_to_store
+    from steward.simulation.scenario import credit_default_scenario
+    from steward.spec import load_spec
+    from steward.store.reader import PredictionStore
+    from steward.training.gates import TRAINED_AS_OF_TAG, RetrainCode, trained_as_of
+    from tasks.training import check_retrain_allowance
+    from tests.support.models import register_champion, train_spec
+
+    start, day = pd.Timestamp("2026-02-01", tz="UTC"), pd.Timedelta(days=1)
+    spec_path = write_spec(drift={"window_days": 1, "method": "share", "share_threshold": 0.05},
+                           estimator__params={"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                                              "max_iter": 15, "random_state": 0})
+    spec = load_spec(spec_path)
+    trained = train_spec(spec, example_frame, str(spec_path))
+    champion = register_champion(registry, spec, trained)
+    world = credit_default_scenario(rows_per_day=1000, injections=(
+        Injection(DriftKind.COVARIATE_SHIFT, start + day, None, ("income",), 1.5),))
+    replay_to_store(PredictionStore.from_settings(settings), spec, world.generate(start, start + 2 * day),
+                    [ReplayArm("champion", champion.version, trained.estimator)])
+    ids = register(spec_path, ["retrain"])
+
+    window_end = (start + 2 * day).to_pydatetime()
+    # the champion was trained 2 h of event time before that window's end: inside the 24 h cooldown then,
+    # ten months before now on the wall clock
+    registry.set_version_tags(model_name, champion.version,
+                              {TRAINED_AS_OF_TAG: (window_end - timedelta(hours=2)).isoformat()})
+    outcome = drift_report(spec_path=str(spec_path), as_of=window_end)
+    assert outcome.material and outcome.announced
+    _flush_events()
+
+    runs = _wait_for_runs(ids["retrain"], 1)
+    assert len(runs) == 1
+    parameters = runs[0].parameters
+    assert parameters["as_of"] == window_end.isoformat()  # the window end of the check that fired
+
+    assert check_retrain_allowance.fn(spec).code is RetrainCode.WITHIN_BUDGET  # the wall clock would retrain
+    skipped = retrain(**parameters)
+    assert (skipped.registered, skipped.allowance) == (False, RetrainCode.COOLDOWN)
+    assert skipped.as_of == window_end
+
+    registry.set_version_tags(model_name, champion.version,
+                              {TRAINED_AS_OF_TAG: (window_end - timedelta(hours=30)).isoformat()})
+    done = retrain(**parameters)
+    assert (done.registered, done.allowance) == (True, RetrainCode.WITHIN_BUDGET)
+    new = registry.get_version(model_name, done.version)
+    assert trained_as_of(new.tags, new.created) == window_end  # the next check counts it at its event time

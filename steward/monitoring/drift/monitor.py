@@ -19,6 +19,7 @@ import pandas as pd
 from steward.findings import Finding, MaintenanceKind, Priority
 from steward.monitoring.drift.history import DriftRecord
 from steward.monitoring.drift.policy import DriftPolicy, MaterialDriftDecision, decide_material_drift
+from steward.monitoring.drift.profile import ReferenceProfile
 from steward.monitoring.drift.result import DriftResult
 from steward.spec import ModelSpec
 
@@ -125,6 +126,24 @@ def permutation_importances(
         random_state=seed, n_jobs=1,
     )
     return {name: max(0.0, float(value)) for name, value in zip(spec.feature_names, result.importances_mean, strict=True)}
+
+
+def build_drift_reference(
+    estimator: Any, reference: pd.DataFrame, holdout: pd.DataFrame, spec: ModelSpec
+) -> tuple[ReferenceProfile, dict[str, float]]:
+    """A version's drift reference: the profile of its training sample (prepared features) with the
+    version's own outputs on it, and its permutation importances on its labelled holdout.
+
+    The drift flow caches the pair with the version; the backtest builds it once per champion.
+    """
+    column, kind = prediction_drift_column(spec)
+    frame = reference[spec.feature_names].copy()
+    frame[column] = reference_outputs(estimator, frame, spec)
+    profile = ReferenceProfile.build(
+        frame, numeric=list(spec.numeric_features), categorical=list(spec.categorical_features),
+        prediction_column=column, prediction_kind=kind,
+    )
+    return profile, permutation_importances(estimator, holdout, spec)
 
 
 def focus_result(

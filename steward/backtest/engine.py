@@ -1,0 +1,459 @@
+"""Replay a labelled history window by window on an event-time clock, deciding as Steward's flows decide.
+
+At each window's end the served model's batch-scored window goes through the same pure procedures
+the flows call: the health check's data-quality and accuracy checks, the drift engine and the drift
+verdict with the previous check's record, the retrain trigger (announced drift, degraded accuracy),
+the retrain allowance at that event time, training on the labels known by then, and the validation
+gate against the champion. State lives in memory: no gateway, no registry, no Prefect. A promotion
+serves from the next window (the canary is not replayed).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from steward.backtest.history import BacktestError, check_history, label_times
+from steward.backtest.result import (
+    NOT_CHECKED,
+    Action,
+    ActionKind,
+    BacktestConfig,
+    BacktestResult,
+    Strategy,
+    WindowOutcome,
+)
+from steward.estimators import build_estimator
+from steward.monitoring.drift.engine import detect_drift
+from steward.monitoring.drift.history import DriftRecord
+from steward.monitoring.drift.monitor import (
+    MIN_DRIFT_ROWS,
+    build_drift_reference,
+    judge_drift,
+    prediction_drift_column,
+    reference_outputs,
+)
+from steward.monitoring.drift.profile import ReferenceProfile
+from steward.monitoring.health.accuracy import (
+    Calibration,
+    check_accuracy,
+    measure_calibration,
+    versions_needing_estimate,
+)
+from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
+from steward.monitoring.health.report import Area, CheckResult, HealthReport, HealthWindow, failed_check
+from steward.spec import ModelSpec, Task
+from steward.store.records import label_text
+from steward.training.data import frame_sha256, split_train_holdout, validate_training_data
+from steward.training.evaluation import compute_metrics, predict_scores
+from steward.training.gates import decide_retrain
+from steward.training.train import TrainedModel, labelled_frame, reference_sample, train_model
+from steward.training.validation import Contender, validate_candidate
+
+LABEL_TIME = "__steward_label_time"
+
+
+@dataclass
+class _Version:
+    """A model Steward trained in the replay, with what its monitoring needs (built when it first serves)."""
+
+    version: str
+    trained: TrainedModel
+    trained_at: datetime
+    input_schema: dict[str, str]
+    profile: ReferenceProfile | None = None
+    importances: dict[str, float] = field(default_factory=dict)
+    reference: pd.DataFrame | None = None
+    fences: OutlierFences | None = None
+    calibration: Calibration | str | None = None
+
+    @property
+    def estimator(self) -> Any:
+        return self.trained.estimator
+
+    def contender(self) -> Contender:
+        return Contender(self.trained.estimator, self.version, self.input_schema)
+
+    def prepare_monitoring(self, spec: ModelSpec) -> None:
+        """The drift reference, outlier fences and calibration the flows read from the registry."""
+        if self.profile is not None:
+            return
+        sample = reference_sample(self.trained.train_frame, spec.training.reference_sample_rows,
+                                  spec.training.random_state)
+        self.reference = sample[spec.feature_names].reset_index(drop=True)
+        self.profile, self.importances = build_drift_reference(
+            self.estimator, self.reference, self.trained.holdout_frame, spec)
+        self.fences = OutlierFences.from_reference(self.reference, spec, self.version)
+        try:
+            self.calibration = measure_calibration(self.estimator, self.trained.holdout_frame, spec)
+        except ValueError as error:
+            self.calibration = str(error)
+
+
+@dataclass(frozen=True)
+class _DriftCheck:
+    record: DriftRecord
+    why: str  # why it was (not) announced
+    code: str  # the DriftReason value
+
+    @property
+    def announced(self) -> bool:
+        return self.record.announced
+
+
+@dataclass(frozen=True)
+class _Scored:
+    predictions: np.ndarray
+    probabilities: np.ndarray | None
+
+
+def run_backtest(
+    spec: ModelSpec,
+    history: pd.DataFrame,
+    config: BacktestConfig | None = None,
+    *,
+    on_window: Callable[[WindowOutcome], None] | None = None,
+) -> BacktestResult:
+    """Replay ``history`` (the spec's features, target and timestamp) and return what each strategy did.
+
+    ``on_window`` is called with each window's outcome as it is decided (progress for the CLI and flow).
+    """
+    started = time.perf_counter()
+    config = config or BacktestConfig()
+    windows = []
+    # One native thread: the replay fits and scores many small models, and on a shared host OpenMP's
+    # spinning thread pools make each tree fit many times slower than one thread.
+    with threadpool_limits(limits=1):
+        replay = _Replay(spec, history, config)
+        for index, (start, end) in enumerate(replay.bounds):
+            outcome = replay.window(index, start, end)
+            windows.append(outcome)
+            if on_window is not None:
+                on_window(outcome)
+    return BacktestResult(
+        model=spec.name, config=config, windows=tuple(windows), primary_metric=spec.primary_metric,
+        initial_training_rows=replay.initial_rows, seconds=time.perf_counter() - started, notes=tuple(replay.notes),
+    )
+
+
+class _Replay:
+    def __init__(self, spec: ModelSpec, history: pd.DataFrame, config: BacktestConfig) -> None:
+        self.spec, self.config = spec, config
+        raw = check_history(spec, history, config.label_time_column)
+        assert spec.timestamp_column is not None
+        self.time_column = spec.timestamp_column
+        self.frame = labelled_frame(raw, spec)
+        self.frame[self.time_column] = raw[self.time_column].to_numpy()
+        self.frame[LABEL_TIME] = label_times(raw, spec, config.label_time_column, config.label_delay).to_numpy()
+        self.times = self.frame[self.time_column]
+        self.notes: list[str] = []
+        self.versions = 0
+        self.bounds = self._bounds()
+        first_start = self.bounds[0][0]
+        self.training_window = config.training_window or (
+            timedelta(days=spec.data.window_days) if spec.data.window_days else config.initial_training)
+
+        initial = self._known(first_start - config.initial_training, first_start, first_start)
+        self.initial_rows = len(initial)
+        report = validate_training_data(initial, spec)
+        if not report.passed:
+            raise BacktestError(
+                f"the first champion cannot be trained on the {len(initial)} labelled rows before the first window "
+                f"({first_start - config.initial_training:%Y-%m-%d %H:%M} to {first_start:%Y-%m-%d %H:%M} UTC): "
+                f"{report.summary()}. Lengthen the initial training span (--initial), start later, or lower "
+                "data_validation.min_rows in the spec"
+            )
+        trained = self._train(initial, "initial training")
+        first = self._version(trained, first_start)
+        gate = validate_candidate(spec, first.contender(), None, trained.holdout_frame)
+        if not gate.passed:
+            raise BacktestError(f"the first model fails the bootstrap gate, so nothing would serve: {gate.summary()}")
+        self.champion = first
+        self.frozen = first
+        self.every_window: TrainedModel = trained
+        self.retrain_times: list[datetime] = [first_start]
+        self.previous_drift: DriftRecord | None = None
+
+    # ------------------------------------------------------------------ the clock
+    def _bounds(self) -> list[tuple[datetime, datetime]]:
+        config = self.config
+        first_time = self.times.min()
+        start = pd.Timestamp(config.start) if config.start else first_time.floor("D") + config.initial_training
+        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+        end = pd.Timestamp(config.end) if config.end else self.times.max() + pd.Timedelta(microseconds=1)
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        if end <= start:
+            raise BacktestError(
+                f"the history ends ({end:%Y-%m-%d %H:%M} UTC) before the first window starts ({start:%Y-%m-%d %H:%M} "
+                f"UTC = first row + initial training {config.initial_training}): shorten --initial or give more history"
+            )
+        cadence = pd.Timedelta(config.cadence)
+        count = math.ceil((end - start) / cadence)
+        return [((start + i * cadence).to_pydatetime(warn=False),
+                 min(start + (i + 1) * cadence, end).to_pydatetime(warn=False)) for i in range(count)]
+
+    def _rows(self, start: datetime, end: datetime) -> pd.DataFrame:
+        mask = (self.times >= start) & (self.times < end)
+        return self.frame[mask.to_numpy()]
+
+    def _known(self, start: datetime, end: datetime, as_of: datetime) -> pd.DataFrame:
+        """Rows of ``[start, end)`` whose label was received before ``as_of`` (production_training_frame's rule)."""
+        rows = self._rows(start, end)
+        return rows[(rows[LABEL_TIME] < as_of).to_numpy()].drop(columns=[LABEL_TIME])
+
+    # ------------------------------------------------------------------ training
+    def _train(self, frame: pd.DataFrame, source: str) -> TrainedModel:
+        split = split_train_holdout(frame, self.spec)
+        return train_model(self.spec, split, data_sha256=frame_sha256(frame), data_source=f"backtest: {source}")
+
+    def _version(self, trained: TrainedModel, at: datetime) -> _Version:
+        example = trained.holdout_frame[self.spec.feature_names].head(20)
+        schema = {column: str(dtype) for column, dtype in example.dtypes.items()}
+        self.versions += 1
+        return _Version(str(self.versions), trained, at, schema)
+
+    # ------------------------------------------------------------------ one window
+    def window(self, index: int, start: datetime, end: datetime) -> WindowOutcome:
+        spec, config = self.spec, self.config
+        rows = self._rows(start, end)
+        labelled = rows[spec.target].notna().to_numpy()
+        y = rows[spec.target].to_numpy()[labelled]
+        features = rows[spec.feature_names]
+        served = self.champion
+        metrics: dict[Strategy, dict[str, float]] = {}
+        scored_champion = self._score(served.estimator, features)
+        metrics[Strategy.STEWARD] = self._metrics(y, scored_champion, labelled)
+        if Strategy.FROZEN in config.strategies:
+            frozen = scored_champion if self.frozen is served else self._score(self.frozen.estimator, features)
+            metrics[Strategy.FROZEN] = self._metrics(y, frozen, labelled)
+        if Strategy.EVERY_WINDOW in config.strategies:
+            weekly = (scored_champion if self.every_window is served.trained
+                      else self._score(self.every_window.estimator, features))
+            metrics[Strategy.EVERY_WINDOW] = self._metrics(y, weekly, labelled)
+        baseline_retrains: list[Strategy] = []
+        if Strategy.ORACLE in config.strategies:
+            oracle = self._oracle(index, start, rows, labelled)
+            if oracle is not None:
+                metrics[Strategy.ORACLE] = oracle
+                baseline_retrains.append(Strategy.ORACLE)
+
+        served.prepare_monitoring(spec)
+        actions: list[Action] = []
+        report = self._health(served, rows, scored_champion, start, end)
+        if report.degraded:
+            actions.append(Action(ActionKind.HEALTH_ALARM, report.summary(), report.verdict.value))
+        drift = self._drift(served, rows, start, end)
+        if drift is not None and drift.announced:
+            decision = drift.record
+            actions.append(Action(ActionKind.DRIFT_ALARM, f"{decision.reason} ({drift.why})", drift.code))
+
+        training = self._known(end - self.training_window, end, end)
+        retrained_here: TrainedModel | None = None
+        accuracy_alarm = Area.ACCURACY in report.degraded_areas
+        if (drift is not None and drift.announced) or accuracy_alarm:
+            retrained_here = self._steward_retrain(end, training, actions, drift_announced=drift is not None
+                                                   and drift.announced, accuracy_alarm=accuracy_alarm)
+
+        if Strategy.EVERY_WINDOW in config.strategies:
+            if retrained_here is not None:
+                self.every_window = retrained_here  # the same rows and seed train the same model
+                baseline_retrains.append(Strategy.EVERY_WINDOW)
+            elif validate_training_data(training, spec).passed:
+                self.every_window = self._train(training, f"every window, labels known by {end:%Y-%m-%d %H:%M}")
+                baseline_retrains.append(Strategy.EVERY_WINDOW)
+
+        return WindowOutcome(
+            index=index, start=start, end=end, rows=len(rows), labelled_rows=int(labelled.sum()),
+            served_version=served.version, metrics=metrics,
+            drift_material=bool(drift is not None and drift.record.material),
+            drift_code=drift.code if drift is not None else NOT_CHECKED,
+            drift_announced=bool(drift is not None and drift.announced),
+            drift_columns=drift.record.columns if drift is not None else (),
+            health_codes=tuple(dict.fromkeys(i.code.value for i in report.issues)),
+            actions=tuple(actions), health_verdict=report.verdict.value,
+            labels_known_at_end=int((rows[LABEL_TIME] < end).sum()),
+            baseline_retrains=tuple(baseline_retrains),
+        )
+
+    def _score(self, estimator: Any, features: pd.DataFrame) -> _Scored:
+        if features.empty:
+            return _Scored(np.empty(0), None)
+        predictions, probabilities = predict_scores(estimator, features, self.spec.task)
+        return _Scored(predictions, probabilities)
+
+    def _metrics(self, y: np.ndarray, scored: _Scored, labelled: np.ndarray) -> dict[str, float]:
+        if not labelled.any():
+            return {}
+        probabilities = scored.probabilities[labelled] if scored.probabilities is not None else None
+        y = _typed_like(y, scored.predictions)
+        return compute_metrics(self.spec.task, y, scored.predictions[labelled], probabilities)
+
+    # ------------------------------------------------------------------ Steward's checks
+    def _health(self, served: _Version, rows: pd.DataFrame, scored: _Scored, start: datetime,
+                end: datetime) -> HealthReport:
+        """The health check's data-quality and accuracy checks over the window, with the labels known by its end.
+
+        Performance, infrastructure and cost need a gateway and are not replayed.
+        """
+        spec = self.spec
+        log = self._log(served, rows, scored)
+        known = (rows[LABEL_TIME] < end).to_numpy()
+        labelled_log = log[known].assign(
+            label=[label_text(v) for v in rows[spec.target].to_numpy()[known]],
+            label_time=rows[LABEL_TIME].to_numpy()[known],
+        )
+        checks: list[CheckResult] = []
+        try:
+            checks.append(check_data_quality(log, spec, served.fences, None))
+        except Exception as error:  # a check that fails is reported as failed, as the flow does
+            checks.append(failed_check(Area.DATA_QUALITY, error))
+        try:
+            needing = versions_needing_estimate(log, labelled_log, spec.task)
+            calibrations = {v: served.calibration or "not measured" for v in needing}
+            checks.append(check_accuracy(log, labelled_log, spec, {served.version: served.trained.metrics},
+                                         calibrations, served.reference))
+        except Exception as error:  # as above
+            checks.append(failed_check(Area.ACCURACY, error))
+        return HealthReport.combine(spec.name, HealthWindow(start, end), checks)
+
+    def _log(self, served: _Version, rows: pd.DataFrame, scored: _Scored) -> pd.DataFrame:
+        """The window as the prediction log would hold it: one served, answered request per row."""
+        spec = self.spec
+        n = len(rows)
+        if spec.task is Task.REGRESSION or scored.probabilities is None:
+            scores = np.asarray(scored.predictions, dtype=float) if spec.task is Task.REGRESSION else np.full(n, np.nan)
+        elif scored.probabilities.shape[1] == 2:
+            scores = scored.probabilities[:, -1]
+        else:
+            scores = scored.probabilities.max(axis=1)
+        log = pd.DataFrame({
+            "request_id": [f"backtest-{i}" for i in rows.index],
+            "row": np.zeros(n, dtype="int32"),
+            "time": rows[self.time_column].to_numpy(),
+            "version": served.version,
+            "arm": "champion",
+            "served": True,
+            "status": "ok",
+            "prediction": [label_text(p) for p in scored.predictions],
+            "score": scores,
+            "latency_ms": np.nan,
+        }, index=rows.index)
+        for name in spec.feature_names:
+            log[name] = rows[name].to_numpy()
+        return log.reset_index(drop=True)
+
+    def _drift(self, served: _Version, rows: pd.DataFrame, start: datetime, end: datetime) -> _DriftCheck | None:
+        """The drift report's verdict on the window against the champion's training sample (None: too few rows)."""
+        spec = self.spec
+        if len(rows) < MIN_DRIFT_ROWS:
+            return None
+        assert served.profile is not None
+        column, _ = prediction_drift_column(spec)
+        current = rows[spec.feature_names].copy()
+        current[column] = reference_outputs(served.estimator, current, spec)
+        result = detect_drift(
+            served.profile, current, numeric=list(spec.numeric_features), categorical=list(spec.categorical_features),
+            prediction_column=column, importances=served.importances, report=False,
+        )
+        verdict = judge_drift(spec, served.version, result, self.previous_drift, served.importances, end)
+        decision, announcement = verdict.decision, verdict.announcement
+        record = DriftRecord(
+            model=spec.name, version=served.version, window_start=start, window_end=end, current_rows=len(rows),
+            material=decision.material, announced=announcement.announce, reason=decision.reason,
+            columns=decision.columns, result=result.with_decision(decision),
+            material_since=announcement.material_since,
+        )
+        self.previous_drift = record
+        return _DriftCheck(record, announcement.why, decision.code.value)
+
+    # ------------------------------------------------------------------ Steward's retrain
+    def _steward_retrain(self, end: datetime, training: pd.DataFrame, actions: list[Action], *,
+                         drift_announced: bool, accuracy_alarm: bool) -> TrainedModel | None:
+        """What the retrain trigger starts: the allowance at ``end``, training, the gate; a pass promotes."""
+        spec = self.spec
+        why = " and ".join(w for w, on in (("drift detected", drift_announced), ("accuracy degraded", accuracy_alarm))
+                           if on)
+        allowance = decide_retrain(end, self.retrain_times, cooldown_hours=spec.retrain.cooldown_hours,
+                                   max_per_week=spec.retrain.max_per_week)
+        if not allowance.allowed:
+            actions.append(Action(ActionKind.RETRAIN_SKIPPED, f"{why}: {allowance.reason}", allowance.code.value))
+            return None
+        data = validate_training_data(training, spec)
+        if not data.passed:
+            actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: {data.summary()}", "training_data_rejected"))
+            return None
+        trained = self._train(training, f"labels known by {end:%Y-%m-%d %H:%M} UTC")
+        candidate = self._version(trained, end)
+        self.retrain_times.append(end)
+        metric = spec.primary_metric
+        actions.append(Action(
+            ActionKind.RETRAINED,
+            f"v{candidate.version} on {len(training)} labelled rows ({why}); held-out {metric} "
+            f"{trained.metrics.get(metric, math.nan):.4f}", allowance.code.value,
+        ))
+        gate = validate_candidate(spec, candidate.contender(), self.champion.contender(), trained.holdout_frame)
+        if gate.passed:
+            actions.append(Action(ActionKind.GATE_PASSED, gate.summary(), "passed"))
+            actions.append(Action(ActionKind.PROMOTED, f"v{candidate.version} serves from the next window "
+                                  "(canary not replayed)", candidate.version))
+            self.champion = candidate
+        else:
+            failed = ",".join(c.name for c in gate.failures)
+            actions.append(Action(ActionKind.GATE_FAILED, gate.summary(), failed))
+        return trained
+
+    # ------------------------------------------------------------------ the oracle
+    def _oracle(self, index: int, start: datetime, rows: pd.DataFrame,
+                labelled: np.ndarray) -> dict[str, float] | None:
+        """Metrics of models that saw the window's own labels: 2-fold cross-fitted inside the window, each fold
+        scored by a model trained on the other fold plus the preceding training window (every label known)."""
+        spec = self.spec
+        window = rows[labelled]
+        if len(window) < 4:
+            return None
+        before = self._rows(start - self.training_window, start)
+        before = before[before[spec.target].notna().to_numpy()]
+        rng = np.random.default_rng([self.config.seed, index])
+        fold = rng.permutation(len(window)) % 2
+        predictions = np.empty(len(window), dtype=object)
+        probabilities: np.ndarray | None = None
+        for part in (0, 1):
+            train = pd.concat([before, window[fold != part]])
+            if spec.task.is_classification and train[spec.target].nunique() < 2:
+                return None
+            model = build_estimator(spec)
+            model.fit(train[spec.feature_names], _target(train[spec.target], spec))
+            scored = self._score(model, window[fold == part][spec.feature_names])
+            predictions[fold == part] = scored.predictions
+            if scored.probabilities is not None:
+                if probabilities is None:
+                    probabilities = np.zeros((len(window), scored.probabilities.shape[1]))
+                if scored.probabilities.shape[1] != probabilities.shape[1]:
+                    return None  # a fold missed a class: no comparable probabilities
+                probabilities[fold == part] = scored.probabilities
+        predictions = np.asarray(predictions.tolist())
+        y = _typed_like(window[spec.target].to_numpy(), predictions)
+        return compute_metrics(spec.task, y, predictions, probabilities)
+
+
+def _target(column: pd.Series, spec: ModelSpec) -> pd.Series:
+    """Class labels as integers when they are whole numbers (a target column with NaN reads as float)."""
+    if spec.task.is_classification and pd.api.types.is_float_dtype(column) and (column % 1 == 0).all():
+        return column.astype("int64")
+    return column
+
+
+def _typed_like(y: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """Labels in the predictions' type, so 1.0 and 1 compare equal and 'a' stays 'a'."""
+    predictions = np.asarray(predictions)
+    if predictions.dtype.kind in "iub" and np.asarray(y).dtype.kind == "f":
+        return np.asarray(y).astype(predictions.dtype)
+    return np.asarray(y)
