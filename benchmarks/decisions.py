@@ -134,14 +134,14 @@ def _rate(score: CaseScore) -> str:
 
 def steward_table(runs: list[CaseRun]) -> list[str]:
     lines = ["| case | what happens | should alarm | detected | delay (cycles, limit) | false alarms (per 90 d) | "
-             "retrains | accuracy lost vs oracle (pts) | cycles to within 1 pt | frozen lost (pts) |",
+             "retrains (promoted) | accuracy lost vs oracle (pts) | cycles to within 1 pt | frozen lost (pts) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         s, f = run.scores["steward"], run.scores["frozen"]
         delay = "–" if s.delay_cycles is None else f"{s.delay_cycles} ({s.detect_within})"
         recover = "–" if not run.case.material else ("never" if s.cycles_to_recover is None else str(s.cycles_to_recover))
         lines.append(f"| {run.case.name} | {run.case.description} | {_yn(run.case.material)} | {_yn(s.detected)} | "
-                     f"{delay} | {_rate(s)} | {s.retrains} | {_pts(s.accuracy_lost)} | {recover} | {_pts(f.accuracy_lost)} |")
+                     f"{delay} | {_rate(s)} | {s.retrains} ({s.promotions}) | {_pts(s.accuracy_lost)} | {recover} | {_pts(f.accuracy_lost)} |")
     return lines
 
 

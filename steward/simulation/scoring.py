@@ -35,6 +35,7 @@ class WindowDecision:
     accuracy: float | None  # of the model the strategy served in this window
     oracle_accuracy: float | None
     rows: int = 0
+    promoted: bool = False  # a retrain of this window serves from the next one
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class CaseScore:
     detect_within: int
     false_alarms: int
     quiet_days: float
-    retrains: int
+    retrains: int  # models trained (a retrain the gate then rejected counts)
+    promotions: int
     accuracy_lost: float | None  # mean of oracle minus served accuracy over the windows from the onset
     cycles_to_recover: int | None  # from the material window until within 1 point of the oracle
     windows: int
@@ -82,13 +84,14 @@ def trace_from_backtest(result: BacktestResult, strategy: Strategy | str = "stew
         oracle = window.metrics.get(Strategy.ORACLE, {})
         if strategy is Strategy.STEWARD:
             alarm = any(a.kind.value in ALARM_ACTIONS for a in window.actions)
-            retrained = window.did(ActionKind.RETRAINED)
+            retrained, promoted = window.did(ActionKind.RETRAINED), window.did(ActionKind.PROMOTED)
         else:
             alarm, retrained = False, strategy in window.baseline_retrains
+            promoted = retrained and strategy is not Strategy.ORACLE
         windows.append(WindowDecision(
             start=window.start, end=window.end, alarm=alarm, retrained=retrained,
             accuracy=_finite(served.get("accuracy")), oracle_accuracy=_finite(oracle.get("accuracy")),
-            rows=window.labelled_rows,
+            rows=window.labelled_rows, promoted=promoted,
         ))
     return DecisionTrace(strategy.value, tuple(windows))
 
@@ -135,7 +138,7 @@ def score_case(case: ScenarioCase, trace: DecisionTrace) -> CaseScore:
     return CaseScore(
         case=case.name, strategy=trace.strategy, material=case.material, detected=detected, delay_cycles=delay,
         detect_within=case.detect_within, false_alarms=false_alarms, quiet_days=quiet_days,
-        retrains=sum(w.retrained for w in windows),
+        retrains=sum(w.retrained for w in windows), promotions=sum(w.promoted for w in windows),
         accuracy_lost=sum(known) / len(known) if known else None,
         cycles_to_recover=_recovery(windows, material) if case.material and material is not None else None,
         windows=len(windows),

@@ -65,14 +65,15 @@ class SuiteSize:
     drift_days: int  # windows in a drift scenario (onset after ``lead_days``)
     lead_days: int
     training_days: int  # the first champion's span and every retrain's window
+    trees: int = 100  # boosting iterations of every model (the suite fits two to three models a window)
 
     @classmethod
     def quick(cls) -> SuiteSize:
-        return cls(rows_per_day=400, quiet_days=30, drift_days=14, lead_days=7, training_days=14)
+        return cls(rows_per_day=300, quiet_days=30, drift_days=14, lead_days=7, training_days=10, trees=60)
 
     @classmethod
     def full(cls) -> SuiteSize:
-        return cls(rows_per_day=800, quiet_days=90, drift_days=21, lead_days=7, training_days=21)
+        return cls(rows_per_day=800, quiet_days=90, drift_days=21, lead_days=7, training_days=21, trees=100)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class ScenarioCase:
         return self.scenario.label_delay.to_pytimedelta()
 
 
-def scenario_spec(scenario: Scenario, training_days: int, **overrides: Any) -> ModelSpec:
+def scenario_spec(scenario: Scenario, training_days: int, trees: int = 100, **overrides: Any) -> ModelSpec:
     """The example credit-default spec fitted to ``scenario``'s columns, with a daily drift window.
 
     Extra and optional columns become numeric features (calendar ones are integers); a fixed number of
@@ -115,7 +116,7 @@ def scenario_spec(scenario: Scenario, training_days: int, **overrides: Any) -> M
             kind = "integer" if name in scenario.calendar_columns else "numeric"
             document["features"].append({"name": name, "type": kind, "nullable": True})
     document["data"] = {"kind": "production", "window_days": training_days}
-    document["estimator"]["params"].update(max_iter=100, early_stopping=False)
+    document["estimator"]["params"].update(max_iter=trees, early_stopping=False)
     document["data_validation"]["min_rows"] = 1000
     for section, values in overrides.items():
         document[section] = {**document.get(section, {}), **values}

@@ -8,13 +8,13 @@ Anything outside this process (NannyML in its own environment) gives its alarms 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pandas as pd
 
-from steward.backtest import BacktestConfig, BacktestResult, Strategy, run_backtest
+from steward.backtest import BacktestConfig, BacktestResult, Strategy, WindowOutcome, run_backtest
 from steward.simulation.scoring import CaseScore, DecisionTrace, alarm_trace, score_case, trace_from_backtest
 from steward.simulation.suite import START, ScenarioCase, SuiteSize, scenario_spec
 from steward.spec import ModelSpec
@@ -52,16 +52,16 @@ def case_history(case: ScenarioCase) -> pd.DataFrame:
 
 def run_case(
     case: ScenarioCase, size: SuiteSize, seed: int = 0, *, weekly: bool = True, evidently: bool = True,
-    spec: ModelSpec | None = None,
+    spec: ModelSpec | None = None, on_window: Callable[[WindowOutcome], None] | None = None,
 ) -> CaseRun:
     """Backtest ``case`` daily (STEWARD, FROZEN, ORACLE), weekly (EVERY_WINDOW), and score the strategies."""
-    spec = spec or scenario_spec(case.scenario, size.training_days)
+    spec = spec or scenario_spec(case.scenario, size.training_days, size.trees)
     history = case_history(case)
     training = timedelta(days=size.training_days)
     base = dict(initial_training=training, label_time_column="label_available_at",
                 start=case.first_window.to_pydatetime(), end=case.end.to_pydatetime(), seed=seed)
     daily = run_backtest(spec, history, BacktestConfig(
-        cadence=DAILY, strategies=(Strategy.STEWARD, Strategy.FROZEN, Strategy.ORACLE), **base))
+        cadence=DAILY, strategies=(Strategy.STEWARD, Strategy.FROZEN, Strategy.ORACLE), **base), on_window=on_window)
     traces = {s.value: trace_from_backtest(daily, s) for s in (Strategy.STEWARD, Strategy.FROZEN)}
     weekly_result = None
     if weekly:
