@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from steward.estimators import build_estimator  # noqa: E402
 from steward.simulation.scoring import CaseScore, alarm_trace  # noqa: E402
-from steward.simulation.suite import SuiteSize, catalogue  # noqa: E402
+from steward.simulation.suite import ScenarioCase, SuiteSize, catalogue  # noqa: E402
 from steward.simulation.suite_run import EVIDENTLY, WEEKLY, CaseRun, run_case  # noqa: E402
 from steward.training.data import prepare_features  # noqa: E402
 
@@ -140,7 +141,7 @@ def steward_table(runs: list[CaseRun]) -> list[str]:
         s, f = run.scores["steward"], run.scores["frozen"]
         delay = "–" if s.delay_cycles is None else f"{s.delay_cycles} ({s.detect_within})"
         recover = "–" if not run.case.material else ("never" if s.cycles_to_recover is None else str(s.cycles_to_recover))
-        lines.append(f"| {run.case.name} | {run.case.description} | {_yn(run.case.material)} | {_yn(s.detected)} | "
+        lines.append(f"| {run.case.name} | {run.case.description} | {'yes' if run.case.material else 'no'} | {_yn(s.detected)} | "
                      f"{delay} | {_rate(s)} | {s.retrains} ({s.promotions}) | {_pts(s.accuracy_lost)} | {recover} | {_pts(f.accuracy_lost)} |")
     return lines
 
@@ -172,6 +173,20 @@ def candidate_section(quick: bool, seed: int) -> tuple[str | None, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------ main
+def _run_one(job: tuple[ScenarioCase, SuiteSize, int, Path | None]) -> CaseRun:
+    """One case through the backtests and every baseline (a weekly retrain only where something changes)."""
+    case, size, seed, nanny_python = job
+    t0 = time.perf_counter()
+    run = run_case(case, size, seed=seed, weekly=case.onset is not None)
+    if nanny_python is not None:
+        run = run.with_trace(alarm_trace(NANNYML, run.daily, nannyml_alarms(run, nanny_python)))
+    s = run.scores["steward"]
+    print(f"{case.name}: detected={s.detected} delay={s.delay_cycles} false={s.false_alarms} "
+          f"retrains={s.retrains} promoted={s.promotions} lost={_pts(s.accuracy_lost)} "
+          f"recover={s.cycles_to_recover} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the quick subset, 30-day quiet periods")
@@ -180,6 +195,7 @@ def main() -> None:
     parser.add_argument("--no-candidates", action="store_true", help="skip wt/canary's candidate scenarios")
     parser.add_argument("--nannyml-python", type=Path, default=DEFAULT_NANNYML_PYTHON)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--jobs", type=int, default=1, help="cases run in parallel processes")
     args = parser.parse_args()
 
     size = SuiteSize.quick() if args.quick else SuiteSize.full()
@@ -195,17 +211,12 @@ def main() -> None:
     nanny = nannyml_version(args.nannyml_python)
     mode = "quick" if args.quick else "full"
     started = time.perf_counter()
-    runs: list[CaseRun] = []
-    for case in cases:
-        t0 = time.perf_counter()
-        run = run_case(case, size, seed=args.seed)
-        if nanny:
-            run = run.with_trace(alarm_trace(NANNYML, run.daily, nannyml_alarms(run, args.nannyml_python)))
-        runs.append(run)
-        s = run.scores["steward"]
-        print(f"{case.name}: detected={s.detected} delay={s.delay_cycles} false={s.false_alarms} "
-              f"retrains={s.retrains} lost={_pts(s.accuracy_lost)} recover={s.cycles_to_recover} "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    jobs = [(case, size, args.seed, args.nannyml_python if nanny else None) for case in cases]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            runs = list(pool.map(_run_one, jobs))
+    else:
+        runs = [_run_one(job) for job in jobs]
     candidates, candidate_lines = (None, ["Candidate scenarios: skipped (--no-candidates)."]) if args.no_candidates \
         else candidate_section(args.quick, args.seed)
     judged = goals(runs, candidates)

@@ -69,7 +69,7 @@ class SuiteSize:
 
     @classmethod
     def quick(cls) -> SuiteSize:
-        return cls(rows_per_day=300, quiet_days=30, drift_days=14, lead_days=7, training_days=10, trees=60)
+        return cls(rows_per_day=300, quiet_days=20, drift_days=14, lead_days=7, training_days=10, trees=60)
 
     @classmethod
     def full(cls) -> SuiteSize:
