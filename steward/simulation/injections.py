@@ -1,5 +1,6 @@
-"""Problems a scenario injects on its timeline: covariate shift and concept drift (real changes in the
-world), and missing spikes, unseen categories and outliers (data-quality problems of the record)."""
+"""Problems a scenario injects on its timeline: covariate shift, concept drift and base-rate shift
+(real changes in the world), missing spikes, unseen categories and outliers (data-quality problems
+of the record), and traffic drops (days with few rows).  Any of them can ramp in gradually."""
 
 from __future__ import annotations
 
@@ -41,7 +42,12 @@ class DriftKind(StrEnum):
     MISSING_SPIKE = "missing_spike"
     UNSEEN_CATEGORY = "unseen_category"
     OUTLIERS = "outliers"
+    BASE_RATE_SHIFT = "base_rate_shift"
+    TRAFFIC_DROP = "traffic_drop"
 
+
+# Kinds that act on the whole world, so they name no feature.
+WORLD_KINDS = frozenset({DriftKind.BASE_RATE_SHIFT, DriftKind.TRAFFIC_DROP})
 
 _MAGNITUDE_RULE: Mapping[DriftKind, str] = {
     DriftKind.COVARIATE_SHIFT: "a shift in reference std units, 0 < |magnitude| <= 5 (sign = direction)",
@@ -49,6 +55,8 @@ _MAGNITUDE_RULE: Mapping[DriftKind, str] = {
     DriftKind.MISSING_SPIKE: "a share of rows in (0, 1]",
     DriftKind.UNSEEN_CATEGORY: "a share of rows in (0, 1]",
     DriftKind.OUTLIERS: "a share of rows in (0, 1]",
+    DriftKind.BASE_RATE_SHIFT: "a shift of every row's log-odds, 0 < |magnitude| <= 5 (sign = direction)",
+    DriftKind.TRAFFIC_DROP: "a share of rows dropped in (0, 1)",
 }
 
 def _allowed_features_text() -> str:
@@ -76,6 +84,12 @@ class Injection:
       feature (see ``UNSEEN_CATEGORIES``).  ``0 < m <= 1``.
     - OUTLIERS: that share of rows get ``median + U(10, 50) * std`` (reference scale) in each named
       numeric feature.  ``0 < m <= 1``.
+    - BASE_RATE_SHIFT: every row's true log-odds of default moves by ``magnitude``: the ranking of
+      rows is kept (ROC AUC holds) but a fixed decision threshold no longer fits.  No features.
+    - TRAFFIC_DROP: that share of each day's rows never arrives.  No features.  ``0 < m < 1``.
+
+    ``ramp`` (optional) makes the injection gradual: its magnitude grows linearly from 0 at
+    ``start`` to full at ``start + ramp`` (a share or a strength, whichever the kind uses).
     """
 
     kind: DriftKind
@@ -83,6 +97,7 @@ class Injection:
     end: pd.Timestamp | None
     features: tuple[str, ...]
     magnitude: float
+    ramp: pd.Timedelta | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -101,6 +116,17 @@ class Injection:
                     "injection that never ends"
                 )
             object.__setattr__(self, "end", end)
+        if self.ramp is not None:
+            try:
+                ramp = pd.Timedelta(self.ramp)
+            except (TypeError, ValueError):
+                ramp = pd.NaT
+            if ramp is pd.NaT or ramp <= pd.Timedelta(0):
+                raise ValueError(
+                    f"Injection.ramp: need a duration > 0 (e.g. pd.Timedelta(days=14)), got {self.ramp!r}; "
+                    "use ramp=None for a sudden change"
+                )
+            object.__setattr__(self, "ramp", ramp)
         self._check_features(kind)
         self._check_magnitude(kind)
 
@@ -112,6 +138,12 @@ class Injection:
                 f"Injection.features: need a tuple of feature names, got {self.features!r}"
             ) from None
         object.__setattr__(self, "features", features)
+        if kind in WORLD_KINDS:
+            if features:
+                raise ValueError(
+                    f"Injection.features: {kind} acts on the whole world and names no feature; give features=()"
+                )
+            return
         if not features:
             raise ValueError(
                 f"Injection.features: name at least one feature; allowed: {_allowed_features_text()}"
@@ -140,7 +172,12 @@ class Injection:
             m = float(self.magnitude)
         except (TypeError, ValueError):
             raise ValueError(f"Injection.magnitude: {self.magnitude!r} is not a number") from None
-        limit_ok = math.isfinite(m) and 0 < abs(m) <= 5 if kind is DriftKind.COVARIATE_SHIFT else 0 < m <= 1
+        if kind in (DriftKind.COVARIATE_SHIFT, DriftKind.BASE_RATE_SHIFT):
+            limit_ok = math.isfinite(m) and 0 < abs(m) <= 5
+        elif kind is DriftKind.TRAFFIC_DROP:
+            limit_ok = 0 < m < 1
+        else:
+            limit_ok = 0 < m <= 1
         if not limit_ok:
             raise ValueError(
                 f"Injection.magnitude: {self.magnitude!r} is out of range for {kind}; it is {_MAGNITUDE_RULE[kind]}"
@@ -159,9 +196,19 @@ class Injection:
             mask &= times_ns < self.end.value
         return mask
 
+    def strength(self, times_ns: np.ndarray) -> float | np.ndarray:
+        """The magnitude acting on rows at ``times_ns`` (inside the window): the full magnitude, or
+        for a ramped injection, its linear share of it; a plain float when it does not ramp."""
+        if self.ramp is None:
+            return self.magnitude
+        share = (times_ns - self.start.value) / self.ramp.value
+        return self.magnitude * np.clip(share, 0.0, 1.0)
+
     def stream_key(self) -> int:
         """Stable across processes (unlike ``hash``) so each injection has its own random stream."""
         text = f"{self.kind}|{self.start.value}|{self.end}|{','.join(self.features)}|{self.magnitude!r}"
+        if self.ramp is not None:
+            text += f"|ramp={self.ramp.value}"
         return zlib.crc32(text.encode())
 
 def label_weights(
@@ -178,11 +225,23 @@ def label_weights(
         for name in injection.features:
             current = np.broadcast_to(np.asarray(weights[name], dtype=float), times_ns.shape)
             sign = np.where(current >= 0, 1.0, -1.0)
-            drifted = current - 2.0 * injection.magnitude * sign * np.maximum(
+            drifted = current - 2.0 * injection.strength(times_ns) * sign * np.maximum(
                 np.abs(current), MIN_DRIFT_WEIGHT
             )
             weights[name] = np.where(mask, drifted, current)
     return weights
+
+
+def intercept_shift(times_ns: np.ndarray, injections: Iterable[Injection]) -> float | np.ndarray:
+    """The base-rate shifts active at each row's time, summed on the log-odds scale (0.0 if none)."""
+    total: float | np.ndarray = 0.0
+    for injection in injections:
+        if injection.kind is not DriftKind.BASE_RATE_SHIFT:
+            continue
+        mask = injection.window_mask(times_ns)
+        if mask.any():
+            total = total + np.where(mask, injection.strength(times_ns), 0.0)
+    return total
 
 
 def shift(
@@ -191,17 +250,22 @@ def shift(
     injection: Injection,
     mask: np.ndarray,
     rng: np.random.Generator,
+    times_ns: np.ndarray,
 ) -> None:
     """Move the rows in ``mask`` (a real change in who applies, so it comes before the label)."""
-    m = injection.magnitude
+    m = injection.strength(times_ns)
     for name in injection.features:
         if name in codes:
             target = int(np.argmin(CATEGORY_PRIOR[name]))
-            move = mask & (rng.random(len(mask)) < min(0.25 * abs(m), 1.0))
+            move = mask & (rng.random(len(mask)) < np.minimum(0.25 * np.abs(m), 1.0))
             codes[name] = np.where(move, target, codes[name])
             continue
         x = numeric[name]
-        shifted = x * math.exp(m * SHIFT_STD[name]) if name in LOG_SCALE else x + m * SHIFT_STD.get(name, 1.0)
+        if name in LOG_SCALE:
+            factor = math.exp(m * SHIFT_STD[name]) if isinstance(m, float) else np.exp(m * SHIFT_STD[name])
+            shifted = x * factor
+        else:
+            shifted = x + m * SHIFT_STD.get(name, 1.0)
         if name in VALID_RANGE:
             low, high = VALID_RANGE[name]
             shifted = np.clip(shifted, low, high)
@@ -216,14 +280,16 @@ def corrupt(
     injection: Injection,
     mask: np.ndarray,
     rng: np.random.Generator,
+    times_ns: np.ndarray,
 ) -> None:
     """Corrupt the record of the rows in ``mask`` after the label is drawn, so the label never changes."""
     kind = injection.kind
     if kind not in (DriftKind.MISSING_SPIKE, DriftKind.UNSEEN_CATEGORY, DriftKind.OUTLIERS):
         return
     n = len(mask)
+    share = injection.strength(times_ns)
     for name in injection.features:
-        hit = mask & (rng.random(n) < injection.magnitude)
+        hit = mask & (rng.random(n) < share)
         if kind is DriftKind.MISSING_SPIKE and name in codes:
             codes[name] = np.where(hit, -1, codes[name])
         elif kind is DriftKind.MISSING_SPIKE:
@@ -237,3 +303,7 @@ def corrupt(
                 extreme = np.round(extreme)
             numeric[name] = np.where(hit, extreme, numeric[name])
 
+
+def dropped_rows(injection: Injection, mask: np.ndarray, rng: np.random.Generator, times_ns: np.ndarray) -> np.ndarray:
+    """Which rows in ``mask`` a traffic drop removes (each with probability its share)."""
+    return mask & (rng.random(len(mask)) < injection.strength(times_ns))

@@ -22,13 +22,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steward.simulation.injections import DriftKind, Injection, corrupt, label_weights, shift
+from steward.simulation.injections import (
+    DriftKind,
+    Injection,
+    corrupt,
+    dropped_rows,
+    intercept_shift,
+    label_weights,
+    shift,
+)
 from steward.simulation.world import (
+    CALENDAR_FEATURES,
     CATEGORICAL_FEATURES,
     CATEGORIES,
     DAY_NS,
     MAX_EXTRA_NUMERIC,
     NUMERIC_FEATURES,
+    SEASONAL_FEATURE,
     TARGET,
     UNSEEN_CATEGORIES,
     customer_population,
@@ -50,7 +60,9 @@ def _true_probability(
     injections: Iterable[Injection],
 ) -> np.ndarray:
     """True default probability of each row as of its time; see ``Scenario.true_default_probability``."""
-    return default_probability(numeric, codes, label_weights((*numeric, *codes), times_ns, injections))
+    injections = tuple(injections)
+    weights = label_weights((*numeric, *codes), times_ns, injections)
+    return default_probability(numeric, codes, weights, intercept_shift(times_ns, injections))
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,13 @@ class Scenario:
     seed ``(seed, d)``, so any range is the concatenation of its days and identical calls give
     identical frames.  All numeric features are float64 (integer-valued ones too) so that the
     schema does not change when an injection adds NaN.
+
+    Optional columns (off by default, so the standard frame is unchanged): ``calendar_features``
+    adds ``day_of_week`` (0 = Monday) and ``day_of_month`` read off the event time, whose
+    distribution in a day's window moves by construction and which carry no label effect;
+    ``weekly_cycle > 0`` adds ``weekly_activity``, a standardised feature whose mean follows a
+    weekly cosine of that amplitude (in its own stds; highest on Saturdays) and whose stable label
+    effect makes the default rate cycle with it.
     """
 
     seed: int = 7
@@ -70,6 +89,8 @@ class Scenario:
     label_delay: pd.Timedelta = pd.Timedelta(days=3)
     extra_numeric: int = 0
     injections: tuple[Injection, ...] = field(default=())
+    calendar_features: bool = False
+    weekly_cycle: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or self.seed < 0:
@@ -105,10 +126,37 @@ class Scenario:
                         f"extra_numeric={extra} (x01..x{extra:02d}); raise extra_numeric or drop the feature"
                     )
         object.__setattr__(self, "injections", injections)
+        if not isinstance(self.calendar_features, bool):
+            raise ValueError(f"Scenario.calendar_features: need True or False, got {self.calendar_features!r}")
+        try:
+            cycle = float(self.weekly_cycle)
+        except (TypeError, ValueError):
+            cycle = float("nan")
+        if not 0.0 <= cycle <= 5.0:
+            raise ValueError(
+                f"Scenario.weekly_cycle: need an amplitude in 0..5 stds (0 = no seasonal feature), got {self.weekly_cycle!r}"
+            )
+        object.__setattr__(self, "weekly_cycle", cycle)
+
+    @property
+    def optional_features(self) -> list[str]:
+        """The optional numeric columns this scenario adds, in frame order."""
+        seasonal = [SEASONAL_FEATURE] if self.weekly_cycle > 0 else []
+        return [*(CALENDAR_FEATURES if self.calendar_features else ()), *seasonal]
+
+    @property
+    def calendar_columns(self) -> list[str]:
+        """Columns whose distribution moves by construction (read off the clock)."""
+        return list(CALENDAR_FEATURES) if self.calendar_features else []
+
+    @property
+    def seasonal_columns(self) -> list[str]:
+        """Columns with a weekly cycle (compare them with the same weekday, not yesterday)."""
+        return [SEASONAL_FEATURE] if self.weekly_cycle > 0 else []
 
     @property
     def numeric_features(self) -> list[str]:
-        return [*NUMERIC_FEATURES, *extra_names(self.extra_numeric)]
+        return [*NUMERIC_FEATURES, *extra_names(self.extra_numeric), *self.optional_features]
 
     @property
     def categorical_features(self) -> list[str]:
@@ -116,8 +164,8 @@ class Scenario:
 
     @property
     def feature_names(self) -> list[str]:
-        """Model inputs in frame order: base numeric, categorical, then x01..xNN."""
-        return [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES, *extra_names(self.extra_numeric)]
+        """Model inputs in frame order: base numeric, categorical, x01..xNN, then the optional columns."""
+        return [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES, *extra_names(self.extra_numeric), *self.optional_features]
 
     @property
     def target(self) -> str:
@@ -143,10 +191,21 @@ class Scenario:
         rng = np.random.default_rng(np.random.SeedSequence(entropy))
         offsets = np.sort(rng.integers(0, DAY_NS, self.rows_per_day))
         times = self.start.value + index * DAY_NS + offsets
-        return self._simulate(rng, entropy, times)
+        frame = self._simulate(rng, entropy, times)
+        drops = [i for i in self.timeline() if i.kind is DriftKind.TRAFFIC_DROP]
+        if drops:
+            gone = np.zeros(len(times), dtype=bool)
+            for injection in drops:
+                stream = np.random.default_rng(np.random.SeedSequence([*entropy, 100, injection.stream_key()]))
+                gone |= dropped_rows(injection, injection.window_mask(times), stream, times)
+            frame = frame[~gone].reset_index(drop=True)
+        return frame
 
     def generate(self, start: pd.Timestamp | str, end: pd.Timestamp | str) -> pd.DataFrame:
-        """Rows with ``event_time`` in ``[start, end)``, sorted by time; same as concatenating days."""
+        """Rows with ``event_time`` in ``[start, end)``, sorted by time; same as concatenating days.
+
+        Traffic drops act here (on days); ``generate_rows`` always gives exactly the rows asked for.
+        """
         start, end = utc(start, "start"), utc(end, "end")
         first = self.day_index(start)
         if end <= start:
@@ -207,10 +266,11 @@ class Scenario:
     def _simulate(self, rng: np.random.Generator, entropy: list[int], times: np.ndarray) -> pd.DataFrame:
         n = len(times)
         extra_columns = extra_names(self.extra_numeric)
-        float_names = (*NUMERIC_FEATURES, *extra_columns)
+        float_names = (*NUMERIC_FEATURES, *extra_columns, *self.optional_features)
         # One float64 block in frame order, so 1M x 50 rows are built without per-column copies.
         block = np.empty((len(float_names), n))
-        extra_rows = list(block[len(NUMERIC_FEATURES) :])
+        extra_block = block[len(NUMERIC_FEATURES) : len(NUMERIC_FEATURES) + len(extra_columns)]
+        extra_rows = list(extra_block)
         pop = customer_population(self.seed, self.population)
         who = rng.integers(0, self.population, n)
         risk = pop.risk[who]
@@ -226,7 +286,7 @@ class Scenario:
         numeric["num_late_payments"] = np.minimum(rng.poisson(late_rate), 30).astype(float)
         numeric["num_open_accounts"] = np.minimum(rng.poisson(pop.open_rate[who]), 50).astype(float)
         if extra_rows:
-            rng.standard_normal(out=block[len(NUMERIC_FEATURES) :])
+            rng.standard_normal(out=extra_block)
         numeric.update(zip(extra_columns, extra_rows, strict=True))
         codes = {
             "region": pop.region[who],
@@ -243,18 +303,21 @@ class Scenario:
         def stream(injection: Injection) -> np.random.Generator:
             return np.random.default_rng(np.random.SeedSequence([*entropy, 100, injection.stream_key()]))
 
+        if self.calendar_features or self.weekly_cycle > 0:
+            numeric.update(self._optional_columns(entropy, times))
         for injection, mask in active:
             if injection.kind is DriftKind.COVARIATE_SHIFT:
-                shift(numeric, codes, injection, mask, stream(injection))
+                shift(numeric, codes, injection, mask, stream(injection), times)
         labels = (label_u < _true_probability(numeric, codes, times, self.injections)).astype(np.int64)
 
         for name, hit in natural_missing.items():
             numeric[name] = np.where(hit, np.nan, numeric[name])
         for injection, mask in active:
-            corrupt(numeric, codes, injection, mask, stream(injection))
+            corrupt(numeric, codes, injection, mask, stream(injection), times)
 
         for row, name in enumerate(float_names):
-            if row < len(NUMERIC_FEATURES) or numeric[name] is not extra_rows[row - len(NUMERIC_FEATURES)]:
+            extra = row - len(NUMERIC_FEATURES)
+            if not 0 <= extra < len(extra_rows) or numeric[name] is not extra_rows[extra]:
                 block[row] = numeric[name]
         frame = pd.DataFrame(block.T, columns=list(float_names), copy=False)
         frame.insert(0, "entity_id", pop.ids[who])
@@ -266,6 +329,26 @@ class Scenario:
         delay = (self.label_delay.value * jitter).astype(np.int64)
         frame["label_available_at"] = pd.to_datetime(times + delay, unit="ns", utc=True)
         return frame
+
+    def _optional_columns(self, entropy: list[int], times: np.ndarray) -> dict[str, np.ndarray]:
+        """Calendar columns off the clock, and the seasonal feature from a stream of its own (so
+        turning it on leaves every other column as it was)."""
+        columns: dict[str, np.ndarray] = {}
+        days = times / DAY_NS
+        if self.calendar_features:
+            stamps = pd.DatetimeIndex(pd.to_datetime(times, unit="ns", utc=True))
+            columns["day_of_week"] = stamps.dayofweek.to_numpy(dtype=float)
+            columns["day_of_month"] = stamps.day.to_numpy(dtype=float)
+        if self.weekly_cycle > 0:
+            rng = np.random.default_rng(np.random.SeedSequence([*entropy, 200]))
+            weekday = (days + 3.0) % 7.0  # the epoch was a Thursday; 0 = Monday 00:00
+            cycle = self.weekly_cycle * np.cos(2.0 * np.pi * (weekday - _SEASONAL_PEAK_WEEKDAY) / 7.0)
+            columns[SEASONAL_FEATURE] = cycle + rng.standard_normal(len(times))
+        return columns
+
+
+_SEASONAL_PEAK_WEEKDAY = 5.5  # Saturday noon
+
 
 def credit_default_scenario(**overrides: Any) -> Scenario:
     """The standard credit-default world; keyword arguments override ``Scenario`` fields."""

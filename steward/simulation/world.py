@@ -18,7 +18,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["CATEGORICAL_FEATURES", "CATEGORIES", "MAX_EXTRA_NUMERIC", "NUMERIC_FEATURES", "TARGET", "UNSEEN_CATEGORIES"]
+__all__ = [
+    "CALENDAR_FEATURES",
+    "CATEGORICAL_FEATURES",
+    "CATEGORIES",
+    "MAX_EXTRA_NUMERIC",
+    "NUMERIC_FEATURES",
+    "SEASONAL_FEATURE",
+    "TARGET",
+    "UNSEEN_CATEGORIES",
+]
 
 TARGET = "default"
 NUMERIC_FEATURES: tuple[str, ...] = (
@@ -43,6 +52,12 @@ UNSEEN_CATEGORIES: Mapping[str, str] = {
     "education": "vocational",
 }
 MAX_EXTRA_NUMERIC = 99
+# Optional columns of a scenario (off by default, so the standard frame is unchanged).  Calendar
+# columns are read off the event time and carry no label effect; the seasonal feature follows a
+# weekly cycle and has a stable, moderate label effect (standardised, weight SEASONAL_WEIGHT).
+CALENDAR_FEATURES: tuple[str, ...] = ("day_of_week", "day_of_month")
+SEASONAL_FEATURE = "weekly_activity"
+SEASONAL_WEIGHT = 0.3
 
 DAY_NS = 86_400 * 10**9
 _EXTRA_RE = re.compile(r"x(\d{2})")
@@ -248,7 +263,8 @@ def _transform(name: str, x: np.ndarray) -> np.ndarray:
 
 
 def _term(name: str, x: np.ndarray) -> np.ndarray:
-    z = x if extra_index(name) is not None else (_transform(name, x) - _TERM_CENTER[name]) / _TERM_SCALE[name]
+    standardised = extra_index(name) is not None or name == SEASONAL_FEATURE
+    z = x if standardised else (_transform(name, x) - _TERM_CENTER[name]) / _TERM_SCALE[name]
     z = np.clip(z, -4.0, 4.0)
     z[np.isnan(z)] = 0.0
     return z
@@ -264,6 +280,10 @@ def _category_term_table(name: str) -> np.ndarray:
 
 
 def base_weight(name: str) -> float:
+    if name in CALENDAR_FEATURES:
+        return 0.0
+    if name == SEASONAL_FEATURE:
+        return SEASONAL_WEIGHT
     index = extra_index(name)
     if index is not None:
         return _INFORMATIVE_EXTRA_WEIGHT if index % 2 == 1 and index <= 9 else 0.0
@@ -273,13 +293,17 @@ def default_probability(
     numeric: Mapping[str, np.ndarray],
     codes: Mapping[str, np.ndarray],
     weights: Mapping[str, float | np.ndarray],
+    intercept_shift: float | np.ndarray = 0.0,
 ) -> np.ndarray:
-    """True default probability of each row under the given label weights (a scalar, or one per row)."""
+    """True default probability of each row under the given label weights (a scalar, or one per row);
+    ``intercept_shift`` moves the log-odds of every row (a base-rate shift)."""
     late, debt = (
         _term("num_late_payments", numeric["num_late_payments"]),
         _term("debt_ratio", numeric["debt_ratio"]),
     )
     logit = _INTERCEPT + _INTERACTION_WEIGHT * late * debt
+    if not (isinstance(intercept_shift, float) and intercept_shift == 0.0):
+        logit = logit + intercept_shift
     for name, weight in weights.items():
         if isinstance(weight, float) and weight == 0.0:
             continue

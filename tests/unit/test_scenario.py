@@ -263,3 +263,106 @@ def test_bad_scenario_is_rejected():
         Scenario(label_delay=pd.Timedelta(days=-1))
     with pytest.raises(ValueError, match="rows_per_day: need an int >= 1"):
         Scenario(rows_per_day=0)
+
+
+def test_calendar_columns_are_read_off_the_clock_and_leave_the_rest_alone():
+    plain, calendar = small(), small(calendar_features=True)
+    frame = calendar.generate(START, END)
+    assert calendar.calendar_columns == ["day_of_week", "day_of_month"]
+    assert calendar.feature_names[-2:] == ["day_of_week", "day_of_month"]
+    times = frame["event_time"]
+    assert (frame["day_of_week"] == times.dt.dayofweek).all() and (frame["day_of_month"] == times.dt.day).all()
+    pd.testing.assert_frame_equal(frame.drop(columns=calendar.calendar_columns), plain.generate(START, END))
+    np.testing.assert_allclose(calendar.true_default_probability(frame), plain.true_default_probability(frame))
+
+
+def test_weekly_cycle_moves_the_seasonal_feature_and_the_default_rate_with_the_weekday():
+    scenario = Scenario(rows_per_day=4000, population=5000, weekly_cycle=1.0)
+    frame = scenario.generate(START, START + pd.Timedelta(days=14))
+    assert scenario.seasonal_columns == ["weekly_activity"]
+    by_day = frame.groupby(frame["event_time"].dt.dayofweek)
+    activity, rate = by_day["weekly_activity"].mean(), by_day["default"].mean()
+    assert activity.idxmax() == 5 and activity[5] - activity[1] > 1.5  # Saturday high, Tuesday low
+    assert rate[5] > rate[1] + 0.03
+    assert frame["weekly_activity"].std() == pytest.approx(np.sqrt(1 + 0.5), abs=0.1)
+    plain = Scenario(rows_per_day=4000, population=5000).generate(START, START + pd.Timedelta(days=1))
+    pd.testing.assert_series_equal(frame["income"].iloc[:4000], plain["income"])
+
+
+def test_ramped_covariate_shift_grows_linearly_to_its_magnitude():
+    ramp = pd.Timedelta(days=10)
+    injection = Injection(DriftKind.COVARIATE_SHIFT, START, None, ("age",), 1.0, ramp=ramp)
+    frame = Scenario(rows_per_day=2000, population=5000, injections=(injection,)).generate(
+        START, START + pd.Timedelta(days=14)
+    )
+    clean = Scenario(rows_per_day=2000, population=5000).generate(START, START + pd.Timedelta(days=14))
+    moved = (frame["age"] - clean["age"]).groupby(frame["event_time"].dt.floor("D")).mean()
+    assert moved.iloc[0] < 1.5 and moved.iloc[4] == pytest.approx(0.45 * 15, abs=1.5)
+    assert moved.iloc[12] == pytest.approx(15, abs=1.5)
+    assert injection.stream_key() != Injection(DriftKind.COVARIATE_SHIFT, START, None, ("age",), 1.0).stream_key()
+
+
+def test_ramped_concept_drift_reaches_full_strength_at_the_end_of_the_ramp():
+    drift = Injection(DriftKind.CONCEPT_DRIFT, ONSET, None, ("utilization",), 1.0, ramp=pd.Timedelta(days=1))
+    sudden = Injection(DriftKind.CONCEPT_DRIFT, ONSET, None, ("utilization",), 1.0)
+    frame = small().generate(START, END)
+    gradual, full = small(drift), small(sudden)
+    np.testing.assert_allclose(
+        gradual.true_default_probability(frame, at=ONSET + pd.Timedelta(days=1)),
+        full.true_default_probability(frame, at=ONSET),
+    )
+    halfway = gradual.true_default_probability(frame, at=ONSET + pd.Timedelta(hours=12))
+    clean = small().true_default_probability(frame, at=ONSET)
+    assert 0 < np.abs(halfway - clean).mean() < np.abs(full.true_default_probability(frame, at=ONSET) - clean).mean()
+
+
+def test_base_rate_shift_raises_the_default_rate_and_keeps_the_ranking():
+    shifted = small(Injection(DriftKind.BASE_RATE_SHIFT, ONSET, None, (), 1.5))
+    frame = shifted.generate(START, END)
+    before, after = split(frame)
+    assert after["default"].mean() > before["default"].mean() + 0.15
+    at_end = shifted.true_default_probability(frame, at=END)
+    clean = small().true_default_probability(frame, at=END)
+    assert (at_end > clean).all() and (np.argsort(at_end) == np.argsort(clean)).all()
+    inputs = [c for c in frame.columns if c != "default"]
+    pd.testing.assert_frame_equal(frame[inputs], small().generate(START, END)[inputs])
+
+
+def test_traffic_drop_thins_its_days_and_only_those():
+    drop = Injection(DriftKind.TRAFFIC_DROP, START + pd.Timedelta(days=1), START + pd.Timedelta(days=3), (), 0.9)
+    frame = small(drop).generate(START, END)
+    per_day = frame.groupby(frame["event_time"].dt.floor("D")).size()
+    assert per_day.iloc[0] == per_day.iloc[3] == 1000
+    assert 60 < per_day.iloc[1] < 140 and 60 < per_day.iloc[2] < 140
+    assert len(small(drop).generate_rows(500, at=START + pd.Timedelta(days=2))) == 500
+    kept = frame[frame["event_time"] < START + pd.Timedelta(days=1)]
+    pd.testing.assert_frame_equal(kept, small().day(0))
+
+
+def test_label_delay_zero_makes_labels_available_at_once():
+    frame = small(label_delay=pd.Timedelta(0)).generate(START, START + pd.Timedelta(days=1))
+    assert (frame["label_available_at"] == frame["event_time"]).all()
+    week = small(label_delay=pd.Timedelta(days=7)).generate(START, START + pd.Timedelta(days=1))
+    delay = week["label_available_at"] - week["event_time"]
+    assert delay.min() >= pd.Timedelta(days=5.25) and delay.max() <= pd.Timedelta(days=8.75)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": DriftKind.BASE_RATE_SHIFT, "features": ("age",)}, "names no feature; give features=()"),
+        ({"kind": DriftKind.TRAFFIC_DROP, "features": (), "magnitude": 1.0}, r"dropped in \(0, 1\)"),
+        ({"ramp": pd.Timedelta(0)}, r"ramp: need a duration > 0"),
+        ({"ramp": "soon"}, r"ramp: need a duration > 0"),
+    ],
+)
+def test_new_injection_kinds_reject_bad_input(kwargs, message):
+    arguments = {"kind": DriftKind.MISSING_SPIKE, "start": "2026-02-01", "end": None, "features": ("age",),
+                 "magnitude": 0.5} | kwargs
+    with pytest.raises(ValueError, match=message):
+        Injection(**arguments)
+
+
+def test_bad_weekly_cycle_is_rejected():
+    with pytest.raises(ValueError, match="weekly_cycle: need an amplitude in 0..5"):
+        Scenario(weekly_cycle=-1.0)
