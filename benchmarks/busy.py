@@ -10,17 +10,11 @@ for the CPU as other tenants of a shared CI runner would.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import subprocess
 import sys
 import threading
 import time
-
-
-def _spin() -> None:
-    while True:
-        pass
 
 
 def main() -> int:
@@ -32,9 +26,8 @@ def main() -> int:
     if not command:
         parser.error("give the command to run after --, e.g. busy.py -- bash .ci/run")
 
-    hogs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.hogs)]
-    for hog in hogs:
-        hog.start()
+    from steward.simulation.load import cpu_hog
+
     loads: list[float] = []
     done = threading.Event()
 
@@ -46,11 +39,10 @@ def main() -> int:
     sampler.start()
     started = time.monotonic()
     try:
-        code = subprocess.call(command)
+        with cpu_hog(args.hogs):
+            code = subprocess.call(command)
     finally:
         done.set()
-        for hog in hogs:
-            hog.kill()
     minutes = (time.monotonic() - started) / 60
     if loads:
         ordered = sorted(loads)

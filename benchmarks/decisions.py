@@ -83,7 +83,7 @@ def nannyml_version(python: Path) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ goals
-def goals(runs: list[CaseRun], candidates: str | None) -> list[tuple[str, bool | None, str]]:
+def goals(runs: list[CaseRun], candidates: list | None) -> list[tuple[str, bool | None, str]]:
     """The issue's goals (item 4), each judged on Steward's scores: (goal, passed or None = not measured here, evidence)."""
     steward = [r.scores["steward"] for r in runs]
     material = [s for s, r in zip(steward, runs, strict=True) if r.case.material]
@@ -103,14 +103,24 @@ def goals(runs: list[CaseRun], candidates: str | None) -> list[tuple[str, bool |
     weekly_lost = float(np.mean([b for _, b in lost])) if lost else math.nan
     retrains = (sum(s.retrains for s, _ in weekly), sum(w.retrains for _, w in weekly))
     as_good = bool(lost) and steward_lost <= weekly_lost + 1e-9 and retrains[0] < retrains[1]
-    canary = "see the candidate table" if candidates else "not measured here (candidate scenarios not importable)"
+    if candidates:
+        good = [c for c in candidates if not c.bad]
+        bad = [c for c in candidates if c.bad]
+        wrongly = [c.scenario for c in good if not c.correct]
+        late_stop = [f"{c.scenario} ({c.decision.value}, step {c.stopped_at_step})" for c in bad if not c.correct]
+        good_goal = (not wrongly and bool(good), f"{len(good) - len(wrongly)}/{len(good)} good candidates promoted"
+                     + (f"; not: {', '.join(wrongly)}" if wrongly else ""))
+        bad_goal = (not late_stop and bool(bad), f"{len(bad) - len(late_stop)}/{len(bad)} stopped at step 1"
+                    + (f"; not: {', '.join(late_stop)}" if late_stop else ""))
+    else:
+        good_goal = bad_goal = (None, "not measured in this run (--no-candidates)")
     return [
         ("every material drift detected within one daily cycle (label-only drifts: once labels arrive)",
          not late and bool(material), f"{len(material) - len(late)}/{len(material)} in time" + (f"; late: {', '.join(late)}" if late else "")),
         ("at most 1 false alarm per 90 quiet days", rate <= 1 and not worst,
          f"{false_total} false alarms in {quiet_days:.0f} quiet days = {rate:.1f} per 90" + (f"; cases above 1: {', '.join(worst)}" if worst else "")),
-        ("0 good candidates rolled back, including under load", None, canary),
-        ("every bad candidate stopped at its first step", None, canary),
+        ("0 good candidates rolled back, including under load", *good_goal),
+        ("every bad candidate stopped at its first step", *bad_goal),
         ("accuracy within 1 point of the oracle within 2 cycles of a material drift", not slow and bool(costly),
          f"{len(costly) - len(slow)}/{len(costly)} recovered" + (f"; not: {', '.join(slow)}" if slow else "")),
         ("maintained model at least as good as a weekly retrain while retraining less often", as_good,
@@ -162,14 +172,12 @@ def baseline_table(runs: list[CaseRun], alarm_names: list[str]) -> list[str]:
     return lines
 
 
-def candidate_section(quick: bool, seed: int) -> tuple[str | None, list[str]]:
-    try:
-        from decisions_candidates import run_candidate_scenarios  # type: ignore[import-not-found]
-    except ImportError as error:
-        return None, [f"Candidate scenarios: not importable here ({error}); branch wt/canary provides them."]
-    table = run_candidate_scenarios(quick=quick, seed=seed)
-    text = table if isinstance(table, str) else str(table)
-    return text, ["## Candidates and canaries (benchmarks/decisions_candidates.py)", "", text]
+def candidate_section(quick: bool, seed: int) -> tuple[list, list[str]]:
+    """The canary scenarios (benchmarks/decisions_candidates.py): real canaries through a real gateway."""
+    from decisions_candidates import markdown_table, run_candidate_scenarios
+
+    scores = run_candidate_scenarios(quick=quick, seed=seed)
+    return scores, ["## Candidates and canaries (benchmarks/decisions_candidates.py)", "", markdown_table(scores)]
 
 
 # ------------------------------------------------------------------------------------------ main

@@ -220,10 +220,10 @@ def _run_one(scenario: CandidateScenario, model: str, spec, spec_path: Path, url
     from flows.canary_promote import canary_promote
     from steward.delivery.decisions import StepAction, StepCode
     from steward.delivery.rollout import RolloutResult
-    from steward.simulation.candidates import CpuHog
     from steward.simulation.http_traffic import TrafficSender
+    from steward.simulation.load import cpu_hog
 
-    hog = CpuHog() if scenario.hog else contextlib.nullcontext()
+    hog = cpu_hog() if scenario.hog else contextlib.nullcontext()
     started = datetime.now(UTC)
     with hog, TrafficSender(url, spec, concurrency=TRAFFIC_CONNECTIONS[scenario.traffic], send_labels=True) as sender:
         sender.start(traffic, loop=True)

@@ -8,7 +8,7 @@ rows of one category (a lost lookup entry: a quarter of the traffic, and a retry
 ``SlowerClassifier`` adds a fixed amount of computation to every call, and
 ``LoadSensitiveClassifier`` adds computation that grows with how many calls it received in the
 last moment, so it is as fast as the champion at a trickle and several times slower under
-concurrent traffic. ``CpuHog`` keeps every core busy (one busy-looping process per core) to put
+concurrent traffic. ``steward.simulation.load.cpu_hog`` keeps every core busy (one busy-looping process per core) to put
 machine-load noise under a canary.
 
 The wrappers are scikit-learn estimators of this module, so MLflow's skops serialisation must
@@ -17,8 +17,6 @@ trust them: register them through a ``Registry`` given ``TRUSTED_TYPES``.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import threading
 import time
 from collections import deque
@@ -243,40 +241,3 @@ def noisy_labels(frame: pd.DataFrame, target: str, share: float, seed: int) -> p
 
 def inverted_labels(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     return frame.assign(**{target: 1 - frame[target]})
-
-
-# ---------------------------------------------------------------------------------------- machine load
-def _spin(stop: Any) -> None:
-    x = 0
-    while not stop.is_set():
-        for _ in range(100_000):
-            x += 1
-
-
-@dataclass
-class CpuHog:
-    """One busy-looping process per core while in the ``with`` block: the machine-load noise of a scenario."""
-
-    processes: int = os.cpu_count() or 2
-
-    def __post_init__(self) -> None:
-        self._context = multiprocessing.get_context("spawn")
-        self._stop = self._context.Event()
-        self._children: list[Any] = []
-
-    def __enter__(self) -> CpuHog:
-        self._stop.clear()
-        self._children = [self._context.Process(target=_spin, args=(self._stop,), daemon=True, name=f"cpu-hog-{i}")
-                          for i in range(self.processes)]
-        for child in self._children:
-            child.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for child in self._children:
-            child.join(timeout=10)
-            if child.is_alive():
-                child.terminate()
-                child.join(timeout=10)
-        self._children = []

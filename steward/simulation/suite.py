@@ -114,7 +114,15 @@ def scenario_spec(scenario: Scenario, training_days: int, trees: int = 100, **ov
     for name in scenario.feature_names:
         if name not in known:
             kind = "integer" if name in scenario.calendar_columns else "numeric"
-            document["features"].append({"name": name, "type": kind, "nullable": True})
+            feature = {"name": name, "type": kind, "nullable": True}
+            # Declared as a team would: calendar columns move by construction, the weekly cycle by the season.
+            if name in scenario.calendar_columns:
+                feature["role"] = "calendar"
+            elif name in scenario.seasonal_columns:
+                feature["role"] = "seasonal"
+            document["features"].append(feature)
+    if scenario.seasonal_columns:
+        document.setdefault("drift", {})["season_days"] = 7
     document["data"] = {"kind": "production", "window_days": training_days}
     document["estimator"]["params"].update(max_iter=trees, early_stopping=False)
     document["data_validation"]["min_rows"] = 1000

@@ -52,8 +52,9 @@ from steward.findings import MaintenanceKind, Priority
 from steward.registry.adapter import Registry
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.registry.traffic import DEFAULT_PLAN, TrafficPlan
-from steward.simulation.candidates import TRUSTED_TYPES, CpuHog, SlowerClassifier, units_for
+from steward.simulation.candidates import TRUSTED_TYPES, SlowerClassifier, units_for
 from steward.simulation.injections import DriftKind, Injection
+from steward.simulation.load import cpu_hog
 from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("admin_token")]  # flows tell the gateway
@@ -258,7 +259,7 @@ def test_under_a_cpu_hog_a_good_candidate_is_promoted_and_a_three_times_slower_o
 
     good_path = write_spec(world.tmp, HOG_GOOD, canary=BAD_STEPS)
     slower_path = write_spec(world.tmp, HOG_SLOWER, canary=BAD_STEPS)
-    with CpuHog():
+    with cpu_hog():
         with _sender(world, HOG_GOOD, concurrency=1, send_labels=False) as sender:
             sender.start(traffic(), loop=True)
             promoted = canary_promote(spec_path=str(good_path), poll_seconds=POLL)
