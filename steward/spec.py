@@ -277,6 +277,15 @@ class ABTestSpec(_Strict):
         return self
 
 
+def upgrade_prediction_flag(data: Any) -> Any:
+    """Specs written before ``prediction_drift`` said ``prediction_drift_is_material: true|false``."""
+    if isinstance(data, dict) and "prediction_drift_is_material" in data:
+        data = dict(data)
+        old = data.pop("prediction_drift_is_material")
+        data.setdefault("prediction_drift", "always" if old else "never")
+    return data
+
+
 class DriftSpec(_Strict):
     window_days: int = Field(default=1, ge=1)
     method: Literal["share", "weighted_share", "top_k"] = "share"
@@ -295,12 +304,7 @@ class DriftSpec(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _old_prediction_flag(cls, data: Any) -> Any:
-        """Specs written before ``prediction_drift`` said ``prediction_drift_is_material: true|false``."""
-        if isinstance(data, dict) and "prediction_drift_is_material" in data:
-            data = dict(data)
-            old = data.pop("prediction_drift_is_material")
-            data.setdefault("prediction_drift", "always" if old else "never")
-        return data
+        return upgrade_prediction_flag(data)
 
 
 class HealthSpec(_Strict):

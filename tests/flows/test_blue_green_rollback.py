@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 import yaml
 from delivery_fixtures import (
-    ADMIN_TOKEN,
     GatewayProcess,
     launch_gateway,
     register,
@@ -99,18 +98,6 @@ def world(registry, example_frame, tmp_path_factory) -> Iterator[World]:
 def _serving(admin, model: str) -> str | None:
     models = {m["model"]: m for m in admin.get("/admin/status").json()["models"]}
     return (models[model].get("champion") or {}).get("version")
-
-
-@pytest.fixture
-def admin_token(monkeypatch):
-    """The flows force arms through the gateway with the token from the settings."""
-    from steward.config import reset_settings
-
-    monkeypatch.setenv("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
-    reset_settings()
-    yield
-    monkeypatch.undo()
-    reset_settings()
 
 
 def _sender(world: World, model: str, **options):

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from steward.monitoring.drift.result import ColumnDrift, DriftResult, beyond, is_p_value
+from steward.spec import upgrade_prediction_flag
 
 
 class DriftPolicy(BaseModel):
@@ -45,11 +46,7 @@ class DriftPolicy(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _old_prediction_flag(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "prediction_drift_is_material" in data:
-            data = dict(data)
-            old = data.pop("prediction_drift_is_material")
-            data.setdefault("prediction_drift", "always" if old else "never")
-        return data
+        return upgrade_prediction_flag(data)
 
 
 class EvidenceSource(StrEnum):
