@@ -300,6 +300,11 @@ class DriftSpec(_Strict):
     season_days: int | None = Field(
         default=None, ge=1, description="Season length of the features with role 'seasonal' (7: weekly)."
     )
+    multiple_testing: Literal["bonferroni", "none"] = Field(
+        default="bonferroni",
+        description="Columns judged by a p-value share the significance level (bonferroni), so a stationary "
+        "window does not flag one of many columns by chance.",
+    )
 
     @model_validator(mode="before")
     @classmethod

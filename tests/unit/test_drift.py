@@ -414,7 +414,7 @@ def test_hysteresis_stops_a_flapping_column_from_re_alarming() -> None:
 
 
 def test_hysteresis_for_p_values_runs_the_other_way() -> None:
-    policy = DriftPolicy(share_threshold=0.5, hysteresis_margin=0.2)
+    policy = DriftPolicy(share_threshold=0.5, hysteresis_margin=0.2, multiple_testing="none")
     ks = dict(method="K-S p_value", threshold=0.05)
     # p = 0.045 is below 0.05 but not below 0.04: not yet drifted
     assert not decide_material_drift(result(col("a", 0.045, **ks), col("b", 0.9, **ks)), policy).material
@@ -570,3 +570,19 @@ def test_drift_records_keep_the_awaiting_retrain_state() -> None:
     announcement = Announcement(True, AnnounceReason.STARTED, "why", datetime(2026, 3, 2, tzinfo=UTC), True)
     record = _checked("3", announcement, ("a",), datetime(2026, 3, 2, tzinfo=UTC))
     assert DriftRecord.from_json(record.to_json()).awaiting_retrain
+
+
+def test_p_valued_columns_share_the_significance_level() -> None:
+    """Thirteen columns at p < 0.05 each flag one by chance in about half of stationary windows: Bonferroni."""
+    ks = dict(method="K-S p_value", threshold=0.05)
+    others = [col(f"c{i}", 0.5, **ks) for i in range(9)]
+    chance = result(col("a", 0.02, **ks), *others)  # 0.02 > 0.05 / 10 (with the margin): a chance finding
+    policy = DriftPolicy(share_threshold=0.1, hysteresis_margin=0)
+    assert not decide_material_drift(chance, policy).material
+    assert decide_material_drift(chance, policy.model_copy(update={"multiple_testing": "none"})).material
+    real = result(col("a", 1e-4, **ks), *others)  # far beyond any chance level
+    assert decide_material_drift(real, policy).columns == ("a",)
+    wasserstein = dict(method="Wasserstein distance (normed)", threshold=0.1)  # effect sizes are not corrected
+    big = result(col("a", 0.2, **wasserstein), *[col(f"c{i}", 0.01, **wasserstein) for i in range(9)])
+    assert decide_material_drift(big, policy).columns == ("a",)
+

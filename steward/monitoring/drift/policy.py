@@ -42,6 +42,7 @@ class DriftPolicy(BaseModel):
         default=0.1, ge=0, lt=1, validation_alias=AliasChoices("hysteresis_margin", "hysteresis")
     )
     prediction_drift: Literal["never", "with_accuracy", "always"] = "with_accuracy"
+    multiple_testing: Literal["bonferroni", "none"] = "bonferroni"
 
     @model_validator(mode="before")
     @classmethod
@@ -141,6 +142,16 @@ def decide_material_drift(
     check found in the window; policy ``with_accuracy`` needs it before the prediction's drift counts.
     """
     margin = policy.hysteresis_margin
+    judged = [*result.columns, *([result.prediction] if result.prediction is not None else [])]
+    p_valued = sum(1 for c in judged if is_p_value(c.method))
+
+    def threshold(c: ColumnDrift) -> float:
+        """The column's level: the policy's or the test's, shared among the p-valued columns (Bonferroni)."""
+        level = policy.stattest_threshold if policy.stattest_threshold is not None else c.threshold
+        if policy.multiple_testing == "bonferroni" and p_valued > 1 and is_p_value(c.method):
+            return level / p_valued
+        return level
+
     if previous is not None and previous.held_drifted is not None:
         was = set(previous.held_drifted)
     elif previous is not None:
@@ -148,7 +159,7 @@ def decide_material_drift(
         was = {
             c.column
             for c in prev_cols
-            if beyond(c.method, c.score, policy.stattest_threshold or c.threshold)
+            if beyond(c.method, c.score, threshold(c))
         }
     else:
         was = set()
@@ -157,7 +168,7 @@ def decide_material_drift(
     newly: list[str] = []
 
     def state(c: ColumnDrift) -> bool:
-        thr = policy.stattest_threshold if policy.stattest_threshold is not None else c.threshold
+        thr = threshold(c)
         enter, stay = _levels(c.method, thr, margin)
         if c.column in was:
             on = beyond(c.method, c.score, stay)
@@ -185,7 +196,7 @@ def decide_material_drift(
             for c in result.columns
             if c.column not in drifted
             and c.column not in was
-            and beyond(c.method, c.score, policy.stattest_threshold or c.threshold)
+            and beyond(c.method, c.score, threshold(c))
         ]
         if near:
             notes.append(

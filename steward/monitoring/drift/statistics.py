@@ -6,6 +6,7 @@ second where Evidently takes minutes; each statistic equals Evidently's on an ex
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,35 @@ from steward.monitoring.drift.result import (
 
 _DEFAULT_THRESHOLD = {WASSERSTEIN: 0.1, JENSEN_SHANNON: 0.1, KS: 0.05, CHI_SQUARE: 0.05, Z_TEST: 0.05}
 _FEW_VALUES = 5  # Evidently: <= 5 distinct values -> discrete test even for a numeric column
+# A distance threshold is an effect size, but a small window's distance from its own population is not 0:
+# a column counts as drifted only beyond the 99th percentile of that sampling noise as well.
+NOISE_DRAWS = 100
+NOISE_QUANTILE = 0.99
+MAX_NOISE_ROWS = 5_000  # above this, a window's sampling noise is far below any useful threshold
+
+
+def _noise_rng(name: str, rows: int) -> np.random.Generator:
+    return np.random.default_rng([zlib.crc32(name.encode()), rows])
+
+
+def wasserstein_noise(profile: NumericProfile, rows: int, name: str) -> float:
+    """The normed Wasserstein distance that ``rows`` draws from the reference itself exceed 1% of the time."""
+    if rows >= MAX_NOISE_ROWS:
+        return 0.0
+    rng = _noise_rng(name, rows)
+    p = profile.counts / profile.counts.sum()
+    draws = [wasserstein_normed(np.sort(rng.choice(profile.values, size=rows, p=p)), profile)
+             for _ in range(NOISE_DRAWS)]
+    return float(np.quantile(draws, NOISE_QUANTILE))
+
+
+def jensen_shannon_noise(ref_counts: np.ndarray, rows: int, name: str) -> float:
+    """The Jensen-Shannon distance that ``rows`` draws from the reference's own frequencies exceed 1% of the time."""
+    if rows >= MAX_NOISE_ROWS:
+        return 0.0
+    rng = _noise_rng(name, rows)
+    draws = rng.multinomial(rows, ref_counts / ref_counts.sum(), size=NOISE_DRAWS).astype(np.float64)
+    return float(np.quantile([_jensen_shannon(ref_counts, d) for d in draws], NOISE_QUANTILE))
 
 
 def wasserstein_normed(current_sorted: np.ndarray, profile: NumericProfile) -> float:
@@ -130,13 +160,16 @@ def _profile_numeric(
         cur_c = np.zeros(keys.size)
         cur_c[np.searchsorted(keys, cur_keys)] = cur_counts
         method, score = _discrete_test(keys.tolist(), ref_c, cur_c, small)
+        noise = jensen_shannon_noise(ref_c, current.size, name) if method == JENSEN_SHANNON else 0.0
     elif small:
         from scipy.stats import ks_2samp
 
         method, score = KS, float(ks_2samp(np.repeat(profile.values, profile.counts), current)[1])
+        noise = 0.0
     else:
         method, score = WASSERSTEIN, wasserstein_normed(current, profile)
-    thr = _DEFAULT_THRESHOLD[method] if threshold is None else threshold
+        noise = wasserstein_noise(profile, current.size, name)
+    thr = max(_DEFAULT_THRESHOLD[method] if threshold is None else threshold, noise)
     return method, score, thr, (total - current.size) / total
 
 
@@ -152,7 +185,8 @@ def _profile_categorical(
     ref_c = np.array([profile.counts.get(k, 0) for k in keys], dtype=np.float64)
     cur_c = np.array([cur.get(k, 0) for k in keys], dtype=np.float64)
     method, score = _discrete_test(keys, ref_c, cur_c, profile.rows <= SMALL_REFERENCE_ROWS)
-    thr = _DEFAULT_THRESHOLD[method] if threshold is None else threshold
+    noise = jensen_shannon_noise(ref_c, n_cur, name) if method == JENSEN_SHANNON else 0.0
+    thr = max(_DEFAULT_THRESHOLD[method] if threshold is None else threshold, noise)
     return method, score, thr, (len(values) - n_cur) / len(values)
 
 
