@@ -180,6 +180,19 @@ def test_outliers_against_the_training_range():
     assert result.metrics["outlier_share"] == 0.2 and result.metrics["outlier_reference"] == "v3"
 
 
+def test_a_calendar_feature_has_no_outlier_fence():
+    """A month or day-of-month column leaves its training range by construction; that is not an outlier."""
+    features = [f.model_dump() for f in SPEC.features]
+    for feature in features:
+        if feature["name"] == "income":
+            feature["role"] = "calendar"
+    calendar_spec = SPEC.model_copy(update={"features": tuple(type(SPEC.features[0])(**f) for f in features)})
+    reference = pd.DataFrame({**{k: [v] * 200 for k, v in CLEAN.items()},
+                              "income": np.linspace(20_000, 120_000, 200)})
+    assert "income" not in OutlierFences.from_reference(reference, calendar_spec, "3").bounds
+    assert "income" in OutlierFences.from_reference(reference, SPEC, "3").bounds
+
+
 def test_schema_violations_among_accepted_rows():
     frame = log(100)
     frame.loc[:9, "region"] = "overseas"  # unseen category: the gateway accepts it

@@ -16,7 +16,7 @@ from steward.monitoring.health.report import (
     Metric,
     share_severity,
 )
-from steward.spec import FeatureType, ModelSpec
+from steward.spec import FeatureRole, FeatureType, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,9 @@ class OutlierFences:
     @classmethod
     def from_reference(cls, reference: pd.DataFrame, spec: ModelSpec, version: str) -> OutlierFences:
         bounds = {}
+        calendar = set(spec.features_with_role(FeatureRole.CALENDAR))  # its range moves on by construction
         for name in spec.numeric_features:
-            if name not in reference.columns:
+            if name not in reference.columns or name in calendar:
                 continue
             values = pd.to_numeric(reference[name], errors="coerce").dropna().to_numpy(dtype=float)
             if values.size == 0:
