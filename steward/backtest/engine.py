@@ -55,11 +55,12 @@ from steward.monitoring.health.data_quality import OutlierFences, check_data_qua
 from steward.monitoring.health.report import Area, CheckResult, HealthReport, HealthWindow, failed_check
 from steward.spec import FeatureRole, ModelSpec, Task
 from steward.store.records import label_text
-from steward.training.data import frame_sha256, split_train_holdout, validate_training_data
+from steward.training.data import DataError, frame_sha256, split_train_holdout, validate_training_data
 from steward.training.evaluation import compute_metrics, predict_scores
 from steward.training.gates import ValidationVerdict, decide_retrain
 from steward.training.train import TrainedModel, labelled_frame, reference_sample, train_model
 from steward.training.validation import Contender, validate_candidate
+from steward.training.windows import choose_training_window
 
 LABEL_TIME = "__steward_label_time"
 
@@ -272,7 +273,7 @@ class _Replay:
                                                    and drift.announced, accuracy_alarm=accuracy_alarm)
 
         if Strategy.EVERY_WINDOW in config.strategies and index < len(self.bounds) - 1:  # a model that will serve
-            if retrained_here is not None:
+            if retrained_here is not None and len(spec.data.window_candidates) <= 1:
                 self.every_window = retrained_here  # the same rows and seed train the same model
                 baseline_retrains.append(Strategy.EVERY_WINDOW)
             elif validate_training_data(training, spec).passed:
@@ -433,11 +434,20 @@ class _Replay:
         if not allowance.allowed:
             actions.append(Action(ActionKind.RETRAIN_SKIPPED, f"{why}: {allowance.reason}", allowance.code.value))
             return None
+        source = f"labels known by {end:%Y-%m-%d %H:%M} UTC"
+        if len(spec.data.window_candidates) > 1:  # the retrain flow's choice of window, on the same rows
+            longest = self._known(end - timedelta(days=max(spec.data.window_candidates)), end, end)
+            try:
+                choice = choose_training_window(spec, longest, end)
+            except DataError as error:
+                actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: {error}", "training_data_rejected"))
+                return None
+            training, source = choice.frame, f"{source}; {choice.describe()}"
         data = validate_training_data(training, spec)
         if not data.passed:
             actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: {data.summary()}", "training_data_rejected"))
             return None
-        trained = self._train(training, f"labels known by {end:%Y-%m-%d %H:%M} UTC")
+        trained = self._train(training, source)
         candidate = self._version(trained, end)
         self.retrain_times.append(end)
         metric = spec.primary_metric

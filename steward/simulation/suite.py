@@ -123,9 +123,11 @@ def scenario_spec(scenario: Scenario, training_days: int, trees: int = 100, **ov
             document["features"].append(feature)
     if scenario.seasonal_columns:
         document.setdefault("drift", {})["season_days"] = 7
-    document["data"] = {"kind": "production", "window_days": training_days}
+    # Windows chosen by evidence, as a team that expects sudden changes would configure the retrain.
+    document["data"] = {"kind": "production", "window_days": training_days,
+                        "candidate_window_days": sorted({1, 2, max(training_days // 2, 3)})}
     document["estimator"]["params"].update(max_iter=trees, early_stopping=False)
-    document["data_validation"]["min_rows"] = 1000
+    document["data_validation"]["min_rows"] = 250  # a day of the quick worlds' traffic: a window may be one day
     for section, values in overrides.items():
         document[section] = {**document.get(section, {}), **values}
     return parse_spec(document, source=f"scenario spec ({len(scenario.feature_names)} features)")
