@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 
 def main() -> int:
@@ -26,6 +27,7 @@ def main() -> int:
     if not command:
         parser.error("give the command to run after --, e.g. busy.py -- bash .ci/run")
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs before the project's venv exists
     from steward.simulation.load import cpu_hog
 
     loads: list[float] = []
