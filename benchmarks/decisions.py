@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the quick subset, 30-day quiet periods")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cases", default="", help="comma-separated case names (default: all of the mode)")
-    parser.add_argument("--no-candidates", action="store_true", help="skip wt/canary's candidate scenarios")
+    parser.add_argument("--no-candidates", action="store_true", help="skip the candidate scenarios (real canaries through a real gateway)")
     parser.add_argument("--nannyml-python", type=Path, default=DEFAULT_NANNYML_PYTHON)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--jobs", type=int, default=1, help="cases run in parallel processes")

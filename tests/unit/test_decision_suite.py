@@ -86,7 +86,6 @@ def test_a_gradual_drift_counts_its_delay_from_when_it_became_material():
 
 @pytest.fixture(scope="module")
 def quick_runs():
-    pytest.importorskip("steward.backtest", reason="the backtest engine (branch wt/backtest) is not merged")
     from steward.simulation.suite_run import run_case
 
     size = SuiteSize.quick()

@@ -72,6 +72,17 @@ def test_floor_fails_even_without_champion():
     assert checks == {"metric_floor": CheckStatus.FAILED, "metric_vs_champion": CheckStatus.SKIPPED}
 
 
+def test_a_candidate_below_the_floor_passes_when_the_champion_is_further_below_and_clearly_worse():
+    """After concept drift the champion can sit far below the floor; keeping it is the worse choice."""
+    y = np.array([0, 1] * 200)
+    gain = PairedInterval("roc_auc", 0.66, 0.35, 0.31, 0.2, 0.42, 0.05, 0.95, 400, "test")
+    checks = statuses(check_primary_metric("roc_auc", 0.66, judge_non_inferiority(gain, 0.01, y), POLICY))
+    assert checks == {"metric_floor": CheckStatus.PASSED, "metric_vs_champion": CheckStatus.PASSED}
+    unsure = PairedInterval("roc_auc", 0.66, 0.60, 0.06, -0.01, 0.13, 0.035, 0.95, 400, "test")
+    checks = statuses(check_primary_metric("roc_auc", 0.66, judge_non_inferiority(unsure, 0.01, y), POLICY))
+    assert checks["metric_floor"] is CheckStatus.FAILED  # not clearly better: the floor holds
+
+
 def test_report_verdict_failed_beats_inconclusive_and_inconclusive_is_not_a_pass():
     def report(*checks):
         return ValidationReport("m", "2", "1", "roc_auc", {}, {}, tuple(checks), holdout_rows=200)
