@@ -214,19 +214,28 @@ def gather_accuracy_evidence(
     """What accuracy did in the window: measured on the labels received by its end, else the label-free
     estimate of a calibrated classifier; None when neither is available."""
     labelled = join_labels(current, store().read_labels(spec.name, start=start, end=end))
-    try:
-        baseline = registry().get_version(spec.name, version, with_metrics=True).metrics
-    except RegistryError:
-        baseline = {}
     calibration: Calibration | str | None = None
     if len(labelled) < MIN_LABELLED and spec.task.is_classification:
-        try:
-            reg = registry()
-            calibration = measure_calibration(reg.load_model(spec.name, version).model,
-                                              reg.load_dataset(spec.name, version, "holdout"), spec)
-        except (RegistryError, ValueError) as error:
-            calibration = str(error)
-    return accuracy_evidence(spec, current, labelled, baseline, calibration)
+        calibration = version_calibration(spec, version)
+    return accuracy_evidence(spec, current, labelled, version_baseline(spec, version), calibration)
+
+
+def version_baseline(spec: ModelSpec, version: str) -> dict[str, float]:
+    """The version's held-out metrics from validation (empty when the registry has none)."""
+    try:
+        return registry().get_version(spec.name, version, with_metrics=True).metrics
+    except RegistryError:
+        return {}
+
+
+def version_calibration(spec: ModelSpec, version: str) -> Calibration | str:
+    """The version's calibration on its holdout, or why it could not be measured."""
+    try:
+        reg = registry()
+        return measure_calibration(reg.load_model(spec.name, version).model,
+                                   reg.load_dataset(spec.name, version, "holdout"), spec)
+    except (RegistryError, ValueError) as error:
+        return str(error)
 
 
 @task(name="decide-material-drift")

@@ -13,10 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from steward import events
 from steward.monitoring.drift.monitor import MIN_DRIFT_ROWS, compare_seasonal
 from steward.monitoring.health.accuracy import (
-    Calibration,
     InputDrift,
     check_accuracy,
-    measure_calibration,
 )
 from steward.monitoring.health.cost import check_cost
 from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
@@ -40,7 +38,6 @@ from steward.monitoring.slo import (
     days_between,
     summarize_slo,
 )
-from steward.registry.errors import RegistryError
 from steward.spec import FeatureRole, ModelSpec
 from steward.store.reader import join_labels
 from steward.training.data import prepare_features
@@ -60,6 +57,8 @@ from tasks.drift import (
     load_previous_drift,
     measure_drift,
     measure_seasonal_drift,
+    version_baseline,
+    version_calibration,
 )
 
 NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name
@@ -124,23 +123,6 @@ def data_quality_check(
     return check_data_quality(log.predictions, spec, fences, gateway, fences_error=reference.error)
 
 
-def _calibration(spec: ModelSpec, version: str) -> Calibration | str:
-    """The version's calibration on its holdout, or why it could not be measured."""
-    try:
-        loaded = registry().load_model(spec.name, version)
-        holdout = registry().load_dataset(spec.name, version, "holdout")
-        return measure_calibration(loaded.model, holdout, spec)
-    except (RegistryError, ValueError) as error:
-        return str(error)
-
-
-def _baseline(spec: ModelSpec, version: str) -> dict[str, float]:
-    try:
-        return registry().get_version(spec.name, version, with_metrics=True).metrics
-    except RegistryError:
-        return {}
-
-
 def measure_window_input_drift(spec: ModelSpec, window: HealthWindow, log: WindowLog) -> InputDrift | None:
     """The drift report's own measurement of this window: the busiest version's served rows against its cached
     reference profile, seasonal features one season back, the previous drift check for hysteresis.
@@ -174,8 +156,8 @@ def accuracy_check(spec: ModelSpec, log: WindowLog, reference: Reference, input_
     """Calibration on the holdout is measured for every classifier version: the label-free estimate's validity
     while labels are pending, the baseline of the calibration check once they are in."""
     versions = VersionsInWindow.of(log.predictions).versions
-    baselines = {version: _baseline(spec, version) for version in versions}
-    calibrations = {version: _calibration(spec, version) for version in versions} if spec.task.is_classification else {}
+    baselines = {version: version_baseline(spec, version) for version in versions}
+    calibrations = {version: version_calibration(spec, version) for version in versions} if spec.task.is_classification else {}
     return check_accuracy(log.predictions, log.labelled, spec, baselines, calibrations, reference.frame,
                           input_drift=input_drift, importances=input_drift.importances if input_drift else None)
 

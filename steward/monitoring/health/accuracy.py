@@ -528,14 +528,3 @@ def _judge_estimate(
             subject=v,
         )]
     return []
-
-
-
-def versions_needing_estimate(predictions: pd.DataFrame, labelled: pd.DataFrame, task: Task) -> list[str]:
-    """Versions whose accuracy must be estimated: too few labels yet, and a classifier's probabilities to use."""
-    if not task.is_classification:
-        return []
-    answered = predictions[predictions["status"] == "ok"]
-    counts = labelled[labelled["status"] == "ok"]["version"].value_counts()
-    return sorted((str(v) for v in answered["version"].unique() if counts.get(v, 0) < MIN_LABELLED),
-                  key=version_key)
