@@ -79,6 +79,10 @@ def create_app(
     # exception handlers apply to it as to every route.
     app.router.routes.insert(0, Route("/v1/models/{name}/predict", predict_route, methods=["POST"]))
 
+    @app.post("/invocations", summary="MLflow's scoring API on the default model: answers {\"predictions\": [...]}")
+    async def invocations(request: Request) -> Response:
+        return await gateway.predict(config.invocations_model, request, mlflow_answer=True)
+
     @app.post("/v1/models/{name}/feedback", summary="Labels for logged predictions, by request id and row")
     async def feedback(name: str, request: Request) -> Response:
         return await gateway.feedback(name, request)

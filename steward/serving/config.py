@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from steward.serving.schema import DEFAULT_MAX_TEXT_LENGTH
 from steward.spec import OutOfRangePolicy
 from steward.store.writer import LogMode
 
@@ -26,6 +27,13 @@ class GatewayConfig(BaseModel):
     max_batch_rows: int = Field(default=1000, ge=1, description="Rows one predict request may carry.")
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
     max_feedback_labels: int = Field(default=10_000, ge=1)
+    max_text_length: int = Field(
+        default=DEFAULT_MAX_TEXT_LENGTH, ge=1, le=1_000_000,
+        description="Characters in one text value (category, entity id, label); longer ones are refused with a 422.",
+    )
+    default_model: str | None = Field(
+        default=None, description="The model `POST /invocations` scores (MLflow's scoring API); default: the first served.",
+    )
     rate_limit: float | None = Field(default=None, gt=0, description="Predict requests per second per client.")
     rate_burst: int | None = Field(default=None, ge=1, description="Bucket size; default twice the rate.")
     client_header: str | None = Field(
@@ -50,7 +58,14 @@ class GatewayConfig(BaseModel):
     def _unique_models(self) -> GatewayConfig:
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models: {list(self.models)} names a model twice")
+        if self.default_model is not None and self.default_model not in self.models:
+            raise ValueError(f"default_model: {self.default_model!r} is not one of the served models {list(self.models)}")
         return self
+
+    @property
+    def invocations_model(self) -> str:
+        """The model MLflow clients reach at ``POST /invocations``."""
+        return self.default_model or self.models[0]
 
     @property
     def burst(self) -> int:

@@ -42,8 +42,8 @@ from steward.serving.metrics import GatewayMetrics
 from steward.serving.pool import Deployment, ModelPool, Poller
 from steward.serving.prediction_log import LogContext, LogSettings, PredictionLog, labels_record
 from steward.serving.ratelimit import RateLimiter
-from steward.serving.responses import error_response, json_response
-from steward.serving.schema import Payload, RequestError, parse_payload, select_rows
+from steward.serving.responses import error_response, is_json_media_type, json_response
+from steward.serving.schema import Payload, RequestError, check_entities, parse_payload, select_rows
 from steward.serving.shadow import (
     ShadowCopy,
     ShadowLogSettings,
@@ -164,7 +164,8 @@ class Gateway:
                        written_rows=stats.written_rows + shadow.log_written)
 
     # ------------------------------------------------------------------ predict
-    async def predict(self, name: str, request: Request) -> Response:
+    async def predict(self, name: str, request: Request, *, mlflow_answer: bool = False) -> Response:
+        """Score the request's rows; ``mlflow_answer``: answer ``{"predictions": [...]}`` as MLflow's scoring server does."""
         started = time.perf_counter()
         time_ns = time.time_ns()
         request_id = uuid.uuid4().hex
@@ -178,8 +179,11 @@ class Gateway:
             body = await self._raw_body(request)
             payload = parse_payload(self._json_body(body), max_rows=self.config.max_batch_rows)
             groups, allowed_extra, entities = self._route(deployment, payload, request)
+            if entities is not None:
+                check_entities(entities, self.config.max_text_length)
             context = (request_id, time_ns, started, entities)
-            jobs = [self._validated_job(deployment, route, rows, payload, allowed_extra, context)
+            jobs = [self._validated_job(deployment, route, rows, payload, allowed_extra, context,
+                                        self.config.max_text_length)
                     for route, rows in groups]
         except RequestError as error:
             self._count(name, "", "", str(error.status))
@@ -212,8 +216,10 @@ class Gateway:
             return error_response(RequestError(500, f"{name} v{arm.version} failed to score the request "
                                                     f"({type(error).__name__}: {error}); this is a gateway-side fault"),
                                   request_id)
-        return json_response(self._answer(name, request_id, payload.rows, jobs, results, groups), 200,
-                             {"x-request-id": request_id})
+        answer = self._answer(name, request_id, payload.rows, jobs, results, groups)
+        if mlflow_answer:
+            answer = {"predictions": answer["predictions"]}
+        return json_response(answer, 200, {"x-request-id": request_id})
 
     def check_served(self, name: str) -> None:
         """RequestError (404) unless this gateway serves the model."""
@@ -252,6 +258,9 @@ class Gateway:
         return self._json_body(await self._raw_body(request))
 
     async def _raw_body(self, request: Request) -> bytes:
+        kind = request.headers.get("content-type")
+        if kind is not None and not is_json_media_type(kind):
+            raise RequestError(415, f"the body must be JSON (Content-Type: application/json); got {kind!r}")
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -314,13 +323,13 @@ class Gateway:
     @staticmethod
     def _validated_job(
         deployment: Deployment, route: Route, rows: list[int], payload: Payload, allowed: frozenset[str],
-        request: tuple[str, int, float, list[str | None] | None],
+        request: tuple[str, int, float, list[str | None] | None], max_text_length: int,
     ) -> Job:
         arm = deployment.arm(route.answer)
         if arm is None:
             raise RequestError(503, f"{deployment.model} has no {route.answer} loaded")
         part = payload if len(rows) == payload.rows else select_rows(payload, rows)
-        columns = arm.schema.validate(part, allowed_extra=allowed, row_numbers=rows)
+        columns = arm.schema.validate(part, allowed_extra=allowed, row_numbers=rows, max_text_length=max_text_length)
         return Job(arm, columns, len(rows), context=LogContext(*request, route.answer.value, True, rows))
 
     def _shadow(
@@ -343,7 +352,8 @@ class Gateway:
             if challenger.feature_key != served.arm.feature_key:
                 source = None
                 try:
-                    columns = challenger.schema.validate(payload, allowed_extra=allowed)
+                    columns = challenger.schema.validate(payload, allowed_extra=allowed,
+                                                         max_text_length=self.config.max_text_length)
                 except RequestError:
                     self.metrics.shadow_skipped.labels(deployment.model, "invalid_for_challenger").inc()
                     return
@@ -467,7 +477,7 @@ class Gateway:
                 raise RequestError(409, "this gateway runs with the prediction log off, so it cannot store labels; "
                                         "send them to a gateway started with --log-mode batched or durable")
             batch = labels_record(name, await self.read_json(request), self._event_time_ns(request, time.time_ns()),
-                                  self.config.max_feedback_labels)
+                                  self.config.max_feedback_labels, self.config.max_text_length)
         except RequestError as error:
             return error_response(error)
         acknowledged = self.prediction_log.submit(batch, asyncio.get_running_loop())
