@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE_ENV = "STEWARD_CONFIG"
+OWNER_ONLY_UMASK = 0o077  # files 0600, folders 0700
 DEFAULT_CONFIG_FILE = "steward.yaml"
 
 
@@ -110,8 +111,18 @@ class Settings(BaseSettings):
         return self.home / "prefect"
 
     def ensure_home(self) -> None:
+        """Create the home owner-only, and make this process (and the servers it starts) create files so.
+
+        The home holds the prediction log, the MLflow store and Prefect's database: features,
+        labels and audit history nobody else on the machine should read. The umask makes every
+        later file 0600 and folder 0700; a home made world-readable by an older version is
+        closed at its top folder, which keeps others out of everything below it.
+        """
+        os.umask(OWNER_ONLY_UMASK)
         for path in (self.home, self.mlflow_dir, self.prefect_home):
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o700)
 
 
 @functools.cache

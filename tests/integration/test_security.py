@@ -127,3 +127,37 @@ def test_invocations_takes_mlflow_request_shapes_and_answers_like_mlflow(start_g
         assert response.status_code == 200, (shape, response.text)
         assert response.json() == {"predictions": expected}, shape
     assert on_predict.status_code == 200 and on_predict.json()["predictions"] == expected
+
+
+# ---------------------------------------------------------------------- files (item 7)
+def test_the_home_and_everything_under_it_is_owner_only(tmp_path):
+    """A fresh home with an MLflow store, a registered version's artifacts and a prediction log part."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    script = (
+        "from steward.config import apply_environment\n"
+        "settings = apply_environment()\n"
+        "from steward.registry.adapter import Registry\n"
+        "from steward.store.reader import PredictionStore\n"
+        "from steward.store.records import prediction_batch\n"
+        "Registry.from_settings(settings)\n"
+        "import mlflow; mlflow.set_experiment('files'); mlflow.start_run(); mlflow.log_dict({'a': 1}, 'a.json')\n"
+        "mlflow.end_run()\n"
+        "store = PredictionStore.from_settings(settings)\n"
+        "import time\n"
+        "store.write_batches([prediction_batch('r', time.time_ns(), 'm', '1', 'champion', served=True, status='ok',"
+        " rows=[0], features={'x': [1.0]}, numeric=['x'], predictions=['1'], scores=[0.5], latency_ms=1.0)], 'f1')\n"
+    )
+    env = {**os.environ, "STEWARD_HOME": str(home)}
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME"):
+        env.pop(variable, None)
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300, umask=0o022)
+    found = {path: stat.S_IMODE(path.stat().st_mode) for path in [home, *home.rglob("*")]}
+    files = [p for p in found if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in files) and any(p.suffix == ".parquet" for p in files)
+    loose = {str(p.relative_to(tmp_path)): oct(mode) for p, mode in found.items() if mode & 0o077}
+    assert loose == {}
