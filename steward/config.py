@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         return self.store_uri or str(self.home / "predictions")
 
     @property
+    def keys_file(self) -> Path:
+        """The gateway's client keys (`steward keys`), hashed."""
+        return self.home / "keys.json"
+
+    @property
     def prefect_home(self) -> Path:
         return self.home / "prefect"
 

@@ -48,7 +48,7 @@ def serve(
             models=tuple(models), poll_interval=poll_interval, log_mode=log_mode, flush_interval=flush_interval,
             wal_dir=wal_dir, store_uri=store_uri, max_batch_rows=max_batch_rows, rate_limit=rate_limit,
             rate_burst=rate_burst, out_of_range=out_of_range, shadow_inline_max_ms=shadow_inline_max_ms,
-            admin_token=settings.admin_token, admin_url=advertise_url,
+            admin_token=settings.admin_token, admin_url=advertise_url, keys_file=settings.keys_file,
         )
     except ValidationError as error:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
@@ -58,4 +58,7 @@ def serve(
         fail(f"no model named {missing} in {settings.resolved_tracking_uri}; train one with `steward train`")
     if settings.admin_token is None:
         errors.print("[yellow]no STEWARD_ADMIN_TOKEN: the admin API and forced arms are refused[/]")
+    if not settings.keys_file.exists():
+        errors.print(f"[yellow]no client keys ({settings.keys_file}): predict and feedback are open to anyone who "
+                     "reaches this gateway; create keys with `steward keys create` before exposing it[/]")
     run_gateway(config, host=host, port=port, log_level=log_level, tune_gc=gc_tuning)

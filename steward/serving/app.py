@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from steward.serving.admin import Admin
+from steward.serving.auth import Action
 from steward.serving.config import GatewayConfig
 from steward.serving.gateway import Gateway
 from steward.serving.responses import error_response
@@ -93,39 +94,41 @@ def create_app(
 
     @app.get("/readyz", summary="Every served model is loaded and digest-verified")
     async def readyz() -> Response:
-        ready, models = gateway.readiness()
-        return JSONResponse({"ready": ready, "models": models}, 200 if ready else 503)
+        readiness = gateway.readiness()
+        return JSONResponse(readiness.describe(), 200 if readiness.serving else 503)
 
     @app.get("/metrics", summary="Prometheus metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if gateway.keys_required():
+            admin.authorize(request, Action.VIEW)
         return Response(gateway.render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/admin/status", summary="Loaded versions, plans, problems and log state")
     async def admin_status(request: Request) -> dict[str, Any]:
-        admin.authorize(request)
+        admin.authorize(request, Action.VIEW)
         return admin.status()
 
     @app.post("/admin/refresh", summary="Re-read the registry now (all models)")
     async def admin_refresh(request: Request) -> dict[str, Any]:
-        admin.authorize(request)
+        admin.authorize(request, Action.OPERATE)
         return await admin.refresh(None)
 
     @app.post("/admin/models/{name}/refresh", summary="Re-read the registry now (one model); the answer says what "
               "it serves. A body {\"expect\": {champion, challenger, plan}} answers at once if it serves that already.")
     async def admin_refresh_model(name: str, request: Request) -> dict[str, Any]:
-        admin.authorize(request)
+        admin.authorize(request, Action.OPERATE)
         told = request.headers.get("content-length", "0") not in ("", "0")
         return await admin.refresh(name, await gateway.read_json(request) if told else None)
 
     @app.post("/admin/log/flush", summary="Write every queued prediction and label to the log now")
     async def admin_flush_log(request: Request) -> dict[str, Any]:
         """For a reader that must see what was just acknowledged (a backfill, then its maintenance run)."""
-        admin.authorize(request)
+        admin.authorize(request, Action.OPERATE)
         return await admin.flush_log()
 
     @app.put("/admin/models/{name}/traffic-plan", summary="Store a new traffic plan in the registry and apply it")
     async def admin_set_plan(name: str, request: Request) -> dict[str, Any]:
-        actor = admin.authorize(request)
+        actor = admin.authorize(request, Action.CONFIGURE)
         return await admin.set_plan(name, await gateway.read_json(request), actor)
 
     return app

@@ -276,7 +276,7 @@ def test_registry_changes_reach_the_gateway_and_the_audit_history(start_gateway,
         assert admin.put(f"/admin/models/{name}/traffic-plan", json={"plan": {"mode": "ab"}, "reason": "x"}
                          ).status_code == 422
     plans = [e for e in registry.history(name) if e.kind is ChangeKind.TRAFFIC_PLAN]
-    assert plans[-1].actor == "alice" and plans[-1].reason == "all blue"
+    assert plans[-1].actor == "admin-token" and plans[-1].reason == "all blue"  # the identity, not the declared name
     assert '"mode":"blue_green"' in plans[-1].details["plan"]
 
 

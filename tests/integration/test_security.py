@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -161,3 +164,239 @@ def test_the_home_and_everything_under_it_is_owner_only(tmp_path):
     assert any(p.name == "mlflow.db" for p in files) and any(p.suffix == ".parquet" for p in files)
     loose = {str(p.relative_to(tmp_path)): oct(mode) for p, mode in found.items() if mode & 0o077}
     assert loose == {}
+
+
+# ---------------------------------------------------------------------- liveness (item 5)
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True once the gateway has closed this connection (EOF or reset), False while it is still open."""
+    sock.settimeout(0.05)
+    try:
+        while True:
+            if sock.recv(65536) == b"":
+                return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_slow_clients_are_dropped_and_the_gateway_keeps_answering(start_gateway, two_versions, example_frame):
+    name, _, _ = two_versions
+    gateway = start_gateway([name], header_timeout=1.0, body_timeout=1.0)
+    port = int(gateway.url.rsplit(":", 1)[1])
+    silent, trickling_headers, trickling_body = [], [], []
+    for _ in range(20):
+        silent.append(socket.create_connection(("127.0.0.1", port)))
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(f"POST /v1/models/{name}/predict HTTP/1.1\r\nHost: x\r\n".encode())
+        trickling_headers.append(sock)
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(f"POST /v1/models/{name}/predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                     "content-length: 5000\r\n\r\n{\"dataframe_records\": [".encode())
+        trickling_body.append(sock)
+    every = silent + trickling_headers + trickling_body
+    try:
+        def all_closed() -> bool:
+            for sock in trickling_headers:  # still trickling: one more valid header line, one more body byte
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"x-slow: 1\r\n")
+            for sock in trickling_body:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b" ")
+            return all(_closed_by_server(sock) for sock in every)
+
+        gateway.wait_until(all_closed, "the gateway to drop every slow client", timeout=60)
+        with gateway.client() as client:
+            answer = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": rows_of(example_frame, 1)})
+            metrics = client.get("/metrics").text
+    finally:
+        for sock in every:
+            sock.close()
+    assert answer.status_code == 200
+    dropped = {stage: _sample(metrics, "steward_slow_clients_dropped_total", stage=stage)
+               for stage in ("headers", "body")}
+    assert dropped["headers"] >= 40 and dropped["body"] >= 20
+
+
+def test_connections_beyond_the_limit_are_answered_503(start_gateway, two_versions, example_frame):
+    name, _, _ = two_versions
+    gateway = start_gateway([name], max_connections=8, header_timeout=60)
+    port = int(gateway.url.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
+    try:
+        gateway.wait_until(lambda: len(gateway.server.server_state.connections) >= 10, "the idle connections")
+        with gateway.client() as client:
+            refused = client.get("/healthz")
+    finally:
+        for sock in idle:
+            sock.close()
+    gateway.wait_until(lambda: len(gateway.server.server_state.connections) < 8, "the idle connections to close")
+    with gateway.client() as client:
+        accepted = client.get("/healthz")
+    assert refused.status_code == 503 and accepted.status_code == 200
+
+
+def _sample(metrics: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    for line in metrics.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return 0.0
+
+
+class StalledServer:
+    """A TCP server that accepts connections and never answers: MLflow hung, as a client sees it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.accepted:
+            sock.close()
+
+
+def test_a_stalled_registry_makes_the_view_stale_and_readyz_says_so(start_gateway, two_versions, registry,
+                                                                    monkeypatch):
+    from steward.registry.adapter import Registry
+
+    name, _, _ = two_versions
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "600")
+    gateway = start_gateway([name], registry_timeout=0.5, stale_after=2.0, unready_after=4.0)
+    stalled = StalledServer()
+    pool = gateway.gateway.pool
+    try:
+        with gateway.client() as client, gateway.admin() as admin:
+            assert client.get("/readyz").json()["status"] == "ready"
+            pool.registry = Registry(stalled.url, registry.artifact_root)
+            gateway.wait_until(lambda: client.get("/readyz").json()["status"] == "degraded", "a degraded view")
+            degraded = client.get("/readyz")
+            status = admin.get("/admin/status").json()
+            gateway.wait_until(lambda: client.get("/readyz").status_code == 503, "an unready gateway")
+            unready = client.get("/readyz").json()
+            metrics = client.get("/metrics").text
+            pool.registry = registry
+            stalled.close()  # the hung read fails at once; the next poll reads the real registry
+            gateway.wait_until(lambda: client.get("/readyz").json()["status"] == "ready", "a fresh view again")
+            recovered = admin.get("/admin/status").json()
+    finally:
+        pool.registry = registry
+        stalled.close()
+    assert degraded.status_code == 200 and degraded.json()["registry"]["stale"] is True
+    assert "registry poll has run for more than 0.5s" in status["registry"]["last_error"]
+    assert status["registry"]["stalled_polls"] >= 1 and status["last_refresh_error"] == status["registry"]["last_error"]
+    assert unready["ready"] is False and unready["status"] == "unready"
+    assert _sample(metrics, "steward_registry_view_age_seconds") > 4.0
+    assert _sample(metrics, "steward_registry_view_stale") == 1.0
+    assert _sample(metrics, "steward_registry_stalled_polls_total") >= 1
+    assert recovered["registry"]["stale"] is False and recovered["registry"]["last_error"] is None
+
+
+def test_metrics_carry_process_memory_cpu_and_open_files(start_gateway, two_versions):
+    name, _, _ = two_versions
+    gateway = start_gateway([name])
+    with gateway.client() as client:
+        metrics = client.get("/metrics").text
+    assert _sample(metrics, "process_resident_memory_bytes") > 0
+    assert _sample(metrics, "process_cpu_seconds_total") > 0
+    assert _sample(metrics, "process_open_fds") > 0
+
+
+# ---------------------------------------------------------------------- keys and roles (items 1, 2)
+def test_keys_are_required_once_configured_and_roles_decide_what_each_may_do(start_gateway, two_versions,
+                                                                              example_frame, registry, tmp_path):
+    from steward.registry.history import ChangeKind
+    from steward.serving.auth import KeyRing, Role, now_utc
+
+    name, _, _ = two_versions
+    keys_file = tmp_path / "keys.json"
+    ring = KeyRing()
+    _, client_key = ring.create("scorer", frozenset(), now_utc())
+    _, viewer_key = ring.create("dashboard", frozenset({Role.VIEWER}), now_utc())
+    _, operator_key = ring.create("labeller", frozenset({Role.OPERATOR}), now_utc())
+    _, admin_key = ring.create("alice", frozenset({Role.ADMIN}), now_utc())
+    ring.save(keys_file)
+    gateway = start_gateway([name], keys_file=keys_file)
+    payload = {"dataframe_records": rows_of(example_frame, 1)}
+
+    def auth(key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    with gateway.client() as client:
+        anonymous = client.post(f"/v1/models/{name}/predict", json=payload)
+        scored = client.post(f"/v1/models/{name}/predict", json=payload, headers=auth(client_key))
+        request_id = scored.json()["request_id"]
+        label = {"labels": [{"request_id": request_id, "row": 0, "label": 1}]}
+        relabel_by_client = client.post(f"/v1/models/{name}/feedback", json=label, headers=auth(client_key))
+        relabel_by_viewer = client.post(f"/v1/models/{name}/feedback", json=label, headers=auth(viewer_key))
+        labelled = client.post(f"/v1/models/{name}/feedback", json=label, headers=auth(operator_key))
+        relabelled = client.post(f"/v1/models/{name}/feedback", headers=auth(operator_key),
+                                 json={"labels": [{"request_id": request_id, "row": 0, "label": 0}]})
+        metrics_anonymous = client.get("/metrics")
+        metrics = client.get("/metrics", headers=auth(viewer_key))
+        status = client.get("/admin/status", headers=auth(viewer_key))
+        refresh_by_viewer = client.post("/admin/refresh", headers=auth(viewer_key))
+        refresh_by_operator = client.post("/admin/refresh", headers=auth(operator_key))
+        plan = {"plan": {"mode": "canary", "challenger_percent": 10}, "reason": "keys test"}
+        plan_by_operator = client.put(f"/admin/models/{name}/traffic-plan", json=plan, headers=auth(operator_key))
+        plan_by_admin = client.put(f"/admin/models/{name}/traffic-plan", json=plan,
+                                   headers={**auth(admin_key), "x-steward-actor": "mallory"})
+        back_dated = client.post(f"/v1/models/{name}/predict", json=payload,
+                                 headers={**auth(operator_key), "x-steward-event-time": "2026-01-01T00:00:00Z"})
+    assert anonymous.status_code == 401 and "Authorization" in anonymous.json()["error"]
+    assert scored.status_code == 200
+    assert relabel_by_client.status_code == 403 and relabel_by_viewer.status_code == 403
+    assert "operator" in relabel_by_viewer.json()["error"]
+    assert labelled.json() == {"model": name, "accepted": 1, "relabelled": 0}
+    assert relabelled.json() == {"model": name, "accepted": 1, "relabelled": 1}
+    assert _sample(metrics.text, "steward_relabels_total", model=name) == 1.0
+    assert metrics_anonymous.status_code == 401 and metrics.status_code == 200
+    assert status.status_code == 200 and status.json()["client_auth"] == "keys"
+    assert refresh_by_viewer.status_code == 403 and refresh_by_operator.status_code == 200
+    assert plan_by_operator.status_code == 403 and plan_by_admin.status_code == 200
+    assert back_dated.status_code == 403
+    plans = [e for e in registry.history(name) if e.kind is ChangeKind.TRAFFIC_PLAN]
+    assert plans[-1].actor == "alice"  # the key's identity, not the header the caller declared
+
+
+def test_a_revoked_key_is_refused_without_a_restart(start_gateway, two_versions, example_frame, tmp_path):
+    from steward.serving.auth import KeyRing, now_utc
+
+    name, _, _ = two_versions
+    keys_file = tmp_path / "keys.json"
+    ring = KeyRing()
+    record, key = ring.create("scorer", frozenset(), now_utc())
+    ring.save(keys_file)
+    gateway = start_gateway([name], keys_file=keys_file)
+    payload = {"dataframe_records": rows_of(example_frame, 1)}
+    with gateway.client(headers={"authorization": f"Bearer {key}"}) as client:
+        before = client.post(f"/v1/models/{name}/predict", json=payload)
+        ring.revoke(record.key_id, now_utc())
+        ring.save(keys_file)
+        gateway.wait_until(lambda: client.post(f"/v1/models/{name}/predict", json=payload).status_code == 401,
+                           "the gateway to read the revocation")
+        after = client.post(f"/v1/models/{name}/predict", json=payload)
+    assert before.status_code == 200 and "revoked" in after.json()["error"]
+
+
+def test_without_keys_the_gateway_is_open_for_predict_and_says_so(start_gateway, two_versions, example_frame):
+    name, _, _ = two_versions
+    gateway = start_gateway([name])
+    with gateway.client() as client, gateway.admin() as admin:
+        answer = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": rows_of(example_frame, 1)})
+        status = admin.get("/admin/status").json()
+    assert answer.status_code == 200 and status["client_auth"].startswith("open")
