@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     )
     actor: str = Field(default_factory=getpass.getuser, description="Who is recorded as making changes.")
     admin_token: SecretStr | None = Field(default=None, description="Bearer token of the gateway admin API.")
+    control_key: SecretStr | None = Field(
+        default=None, description="Key that signs Steward's registry changes and validations; gateways holding it "
+        "follow nothing else (give it to Steward's processes only, never to MLflow users).",
+    )
     skops_trusted_types: list[str] = Field(
         default_factory=list,
         description="Extra types trusted when MLflow saves models with skops (added to Steward's own list).",
@@ -192,4 +196,5 @@ def settings_summary(settings: Settings) -> dict[str, Any]:
         "store_uri": settings.resolved_store_uri,
         "prefect_api_url": settings.prefect_api_url or f"embedded (PREFECT_HOME={settings.prefect_home})",
         "admin_token": "set" if settings.admin_token else "not set",
+        "control_key": "set" if settings.control_key else "not set",
     }

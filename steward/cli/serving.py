@@ -49,6 +49,7 @@ def serve(
             wal_dir=wal_dir, store_uri=store_uri, max_batch_rows=max_batch_rows, rate_limit=rate_limit,
             rate_burst=rate_burst, out_of_range=out_of_range, shadow_inline_max_ms=shadow_inline_max_ms,
             admin_token=settings.admin_token, admin_url=advertise_url, keys_file=settings.keys_file,
+            control_key=settings.control_key,
         )
     except ValidationError as error:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
@@ -58,6 +59,8 @@ def serve(
         fail(f"no model named {missing} in {settings.resolved_tracking_uri}; train one with `steward train`")
     if settings.admin_token is None:
         errors.print("[yellow]no STEWARD_ADMIN_TOKEN: the admin API and forced arms are refused[/]")
+    if settings.control_key is None:
+        errors.print("[yellow]no STEWARD_CONTROL_KEY: this gateway follows any change written to MLflow[/]")
     if not settings.keys_file.exists():
         errors.print(f"[yellow]no client keys ({settings.keys_file}): predict and feedback are open to anyone who "
                      "reaches this gateway; create keys with `steward keys create` before exposing it[/]")

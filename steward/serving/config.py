@@ -65,6 +65,14 @@ class GatewayConfig(BaseModel):
         "outage should not take every gateway out of the load balancer at once.",
     )
     admin_token: SecretStr | None = None
+    control_key: SecretStr | None = Field(
+        default=None, description="STEWARD_CONTROL_KEY: given, the gateway follows only registry changes Steward "
+        "signed with it and serves only versions whose validation record it signed (steward.control).",
+    )
+    unverified_grace: float = Field(
+        default=30.0, gt=0, description="Seconds an unsigned registry state may last (Steward writes the seal just "
+        "after the change) before it raises a critical finding; it is never followed either way.",
+    )
     keys_file: Path | None = Field(
         default=None, description="Client keys (`steward keys create`); once it holds a key, predict and feedback "
         "need one. None: no keys, predict and feedback open (the embedded demo).",

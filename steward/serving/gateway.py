@@ -39,6 +39,7 @@ from steward.serving.admin import authorize
 from steward.serving.arms import LoadedArm, Scored
 from steward.serving.auth import ANONYMOUS, Action, Identity, KeysFile, KeysFileError
 from steward.serving.config import GatewayConfig
+from steward.serving.control import ControlVerifier, Rejection
 from steward.serving.fleet import Fleet, GatewayRecord, Membership, new_gateway_id
 from steward.serving.inference import Job, LoopBatcher
 from steward.serving.metrics import GatewayMetrics
@@ -172,9 +173,13 @@ class Gateway:
             self.store.uri, self.prediction_log.settings, self.config.max_batch_rows
         )
         self.shadow_worker.start()
+        control = None
+        if self.config.control_key is not None and self.config.control_key.get_secret_value():
+            control = ControlVerifier(self.config.control_key.get_secret_value(), self._control_alarm,
+                                      self.config.unverified_grace)
         self.pool = ModelPool(
             self.registry, self.config.models, out_of_range=self.config.out_of_range,
-            warm_versions=self.config.warm_versions,
+            warm_versions=self.config.warm_versions, control=control,
         )
         self.poller = Poller(self.pool, self.config.poll_interval, self.config.registry_timeout,
                              self.config.stale_after)
@@ -185,6 +190,26 @@ class Gateway:
         log.info("gateway started for %s", ", ".join(self.config.models),
                  extra={"event": "gateway_started", "models": list(self.config.models),
                         "log_mode": self.config.log_mode.value, "poll_interval": self.config.poll_interval})
+
+    def _control_alarm(self, rejection: Rejection) -> None:
+        """A registry change Steward did not make, refused: a metric, a critical log line, a ledger finding."""
+        from steward.findings import Finding, MaintenanceKind, Priority
+        from steward.monitoring.ledger import Ledger
+
+        self.metrics.control_rejections.labels(rejection.model, rejection.reason).inc()
+        log.critical("unverified registry change refused: %s", rejection.detail,
+                     extra={"event": "control_rejected", "model": rejection.model, "reason": rejection.reason})
+        finding = Finding(
+            f"registry change not made by Steward refused ({rejection.reason})",
+            f"{rejection.detail}. Someone with write access to MLflow changed what serves without Steward's control "
+            "key: find who (MLflow's server logs), undo it, and check MLflow's credentials.",
+            MaintenanceKind.CORRECTIVE, Priority.CRITICAL, "gateway-control",
+            f"control:{rejection.model}:{rejection.reason}", incident=True,
+        )
+        try:
+            Ledger(self.store.uri).record_finding(rejection.model, finding)
+        except Exception as error:  # the metric and the log line stand; the ledger is best effort here
+            log.error("could not record the control finding in the ledger: %s", error)
 
     def _fleet_record(self, admin_url: str) -> GatewayRecord:
         now = datetime.now(UTC)

@@ -84,6 +84,10 @@ class GatewayMetrics:
             "steward_slow_clients_dropped", "Connections closed for sending headers or body too slowly.", ["stage"],
             registry=self.registry,
         )
+        self.control_rejections = Counter(
+            "steward_control_rejections", "Registry states or versions refused: not signed by Steward's control key.",
+            ["model", "reason"], registry=self.registry,
+        )
         self.relabels = Counter(
             "steward_relabels", "Labels given for a row this gateway had a label for already.", ["model"],
             registry=self.registry,

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from steward.registry.traffic import DEFAULT_PLAN, Arm, TrafficPlan
+from steward.registry.traffic import DEFAULT_PLAN, Arm, ServingState, TrafficPlan
 from steward.serving.arms import LoadedArm, loaded_arm, measure_call_seconds, probe_row
+from steward.serving.control import ControlVerifier
 from steward.serving.schema import InputSchema
 from steward.spec import OutOfRangePolicy
 
@@ -97,8 +98,10 @@ class ModelPool:
         *,
         out_of_range: OutOfRangePolicy = OutOfRangePolicy.REJECT,
         warm_versions: int = 2,
+        control: ControlVerifier | None = None,
     ) -> None:
         self.registry = registry
+        self.control = control  # with a control key: follow only what Steward signed
         self.models = models
         self.out_of_range = out_of_range
         self.warm_versions = warm_versions
@@ -158,6 +161,13 @@ class ModelPool:
         state = self.registry.serving_state(model)
         current = self._deployments.get(model)
         problems: list[str] = []
+        if self.control is not None:
+            screened, refused = self.control.screen(model, state)
+            if screened is None:  # not Steward's change: keep serving the last verified state
+                problems.append(refused)
+                state = ServingState(current.champion.version if current and current.champion else None,
+                                     current.challenger.version if current and current.challenger else None,
+                                     current.plan if current else DEFAULT_PLAN)
         plan = state.plan
         if plan is None:
             plan = current.plan if current else DEFAULT_PLAN
@@ -222,6 +232,8 @@ class ModelPool:
     def _load(self, model: str, version: str) -> LoadedArm:
         started = time.perf_counter()
         loaded = self.registry.load_model(model, version)  # verifies the artifact digest
+        if self.control is not None:
+            self.control.check_version(model, version, loaded.version.tags)
         spec = self.registry.version_spec(model, version)
         label = f"{model} v{version}"
         schema = InputSchema.for_version(spec, loaded.version.input_schema, out_of_range=self.out_of_range, label=label)

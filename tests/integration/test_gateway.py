@@ -343,7 +343,7 @@ def test_log_holds_every_acknowledged_prediction_after_shutdown_and_feedback_joi
         feedback = client.post(f"/v1/models/{name}/feedback",
                                json={"labels": [{"request_id": r, "row": 0, "label": 1} for r in labelled]})
         bad = client.post(f"/v1/models/{name}/feedback", json={"labels": [{"request_id": "", "row": -1}]})
-    assert feedback.json() == {"model": name, "accepted": 10}
+    assert feedback.json() == {"model": name, "accepted": 10, "relabelled": 0}
     assert bad.status_code == 422 and "labels[0].row" in bad.text
     gateway.stop()
     store = PredictionStore(gateway.store_uri)

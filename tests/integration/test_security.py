@@ -400,3 +400,71 @@ def test_without_keys_the_gateway_is_open_for_predict_and_says_so(start_gateway,
         answer = client.post(f"/v1/models/{name}/predict", json={"dataframe_records": rows_of(example_frame, 1)})
         status = admin.get("/admin/status").json()
     assert answer.status_code == 200 and status["client_auth"].startswith("open")
+
+
+# ---------------------------------------------------------------------- control plane (item 3)
+CONTROL_KEY = "control-key-for-tests-" + "k" * 24
+
+
+def test_a_plan_and_version_changed_through_mlflow_directly_are_ignored(start_gateway, two_versions, example_frame,
+                                                                         registry):
+    """The attack of issue 17: a copy of v1 with v1's tags made challenger and given 100% through MLflow's API."""
+    import mlflow
+
+    from steward.monitoring.ledger import Ledger
+    from steward.registry.adapter import Registry
+    from steward.registry.history import CHALLENGER, ChangeKind
+    from steward.registry.traffic import parse_plan
+
+    name, champion, challenger = two_versions
+    steward_registry = Registry(registry.tracking_uri, registry.artifact_root, control_key=CONTROL_KEY)
+    for version in (champion, challenger):  # Steward's own validation records, signed
+        steward_registry.set_version_tags(name, version, {"steward.validation.status": "passed"})
+    steward_registry.set_traffic_plan(name, parse_plan({"mode": "canary", "challenger_percent": 0}),
+                                      reason="sealed by Steward")
+    gateway = start_gateway([name], control_key=CONTROL_KEY, unverified_grace=1.0)
+    payload = {"dataframe_records": rows_of(example_frame, 1)}
+
+    attacker = mlflow.MlflowClient(tracking_uri=registry.tracking_uri, registry_uri=registry.tracking_uri)
+    original = attacker.get_model_version(name, champion)
+    copy = attacker.create_model_version(name, original.source, run_id=original.run_id, tags=dict(original.tags))
+    attacker.set_registered_model_alias(name, CHALLENGER, copy.version)
+    attacker.set_registered_model_tag(name, "steward.traffic_plan",
+                                      '{"mode": "canary", "challenger_percent": 100}')
+
+    with gateway.client() as client, gateway.admin() as admin:
+        gateway.wait_until(lambda: _sample(client.get("/metrics").text, "steward_control_rejections_total",
+                                           model=name, reason="mismatch") >= 1, "the refusal to be reported")
+        versions = {client.post(f"/v1/models/{name}/predict", json=payload).json()["version"] for _ in range(20)}
+        problems = admin.get("/admin/status").json()["models"][0]["problems"]
+        # Steward's own change is still followed: a plan it signs now applies.
+        steward_registry.set_alias(name, CHALLENGER, challenger, reason="restore the challenger",
+                                   kind=ChangeKind.ASSIGN)
+        steward_registry.set_traffic_plan(name, parse_plan({"mode": "canary", "challenger_percent": 100}),
+                                          reason="Steward's own canary")
+        gateway.wait_until(lambda: gateway.gateway.pool.get(name).plan.challenger_percent == 100, "Steward's plan")
+        followed = client.post(f"/v1/models/{name}/predict", json=payload).json()["version"]
+    assert versions == {champion}  # 20 of 20 on the verified champion, none on the attacker's copy
+    assert any("ignored (mismatch seal)" in p for p in problems)
+    findings = [e for e in Ledger(gateway.store_uri).entries(name) if e.source == "gateway-control"]
+    assert findings and findings[0].priority.value == "critical"
+    assert followed == challenger
+
+
+def test_a_version_whose_validation_is_not_signed_is_not_served(start_gateway, two_versions, example_frame,
+                                                                 registry):
+    from steward.registry.adapter import Registry
+    from steward.registry.traffic import parse_plan
+
+    name, champion, challenger = two_versions
+    steward_registry = Registry(registry.tracking_uri, registry.artifact_root, control_key=CONTROL_KEY)
+    steward_registry.set_version_tags(name, champion, {"steward.validation.status": "passed"})  # v2: unsigned
+    steward_registry.set_traffic_plan(name, parse_plan({"mode": "canary", "challenger_percent": 0}),
+                                      reason="sealed, but v2's validation is not Steward's")
+    gateway = start_gateway([name], control_key=CONTROL_KEY, unverified_grace=1.0)
+    with gateway.client() as client:
+        gateway.wait_until(lambda: _sample(client.get("/metrics").text, "steward_control_rejections_total",
+                                           model=name, reason="validation") >= 1, "the refusal of v2")
+        deployment = gateway.gateway.pool.get(name)
+    assert deployment.champion.version == champion and deployment.challenger is None
+    assert any("not signed with the control key" in p for p in deployment.problems)
