@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
+from steward.serving import openapi
 from steward.serving.admin import Admin
 from steward.serving.auth import Action
 from steward.serving.config import GatewayConfig
@@ -65,7 +68,8 @@ def create_app(
     async def _unexpected(request: Request, error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path,
                       extra={"event": "unhandled_error", "path": request.url.path})
-        return JSONResponse({"error": f"internal error ({type(error).__name__}); see the gateway's logs"}, 500)
+        return JSONResponse({"error": f"internal error ({type(error).__name__}); see the gateway's logs", "problems": []},
+                            500)
 
     @app.post("/v1/models/{name}/predict", summary="Score rows (MLflow dataframe_split or dataframe_records)")
     async def predict(name: str, request: Request) -> Response:
@@ -101,6 +105,8 @@ def create_app(
     async def metrics(request: Request) -> Response:
         if gateway.keys_required():
             admin.authorize(request, Action.VIEW)
+        if "application/openmetrics-text" in request.headers.get("accept", ""):
+            return Response(gateway.render_metrics(openmetrics=True), media_type=OPENMETRICS_CONTENT_TYPE)
         return Response(gateway.render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/admin/status", summary="Loaded versions, plans, problems and log state")
@@ -131,4 +137,32 @@ def create_app(
         actor = admin.authorize(request, Action.CONFIGURE)
         return await admin.set_plan(name, await gateway.read_json(request), actor)
 
+    def truthful_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            for path, operations in document["paths"].items():
+                for method, operation in operations.items():
+                    declared = OPERATIONS.get((method, path))
+                    if declared is not None:
+                        operation.update(declared)
+            for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, which these routes never answer
+                document.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = openapi.add_security_schemes(document)
+        return app.openapi_schema
+
+    app.openapi = truthful_openapi  # type: ignore[method-assign]
     return app
+
+
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/v1/models/{name}/predict"): openapi.PREDICT,
+    ("post", "/invocations"): openapi.INVOCATIONS,
+    ("post", "/v1/models/{name}/feedback"): openapi.FEEDBACK,
+    ("get", "/readyz"): openapi.READYZ,
+    ("get", "/metrics"): openapi.METRICS,
+    ("get", "/admin/status"): openapi.ADMIN_STATUS,
+    ("post", "/admin/refresh"): openapi.ADMIN_REFRESH,
+    ("post", "/admin/models/{name}/refresh"): openapi.ADMIN_REFRESH_MODEL,
+    ("post", "/admin/log/flush"): openapi.ADMIN_FLUSH,
+    ("put", "/admin/models/{name}/traffic-plan"): openapi.ADMIN_PLAN,
+}

@@ -324,12 +324,12 @@ class Gateway:
             state = ReadyState.READY
         return Readiness(state, self.pool.describe() if self.pool else [], view)
 
-    def render_metrics(self) -> bytes:
+    def render_metrics(self, *, openmetrics: bool = False) -> bytes:
         """The Prometheus exposition, with each model's deployment generation brought up to date."""
         if self.pool is not None:
             for deployment in filter(None, map(self.pool.get, self.config.models)):
                 self.metrics.deployment.labels(deployment.model).set(deployment.generation)
-        return self.metrics.render()
+        return self.metrics.render(openmetrics=openmetrics)
 
     def _deployment(self, name: str) -> Deployment:
         if name not in self.served:  # check_served, inlined: this runs per request

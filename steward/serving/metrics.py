@@ -98,5 +98,9 @@ class GatewayMetrics:
     def slow_client_dropped(self, stage: str) -> None:
         self.slow_clients.labels(stage).inc()
 
-    def render(self) -> bytes:
+    def render(self, *, openmetrics: bool = False) -> bytes:
+        if openmetrics:
+            from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+            return generate_openmetrics(self.registry)
         return generate_latest(self.registry)

@@ -468,3 +468,47 @@ def test_a_version_whose_validation_is_not_signed_is_not_served(start_gateway, t
         deployment = gateway.gateway.pool.get(name)
     assert deployment.champion.version == champion and deployment.challenger is None
     assert any("not signed with the control key" in p for p in deployment.problems)
+
+
+# ---------------------------------------------------------------------- the published schema (items 6, 8)
+EXAMPLES_PER_OPERATION = 40
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(start_gateway, two_versions, example_frame):
+    """Every operation of /openapi.json fuzzed with bodies its schema describes; bounded, so minutes not hours."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    name, _, _ = two_versions
+    gateway = start_gateway([name], max_batch_rows=50)
+    schema = schemathesis.openapi.from_url(f"{gateway.url}/openapi.json")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    failures: dict[str, str] = {}
+    calls = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def exercise(case) -> None:
+            nonlocal calls
+            if "name" in (case.path_parameters or {}) and calls % 2 == 0:
+                case.path_parameters["name"] = name  # half the calls reach the served model
+            headers = {"authorization": "Bearer test-admin-token"} if calls % 3 == 0 else {}
+            calls += 1
+            response = case.call(base_url=gateway.url, headers=headers, timeout=30)
+            case.validate_response(response, checks=checks)
+
+        try:
+            exercise()
+        except Exception as error:  # one line per failing operation, then fail with all of them
+            failures[operation.label] = f"{type(error).__name__}: {str(error)[:800]}"
+    assert failures == {}
+    assert calls >= EXAMPLES_PER_OPERATION * 5
