@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from steward.registry.adoption import AliasNames
 from steward.registry.errors import RegistryError
 from steward.registry.history import (
     CHALLENGER,
@@ -59,22 +60,33 @@ class AliasMixin:
         return entry
 
     # Storage primitives: the only alias-side calls that touch MLflow, so a fake overrides these and keeps the policy.
-    def _model_state(self, model: str) -> tuple[dict[str, str], dict[str, str]]:
-        """The model's aliases and tags, from one registry read."""
+    # Steward's roles (champion, challenger) are translated to the model's MLflow alias names here and in
+    # ``Registry.alias_version`` / ``_info`` only: the rest of Steward speaks in roles.
+    def _raw_model_state(self, model: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The model's MLflow aliases (as MLflow names them) and tags, from one registry read."""
         try:
             registered = self._client.get_registered_model(model)
         except self._mlflow.exceptions.MlflowException:
             raise RegistryError(f"no model named {model!r} in the registry; train one with `steward train`") from None
         return {alias: str(version) for alias, version in (registered.aliases or {}).items()}, dict(registered.tags or {})
 
+    def _model_state(self, model: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Steward's roles and the versions they name, and the model's tags, from one registry read."""
+        aliases, tags = self._raw_model_state(model)
+        return AliasNames.from_tags(tags).roles(aliases), tags
+
+    def alias_names(self, model: str) -> AliasNames:
+        """The MLflow alias names of Steward's roles on ``model`` (recorded when Steward took it over)."""
+        return AliasNames.from_tags(self._raw_model_state(model)[1])
+
     def _set_model_tag(self, model: str, key: str, value: str) -> None:
         self._client.set_registered_model_tag(model, key, value)
 
     def _write_alias(self, model: str, alias: str, version: str) -> None:
-        self._client.set_registered_model_alias(model, alias, version)
+        self._client.set_registered_model_alias(model, self.alias_names(model).to_mlflow(alias), version)
 
     def _delete_alias(self, model: str, alias: str) -> None:
-        self._client.delete_registered_model_alias(model, alias)
+        self._client.delete_registered_model_alias(model, self.alias_names(model).to_mlflow(alias))
 
     def record(
         self,
