@@ -26,6 +26,7 @@ from steward.registry.adoption import (
     AdoptionError,
     AliasNames,
     SignatureColumn,
+    spec_document_from_signature,
 )
 from steward.registry.flavors import Flavor, ScoreSource, load_scorer
 from steward.registry.registration import directory_digest, truncate_tag
@@ -63,6 +64,10 @@ class AdoptionMixin:
         found = self._client.search_registered_models(filter_string=f"tags.`{MANAGED_TAG}` = 'true'",
                                                       max_results=1000)
         return sorted(model.name for model in found)
+
+    def mlflow_aliases(self, model: str) -> dict[str, str]:
+        """The model's aliases as MLflow names them, the team's included."""
+        return self._raw_model_state(model)[0]
 
     def all_models(self) -> list[str]:
         return sorted(model.name for model in self._client.search_registered_models(max_results=1000))
@@ -104,8 +109,29 @@ class AdoptionMixin:
         for column in signature.inputs.inputs:
             if getattr(column, "name", None) is None:
                 return None  # a tensor signature names no columns: the spec cannot be checked against it
-            columns.append(SignatureColumn(column.name, str(column.type), getattr(column, "required", True)))
+            kind = getattr(column.type, "name", str(column.type))
+            columns.append(SignatureColumn(column.name, kind, getattr(column, "required", True)))
         return columns
+
+    def spec_document_for(
+        self, uri: str, *, target: str, task: str, data_path: str | None = None, score_column: str | None = None,
+        champion_alias: str = "champion", challenger_alias: str = "challenger",
+    ) -> dict[str, Any]:
+        """A spec written from the signature of ``models:/NAME/VERSION`` (``steward init --from-model``)."""
+        name, _, version = uri.removeprefix("models:/").partition("/")
+        if not uri.startswith("models:/") or not name or not version:
+            raise AdoptionError(AdoptionCode.NO_SUCH_VERSION, f"{uri!r} is not a model URI: write models:/NAME/VERSION")
+        info = self.resolve_version(name, version=version)
+        columns = self.version_signature(info)
+        if columns is None:
+            raise AdoptionError(AdoptionCode.NO_SIGNATURE,
+                                f"{name} v{info.version} was logged without a column signature, so Steward cannot "
+                                "tell its inputs: write the spec's features by hand, or log the model again with "
+                                "a signature (mlflow's infer_signature)")
+        return spec_document_from_signature(
+            name, columns, target=target, task=task, data_path=data_path, score_column=score_column,
+            champion_alias=champion_alias, challenger_alias=challenger_alias,
+        )
 
     def adopted_lineage(self, info: VersionInfo, *, has_signature: bool) -> AdoptedLineage:
         """What the version's run recorded: parameters, metrics, dataset inputs, the git commit."""

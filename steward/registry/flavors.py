@@ -159,7 +159,7 @@ class PyfuncScorer:
         self.classes_ = np.asarray(list(classes)) if classes is not None else None
         signature = pyfunc.metadata.get_input_schema() if pyfunc.metadata is not None else None
         self._input_types = {
-            column.name: _SIGNATURE_DTYPES.get(str(column.type)) for column in (signature.inputs if signature else [])
+            column.name: _SIGNATURE_DTYPES.get(getattr(column.type, "name", str(column.type))) for column in (signature.inputs if signature else [])
             if getattr(column, "name", None)
         }
 
