@@ -41,10 +41,13 @@ class AdoptionOutcome:
 
 @flow(name="adopt", description="Bring a version registered by plain MLflow code under Steward's maintenance.")
 def adopt(
-    model: str, spec_path: str, reference: str, holdout: str, version: str | None = None, alias: str | None = None
+    spec_path: str, reference: str, holdout: str, version: str | None = None, alias: str | None = None,
+    model: str | None = None,
 ) -> AdoptionOutcome:
+    """``reference`` and ``holdout`` are paths or fsspec URLs; ``model`` defaults to the spec's name."""
     logger = get_run_logger()
     spec = load_model_spec(spec_path)
+    model = model or spec.name
     info = find_version(spec, model, version, alias)
     has_signature = check_signature(spec, info)
     check_alias_names(spec, model)

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from steward.registry.adopting import AdoptionMixin
-from steward.registry.adoption import AliasNames
+from steward.registry.adoption import MANAGED_TAG, AliasNames
 from steward.registry.aliases import AliasMixin
 from steward.registry.errors import RegistryError
 from steward.registry.flavors import Flavor, ScoreSource, load_scorer
-from steward.registry.history import CHAMPION
+from steward.registry.history import CHALLENGER, CHAMPION
 from steward.registry.registration import TRUSTED_SKOPS_TYPES, RegistrationMixin, truncate_tag
 
 if TYPE_CHECKING:
@@ -160,8 +160,11 @@ class Registry(RegistrationMixin, AliasMixin, AdoptionMixin):
             aliases, tags = model_state or self._raw_model_state(mv.name)
         except RegistryError:
             return tuple(getattr(mv, "aliases", ()) or ())
+        mine = [alias for alias, version in aliases.items() if str(version) == str(mv.version)]
+        if tags.get(MANAGED_TAG) != "true":
+            return tuple(mine)  # every alias of a model Steward does not maintain is the team's
         names = AliasNames.from_tags(tags)
-        return tuple(names.describe(alias) for alias, version in aliases.items() if str(version) == str(mv.version))
+        return tuple(names.describe(alias) for alias in mine)
 
     def model_exists(self, model: str) -> bool:
         return bool(self._client.search_registered_models(filter_string=f"name = '{model}'"))
@@ -187,6 +190,8 @@ class Registry(RegistrationMixin, AliasMixin, AdoptionMixin):
         if not self.model_exists(model):
             return None
         aliases, tags = self._raw_model_state(model)
+        if alias in (CHAMPION, CHALLENGER) and tags.get(MANAGED_TAG) != "true":
+            return None  # a model Steward does not maintain has no Steward roles
         return aliases.get(AliasNames.from_tags(tags).to_mlflow(alias))
 
     def champion(self, model: str) -> VersionInfo | None:

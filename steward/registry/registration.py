@@ -103,7 +103,14 @@ class RegistrationMixin:
 
         if flavor_of_object(estimator) is Flavor.SKLEARN:
             self._refuse_untrusted_types(estimator)
-        previous = self.list_versions(model_name) if self.model_exists(model_name) else []
+        exists = self.model_exists(model_name)
+        if exists and self._raw_model_state(model_name)[1].get(MANAGED_TAG) != "true":
+            raise RegistryError(
+                f"a model named {model_name!r} exists in the registry and Steward does not maintain it: Steward "
+                f"adds no versions to it. Adopt it (`steward adopt {model_name} --spec ...`) or name the spec's "
+                "model differently"
+            )
+        previous = self.list_versions(model_name) if exists else []
         latest = previous[-1] if previous else None
         schema_changed = bool(latest) and latest.tags.get("steward.schema_fingerprint") != lineage.schema_fingerprint
         semver = next_semver(latest.semver if latest else None, schema_changed)

@@ -105,9 +105,9 @@ class TeamScorer(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"decision": (probability >= 0.5).astype("int64"), "p_default": probability})
 
 
-def write_spec_from_model(registry, tmp_path: Path, name: str, version: str, urls, **extra) -> Path:
+def write_spec_from_model(reg, tmp_path: Path, name: str, version: str, urls, **extra) -> Path:
     """``steward init --from-model``'s spec, with the training data path and any extra sections."""
-    document = registry.spec_document_for(f"models:/{name}/{version}", target=TARGET, task="binary_classification",
+    document = reg.spec_document_for(f"models:/{name}/{version}", target=TARGET, task="binary_classification",
                                           data_path=urls["train"], score_column=extra.pop("score_column", None))
     document["data_validation"] = {"min_rows": 200}
     document.update(extra)
@@ -119,7 +119,8 @@ def write_spec_from_model(registry, tmp_path: Path, name: str, version: str, url
 def adopt(name: str, spec_path: Path, urls, **options):
     from flows.adopt import adopt as adopt_flow
 
-    return adopt_flow(name, str(spec_path), urls.get("reference_url", urls["reference"]), urls["holdout"], **options)
+    return adopt_flow(spec_path=str(spec_path), reference=urls.get("reference_url", urls["reference"]),
+                      holdout=urls["holdout"], model=name, **options)
 
 
 def registry_snapshot(registry, name: str):
