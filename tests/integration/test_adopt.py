@@ -214,6 +214,31 @@ def test_alias_names_are_configurable_and_a_clash_is_refused_with_nothing_change
     assert set(registry.get_version(model_name, version).aliases) == {CHAMPION, "champion (team)"}
 
 
+def test_a_model_steward_does_not_maintain_is_never_touched(registry, tmp_path, data, data_urls, model_name):
+    from steward.registry.errors import RegistryError
+    from steward.registry.history import ChangeKind
+    from steward.spec import load_spec
+    from tests.support.models import register_trained, train_spec
+
+    first = log_team_model(model_name, "xgboost", data)
+    for _ in range(3):
+        log_team_model(model_name, "lightgbm", data)
+    mlflow.MlflowClient().set_registered_model_alias(model_name, CHAMPION, first)
+    before = registry_snapshot(registry, model_name)
+
+    assert model_name not in registry.managed_models() and model_name in registry.all_models()
+    assert registry.champion(model_name) is None and registry.serving_state(model_name).champion is None
+    with pytest.raises(RegistryError, match="not maintained by Steward"):
+        registry.apply_retention(model_name, keep_champions=0, keep_recent=1)
+    with pytest.raises(RegistryError, match="not maintained by Steward"):
+        registry.set_alias(model_name, CHALLENGER, first, reason="test", kind=ChangeKind.ASSIGN)
+    spec_path = write_spec_from_model(registry, tmp_path, model_name, first, data_urls)
+    spec = load_spec(spec_path)
+    with pytest.raises(RegistryError, match="Steward does not maintain it"):
+        register_trained(registry, spec, train_spec(spec, data["train"], data_urls["train"]))
+    assert registry_snapshot(registry, model_name) == before
+
+
 @pytest.mark.parametrize("case", ["no_signature_no_spec", "signature_disagrees", "unloadable", "reference_missing"])
 def test_bad_cases_are_refused_with_a_clear_error_and_nothing_changed(registry, tmp_path, data, data_urls,
                                                                       model_name, case):
