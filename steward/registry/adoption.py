@@ -32,6 +32,14 @@ class AdoptionCode(StrEnum):
     ALREADY_MANAGED = "already_managed"
     NAME_MISMATCH = "name_mismatch"
     NO_SUCH_VERSION = "no_such_version"
+    NO_SCORES = "no_scores"
+
+
+SCORE_METRICS = frozenset({"roc_auc", "brier", "log_loss"})  # classifier metrics that need a score per row
+
+
+def metric_needs_scores(metric: str) -> bool:
+    return metric in SCORE_METRICS
 
 
 class AdoptionError(RegistryError):

@@ -177,6 +177,25 @@ def test_a_custom_pyfunc_is_adopted_with_a_spec_written_from_its_signature(regis
     assert body["version"] == version and all(0 <= s <= 1 for s in body["scores"])
 
 
+def test_a_classifier_without_scores_is_served_with_labels_only_and_never_given_made_up_scores(
+    registry, tmp_path, data, data_urls, model_name, start_gateway
+):
+    version = log_team_model(model_name, "pyfunc", data)
+    by_auc = write_spec_from_model(registry, tmp_path, model_name, version, data_urls,
+                                   estimator={"label_column": "decision"})
+    before = registry_snapshot(registry, model_name)
+    with pytest.raises(AdoptionError, match="labels but no scores") as refused:
+        adopt(model_name, by_auc, data_urls)
+    assert refused.value.code is AdoptionCode.NO_SCORES and registry_snapshot(registry, model_name) == before
+
+    by_accuracy = write_spec_from_model(registry, tmp_path, model_name, version, data_urls,
+                                        estimator={"label_column": "decision"}, gates={"primary_metric": "accuracy"})
+    outcome = adopt(model_name, by_accuracy, data_urls)
+    assert (outcome.scores, outcome.action) == ("none", "champion") and "roc_auc" not in outcome.metrics
+    body = predict(start_gateway([model_name]), model_name, data["holdout"])
+    assert set(body["predictions"]) <= {0, 1} and "scores" not in body and "probabilities" not in body
+
+
 def test_the_team_aliases_and_other_versions_are_left_as_they_were(registry, tmp_path, data, data_urls, model_name):
     first = log_team_model(model_name, "xgboost", data)
     second = log_team_model(model_name, "lightgbm", data)
