@@ -99,6 +99,11 @@ PROCEDURES: tuple[Procedure, ...] = (
     Procedure("validate", "flows/validate.py:validate",
               "Gate a candidate against the current champion on the same held-out data; a pass makes it "
               "challenger and emits steward.model.candidate-validated."),
+    Procedure("adopt", "flows/adopt.py:adopt",
+              "Bring a version registered by plain MLflow code under maintenance: its signature checked against "
+              "the spec, the 'reference' and 'holdout' sets (paths or fsspec URLs) against the schema, its lineage "
+              "and artifact digest recorded, then the bootstrap gate. Other versions, aliases and tags are left "
+              "as they were."),
     Procedure("canary-promote", "flows/canary_promote.py:canary_promote",
               "Shift traffic to the challenger step by step (the spec's canary plan), analysing each step; "
               "promote at the end or roll back on harm. Started automatically when a candidate is validated.",

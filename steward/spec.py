@@ -136,6 +136,19 @@ class EstimatorSpec(_Strict):
 
     factory: str = "steward.estimators:tabular_pipeline"
     params: dict[str, Any] = Field(default_factory=dict)
+    score_column: str | None = Field(
+        default=None,
+        description="For a python-function model with no predict_proba: the output column holding the positive "
+        "class's probability (binary classification).",
+    )
+    label_column: str | None = Field(
+        default=None, description="For a python-function model whose output has several columns: the prediction's."
+    )
+    classes: tuple[Any, ...] | None = Field(
+        default=None,
+        description="The classes in the order of a python-function model's scores ([negative, positive]); "
+        "default [0, 1] with score_column.",
+    )
 
     @field_validator("factory")
     @classmethod
@@ -154,6 +167,20 @@ class EstimatorSpec(_Strict):
             return getattr(module, attribute)
         except AttributeError as error:
             raise SpecError(f"estimator.factory: module {module_name!r} has no {attribute!r}") from error
+
+
+class RegistrySpec(_Strict):
+    """The registry alias names Steward moves; change them where the team already uses champion or challenger."""
+
+    champion_alias: str = Field(default="champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+    challenger_alias: str = Field(default="challenger", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RegistrySpec:
+        if self.champion_alias == self.challenger_alias:
+            raise ValueError(f"registry.champion_alias and registry.challenger_alias are both "
+                             f"{self.champion_alias!r}: give them different names")
+        return self
 
 
 class TrainingSpec(_Strict):
@@ -358,6 +385,7 @@ class ModelSpec(_Strict):
     entity_column: str | None = None
     data: DataSource
     estimator: EstimatorSpec = Field(default_factory=EstimatorSpec)
+    registry: RegistrySpec = Field(default_factory=RegistrySpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     data_validation: DataValidationSpec = Field(default_factory=DataValidationSpec)
     gates: GateSpec = Field(default_factory=GateSpec)

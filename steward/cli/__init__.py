@@ -22,7 +22,7 @@ def _main() -> None:
 
 
 COMMANDS = (
-    models.init, models.train, models.validate, models.status, models.history, models.promote, models.rollback,
+    models.init, models.adopt, models.train, models.validate, models.status, models.history, models.promote, models.rollback,
     delivery.canary, delivery.blue_green,
     serving.serve,
     monitoring.health, monitoring.ledger, monitoring.ledger_resolve, monitoring.drift, monitoring.maintenance,

@@ -15,10 +15,22 @@ ModelArgument = Annotated[str, typer.Argument(help="Model name.")]
 
 
 def init(
-    directory: Annotated[Path, typer.Argument(help="Where to write the example.")] = Path("."),
+    directory: Annotated[Path, typer.Argument(help="Where to write the example (or the spec).")] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing example.")] = False,
+    from_model: Annotated[str | None, typer.Option(
+        "--from-model", help="Write a spec from this version's signature: models:/NAME/VERSION.")] = None,
+    target: Annotated[str | None, typer.Option(help="With --from-model: the label column.")] = None,
+    task: Annotated[str, typer.Option(help="With --from-model: binary_classification, multiclass_classification "
+                                           "or regression.")] = "binary_classification",
+    score_column: Annotated[str | None, typer.Option(
+        help="With --from-model, for a python-function model: the output column with the positive class's "
+             "probability.")] = None,
+    home: HomeOption = None,
 ) -> None:
-    """Write the example credit-default spec and its training data."""
+    """Write the example credit-default spec and its training data, or a spec from a registered model."""
+    if from_model is not None:
+        _init_from_model(directory, from_model, target, task, score_column, force, home)
+        return
     from steward.simulation.examples import write_example
 
     with console.status("generating example data with the scenario simulator"):
@@ -27,6 +39,53 @@ def init(
         except FileExistsError as error:
             fail(str(error))
     console.print(f"wrote [bold]{spec_path}[/] and its data; next: [bold]steward train {spec_path}[/]")
+
+
+def _init_from_model(directory: Path, uri: str, target: str | None, task: str, score_column: str | None,
+                     force: bool, home: Path | None) -> None:
+    import yaml
+
+    from steward.spec import Task
+
+    if not target:
+        fail("the signature cannot tell which column is the label: pass --target COLUMN")
+    if task not in {t.value for t in Task}:
+        fail(f"--task {task!r} is not one of {', '.join(t.value for t in Task)}")
+    registry = begin(home).registry()
+    try:
+        document = registry.spec_document_for(uri, target=target, task=task, score_column=score_column)
+    except registry_errors() as error:
+        fail(str(error))
+    path = directory / f"{document['name']}.yaml" if directory.is_dir() or not directory.suffix else directory
+    if path.exists() and not force:
+        fail(f"{path} exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    console.print(f"wrote [bold]{path}[/] from {uri}'s signature; review the features (ranges, categories) and "
+                  f"data.path, then: [bold]steward adopt {document['name']} --spec {path} --reference URL "
+                  f"--holdout URL[/]")
+
+
+def adopt(
+    model: Annotated[str, typer.Argument(help="Registered model name (as the team registered it).")],
+    spec: Annotated[Path, typer.Option(help="The model's spec (`steward init --from-model` writes one).")],
+    reference: Annotated[str, typer.Option(help="Reference data for drift: a path or any fsspec URL.")],
+    holdout: Annotated[str, typer.Option(help="Labelled held-out data for the gate: a path or any fsspec URL.")],
+    version: Annotated[str | None, typer.Option(help="Version to adopt (default: the newest).")] = None,
+    alias: Annotated[str | None, typer.Option(help="Adopt the version one of the team's aliases names.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Bring a version registered by plain MLflow code under maintenance (the adopt flow); its other versions,
+    aliases and tags stay as they were."""
+    invocation = begin(home, spec)
+    outcome = invocation.run_flow("flows.adopt:adopt", status=f"adopting {model}", model=model,
+                                  spec_path=str(spec), reference=reference, holdout=holdout, version=version,
+                                  alias=alias)
+    console.print(f"[bold]{outcome.model} v{outcome.version}[/] ({outcome.flavor}, scores: {outcome.scores}) "
+                  f"adopted; lineage: {outcome.lineage}")
+    if not outcome.passed:
+        fail(f"{outcome.model} v{outcome.version} was {outcome.action} by the gate: {outcome.summary}")
+    console.print(f"[green]passed the gate[/] and is now [bold]{outcome.action}[/]")
 
 
 def _retrain(invocation: Invocation, spec: Path, reason: str, force: bool) -> Any:
@@ -81,10 +140,27 @@ def _print_report(report: Any) -> None:
     console.print(table)
 
 
-def status(model: ModelArgument, home: HomeOption = None) -> None:
-    """Versions, aliases, lineage and the last validation of a model."""
+def status(
+    model: Annotated[str | None, typer.Argument(help="Model name (default: list the models).")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="List every registered model, not only Steward's.")]
+    = False,
+    home: HomeOption = None,
+) -> None:
+    """Versions, aliases, lineage and the last validation of a model; without one, the models Steward maintains."""
     invocation = begin(home)
     registry = invocation.registry()
+    if model is None:
+        managed = set(registry.managed_models())
+        names = registry.all_models() if all_models else sorted(managed)
+        if not names:
+            console.print("no models maintained by Steward yet; `steward train` or `steward adopt` one"
+                          + ("" if all_models else " (`--all` lists every registered model)"))
+        for name in names:
+            champion = registry.alias_version(name, "champion") if name in managed else None
+            mark = ("maintained" + (f", champion v{champion}" if champion else "")) if name in managed \
+                else "not maintained by Steward"
+            console.print(f"{name}  [dim]{mark}[/]", highlight=False)
+        return
     if not registry.model_exists(model):
         fail(f"no model named {model!r} in {invocation.settings.resolved_tracking_uri}; "
              "train one with `steward train`")
