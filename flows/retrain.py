@@ -8,9 +8,17 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 
 from steward import events
+from steward.training.data import TooFewRows
 from steward.training.gates import RetrainCode
+from steward.training.train import RetrainSkip
 from tasks.common import emit_model_event, publish_markdown
-from tasks.data import check_training_data, load_model_spec, load_training_data, split_data
+from tasks.data import (
+    check_training_data,
+    load_model_spec,
+    load_training_data,
+    record_skipped_retrain,
+    split_data,
+)
 from tasks.training import (
     archive_old_versions,
     check_retrain_allowance,
@@ -27,6 +35,8 @@ class RetrainResult:
     registered: bool
     reason: str
     skipped_because: str | None = None
+    skip: RetrainSkip | None = None
+    ledger_entry_id: str | None = None  # the entry a data skip opened (or counted again)
     allowance: RetrainCode | None = None  # the cooldown/budget verdict at ``as_of``
     as_of: datetime | None = None
     version: str | None = None
@@ -65,9 +75,21 @@ def retrain(
     if not allowance.allowed and not force:
         logger.warning("retrain of %s skipped: %s", spec.name, allowance.reason)
         return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=allowance.reason,
-                             allowance=allowance.code, as_of=allowance.as_of)
-    frame, source = load_training_data(spec, as_of)
-    check_training_data(frame, spec)
+                             skip=RetrainSkip.BUDGET, allowance=allowance.code, as_of=allowance.as_of)
+    try:
+        frame, source = load_training_data(spec, as_of)
+        too_few = None
+    except TooFewRows as error:
+        too_few = str(error)
+    if too_few is None:
+        report = check_training_data(frame, spec)
+        too_few = report.summary() if report.too_few_rows else None
+    if too_few is not None:
+        entry_id = record_skipped_retrain(spec, too_few)
+        logger.warning("retrain of %s skipped: too few rows: %s", spec.name, too_few)
+        return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=too_few,
+                             skip=RetrainSkip.TOO_FEW_ROWS, ledger_entry_id=entry_id, allowance=allowance.code,
+                             as_of=allowance.as_of)
     split = split_data(frame, spec)
     data_sha256 = hash_training_data(split)
     trained = fit_model(spec, split, data_sha256, source)

@@ -33,6 +33,10 @@ def _retrain(invocation: Invocation, spec: Path, reason: str, force: bool) -> An
     result = invocation.run_flow("flows.retrain:retrain", status=f"training a candidate from {spec}",
                                  spec_path=str(spec), reason=reason, force=force)
     if not result.registered:
+        from steward.training.train import RetrainSkip
+
+        if result.skip is RetrainSkip.TOO_FEW_ROWS:
+            fail(f"retrain skipped, too few rows: {result.skipped_because}")
         fail(f"retrain skipped: {result.skipped_because}; pass --force to retrain anyway")
     return result
 

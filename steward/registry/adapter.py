@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,8 +149,15 @@ class Registry(RegistrationMixin, AliasMixin):
         return self._info(mv, with_metrics)
 
     def list_versions(self, model: str) -> list[VersionInfo]:
+        """Every version with its aliases; MLflow's search leaves ``aliases`` empty, so they are read from the
+        registered model (status shows them, retention protects by them)."""
         found = self._client.search_model_versions(filter_string=f"name = '{model}'", max_results=10_000)
-        return sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+        by_version: dict[str, list[str]] = {}
+        if found:
+            for alias, version in (self._client.get_registered_model(model).aliases or {}).items():
+                by_version.setdefault(str(version), []).append(alias)
+        infos = (replace(self._info(mv), aliases=tuple(sorted(by_version.get(str(mv.version), ())))) for mv in found)
+        return sorted(infos, key=lambda v: int(v.version))
 
     def alias_version(self, model: str, alias: str) -> str | None:
         if not self.model_exists(model):

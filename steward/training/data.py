@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,8 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from steward.spec import FeatureType, ModelSpec
+from steward.spec import FeatureType, ModelSpec, RowOrder
+from steward.training.labels import check_labels
 
 if TYPE_CHECKING:
     from steward.store.reader import PredictionStore
@@ -20,6 +22,26 @@ if TYPE_CHECKING:
 
 class DataError(ValueError):
     """Training data that cannot be used; the message says which check failed and by how much."""
+
+
+class TooFewRows(DataError):
+    """Not enough labelled rows yet: a reason to skip a retrain and wait, not a broken run."""
+
+
+class SplitMethod(StrEnum):
+    """How the hold-out was chosen; recorded with the version as ``split.method``."""
+
+    TIME = "time"  # the newest rows by timestamp_column
+    ROW_ORDER = "row_order"  # the file's last rows (data.order_by: row)
+    RANDOM = "random"  # a seeded, stratified random sample
+
+
+RANDOM_SPLIT_FINDING = (
+    "no timestamp_column and no data.order_by: the hold-out is a random sample of rows, so the gate scores the "
+    "model on rows from the same period it was trained on and cannot see it decay over time; set "
+    "timestamp_column, or `data.order_by: row` if the file's rows are in time order (`data.order_by: random` "
+    "keeps the random split and silences this)"
+)
 
 
 def read_frame(path: str, fmt: str = "auto") -> pd.DataFrame:
@@ -128,6 +150,7 @@ class DataCheck:
 class DataValidationReport:
     rows: int
     checks: tuple[DataCheck, ...]
+    findings: tuple[str, ...] = ()  # what the user should know that fails no check (a random split)
 
     @property
     def passed(self) -> bool:
@@ -137,10 +160,16 @@ class DataValidationReport:
     def failures(self) -> tuple[DataCheck, ...]:
         return tuple(check for check in self.checks if not check.passed)
 
+    @property
+    def too_few_rows(self) -> bool:
+        """Failed on row count: wait for more data (a skipped retrain), whatever else a small sample shows."""
+        return any(check.name == "min_rows" for check in self.failures)
+
     def summary(self) -> str:
+        notes = "".join(f"\n  note: {finding}" for finding in self.findings)
         if self.passed:
-            return f"{self.rows} rows passed {len(self.checks)} data checks"
-        return "training data rejected:\n" + "\n".join(f"  - {c.describe()}" for c in self.failures)
+            return f"{self.rows} rows passed {len(self.checks)} data checks" + notes
+        return "training data rejected:\n" + "\n".join(f"  - {c.describe()}" for c in self.failures) + notes
 
 
 def validate_training_data(frame: pd.DataFrame, spec: ModelSpec) -> DataValidationReport:
@@ -160,8 +189,9 @@ def validate_training_data(frame: pd.DataFrame, spec: ModelSpec) -> DataValidati
             f"missing columns {absent}" if absent else "all feature and target columns present",
         )
     )
+    findings = split_findings(spec)
     if absent or rows == 0:
-        return DataValidationReport(rows, tuple(checks))
+        return DataValidationReport(rows, tuple(checks), findings)
 
     for feature in spec.features:
         column = frame[feature.name]
@@ -209,6 +239,11 @@ def validate_training_data(frame: pd.DataFrame, spec: ModelSpec) -> DataValidati
         )
     )
     if spec.task.is_classification:
+        labels = check_labels(target, spec)
+        checks.append(
+            DataCheck("labels", labels.problem is None, len(labels.classes), 0,
+                      labels.problem or f"classes {list(labels.classes)[:10]} fit the spec")
+        )
         shares = target.dropna().value_counts(normalize=True)
         smallest = float(shares.min()) if len(shares) else 0.0
         enough_classes = len(shares) >= 2
@@ -219,14 +254,21 @@ def validate_training_data(frame: pd.DataFrame, spec: ModelSpec) -> DataValidati
                 f"{len(shares)} classes, smallest share {smallest:.1%} (at least {policy.min_class_share:.0%})",
             )
         )
-    return DataValidationReport(rows, tuple(checks))
+    return DataValidationReport(rows, tuple(checks), findings)
+
+
+def split_findings(spec: ModelSpec) -> tuple[str, ...]:
+    """Say so when the hold-out will be a random sample because nothing orders the rows in time."""
+    if spec.timestamp_column or spec.data.order_by is not None:
+        return ()
+    return (RANDOM_SPLIT_FINDING,)
 
 
 @dataclass(frozen=True)
 class Split:
     train: pd.DataFrame
     holdout: pd.DataFrame
-    method: str
+    method: SplitMethod
     train_window: tuple[pd.Timestamp, pd.Timestamp] | None = None
     holdout_window: tuple[pd.Timestamp, pd.Timestamp] | None = None
 
@@ -234,7 +276,8 @@ class Split:
 def split_train_holdout(frame: pd.DataFrame, spec: ModelSpec) -> Split:
     """Hold out the most recent rows when there is a timestamp, so evaluation looks forward in time.
 
-    Without a timestamp column it falls back to a seeded, stratified random split.
+    Without one, ``data.order_by: row`` holds out the file's last rows; otherwise the hold-out is a
+    seeded, stratified random sample (the data validation report says so).
     """
     fraction = spec.training.holdout_fraction
     if spec.timestamp_column and spec.timestamp_column in frame.columns:
@@ -244,17 +287,20 @@ def split_train_holdout(frame: pd.DataFrame, spec: ModelSpec) -> Split:
         train, holdout = ordered.iloc[:cut], ordered.iloc[cut:]
         column = spec.timestamp_column
         return Split(
-            train, holdout, "time",
+            train, holdout, SplitMethod.TIME,
             (train[column].min(), train[column].max()),
             (holdout[column].min(), holdout[column].max()),
         )
+    if spec.data.order_by is RowOrder.ROW:
+        cut = int(round(len(frame) * (1 - fraction)))
+        return Split(frame.iloc[:cut], frame.iloc[cut:], SplitMethod.ROW_ORDER)
     from sklearn.model_selection import train_test_split
 
     stratify = frame[spec.target] if spec.task.is_classification else None
     train, holdout = train_test_split(
         frame, test_size=fraction, random_state=spec.training.random_state, stratify=stratify
     )
-    return Split(train, holdout, "random")
+    return Split(train, holdout, SplitMethod.RANDOM)
 
 
 def production_training_frame(
@@ -287,13 +333,13 @@ def production_training_frame(
     predictions = store.read_predictions(spec.name, start, end, served_only=True)
     predictions = predictions[predictions["status"] == "ok"]
     if predictions.empty:
-        raise DataError(
+        raise TooFewRows(
             f"no served predictions of {spec.name!r} in {store.uri} over {window}: serve the model with "
             "`steward serve` and send labels to its feedback endpoint, or train from a file (data.kind: file)"
         )
     joined = join_labels(predictions, store.read_labels(spec.name, start=start, end=end))
     if joined.empty:
-        raise DataError(
+        raise TooFewRows(
             f"{len(predictions)} predictions of {spec.name!r} were served over {window} but none has a label yet: "
             f"send labels to POST /v1/models/{spec.name}/feedback, or widen data.window_days"
         )

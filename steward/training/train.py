@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import pandas as pd
@@ -13,6 +14,13 @@ from steward.registry.lineage import Lineage, code_version, package_versions
 from steward.spec import ModelSpec
 from steward.training.data import Split, frame_sha256, prepare_features
 from steward.training.evaluation import evaluate
+
+
+class RetrainSkip(StrEnum):
+    """Why a retrain ended without a candidate, when it was not a failure."""
+
+    BUDGET = "budget"  # the cooldown or the weekly budget (see RetrainCode)
+    TOO_FEW_ROWS = "too_few_rows"  # the data is not there yet: wait for more labels
 
 
 @dataclass(frozen=True)
@@ -71,4 +79,4 @@ def reference_sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     return frame if len(frame) <= rows else frame.sample(n=rows, random_state=seed).sort_index()
 
 
-__all__ = ["TrainedModel", "frame_sha256", "labelled_frame", "reference_sample", "train_model"]
+__all__ = ["RetrainSkip", "TrainedModel", "frame_sha256", "labelled_frame", "reference_sample", "train_model"]
