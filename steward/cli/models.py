@@ -15,10 +15,19 @@ ModelArgument = Annotated[str, typer.Argument(help="Model name.")]
 
 
 def init(
-    directory: Annotated[Path, typer.Argument(help="Where to write the example.")] = Path("."),
+    directory: Annotated[Path, typer.Argument(help="Where to write the example (or the drafted spec.yaml).")] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing example.")] = False,
+    from_data: Annotated[Path | None, typer.Option(
+        "--from-data", help="Draft spec.yaml from this Parquet or CSV file instead of writing the example.")] = None,
+    target: Annotated[str | None, typer.Option(help="With --from-data: the label column.")] = None,
+    timestamp: Annotated[str | None, typer.Option(help="With --from-data: the event time column, if any.")] = None,
+    name: Annotated[str | None, typer.Option(help="With --from-data: the model name (default: the file's name).")
+                    ] = None,
 ) -> None:
-    """Write the example credit-default spec and its training data."""
+    """Write the example credit-default spec and its training data, or draft a spec from your data file."""
+    if from_data is not None:
+        _init_from_data(directory, from_data, target, timestamp, name, force)
+        return
     from steward.simulation.examples import write_example
 
     with console.status("generating example data with the scenario simulator"):
@@ -27,6 +36,40 @@ def init(
         except FileExistsError as error:
             fail(str(error))
     console.print(f"wrote [bold]{spec_path}[/] and its data; next: [bold]steward train {spec_path}[/]")
+
+
+def _init_from_data(directory: Path, data: Path, target: str | None, timestamp: str | None, name: str | None,
+                    force: bool) -> None:
+    import re
+
+    from steward.spec import SpecError, parse_spec
+    from steward.training.data import DataError, draft_spec, read_frame, split_findings
+
+    if not target:
+        fail("--from-data needs --target: the column the model should predict")
+    spec_path = directory / "spec.yaml"
+    if spec_path.exists() and not force:
+        fail(f"{spec_path} exists: pass --force to overwrite it, or choose another directory")
+    model = name or re.sub(r"[^a-z0-9_-]+", "-", data.stem.lower()).strip("-_") or "model"
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        relative = data.resolve().relative_to(directory.resolve())
+    except ValueError:
+        relative = data.resolve()
+    try:
+        draft = draft_spec(read_frame(str(data)), name=model, target=target, timestamp=timestamp,
+                           data_path=str(relative))
+        spec = parse_spec(draft.document, source=f"the spec drafted from {data}")
+    except (DataError, SpecError) as error:
+        fail(str(error))
+    spec_path.write_text(draft.to_yaml())
+    console.print(f"wrote [bold]{spec_path}[/]: {spec.task.value} on {target!r}, {len(spec.features)} features"
+                  + (f", positive_label {spec.positive_label!r}" if spec.positive_label is not None else ""))
+    for reason in draft.left_out:
+        console.print(f"[yellow]left out[/] {reason}")
+    for finding in split_findings(spec):
+        console.print(f"[yellow]note[/] {finding}")
+    console.print(f"review it, then: [bold]steward train {spec_path}[/]")
 
 
 def _retrain(invocation: Invocation, spec: Path, reason: str, force: bool) -> Any:

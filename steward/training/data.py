@@ -360,3 +360,121 @@ def production_training_frame(
         f"{len(frame)} labelled of {len(predictions)} served predictions (all arms)"
     )
     return frame, source
+
+
+# --- a first spec from a data file (`steward init --from-data`) --------------------------------------------------
+
+MAX_DRAFT_CATEGORIES = 50  # a text column with more distinct values is an id or free text, not a category
+
+
+@dataclass(frozen=True)
+class SpecDraft:
+    """A spec drafted from a data file for a person to review, and what the draft could not decide."""
+
+    document: dict
+    left_out: tuple[str, ...]  # columns not made features, each with why
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        header = [
+            "# Drafted by `steward init --from-data` from the data as it is: review it before training.",
+            "# Ranges are the observed ones widened by a margin; categories are the observed ones.",
+            *(f"# left out: {reason}" for reason in self.left_out),
+        ]
+        return "\n".join(header) + "\n" + yaml.safe_dump(self.document, sort_keys=False, allow_unicode=True)
+
+
+def _bound(value: float, integer: bool, up: bool) -> float | int:
+    if integer:
+        return int(np.ceil(value) if up else np.floor(value))
+    return float(f"{value:.6g}")
+
+
+def _draft_feature(name: str, column: pd.Series, margin: float) -> tuple[dict | None, str | None]:
+    present = column.dropna()
+    feature: dict = {"name": name}
+    if present.empty:
+        return None, f"{name}: every value is missing"
+    if pd.api.types.is_bool_dtype(column) or set(map(str, present.unique())) <= {"True", "False"}:
+        feature["type"] = FeatureType.BOOLEAN.value
+    elif pd.api.types.is_numeric_dtype(column):
+        values = present.astype(float)
+        integer = pd.api.types.is_integer_dtype(column) or bool((values % 1 == 0).all())
+        low, high = float(values.min()), float(values.max())
+        pad = (high - low) * margin or abs(high) * margin or margin
+        lower = low - pad if low < 0 or low - pad >= 0 else 0.0  # a column never below zero stays so
+        feature.update(type=(FeatureType.INTEGER if integer else FeatureType.NUMERIC).value,
+                       min=_bound(lower, integer, up=False), max=_bound(high + pad, integer, up=True))
+    elif pd.api.types.is_datetime64_any_dtype(column):
+        return None, f"{name}: a date/time column (pass it as --timestamp if it is the event time)"
+    else:
+        categories = sorted(map(str, present.unique()))
+        if len(categories) > MAX_DRAFT_CATEGORIES:
+            return None, (f"{name}: {len(categories)} distinct text values, more than {MAX_DRAFT_CATEGORIES}: "
+                          "an id or free text, not a category")
+        feature.update(type=FeatureType.CATEGORICAL.value, categories=categories)
+    if column.isna().any():
+        feature["nullable"] = True
+    return feature, None
+
+
+def _draft_task(labels: pd.Series) -> tuple[str, dict]:
+    """The task a target column suggests, and the label fields a binary one needs."""
+    present = labels.dropna()
+    distinct = present.unique()
+    numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+    if len(distinct) == 2:
+        from steward.training.labels import label_key
+
+        keys = {label_key(v) for v in distinct}
+        if keys == {"0", "1"}:
+            return "binary_classification", {}
+        counts = present.value_counts()
+        minority = counts.index[-1]
+        minority = minority.item() if hasattr(minority, "item") else minority
+        classes = [v.item() if hasattr(v, "item") else v for v in sorted(distinct, key=str)]
+        return "binary_classification", {"positive_label": minority, "classes": classes}
+    if numeric and not (present % 1 == 0).all():
+        return "regression", {}
+    if len(distinct) <= MAX_DRAFT_CATEGORIES and not (numeric and len(distinct) > 20):
+        return "multiclass_classification", {}
+    return "regression", {}
+
+
+def draft_spec(
+    frame: pd.DataFrame, *, name: str, target: str, data_path: str, timestamp: str | None = None,
+    margin: float = 0.1,
+) -> SpecDraft:
+    """A spec for ``frame``: the task from the target, each other column as a feature with its type, its range
+    widened by ``margin`` of its span, or its categories. A binary target that is not 0/1 gets its minority class
+    as ``positive_label`` (the rarer class is usually the one to detect); the reviewer may change it."""
+    absent = [c for c in (target, timestamp) if c and c not in frame.columns]
+    if absent:
+        raise DataError(f"{data_path} has no column {absent[0]!r}; its columns are {list(frame.columns)}")
+    if frame[target].isna().all():
+        raise DataError(f"target {target!r} in {data_path} has no values")
+    if timestamp:
+        try:
+            pd.to_datetime(frame[timestamp].dropna().head(1000), utc=True)
+        except (ValueError, TypeError) as error:
+            raise DataError(f"--timestamp {timestamp!r} does not hold dates or times ({error}): name the event "
+                            "time column, or leave --timestamp out") from None
+    task, label_fields = _draft_task(frame[target])
+    features, left_out = [], []
+    for column in frame.columns:
+        if column in (target, timestamp):
+            continue
+        feature, reason = _draft_feature(str(column), frame[column], margin)
+        if feature is not None:
+            features.append(feature)
+        else:
+            left_out.append(reason)
+    if not features:
+        raise DataError(f"no column of {data_path} besides the target can be a feature: {'; '.join(left_out)}")
+    document: dict = {"name": name, "task": task, "target": target, **label_fields}
+    if timestamp:
+        document["timestamp_column"] = timestamp
+    document["features"] = features
+    document["data"] = {"kind": "file", "path": data_path}
+    return SpecDraft(document, tuple(left_out))
