@@ -13,6 +13,7 @@ from steward.estimators import build_estimator
 from steward.registry.lineage import Lineage, code_version, package_versions
 from steward.spec import ModelSpec
 from steward.training.data import Split, frame_sha256, prepare_features
+from steward.training.entrypoints import Producer, ProducerKind, fit_with_entrypoint
 from steward.training.evaluation import evaluate
 
 
@@ -30,6 +31,7 @@ class TrainedModel:
     lineage: Lineage
     train_frame: pd.DataFrame
     holdout_frame: pd.DataFrame
+    producer: Producer
 
 
 def labelled_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
@@ -42,12 +44,20 @@ def labelled_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
 
 
 def train_model(spec: ModelSpec, split: Split, *, data_sha256: str, data_source: str) -> TrainedModel:
-    """Fit on the training part, evaluate on the held-out part, and collect the lineage."""
+    """Fit on the training part (``estimator.factory``, or the team's ``training.entrypoint``), evaluate on the
+    held-out part, and collect the lineage."""
+    producer = Producer.of(spec)
+    if producer.kind is ProducerKind.DEPLOYMENT:
+        raise ValueError(f"{spec.name}: training.deployment {spec.training.deployment!r} registers its own versions; "
+                         "the retrain flow runs it (tasks/team_training.py), train_model does not")
     train = labelled_frame(split.train, spec)
     holdout = labelled_frame(split.holdout, spec)
-    estimator = build_estimator(spec)
     started = time.perf_counter()
-    estimator.fit(train[spec.feature_names], train[spec.target])
+    if producer.kind is ProducerKind.ENTRYPOINT:
+        estimator = fit_with_entrypoint(spec, train, holdout[spec.feature_names])
+    else:
+        estimator = build_estimator(spec)
+        estimator.fit(train[spec.feature_names], train[spec.target])
     seconds = time.perf_counter() - started
     metrics = evaluate(estimator, holdout, spec)
     window = split.train_window
@@ -58,8 +68,13 @@ def train_model(spec: ModelSpec, split: Split, *, data_sha256: str, data_source:
         data_window_start=window[0].isoformat() if window else None,
         data_window_end=(split.holdout_window or window)[1].isoformat() if window else None,
         params={
-            "estimator.factory": spec.estimator.factory,
-            **{f"estimator.{k}": v for k, v in spec.estimator.params.items()},
+            "producer": producer.tag,
+            **({
+                "estimator.factory": spec.estimator.factory,
+                **{f"estimator.{k}": v for k, v in spec.estimator.params.items()},
+            } if producer.kind is ProducerKind.ESTIMATOR else {
+                f"training.{k}": v for k, v in spec.training.params.items()
+            }),
             "split.method": split.method,
             "split.holdout_fraction": spec.training.holdout_fraction,
             "train_rows": len(train),
@@ -71,7 +86,7 @@ def train_model(spec: ModelSpec, split: Split, *, data_sha256: str, data_source:
         schema_fingerprint=spec.schema_fingerprint(),
         spec_yaml=spec.to_yaml(),
     )
-    return TrainedModel(estimator, metrics, lineage, train, holdout)
+    return TrainedModel(estimator, metrics, lineage, train, holdout, producer)
 
 
 def reference_sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
