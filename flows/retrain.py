@@ -19,6 +19,7 @@ from tasks.data import (
     record_skipped_retrain,
     split_data,
 )
+from tasks.team_training import start_team_training, take_in_team_candidate, wait_for_team_candidate
 from tasks.training import (
     archive_old_versions,
     check_retrain_allowance,
@@ -59,6 +60,34 @@ def _lineage_markdown(result: RetrainResult, source: str, window: str) -> str:
     )
 
 
+def _retrain_by_team_deployment(spec, split, data_sha256: str, source: str, reason: str, allowance,
+                                as_of: datetime | None) -> RetrainResult:
+    """training.deployment: the team's own flow trains and registers; the version is then taken in like ours."""
+    logger = get_run_logger()
+    team_run = start_team_training(spec, split)
+    version = wait_for_team_candidate(team_run)
+    candidate = take_in_team_candidate(spec, team_run, version, split, data_sha256, source, as_of)
+    info = candidate.info
+    archived = archive_old_versions(spec)
+    if archived:
+        logger.info("archived %s: past retention", ", ".join(f"v{v}" for v in archived))
+    result = RetrainResult(
+        model=spec.name, registered=True, reason=reason, version=info.version, semver=info.semver,
+        metrics=candidate.metrics, data_sha256=data_sha256, training_seconds=candidate.training_seconds,
+        allowance=allowance.code, as_of=allowance.as_of,
+    )
+    window = f"{info.tags.get('steward.data_window_start') or '?'} → {info.tags.get('steward.data_window_end') or '?'}"
+    publish_markdown(_lineage_markdown(result, info.tags.get("steward.data_source", source), window), "retrain",
+                     spec.name)
+    emit_model_event(
+        events.CANDIDATE_REGISTERED, spec.name, version=info.version, semver=info.semver,
+        reason=f"retrained by {spec.training.deployment}: {reason}",
+    )
+    logger.info("%s registered %s v%s (%s); taken in as candidate", team_run.flow_run_name, spec.name,
+                info.version, info.semver)
+    return result
+
+
 @flow(name="retrain", description="Train a new candidate version of a model on fresh data, with full lineage.")
 def retrain(
     spec_path: str, reason: str = "manual run", force: bool = False, as_of: datetime | None = None
@@ -92,6 +121,8 @@ def retrain(
                              as_of=allowance.as_of)
     split = split_data(frame, spec)
     data_sha256 = hash_training_data(split)
+    if spec.training.deployment:
+        return _retrain_by_team_deployment(spec, split, data_sha256, source, reason, allowance, as_of)
     trained = fit_model(spec, split, data_sha256, source)
     duration = judge_duration(spec, trained)
     if duration.slow:

@@ -115,7 +115,85 @@ def fit_with_entrypoint(
     return model
 
 
+# --- training.deployment: the team's Prefect deployment registers the candidate --------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """What the retrain asks the team's deployment for: a version of ``model`` trained on the data window.
+
+    The deployment's flow takes these parameters (``parameters()``) and tags the MLflow run it registers the
+    version from with ``steward.training_request = <steward_request>``; that tag is how the retrain tells its
+    candidate from anything else registered meanwhile.
+    """
+
+    model: str
+    deployment: str
+    request_id: str
+    window_start: str | None
+    window_end: str | None
+    params: dict[str, Any]
+    timeout_seconds: float
+
+    def parameters(self) -> dict[str, Any]:
+        return {"model": self.model, "window_start": self.window_start, "window_end": self.window_end,
+                "steward_request": self.request_id, "params": dict(self.params)}
+
+
+class TeamRunCode(StrEnum):
+    REGISTERED = "registered"  # the run finished and exactly one version carries the request's tag
+    WAITING = "waiting"
+    RUN_FAILED = "run_failed"  # the deployment's run ended failed, crashed or cancelled
+    NO_CANDIDATE = "no_candidate"  # the run completed but registered no version with the tag
+    AMBIGUOUS = "ambiguous"  # more than one version carries the tag
+    TIMED_OUT = "timed_out"
+
+
+@dataclass(frozen=True)
+class TeamRunVerdict:
+    code: TeamRunCode
+    reason: str
+    version: str | None = None
+
+
+class TeamTrainingError(RuntimeError):
+    """The team's training deployment produced no usable candidate; ``code`` says how, the message what to do."""
+
+    def __init__(self, verdict: TeamRunVerdict) -> None:
+        super().__init__(verdict.reason)
+        self.code = verdict.code
+
+
+def judge_team_run(
+    request: TrainingRequest, *, run_name: str, run_state: str, run_final: bool, run_completed: bool,
+    versions: list[str], waited_seconds: float,
+) -> TeamRunVerdict:
+    """Where the wait for the team's candidate stands, from the run's state and the versions tagged so far."""
+    where = f"training deployment {request.deployment!r} (flow run {run_name!r})"
+    tag = f"{TRAINING_REQUEST_TAG}={request.request_id}"
+    if len(versions) > 1:
+        return TeamRunVerdict(TeamRunCode.AMBIGUOUS, f"{where} registered versions {versions} of {request.model!r} "
+                              f"from runs tagged {tag}: register one version per request")
+    if run_final and not run_completed:
+        return TeamRunVerdict(TeamRunCode.RUN_FAILED, f"{where} ended {run_state} without a candidate: see that "
+                              "run's logs in Prefect")
+    if run_final and versions:
+        return TeamRunVerdict(TeamRunCode.REGISTERED, f"{where} registered {request.model} v{versions[0]}",
+                              versions[0])
+    if run_final:
+        return TeamRunVerdict(TeamRunCode.NO_CANDIDATE, (
+            f"{where} completed but registered no version of {request.model!r} from a run tagged {tag}: the flow "
+            f"must register the model as {request.model!r} inside an MLflow run that has "
+            f"mlflow.set_tag('{TRAINING_REQUEST_TAG}', steward_request)"))
+    if waited_seconds >= request.timeout_seconds:
+        return TeamRunVerdict(TeamRunCode.TIMED_OUT, (
+            f"{where} registered no candidate within training.deployment_timeout_seconds = "
+            f"{request.timeout_seconds:g} s (still {run_state}); the run is cancelled. Raise the timeout if its "
+            "training takes longer, or check that a worker or runner serves the deployment"))
+    return TeamRunVerdict(TeamRunCode.WAITING, f"{where} is {run_state}")
+
+
 __all__ = [
     "PRODUCER_TAG", "TRAINING_REQUEST_TAG", "EntrypointError", "Producer", "ProducerKind", "fit_with_entrypoint",
-    "resolve_entrypoint",
+    "resolve_entrypoint", "TeamRunCode", "TeamRunVerdict", "TeamTrainingError", "TrainingRequest", "judge_team_run",
 ]
