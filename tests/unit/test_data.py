@@ -303,3 +303,21 @@ def test_random_split_is_said_and_row_order_can_stand_in_for_time(spec, frame):
 
     with pytest.raises(SpecError, match="data.order_by orders rows without a timestamp"):
         parse_spec(document)
+
+
+def test_logged_outcomes_read_the_positive_label_and_turn_the_score_round():
+    from steward.monitoring.health.accuracy import metric_value, outcomes
+    from steward.spec import Task
+
+    # the log keeps text and the score of the model's last class ("good" of ["bad", "good"])
+    labelled = pd.DataFrame({"label": ["bad", "good", "bad", "good"], "prediction": ["bad", "good", "good", "good"],
+                             "score": [0.2, 0.9, 0.6, 0.7]})
+    bad = outcomes(labelled, Task.BINARY_CLASSIFICATION, "bad")
+    assert bad.y.tolist() == [1, 0, 1, 0] and bad.prediction.tolist() == [1, 0, 0, 0]
+    assert bad.score.tolist() == pytest.approx([0.8, 0.1, 0.4, 0.3])
+    assert metric_value("recall", bad) == 0.5 and metric_value("precision", bad) == 1.0
+    good = outcomes(labelled, Task.BINARY_CLASSIFICATION)
+    assert good.y.tolist() == [0, 1, 0, 1] and good.score.tolist() == [0.2, 0.9, 0.6, 0.7]
+    assert metric_value("roc_auc", bad) == metric_value("roc_auc", good)
+    booleans = pd.DataFrame({"label": ["1", "0"], "prediction": ["1", "1"], "score": [0.8, 0.6]})
+    assert outcomes(booleans, Task.BINARY_CLASSIFICATION, True).y.tolist() == [1, 0]

@@ -96,3 +96,43 @@ def test_deployment_spec_is_not_fitted_in_process(frame):
     assert Producer.of(spec).tag == "deployment:team-train/nightly"
     with pytest.raises(ValueError, match="registers its own versions"):
         train(spec, frame)
+
+
+# --- waiting for the candidate a team's deployment registers ----------------------------------------------------
+
+from steward.training.entrypoints import TeamRunCode, TrainingRequest, judge_team_run  # noqa: E402
+
+REQUEST = TrainingRequest(model="credit", deployment="team-train/nightly", request_id="r1", window_start=None,
+                          window_end=None, params={"C": 1}, timeout_seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("state", "final", "completed", "versions", "waited", "code"),
+    [
+        ("Running", False, False, [], 10, TeamRunCode.WAITING),
+        ("Running", False, False, ["3"], 10, TeamRunCode.WAITING),  # registered, but the run is not done yet
+        ("Completed", True, True, ["3"], 10, TeamRunCode.REGISTERED),
+        ("Completed", True, True, [], 10, TeamRunCode.NO_CANDIDATE),
+        ("Failed", True, False, [], 10, TeamRunCode.RUN_FAILED),
+        ("Crashed", True, False, ["3"], 10, TeamRunCode.RUN_FAILED),
+        ("Completed", True, True, ["3", "4"], 10, TeamRunCode.AMBIGUOUS),
+        ("Running", False, False, [], 60, TeamRunCode.TIMED_OUT),
+        ("Scheduled", False, False, [], 61, TeamRunCode.TIMED_OUT),
+    ],
+)
+def test_judge_team_run(state, final, completed, versions, waited, code):
+    verdict = judge_team_run(REQUEST, run_name="brave-fox", run_state=state, run_final=final, run_completed=completed,
+                             versions=versions, waited_seconds=waited)
+    assert verdict.code is code
+    assert "'team-train/nightly' (flow run 'brave-fox')" in verdict.reason
+    if code is TeamRunCode.REGISTERED:
+        assert verdict.version == "3"
+    if code is TeamRunCode.TIMED_OUT:
+        assert "training.deployment_timeout_seconds = 60 s" in verdict.reason
+    if code is TeamRunCode.NO_CANDIDATE:
+        assert "mlflow.set_tag('steward.training_request', steward_request)" in verdict.reason
+
+
+def test_the_request_parameters_are_what_the_team_flow_takes():
+    assert REQUEST.parameters() == {"model": "credit", "window_start": None, "window_end": None,
+                                    "steward_request": "r1", "params": {"C": 1}}
