@@ -26,7 +26,7 @@ COMMANDS = (
     delivery.canary, delivery.blue_green,
     serving.serve,
     monitoring.health, monitoring.ledger, monitoring.ledger_resolve, monitoring.drift, monitoring.maintenance,
-    monitoring.model_card, backtest.backtest,
+    monitoring.model_card, monitoring.compact, backtest.backtest,
     stack.up, stack.down, stack.stack_status, stack.deployments,
     delivery.ab_test, delivery.shadow,
     models.example, stack.demo,
