@@ -8,9 +8,18 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 
 from steward import events
+from steward.training.data import TooFewRows
 from steward.training.gates import RetrainCode
+from steward.training.train import RetrainSkip
 from tasks.common import emit_model_event, publish_markdown
-from tasks.data import check_training_data, load_model_spec, load_training_data, split_data
+from tasks.data import (
+    check_training_data,
+    load_model_spec,
+    load_training_data,
+    record_skipped_retrain,
+    split_data,
+)
+from tasks.team_training import start_team_training, take_in_team_candidate, wait_for_team_candidate
 from tasks.training import (
     archive_old_versions,
     check_retrain_allowance,
@@ -27,6 +36,8 @@ class RetrainResult:
     registered: bool
     reason: str
     skipped_because: str | None = None
+    skip: RetrainSkip | None = None
+    ledger_entry_id: str | None = None  # the entry a data skip opened (or counted again)
     allowance: RetrainCode | None = None  # the cooldown/budget verdict at ``as_of``
     as_of: datetime | None = None
     version: str | None = None
@@ -49,6 +60,34 @@ def _lineage_markdown(result: RetrainResult, source: str, window: str) -> str:
     )
 
 
+def _retrain_by_team_deployment(spec, split, data_sha256: str, source: str, reason: str, allowance,
+                                as_of: datetime | None) -> RetrainResult:
+    """training.deployment: the team's own flow trains and registers; the version is then taken in like ours."""
+    logger = get_run_logger()
+    team_run = start_team_training(spec, split)
+    version = wait_for_team_candidate(team_run)
+    candidate = take_in_team_candidate(spec, team_run, version, split, data_sha256, source, as_of)
+    info = candidate.info
+    archived = archive_old_versions(spec)
+    if archived:
+        logger.info("archived %s: past retention", ", ".join(f"v{v}" for v in archived))
+    result = RetrainResult(
+        model=spec.name, registered=True, reason=reason, version=info.version, semver=info.semver,
+        metrics=candidate.metrics, data_sha256=data_sha256, training_seconds=candidate.training_seconds,
+        allowance=allowance.code, as_of=allowance.as_of,
+    )
+    window = f"{info.tags.get('steward.data_window_start') or '?'} → {info.tags.get('steward.data_window_end') or '?'}"
+    publish_markdown(_lineage_markdown(result, info.tags.get("steward.data_source", source), window), "retrain",
+                     spec.name)
+    emit_model_event(
+        events.CANDIDATE_REGISTERED, spec.name, version=info.version, semver=info.semver,
+        reason=f"retrained by {spec.training.deployment}: {reason}",
+    )
+    logger.info("%s registered %s v%s (%s); taken in as candidate", team_run.flow_run_name, spec.name,
+                info.version, info.semver)
+    return result
+
+
 @flow(name="retrain", description="Train a new candidate version of a model on fresh data, with full lineage.")
 def retrain(
     spec_path: str, reason: str = "manual run", force: bool = False, as_of: datetime | None = None
@@ -65,11 +104,25 @@ def retrain(
     if not allowance.allowed and not force:
         logger.warning("retrain of %s skipped: %s", spec.name, allowance.reason)
         return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=allowance.reason,
-                             allowance=allowance.code, as_of=allowance.as_of)
-    frame, source = load_training_data(spec, as_of)
-    check_training_data(frame, spec)
+                             skip=RetrainSkip.BUDGET, allowance=allowance.code, as_of=allowance.as_of)
+    try:
+        frame, source = load_training_data(spec, as_of)
+        too_few = None
+    except TooFewRows as error:
+        too_few = str(error)
+    if too_few is None:
+        report = check_training_data(frame, spec)
+        too_few = report.summary() if report.too_few_rows else None
+    if too_few is not None:
+        entry_id = record_skipped_retrain(spec, too_few)
+        logger.warning("retrain of %s skipped: too few rows: %s", spec.name, too_few)
+        return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=too_few,
+                             skip=RetrainSkip.TOO_FEW_ROWS, ledger_entry_id=entry_id, allowance=allowance.code,
+                             as_of=allowance.as_of)
     split = split_data(frame, spec)
     data_sha256 = hash_training_data(split)
+    if spec.training.deployment:
+        return _retrain_by_team_deployment(spec, split, data_sha256, source, reason, allowance, as_of)
     trained = fit_model(spec, split, data_sha256, source)
     duration = judge_duration(spec, trained)
     if duration.slow:

@@ -89,6 +89,13 @@ class Feature(_Strict):
         return self.type in (FeatureType.NUMERIC, FeatureType.INTEGER)
 
 
+class RowOrder(StrEnum):
+    """What orders the rows of a training file when there is no timestamp column."""
+
+    RANDOM = "random"  # no order: the hold-out is a seeded, stratified random sample
+    ROW = "row"  # the file's row order is time order: the last rows are held out
+
+
 class DataSource(_Strict):
     """Where training data comes from.
 
@@ -106,6 +113,11 @@ class DataSource(_Strict):
     window_days: int | None = Field(default=None, gt=0)
     candidate_window_days: tuple[int, ...] = Field(
         default=(), description="Windows to compare by evidence (production data); empty: window_days only."
+    )
+    order_by: RowOrder | None = Field(
+        default=None,
+        description="Without a timestamp column: 'row' holds out the file's last rows (its order is time order); "
+                    "'random' a random sample. Unset: random, and the validation report says so.",
     )
 
     @model_validator(mode="after")
@@ -183,13 +195,56 @@ class RegistrySpec(_Strict):
         return self
 
 
+def _import_path(field: str, value: str) -> str:
+    module, _, attribute = value.partition(":")
+    if not module or not attribute:
+        raise ValueError(f"{field}: {value!r} is not an import path: write it as 'package.module:function'")
+    return value
+
+
 class TrainingSpec(_Strict):
+    """How a version is produced and held out.
+
+    By default Steward fits ``estimator.factory``. A team that keeps its own training code names it
+    instead: ``entrypoint`` (``package.module:function``, called with the training frame, the spec and
+    ``params``, returning a fitted model), or ``deployment`` (``<flow>/<deployment>``, a Prefect
+    deployment the retrain runs with the data window and waits for, up to ``deployment_timeout_seconds``,
+    until it registers a candidate).
+    """
+
+    entrypoint: str | None = Field(default=None, description="package.module:function returning a fitted model.")
+    deployment: str | None = Field(default=None, description="<flow>/<deployment> that registers the candidate.")
+    deployment_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="How long the retrain waits for the deployment's candidate."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Passed to the entrypoint or deployment.")
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     random_state: int = 42
     slow_training_factor: float = Field(default=10.0, gt=1, description="Flag runs this many times the median.")
     reference_sample_rows: int = Field(
         default=200_000, gt=0, description="Rows of the training data kept with the version for drift reports."
     )
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_path(cls, value: str | None) -> str | None:
+        return None if value is None else _import_path("training.entrypoint", value)
+
+    @field_validator("deployment")
+    @classmethod
+    def _deployment_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            flow_name, _, deployment_name = value.partition("/")
+            if not flow_name or not deployment_name or "/" in deployment_name:
+                raise ValueError(f"training.deployment: {value!r} is not a deployment name: write it as "
+                                 "'<flow name>/<deployment name>', as `prefect deployment ls` shows it")
+        return value
+
+    @model_validator(mode="after")
+    def _one_producer(self) -> TrainingSpec:
+        if self.entrypoint and self.deployment:
+            raise ValueError("training.entrypoint and training.deployment both name the training code: keep one")
+        return self
 
 
 class DataValidationSpec(_Strict):
@@ -380,6 +435,12 @@ class ModelSpec(_Strict):
     description: str = ""
     task: Task
     target: str
+    positive_label: str | int | bool | None = Field(
+        default=None, description="The class a binary model detects; needed unless the classes are 0/1 or booleans."
+    )
+    classes: tuple[str | int | bool, ...] | None = Field(
+        default=None, description="Every label value the target may take; others are refused before training."
+    )
     features: tuple[Feature, ...] = Field(min_length=1)
     timestamp_column: str | None = None
     entity_column: str | None = None
@@ -423,7 +484,32 @@ class ModelSpec(_Strict):
             )
         if self.data.kind == "production" and not self.timestamp_column:
             raise ValueError("data.kind is 'production': set timestamp_column so windows can be chosen")
+        if self.data.order_by is not None and self.timestamp_column:
+            raise ValueError(f"data.order_by orders rows without a timestamp, but timestamp_column "
+                             f"{self.timestamp_column!r} is set: remove one")
+        self._labels_consistent()
+        if (self.training.entrypoint or self.training.deployment) and "estimator" in self.model_fields_set:
+            raise ValueError("estimator builds Steward's own model, but training names the team's code "
+                             "(entrypoint or deployment): remove the estimator section")
         return self
+
+    def _labels_consistent(self) -> None:
+        if not self.task.is_classification and (self.positive_label is not None or self.classes is not None):
+            raise ValueError("positive_label and classes describe a classifier's target; the task is regression")
+        if self.positive_label is not None and self.task is not Task.BINARY_CLASSIFICATION:
+            raise ValueError("positive_label names the class a binary model detects; the task is "
+                             f"{self.task.value}: remove it")
+        from steward.training.labels import label_key  # labels reads the spec; imported here to avoid a cycle
+
+        if self.classes is not None:
+            keys = [label_key(c) for c in self.classes]
+            if len(set(keys)) != len(keys) or len(keys) < 2:
+                raise ValueError(f"classes must list at least two different labels; got {list(self.classes)}")
+            if self.task is Task.BINARY_CLASSIFICATION and len(keys) != 2:
+                raise ValueError(f"classes: a binary target has two classes; got {list(self.classes)}")
+            if self.positive_label is not None and label_key(self.positive_label) not in keys:
+                raise ValueError(f"positive_label {self.positive_label!r} is not one of classes "
+                                 f"{list(self.classes)}")
 
     @property
     def feature_names(self) -> list[str]:

@@ -9,6 +9,7 @@ from prefect import task
 from steward.registry.adapter import VersionInfo
 from steward.spec import ModelSpec
 from steward.training.data import Split, frame_sha256
+from steward.training.entrypoints import PRODUCER_TAG
 from steward.training.gates import (
     TRAINED_AS_OF_TAG,
     RetrainAllowance,
@@ -78,6 +79,7 @@ def register_candidate(
         {
             "steward.training_duration_flag": ("slow: " if slow.slow else "normal: ") + slow.reason,
             TRAINED_AS_OF_TAG: (as_of or datetime.now(UTC)).astimezone(UTC).isoformat(),
+            PRODUCER_TAG: trained.producer.tag,
         },
     )
     return info

@@ -17,9 +17,14 @@ ModelArgument = Annotated[str, typer.Argument(help="Model name.")]
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to write the example (or the spec).")] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing example.")] = False,
+    from_data: Annotated[Path | None, typer.Option(
+        "--from-data", help="Draft spec.yaml from this Parquet or CSV file instead of writing the example.")] = None,
     from_model: Annotated[str | None, typer.Option(
         "--from-model", help="Write a spec from this version's signature: models:/NAME/VERSION.")] = None,
-    target: Annotated[str | None, typer.Option(help="With --from-model: the label column.")] = None,
+    target: Annotated[str | None, typer.Option(help="With --from-data or --from-model: the label column.")] = None,
+    timestamp: Annotated[str | None, typer.Option(help="With --from-data: the event time column, if any.")] = None,
+    name: Annotated[str | None, typer.Option(help="With --from-data: the model name (default: the file's name).")
+                    ] = None,
     task: Annotated[str, typer.Option(help="With --from-model: binary_classification, multiclass_classification "
                                            "or regression.")] = "binary_classification",
     score_column: Annotated[str | None, typer.Option(
@@ -27,7 +32,13 @@ def init(
              "probability.")] = None,
     home: HomeOption = None,
 ) -> None:
-    """Write the example credit-default spec and its training data, or a spec from a registered model."""
+    """Write the example credit-default spec and its training data, draft a spec from your data file
+    (``--from-data``), or write one from a registered model's signature (``--from-model``)."""
+    if from_data is not None and from_model is not None:
+        fail("pass --from-data or --from-model, not both")
+    if from_data is not None:
+        _init_from_data(directory, from_data, target, timestamp, name, force)
+        return
     if from_model is not None:
         _init_from_model(directory, from_model, target, task, score_column, force, home)
         return
@@ -88,10 +99,48 @@ def adopt(
     console.print(f"[green]passed the gate[/] and is now [bold]{outcome.action}[/]")
 
 
+def _init_from_data(directory: Path, data: Path, target: str | None, timestamp: str | None, name: str | None,
+                    force: bool) -> None:
+    import re
+
+    from steward.spec import SpecError, parse_spec
+    from steward.training.data import DataError, draft_spec, read_frame, split_findings
+
+    if not target:
+        fail("--from-data needs --target: the column the model should predict")
+    spec_path = directory / "spec.yaml"
+    if spec_path.exists() and not force:
+        fail(f"{spec_path} exists: pass --force to overwrite it, or choose another directory")
+    model = name or re.sub(r"[^a-z0-9_-]+", "-", data.stem.lower()).strip("-_") or "model"
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        relative = data.resolve().relative_to(directory.resolve())
+    except ValueError:
+        relative = data.resolve()
+    try:
+        draft = draft_spec(read_frame(str(data)), name=model, target=target, timestamp=timestamp,
+                           data_path=str(relative))
+        spec = parse_spec(draft.document, source=f"the spec drafted from {data}")
+    except (DataError, SpecError) as error:
+        fail(str(error))
+    spec_path.write_text(draft.to_yaml())
+    console.print(f"wrote [bold]{spec_path}[/]: {spec.task.value} on {target!r}, {len(spec.features)} features"
+                  + (f", positive_label {spec.positive_label!r}" if spec.positive_label is not None else ""))
+    for reason in draft.left_out:
+        console.print(f"[yellow]left out[/] {reason}")
+    for finding in split_findings(spec):
+        console.print(f"[yellow]note[/] {finding}")
+    console.print(f"review it, then: [bold]steward train {spec_path}[/]")
+
+
 def _retrain(invocation: Invocation, spec: Path, reason: str, force: bool) -> Any:
     result = invocation.run_flow("flows.retrain:retrain", status=f"training a candidate from {spec}",
                                  spec_path=str(spec), reason=reason, force=force)
     if not result.registered:
+        from steward.training.train import RetrainSkip
+
+        if result.skip is RetrainSkip.TOO_FEW_ROWS:
+            fail(f"retrain skipped, too few rows: {result.skipped_because}")
         fail(f"retrain skipped: {result.skipped_because}; pass --force to retrain anyway")
     return result
 

@@ -54,7 +54,7 @@ class LoggedEvaluation:
 def _metrics(labelled: pd.DataFrame, spec: ModelSpec, names: Sequence[str]) -> dict[str, float]:
     if labelled.empty:
         return {}
-    o = outcomes(labelled, spec.task)
+    o = outcomes(labelled, spec.task, spec.positive_label)
     found = {}
     for name in names:
         try:

@@ -139,7 +139,7 @@ def compute_slo_day(
     answered = labelled[labelled["served"].astype(bool) & (labelled["status"] == "ok")]
     accuracy = None
     if len(answered) >= MIN_LABELLED:
-        accuracy = metric_value(targets.accuracy_metric, outcomes(answered, spec.task))
+        accuracy = metric_value(targets.accuracy_metric, outcomes(answered, spec.task, spec.positive_label))
     return SLODay(
         model=spec.name, day=day, complete=as_of >= day_bounds(day)[1], as_of=as_of, targets=targets,
         requests=len(requests), failed_requests=int((requests["status"] != "ok").sum()),

@@ -184,6 +184,8 @@ class Registry(RegistrationMixin, AliasMixin, AdoptionMixin):
         return self._info(mv, with_metrics)
 
     def list_versions(self, model: str) -> list[VersionInfo]:
+        """Every version with its aliases; MLflow's search leaves ``aliases`` empty, so they are read from the
+        registered model (status shows them, retention protects by them)."""
         found = self._client.search_model_versions(filter_string=f"name = '{model}'", max_results=10_000)
         state = self._raw_model_state(model) if found else None
         return sorted((self._info(mv, model_state=state) for mv in found), key=lambda v: int(v.version))

@@ -199,3 +199,64 @@ class RegistrationMixin:
                     "restore the artifacts from backup or roll back to another version"
                 )
             yield local, digest
+
+    # ---------------------------------------------------------------- versions registered by others
+    def versions_of_run_tag(self, model: str, key: str, value: str) -> list[VersionInfo]:
+        """Versions of ``model`` registered from a run (in any experiment) tagged ``key = value``."""
+        if not self.model_exists(model):
+            return []
+        escaped = value.replace("'", "\\'")
+        runs = self._mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`{key}` = '{escaped}'",
+                                        output_format="list")
+        found = [
+            mv for run in runs
+            for mv in self._client.search_model_versions(f"name = '{model}' and run_id = '{run.info.run_id}'")
+        ]
+        return sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+
+    def take_in_version(
+        self, model: str, version: str, *, lineage: Lineage, datasets: dict[str, pd.DataFrame],
+        input_schema: dict[str, str], tags: dict[str, str],
+    ) -> VersionInfo:
+        """Bring a version another process registered (a team's training deployment) under Steward, as
+        ``register_version`` would have left it: its datasets on its run, its files hashed, its lineage and
+        semver tagged, and ``candidate`` as its stage. Its own params and tags stay; its hold-out metrics are
+        measured on the verified copy afterwards (``log_version_metrics``)."""
+        info = self.get_version(model, version)
+        if info.digest:
+            raise RegistryError(f"{model} v{version} already has an artifact digest: it is under Steward already")
+        if not info.run_id:
+            raise RegistryError(
+                f"{model} v{version} has no MLflow run, so its hold-out data and metrics have nowhere to go: "
+                "register it from inside a run (mlflow.start_run) in the training code"
+            )
+        with tempfile.TemporaryDirectory() as scratch:
+            for name, frame in datasets.items():
+                path = Path(scratch) / f"{name}.parquet"
+                frame.to_parquet(path, index=False)
+                self._client.log_artifact(info.run_id, str(path), artifact_path="datasets")
+        self._client.log_text(info.run_id, lineage.spec_yaml, "spec.yaml")
+        earlier = [v for v in self.list_versions(model) if int(v.version) < int(version) and v.semver]
+        latest = earlier[-1] if earlier else None
+        schema_changed = bool(latest) and latest.tags.get("steward.schema_fingerprint") != lineage.schema_fingerprint
+        semver = next_semver(latest.semver if latest else None, schema_changed)
+        self.set_version_tags(model, version, {
+            **lineage.as_tags(),
+            "steward.semver": semver,
+            "steward.stage": "candidate",
+            "steward.artifact_digest": self._digest_of(info.source),
+            "steward.input_schema": json.dumps(input_schema),
+            "steward.schema_changed": str(schema_changed).lower(),
+            "steward.registered_by": self.actor,
+            **tags,
+        })
+        self._client.set_registered_model_tag(model, "steward.managed", "true")
+        return self.get_version(model, version, with_metrics=True)
+
+    def log_version_metrics(self, model: str, version: str, metrics: dict[str, float]) -> None:
+        """Metrics measured after registration (a taken-in version's hold-out scores), on the version's run."""
+        info = self.get_version(model, version)
+        if not info.run_id:
+            raise RegistryError(f"{model} v{version} has no MLflow run to log metrics to")
+        for name, value in metrics.items():
+            self._client.log_metric(info.run_id, name, value)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from steward.findings import CheckStatus
 from steward.spec import ModelSpec
-from steward.training.evaluation import compute_metrics, predict_scores
+from steward.training.evaluation import compute_metrics, labelled_outputs
 from steward.training.gates import (
     ComparisonCode,
     GateCheck,
@@ -91,9 +91,8 @@ def validate_candidate(
     """Every check of the gate on the same held-out rows; the report says which failed and why."""
     metric = spec.primary_metric
     features = holdout[spec.feature_names]
-    y_true = holdout[spec.target].to_numpy()
-    candidate_outputs = predict_scores(candidate.estimator, features, spec.task)
-    champion_outputs = predict_scores(champion.estimator, features, spec.task) if champion else None
+    y_true, candidate_outputs = labelled_outputs(candidate.estimator, features, holdout[spec.target], spec)
+    champion_outputs = labelled_outputs(champion.estimator, features, holdout[spec.target], spec)[1] if champion else None
     candidate_metrics = compute_metrics(spec.task, y_true, *candidate_outputs)
     champion_metrics = compute_metrics(spec.task, y_true, *champion_outputs) if champion_outputs else None
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from steward.estimators import build_estimator
 from steward.spec import ModelSpec
-from steward.training.data import DataError, validate_training_data
+from steward.training.data import TooFewRows, validate_training_data
 from steward.training.evaluation import compute_metrics, higher_is_better, predict_scores
 from steward.training.paired import ComparisonError, PairedInterval, paired_difference
 from steward.training.train import labelled_frame
@@ -96,7 +96,7 @@ def choose_training_window(spec: ModelSpec, frame: pd.DataFrame, end: datetime) 
             scores.append(WindowScore(days, len(rows), WindowCode.TOO_LITTLE_DATA, reason=failed))
     if not usable:
         listed = "; ".join(score.describe() for score in scores)
-        raise DataError(f"no candidate training window has usable data ({listed}): wait for more labelled "
+        raise TooFewRows(f"no candidate training window has usable data ({listed}): wait for more labelled "
                         "traffic, or add a longer window to data.candidate_window_days")
     if len(usable) == 1:
         days, rows = usable[0]

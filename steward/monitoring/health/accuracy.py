@@ -27,6 +27,7 @@ from steward.spec import ModelSpec, Task
 from steward.store.reader import typed_labels
 from steward.training.data import prepare_features
 from steward.training.evaluation import metric_change, predict_scores
+from steward.training.labels import label_key, label_keys
 
 ACCURACY_CRITICAL_FACTOR = 2.0  # an accuracy drop of twice health.max_accuracy_drop is critical
 MIN_LABELLED = 200  # labelled predictions of a version before its measured accuracy is judged
@@ -52,16 +53,23 @@ class Outcomes:
         return Outcomes(self.y[index], self.prediction[index], self.score[index])
 
 
-def outcomes(labelled: pd.DataFrame, task: Task) -> Outcomes:
-    """Typed outcomes of labelled log rows (label and prediction are stored as text)."""
+def outcomes(labelled: pd.DataFrame, task: Task, positive_label: Any = None) -> Outcomes:
+    """Typed outcomes of labelled log rows (label and prediction are stored as text).
+
+    Binary: 1 is the spec's ``positive_label`` (default: the last class, as for 0/1); the log keeps the score of
+    the model's last class (sklearn's ``classes_`` are sorted), so it is turned round when that is the other one.
+    """
     n = len(labelled)
     both = typed_labels(pd.concat([labelled["label"], labelled["prediction"]], ignore_index=True),
                         classification=task.is_classification)
     y, prediction = both.iloc[:n].to_numpy(), both.iloc[n:].to_numpy()
     score = labelled["score"].to_numpy(dtype=float)
     if task is Task.BINARY_CLASSIFICATION:
-        positive = sorted(set(y.tolist()) | set(prediction.tolist()))[-1]  # sklearn's classes_ are sorted
-        y, prediction = (y == positive).astype(int), (prediction == positive).astype(int)
+        scored_class = label_key(sorted(set(y.tolist()) | set(prediction.tolist()))[-1]) if n else "1"
+        positive = label_key(positive_label) if positive_label is not None else scored_class
+        y, prediction = (label_keys(y) == positive).astype(int), (label_keys(prediction) == positive).astype(int)
+        if positive != scored_class:
+            score = 1 - score
     return Outcomes(y, prediction, score)
 
 
@@ -201,7 +209,7 @@ def accuracy_evidence(
     limit = spec.health.max_accuracy_drop
     labelled = labelled[labelled["status"] == "ok"] if "status" in labelled else labelled
     if len(labelled) >= MIN_LABELLED:
-        o = outcomes(labelled, spec.task)
+        o = outcomes(labelled, spec.task, spec.positive_label)
         found = []
         for metric in (spec.primary_metric, *secondary_metrics(spec)):
             if metric in baseline:
@@ -345,7 +353,7 @@ def _judge_labelled(
     area, metric, limit = Area.ACCURACY, spec.primary_metric, spec.health.max_accuracy_drop
     issues: list[Issue] = []
     labelled = labelled.sort_values("time", kind="stable")
-    o = outcomes(labelled, spec.task)
+    o = outcomes(labelled, spec.task, spec.positive_label)
     whole = estimate_metric(metric, o)
     metrics[f"{metric}[{v}]"] = whole.value
     if baseline is not None:
@@ -434,7 +442,7 @@ def _judge_secondary(
     """
     limit = spec.health.max_accuracy_drop
     issues: list[Issue] = []
-    o = outcomes(labelled.sort_values("time", kind="stable"), spec.task)
+    o = outcomes(labelled.sort_values("time", kind="stable"), spec.task, spec.positive_label)
     for metric in secondary_metrics(spec):
         if metric not in baseline:
             continue
@@ -473,7 +481,7 @@ def _judge_calibration(
         notes.append(f"{v}: calibration not judged: the holdout's calibration is not known "
                      f"({calibration or 'not measured'})")
         return []
-    o = outcomes(labelled, spec.task)
+    o = outcomes(labelled, spec.task, spec.positive_label)
     gap, error = calibration_gap(o.score, o.y == o.prediction, spec.task)
     baseline = calibration.expected_accuracy - calibration.observed_accuracy
     baseline_error = 0.5 / math.sqrt(max(calibration.rows, 1))  # a gap of 0/1 outcomes varies by at most 1/2
