@@ -9,11 +9,13 @@ from prefect import flow, get_run_logger
 
 from steward import events
 from steward.training.gates import RetrainCode
+from steward.training.retrain_decision import RetrainNeedCode, RetrainTrigger, decide_retrain_need
 from tasks.common import emit_model_event, publish_markdown
 from tasks.data import check_training_data, load_model_spec, load_training_data, split_data
 from tasks.training import (
     archive_old_versions,
     check_retrain_allowance,
+    find_pending_candidate,
     fit_model,
     hash_training_data,
     judge_duration,
@@ -28,6 +30,7 @@ class RetrainResult:
     reason: str
     skipped_because: str | None = None
     allowance: RetrainCode | None = None  # the cooldown/budget verdict at ``as_of``
+    need: RetrainNeedCode | None = None  # candidate_pending: a kept candidate covers the trigger
     as_of: datetime | None = None
     version: str | None = None
     semver: str | None = None
@@ -51,16 +54,29 @@ def _lineage_markdown(result: RetrainResult, source: str, window: str) -> str:
 
 @flow(name="retrain", description="Train a new candidate version of a model on fresh data, with full lineage.")
 def retrain(
-    spec_path: str, reason: str = "manual run", force: bool = False, as_of: datetime | None = None
+    spec_path: str, reason: str = "manual run", force: bool = False, as_of: datetime | None = None,
+    trigger_metric: str | None = None,
 ) -> RetrainResult:
-    """``force`` skips the cooldown and weekly budget (for a person; triggers never set it).
+    """``force`` skips the cooldown, the weekly budget and a pending candidate (for a person; triggers never set it).
 
     ``as_of`` is the run's event time (default: now): it ends the production data window, and the
     cooldown and weekly budget are judged at it, so a backfill or a trigger from a past window's
     check decides as it would have then. Triggers pass the window end of the check that fired them.
+    ``trigger_metric``: the metric whose drop started the retrain (e.g. accuracy while ROC AUC held);
+    the gate then judges the candidate on it as well (recorded on the version).
+    A candidate kept after an inconclusive gate, not yet expired, blocks the retrain: the daily
+    maintenance run revalidates it once the labelled rows it needs exist.
     """
     logger = get_run_logger()
     spec = load_model_spec(spec_path)
+    pending = None if force else find_pending_candidate(spec, as_of)
+    if pending is not None:
+        need = decide_retrain_need(RetrainTrigger(metric=trigger_metric), as_of or pending.created, pending=pending,
+                                   tried=None, readings={}, limit=spec.health.max_accuracy_drop, higher_is_better={})
+        if not need.go:
+            logger.warning("retrain of %s skipped: %s", spec.name, need.reason)
+            return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=need.reason,
+                                 need=need.code, as_of=as_of)
     allowance = check_retrain_allowance(spec, as_of)
     if not allowance.allowed and not force:
         logger.warning("retrain of %s skipped: %s", spec.name, allowance.reason)
@@ -74,7 +90,7 @@ def retrain(
     duration = judge_duration(spec, trained)
     if duration.slow:
         logger.warning("training of %s was slow: %s", spec.name, duration.reason)
-    info = register_candidate(spec, trained, duration, as_of)
+    info = register_candidate(spec, trained, duration, as_of, trigger_metric)
     archived = archive_old_versions(spec)
     if archived:
         logger.info("archived %s: past retention", ", ".join(f"v{v}" for v in archived))

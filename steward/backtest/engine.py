@@ -602,7 +602,7 @@ class _Replay:
         if gate.verdict is ValidationVerdict.INCONCLUSIVE:
             unsure = ",".join(c.name for c in gate.checks if c.inconclusive)
             actions.append(Action(ActionKind.GATE_INCONCLUSIVE, gate.summary(), unsure))
-            if expects_gain(gate) and gate.rows_needed is not None:
+            if gate.expects_gain and gate.rows_needed is not None:
                 pending = PendingCandidate(candidate.version, trigger, end, gate.rows_needed,
                                            pending_until(spec, end), trigger.metric)
                 self.kept = _Kept(pending, candidate, holdout)
@@ -611,7 +611,7 @@ class _Replay:
         else:
             failed = ",".join(c.name for c in gate.failures)
             actions.append(Action(ActionKind.GATE_FAILED, gate.summary(), failed))
-        if not expects_gain(gate):  # a candidate better than the champion but held back (floor, slices) is not this
+        if not gate.expects_gain:  # a candidate better than the champion but held back (floor, slices) is not this
             judged = {m: r for m, r in readings.items() if m in (spec.primary_metric, trigger.metric)}
             self.tried = TriedRetrain(trigger, end, tried_until(spec, end), judged)
 
@@ -677,14 +677,6 @@ class _Replay:
         predictions = np.asarray(predictions.tolist())
         y = _typed_like(window[spec.target].to_numpy(), predictions)
         return compute_metrics(spec.task, y, predictions, probabilities)
-
-
-def expects_gain(gate: ValidationReport) -> bool:
-    """An inconclusive gate whose estimates favour the candidate where a gain is expected (the triggering metric
-    when the gate judged one, else the primary metric): worth waiting for more rows."""
-    trigger = next((c.interval for c in gate.checks if c.name == "trigger_metric_vs_champion"), None)
-    interval = trigger if trigger is not None else gate.primary_interval
-    return interval is None or interval.difference >= 0  # no interval (one class): nothing says it cannot gain
 
 
 def _target(column: pd.Series, spec: ModelSpec) -> pd.Series:

@@ -104,6 +104,17 @@ class ValidationReport:
     def primary_interval(self) -> PairedInterval | None:
         return next((c.interval for c in self.checks if c.name == "metric_vs_champion"), None)
 
+    @property
+    def trigger_interval(self) -> PairedInterval | None:
+        return next((c.interval for c in self.checks if c.name == "trigger_metric_vs_champion"), None)
+
+    @property
+    def expects_gain(self) -> bool:
+        """The estimate favours the candidate where a gain is expected (the triggering metric when judged, else
+        the primary metric): an inconclusive candidate worth keeping until more rows decide it."""
+        interval = self.trigger_interval or self.primary_interval
+        return interval is None or interval.difference >= 0
+
     def summary(self) -> str:
         against = f"champion v{self.champion_version}" if self.champion_version else "no champion (bootstrap)"
         verdict = self.verdict

@@ -92,6 +92,7 @@ class PendingCandidate:
     rows_needed: int
     expires: datetime
     trigger_metric: str | None = None  # the gate's triggering metric, judged again at revalidation
+    new_rows_used: int = 0  # labelled rows since ``created`` already in its last gate (production revalidation)
 
     def describe(self) -> str:
         return (f"v{self.version} (for {self.trigger.describe()}) waits for {self.rows_needed} more labelled rows, "
@@ -171,3 +172,32 @@ def pending_until(spec: ModelSpec, created: datetime) -> datetime:
 
 def tried_until(spec: ModelSpec, at: datetime) -> datetime:
     return at + timedelta(days=spec.retrain.no_gain_days)
+
+
+# --- the registry's record of a pending candidate -------------------------------------------------
+
+TRIGGER_METRIC_TAG = "steward.retrain.trigger_metric"  # set by the retrain flow: the gate judges it too
+PENDING_STAGE = "inconclusive"  # steward.stage of a candidate kept for revalidation
+EXPIRED_STAGE = "expired"  # a pending candidate not decided within retrain.pending_days
+ROWS_NEEDED_TAG = "steward.validation.rows_needed"
+EXPECTS_GAIN_TAG = "steward.validation.expects_gain"
+REVALIDATION_ROWS_TAG = "steward.revalidation.new_rows"  # new labelled rows in its last revalidation
+
+
+def pending_from_tags(spec: ModelSpec, version: str, tags: Mapping[str, str], created: datetime
+                      ) -> PendingCandidate | None:
+    """A registered version's pending state: inconclusive with the rows it needs (None otherwise).
+
+    ``created`` is its training event time (``trained_as_of``): labelled rows after it are new to it.
+    """
+    if tags.get("steward.stage") != PENDING_STAGE or tags.get("steward.archived") == "true":
+        return None
+    if tags.get(EXPECTS_GAIN_TAG) == "false":  # inconclusive but expected worse than the champion: not kept
+        return None
+    needed = tags.get(ROWS_NEEDED_TAG)
+    if not needed or not needed.isdigit():
+        return None
+    metric = tags.get(TRIGGER_METRIC_TAG) or None
+    used = tags.get(REVALIDATION_ROWS_TAG, "0")
+    return PendingCandidate(version, RetrainTrigger(metric=metric), created, int(needed), pending_until(spec, created),
+                            metric, int(used) if used.isdigit() else 0)

@@ -173,6 +173,7 @@ def report_tags(report: ValidationReport) -> dict[str, str]:
         tags["steward.validation.interval"] = interval.describe()
     if report.rows_needed is not None:
         tags["steward.validation.rows_needed"] = str(report.rows_needed)
+    tags["steward.validation.expects_gain"] = "true" if report.expects_gain else "false"
     for check in report.checks:
         tags[f"steward.validation.{check.name}"] = f"{check.status.value}: {check.reason}"
     return tags

@@ -137,3 +137,16 @@ def test_a_one_class_window_cannot_fit_a_threshold(shifted_world):
     with pytest.raises(DataError, match="one class"):
         fit_threshold(spec, champion, one_class)
     assert np.isfinite(fit_threshold(spec, champion, fit_rows)[1].threshold)
+
+
+def test_the_registry_record_of_a_pending_candidate(shifted_world):
+    from steward.training.retrain_decision import pending_from_tags
+
+    spec = shifted_world[0]
+    tags = {"steward.stage": "inconclusive", "steward.validation.rows_needed": "420",
+            "steward.validation.expects_gain": "true", "steward.retrain.trigger_metric": "accuracy"}
+    pending = pending_from_tags(spec, "4", tags, T0)
+    assert pending is not None and pending.rows_needed == 420 and pending.trigger_metric == "accuracy"
+    assert pending.expires == T0 + timedelta(days=spec.retrain.pending_days)
+    assert pending_from_tags(spec, "4", {**tags, "steward.validation.expects_gain": "false"}, T0) is None
+    assert pending_from_tags(spec, "4", {**tags, "steward.stage": "rejected"}, T0) is None
