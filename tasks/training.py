@@ -18,6 +18,7 @@ from steward.training.gates import (
     RetrainAllowance,
     TrainingDurationVerdict,
     ValidationReport,
+    ValidationVerdict,
     decide_retrain,
     judge_training_duration,
     trained_as_of,
@@ -133,7 +134,8 @@ class Revalidation:
 
 @task(name="revalidate-pending-candidates", retries=1, retry_delay_seconds=[5])
 def revalidate_pending(spec: ModelSpec, as_of: datetime | None = None) -> list[Revalidation]:
-    """Judge each pending candidate again once the labelled rows it needs exist; drop the expired ones.
+    """Judge each pending candidate again once the labelled rows it needs exist; drop one whose deadline
+    (``retrain.pending_days``) passes before it has them, or that is still inconclusive after it.
 
     The new rows are the production rows served after the candidate's training event time whose labels
     arrived by ``as_of``: no model trained on them. The gate runs on the stored hold-out plus these rows,
@@ -149,11 +151,6 @@ def revalidate_pending(spec: ModelSpec, as_of: datetime | None = None) -> list[R
     reg = registry()
     outcomes: list[Revalidation] = []
     for pending in pending_candidates(spec):
-        if now >= pending.expires:
-            reg.set_version_tags(spec.name, pending.version, {"steward.stage": EXPIRED_STAGE})
-            outcomes.append(Revalidation(RevalidationCode.EXPIRED, f"{pending.describe()}: expired, dropped",
-                                         pending.version))
-            continue
         days = max(1, math.ceil((now - pending.created).total_seconds() / 86_400))
         try:
             frame, _ = production_training_frame(spec, now=now, window_days=days)
@@ -162,6 +159,11 @@ def revalidate_pending(spec: ModelSpec, as_of: datetime | None = None) -> list[R
         if len(frame):
             frame = frame[pd.to_datetime(frame[spec.timestamp_column], utc=True) >= pending.created]
         if len(frame) - pending.new_rows_used < pending.rows_needed:
+            if now >= pending.expires:  # its deadline passed before it had the rows it needs
+                reg.set_version_tags(spec.name, pending.version, {"steward.stage": EXPIRED_STAGE})
+                outcomes.append(Revalidation(RevalidationCode.EXPIRED, f"{pending.describe()}: {len(frame)} new "
+                                             "labelled rows; expired, dropped", pending.version))
+                continue
             outcomes.append(Revalidation(RevalidationCode.WAITING, f"{pending.describe()}: {len(frame)} new labelled "
                                          "rows so far", pending.version))
             continue
@@ -179,6 +181,9 @@ def revalidate_pending(spec: ModelSpec, as_of: datetime | None = None) -> list[R
         )
         action = record_validation.fn(spec, report)
         reg.set_version_tags(spec.name, pending.version, {REVALIDATION_ROWS_TAG: str(len(frame))})
+        if report.verdict is ValidationVerdict.INCONCLUSIVE and now >= pending.expires:
+            reg.set_version_tags(spec.name, pending.version, {"steward.stage": EXPIRED_STAGE})
+            action = "inconclusive again past its deadline: expired, dropped"
         if report.passed:
             emit_model_event(events.CANDIDATE_VALIDATED, spec.name, version=pending.version,
                              champion_version=report.champion_version,

@@ -210,7 +210,7 @@ def test_an_inconclusive_candidate_is_kept_blocks_a_second_retrain_and_is_revali
     tags = registry.get_version(model_name, candidate.version).tags
     assert tags["steward.validation.status"] == report.verdict.value
 
-    # Past retrain.pending_days a candidate still waiting is dropped.
+    # Past retrain.pending_days a candidate still waiting for rows is dropped.
     if report.verdict.value == "inconclusive":
         expired = revalidate_pending.fn(spec, (start + timedelta(days=30)).to_pydatetime())
         assert [r.code for r in expired] == [RevalidationCode.EXPIRED]
