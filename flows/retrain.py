@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from steward import events
 from steward.training.data import TooFewRows
 from steward.training.gates import RetrainCode
+from steward.training.retrain_decision import RetrainNeedCode, RetrainTrigger, decide_retrain_need
 from steward.training.train import RetrainSkip
 from tasks.common import emit_model_event, publish_markdown
 from tasks.data import (
@@ -23,6 +24,7 @@ from tasks.team_training import start_team_training, take_in_team_candidate, wai
 from tasks.training import (
     archive_old_versions,
     check_retrain_allowance,
+    find_pending_candidate,
     fit_model,
     hash_training_data,
     judge_duration,
@@ -39,6 +41,7 @@ class RetrainResult:
     skip: RetrainSkip | None = None
     ledger_entry_id: str | None = None  # the entry a data skip opened (or counted again)
     allowance: RetrainCode | None = None  # the cooldown/budget verdict at ``as_of``
+    need: RetrainNeedCode | None = None  # candidate_pending: a kept candidate covers the trigger
     as_of: datetime | None = None
     version: str | None = None
     semver: str | None = None
@@ -61,12 +64,13 @@ def _lineage_markdown(result: RetrainResult, source: str, window: str) -> str:
 
 
 def _retrain_by_team_deployment(spec, split, data_sha256: str, source: str, reason: str, allowance,
-                                as_of: datetime | None) -> RetrainResult:
+                                as_of: datetime | None, trigger_metric: str | None) -> RetrainResult:
     """training.deployment: the team's own flow trains and registers; the version is then taken in like ours."""
     logger = get_run_logger()
     team_run = start_team_training(spec, split)
     version = wait_for_team_candidate(team_run)
-    candidate = take_in_team_candidate(spec, team_run, version, split, data_sha256, source, as_of)
+    candidate = take_in_team_candidate(spec, team_run, version, split, data_sha256, source, as_of,
+                                       trigger_metric)
     info = candidate.info
     archived = archive_old_versions(spec)
     if archived:
@@ -90,16 +94,29 @@ def _retrain_by_team_deployment(spec, split, data_sha256: str, source: str, reas
 
 @flow(name="retrain", description="Train a new candidate version of a model on fresh data, with full lineage.")
 def retrain(
-    spec_path: str, reason: str = "manual run", force: bool = False, as_of: datetime | None = None
+    spec_path: str, reason: str = "manual run", force: bool = False, as_of: datetime | None = None,
+    trigger_metric: str | None = None,
 ) -> RetrainResult:
-    """``force`` skips the cooldown and weekly budget (for a person; triggers never set it).
+    """``force`` skips the cooldown, the weekly budget and a pending candidate (for a person; triggers never set it).
 
     ``as_of`` is the run's event time (default: now): it ends the production data window, and the
     cooldown and weekly budget are judged at it, so a backfill or a trigger from a past window's
     check decides as it would have then. Triggers pass the window end of the check that fired them.
+    ``trigger_metric``: the metric whose drop started the retrain (e.g. accuracy while ROC AUC held);
+    the gate then judges the candidate on it as well (recorded on the version).
+    A candidate kept after an inconclusive gate, not yet expired, blocks the retrain: the daily
+    maintenance run revalidates it once the labelled rows it needs exist.
     """
     logger = get_run_logger()
     spec = load_model_spec(spec_path)
+    pending = None if force else find_pending_candidate(spec, as_of)
+    if pending is not None:
+        need = decide_retrain_need(RetrainTrigger(metric=trigger_metric), as_of or pending.created, pending=pending,
+                                   tried=None, readings={}, limit=spec.health.max_accuracy_drop, higher_is_better={})
+        if not need.go:
+            logger.warning("retrain of %s skipped: %s", spec.name, need.reason)
+            return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=need.reason,
+                                 skip=RetrainSkip.CANDIDATE_PENDING, need=need.code, as_of=as_of)
     allowance = check_retrain_allowance(spec, as_of)
     if not allowance.allowed and not force:
         logger.warning("retrain of %s skipped: %s", spec.name, allowance.reason)
@@ -122,12 +139,12 @@ def retrain(
     split = split_data(frame, spec)
     data_sha256 = hash_training_data(split)
     if spec.training.deployment:
-        return _retrain_by_team_deployment(spec, split, data_sha256, source, reason, allowance, as_of)
+        return _retrain_by_team_deployment(spec, split, data_sha256, source, reason, allowance, as_of, trigger_metric)
     trained = fit_model(spec, split, data_sha256, source)
     duration = judge_duration(spec, trained)
     if duration.slow:
         logger.warning("training of %s was slow: %s", spec.name, duration.reason)
-    info = register_candidate(spec, trained, duration, as_of)
+    info = register_candidate(spec, trained, duration, as_of, trigger_metric)
     archived = archive_old_versions(spec)
     if archived:
         logger.info("archived %s: past retention", ", ".join(f"v{v}" for v in archived))

@@ -428,6 +428,16 @@ class MonitoringSpec(_Strict):
 class RetrainSpec(_Strict):
     cooldown_hours: float = Field(default=24.0, ge=0)
     max_per_week: int = Field(default=3, ge=1)
+    pending_days: float = Field(
+        default=7.0, gt=0,
+        description="An inconclusive candidate is kept this long, revalidated once the labelled rows it needs "
+                    "exist; until then it blocks a second retrain for the same trigger.",
+    )
+    no_gain_days: float = Field(
+        default=7.0, ge=0,
+        description="After a retrain found no expected gain, the same trigger retrains again within this time "
+                    "only on new evidence: a new drifted column, or the served model's metrics falling further.",
+    )
 
 
 class ModelSpec(_Strict):

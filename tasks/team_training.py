@@ -31,6 +31,7 @@ from steward.training.entrypoints import (
 )
 from steward.training.evaluation import evaluate
 from steward.training.gates import TRAINED_AS_OF_TAG
+from steward.training.retrain_decision import TRIGGER_METRIC_TAG
 from steward.training.train import labelled_frame, reference_sample
 from tasks.common import registry
 
@@ -131,7 +132,7 @@ def _run_seconds(flow_run_id: str) -> float:
 @task(name="take-in-team-candidate", retries=2, retry_delay_seconds=[2, 5])
 def take_in_team_candidate(
     spec: ModelSpec, team_run: TeamRun, version: str, split: Split, data_sha256: str, data_source: str,
-    as_of: datetime | None = None,
+    as_of: datetime | None = None, trigger_metric: str | None = None,
 ) -> TeamCandidate:
     """Store the hold-out and reference with the version, hash its files, tag its lineage, and measure it on the
     hold-out from its verified copy, as if Steward had trained it."""
@@ -162,7 +163,8 @@ def take_in_team_candidate(
         input_schema={column: str(dtype) for column, dtype in features.dtypes.items()},
         tags={PRODUCER_TAG: producer.tag, TRAINING_REQUEST_TAG: request.request_id,
               TRAINED_AS_OF_TAG: (as_of or datetime.now(UTC)).astimezone(UTC).isoformat(),
-              "steward.training_flow_run": team_run.flow_run_id},
+              "steward.training_flow_run": team_run.flow_run_id,
+              **({TRIGGER_METRIC_TAG: trigger_metric} if trigger_metric else {})},
     )
     metrics = evaluate(reg.load_model(spec.name, version).model, holdout, spec)
     reg.log_version_metrics(spec.name, version, metrics)

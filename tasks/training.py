@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
+import pandas as pd
 from prefect import task
 
 from steward.registry.adapter import VersionInfo
@@ -14,9 +18,18 @@ from steward.training.gates import (
     TRAINED_AS_OF_TAG,
     RetrainAllowance,
     TrainingDurationVerdict,
+    ValidationReport,
+    ValidationVerdict,
     decide_retrain,
     judge_training_duration,
     trained_as_of,
+)
+from steward.training.retrain_decision import (
+    EXPIRED_STAGE,
+    REVALIDATION_ROWS_TAG,
+    TRIGGER_METRIC_TAG,
+    PendingCandidate,
+    pending_from_tags,
 )
 from steward.training.train import TrainedModel, reference_sample, train_model
 from tasks.common import registry
@@ -58,11 +71,13 @@ def judge_duration(spec: ModelSpec, trained: TrainedModel) -> TrainingDurationVe
 
 @task(name="register-candidate", retries=2, retry_delay_seconds=[2, 5])
 def register_candidate(
-    spec: ModelSpec, trained: TrainedModel, slow: TrainingDurationVerdict, as_of: datetime | None = None
+    spec: ModelSpec, trained: TrainedModel, slow: TrainingDurationVerdict, as_of: datetime | None = None,
+    trigger_metric: str | None = None,
 ) -> VersionInfo:
     """Register with lineage, the held-out rows and a bounded training sample (the drift reference).
 
-    ``as_of`` (default now) is recorded as the version's training event time, the clock of the retrain cooldown.
+    ``as_of`` (default now) is recorded as the version's training event time, the clock of the retrain cooldown;
+    ``trigger_metric`` (the metric whose drop started the retrain) as the metric the gate judges besides the primary.
     """
     reference = reference_sample(trained.train_frame, spec.training.reference_sample_rows, spec.training.random_state)
     info = registry().register_version(
@@ -80,9 +95,106 @@ def register_candidate(
             "steward.training_duration_flag": ("slow: " if slow.slow else "normal: ") + slow.reason,
             TRAINED_AS_OF_TAG: (as_of or datetime.now(UTC)).astimezone(UTC).isoformat(),
             PRODUCER_TAG: trained.producer.tag,
+            **({TRIGGER_METRIC_TAG: trigger_metric} if trigger_metric else {}),
         },
     )
     return info
+
+
+def pending_candidates(spec: ModelSpec) -> list[PendingCandidate]:
+    """Versions kept after an inconclusive gate, oldest first (see ``pending_from_tags``)."""
+    reg = registry()
+    if not reg.model_exists(spec.name):
+        return []
+    found = (pending_from_tags(spec, v.version, v.tags, trained_as_of(v.tags, v.created))
+             for v in reg.list_versions(spec.name))
+    return [p for p in found if p is not None]
+
+
+@task(name="find-pending-candidate", retries=2, retry_delay_seconds=[2, 5])
+def find_pending_candidate(spec: ModelSpec, as_of: datetime | None = None) -> PendingCandidate | None:
+    """The newest pending candidate not expired at ``as_of`` (default now): it blocks a second retrain."""
+    now = as_of or datetime.now(UTC)
+    live = [p for p in pending_candidates(spec) if now < p.expires]
+    return live[-1] if live else None
+
+
+class RevalidationCode(StrEnum):
+    NONE_PENDING = "none_pending"
+    WAITING = "waiting"  # fewer new labelled rows than it needs
+    EXPIRED = "expired"  # not decided within retrain.pending_days: dropped
+    DECIDED = "decided"  # judged again: the report says how
+
+
+@dataclass(frozen=True)
+class Revalidation:
+    code: RevalidationCode
+    reason: str
+    version: str | None = None
+    report: ValidationReport | None = None
+
+
+@task(name="revalidate-pending-candidates", retries=1, retry_delay_seconds=[5])
+def revalidate_pending(spec: ModelSpec, as_of: datetime | None = None) -> list[Revalidation]:
+    """Judge each pending candidate again once the labelled rows it needs exist; drop one whose deadline
+    (``retrain.pending_days``) passes before it has them, or that is still inconclusive after it.
+
+    The new rows are the production rows served after the candidate's training event time whose labels
+    arrived by ``as_of``: no model trained on them. The gate runs on the stored hold-out plus these rows,
+    with the same triggering metric; a pass makes it challenger (``candidate-validated`` starts the canary).
+    """
+    from steward import events
+    from steward.training.data import DataError, prepare_features, production_training_frame
+    from steward.training.validation import Contender, validate_candidate
+    from tasks.common import emit_model_event
+    from tasks.validation import record_validation
+
+    now = as_of or datetime.now(UTC)
+    reg = registry()
+    outcomes: list[Revalidation] = []
+    for pending in pending_candidates(spec):
+        days = max(1, math.ceil((now - pending.created).total_seconds() / 86_400))
+        try:
+            frame, _ = production_training_frame(spec, now=now, window_days=days)
+        except DataError:
+            frame = pd.DataFrame()
+        if len(frame):
+            frame = frame[pd.to_datetime(frame[spec.timestamp_column], utc=True) >= pending.created]
+        if len(frame) - pending.new_rows_used < pending.rows_needed:
+            if now >= pending.expires:  # its deadline passed before it had the rows it needs
+                reg.set_version_tags(spec.name, pending.version, {"steward.stage": EXPIRED_STAGE})
+                outcomes.append(Revalidation(RevalidationCode.EXPIRED, f"{pending.describe()}: {len(frame)} new "
+                                             "labelled rows; expired, dropped", pending.version))
+                continue
+            outcomes.append(Revalidation(RevalidationCode.WAITING, f"{pending.describe()}: {len(frame)} new labelled "
+                                         "rows so far", pending.version))
+            continue
+        champion_info = reg.champion(spec.name)
+        candidate = reg.load_model(spec.name, pending.version)
+        champion = reg.load_model(spec.name, champion_info.version) if champion_info else None
+        stored = reg.load_dataset(spec.name, pending.version, "holdout")
+        rows = pd.concat([stored, frame], ignore_index=True)
+        holdout = prepare_features(rows, spec)
+        holdout[spec.target] = rows[spec.target].to_numpy()
+        report = validate_candidate(
+            spec, Contender(candidate.model, pending.version, candidate.version.input_schema),
+            Contender(champion.model, champion.version.version, champion.version.input_schema) if champion else None,
+            holdout, trigger_metric=pending.trigger_metric,
+        )
+        action = record_validation.fn(spec, report)
+        reg.set_version_tags(spec.name, pending.version, {REVALIDATION_ROWS_TAG: str(len(frame))})
+        if report.verdict is ValidationVerdict.INCONCLUSIVE and now >= pending.expires:
+            reg.set_version_tags(spec.name, pending.version, {"steward.stage": EXPIRED_STAGE})
+            action = "inconclusive again past its deadline: expired, dropped"
+        if report.passed:
+            emit_model_event(events.CANDIDATE_VALIDATED, spec.name, version=pending.version,
+                             champion_version=report.champion_version,
+                             reason=f"revalidated with {len(frame)} new labelled rows: {report.summary()}")
+        outcomes.append(Revalidation(RevalidationCode.DECIDED, f"v{pending.version} on {len(holdout)} rows "
+                                     f"({len(frame)} new): {action}", pending.version, report))
+    if not outcomes:
+        outcomes.append(Revalidation(RevalidationCode.NONE_PENDING, "no candidate waits for labelled rows"))
+    return outcomes
 
 
 @task(name="archive-old-versions", retries=2, retry_delay_seconds=[2, 5])

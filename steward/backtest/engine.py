@@ -49,20 +49,44 @@ from steward.monitoring.health.accuracy import (
     InputDrift,
     accuracy_evidence,
     check_accuracy,
+    estimate_metric,
     measure_calibration,
+    outcomes,
+    secondary_metrics,
 )
 from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
-from steward.monitoring.health.report import Area, CheckResult, HealthReport, HealthWindow, failed_check
+from steward.monitoring.health.report import (
+    Area,
+    CheckResult,
+    HealthReport,
+    HealthWindow,
+    IssueCode,
+    failed_check,
+)
 from steward.spec import FeatureRole, ModelSpec, Task
 from steward.store.records import label_text
 from steward.training.data import DataError, frame_sha256, split_train_holdout, validate_training_data
-from steward.training.evaluation import compute_metrics, predict_scores
-from steward.training.gates import ValidationVerdict, decide_retrain
+from steward.training.evaluation import compute_metrics, higher_is_better, predict_scores
+from steward.training.gates import ValidationReport, ValidationVerdict, decide_retrain
+from steward.training.retrain_decision import (
+    CALIBRATION_METRIC,
+    PendingCandidate,
+    Reading,
+    RetrainKind,
+    RetrainTrigger,
+    TriedRetrain,
+    decide_retrain_need,
+    pending_until,
+    retrain_kind,
+    tried_until,
+)
+from steward.training.threshold import fit_threshold
 from steward.training.train import TrainedModel, labelled_frame, reference_sample, train_model
 from steward.training.validation import Contender, validate_candidate
 from steward.training.windows import choose_training_window
 
 LABEL_TIME = "__steward_label_time"
+THRESHOLD_HOLDOUT_SHARE = 0.5  # of the recent rows a threshold refit holds out for its gate (one parameter to fit)
 
 
 @dataclass
@@ -100,6 +124,15 @@ class _Version:
             self.calibration = measure_calibration(self.estimator, self.trained.holdout_frame, spec)
         except ValueError as error:
             self.calibration = str(error)
+
+
+@dataclass
+class _Kept:
+    """A pending candidate of the replay: the decision record, the model and the rows it was gated on."""
+
+    pending: PendingCandidate
+    version: _Version
+    holdout: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -185,6 +218,8 @@ class _Replay:
         self.every_window: TrainedModel = trained
         self.retrain_times: list[datetime] = [first_start]
         self.previous_drift: DriftRecord | None = None
+        self.kept: _Kept | None = None  # the one pending candidate (inconclusive, expected to gain)
+        self.tried: TriedRetrain | None = None  # the last retrain that found no expected gain
 
     # ------------------------------------------------------------------ the clock
     def _bounds(self) -> list[tuple[datetime, datetime]]:
@@ -267,10 +302,13 @@ class _Replay:
 
         training = self._known(end - self.training_window, end, end)
         retrained_here: TrainedModel | None = None
-        accuracy_alarm = Area.ACCURACY in report.degraded_areas
-        if (drift is not None and drift.announced) or accuracy_alarm:
-            retrained_here = self._steward_retrain(end, training, actions, drift_announced=drift is not None
-                                                   and drift.announced, accuracy_alarm=accuracy_alarm)
+        if self.kept is not None:
+            self._revalidate(end, actions)
+        if drift is None or not drift.record.material:
+            self.tried = None if self.tried is not None and self.tried.trigger.drift_columns else self.tried
+        trigger = self._trigger(served, report, drift)
+        if trigger is not None:
+            retrained_here = self._steward_retrain(end, training, actions, trigger, self._readings(labelled_log))
 
         if Strategy.EVERY_WINDOW in config.strategies and index < len(self.bounds) - 1:  # a model that will serve
             if retrained_here is not None and len(spec.data.window_candidates) <= 1:
@@ -423,17 +461,74 @@ class _Replay:
         return _DriftCheck(record, announcement.why, decision.code.value)
 
     # ------------------------------------------------------------------ Steward's retrain
-    def _steward_retrain(self, end: datetime, training: pd.DataFrame, actions: list[Action], *,
-                         drift_announced: bool, accuracy_alarm: bool) -> TrainedModel | None:
-        """What the retrain trigger starts: the allowance at ``end``, training, the gate; a pass promotes."""
+    def _trigger(self, served: _Version, report: HealthReport, drift: _DriftCheck | None) -> RetrainTrigger | None:
+        """What asks for a retrain in this window (an announced drift, degraded accuracy), or None."""
         spec = self.spec
-        why = " and ".join(w for w, on in (("drift detected", drift_announced), ("accuracy degraded", accuracy_alarm))
-                           if on)
+        announced = drift is not None and drift.announced
+        if not announced and Area.ACCURACY not in report.degraded_areas:
+            return None
+        codes = {i.code for i in report.issues if i.area is Area.ACCURACY}
+        primary = bool(codes & {IssueCode.ACCURACY_DROP, IssueCode.ACCURACY_BELOW_SLO, IssueCode.CONCEPT_DRIFT,
+                                IssueCode.ESTIMATED_ACCURACY_DROP})
+        metric = spec.primary_metric if primary else None
+        if metric is None and IssueCode.SECONDARY_METRIC_DROP in codes:
+            measured = next((c.metrics for c in report.checks if c.area is Area.ACCURACY), {})
+            drops = {m: measured.get(f"{m}_drop[v{served.version}]") for m in secondary_metrics(spec)}
+            found = {m: float(d) for m, d in drops.items() if isinstance(d, int | float) and not math.isnan(d)}
+            metric = max(found, key=lambda m: found[m]) if found else None
+        if metric is None and IssueCode.CALIBRATION_DRIFT in codes:
+            metric = CALIBRATION_METRIC
+        columns = drift.record.columns if announced and drift is not None else ()
+        prediction, _ = prediction_drift_column(spec)
+        return RetrainTrigger(tuple(columns), metric, primary, any(c != prediction for c in columns))
+
+    def _readings(self, labelled_log: pd.DataFrame) -> dict[str, Reading]:
+        """The served model's primary and secondary metrics on the window's labelled rows, with standard errors."""
+        spec = self.spec
+        rows = labelled_log[labelled_log["status"] == "ok"]
+        if len(rows) < 2:
+            return {}
+        o = outcomes(rows, spec.task)
+        readings = {}
+        for metric in (spec.primary_metric, *secondary_metrics(spec)):
+            estimate = estimate_metric(metric, o)
+            if not math.isnan(estimate.value):
+                readings[metric] = Reading(metric, estimate.value, estimate.error, estimate.rows)
+        return readings
+
+    def _steward_retrain(self, end: datetime, training: pd.DataFrame, actions: list[Action],
+                         trigger: RetrainTrigger, readings: dict[str, Reading]) -> TrainedModel | None:
+        """What the retrain trigger starts: whether it is needed, the allowance at ``end``, training (or a
+        re-fitted threshold), the gate; a pass promotes, an inconclusive candidate expected to gain is kept."""
+        spec = self.spec
+        why = trigger.describe()
+        directions = {m: higher_is_better(m) for m in readings}
+        need = decide_retrain_need(trigger, end, pending=self.kept.pending if self.kept else None, tried=self.tried,
+                                   readings=readings, limit=spec.health.max_accuracy_drop,
+                                   higher_is_better=directions)
+        if not need.go:
+            actions.append(Action(ActionKind.RETRAIN_FOLDED, need.reason, need.code.value))
+            return None
         allowance = decide_retrain(end, self.retrain_times, cooldown_hours=spec.retrain.cooldown_hours,
                                    max_per_week=spec.retrain.max_per_week)
         if not allowance.allowed:
             actions.append(Action(ActionKind.RETRAIN_SKIPPED, f"{why}: {allowance.reason}", allowance.code.value))
             return None
+        kind = retrain_kind(spec, trigger)
+        built = (self._refit_threshold(end, why, actions) if kind is RetrainKind.REFIT_THRESHOLD
+                 else self._train_candidate(end, training, why, actions))
+        if built is None:
+            return None
+        candidate, holdout, trained = built
+        self.retrain_times.append(end)
+        gate = validate_candidate(spec, candidate.contender(), self.champion.contender(), holdout,
+                                  trigger_metric=trigger.metric)
+        self._record_gate(gate, candidate, holdout, trigger, end, readings, actions)
+        return trained if kind is RetrainKind.TRAIN else None  # a re-fitted threshold trains no new model
+
+    def _train_candidate(self, end: datetime, training: pd.DataFrame, why: str, actions: list[Action]
+                         ) -> tuple[_Version, pd.DataFrame, TrainedModel] | None:
+        spec = self.spec
         source = f"labels known by {end:%Y-%m-%d %H:%M} UTC"
         if len(spec.data.window_candidates) > 1:  # the retrain flow's choice of window, on the same rows
             longest = self._known(end - timedelta(days=max(spec.data.window_candidates)), end, end)
@@ -449,26 +544,106 @@ class _Replay:
             return None
         trained = self._train(training, source)
         candidate = self._version(trained, end)
-        self.retrain_times.append(end)
         metric = spec.primary_metric
         actions.append(Action(
             ActionKind.RETRAINED,
             f"v{candidate.version} on {len(training)} labelled rows ({why}); held-out {metric} "
-            f"{trained.metrics.get(metric, math.nan):.4f}", allowance.code.value,
+            f"{trained.metrics.get(metric, math.nan):.4f}", RetrainKind.TRAIN.value,
         ))
-        gate = validate_candidate(spec, candidate.contender(), self.champion.contender(), trained.holdout_frame)
+        return candidate, trained.holdout_frame, trained
+
+    def _refit_threshold(self, end: datetime, why: str, actions: list[Action]
+                         ) -> tuple[_Version, pd.DataFrame, TrainedModel] | None:
+        """The champion with its threshold re-fitted on the older part of the most recent usable window; the
+        newer part is the gate's hold-out (``THRESHOLD_HOLDOUT_SHARE``)."""
+        spec = self.spec
+        champion = self.champion
+        recent = None
+        for days in sorted(spec.data.window_candidates or (spec.data.window_days or 1,)):
+            rows = self._known(end - timedelta(days=days), end, end)
+            if validate_training_data(rows, spec).passed:
+                recent = rows
+                break
+        if recent is None:
+            actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: no recent window with usable labelled rows "
+                                  "to re-fit the threshold on", "training_data_rejected"))
+            return None
+        ordered = labelled_frame(recent, spec)
+        ordered[self.time_column] = recent[self.time_column].to_numpy()
+        ordered = ordered.sort_values(self.time_column, kind="stable")
+        cut = int(round(len(ordered) * (1 - THRESHOLD_HOLDOUT_SHARE)))
+        fit_rows, holdout = ordered.iloc[:cut], ordered.iloc[cut:]
+        try:
+            refit, fit = fit_threshold(spec, champion.estimator, fit_rows)
+        except DataError as error:
+            actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: {error}", "training_data_rejected"))
+            return None
+        metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(),
+                                  *predict_scores(refit, holdout[spec.feature_names], spec.task))
+        trained = TrainedModel(refit, metrics, champion.trained.lineage, champion.trained.train_frame, holdout)
+        candidate = self._version(trained, end)
+        actions.append(Action(
+            ActionKind.RETRAINED, f"v{candidate.version}: v{champion.version} with its {fit.describe()} ({why})",
+            RetrainKind.REFIT_THRESHOLD.value,
+        ))
+        return candidate, holdout, trained
+
+    def _record_gate(self, gate: ValidationReport, candidate: _Version, holdout: pd.DataFrame,
+                     trigger: RetrainTrigger, end: datetime, readings: dict[str, Reading],
+                     actions: list[Action]) -> None:
+        """Promote a pass; keep an inconclusive candidate expected to gain; remember a retrain without gain."""
+        spec = self.spec
         if gate.passed:
             actions.append(Action(ActionKind.GATE_PASSED, gate.summary(), "passed"))
             actions.append(Action(ActionKind.PROMOTED, f"v{candidate.version} serves from the next window "
                                   "(canary not replayed)", candidate.version))
-            self.champion = candidate
-        elif gate.verdict is ValidationVerdict.INCONCLUSIVE:
+            self.champion, self.kept, self.tried = candidate, None, None
+            return
+        if gate.verdict is ValidationVerdict.INCONCLUSIVE:
             unsure = ",".join(c.name for c in gate.checks if c.inconclusive)
             actions.append(Action(ActionKind.GATE_INCONCLUSIVE, gate.summary(), unsure))
+            if gate.expects_gain and gate.rows_needed is not None:
+                pending = PendingCandidate(candidate.version, trigger, end, gate.rows_needed,
+                                           pending_until(spec, end), trigger.metric)
+                self.kept = _Kept(pending, candidate, holdout)
+                actions.append(Action(ActionKind.CANDIDATE_PENDING, pending.describe(), str(pending.rows_needed)))
+                return
         else:
             failed = ",".join(c.name for c in gate.failures)
             actions.append(Action(ActionKind.GATE_FAILED, gate.summary(), failed))
-        return trained
+        if not gate.expects_gain:  # a candidate better than the champion but held back (floor, slices) is not this
+            judged = {m: r for m, r in readings.items() if m in (spec.primary_metric, trigger.metric)}
+            self.tried = TriedRetrain(trigger, end, tried_until(spec, end), judged)
+
+    def _revalidate(self, end: datetime, actions: list[Action]) -> None:
+        """Judge the pending candidate again on its hold-out plus the rows labelled since it was made, once
+        there are as many as it needs; drop it when it expires first."""
+        assert self.kept is not None
+        spec, kept = self.spec, self.kept
+        pending = kept.pending
+        new = self._known(pending.created, end, end)
+        new = labelled_frame(new, spec) if len(new) else new
+        if len(new) < pending.rows_needed:
+            if end >= pending.expires:
+                actions.append(Action(ActionKind.PENDING_EXPIRED, f"{pending.describe()}: {len(new)} arrived; "
+                                      "dropped", pending.version))
+                self.kept = None
+            return
+        holdout = pd.concat([kept.holdout[spec.feature_names + [spec.target]], new[spec.feature_names + [spec.target]]],
+                            ignore_index=True)
+        gate = validate_candidate(spec, kept.version.contender(), self.champion.contender(), holdout,
+                                  trigger_metric=pending.trigger_metric)
+        actions.append(Action(ActionKind.REVALIDATED, f"v{pending.version} on {len(holdout)} rows ({len(new)} "
+                              f"labelled since it was made): {gate.verdict.value}", gate.verdict.value))
+        self.kept = None
+        if gate.verdict is ValidationVerdict.INCONCLUSIVE and end >= pending.expires:
+            actions.append(Action(ActionKind.PENDING_EXPIRED, f"{pending.describe()}: still inconclusive; dropped",
+                                  pending.version))
+            return
+        self._record_gate(gate, kept.version, holdout, pending.trigger, pending.created, {}, actions)
+        if self.kept is not None:  # still inconclusive: keep the first deadline, count from the new hold-out
+            self.kept = _Kept(PendingCandidate(pending.version, pending.trigger, end, self.kept.pending.rows_needed,
+                                               pending.expires, pending.trigger_metric), kept.version, holdout)
 
     # ------------------------------------------------------------------ the oracle
     def _oracle(self, index: int, start: datetime, rows: pd.DataFrame,

@@ -27,6 +27,10 @@ class ActionKind(StrEnum):
     GATE_FAILED = "gate_failed"
     GATE_INCONCLUSIVE = "gate_inconclusive"
     PROMOTED = "promoted"  # serves from the next window (the canary is not replayed)
+    RETRAIN_FOLDED = "retrain_folded"  # wanted, but a pending candidate or a no-gain retrain covers the trigger
+    CANDIDATE_PENDING = "candidate_pending"  # inconclusive with an expected gain: kept for revalidation
+    REVALIDATED = "revalidated"  # a pending candidate judged again with the labelled rows it needed
+    PENDING_EXPIRED = "pending_expired"  # a pending candidate not decided in time, dropped
 
 
 @dataclass(frozen=True)

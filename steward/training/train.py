@@ -22,6 +22,7 @@ class RetrainSkip(StrEnum):
 
     BUDGET = "budget"  # the cooldown or the weekly budget (see RetrainCode)
     TOO_FEW_ROWS = "too_few_rows"  # the data is not there yet: wait for more labels
+    CANDIDATE_PENDING = "candidate_pending"  # a kept candidate awaits the labels to judge it (see RetrainNeedCode)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from steward.training.gates import (
     check_signature,
     check_slices,
     check_speed,
+    check_trigger_metric,
 )
 from steward.training.paired import (
     ComparisonError,
@@ -50,6 +51,19 @@ def compare_primary_metric(
     interval = paired_difference(spec.primary_metric, spec.task, y_true, candidate, champion,
                                  confidence=gates.confidence, resamples=gates.bootstrap_resamples, seed=seed)
     return judge_non_inferiority(interval, gates.tolerance, y_true)
+
+
+def compare_trigger_metric(
+    spec: ModelSpec, metric: str, y_true: np.ndarray, candidate: Outputs, champion: Outputs
+) -> GateCheck:
+    """The paired interval of the candidate's improvement on the triggering metric (bootstrap, same rows)."""
+    gates = spec.gates
+    try:
+        interval = paired_difference(metric, spec.task, y_true, candidate, champion, confidence=gates.confidence,
+                                     resamples=gates.bootstrap_resamples, seed=1)
+    except ComparisonError as error:
+        return check_trigger_metric(metric, None, str(error))
+    return check_trigger_metric(metric, interval)
 
 
 def compare_slices(
@@ -86,10 +100,17 @@ def compare_slices(
 
 
 def validate_candidate(
-    spec: ModelSpec, candidate: Contender, champion: Contender | None, holdout: pd.DataFrame
+    spec: ModelSpec, candidate: Contender, champion: Contender | None, holdout: pd.DataFrame,
+    *, trigger_metric: str | None = None,
 ) -> ValidationReport:
-    """Every check of the gate on the same held-out rows; the report says which failed and why."""
+    """Every check of the gate on the same held-out rows; the report says which failed and why.
+
+    ``trigger_metric``: the metric whose drop triggered the retrain, when it is not the primary one
+    (accuracy falling while ROC AUC holds). The candidate must then repair it with confidence and
+    stay non-inferior on the primary metric, where no gain is expected.
+    """
     metric = spec.primary_metric
+    judged_trigger = trigger_metric if trigger_metric and trigger_metric != metric else None
     features = holdout[spec.feature_names]
     y_true, candidate_outputs = labelled_outputs(candidate.estimator, features, holdout[spec.target], spec)
     champion_outputs = labelled_outputs(champion.estimator, features, holdout[spec.target], spec)[1] if champion else None
@@ -98,15 +119,19 @@ def validate_candidate(
 
     comparison = slices = None
     too_small = 0
+    expect_gain = None if judged_trigger is None else False
     primary = check_primary_metric(metric, candidate_metrics[metric], None, spec.gates)
     if champion_outputs is not None:
         try:
             comparison = compare_primary_metric(spec, y_true, candidate_outputs, champion_outputs)
-            primary = check_primary_metric(metric, candidate_metrics[metric], comparison, spec.gates)
+            primary = check_primary_metric(metric, candidate_metrics[metric], comparison, spec.gates,
+                                           expect_gain=expect_gain)
         except ComparisonError as error:  # e.g. one class in the hold-out: no verdict either way
             primary = [*primary[:-1], GateCheck("metric_vs_champion", CheckStatus.INCONCLUSIVE,
                                                 f"cannot compare with the champion on this hold-out: {error}",
                                                 ComparisonCode.INCONCLUSIVE)]
+        if judged_trigger is not None:
+            primary.append(compare_trigger_metric(spec, judged_trigger, y_true, candidate_outputs, champion_outputs))
         if spec.gates.slice_features:
             slices, too_small = compare_slices(spec, holdout, y_true, candidate_outputs, champion_outputs)
     checks = [
@@ -147,6 +172,7 @@ def report_tags(report: ValidationReport) -> dict[str, str]:
         tags["steward.validation.interval"] = interval.describe()
     if report.rows_needed is not None:
         tags["steward.validation.rows_needed"] = str(report.rows_needed)
+    tags["steward.validation.expects_gain"] = "true" if report.expects_gain else "false"
     for check in report.checks:
         tags[f"steward.validation.{check.name}"] = f"{check.status.value}: {check.reason}"
     return tags
