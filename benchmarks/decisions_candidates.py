@@ -102,6 +102,7 @@ class CandidateScenarioScore:
     seconds_to_decision: float
     seconds_to_promotion: float | None
     reason: str
+    steps: tuple = ()  # the rollout's step records (``steward.delivery.timeline.StepRecord``)
 
     @property
     def correct(self) -> bool:
@@ -246,7 +247,7 @@ def _run_one(scenario: CandidateScenario, model: str, spec, spec_path: Path, url
         scenario.name, scenario.candidate, scenario.candidate.bad, scenario.hog, scenario.traffic, decision,
         (last.step + 1) if last is not None else None,
         tuple(c.value for c in last.breaches) if last is not None else (),
-        exposure, seconds, seconds if decision is Decision.PROMOTED else None, outcome.reason,
+        exposure, seconds, seconds if decision is Decision.PROMOTED else None, outcome.reason, tuple(outcome.steps),
     )
 
 
@@ -305,6 +306,9 @@ def run_candidate_scenarios(quick: bool, seed: int, only: tuple[str, ...] = ()) 
     with prefect_test_harness(server_startup_timeout=120), _gateway([p[1] for p in prepared], folder) as url:
         for scenario, model, spec, spec_path, traffic in prepared:
             score = _run_one(scenario, model, spec, spec_path, url, traffic)
+            for record in score.steps:
+                print(f"  step {record.step + 1} ({record.percent:g}%) {record.action.value}: challenger "
+                      f"{record.challenger.describe()}; champion {record.champion.describe()}", file=sys.stderr)
             print(f"{score.scenario}: {score.decision.value} at step {score.stopped_at_step} "
                   f"({'right' if score.correct else 'WRONG'}): {score.reason[:300]}", file=sys.stderr, flush=True)
             scores.append(score)
