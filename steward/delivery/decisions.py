@@ -17,8 +17,9 @@ from enum import StrEnum
 import numpy as np
 
 from steward.delivery.latency import matched_p95_ratio, p95_against_slo
+from steward.delivery.sequential import error_rate_bound, loss_difference
 from steward.spec import CanaryPlan
-from steward.stats import distribution_shift, proportion_increase_test, welch_difference
+from steward.stats import distribution_shift
 
 MIN_SAMPLES_FOR_TESTS = 30
 
@@ -31,6 +32,8 @@ class ArmEvidence:
     the absolute error for regression. ``times_s`` are the answered requests' arrival times
     (epoch seconds, one per latency): without them latency is compared as one slice.
     ``reference_scores`` are the arm's version's scores on its own validation hold-out.
+    ``compute_ms`` is, per answered request (aligned with ``times_s``), the time inside the arm's
+    model call for the batch it was scored in; NaN where it was not recorded.
     """
 
     requests: int
@@ -41,6 +44,7 @@ class ArmEvidence:
     losses: np.ndarray = field(default_factory=lambda: np.empty(0))
     binary_losses: bool = True
     reference_scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+    compute_ms: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def error_rate(self) -> float:
@@ -70,7 +74,8 @@ class Check(StrEnum):
     ERROR_RATE = "error_rate"
     ACCURACY = "accuracy"  # misclassification rate or absolute error on labelled traffic
     SCORE_DISTRIBUTION = "score_distribution"
-    LATENCY = "p95_latency"
+    LATENCY = "p95_latency"  # end to end, from the request's arrival to its answer
+    COMPUTE_TIME = "p95_compute_time"  # inside the arm's own model call
 
 
 class Wait(StrEnum):
@@ -92,35 +97,59 @@ class StepDecision:
 
 
 def _error_breach(challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan) -> tuple[bool, str] | None:
+    """Always valid (read at every poll): the challenger's errors against the champion's rate plus the margin."""
     if challenger.requests == 0 or champion.requests == 0:
         return None
     if challenger.errors == 0:
         return False, f"error rate: challenger 0/{challenger.requests}, champion {champion.errors}/{champion.requests}"
-    test = proportion_increase_test(
-        challenger.errors, challenger.requests, champion.errors, champion.requests,
-        margin=plan.max_error_rate_increase, alpha=plan.alpha, metric="error rate",
-    )
-    return test.p_value < plan.alpha, test.describe()
+    bound = error_rate_bound(challenger.errors, challenger.requests, champion.errors, champion.requests,
+                             margin=plan.max_error_rate_increase, alpha=plan.alpha)
+    return bound.breach, bound.describe()
+
+
+def _timed(values: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The measured values with their arrival times (all at 0 when the times are not known)."""
+    values = np.asarray(values, float)
+    times = np.asarray(times, float) if len(times) == len(values) else np.zeros(len(values))
+    known = ~np.isnan(values)
+    return values[known], times[known]
 
 
 def _latency(
     challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan, *, concurrent: bool, slo_ms: float | None
 ) -> tuple[str, str] | None:
-    """('breach' | 'inconclusive' | 'ok', description) of the challenger's p95 latency."""
+    """('breach' | 'inconclusive' | 'ok', description) of the challenger's end-to-end p95 latency."""
     if not concurrent:
         return _latency_against_slo(challenger, plan, slo_ms)
-    times_known = len(challenger.times_s) == len(challenger.latencies_ms) and len(champion.times_s) == len(
-        champion.latencies_ms)
+    return _matched(_timed(challenger.latencies_ms, challenger.times_s), _timed(champion.latencies_ms, champion.times_s),
+                    plan, "p95 latency")
+
+
+def _compute_time(challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan) -> tuple[str, str] | None:
+    """The same comparison on the time inside each arm's own model call.
+
+    The gateway scores both arms' requests in one event loop, so under concurrent traffic a slow
+    challenger delays the champion's answers as much as its own and end-to-end latency cannot tell
+    them apart; the time inside each arm's model call can.
+    """
+    return _matched(_timed(challenger.compute_ms, challenger.times_s), _timed(champion.compute_ms, champion.times_s),
+                    plan, "p95 compute time")
+
+
+def _matched(
+    challenger: tuple[np.ndarray, np.ndarray], champion: tuple[np.ndarray, np.ndarray], plan: CanaryPlan, what: str,
+) -> tuple[str, str] | None:
+    if min(len(challenger[0]), len(champion[0])) < MIN_SAMPLES_FOR_TESTS:
+        return None
     # Without arrival times both windows count as one slice: still the same period, so the same load.
     matched = matched_p95_ratio(
-        challenger.latencies_ms, challenger.times_s if times_known else np.zeros(len(challenger.latencies_ms)),
-        champion.latencies_ms, champion.times_s if times_known else np.zeros(len(champion.latencies_ms)),
+        challenger[0], challenger[1], champion[0], champion[1],
         slice_seconds=plan.latency_slice_seconds, alpha=plan.alpha, min_requests=MIN_SAMPLES_FOR_TESTS,
         min_increase_ms=plan.min_p95_latency_increase_ms,
     )
     if matched is None:
         return None
-    where = (f"p95 latency ratio {matched.ratio:.2f} on {matched.slices} matched {plan.latency_slice_seconds:g} s "
+    where = (f"{what} ratio {matched.ratio:.2f} on {matched.slices} matched {plan.latency_slice_seconds:g} s "
              f"slices ({matched.p95_challenger_ms:.2f} vs {matched.p95_champion_ms:.2f} ms, {matched.increase_ms:+.2f} ms")
     if matched.ci_low is None:  # sub-millisecond answers: a ratio of jitter
         return "ok", where + f", below the {plan.min_p95_latency_increase_ms:g} ms floor)"
@@ -154,20 +183,17 @@ def _latency_against_slo(challenger: ArmEvidence, plan: CanaryPlan, slo_ms: floa
 
 
 def _accuracy_breach(challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan) -> tuple[bool, str] | None:
-    if min(len(challenger.losses), len(champion.losses)) < plan.min_labelled:
+    """Always valid (read at every poll): a breach when the confidence sequence of the loss difference lies
+    above ``max_accuracy_drop``."""
+    if min(len(challenger.losses), len(champion.losses)) < max(plan.min_labelled, 2):
         return None
-    if challenger.binary_losses:
-        wrong_ch, wrong_ch_n = int(challenger.losses.sum()), len(challenger.losses)
-        wrong_cp, wrong_cp_n = int(champion.losses.sum()), len(champion.losses)
-        if wrong_ch == 0:
-            return False, f"misclassification: challenger 0/{wrong_ch_n}"
-        test = proportion_increase_test(
-            wrong_ch, wrong_ch_n, wrong_cp, wrong_cp_n, margin=plan.max_accuracy_drop, alpha=plan.alpha,
-            metric="misclassification rate",
-        )
-        return test.p_value < plan.alpha, test.describe()
-    welch = welch_difference(challenger.losses, champion.losses, alpha=2 * plan.alpha, metric="absolute error")
-    return welch.ci_low > plan.max_accuracy_drop, welch.describe()
+    if challenger.binary_losses and challenger.losses.sum() == 0:
+        return False, f"misclassification: challenger 0/{len(challenger.losses)}"
+    # Absolute errors: tuned to a tenth of the champion's mean error (a scale that settles within a step).
+    scale = None if challenger.binary_losses else max(plan.max_accuracy_drop, 0.1 * float(champion.losses.mean()), 1e-9)
+    difference = loss_difference(challenger.losses, champion.losses, binary=challenger.binary_losses,
+                                 limit=plan.max_accuracy_drop, alpha=plan.alpha, mixture_scale=scale)
+    return difference.breach, difference.describe()
 
 
 def _score_breach(challenger: ArmEvidence, champion: ArmEvidence, plan: CanaryPlan) -> tuple[bool, str] | None:
@@ -222,10 +248,15 @@ def decide_canary_step(
             if breached:
                 breaches.append((name, text))
     latency = _latency(challenger, champion, plan, concurrent=not across_windows, slo_ms=latency_slo_ms)
-    if latency is not None:
-        findings.append(latency[1])
-        if latency[0] == "breach":
-            breaches.append((Check.LATENCY, latency[1]))
+    compute = None if across_windows else _compute_time(challenger, champion, plan)
+    inconclusive: list[str] = []
+    for name, outcome in ((Check.LATENCY, latency), (Check.COMPUTE_TIME, compute)):
+        if outcome is not None:
+            findings.append(outcome[1])
+            if outcome[0] == "breach":
+                breaches.append((name, outcome[1]))
+            elif outcome[0] == "inconclusive":
+                inconclusive.append(outcome[1])
     if breaches:
         return StepDecision(StepAction.ROLLBACK, StepCode.BREACH, "breach: " + "; ".join(t for _, t in breaches),
                             tuple(findings), breaches=tuple(c for c, _ in breaches))
@@ -236,8 +267,8 @@ def decide_canary_step(
                                         f"of {plan.min_requests_per_arm} per arm"))
     if elapsed_seconds < plan.min_step_seconds:
         waiting.append((Wait.DURATION, f"{elapsed_seconds:.0f} s of the step's {plan.min_step_seconds:.0f} s minimum"))
-    if latency is not None and latency[0] == "inconclusive":
-        waiting.append((Wait.LATENCY_INCONCLUSIVE, "latency inconclusive: " + latency[1]))
+    if inconclusive:
+        waiting.append((Wait.LATENCY_INCONCLUSIVE, "latency inconclusive: " + "; ".join(inconclusive)))
     if waiting:
         missing, texts = tuple(w for w, _ in waiting), "; ".join(t for _, t in waiting)
         if elapsed_seconds >= plan.max_hold_seconds:

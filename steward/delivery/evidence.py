@@ -53,9 +53,10 @@ def arm_evidence(
     ``versions`` maps arm to the version that arm should be serving (a plan change in the
     window must not mix two versions' evidence). Requests are counted once however many rows
     they carried; latencies are per answered request: a failed request is the error test's
-    evidence, and a slow failure path must not read as a slow model as well. ``labelled`` is
-    ``join_labels`` of the same window; without it the arms have no losses. ``reference_scores``
-    maps arm to its version's ``validation_scores``.
+    evidence, and a slow failure path must not read as a slow model as well. ``compute_ms`` is each
+    answered request's time inside its version's model call (NaN where the gateway did not record
+    it). ``labelled`` is ``join_labels`` of the same window; without it the arms have no losses.
+    ``reference_scores`` maps arm to its version's ``validation_scores``.
     """
     evidence = {}
     for arm, version in versions.items():
@@ -77,6 +78,8 @@ def arm_evidence(
             errors=len(errored_ids),
             latencies_ms=answered["latency_ms"].to_numpy(float),
             times_s=_epoch_seconds(answered["time"]),
+            compute_ms=(answered["compute_ms"].to_numpy(float) if "compute_ms" in answered.columns
+                        else np.full(len(answered), np.nan)),
             scores=rows["score"].dropna().to_numpy(float),
             losses=losses,
             binary_losses=spec.task is not Task.REGRESSION,

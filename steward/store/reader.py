@@ -247,6 +247,7 @@ def _empty_predictions(model: str) -> pd.DataFrame:
             "score": pd.Series(dtype="float64"),
             "latency_ms": pd.Series(dtype="float64"),
             "entity": pd.Series(dtype=object),
+            "compute_ms": pd.Series(dtype="float64"),
         }
     )
     frame.insert(0, "model", pd.Series(dtype=object))

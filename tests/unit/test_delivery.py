@@ -215,3 +215,123 @@ def test_without_champion_traffic_alongside_latency_is_judged_against_the_slo_no
 def test_the_retired_across_windows_floor_is_refused_with_what_to_do():
     with pytest.raises(ValueError, match="slo.p95_latency_ms"):
         CanaryPlan(min_p95_latency_increase_across_windows_ms=10)
+
+
+# ---------------------------------------------------------------------------------------- valid at every look
+BENCH_PLAN = CanaryPlan(min_requests_per_arm=50, min_step_seconds=3, max_hold_seconds=120, min_labelled=30)
+
+
+def _looks(seed: int, *, share: float, wrong: tuple[float, float], failing: tuple[float, float] = (0.0, 0.0),
+           looks: int = 50, per_look: int = 40):
+    """The decision at each poll of a step whose traffic grows by ``per_look`` requests between polls, every
+    request labelled: (challenger, champion) misclassification and error rates as given."""
+    generator = np.random.default_rng(seed)
+    outcomes = {"challenger": [], "champion": []}
+    errors = {"challenger": 0, "champion": 0}
+    for look in range(looks):
+        to_challenger = generator.random(per_look) < share
+        for name, n, wrong_rate, failing_rate in (
+            ("challenger", int(to_challenger.sum()), wrong[0], failing[0]),
+            ("champion", int((~to_challenger).sum()), wrong[1], failing[1]),
+        ):
+            failed = generator.random(n) < failing_rate
+            errors[name] += int(failed.sum())
+            outcomes[name] += list(generator.random(int((~failed).sum())) < wrong_rate)
+        arms = {name: ArmEvidence(len(outcomes[name]) + errors[name], errors[name],
+                                  losses=np.asarray(outcomes[name], float))
+                for name in outcomes}
+        yield look, arms["challenger"].requests, decide_canary_step(arms["challenger"], arms["champion"], BENCH_PLAN,
+                                                                     elapsed_seconds=1.0 + look)
+
+
+def test_equal_arms_read_at_every_look_are_almost_never_rolled_back():
+    """Two equal arms read at each of 50 polls, over 300 seeds: the always-valid tests stay under alpha over the
+    whole step, where a two-proportion test read at each look would not (the run that rolled back a good retrain)."""
+    seeds, rolled_back, fixed_would_have = 200, 0, 0
+    for seed in range(seeds):
+        for _, _, decision in _looks(seed, share=0.5, wrong=(0.12, 0.12)):
+            if decision.action is StepAction.ROLLBACK:
+                rolled_back += 1
+                break
+        generator = np.random.default_rng(seed)
+        hits, n = np.zeros(2, int), np.zeros(2, int)
+        for _ in range(50):
+            arm_of = generator.random(40) < 0.5
+            wrong = generator.random(40) < 0.12
+            for i, members in enumerate((arm_of, ~arm_of)):
+                hits[i] += int(wrong[members].sum())
+                n[i] += int(members.sum())
+            if min(n) >= 30 and hits[0]:
+                rate = hits / n  # the one-sided Wald z-test of steward.stats.proportion_increase_test
+                z = (rate[0] - rate[1] - 0.02) / np.sqrt((rate * (1 - rate) / n).sum())
+                if z > 1.6449:
+                    fixed_would_have += 1
+                    break
+    assert rolled_back / seeds < BENCH_PLAN.alpha / 2, rolled_back
+    assert fixed_would_have / seeds > BENCH_PLAN.alpha, fixed_would_have  # the failure this replaces
+
+
+def test_inverted_labels_are_stopped_at_the_first_look_with_enough_labels():
+    for seed in range(20):
+        for look, _, decision in _looks(seed, share=0.1, wrong=(0.86, 0.15)):  # noqa: B007 - read after it
+            if decision.action is StepAction.ROLLBACK:
+                break
+        assert decision.action is StepAction.ROLLBACK and decision.breaches == (Check.ACCURACY,), decision.reason
+        assert "always-valid 95% CI" in decision.reason
+        assert look <= 12, look  # 10 % of 40 requests a look: about 30 challenger labels after 8 looks
+
+
+def test_a_candidate_failing_a_quarter_of_its_requests_is_stopped_for_errors_within_a_few_dozen_requests():
+    requests_at_stop = []
+    for seed in range(30):
+        for _, requests, decision in _looks(seed, share=0.1, wrong=(0.15, 0.15), failing=(0.25, 0.0)):  # noqa: B007
+            if decision.action is StepAction.ROLLBACK:
+                break
+        assert decision.action is StepAction.ROLLBACK and decision.breaches == (Check.ERROR_RATE,), decision.reason
+        requests_at_stop.append(requests)
+    # Before the latency checks' 30 answered requests (about 40 requests at this error rate) in most runs.
+    assert np.median(requests_at_stop) <= 36, requests_at_stop
+
+
+def test_a_challenger_as_flaky_as_the_champion_is_not_rolled_back_for_errors():
+    for seed in range(60):
+        for _, _, decision in _looks(seed, share=0.5, wrong=(0.15, 0.15), failing=(0.02, 0.02)):
+            assert Check.ERROR_RATE not in decision.breaches, decision.reason
+
+
+# ---------------------------------------------------------------------------------------- compute time per arm
+def _shared_loop(requests: int, compute_ms: float, others_ms: float, seed: int) -> ArmEvidence:
+    """Requests of one arm answered from the gateway's one loop: each waits for its own model call and for the
+    other arm's in the same batch, so its end-to-end latency is the sum of both; under a CPU hog every call is
+    stretched by a factor that changes over time, alike for both arms."""
+    generator = np.random.default_rng(seed)
+    times = np.sort(generator.uniform(0, 60, requests))
+    stretch = np.where((times // 10) % 2 == 0, 1.0, 3.0)  # the hog, on and off every 10 s
+    own = generator.lognormal(np.log(compute_ms), 0.3, requests) * stretch
+    other = generator.lognormal(np.log(others_ms), 0.3, requests) * stretch
+    return ArmEvidence(requests, 0, latencies_ms=own + other + 2.0 * stretch, times_s=times, compute_ms=own)
+
+
+def test_a_candidate_slow_only_under_concurrency_is_caught_on_its_own_compute_time():
+    """It delays the champion's answers as much as its own: end-to-end they look alike, its own calls do not."""
+    challenger = _shared_loop(300, compute_ms=30.0, others_ms=2.0, seed=1)
+    champion = _shared_loop(300, compute_ms=2.0, others_ms=30.0, seed=2)
+    decision = decide_canary_step(challenger, champion, WATCH, elapsed_seconds=60)
+    assert decision.action is StepAction.ROLLBACK and decision.breaches == (Check.COMPUTE_TIME,), decision.reason
+    assert any(f.startswith("p95 latency ratio") for f in decision.findings)  # end to end: no breach
+
+
+def test_a_good_candidate_under_a_hog_and_concurrency_passes_the_compute_time_check():
+    for seed in range(20):
+        challenger = _shared_loop(300, compute_ms=2.0, others_ms=2.0, seed=seed)
+        champion = _shared_loop(300, compute_ms=2.0, others_ms=2.0, seed=100 + seed)
+        decision = decide_canary_step(challenger, champion, WATCH, elapsed_seconds=60)
+        assert decision.action is StepAction.ADVANCE, decision.reason
+        assert any(f.startswith("p95 compute time ratio") for f in decision.findings)
+
+
+def test_without_recorded_compute_times_only_end_to_end_latency_is_judged():
+    challenger = dataclasses.replace(_shared_loop(300, 2.0, 2.0, 1), compute_ms=np.full(300, np.nan))
+    champion = dataclasses.replace(_shared_loop(300, 2.0, 2.0, 2), compute_ms=np.empty(0))
+    decision = decide_canary_step(challenger, champion, WATCH, elapsed_seconds=60)
+    assert decision.action is StepAction.ADVANCE and not any("compute" in f for f in decision.findings)
