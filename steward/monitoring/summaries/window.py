@@ -1,0 +1,181 @@
+"""One pass over a window of the log into everything the daily checks judge, in bounded memory.
+
+``summarize_window`` scans the window batch by batch (``steward.store.scan``) into:
+
+* the answered requests, per version and per UTC day (``TrafficSummary``: exact counts, latency
+  quantiles exact up to 50,000 requests and within 0.5% beyond);
+* the data-quality counts of the served rows (``QualityTally``, exact);
+* the rows labelled in the label window, joined by request id and row (exact; these are as many as
+  the labels received, which the scan holds: the labels are read first);
+* per version, a uniform sample of its served, answered rows for the drift statistics, and a uniform
+  sample of all rows for the label-free accuracy estimate (``RowSample``: the whole window while it
+  holds at most the sample's size, so small windows give today's results exactly).
+
+Summaries of two windows (two days, two partitions) merge into the summary of both.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from steward.monitoring.health.data_quality import OutlierFences, QualityTally
+from steward.monitoring.health.report import VersionsInWindow, version_key
+from steward.monitoring.summaries.labels import LabelIndex
+from steward.monitoring.summaries.sample import SAMPLE_ROWS, RowSample
+from steward.monitoring.summaries.traffic import TrafficSummary
+from steward.spec import ModelSpec
+from steward.store.reader import PredictionStore, join_labels
+from steward.store.reader import _empty_predictions as empty_predictions
+from steward.store.scan import BATCH_ROWS, read_label_table, scan_predictions
+
+_US_PER_DAY = 86_400_000_000
+
+
+@dataclass
+class WindowSummary:
+    """What the daily checks need of a window's log, gathered without holding the window."""
+
+    model: str
+    start: datetime
+    end: datetime
+    rows: int = 0
+    served_by_version: Counter[str] = field(default_factory=Counter)  # served rows (not requests) per version
+    first_seen: dict[str, int] = field(default_factory=dict)  # version -> order of first appearance
+    traffic: TrafficSummary | None = None
+    days: dict[date, TrafficSummary] = field(default_factory=dict)
+    quality: QualityTally | None = None
+    answered: dict[str, RowSample] = field(default_factory=dict)  # served, ok rows per version
+    rows_sample: RowSample | None = None
+    labelled: pd.DataFrame | None = None  # rows with a label, as ``join_labels`` gives them
+    answered_rows: Counter[str] = field(default_factory=Counter)  # served ok rows per version
+
+    @property
+    def versions(self) -> VersionsInWindow:
+        """As ``VersionsInWindow.of`` on the window's rows: busiest (served rows) first."""
+        served = sorted(self.served_by_version.items(), key=lambda item: (-item[1], self.first_seen[item[0]]))
+        others = sorted(set(self.first_seen) - set(self.served_by_version), key=version_key)
+        return VersionsInWindow(tuple(v for v, _ in served) + tuple(others))
+
+    def answered_frame(self, version: str) -> pd.DataFrame:
+        """Served, answered rows of ``version``: all of them while few, else a uniform sample."""
+        sample = self.answered.get(version)
+        if sample is None:
+            return self.predictions_frame().iloc[0:0]
+        return sample.frame()
+
+    def predictions_frame(self) -> pd.DataFrame:
+        """The window's rows: all of them while few, else a uniform sample (see ``exact``)."""
+        if self.rows_sample is None or not self.rows_sample.seen:
+            return empty_predictions(self.model)
+        return self.rows_sample.frame()
+
+    @property
+    def exact(self) -> bool:
+        """True when every frame this summary gives holds all the window's rows (no sampling happened)."""
+        samples = [*self.answered.values(), *([self.rows_sample] if self.rows_sample is not None else [])]
+        return all(sample.complete for sample in samples)
+
+
+def summarize_window(
+    store: PredictionStore,
+    spec: ModelSpec,
+    start: datetime,
+    end: datetime,
+    *,
+    fences: OutlierFences | None = None,
+    quality: bool = True,
+    labels_window: tuple[datetime | None, datetime | None] | None = None,
+    version: str | None = None,
+    served_only: bool = False,
+    sample_rows: int = SAMPLE_ROWS,
+    batch_rows: int = BATCH_ROWS,
+    seed: int = 0,
+) -> WindowSummary:
+    """Scan ``[start, end)`` of ``spec``'s log once into a ``WindowSummary``.
+
+    ``labels_window`` (start, end) joins the labels received in it; None skips labels. ``version`` and
+    ``served_only`` narrow the scan (pushed down to the files). ``quality`` False skips the data-quality
+    counts (the drift check does not need them).
+    """
+    summary = WindowSummary(spec.name, start, end, traffic=TrafficSummary.for_spec(spec),
+                            quality=QualityTally() if quality else None, rows_sample=RowSample(sample_rows, seed))
+    labels = LabelIndex(read_label_table(store, spec.name, *labels_window)) if labels_window is not None else None
+    labelled_parts: list[pd.DataFrame] = []
+    for table in scan_predictions(store, spec.name, start, end, version=version, served_only=served_only,
+                                  batch_rows=batch_rows):
+        _add_table(summary, table, spec, fences, sample_rows, seed)
+        if labels is not None and len(labels):
+            rows, positions = labels.match(table)
+            if rows.size:
+                labelled_parts.append(labels.joined(_frame(table.take(pa.array(rows)), spec.name), positions))
+    if labels is not None:
+        summary.labelled = (pd.concat(labelled_parts, ignore_index=True) if labelled_parts
+                            else join_labels(summary.predictions_frame().iloc[0:0], pd.DataFrame()))
+    return summary
+
+
+def _with_model(frame: pd.DataFrame, model: str) -> pd.DataFrame:
+    if "model" not in frame.columns:
+        frame.insert(0, "model", model)
+    return frame
+
+
+def _add_table(summary: WindowSummary, table: pa.Table, spec: ModelSpec, fences: OutlierFences | None,
+               sample_rows: int, seed: int) -> None:
+    summary.rows += table.num_rows
+    served = table["served"].to_numpy(zero_copy_only=False).astype(bool)
+    ok = pc.equal(table["status"], "ok").to_numpy(zero_copy_only=False)
+    row = table["row"].to_numpy(zero_copy_only=False)
+    latency = table["latency_ms"].to_numpy(zero_copy_only=False).astype(np.float64)
+    time_us = pc.cast(table["time"], pa.int64()).to_numpy(zero_copy_only=False)
+    encoded = pc.dictionary_encode(table["version"]).combine_chunks()
+    names = [str(v) for v in encoded.dictionary.to_pylist()]
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+
+    day_numbers = time_us // _US_PER_DAY
+    request = served & (row == 0)  # one answered row per request: the gateway logs each request's rows 0..n-1
+    for code, name in enumerate(names):
+        mine = codes == code
+        if name not in summary.first_seen:
+            summary.first_seen[name] = len(summary.first_seen)
+        served_here = int(np.count_nonzero(mine & served))
+        if served_here:
+            summary.served_by_version[name] += served_here
+        answered = mine & request
+        assert summary.traffic is not None
+        summary.traffic.add_version(name, ok[answered], latency[answered], time_us[answered])
+        for day_number in np.unique(day_numbers[answered]).tolist():
+            in_day = answered & (day_numbers == day_number)
+            day = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=day_number)).date()
+            traffic = summary.days.setdefault(day, TrafficSummary.for_spec(spec))
+            traffic.add_version(name, ok[in_day], latency[in_day], time_us[in_day])
+        good = np.flatnonzero(mine & served & ok)
+        if good.size:
+            summary.answered_rows[name] += int(good.size)
+            sample = summary.answered.setdefault(name, RowSample(sample_rows, seed + 1 + len(summary.answered)))
+            keys, chosen = sample.keys_for(good.size)
+            sample.add_chosen(keys, chosen, _frame(table.take(pa.array(good[chosen])), spec.name))
+
+    assert summary.rows_sample is not None
+    keys, chosen = summary.rows_sample.keys_for(table.num_rows)
+    summary.rows_sample.add_chosen(keys, chosen, _frame(table.take(pa.array(chosen)), spec.name))
+
+    if summary.quality is not None:
+        served_positions = np.flatnonzero(served)
+        features = [name for name in spec.feature_names if name in table.column_names]
+        rows = table.select(features).take(pa.array(served_positions)).to_pandas()
+        tally = QualityTally.of_rows(rows, spec, fences)
+        tally.absent = tuple(name for name in spec.feature_names if name not in table.column_names)
+        summary.quality.merge(tally)
+
+
+def _frame(table: pa.Table, model: str) -> pd.DataFrame:
+    """Rows as ``read_predictions`` gives them (a ``model`` column first)."""
+    return _with_model(table.to_pandas(), model)
