@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from steward.monitoring.health.infrastructure import GatewayReading
 from steward.monitoring.health.report import (
@@ -114,6 +116,70 @@ class QualityTally:
             tally.violations[name] = int(bad.sum())
             violating |= bad.to_numpy(dtype=bool)
         tally.any_violation = int(violating.sum())
+        return tally
+
+    @classmethod
+    def of_table(cls, rows: pa.Table, spec: ModelSpec, fences: OutlierFences | None) -> QualityTally:
+        """``of_rows`` on an Arrow table of served rows, without a Python object per value (a scan's batch).
+
+        A feature logged in an unexpected type (numbers as text) is counted through ``of_rows``.
+        """
+        present = tuple(name for name in spec.feature_names if name in rows.column_names)
+        absent = tuple(name for name in spec.feature_names if name not in rows.column_names)
+        if not rows.num_rows:
+            return cls(0, present, absent)
+        odd = [f.name for f in spec.features if f.name in present
+               and (f.is_numeric != pa.types.is_floating(rows.schema.field(f.name).type)
+                    or (not f.is_numeric and not pa.types.is_string(rows.schema.field(f.name).type)))]
+        tally = cls.of_rows(rows.select(odd).to_pandas(), spec, fences) if odd else cls(rows.num_rows, (), ())
+        tally.present, tally.absent = present, absent
+        any_outlier = np.zeros(rows.num_rows, dtype=bool)
+        violating = np.zeros(rows.num_rows, dtype=bool)
+        bounds = fences.bounds if fences is not None else {}
+        for feature in spec.features:
+            name = feature.name
+            if name not in present or name in odd:
+                continue
+            column = rows[name]
+            if feature.is_numeric:
+                values = column.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls: NaN
+                known = ~np.isnan(values)
+                tally.missing[name] = int(values.size - np.count_nonzero(known))
+                if name in bounds:
+                    low, high = bounds[name]
+                    outside = (values < low) | (values > high)
+                    any_outlier |= outside
+                    tally.outliers[name] = (int(np.count_nonzero(outside)), int(np.count_nonzero(known)))
+                bad = np.zeros(values.size, dtype=bool)
+                if feature.min is not None:
+                    bad |= values < feature.min
+                if feature.max is not None:
+                    bad |= values > feature.max
+            else:
+                tally.missing[name] = int(column.null_count)
+                text = column
+                if feature.type is FeatureType.BOOLEAN:
+                    text, allowed = pc.utf8_lower(column), pa.array(["true", "false"])
+                elif feature.categories is not None:
+                    allowed = pa.array([str(c) for c in feature.categories])
+                else:
+                    continue
+                bad = pc.and_(pc.is_valid(column), pc.invert(pc.is_in(text, value_set=allowed)))
+                bad = bad.to_numpy(zero_copy_only=False).astype(bool)
+            if bad.any():
+                tally.violations[name] = int(np.count_nonzero(bad))
+                violating |= bad
+        if odd:  # rows of the odd columns that were outliers or violations are counted once with the others
+            frame = rows.select(odd).to_pandas()
+            for name, (low, high) in bounds.items():
+                if name in odd:
+                    values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+                    any_outlier |= (values < low) | (values > high)
+            for bad in schema_violations(frame, spec).values():
+                violating |= bad.to_numpy(dtype=bool)
+        if fences is not None:
+            tally.any_outlier = int(np.count_nonzero(any_outlier))
+        tally.any_violation = int(np.count_nonzero(violating))
         return tally
 
     def merge(self, other: QualityTally) -> None:

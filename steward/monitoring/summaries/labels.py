@@ -34,11 +34,11 @@ class LabelIndex:
             chosen = order[last]
             self.keys = keys[last]
             self.labels = labels["label"].take(pa.array(chosen)).to_numpy(zero_copy_only=False)
-            self.times = labels["time"].take(pa.array(chosen)).to_pandas()
+            self.times = pc.cast(labels["time"].take(pa.array(chosen)), pa.int64()).to_numpy(zero_copy_only=False)
         else:
             self.keys = np.empty(0, dtype=np.bytes_)
             self.labels = np.empty(0, dtype=object)
-            self.times = pd.Series(dtype="datetime64[us, UTC]")
+            self.times = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.keys.size)
@@ -57,6 +57,5 @@ class LabelIndex:
         """``predictions`` (the matched rows) with ``label`` and ``label_time``, as ``join_labels`` adds them."""
         frame = predictions.reset_index(drop=True)
         frame["label"] = self.labels[positions]
-        frame["label_time"] = self.times.iloc[positions].to_numpy()
-        frame["label_time"] = frame["label_time"].astype(self.times.dtype)
+        frame["label_time"] = pd.Series(self.times[positions].astype("datetime64[us]")).dt.tz_localize("UTC")
         return frame

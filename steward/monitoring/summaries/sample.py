@@ -13,13 +13,13 @@ the default 100,000 rows, thirty times below the 0.1 thresholds the drift policy
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 SAMPLE_ROWS = 100_000
 
 
 class RowSample:
-    """Up to ``capacity`` rows of a stream of frames, each row kept with the same chance."""
+    """Up to ``capacity`` rows (Arrow) of a stream of tables, each row kept with the same chance."""
 
     def __init__(self, capacity: int = SAMPLE_ROWS, seed: int = 0) -> None:
         if capacity < 1:
@@ -29,8 +29,8 @@ class RowSample:
         self._rng = np.random.default_rng(seed)
         self._keys = np.empty(0)
         self._order = np.empty(0, dtype=np.int64)  # position in the stream: the sample keeps the window's order
-        self._frames: list[pd.DataFrame] = []
-        self._empty = pd.DataFrame()  # the columns of the rows seen, for an empty sample
+        self._tables: list[pa.Table] = []
+        self._schema: pa.Schema | None = None
 
     @property
     def complete(self) -> bool:
@@ -40,7 +40,7 @@ class RowSample:
     def keys_for(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         """Draw keys for the next ``rows`` rows and say which of them could enter: (keys, chosen positions).
 
-        Lets a caller convert only the chosen rows of a batch before calling ``add_chosen``.
+        Lets a caller take only the chosen rows of a batch before calling ``add_chosen``.
         """
         keys = self._rng.random(rows)
         if len(self._keys) >= self.capacity:
@@ -50,53 +50,47 @@ class RowSample:
             chosen = np.arange(rows)
         return keys, chosen
 
-    def add_chosen(self, keys: np.ndarray, chosen: np.ndarray, rows: pd.DataFrame) -> None:
+    def add_chosen(self, keys: np.ndarray, chosen: np.ndarray, rows: pa.Table) -> None:
         """Add the ``chosen`` rows (``rows`` holds just them, in order) of a batch whose keys were drawn."""
         self._keys = np.concatenate([self._keys, keys[chosen]])
         self._order = np.concatenate([self._order, self.seen + chosen])
         self.seen += len(keys)
-        if not len(self._empty.columns):
-            self._empty = rows.iloc[0:0]
-        if len(rows):
-            self._frames.append(rows.reset_index(drop=True))
+        if self._schema is None:
+            self._schema = rows.schema
+        if rows.num_rows:
+            self._tables.append(rows)
         if len(self._keys) > 2 * self.capacity:
             self._trim()
 
-    def add(self, rows: pd.DataFrame) -> None:
-        keys, chosen = self.keys_for(len(rows))
-        self.add_chosen(keys, chosen, rows.iloc[chosen])
+    def add(self, rows: pa.Table) -> None:
+        keys, chosen = self.keys_for(rows.num_rows)
+        self.add_chosen(keys, chosen, rows.take(pa.array(chosen, pa.int64())))
 
     def merge(self, other: RowSample) -> None:
         """Fold ``other`` (a sample of other rows, drawn with another seed) into this one."""
-        frame = other.frame()
-        if not len(self._empty.columns):
-            self._empty = frame.iloc[0:0]
-        self._keys = np.concatenate([self._keys, other._kept_keys()])
-        self._order = np.concatenate([self._order, self.seen + other._kept_order()])
+        table = other.table()
+        self._keys = np.concatenate([self._keys, other._keys])
+        self._order = np.concatenate([self._order, self.seen + other._order])
         self.seen += other.seen
-        if len(frame):
-            self._frames.append(frame)
+        if self._schema is None:
+            self._schema = other._schema
+        if table.num_rows:
+            self._tables.append(table)
         self._trim()
-
-    def _kept_keys(self) -> np.ndarray:
-        self._trim()
-        return self._keys
-
-    def _kept_order(self) -> np.ndarray:
-        self._trim()
-        return self._order
 
     def _trim(self) -> None:
-        frame = pd.concat(self._frames, ignore_index=True) if len(self._frames) > 1 else (
-            self._frames[0] if self._frames else pd.DataFrame())
         keep = np.arange(len(self._keys))
         if len(keep) > self.capacity:
             keep = np.argpartition(self._keys, self.capacity - 1)[: self.capacity]
         keep = keep[np.argsort(self._order[keep], kind="stable")]
         self._keys, self._order = self._keys[keep], self._order[keep]
-        self._frames = [frame.iloc[keep].reset_index(drop=True)] if len(frame) else []
+        if self._tables:
+            table = pa.concat_tables(self._tables, promote_options="default").combine_chunks()
+            self._tables = [table.take(pa.array(keep, pa.int64()))]
 
-    def frame(self) -> pd.DataFrame:
+    def table(self) -> pa.Table:
         """The sampled rows, in the order they were seen."""
         self._trim()
-        return self._frames[0] if self._frames else self._empty
+        if self._tables:
+            return self._tables[0]
+        return self._schema.empty_table() if self._schema is not None else pa.table({})

@@ -45,6 +45,7 @@ class TrafficSummary:
 
     def __init__(self, latency_limit_ms: float, *, exact: bool = False) -> None:
         self.latency_limit_ms = latency_limit_ms
+        self.exact = exact
         self._new = VersionTraffic.exact if exact else VersionTraffic
         self.critical_limit_ms = LATENCY_CRITICAL_FACTOR * latency_limit_ms
         self.versions: dict[str, VersionTraffic] = {}
@@ -108,7 +109,7 @@ class TrafficSummary:
 
     def latency(self) -> LatencyDistribution:
         """Every version's latencies together."""
-        merged = LatencyDistribution()
+        merged = LatencyDistribution(exact_values=None) if self.exact else LatencyDistribution()
         for traffic in self.versions.values():
             merged.merge(traffic.latency)
         return merged

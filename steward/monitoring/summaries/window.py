@@ -68,13 +68,13 @@ class WindowSummary:
         sample = self.answered.get(version)
         if sample is None:
             return self.predictions_frame().iloc[0:0]
-        return sample.frame()
+        return _frame(sample.table(), self.model)
 
     def predictions_frame(self) -> pd.DataFrame:
         """The window's rows: all of them while few, else a uniform sample (see ``exact``)."""
         if self.rows_sample is None or not self.rows_sample.seen:
             return empty_predictions(self.model)
-        return self.rows_sample.frame()
+        return _frame(self.rows_sample.table(), self.model)
 
     @property
     def exact(self) -> bool:
@@ -94,6 +94,7 @@ def summarize_window(
     labels_window: tuple[datetime | None, datetime | None] | None = None,
     version: str | None = None,
     served_only: bool = False,
+    samples: bool = True,
     sample_rows: int = SAMPLE_ROWS,
     batch_rows: int = BATCH_ROWS,
     seed: int = 0,
@@ -102,7 +103,7 @@ def summarize_window(
 
     ``labels_window`` (start, end) joins the labels received in it; None skips labels. ``version`` and
     ``served_only`` narrow the scan (pushed down to the files). ``quality`` False skips the data-quality
-    counts (the drift check does not need them).
+    counts (the drift check does not need them), ``samples`` False the row samples (the SLO days do not).
     """
     summary = WindowSummary(spec.name, start, end, traffic=TrafficSummary.for_spec(spec),
                             quality=QualityTally() if quality else None, rows_sample=RowSample(sample_rows, seed))
@@ -110,7 +111,7 @@ def summarize_window(
     labelled_parts: list[pd.DataFrame] = []
     for table in scan_predictions(store, spec.name, start, end, version=version, served_only=served_only,
                                   batch_rows=batch_rows):
-        _add_table(summary, table, spec, fences, sample_rows, seed)
+        _add_table(summary, table, spec, fences, sample_rows if samples else 0, seed)
         if labels is not None and len(labels):
             rows, positions = labels.match(table)
             if rows.size:
@@ -129,6 +130,7 @@ def _with_model(frame: pd.DataFrame, model: str) -> pd.DataFrame:
 
 def _add_table(summary: WindowSummary, table: pa.Table, spec: ModelSpec, fences: OutlierFences | None,
                sample_rows: int, seed: int) -> None:
+    table = table.combine_chunks()  # one chunk: takes and conversions below stay vectorised
     summary.rows += table.num_rows
     served = table["served"].to_numpy(zero_copy_only=False).astype(bool)
     ok = pc.equal(table["status"], "ok").to_numpy(zero_copy_only=False)
@@ -157,23 +159,26 @@ def _add_table(summary: WindowSummary, table: pa.Table, spec: ModelSpec, fences:
             traffic = summary.days.setdefault(day, TrafficSummary.for_spec(spec))
             traffic.add_version(name, ok[in_day], latency[in_day], time_us[in_day])
         good = np.flatnonzero(mine & served & ok)
-        if good.size:
-            summary.answered_rows[name] += int(good.size)
+        summary.answered_rows[name] += int(good.size)
+        if good.size and sample_rows:
             sample = summary.answered.setdefault(name, RowSample(sample_rows, seed + 1 + len(summary.answered)))
             keys, chosen = sample.keys_for(good.size)
-            sample.add_chosen(keys, chosen, _frame(table.take(pa.array(good[chosen])), spec.name))
+            sample.add_chosen(keys, chosen, _take(table, good[chosen]))
 
     assert summary.rows_sample is not None
-    keys, chosen = summary.rows_sample.keys_for(table.num_rows)
-    summary.rows_sample.add_chosen(keys, chosen, _frame(table.take(pa.array(chosen)), spec.name))
+    if sample_rows:
+        keys, chosen = summary.rows_sample.keys_for(table.num_rows)
+        summary.rows_sample.add_chosen(keys, chosen, _take(table, chosen))
 
     if summary.quality is not None:
-        served_positions = np.flatnonzero(served)
-        features = [name for name in spec.feature_names if name in table.column_names]
-        rows = table.select(features).take(pa.array(served_positions)).to_pandas()
-        tally = QualityTally.of_rows(rows, spec, fences)
-        tally.absent = tuple(name for name in spec.feature_names if name not in table.column_names)
-        summary.quality.merge(tally)
+        rows = table.filter(pa.array(served)) if not served.all() else table
+        summary.quality.merge(QualityTally.of_table(rows, spec, fences))
+
+
+def _take(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    if positions.size == table.num_rows:  # every row, in order
+        return table
+    return table.take(pa.array(positions, pa.int64()))
 
 
 def _frame(table: pa.Table, model: str) -> pd.DataFrame:
