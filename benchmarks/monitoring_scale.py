@@ -80,11 +80,12 @@ def run_stream(log: str) -> dict:
     checks = [judge_performance(health.traffic, window, spec), judge_cost(health.traffic, window, spec),
               judge_data_quality(health.quality, spec, fences, None)]
     slo_scan = summarize_window(store, spec, start, end, served_only=True, quality=False,
-                                labels_window=(start, end), samples=False)
+                                labels_window=(start, end), samples=False, all_rows=False)
     labelled = slo_scan.labelled
     slo = slo_day_of(spec, DAY, slo_scan.days.get(DAY, TrafficSummary.for_spec(spec)), labelled, as_of=end)
     champion = health.versions.busiest
-    drift_scan = summarize_window(store, spec, start, end, version=champion, served_only=True, quality=False)
+    drift_scan = summarize_window(store, spec, start, end, version=champion, served_only=True, quality=False,
+                                  all_rows=False)
     drift = _drift(spec, profile, column, drift_scan.answered_frame(champion))
     return _outcome(checks, slo, drift, health.rows, drift_scan.answered_rows[champion])
 

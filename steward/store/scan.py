@@ -89,3 +89,23 @@ def read_label_table(store: PredictionStore, model: str, start: datetime | None,
         upper = pc.field("time") < pa.scalar(end, kind)
         expression = upper if expression is None else expression & upper
     return store._read(files, expression)
+
+
+def served_rows_by_version(store: PredictionStore, model: str, start: datetime, end: datetime) -> dict[str, int]:
+    """Served rows per version in the window, from a scan of two columns (versions never served: 0),
+    in order of first appearance: what a check needs to know before its full scan (whose reference to use)."""
+    files = store._files(PREDICTIONS, model, as_utc(start, "start"), as_utc(end, "end"))
+    if not files:
+        return {}
+    dataset = ds.dataset(files, format="parquet", filesystem=store.arrow_filesystem())
+    counts: dict[str, int] = {}
+    for batch in dataset.to_batches(columns=["version", "served"], filter=window_filter(start, end),
+                                    batch_size=BATCH_ROWS):
+        table = pa.table(batch)
+        for version in pc.unique(table["version"]).to_pylist():
+            counts.setdefault(str(version), 0)
+        served = table.filter(table["served"])
+        if served.num_rows:
+            for entry in served.group_by("version", use_threads=False).aggregate([("served", "count")]).to_pylist():
+                counts[str(entry["version"])] += entry["served_count"]
+    return counts

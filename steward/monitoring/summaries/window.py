@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from steward.monitoring.health.data_quality import OutlierFences, QualityTally
-from steward.monitoring.health.report import VersionsInWindow, version_key
+from steward.monitoring.health.report import VersionsInWindow
 from steward.monitoring.summaries.labels import LabelIndex
 from steward.monitoring.summaries.sample import SAMPLE_ROWS, RowSample
 from steward.monitoring.summaries.traffic import TrafficSummary
@@ -59,9 +59,7 @@ class WindowSummary:
     @property
     def versions(self) -> VersionsInWindow:
         """As ``VersionsInWindow.of`` on the window's rows: busiest (served rows) first."""
-        served = sorted(self.served_by_version.items(), key=lambda item: (-item[1], self.first_seen[item[0]]))
-        others = sorted(set(self.first_seen) - set(self.served_by_version), key=version_key)
-        return VersionsInWindow(tuple(v for v, _ in served) + tuple(others))
+        return VersionsInWindow.of_counts({v: self.served_by_version.get(v, 0) for v in self.first_seen})
 
     def answered_frame(self, version: str) -> pd.DataFrame:
         """Served, answered rows of ``version``: all of them while few, else a uniform sample."""
@@ -95,6 +93,7 @@ def summarize_window(
     version: str | None = None,
     served_only: bool = False,
     samples: bool = True,
+    all_rows: bool = True,
     sample_rows: int = SAMPLE_ROWS,
     batch_rows: int = BATCH_ROWS,
     seed: int = 0,
@@ -103,15 +102,17 @@ def summarize_window(
 
     ``labels_window`` (start, end) joins the labels received in it; None skips labels. ``version`` and
     ``served_only`` narrow the scan (pushed down to the files). ``quality`` False skips the data-quality
-    counts (the drift check does not need them), ``samples`` False the row samples (the SLO days do not).
+    counts (the drift check does not need them), ``samples`` False the per-version samples of answered rows, ``all_rows`` False the sample of every row
+    (the SLO days need neither, the drift check only the first).
     """
     summary = WindowSummary(spec.name, start, end, traffic=TrafficSummary.for_spec(spec),
-                            quality=QualityTally() if quality else None, rows_sample=RowSample(sample_rows, seed))
+                            quality=QualityTally() if quality else None,
+                            rows_sample=RowSample(sample_rows, seed) if all_rows else None)
     labels = LabelIndex(read_label_table(store, spec.name, *labels_window)) if labels_window is not None else None
     labelled_parts: list[pd.DataFrame] = []
     for table in scan_predictions(store, spec.name, start, end, version=version, served_only=served_only,
                                   batch_rows=batch_rows):
-        _add_table(summary, table, spec, fences, sample_rows if samples else 0, seed)
+        _add_table(summary, table, spec, fences, sample_rows if samples else 0, sample_rows if all_rows else 0, seed)
         if labels is not None and len(labels):
             rows, positions = labels.match(table)
             if rows.size:
@@ -129,7 +130,7 @@ def _with_model(frame: pd.DataFrame, model: str) -> pd.DataFrame:
 
 
 def _add_table(summary: WindowSummary, table: pa.Table, spec: ModelSpec, fences: OutlierFences | None,
-               sample_rows: int, seed: int) -> None:
+               sample_rows: int, all_rows: int, seed: int) -> None:
     table = table.combine_chunks()  # one chunk: takes and conversions below stay vectorised
     summary.rows += table.num_rows
     served = table["served"].to_numpy(zero_copy_only=False).astype(bool)
@@ -165,8 +166,7 @@ def _add_table(summary: WindowSummary, table: pa.Table, spec: ModelSpec, fences:
             keys, chosen = sample.keys_for(good.size)
             sample.add_chosen(keys, chosen, _take(table, good[chosen]))
 
-    assert summary.rows_sample is not None
-    if sample_rows:
+    if all_rows and summary.rows_sample is not None:
         keys, chosen = summary.rows_sample.keys_for(table.num_rows)
         summary.rows_sample.add_chosen(keys, chosen, _take(table, chosen))
 
