@@ -82,7 +82,8 @@ def run_stream(log: str) -> dict:
     slo_scan = summarize_window(store, spec, start, end, served_only=True, quality=False,
                                 labels_window=(start, end), samples=False, all_rows=False)
     labelled = slo_scan.labelled
-    slo = slo_day_of(spec, DAY, slo_scan.days.get(DAY, TrafficSummary.for_spec(spec)), labelled, as_of=end)
+    slo = slo_day_of(spec, DAY, slo_scan.days.get(DAY, TrafficSummary.for_spec(spec)), labelled, as_of=end,
+                     labelled_count=slo_scan.answered_labelled_by_day[DAY])
     champion = health.versions.busiest
     drift_scan = summarize_window(store, spec, start, end, version=champion, served_only=True, quality=False,
                                   all_rows=False)

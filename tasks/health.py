@@ -228,7 +228,8 @@ def record_slo_days(spec: ModelSpec, window: HealthWindow) -> list[SLODay]:
         start, end = day_bounds(day)
         labelled_in_day = labelled[(labelled["time"] >= start) & (labelled["time"] < end)]
         traffic = summary.days.get(day) or TrafficSummary.for_spec(spec)
-        record = slo_day_of(spec, day, traffic, labelled_in_day, as_of=window.end)
+        record = slo_day_of(spec, day, traffic, labelled_in_day, as_of=window.end,
+                            labelled_count=summary.answered_labelled_by_day[day])
         slo_store.write(record)
         records.append(record)
     return records

@@ -136,8 +136,13 @@ def compute_slo_day(
 
 def slo_day_of(
     spec: ModelSpec, day: date, traffic: TrafficSummary, labelled: pd.DataFrame, *, as_of: datetime,
+    labelled_count: int | None = None,
 ) -> SLODay:
-    """``compute_slo_day`` on the day's answered requests summarised (exact, or streamed at volume)."""
+    """``compute_slo_day`` on the day's answered requests summarised (exact, or streamed at volume).
+
+    ``labelled`` may be a uniform sample of the day's labelled rows; ``labelled_count`` then says how many
+    served, answered rows had a label (the record keeps the count, the accuracy comes from the sample).
+    """
     targets = SLOTargets.from_spec(spec)
     if traffic.latency_limit_ms != targets.p95_latency_ms:
         raise ValueError(f"the traffic was summarised against {traffic.latency_limit_ms} ms, the SLO's p95 target is "
@@ -152,7 +157,8 @@ def slo_day_of(
     return SLODay(
         model=spec.name, day=day, complete=as_of >= day_bounds(day)[1], as_of=as_of, targets=targets,
         requests=traffic.requests, failed_requests=traffic.errors, slow_requests=traffic.slow,
-        p50_ms=p50, p95_ms=p95, p99_ms=p99, labelled=len(answered), accuracy=accuracy,
+        p50_ms=p50, p95_ms=p95, p99_ms=p99, labelled=len(answered) if labelled_count is None else labelled_count,
+        accuracy=accuracy,
     )
 
 

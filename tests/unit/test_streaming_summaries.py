@@ -132,6 +132,7 @@ def test_a_streamed_window_judges_as_the_frames_do(store, compacted):
     expected = compute_slo_day(SPEC, DAY, served, join_labels(served, store.read_labels("m", start=START, end=END)),
                                as_of=END)
     assert slo_day_of(SPEC, DAY, slo_scan.days[DAY], slo_scan.labelled, as_of=END) == expected
+    assert slo_scan.answered_labelled_by_day[DAY] == expected.labelled and summary.labelled_rows == len(labelled)
 
 
 def test_an_empty_window_is_summarised_as_empty(store):

@@ -36,6 +36,7 @@ from steward.store.reader import _empty_predictions as empty_predictions
 from steward.store.scan import BATCH_ROWS, read_label_table, scan_predictions
 
 _US_PER_DAY = 86_400_000_000
+LABELLED_ROWS = 200_000  # labelled rows kept; beyond, a uniform sample (accuracy within about 0.2%)
 
 
 @dataclass
@@ -53,8 +54,10 @@ class WindowSummary:
     quality: QualityTally | None = None
     answered: dict[str, RowSample] = field(default_factory=dict)  # served, ok rows per version
     rows_sample: RowSample | None = None
-    labelled: pd.DataFrame | None = None  # rows with a label, as ``join_labels`` gives them
+    labelled: pd.DataFrame | None = None  # rows with a label, as ``join_labels`` gives them (sampled at volume)
     answered_rows: Counter[str] = field(default_factory=Counter)  # served ok rows per version
+    labelled_rows: int = 0  # rows with a label (``labelled`` holds a sample of them beyond LABELLED_ROWS)
+    answered_labelled_by_day: Counter[date] = field(default_factory=Counter)  # served ok labelled rows per day
 
     @property
     def versions(self) -> VersionsInWindow:
@@ -109,18 +112,29 @@ def summarize_window(
                             quality=QualityTally() if quality else None,
                             rows_sample=RowSample(sample_rows, seed) if all_rows else None)
     labels = LabelIndex(read_label_table(store, spec.name, *labels_window)) if labels_window is not None else None
-    labelled_parts: list[pd.DataFrame] = []
+    labelled = RowSample(LABELLED_ROWS, seed + 1_000)
     for table in scan_predictions(store, spec.name, start, end, version=version, served_only=served_only,
                                   batch_rows=batch_rows):
         _add_table(summary, table, spec, fences, sample_rows if samples else 0, sample_rows if all_rows else 0, seed)
         if labels is not None and len(labels):
             rows, positions = labels.match(table)
             if rows.size:
-                labelled_parts.append(labels.joined(_frame(table.take(pa.array(rows)), spec.name), positions))
+                matched = labels.joined(_take(table.combine_chunks(), rows), positions)
+                _count_labelled(summary, matched)
+                labelled.add(matched)
     if labels is not None:
-        summary.labelled = (pd.concat(labelled_parts, ignore_index=True) if labelled_parts
+        summary.labelled = (_frame(labelled.table(), spec.name) if labelled.seen
                             else join_labels(summary.predictions_frame().iloc[0:0], pd.DataFrame()))
     return summary
+
+
+def _count_labelled(summary: WindowSummary, matched: pa.Table) -> None:
+    summary.labelled_rows += matched.num_rows
+    answered = pc.and_(matched["served"], pc.equal(matched["status"], "ok"))
+    days = pc.cast(matched["time"].filter(answered), pa.int64()).to_numpy(zero_copy_only=False) // _US_PER_DAY
+    for day_number, count in zip(*np.unique(days, return_counts=True), strict=True):
+        day = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=int(day_number))).date()
+        summary.answered_labelled_by_day[day] += int(count)
 
 
 def _with_model(frame: pd.DataFrame, model: str) -> pd.DataFrame:
