@@ -12,10 +12,10 @@ its peak RSS read from the child's ``ru_maxrss``:
 
 Prefect's temporary server and the registry are left out (the checks are timed, not their
 orchestration); the reference is the example's training data with a uniform score column. With
-``--compact`` the day is then compacted (``compact_partition``) and both paths run again.
+``--variants parts,compacted`` the day is then compacted (``compact_partition``) and the paths run again.
 
     uv run python benchmarks/scale_log.py --rows 10000000 --out /tmp/steward-scale/10M --fast
-    uv run python benchmarks/monitoring_scale.py /tmp/steward-scale/10M --compact
+    uv run python benchmarks/monitoring_scale.py /tmp/steward-scale/10M --variants parts,compacted
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ def main() -> None:
     parser.add_argument("logs", nargs="*", help="store folders written by benchmarks/scale_log.py")
     parser.add_argument("--paths", default="stream,pandas")
     parser.add_argument("--cap-gb", type=float, default=12.0, help="address-space cap of each child")
-    parser.add_argument("--compact", action="store_true", help="then compact the day and run again")
+    parser.add_argument("--variants", default="parts",
+                        help="parts, compacted (compacts the day first) or both: parts,compacted")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--json", help="append the results as JSON lines to this file")
     args = parser.parse_args()
@@ -176,8 +177,7 @@ def main() -> None:
         child(*args.child)
         return
     for log in args.logs:
-        variants = ["parts", "compacted"] if args.compact else ["parts"]
-        for variant in variants:
+        for variant in args.variants.split(","):
             if variant == "compacted":
                 from steward.store.compaction import compact_partition
                 from steward.store.reader import PredictionStore
