@@ -184,7 +184,8 @@ def measure(path: str, log: str, cap_gb: float) -> dict:
     stderr = process.stderr.read() if process.stderr else ""
     result = json.loads(out.read_text()) if out.exists() and os.waitstatus_to_exitcode(status) == 0 else {
         "failed": (stderr.strip().splitlines() or ["killed"])[-1][:200]}
-    result.update(path=path, wall_seconds=wall, peak_rss_mb=usage.ru_maxrss / 1024,
+    result.update(path=path, wall_seconds=wall, cpu_seconds=usage.ru_utime + usage.ru_stime,
+                  peak_rss_mb=usage.ru_maxrss / 1024,
                   load_average=os.getloadavg()[0])
     return result
 
