@@ -114,12 +114,12 @@ def drift_report(
     version = serving.champion.version
     current = read_drift_window(spec, version, window)
     seconds = {"read": current.seconds}
-    skipped = too_little_traffic(len(current.frame), version, window)
+    skipped = too_little_traffic(current.rows, version, window)
     if skipped is not None:
         logger.warning("%s", skipped)
         publish_markdown(f"# Drift of {spec.name} v{version}: not checked\n\n{skipped}\n", "drift", spec.name)
         return DriftReportOutcome(spec.name, version, DriftCheckStatus.NO_DATA, skipped, current.start, window.end,
-                                  seconds=seconds, current_rows=len(current.frame))
+                                  seconds=seconds, current_rows=current.rows)
 
     cached = fetch_reference_profile(spec, version)
     if cached is None:
@@ -154,7 +154,7 @@ def drift_report(
 
     record = DriftRecord(
         model=spec.name, version=version, window_start=current.start, window_end=window.end,
-        current_rows=len(current.frame), material=decision.material, announced=announcement.announce,
+        current_rows=current.rows, material=decision.material, announced=announcement.announce,
         reason=decision.reason, columns=decision.columns,
         result=dataclasses.replace(result.with_decision(decision), snapshot=None),
         material_since=announcement.material_since, report_uri=report_uri, flow_run_id=current_flow_run_id(),
@@ -179,5 +179,5 @@ def drift_report(
     return DriftReportOutcome(
         model=spec.name, version=version, status=DriftCheckStatus.CHECKED, reason=decision.reason,
         window_start=current.start, window_end=window.end, record=record, verdict=verdict, report_error=report_error,
-        profile_built=cached.built, ledger_entry_id=entry_id, seconds=seconds, current_rows=len(current.frame),
+        profile_built=cached.built, ledger_entry_id=entry_id, seconds=seconds, current_rows=current.rows,
     )

@@ -40,6 +40,7 @@ from steward.monitoring.health.accuracy import (
 )
 from steward.monitoring.ledger import EntryStatus
 from steward.monitoring.maintenance.retention import scratch_folder
+from steward.monitoring.summaries.window import summarize_window
 from steward.registry.adapter import VersionInfo
 from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER
@@ -69,10 +70,17 @@ class CachedProfile:
 
 @dataclass(frozen=True)
 class CurrentWindow:
+    """The served, answered rows of the window: all of them, or a uniform sample of ``rows`` at volume."""
+
     frame: pd.DataFrame = field(repr=False)
     start: datetime | None
     end: datetime
     seconds: float
+    rows: int = -1  # rows in the window (the frame's length when not sampled)
+
+    def __post_init__(self) -> None:
+        if self.rows < 0:
+            object.__setattr__(self, "rows", len(self.frame))
 
 
 @task(name="resolve-serving-version")
@@ -101,8 +109,10 @@ def read_drift_window(spec: ModelSpec, version: str, window: DriftWindow) -> Cur
     log = store()
     if window.last_rows is None:
         assert window.start is not None
-        frame = _served_ok(log.read_predictions(spec.name, window.start, window.end, version, served_only=True))
-        return CurrentWindow(frame.reset_index(drop=True), window.start, window.end, time.perf_counter() - started)
+        summary = summarize_window(log, spec, window.start, window.end, version=version, served_only=True,
+                                   quality=False, all_rows=False)
+        return CurrentWindow(summary.answered_frame(version), window.start, window.end, time.perf_counter() - started,
+                             rows=summary.answered_rows[version])
     parts, rows = [], 0
     day_end = window.end
     oldest = window.end - timedelta(days=window.lookback_days or 1)
@@ -191,7 +201,9 @@ def measure_seasonal_drift(spec: ModelSpec, current: pd.DataFrame, start: dateti
     seasonal = spec.features_with_role(FeatureRole.SEASONAL)
     assert spec.drift.season_days is not None  # the spec refuses seasonal features without it
     season = timedelta(days=spec.drift.season_days)
-    earlier = _served_ok(store().read_predictions(spec.name, start - season, end - season, served_only=True))
+    summary = summarize_window(store(), spec, start - season, end - season, served_only=True, quality=False,
+                               samples=False)
+    earlier = _served_ok(summary.predictions_frame())  # every served row, or a uniform sample at volume
     if len(earlier) < MIN_DRIFT_ROWS:
         return None
     numeric = [c for c in seasonal if c in spec.numeric_features]

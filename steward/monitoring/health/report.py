@@ -13,7 +13,7 @@ module that carry their numbers, are written down in docs/monitoring.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -327,6 +327,13 @@ class VersionsInWindow:
         counts = served["version"].value_counts() if len(served) else pd.Series(dtype=int)
         others = sorted(set(predictions["version"]) - set(counts.index), key=version_key)
         return cls(tuple(str(v) for v in [*counts.index, *others]))
+
+    @classmethod
+    def of_counts(cls, served: Mapping[str, int]) -> VersionsInWindow:
+        """From served rows per version, in order of first appearance (0 for a version that only shadowed)."""
+        busy = sorted((v for v, n in served.items() if n), key=lambda v: -served[v])  # stable: ties keep first seen
+        others = sorted((v for v, n in served.items() if not n), key=version_key)
+        return cls(tuple(str(v) for v in [*busy, *others]))
 
     @property
     def busiest(self) -> str | None:
