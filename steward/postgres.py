@@ -120,11 +120,11 @@ class Cluster:
         account = pwd.getpwnam(user) if user else None
         self.root.mkdir(parents=True, exist_ok=True)
         if account is not None:
-            blocked = [p for p in (self.root, *self.root.parents) if not _can_enter(p, account)]
+            blocked = " ".join(str(p) for p in reversed((self.root, *self.root.parents)) if not _can_enter(p, account))
             if blocked:
                 raise PostgresError(
-                    f"PostgreSQL runs as the user {user!r} (it refuses root), who cannot enter {blocked[-1]}: "
-                    f"put the Steward home where that user can reach it, or allow it (chmod o+x {blocked[-1]})")
+                    f"PostgreSQL runs as the user {user!r} (it refuses root), who cannot enter {blocked}: "
+                    f"put the Steward home where that user can reach it, or allow it (chmod o+x {blocked})")
             os.chown(self.root, account.pw_uid, account.pw_gid)
         self.root.chmod(0o700)
         password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(24)

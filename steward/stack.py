@@ -211,7 +211,8 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
                          "admin API: set STEWARD_ADMIN_TOKEN (the same for `steward up` and every command that "
                          "promotes or rolls back)")
     base = {
-        **{key: value for key, value in os.environ.items() if key.startswith("STEWARD_")},  # admin token, webhook
+        **{key: value for key, value in os.environ.items()  # admin token, webhook; not the database password
+           if key.startswith("STEWARD_") and key != postgres.PASSWORD_ENV},
         **environment_for(settings),
         "STEWARD_HOME": str(settings.home),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
