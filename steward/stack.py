@@ -13,7 +13,7 @@ can stop a process together with its children and nothing else. Two profiles:
 
 A pid file per service under ``<home>/run`` records the pid, the process's start time (so a
 reused pid is never mistaken for ours), the port and the log file; logs go to ``<home>/logs``;
-``<home>/run/profile.json`` names the services of the last ``up``.
+``<home>/run/stack.profile`` names the services of the last ``up``.
 No Prefect import here: this is plain process supervision.
 """
 
@@ -42,7 +42,7 @@ from steward import postgres
 from steward.config import Settings, environment_for
 
 SERVICE_ORDER = ("prefect", "mlflow", "gateway", "deployments")  # the embedded profile's services
-PROFILE_FILE = "profile.json"
+PROFILE_FILE = "stack.profile"  # JSON; not *.json, which are the pid files
 WORK_POOL = "steward-pool"
 
 
@@ -323,7 +323,7 @@ def _pid_file(settings: Settings, name: str) -> Path:
 
 def _recorded(settings: Settings) -> list[Record]:
     """Every service with a pid file, in start order."""
-    records = [Record.read(path) for path in sorted(run_dir(settings).glob("*.json")) if path.name != PROFILE_FILE]
+    records = [Record.read(path) for path in sorted(run_dir(settings).glob("*.json"))]
     return sorted(records, key=lambda record: record.wave)
 
 

@@ -181,8 +181,7 @@ def test_production_profile_two_replicas_follow_the_registry_and_state_survives_
               f"rollback within {rollback_seconds:.2f} s")
 
         # down stops everything it started and leaves nothing running
-        pids = {p.stem: json.loads(p.read_text())["pid"] for p in (production_home / "run").glob("*.json")
-                if p.name != "profile.json"}
+        pids = {p.stem: json.loads(p.read_text())["pid"] for p in (production_home / "run").glob("*.json")}
         assert set(pids) == {*STORES, "gateway-1", "gateway-2", "worker"}
         down = stack.steward("down", timeout=300)
         assert down.returncode == 0, down.stdout + down.stderr
