@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,10 @@ def client_environment(settings: Settings, config: StackConfig) -> dict[str, str
     return env
 
 
+def _database_env(cluster: postgres.Cluster, variable: str, database: str, driver: str) -> dict[str, str]:
+    return {variable: cluster.url(database, driver)}
+
+
 def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
     """The services of the stack's profile, in start order."""
     if not config.spec_paths:
@@ -234,8 +239,8 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
                                 wave=0, user=postgres.server_user(), stop_signal=signal.SIGINT))  # fast shutdown
         # the URLs carry the password: read at launch (after initdb), passed in the environment, never on the
         # command line or in the pid file
-        prefect_secrets = lambda: {"PREFECT_API_DATABASE_CONNECTION_URL": cluster.url("prefect", "asyncpg")}  # noqa: E731
-        mlflow_secrets = lambda: {"MLFLOW_BACKEND_STORE_URI": cluster.url("mlflow", "psycopg2")}  # noqa: E731
+        prefect_secrets = partial(_database_env, cluster, "PREFECT_API_DATABASE_CONNECTION_URL", "prefect", "asyncpg")
+        mlflow_secrets = partial(_database_env, cluster, "MLFLOW_BACKEND_STORE_URI", "mlflow", "psycopg2")
     else:
         prefect_secrets = mlflow_secrets = None
         mlflow_command[2:2] = ["--backend-store-uri", settings.resolved_tracking_uri]
