@@ -114,6 +114,7 @@ def _logged_predictions(home: Path, model: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2700)  # three starts of the whole profile: 11 min at load 20, over 15 at load 35
 def test_production_profile_two_replicas_follow_the_registry_and_state_survives_a_restart(
         production_home, write_spec, example_frame, example_spec, model_name):
     spec_path = write_spec()
