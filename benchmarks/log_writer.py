@@ -68,12 +68,12 @@ def run_one(configuration: str, seconds: float) -> dict[str, float]:
             partial = f"{folder}/.{name}.tmp"
             with open(partial, "wb") as handle:
                 pq.write_table(table, handle, compression="zstd",
-                               use_dictionary=store_module._dictionary_columns(table.schema))
+                               use_dictionary=store_module.dictionary_columns(table.schema))
             Path(partial).replace(f"{folder}/{name}")
 
         store_module.PredictionStore._write_part = python_file_part
     if configuration == "baseline":
-        store_module._dictionary_columns = lambda schema: True  # Parquet's default: a dictionary for every column
+        store_module.dictionary_columns = lambda schema: True  # Parquet's default: a dictionary for every column
         unsorted = store_module.PredictionStore.write_tables
 
         def sorted_parts(self, tables, flush_id, *, sync=False):  # as before: each part sorted by version, arm, time

@@ -53,6 +53,7 @@ from steward.spec import load_spec
 #: The one place the maintenance cadences are decided: cron expressions, evaluated in UTC.
 SCHEDULE_TIMEZONE = "UTC"
 MAINTENANCE_CRONS: dict[str, str] = {
+    "compact-log": "30 1 * * *",  # 01:30 every day, so the daily checks read compacted days
     "daily-maintenance": "0 2 * * *",  # 02:00 every day
     "weekly-maintenance": "0 3 * * 1",  # 03:00 on Mondays
     "monthly-maintenance": "0 4 1 * *",  # 04:00 on the 1st
@@ -118,6 +119,10 @@ PROCEDURES: tuple[Procedure, ...] = (
               "Replay a labelled history (the spec's data.path or 'data') window by window through Steward's "
               "health, drift, retrain and gate decisions on an event-time clock, beside frozen, retrain-every-window "
               "and oracle baselines; publishes the summary and writes an HTML report."),
+    Procedure("compact-log", "flows/compaction.py:compact_log",
+              "Merge each finished day of the model's prediction log and labels into a few large, time-sorted "
+              "files; safe while gateways write and checks read. Replaced files go on a later run, after "
+              "'grace_minutes'.", model_parameter="model", concurrency_limit=1),
     Procedure("daily-maintenance", "flows/maintenance.py:daily_maintenance",
               "Daily maintenance: health check, drift report, clean-up past retention, critical alerts."),
     Procedure("weekly-maintenance", "flows/maintenance.py:weekly_maintenance",

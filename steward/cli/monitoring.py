@@ -19,6 +19,7 @@ from steward.cli.common import (
     fail,
     user_errors,
 )
+from steward.cli.models import ModelArgument
 from steward.config import Settings
 
 HEALTH_ERROR_EXIT = 3  # 0, 1 and 2 are the verdicts
@@ -192,3 +193,20 @@ def model_card(
     else:
         console.print(markdown, highlight=False, markup=False)
     console.print(f"stored with {outcome.card.model} v{outcome.card.version}: {outcome.uri}", highlight=False)
+
+
+def compact(
+    model: ModelArgument,
+    as_of: AsOfOption = None,
+    grace_minutes: Annotated[float, typer.Option(help="Keep replaced files this long for readers that listed them.")] = 60,
+    home: HomeOption = None,
+) -> None:
+    """Merge each finished day of the model's prediction log and labels into a few large files (the compact-log
+    flow); safe while gateways write and checks read. Exit 1 if a day was left uncompacted."""
+    report = begin(home).run_flow("flows.compaction:compact_log", errors=_errors_and_bad_values,
+                                  status="compacting the prediction log", model=model, as_of=as_of,
+                                  grace_minutes=grace_minutes)
+    console.print(report.describe(), highlight=False)
+    for partition in report.left_alone:
+        console.print(f"[yellow]left[/] {partition.dataset}/date={partition.day}: {partition.detail}", highlight=False)
+    exit_unless(not report.left_alone)

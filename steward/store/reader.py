@@ -26,6 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from steward.store.partition import MANIFEST_FOLDER, Manifest, PartitionView, partition_view
 from steward.store.records import FEATURE_PREFIX, LABELS, PREDICTIONS, Batch, PartKey, StoreError, to_tables
 from steward.store.writer import LogMode, LogWriter
 
@@ -82,7 +83,7 @@ class PredictionStore:
 
     def _write_part(self, folder: str, name: str, table: pa.Table, sync: bool) -> None:
         final = f"{folder}/{name}"
-        options = {"compression": "zstd", "use_dictionary": _dictionary_columns(table.schema)}
+        options = {"compression": "zstd", "use_dictionary": dictionary_columns(table.schema)}
         if not self.local:  # an object store PUT is atomic: readers never see half a file
             with self.fs.open(final, "wb") as handle:
                 pq.write_table(table, handle, **options)
@@ -107,25 +108,51 @@ class PredictionStore:
     # ------------------------------------------------------------------ reading
     def _files(self, dataset: str, model: str, start: datetime | None, end: datetime | None) -> list[str]:
         """Part files of the days that overlap [start, end): partition pruning by listing."""
-        base = f"{self.root}/{dataset}/model={model}"
-        try:
-            folders = self.fs.ls(base, detail=False)
-        except FileNotFoundError:
-            return []
         first = start.date().isoformat() if start else None
         last = (end - timedelta(microseconds=1)).date().isoformat() if end else None
         files = []
-        for folder in sorted(folders):
-            day = folder.rstrip("/").rsplit("/", 1)[-1].removeprefix("date=")
+        for day in self.days(dataset, model):
             if (first and day < first) or (last and day > last):
                 continue
-            for path in sorted(self.fs.ls(folder, detail=False)):
-                leaf = path.rsplit("/", 1)[-1]
-                if leaf.endswith(".parquet") and not leaf.startswith((".", "_")):
-                    files.append(path)
+            path = self.partition_path(dataset, model, day)
+            try:
+                files += [f"{path}/{leaf}" for leaf in self.partition_view(path).readable]
+            except FileNotFoundError:  # removed by retention since the listing
+                continue
         return files
 
-    def _arrow_filesystem(self) -> Any:
+    def days(self, dataset: str, model: str) -> list[str]:
+        """The ``YYYY-MM-DD`` days with a partition of ``model`` in ``dataset``, oldest first."""
+        try:
+            folders = self.fs.ls(f"{self.root}/{dataset}/model={model}", detail=False)
+        except FileNotFoundError:
+            return []
+        leaves = (folder.rstrip("/").rsplit("/", 1)[-1] for folder in folders)
+        return sorted(leaf.removeprefix("date=") for leaf in leaves if leaf.startswith("date="))
+
+    def partition_view(self, folder: str) -> PartitionView:
+        """One partition's files as a reader sees them: compacted files replace the parts they merged."""
+        leaves = [path.rstrip("/").rsplit("/", 1)[-1] for path in self.fs.ls(folder, detail=False)]
+        return partition_view(leaves, self.manifests(folder) if MANIFEST_FOLDER in leaves else ())
+
+    def manifests(self, folder: str) -> list[Manifest]:
+        """The compaction manifests of one partition (unreadable ones are skipped: they never committed)."""
+        found = []
+        try:
+            paths = self.fs.ls(f"{folder}/{MANIFEST_FOLDER}", detail=False)
+        except FileNotFoundError:
+            return []
+        for path in sorted(paths):
+            if not path.endswith(".json") or path.rsplit("/", 1)[-1].startswith("."):
+                continue
+            try:
+                with self.fs.open(path, "r", encoding="utf-8") as handle:
+                    found.append(Manifest.from_json(handle.read()))
+            except (FileNotFoundError, ValueError, KeyError):
+                continue
+        return found
+
+    def arrow_filesystem(self) -> Any:
         if self.local:
             import pyarrow.fs
 
@@ -133,7 +160,7 @@ class PredictionStore:
         return self.fs
 
     def _read(self, files: list[str], expression: ds.Expression | None) -> pa.Table:
-        filesystem = self._arrow_filesystem()
+        filesystem = self.arrow_filesystem()
         # Files written before a feature was added lack its column: read with the union schema
         # so the column comes back as nulls instead of failing the read.
         schemas = [fragment.physical_schema for fragment in ds.dataset(files, filesystem=filesystem).get_fragments()]
@@ -252,7 +279,7 @@ def typed_labels(labels: pd.Series, *, classification: bool) -> pd.Series:
     return numbers.astype("float64")
 
 
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
+def dictionary_columns(schema: pa.Schema) -> list[str]:
     """The columns worth dictionary-encoding: text with few distinct values (version, arm, classes,
     categories), not request ids or floats.
 

@@ -71,8 +71,11 @@ def _next_runs(cron: str, n: int) -> list[datetime]:
 def test_schedules_are_valid_cron_in_utc(two_specs):
     plans = plan_deployments(two_specs)
     scheduled = {plan.procedure.key for plan in plans if plan.crons}
-    assert scheduled == {"daily-maintenance", "weekly-maintenance", "monthly-maintenance", "quarterly-maintenance"}
+    assert scheduled == {"compact-log", "daily-maintenance", "weekly-maintenance", "monthly-maintenance",
+                         "quarterly-maintenance"}
     assert SCHEDULE_TIMEZONE == "UTC"
+    compaction = _next_runs(MAINTENANCE_CRONS["compact-log"], 1)[0]
+    assert (compaction.hour, compaction.minute) == (1, 30)  # before the daily checks read yesterday
     daily = _next_runs(MAINTENANCE_CRONS["daily-maintenance"], 2)
     assert [(d.day, d.hour, d.utcoffset().total_seconds()) for d in daily] == [(1, 2, 0), (2, 2, 0)]
     weekly = _next_runs(MAINTENANCE_CRONS["weekly-maintenance"], 2)

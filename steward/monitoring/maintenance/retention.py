@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from steward.findings import Finding, MaintenanceKind, Priority
+from steward.store.partition import PartitionView
 from steward.store.records import LABELS, PREDICTIONS
 from steward.store.wal import WAL_FOLDER, wal_line_parts
 
@@ -141,6 +142,8 @@ class LogStore(Protocol):
 
     def partition_path(self, dataset: str, model: str, day: str) -> str: ...
 
+    def partition_view(self, folder: str) -> PartitionView: ...
+
 
 @dataclass(frozen=True)
 class Cleanup:
@@ -214,10 +217,7 @@ def _wal_segments(log: LogStore) -> tuple[list[ScratchEntry], list[str]]:
                 continue  # a live writer's segment
             parts = wal_segment_parts(handle)
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        listing = {
-            key: [p.rsplit("/", 1)[-1] for p in log.fs.glob(f"{log.partition_path(*key)}/part-{segment.stem}*")]
-            for key in parts
-        }
+        listing = {key: _parts_written(log, log.partition_path(*key), segment.stem) for key in parts}
         if segment_written(segment.stem, parts, listing) or not parts:
             stat = segment.stat()
             replayed.append(ScratchEntry(str(segment), datetime.fromtimestamp(stat.st_mtime, UTC),
@@ -225,6 +225,15 @@ def _wal_segments(log: LogStore) -> tuple[list[ScratchEntry], list[str]]:
         else:
             unreplayed.append(segment.name)
     return replayed, unreplayed
+
+
+def _parts_written(log: LogStore, folder: str, stem: str) -> list[str]:
+    """The parts of one flush in a partition: those listed, and those compaction merged (and may have deleted)."""
+    try:
+        view = log.partition_view(folder)
+    except FileNotFoundError:
+        return []
+    return [leaf for leaf in (*view.readable, *view.superseded_by()) if leaf.startswith(f"part-{stem}")]
 
 
 def remove_expired_scratch(
