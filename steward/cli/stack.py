@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,17 +20,24 @@ HostOption = Annotated[str, typer.Option(help="Address every service listens on.
 PrefectPortOption = Annotated[int, typer.Option(help="Prefect server (API and UI).")]
 MlflowPortOption = Annotated[int, typer.Option(help="MLflow tracking server and UI.")]
 GatewayPortOption = Annotated[int, typer.Option(help="The gateway.")]
-DeploymentsPortOption = Annotated[int, typer.Option(help="Health endpoint of the deployments process.")]
+DeploymentsPortOption = Annotated[int, typer.Option(help="Health endpoint of the deployments (or worker) process.")]
+
+
+class ProfileChoice(StrEnum):  # steward.stack.Profile, without importing the stack for --help
+    embedded = "embedded"
+    production = "production"
 
 
 def _stack_config(specs: list[Path], models: list[str] | None, host: str, prefect_port: int, mlflow_port: int,
-                  gateway_port: int, deployments_port: int, timeout: float):
-    from steward.stack import StackConfig
+                  gateway_port: int, deployments_port: int, timeout: float, profile: str = "embedded",
+                  replicas: int = 1, postgres_port: int = 5432):
+    from steward.stack import Profile, StackConfig
 
     return StackConfig(
         spec_paths=tuple(str(spec.resolve()) for spec in specs), models=tuple(models or ()), host=host,
         prefect_port=prefect_port, mlflow_port=mlflow_port, gateway_port=gateway_port,
-        deployments_port=deployments_port, startup_timeout=timeout,
+        deployments_port=deployments_port, startup_timeout=timeout, profile=Profile(profile), replicas=replicas,
+        postgres_port=postgres_port,
     )
 
 
@@ -42,23 +50,39 @@ def up(
     gateway_port: GatewayPortOption = 8080,
     deployments_port: DeploymentsPortOption = 8090,
     timeout: Annotated[float, typer.Option(help="Seconds each service may take to become healthy.")] = 180.0,
+    profile: Annotated[ProfileChoice, typer.Option(
+        help="embedded: SQLite stores and one process serving the flows; production: PostgreSQL under the home "
+             "behind MLflow and Prefect, a process worker, --replicas gateways (needs STEWARD_ADMIN_TOKEN).")
+    ] = ProfileChoice.embedded,
+    replicas: Annotated[int, typer.Option(help="Gateway replicas, on consecutive ports from --gateway-port "
+                                               "(production profile).")] = 1,
+    postgres_port: Annotated[int, typer.Option(help="PostgreSQL (production profile).")] = 5432,
+    only: Annotated[list[str] | None, typer.Option(
+        help="Start only this service (repeatable), e.g. the stores before the first champion exists.")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Stay in the foreground, restart crashed services, "
                                                          "stop everything on Ctrl-C.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Start the local stack: Prefect server, MLflow server, gateway and the deployments (docs/operations.md)."""
+    """Start the local stack: Prefect server, MLflow server, gateway(s) and the flows' runner (docs/operations.md)."""
     from steward import stack
 
     settings = begin(home, *specs).settings
-    config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout)
     try:
-        stack.start(settings, config, echo=console.print)
+        config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout,
+                               profile.value, replicas, postgres_port)
+        stack.start(settings, config, echo=console.print, only=only)
     except stack.StackError as error:
         fail(str(error))
+    gateways = ", ".join(f"http://{host}:{port}" for port in config.gateway_ports)
     console.print(
-        f"[green]stack up[/]: Prefect UI http://{host}:{prefect_port}, MLflow UI http://{host}:{mlflow_port}, "
-        f"gateway http://{host}:{gateway_port}; logs under {stack.log_dir(settings)}; stop with `steward down`"
+        f"[green]stack up[/] ({config.profile}): Prefect UI http://{host}:{prefect_port}, MLflow UI "
+        f"http://{host}:{mlflow_port}, gateway {gateways}; logs under {stack.log_dir(settings)}; "
+        f"stop with `steward down`", highlight=False,
     )
+    if config.profile is stack.Profile.PRODUCTION:
+        exports = " ".join(f"{key}={value}" for key, value in stack.client_environment(settings, config).items()
+                           if key.startswith(("STEWARD_", "PREFECT_")))
+        console.print(f"commands use this stack with: export {exports}", highlight=False, soft_wrap=True)
     if watch:
         try:
             stack.supervise(settings, config, echo=console.print)
@@ -81,12 +105,23 @@ def stack_status(home: HomeOption = None) -> None:
     table = Table(title="local stack")
     for column in ("service", "state", "pid", "url", "detail"):
         table.add_column(column, overflow="fold")
-    colours = {"healthy": "green", "unhealthy": "red", "stale pid file": "yellow", "not running": "dim"}
+    colours = {stack.ServiceState.HEALTHY: "green", stack.ServiceState.UNHEALTHY: "red",
+               stack.ServiceState.STALE: "yellow", stack.ServiceState.NOT_RUNNING: "dim"}
     for state in states:
         table.add_row(state.name, f"[{colours[state.state]}]{state.state}[/]", str(state.pid or ""),
                       state.url or "", state.detail)
     console.print(table)
-    if any(state.state in ("unhealthy", "stale pid file") for state in states):
+    views = [(state.name, view) for state in states for view in state.views]
+    if views:
+        replicas = Table(title="each gateway's view of the registry")
+        for column in ("gateway", "model", "champion", "challenger", "traffic plan", "view age"):
+            replicas.add_column(column, overflow="fold")
+        for name, view in views:
+            age = f"{view.view_age_seconds:.1f} s" if view.view_age_seconds is not None else "never read"
+            replicas.add_row(name, view.model, f"v{view.champion}" if view.champion else "-",
+                             f"v{view.challenger}" if view.challenger else "-", view.plan, age)
+        console.print(replicas)
+    if any(state.state in (stack.ServiceState.UNHEALTHY, stack.ServiceState.STALE) for state in states):
         raise typer.Exit(code=1)
 
 
@@ -101,6 +136,19 @@ def deployments(
     begin(home, *specs).run_flow("deployments.serve:serve", errors=no_user_errors,
                                  spec_paths=[str(spec) for spec in specs], procedures=procedure, limit=limit,
                                  gateway_url=gateway_url)
+
+
+def worker(
+    specs: Annotated[list[Path], typer.Argument(help="Model specs; every procedure gets a deployment per model.")],
+    pool: Annotated[str, typer.Option(help="Process work pool (created if missing).")] = "steward-pool",
+    limit: Annotated[int | None, typer.Option(help="Most flow runs at once.")] = None,
+    gateway_url: Annotated[str | None, typer.Option(help="Default gateway_url of the procedures that use it.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Register the deployments with a process work pool, then run a Prefect worker on it (production profile)."""
+    begin(home, *specs).run_flow("deployments.process_worker:run", errors=no_user_errors,
+                                 spec_paths=[str(spec) for spec in specs], pool=pool, gateway_url=gateway_url,
+                                 limit=limit)
 
 
 def demo(
