@@ -124,6 +124,9 @@ class ComposeStack:
 
 # ------------------------------------------------------------------ in a fresh interpreter
 def _apply(stack: ComposeStack) -> None:
+    # this process runs as root and the containers as uid 10001, and both write under the data folder
+    # (the prediction log, the ledger, reference profiles): what either creates, the other may write to
+    os.umask(0)
     os.environ.update(stack.steward_env())
     for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "ERROR")
