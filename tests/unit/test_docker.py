@@ -194,3 +194,33 @@ def test_worker_healthcheck_reports_an_unreachable_worker():
                             text=True, cwd=ROOT, env=env, timeout=60)
     assert result.returncode == 1
     assert "prefect worker /health" in result.stderr and "MLflow" in result.stderr
+
+
+def test_no_engine_is_an_error_that_says_how_to_start_one(monkeypatch):
+    from steward import images
+
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
+    with pytest.raises(images.ImageError, match="start one"):
+        images.docker_client()
+
+
+def test_images_build_refuses_an_unknown_base_and_an_unknown_image():
+    from typer.testing import CliRunner
+
+    from steward import images
+    from steward.cli import app
+
+    result = CliRunner().invoke(app, ["images", "build", "--base", "nearby"])
+    assert result.exit_code == 1 and "--base must be one of ['local', 'public']" in result.output
+    with pytest.raises(images.ImageError, match="no image 'redis'"):
+        images.image_spec("redis")
+    assert images.image_spec("gateway").name == "steward-gateway"
+
+
+def test_the_local_base_is_known_by_its_recipe():
+    from steward import images
+
+    assert images.ImageSpec("x", "Dockerfile.x", "PYTHON_IMAGE").base(images.BaseChoice.LOCAL) == images.LOCAL_BASE_IMAGE
+    assert images.image_spec("postgres").base(images.BaseChoice.PUBLIC) == images.PUBLIC_DEBIAN_IMAGE
+    assert images.image_spec("worker").base(images.BaseChoice.PUBLIC) == images.PUBLIC_PYTHON_IMAGE
+    assert len(images.recipe_digest()) == 16
