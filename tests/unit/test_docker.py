@@ -131,7 +131,7 @@ def test_compose_stack_renders_on_host_networking_with_healthchecks_and_dependen
     assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["worker"]["depends_on"]["prefect"]["condition"] == "service_healthy"
     assert "postgresql+asyncpg://" in str(services["prefect"]["environment"])
-    assert "postgresql://" in " ".join(services["mlflow"]["command"])
+    assert "postgresql+psycopg2://" in " ".join(services["mlflow"]["command"])  # SQLAlchemy 2.1's default is psycopg 3
     ports = {services[name]["environment"]["STEWARD_GATEWAY_PORT"] for name in ("gateway-1", "gateway-2")}
     assert len(ports) == 2, "two replicas on two ports of the host"
     worker = services["worker"]
