@@ -71,8 +71,9 @@ class StackRun:
 @pytest.fixture(scope="module")
 def built_images():
     client = _engine()
-    return {image.name: image for image in images.build_images(client, images.BaseChoice.LOCAL,
-                                                               ca_bundle=_ca_bundle(), echo=lambda _: None)}
+    info = images.build_info(ROOT)  # before the build, which labels the images with it
+    built = images.build_images(client, images.BaseChoice.LOCAL, ca_bundle=_ca_bundle(), echo=lambda _: None)
+    return info, {image.name: image for image in built}
 
 
 def _ca_bundle() -> Path | None:
@@ -121,9 +122,9 @@ def _snapshot(stack: ComposeStack, config: Path) -> dict:
 
 
 def test_images_are_labelled_non_root_and_carry_no_build_ca(built_images):
-    info = images.build_info(ROOT)
+    info, built = built_images
     client = _engine()
-    for name, image in built_images.items():
+    for name, image in built.items():
         assert image.labels["org.opencontainers.image.version"] == info.version, name
         assert image.labels["org.opencontainers.image.revision"] == info.commit, name
         config = client.images.get(image.tag).attrs["Config"]
