@@ -20,7 +20,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,12 +96,15 @@ def stack_run(built_images, tmp_path_factory) -> StackRun:
     )
     config = tmp_path_factory.mktemp("compose-config") / "stack.json"
     stack.save(config)
-    started = int(time.time()) - 5
+    # followed live: the engine keeps only its last 256 events, and health checks fill them quickly
+    events = client.events(decode=True, filters={"type": "container", "event": "start", "label": FLOW_RUN_ROLE})
+    flow_run_containers: list[dict[str, str]] = []
+    follower = threading.Thread(target=lambda: flow_run_containers.extend(e["Actor"]["Attributes"] for e in events),
+                                daemon=True)
+    follower.start()
     try:
         story = _run(stack, config, "story", timeout=1500)
-        events = client.events(since=started, until=int(time.time()) + 1, decode=True,
-                               filters={"type": "container", "event": "start", "label": FLOW_RUN_ROLE})
-        flow_run_containers = [event["Actor"]["Attributes"] for event in events]
+        events.close()
         before = _snapshot(stack, config)
         stack.down()
         stack.up(*STACK_SERVICES)
