@@ -13,6 +13,8 @@ stages copy and use; no runtime stage copies it. ``docs/operations.md`` tells th
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -259,7 +261,33 @@ def build_image(client: Any, spec: ImageSpec, base: BaseChoice, *, root: Path = 
 
 def build_images(client: Any, base: BaseChoice, *, names: tuple[str, ...] = (), root: Path = ROOT,
                  ca_bundle: Path | None = None, echo: Callable[[str], None] = print) -> list[BuiltImage]:
-    """Build the named images (all by default), making the local base first when ``base`` is local."""
+    """Build the named images (all by default), making the local base first when ``base`` is local.
+
+    One build at a time per machine: a second waits for the first, then finds its layers cached.
+    """
+    with _one_build_at_a_time(echo):
+        return _build_images(client, base, names=names, root=root, ca_bundle=ca_bundle, echo=echo)
+
+
+BUILD_LOCK = Path(tempfile.gettempdir()) / "steward-images.lock"
+
+
+@contextlib.contextmanager
+def _one_build_at_a_time(echo: Callable[[str], None]) -> Iterator[None]:
+    with BUILD_LOCK.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo(f"another image build holds {BUILD_LOCK}: waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_images(client: Any, base: BaseChoice, *, names: tuple[str, ...], root: Path,
+                  ca_bundle: Path | None, echo: Callable[[str], None]) -> list[BuiltImage]:
     specs = [image_spec(name) for name in names] if names else list(IMAGES)
     if base is BaseChoice.LOCAL:
         made = ensure_local_base(client, echo)
