@@ -41,6 +41,7 @@ from steward.monitoring.slo import (
 from steward.spec import FeatureRole, ModelSpec
 from steward.store.reader import join_labels
 from steward.training.data import prepare_features
+from steward.training.retrain_decision import health_trigger
 from tasks.common import (
     current_flow_run_id,
     emit_model_event,
@@ -232,6 +233,7 @@ def record_findings(report: HealthReport) -> list[LedgerEntry]:
 def emit_health_degraded(report: HealthReport) -> None:
     """The event, with resource labels saying the degraded areas and whether a retrain is wanted (accuracy)."""
     window = report.window
+    trigger = health_trigger(report)  # what the retrain this may start is to judge (the backtest's trigger)
     emit_model_event(
         events.HEALTH_DEGRADED, report.model,
         resource_labels={events.HEALTH_AREAS_LABEL: ",".join(area.value for area in report.degraded_areas),
@@ -239,6 +241,7 @@ def emit_health_degraded(report: HealthReport) -> None:
         verdict=report.verdict.value, reason=report.summary(),
         issues=[issue.to_payload() for issue in report.issues],
         window_start=window.start.isoformat(), window_end=window.end.isoformat(),
+        trigger_metric=trigger.metric, primary_dropped=trigger.primary_dropped,
     )
 
 
