@@ -21,6 +21,7 @@ from steward.training.retrain_decision import (
     retrain_trigger,
 )
 from steward.training.train import RetrainSkip
+from steward.training.windows import ExpectedBelowFloor
 from tasks.common import emit_model_event, publish_markdown
 from tasks.data import (
     check_training_data,
@@ -38,6 +39,7 @@ from tasks.training import (
     fit_model,
     hash_training_data,
     judge_duration,
+    load_champion_model,
     measure_served_readings,
     record_folded_retrain,
     record_retrain_trigger,
@@ -177,9 +179,12 @@ def retrain(
                              skip=RetrainSkip.BUDGET, allowance=allowance.code, as_of=allowance.as_of)
     if retrain_kind(spec, trigger) is RetrainKind.REFIT_THRESHOLD:
         return _refit_threshold(spec, reason, trigger, readings, allowance, as_of)
+    skip = RetrainSkip.TOO_FEW_ROWS
     try:
-        frame, source = load_training_data(spec, as_of)
+        frame, source = load_training_data(spec, as_of, None if force else load_champion_model(spec))
         too_few = None
+    except ExpectedBelowFloor as error:  # the gate would fail it on the newest rows: wait for more of them
+        too_few, skip = str(error), RetrainSkip.EXPECTED_BELOW_FLOOR
     except TooFewRows as error:
         too_few = str(error)
     if too_few is None:
@@ -187,9 +192,9 @@ def retrain(
         too_few = report.summary() if report.too_few_rows else None
     if too_few is not None:
         entry_id = record_skipped_retrain(spec, too_few)
-        logger.warning("retrain of %s skipped: too few rows: %s", spec.name, too_few)
+        logger.warning("retrain of %s skipped (%s): %s", spec.name, skip.value, too_few)
         return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=too_few,
-                             skip=RetrainSkip.TOO_FEW_ROWS, ledger_entry_id=entry_id, allowance=allowance.code,
+                             skip=skip, ledger_entry_id=entry_id, allowance=allowance.code,
                              as_of=allowance.as_of)
     split = split_data(frame, spec)
     data_sha256 = hash_training_data(split)

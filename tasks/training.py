@@ -162,6 +162,15 @@ def record_retrain_trigger(spec: ModelSpec, version: str, trigger: RetrainTrigge
     registry().set_version_tags(spec.name, version, trigger_tags(trigger, readings))
 
 
+@task(name="load-champion-model", retries=2, retry_delay_seconds=[2, 5])
+def load_champion_model(spec: ModelSpec) -> object | None:
+    """The champion's scorer (None without one): the training-window choice asks whether a retrain could pass
+    the gate's floor against it."""
+    reg = registry()
+    champion = reg.champion(spec.name) if reg.model_exists(spec.name) else None
+    return reg.load_model(spec.name, champion.version).model if champion else None
+
+
 @task(name="tag-version", retries=2, retry_delay_seconds=[2, 5])
 def tag_version(spec: ModelSpec, version: str, tags: dict[str, str]) -> None:
     if tags:

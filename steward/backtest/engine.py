@@ -79,9 +79,9 @@ from steward.training.retrain_decision import (
     tried_until,
 )
 from steward.training.threshold import refit_threshold
-from steward.training.train import TrainedModel, labelled_frame, reference_sample, train_model
+from steward.training.train import RetrainSkip, TrainedModel, labelled_frame, reference_sample, train_model
 from steward.training.validation import Contender, validate_candidate
-from steward.training.windows import choose_training_window
+from steward.training.windows import ExpectedBelowFloor, choose_training_window
 
 LABEL_TIME = "__steward_label_time"
 
@@ -507,7 +507,10 @@ class _Replay:
         if len(spec.data.window_candidates) > 1:  # the retrain flow's choice of window, on the same rows
             longest = self._known(end - timedelta(days=max(spec.data.window_candidates)), end, end)
             try:
-                choice = choose_training_window(spec, longest, end)
+                choice = choose_training_window(spec, longest, end, self.champion.estimator)
+            except ExpectedBelowFloor as error:
+                actions.append(Action(ActionKind.RETRAIN_SKIPPED, f"{why}: {error}", RetrainSkip.EXPECTED_BELOW_FLOOR))
+                return None
             except DataError as error:
                 actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: {error}", "training_data_rejected"))
                 return None
