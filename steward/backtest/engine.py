@@ -544,7 +544,8 @@ class _Replay:
         refit, fit, holdout = refitted.model, refitted.fit, refitted.holdout
         metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(),
                                   *predict_scores(refit, holdout[spec.feature_names], spec.task))
-        trained = TrainedModel(refit, metrics, champion.trained.lineage, champion.trained.train_frame, holdout)
+        trained = TrainedModel(refit, metrics, champion.trained.lineage, champion.trained.train_frame, holdout,
+                               champion.trained.producer)
         candidate = self._version(trained, end)
         actions.append(Action(
             ActionKind.RETRAINED, f"v{candidate.version}: v{champion.version} with its {fit.describe()} ({why})",
