@@ -257,6 +257,12 @@ def _triggers(key: str, entry: ModelEntry) -> list[dict[str, Any]]:
                     # the event time of the check that fired: a backfill's retrain is judged (cooldown,
                     # budget, data window) at its past window end, not at the wall clock
                     "as_of": payload_value("window_end"),
+                    # what the check found, so the retrain decides as the backtest does (one code path):
+                    # the metric that fell (health), the announced columns (drift), the window read again
+                    "trigger_metric": payload_value("trigger_metric"),
+                    "primary_dropped": typed("event.payload.get('primary_dropped', false)"),
+                    "drift_columns": typed("event.payload.get('columns', []) | map(attribute='column') | list"),
+                    "window_start": payload_value("window_start"),
                 },
             ),
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -35,7 +36,8 @@ def _retry_unless_data_error(task, task_run, state) -> bool:
 
 
 @task(name="load-training-data", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=_retry_unless_data_error)
-def load_training_data(spec: ModelSpec, as_of: datetime | None = None) -> tuple[pd.DataFrame, str]:
+def load_training_data(spec: ModelSpec, as_of: datetime | None = None, champion: Any | None = None
+                       ) -> tuple[pd.DataFrame, str]:
     """The frame and a description of where it came from, for lineage.
 
     ``as_of`` ends the production window (default: now); a file source ignores it. With
@@ -53,7 +55,7 @@ def load_training_data(spec: ModelSpec, as_of: datetime | None = None) -> tuple[
 
     end = as_of or datetime.now(UTC)
     frame, source = production_training_frame(spec, now=end, window_days=max(candidates))
-    choice = choose_training_window(spec, frame, end)
+    choice = choose_training_window(spec, frame, end, champion)  # with the champion: wait when below the floor
     get_run_logger().info("%s: %s", spec.name, choice.describe())
     return choice.frame.reset_index(drop=True), f"{source}; {choice.describe()}"
 

@@ -43,6 +43,7 @@ from steward.monitoring.summaries.window import WindowSummary, summarize_window
 from steward.spec import FeatureRole, ModelSpec
 from steward.store.scan import served_rows_by_version
 from steward.training.data import prepare_features
+from steward.training.retrain_decision import health_trigger
 from tasks.common import (
     current_flow_run_id,
     emit_model_event,
@@ -263,6 +264,7 @@ def record_findings(report: HealthReport) -> list[LedgerEntry]:
 def emit_health_degraded(report: HealthReport) -> None:
     """The event, with resource labels saying the degraded areas and whether a retrain is wanted (accuracy)."""
     window = report.window
+    trigger = health_trigger(report)  # what the retrain this may start is to judge (the backtest's trigger)
     emit_model_event(
         events.HEALTH_DEGRADED, report.model,
         resource_labels={events.HEALTH_AREAS_LABEL: ",".join(area.value for area in report.degraded_areas),
@@ -270,6 +272,7 @@ def emit_health_degraded(report: HealthReport) -> None:
         verdict=report.verdict.value, reason=report.summary(),
         issues=[issue.to_payload() for issue in report.issues],
         window_start=window.start.isoformat(), window_end=window.end.isoformat(),
+        trigger_metric=trigger.metric, primary_dropped=trigger.primary_dropped,
     )
 
 

@@ -49,10 +49,7 @@ from steward.monitoring.health.accuracy import (
     InputDrift,
     accuracy_evidence,
     check_accuracy,
-    estimate_metric,
     measure_calibration,
-    outcomes,
-    secondary_metrics,
 )
 from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
 from steward.monitoring.health.report import (
@@ -60,7 +57,6 @@ from steward.monitoring.health.report import (
     CheckResult,
     HealthReport,
     HealthWindow,
-    IssueCode,
     failed_check,
 )
 from steward.spec import FeatureRole, ModelSpec, Task
@@ -69,24 +65,25 @@ from steward.training.data import DataError, frame_sha256, split_train_holdout, 
 from steward.training.evaluation import compute_metrics, higher_is_better, predict_scores
 from steward.training.gates import ValidationReport, ValidationVerdict, decide_retrain
 from steward.training.retrain_decision import (
-    CALIBRATION_METRIC,
     PendingCandidate,
     Reading,
     RetrainKind,
     RetrainTrigger,
     TriedRetrain,
     decide_retrain_need,
+    health_trigger,
     pending_until,
     retrain_kind,
+    retrain_trigger,
+    served_readings,
     tried_until,
 )
-from steward.training.threshold import fit_threshold
-from steward.training.train import TrainedModel, labelled_frame, reference_sample, train_model
+from steward.training.threshold import refit_threshold
+from steward.training.train import RetrainSkip, TrainedModel, labelled_frame, reference_sample, train_model
 from steward.training.validation import Contender, validate_candidate
-from steward.training.windows import choose_training_window
+from steward.training.windows import ExpectedBelowFloor, choose_training_window
 
 LABEL_TIME = "__steward_label_time"
-THRESHOLD_HOLDOUT_SHARE = 0.5  # of the recent rows a threshold refit holds out for its gate (one parameter to fit)
 
 
 @dataclass
@@ -306,9 +303,10 @@ class _Replay:
             self._revalidate(end, actions)
         if drift is None or not drift.record.material:
             self.tried = None if self.tried is not None and self.tried.trigger.drift_columns else self.tried
-        trigger = self._trigger(served, report, drift)
+        trigger = self._trigger(report, drift)
         if trigger is not None:
-            retrained_here = self._steward_retrain(end, training, actions, trigger, self._readings(labelled_log))
+            retrained_here = self._steward_retrain(end, training, actions, trigger,
+                                                       served_readings(self.spec, labelled_log))
 
         if Strategy.EVERY_WINDOW in config.strategies and index < len(self.bounds) - 1:  # a model that will serve
             if retrained_here is not None and len(spec.data.window_candidates) <= 1:
@@ -461,40 +459,16 @@ class _Replay:
         return _DriftCheck(record, announcement.why, decision.code.value)
 
     # ------------------------------------------------------------------ Steward's retrain
-    def _trigger(self, served: _Version, report: HealthReport, drift: _DriftCheck | None) -> RetrainTrigger | None:
-        """What asks for a retrain in this window (an announced drift, degraded accuracy), or None."""
-        spec = self.spec
+    def _trigger(self, report: HealthReport, drift: _DriftCheck | None) -> RetrainTrigger | None:
+        """What asks for a retrain in this window (an announced drift, degraded accuracy), or None: what the
+        drift and health events carry to the production retrain flow."""
         announced = drift is not None and drift.announced
         if not announced and Area.ACCURACY not in report.degraded_areas:
             return None
-        codes = {i.code for i in report.issues if i.area is Area.ACCURACY}
-        primary = bool(codes & {IssueCode.ACCURACY_DROP, IssueCode.ACCURACY_BELOW_SLO, IssueCode.CONCEPT_DRIFT,
-                                IssueCode.ESTIMATED_ACCURACY_DROP})
-        metric = spec.primary_metric if primary else None
-        if metric is None and IssueCode.SECONDARY_METRIC_DROP in codes:
-            measured = next((c.metrics for c in report.checks if c.area is Area.ACCURACY), {})
-            drops = {m: measured.get(f"{m}_drop[v{served.version}]") for m in secondary_metrics(spec)}
-            found = {m: float(d) for m, d in drops.items() if isinstance(d, int | float) and not math.isnan(d)}
-            metric = max(found, key=lambda m: found[m]) if found else None
-        if metric is None and IssueCode.CALIBRATION_DRIFT in codes:
-            metric = CALIBRATION_METRIC
+        health = health_trigger(report)
         columns = drift.record.columns if announced and drift is not None else ()
-        prediction, _ = prediction_drift_column(spec)
-        return RetrainTrigger(tuple(columns), metric, primary, any(c != prediction for c in columns))
-
-    def _readings(self, labelled_log: pd.DataFrame) -> dict[str, Reading]:
-        """The served model's primary and secondary metrics on the window's labelled rows, with standard errors."""
-        spec = self.spec
-        rows = labelled_log[labelled_log["status"] == "ok"]
-        if len(rows) < 2:
-            return {}
-        o = outcomes(rows, spec.task)
-        readings = {}
-        for metric in (spec.primary_metric, *secondary_metrics(spec)):
-            estimate = estimate_metric(metric, o)
-            if not math.isnan(estimate.value):
-                readings[metric] = Reading(metric, estimate.value, estimate.error, estimate.rows)
-        return readings
+        return retrain_trigger(self.spec, drift_columns=columns, metric=health.metric,
+                               primary_dropped=health.primary_dropped)
 
     def _steward_retrain(self, end: datetime, training: pd.DataFrame, actions: list[Action],
                          trigger: RetrainTrigger, readings: dict[str, Reading]) -> TrainedModel | None:
@@ -533,7 +507,10 @@ class _Replay:
         if len(spec.data.window_candidates) > 1:  # the retrain flow's choice of window, on the same rows
             longest = self._known(end - timedelta(days=max(spec.data.window_candidates)), end, end)
             try:
-                choice = choose_training_window(spec, longest, end)
+                choice = choose_training_window(spec, longest, end, self.champion.estimator)
+            except ExpectedBelowFloor as error:
+                actions.append(Action(ActionKind.RETRAIN_SKIPPED, f"{why}: {error}", RetrainSkip.EXPECTED_BELOW_FLOOR))
+                return None
             except DataError as error:
                 actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: {error}", "training_data_rejected"))
                 return None
@@ -555,32 +532,20 @@ class _Replay:
     def _refit_threshold(self, end: datetime, why: str, actions: list[Action]
                          ) -> tuple[_Version, pd.DataFrame, TrainedModel] | None:
         """The champion with its threshold re-fitted on the older part of the most recent usable window; the
-        newer part is the gate's hold-out (``THRESHOLD_HOLDOUT_SHARE``)."""
+        newer part is the gate's hold-out (``refit_threshold``)."""
         spec = self.spec
         champion = self.champion
-        recent = None
-        for days in sorted(spec.data.window_candidates or (spec.data.window_days or 1,)):
-            rows = self._known(end - timedelta(days=days), end, end)
-            if validate_training_data(rows, spec).passed:
-                recent = rows
-                break
-        if recent is None:
-            actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: no recent window with usable labelled rows "
-                                  "to re-fit the threshold on", "training_data_rejected"))
-            return None
-        ordered = labelled_frame(recent, spec)
-        ordered[self.time_column] = recent[self.time_column].to_numpy()
-        ordered = ordered.sort_values(self.time_column, kind="stable")
-        cut = int(round(len(ordered) * (1 - THRESHOLD_HOLDOUT_SHARE)))
-        fit_rows, holdout = ordered.iloc[:cut], ordered.iloc[cut:]
         try:
-            refit, fit = fit_threshold(spec, champion.estimator, fit_rows)
+            refitted = refit_threshold(spec, champion.estimator, lambda days: self._known(end - timedelta(days=days),
+                                                                                         end, end))
         except DataError as error:
             actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: {error}", "training_data_rejected"))
             return None
+        refit, fit, holdout = refitted.model, refitted.fit, refitted.holdout
         metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(),
                                   *predict_scores(refit, holdout[spec.feature_names], spec.task))
-        trained = TrainedModel(refit, metrics, champion.trained.lineage, champion.trained.train_frame, holdout)
+        trained = TrainedModel(refit, metrics, champion.trained.lineage, champion.trained.train_frame, holdout,
+                               champion.trained.producer)
         candidate = self._version(trained, end)
         actions.append(Action(
             ActionKind.RETRAINED, f"v{candidate.version}: v{champion.version} with its {fit.describe()} ({why})",

@@ -46,6 +46,7 @@ TRUSTED_SKOPS_TYPES: tuple[str, ...] = (
     "sklearn._loss._loss.CyHalfBinomialLoss",
     "sklearn._loss._loss.CyHalfMultinomialLoss",
     "sklearn._loss._loss.CyHalfSquaredError",
+    "steward.training.threshold.ShiftedLogOdds",  # a champion with its decision threshold re-fitted
 )
 
 

@@ -15,13 +15,20 @@ Pure: the backtest and the flows hand in what they measured.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from steward.spec import ModelSpec, Task
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from steward.monitoring.health.report import HealthReport
 
 # Metrics that depend on the decision threshold, not only on the ranking of the scores.
 THRESHOLD_METRICS = frozenset({"accuracy", "precision", "recall", "f1"})
@@ -63,6 +70,74 @@ class RetrainTrigger:
     def new_against(self, earlier: RetrainTrigger) -> tuple[str, ...]:
         """Drifted columns this trigger names that ``earlier`` did not (the drift spread)."""
         return tuple(c for c in self.drift_columns if c not in earlier.drift_columns)
+
+
+def retrain_trigger(spec: ModelSpec, *, drift_columns: Sequence[str] = (), metric: str | None = None,
+                    primary_dropped: bool = False) -> RetrainTrigger:
+    """The trigger from what the checks found: the announced drift's columns, the metric that fell.
+
+    A dropped primary metric with no other metric named is the primary; a drift of the model's own
+    output (the score) is not input drift.
+    """
+    from steward.monitoring.drift.monitor import prediction_drift_column
+
+    prediction, _ = prediction_drift_column(spec)
+    metric = metric or (spec.primary_metric if primary_dropped else None)
+    columns = tuple(dict.fromkeys(drift_columns))
+    return RetrainTrigger(columns, metric, primary_dropped, any(c != prediction for c in columns))
+
+
+@dataclass(frozen=True)
+class HealthTrigger:
+    """What a health report asks a retrain for: the metric that fell (None: the primary, when it dropped)."""
+
+    metric: str | None
+    primary_dropped: bool
+
+
+def health_trigger(report: HealthReport) -> HealthTrigger:
+    """The metric whose drop makes a degraded health report ask for a retrain.
+
+    The primary metric (or its label-free estimate) when it dropped; else the secondary metric that
+    fell furthest (accuracy while ROC AUC held); else calibration. The health event carries this, so
+    the production retrain and the backtest judge the same metric.
+    """
+    from steward.monitoring.health.accuracy import SECONDARY_METRICS
+    from steward.monitoring.health.report import Area, IssueCode
+
+    issues = [i for i in report.issues if i.area is Area.ACCURACY]
+    codes = {i.code for i in issues}
+    primary = bool(codes & {IssueCode.ACCURACY_DROP, IssueCode.ACCURACY_BELOW_SLO, IssueCode.CONCEPT_DRIFT,
+                            IssueCode.ESTIMATED_ACCURACY_DROP})
+    if primary:
+        return HealthTrigger(None, True)
+    if IssueCode.SECONDARY_METRIC_DROP in codes:
+        measured = {k: v for c in report.checks if c.area is Area.ACCURACY for k, v in c.metrics.items()}
+        subjects = {i.subject for i in issues if i.code is IssueCode.SECONDARY_METRIC_DROP}
+        drops = {m: measured.get(f"{m}_drop[{s}]") for m in SECONDARY_METRICS for s in subjects}
+        found = {m: float(d) for m, d in drops.items() if isinstance(d, int | float) and not math.isnan(d)}
+        if found:
+            return HealthTrigger(max(found, key=lambda m: found[m]), False)
+    if IssueCode.CALIBRATION_DRIFT in codes:
+        return HealthTrigger(CALIBRATION_METRIC, False)
+    return HealthTrigger(None, False)
+
+
+def served_readings(spec: ModelSpec, labelled: pd.DataFrame) -> dict[str, Reading]:
+    """The served model's primary and secondary metrics on a window's labelled log rows (``label``,
+    ``prediction``, ``score``, ``status``), with bootstrap standard errors."""
+    from steward.monitoring.health.accuracy import estimate_metric, outcomes, secondary_metrics
+
+    rows = labelled[labelled["status"] == "ok"] if "status" in labelled.columns else labelled
+    if len(rows) < 2:
+        return {}
+    o = outcomes(rows, spec.task, spec.positive_label)
+    readings = {}
+    for metric in (spec.primary_metric, *secondary_metrics(spec)):
+        estimate = estimate_metric(metric, o)
+        if not math.isnan(estimate.value):
+            readings[metric] = Reading(metric, estimate.value, estimate.error, estimate.rows)
+    return readings
 
 
 class RetrainKind(StrEnum):
@@ -201,3 +276,47 @@ def pending_from_tags(spec: ModelSpec, version: str, tags: Mapping[str, str], cr
     used = tags.get(REVALIDATION_ROWS_TAG, "0")
     return PendingCandidate(version, RetrainTrigger(metric=metric), created, int(needed), pending_until(spec, created),
                             metric, int(used) if used.isdigit() else 0)
+
+
+# --- the registry's record of a retrain's trigger, and of a retrain with no expected gain ----------
+
+TRIGGER_TAG = "steward.retrain.trigger"  # the trigger (columns, metric, primary) as JSON
+READINGS_TAG = "steward.retrain.readings"  # the served model's judged metrics when it was triggered, as JSON
+
+
+def trigger_tags(trigger: RetrainTrigger, readings: Mapping[str, Reading]) -> dict[str, str]:
+    """The version tags that let a later trigger ask whether anything moved since this retrain."""
+    return {
+        TRIGGER_TAG: json.dumps({"drift_columns": list(trigger.drift_columns), "metric": trigger.metric,
+                                 "primary_dropped": trigger.primary_dropped, "input_drift": trigger.input_drift}),
+        READINGS_TAG: json.dumps({m: [r.value, r.error, r.rows] for m, r in readings.items()}),
+    }
+
+
+def _decoded(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def tried_from_tags(spec: ModelSpec, tags: Mapping[str, str], at: datetime, champion_version: str | None
+                    ) -> TriedRetrain | None:
+    """A registered retrain whose gate against the current champion found no expected gain (None otherwise).
+
+    ``at``: its training event time. Judged against another champion, it says nothing about this one.
+    """
+    if tags.get(EXPECTS_GAIN_TAG) != "false" or tags.get("steward.validation.status") == "passed":
+        return None
+    if champion_version is None or tags.get("steward.validation.against") != champion_version:
+        return None
+    raw = _decoded(tags.get(TRIGGER_TAG))
+    if not isinstance(raw, dict):
+        return None
+    trigger = RetrainTrigger(tuple(raw.get("drift_columns") or ()), raw.get("metric"),
+                             bool(raw.get("primary_dropped")), bool(raw.get("input_drift")))
+    measured = _decoded(tags.get(READINGS_TAG)) or {}
+    judged = (spec.primary_metric, trigger.metric)
+    readings = {m: Reading(m, float(v[0]), float(v[1]), int(v[2])) for m, v in measured.items()
+                if m in judged and isinstance(v, list) and len(v) == 3}
+    return TriedRetrain(trigger, at, tried_until(spec, at), readings)

@@ -11,6 +11,7 @@ serves) is the prediction at the new threshold.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,3 +119,47 @@ def fit_threshold(spec: ModelSpec, estimator: Any, frame: pd.DataFrame) -> tuple
     shift = fit_log_odds_shift(probabilities, positive)
     fit = ThresholdFit(base_shift + shift, len(frame), float(positive.mean()), float(probabilities.mean()))
     return ShiftedLogOdds(inner, fit.shift), fit
+
+
+THRESHOLD_HOLDOUT_SHARE = 0.5  # of the recent rows a threshold refit holds out for its gate (one parameter to fit)
+
+
+@dataclass(frozen=True)
+class ThresholdRefit:
+    """The re-fitted model, its fit, and the rows it was fitted and is to be gated on."""
+
+    model: ShiftedLogOdds
+    fit: ThresholdFit
+    fit_rows: pd.DataFrame
+    holdout: pd.DataFrame
+
+
+def refit_threshold(spec: ModelSpec, estimator: Any, rows_for_days: Callable[[int], pd.DataFrame]
+                    ) -> ThresholdRefit:
+    """``estimator`` with its threshold re-fitted on the shortest candidate window whose labelled rows pass the
+    data checks: the older part fits the shift, the newer ``THRESHOLD_HOLDOUT_SHARE`` is the gate's hold-out.
+
+    ``rows_for_days(days)``: the labelled rows of the last ``days`` (raw columns with the timestamp). The
+    backtest and the retrain flow both come here. Raises ``DataError`` when no window has usable rows.
+    """
+    from steward.training.data import validate_training_data
+    from steward.training.train import labelled_frame
+
+    time_column = spec.timestamp_column
+    if time_column is None:
+        raise DataError(f"{spec.name} has no timestamp column: a threshold is re-fitted on its most recent rows")
+    recent = None
+    for days in sorted(spec.data.window_candidates or (spec.data.window_days or 1,)):
+        rows = rows_for_days(days)
+        if len(rows) and validate_training_data(rows, spec).passed:
+            recent = rows
+            break
+    if recent is None:
+        raise DataError("no recent window with usable labelled rows to re-fit the threshold on")
+    ordered = labelled_frame(recent, spec)
+    ordered[time_column] = recent[time_column].to_numpy()
+    ordered = ordered.sort_values(time_column, kind="stable")
+    cut = int(round(len(ordered) * (1 - THRESHOLD_HOLDOUT_SHARE)))
+    fit_rows, holdout = ordered.iloc[:cut], ordered.iloc[cut:]
+    model, fit = fit_threshold(spec, estimator, fit_rows)
+    return ThresholdRefit(model, fit, fit_rows, holdout)

@@ -23,6 +23,8 @@ class RetrainSkip(StrEnum):
     BUDGET = "budget"  # the cooldown or the weekly budget (see RetrainCode)
     TOO_FEW_ROWS = "too_few_rows"  # the data is not there yet: wait for more labels
     CANDIDATE_PENDING = "candidate_pending"  # a kept candidate awaits the labels to judge it (see RetrainNeedCode)
+    NO_NEW_EVIDENCE = "no_new_evidence"  # a retrain for the same trigger found no gain, and nothing moved since
+    EXPECTED_BELOW_FLOOR = "expected_below_floor"  # the newest rows say the gate would fail it: wait for more
 
 
 @dataclass(frozen=True)

@@ -150,3 +150,62 @@ def test_the_registry_record_of_a_pending_candidate(shifted_world):
     assert pending.expires == T0 + timedelta(days=spec.retrain.pending_days)
     assert pending_from_tags(spec, "4", {**tags, "steward.validation.expects_gain": "false"}, T0) is None
     assert pending_from_tags(spec, "4", {**tags, "steward.stage": "rejected"}, T0) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# One code path: what the health event carries, and the registry's memory of a retrain without gain.
+
+def _accuracy_report(*issues, metrics=None):
+    from steward.monitoring.health.report import Area, CheckResult, HealthReport, HealthWindow
+
+    check = CheckResult.judged(Area.ACCURACY, metrics or {}, issues)
+    return HealthReport.combine("m", HealthWindow(T0 - timedelta(days=1), T0), [check])
+
+
+def _issue(code, subject="v1"):
+    from steward.monitoring.health.report import Area, Issue, Severity
+
+    return Issue(Area.ACCURACY, code, Severity.WARNING, "t", "d", "r", subject=subject)
+
+
+def test_the_health_trigger_names_the_metric_that_fell():
+    from steward.monitoring.health.report import IssueCode
+    from steward.training.retrain_decision import health_trigger
+
+    secondary = _accuracy_report(_issue(IssueCode.SECONDARY_METRIC_DROP), metrics={"accuracy_drop[v1]": 0.08})
+    assert (health_trigger(secondary).metric, health_trigger(secondary).primary_dropped) == ("accuracy", False)
+    primary = _accuracy_report(_issue(IssueCode.ACCURACY_DROP), _issue(IssueCode.SECONDARY_METRIC_DROP),
+                               metrics={"accuracy_drop[v1]": 0.08})
+    assert (health_trigger(primary).metric, health_trigger(primary).primary_dropped) == (None, True)
+    calibration = _accuracy_report(_issue(IssueCode.CALIBRATION_DRIFT))
+    assert health_trigger(calibration).metric == "brier"
+
+
+def test_a_trigger_built_from_the_events_is_a_threshold_refit_only_without_input_drift(example_spec):
+    from steward.training.retrain_decision import retrain_trigger
+
+    accuracy_only = retrain_trigger(example_spec, metric="accuracy")
+    assert retrain_kind(example_spec, accuracy_only) is RetrainKind.REFIT_THRESHOLD
+    score_drift = retrain_trigger(example_spec, drift_columns=["score"], metric="accuracy")
+    assert not score_drift.input_drift and retrain_kind(example_spec, score_drift) is RetrainKind.REFIT_THRESHOLD
+    inputs = retrain_trigger(example_spec, drift_columns=["income", "income"], metric="accuracy")
+    assert inputs.drift_columns == ("income",) and retrain_kind(example_spec, inputs) is RetrainKind.TRAIN
+    primary = retrain_trigger(example_spec, primary_dropped=True)
+    assert primary.metric == example_spec.primary_metric and retrain_kind(example_spec, primary) is RetrainKind.TRAIN
+
+
+def test_a_retrain_without_gain_is_remembered_from_its_tags_against_the_same_champion_only(example_spec):
+    from steward.training.retrain_decision import tried_from_tags, trigger_tags
+
+    trigger = RetrainTrigger(("income",), "roc_auc", True, True)
+    readings = {"roc_auc": Reading("roc_auc", 0.71, 0.02, 400), "accuracy": Reading("accuracy", 0.8, 0.02, 400)}
+    tags = {**trigger_tags(trigger, readings), "steward.validation.status": "failed",
+            "steward.validation.expects_gain": "false", "steward.validation.against": "3"}
+    tried = tried_from_tags(example_spec, tags, T0, "3")
+    assert tried is not None and tried.trigger == trigger and set(tried.readings) == {"roc_auc"}
+    assert tried.until == T0 + timedelta(days=example_spec.retrain.no_gain_days)
+    assert tried_from_tags(example_spec, tags, T0, "4") is None  # another champion since
+    assert tried_from_tags(example_spec, {**tags, "steward.validation.expects_gain": "true"}, T0, "3") is None
+    same = decide_retrain_need(trigger, T0 + timedelta(days=1), pending=None, tried=tried, readings=readings,
+                               limit=0.05, higher_is_better=HIGHER)
+    assert same.code is RetrainNeedCode.NO_NEW_EVIDENCE
