@@ -396,3 +396,26 @@ def test_a_thin_but_steady_step_is_extended_once_then_rolled_back_as_unproven():
     assert late.action is StepAction.ROLLBACK and late.code is StepCode.NO_EVIDENCE_IN_TIME, late.reason
     trickle = decide_canary_step(arm(requests=5, **good), arm(requests=50, **good), BENCH_PLAN, elapsed_seconds=121)
     assert trickle.action is StepAction.ROLLBACK and trickle.code is StepCode.NO_EVIDENCE_IN_TIME, trickle.reason
+
+
+def test_compute_time_counts_each_model_call_once_not_each_request_of_its_batch():
+    """Eight connections: requests arrive in batches that share their call's time. A few descheduled batches of
+    the challenger carry many requests; counted per request they read as a slower model."""
+    generator = np.random.default_rng(5)
+
+    def batched(calls: int, slow_batch_size: int) -> ArmEvidence:
+        times = np.sort(generator.uniform(0, 60, calls))
+        compute = generator.lognormal(np.log(20.0), 0.3, calls)
+        sizes = np.ones(calls, int)
+        slow = generator.choice(calls, 3, replace=False)
+        compute[slow] *= 4  # descheduled under the hog
+        sizes[slow] = slow_batch_size
+        return ArmEvidence(int(sizes.sum()), 0, latencies_ms=np.repeat(compute + 5, sizes),
+                           times_s=np.repeat(times, sizes), compute_ms=np.repeat(compute, sizes))
+
+    challenger, champion = batched(60, slow_batch_size=8), batched(60, slow_batch_size=1)
+    decision = decide_canary_step(challenger, champion, WATCH, elapsed_seconds=60)
+    assert Check.COMPUTE_TIME not in decision.breaches, decision.reason
+    per_request = dataclasses.replace(challenger, compute_ms=challenger.compute_ms + np.arange(challenger.requests) * 1e-9)
+    naive = decide_canary_step(per_request, champion, WATCH, elapsed_seconds=60)
+    assert Check.COMPUTE_TIME in naive.breaches, naive.reason  # the same data, each request counted as a call
