@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -288,10 +288,14 @@ def _run_one(scenario: CandidateScenario, model: str, spec, spec_path: Path, url
     )
 
 
-def run_candidate_scenarios(quick: bool, seed: int, only: tuple[str, ...] = ()) -> list[CandidateScenarioScore]:
+def run_candidate_scenarios(
+    quick: bool, seed: int, only: tuple[str, ...] = (),
+    progress: Callable[[list[CandidateScenarioScore]], None] | None = None,
+) -> list[CandidateScenarioScore]:
     """Run the quick (four scenarios, each under a CPU hog) or full set; one score per scenario, in order.
 
-    ``only``: scenario names (``CandidateScenario.name``) to keep. Sets up its own Steward home and
+    ``only``: scenario names (``CandidateScenario.name``) to keep; ``progress`` gets the scores so far after
+    each scenario (a long run keeps what it measured if stopped). Sets up its own Steward home and
     Prefect server, so call it from a process that has not used others.
     """
     scenarios = quick_scenarios() if quick else full_scenarios()
@@ -367,6 +371,8 @@ def run_candidate_scenarios(quick: bool, seed: int, only: tuple[str, ...] = ()) 
                       f"({'right' if score.correct else 'WRONG'}; canary alone: {score.canary_alone or '-'}): "
                       f"{score.reason[:300]}", file=sys.stderr, flush=True)
                 scores.append(score)
+                if progress is not None:
+                    progress(scores)
     return scores
 
 
@@ -412,13 +418,19 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=(), help="scenario names to run, e.g. slower_under_load+concurrent")
     arguments = parser.parse_args()
     started = time.monotonic()
-    scores = run_candidate_scenarios(arguments.quick, arguments.seed, tuple(arguments.only))
-    table = markdown_table(scores)
-    header = (f"# Candidate scenarios ({'quick' if arguments.quick else 'full'}, seed {arguments.seed}), "
-              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {time.monotonic() - started:.0f} s on {os.cpu_count()} cores\n\n")
-    print(header + table)
-    if arguments.out:
-        arguments.out.write_text(header + table + "\n")
+
+    def report(scores: list[CandidateScenarioScore]) -> str:
+        return (f"# Candidate scenarios ({'quick' if arguments.quick else 'full'}, seed {arguments.seed}), "
+                f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {time.monotonic() - started:.0f} s on {os.cpu_count()} "
+                f"cores, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}\n\n" + markdown_table(scores) + "\n")
+
+    def partial(scores: list[CandidateScenarioScore]) -> None:
+        if arguments.out:
+            arguments.out.write_text(report(scores))
+
+    scores = run_candidate_scenarios(arguments.quick, arguments.seed, tuple(arguments.only), progress=partial)
+    print(report(scores))
+    partial(scores)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,18 @@ def _always_valid_lower(errors: int, requests: int, alpha: float) -> float:
     return float(optimize.brentq(excess, low, observed, xtol=1e-6))
 
 
+def rate_above(hits: int, trials: int, ceiling: float, *, alpha: float) -> tuple[float, bool]:
+    """(always-valid lower bound of a rate, whether it lies above ``ceiling``) from ``hits`` of ``trials``.
+
+    The same Beta(1, 5) mixture test as the error rate's, for any share that should stay under a ceiling
+    (e.g. calls slower than a limit).
+    """
+    if trials <= 0:
+        raise ValueError("a rate needs at least one trial")
+    low = _always_valid_lower(hits, trials, alpha) if hits else 0.0
+    return low, hits > 0 and _log_mixture_ratio(hits, trials, ceiling) >= math.log(1 / alpha)
+
+
 def error_rate_bound(
     challenger_errors: int, challenger_requests: int, champion_errors: int, champion_requests: int, *,
     margin: float, alpha: float,

@@ -335,3 +335,87 @@ def test_without_recorded_compute_times_only_end_to_end_latency_is_judged():
     champion = dataclasses.replace(_shared_loop(300, 2.0, 2.0, 2), compute_ms=np.empty(0))
     decision = decide_canary_step(challenger, champion, WATCH, elapsed_seconds=60)
     assert decision.action is StepAction.ADVANCE and not any("compute" in f for f in decision.findings)
+
+
+# ---------------------------------------------------------------------------------------- a thin 10 % step
+def _thin_step(requests: int, compute_ms: float, seconds: float, seed: int, hog: str | None,
+               descheduled: float = 0.01) -> ArmEvidence:
+    """One arm of a slow stream (a busy machine answering one connection at about 1.5 requests a second):
+    its own model call per request, stretched alike for both arms by a CPU hog (``"on"``: all along, as in
+    the candidate scenarios; ``"on_off"``: every other 20 s), and a ``descheduled`` share of calls delayed by
+    tens of ms."""
+    generator = np.random.default_rng(seed)
+    times = np.sort(generator.uniform(0, seconds, requests))
+    loaded = np.full(requests, hog == "on") | ((hog == "on_off") & ((times // 20) % 2 == 1))
+    stretch = np.where(loaded, 8.0, 1.0)
+    own = generator.lognormal(np.log(compute_ms), 0.3, requests) * stretch
+    own += np.where(generator.random(requests) < descheduled, generator.uniform(10, 60, requests), 0.0)
+    return ArmEvidence(requests, 0, latencies_ms=own * 40, times_s=times, compute_ms=own)
+
+
+@pytest.mark.parametrize("hog", [None, "on"])
+def test_a_slower_candidate_is_stopped_at_a_thin_first_step_on_its_own_calls(hog):
+    """The run that held it: 18 challenger requests in 140 s against about 160 champion ones, short of the
+    30 a p95 ratio needs. Its calls are 4x the champion's on the same slices: more than 5 % of them above
+    1.5x the champion's p95 is provable from a dozen calls, whatever the load."""
+    for seed in range(20):
+        challenger = _thin_step(14, compute_ms=8.0, seconds=140, seed=seed, hog=hog)
+        champion = _thin_step(160, compute_ms=2.0, seconds=140, seed=100 + seed, hog=hog)
+        decision = decide_canary_step(challenger, champion, BENCH_PLAN, elapsed_seconds=100)
+        assert decision.action is StepAction.ROLLBACK and decision.code is StepCode.BREACH, decision.reason
+        assert Check.COMPUTE_TIME in decision.breaches, decision.reason
+        assert "challenger calls above" in decision.reason
+
+
+@pytest.mark.parametrize("hog", [None, "on", "on_off"])
+def test_a_good_candidate_at_a_thin_first_step_is_not_rolled_back_for_latency(hog):
+    for seed in range(100):
+        challenger = _thin_step(14, compute_ms=2.0, seconds=140, seed=seed, hog=hog, descheduled=0.04)
+        champion = _thin_step(160, compute_ms=2.0, seconds=140, seed=100 + seed, hog=hog, descheduled=0.04)
+        decision = decide_canary_step(challenger, champion, BENCH_PLAN, elapsed_seconds=100)
+        assert decision.action is StepAction.HOLD and decision.waiting == (Wait.REQUESTS,), decision.reason
+        assert any("challenger calls above" in f for f in decision.findings)
+
+
+def test_a_cold_first_call_or_two_do_not_stop_a_good_candidate():
+    challenger = _thin_step(12, compute_ms=2.0, seconds=60, seed=1, hog=None)
+    cold = dataclasses.replace(challenger, compute_ms=np.concatenate([[400.0, 90.0], challenger.compute_ms[2:]]))
+    champion = _thin_step(120, compute_ms=2.0, seconds=60, seed=2, hog=None)
+    decision = decide_canary_step(cold, champion, BENCH_PLAN, elapsed_seconds=60)
+    assert decision.action is StepAction.HOLD, decision.reason
+
+
+def test_a_thin_but_steady_step_is_extended_once_then_rolled_back_as_unproven():
+    """max_hold 120 s: 30 of 50 challenger requests by then projects 60 by 240 s, so the step holds on (extended);
+    at 240 s it rolls back as unproven. A step with (almost) no traffic is not extended."""
+    good = dict(errors=0, latency=5.0, labelled=0)
+    steady = decide_canary_step(arm(requests=30, **good), arm(requests=300, **good), BENCH_PLAN, elapsed_seconds=121)
+    assert steady.action is StepAction.HOLD and steady.code is StepCode.EXTENDED, steady.reason
+    assert steady.waiting == (Wait.REQUESTS,)
+    late = decide_canary_step(arm(requests=45, **good), arm(requests=450, **good), BENCH_PLAN, elapsed_seconds=240)
+    assert late.action is StepAction.ROLLBACK and late.code is StepCode.NO_EVIDENCE_IN_TIME, late.reason
+    trickle = decide_canary_step(arm(requests=5, **good), arm(requests=50, **good), BENCH_PLAN, elapsed_seconds=121)
+    assert trickle.action is StepAction.ROLLBACK and trickle.code is StepCode.NO_EVIDENCE_IN_TIME, trickle.reason
+
+
+def test_compute_time_counts_each_model_call_once_not_each_request_of_its_batch():
+    """Eight connections: requests arrive in batches that share their call's time. A few descheduled batches of
+    the challenger carry many requests; counted per request they read as a slower model."""
+    generator = np.random.default_rng(5)
+
+    def batched(calls: int, slow_batch_size: int) -> ArmEvidence:
+        times = np.sort(generator.uniform(0, 60, calls))
+        compute = generator.lognormal(np.log(20.0), 0.3, calls)
+        sizes = np.ones(calls, int)
+        slow = generator.choice(calls, 3, replace=False)
+        compute[slow] *= 4  # descheduled under the hog
+        sizes[slow] = slow_batch_size
+        return ArmEvidence(int(sizes.sum()), 0, latencies_ms=np.repeat(compute + 5, sizes),
+                           times_s=np.repeat(times, sizes), compute_ms=np.repeat(compute, sizes))
+
+    challenger, champion = batched(60, slow_batch_size=8), batched(60, slow_batch_size=1)
+    decision = decide_canary_step(challenger, champion, WATCH, elapsed_seconds=60)
+    assert Check.COMPUTE_TIME not in decision.breaches, decision.reason
+    per_request = dataclasses.replace(challenger, compute_ms=challenger.compute_ms + np.arange(challenger.requests) * 1e-9)
+    naive = decide_canary_step(per_request, champion, WATCH, elapsed_seconds=60)
+    assert Check.COMPUTE_TIME in naive.breaches, naive.reason  # the same data, each request counted as a call
