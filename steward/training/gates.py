@@ -28,6 +28,7 @@ class ComparisonCode(StrEnum):
     INCONCLUSIVE = "inconclusive"  # the interval straddles -tolerance, or too few rows for the tolerance
     NO_SIGNIFICANT_DROP = "no_significant_drop"  # slices: no slice is significantly below its tolerance
     SIGNIFICANT_DROP = "significant_drop"  # slices: some slice is
+    NO_SCORES = "no_scores"  # skipped: the check needs a score per row and a contender gives labels only
 
 
 class ValidationVerdict(StrEnum):
@@ -86,6 +87,11 @@ class ValidationReport:
     @property
     def undecided(self) -> tuple[GateCheck, ...]:
         return tuple(check for check in self.checks if check.inconclusive)
+
+    @property
+    def skipped_for_no_scores(self) -> tuple[GateCheck, ...]:
+        """The checks a label-only contender left out (code ``no_scores``): the report says which and why."""
+        return tuple(c for c in self.checks if c.status is CheckStatus.SKIPPED and c.code is ComparisonCode.NO_SCORES)
 
     @property
     def rows_needed(self) -> int | None:
