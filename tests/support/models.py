@@ -80,3 +80,16 @@ class LabelOnlyClassifier(mlflow.pyfunc.PythonModel):
         import pandas as pd
 
         return pd.DataFrame({"decision": self.fitted.predict(model_input)})
+
+
+class LabelsOf:
+    """A fitted classifier seen as a model that answers its labels only (no ``predict_proba``), the way Steward
+    scores a python-function model with no score column; ``flip`` answers the other class (a worse model)."""
+
+    def __init__(self, fitted: Any, *, flip: bool = False) -> None:
+        self.fitted = fitted
+        self.flip = flip
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        labels = self.fitted.predict(frame)
+        return 1 - labels if self.flip else labels
