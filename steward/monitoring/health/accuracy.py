@@ -211,9 +211,10 @@ def accuracy_evidence(
     labelled = labelled[labelled["status"] == "ok"] if "status" in labelled else labelled
     if len(labelled) >= MIN_LABELLED:
         o = outcomes(labelled, spec.task, spec.positive_label)
+        scored = not spec.task.is_classification or bool(labelled["score"].notna().any())
         found = []
         for metric in (spec.primary_metric, *secondary_metrics(spec)):
-            if metric in baseline:
+            if metric in baseline and (scored or not needs_scores(metric)):  # labels only: accuracy speaks
                 estimate = estimate_metric(metric, o)
                 if not math.isnan(estimate.value):
                     found.append(measured_evidence(metric, estimate, baseline[metric], limit))
