@@ -29,11 +29,10 @@ class SkipCode(StrEnum):
 class ScoreCheck(StrEnum):
     """The checks that need a score, by what they measure."""
 
-    SCORE_METRICS = "score_metrics"  # gate: roc_auc, brier and log_loss on the hold-out, and their intervals
-    METRIC_FLOOR = "metric_floor"  # gate: the floor on a primary metric that needs scores
+    SCORE_METRICS = "score_metrics"  # model card: roc_auc, brier and log_loss (the gate names its own checks)
     PRIMARY_METRIC = "primary_metric"  # health, model card: a primary metric that needs scores, on labelled traffic
     CALIBRATION = "calibration"  # health: the confidence-accuracy gap against the hold-out's
-    ACCURACY_ESTIMATE = "accuracy_estimate"  # health, drift: accuracy estimated from probabilities while labels pend
+    ACCURACY_ESTIMATE = "accuracy_estimate"  # health: accuracy estimated from probabilities while labels pend
     SCORE_DRIFT = "score_drift"  # drift: the score's distribution (the predicted class is watched instead)
     SCORE_DISTRIBUTION = "score_distribution"  # canary: live scores against the version's validation scores
 
