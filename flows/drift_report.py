@@ -18,11 +18,13 @@ from steward.monitoring.drift.monitor import (
     compare_seasonal,
     drift_event_payload,
     drift_markdown,
+    score_drift_skipped,
     too_little_traffic,
 )
 from steward.monitoring.drift.policy import DriftReason
 from steward.monitoring.drift.result import DriftResult
 from steward.spec import FeatureRole
+from steward.training.scores import SkippedCheck
 from tasks.common import current_flow_run_id, emit_model_event, publish_markdown
 from tasks.data import load_model_spec
 from tasks.drift import (
@@ -69,6 +71,7 @@ class DriftReportOutcome:
     ledger_entry_id: str | None = None
     seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     current_rows: int = 0
+    skipped: tuple[SkippedCheck, ...] = ()  # e.g. score drift of a model that gives labels only (no_scores)
 
     @property
     def material(self) -> bool:
@@ -167,12 +170,13 @@ def drift_report(
             spec=spec, version=version, champion_version=version, challenger_version=serving.challenger,
             result=result, decision=decision, window=window, why=announcement.why, report_uri=report_uri,
         ))
+    skipped = score_drift_skipped(spec, cached.profile.prediction_column, version)
     publish_markdown(
         drift_markdown(
             model=spec.name, version=version, window=window.describe(), result=result, decision=decision,
             why=announcement.why, left_out=verdict.left_out, report_uri=report_uri, report_error=report_error,
             calendar=verdict.calendar, seasonal_unmatched=verdict.seasonal_unmatched,
-        ),
+        ) + "".join(f"\n- Skipped: {s.describe()}\n" for s in skipped),
         "drift", spec.name, description=f"drift of {spec.name} v{version}: {decision.reason}",
     )
     (logger.warning if decision.material else logger.info)("%s (%s)", decision.reason, announcement.why)
@@ -180,4 +184,5 @@ def drift_report(
         model=spec.name, version=version, status=DriftCheckStatus.CHECKED, reason=decision.reason,
         window_start=current.start, window_end=window.end, record=record, verdict=verdict, report_error=report_error,
         profile_built=cached.built, ledger_entry_id=entry_id, seconds=seconds, current_rows=current.rows,
+        skipped=skipped,
     )

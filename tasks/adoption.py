@@ -16,13 +16,13 @@ from steward.registry.adoption import (
     AliasNames,
     alias_clashes,
     frame_problems,
-    metric_needs_scores,
     signature_mismatches,
 )
 from steward.registry.flavors import ScoreSource
 from steward.spec import ModelSpec
 from steward.training.data import DataError, prepare_features, read_frame
 from steward.training.evaluation import evaluate
+from steward.training.scores import needs_scores
 from tasks.common import registry
 
 
@@ -113,7 +113,7 @@ def inspect_artifacts(spec: ModelSpec, info: VersionInfo) -> InspectedArtifacts:
 def score_holdout(spec: ModelSpec, artifacts: InspectedArtifacts, data: AdoptionData) -> dict[str, float]:
     """The version's metrics on the hold-out set: a model that cannot score it is not adopted, nor one whose gate
     metric needs scores it does not give (never made up)."""
-    if artifacts.scores is ScoreSource.NONE and metric_needs_scores(spec.primary_metric):
+    if artifacts.scores is ScoreSource.NONE and needs_scores(spec.primary_metric):
         raise AdoptionError(AdoptionCode.NO_SCORES,
                             f"the model gives labels but no scores, and the gate's metric {spec.primary_metric} needs "
                             "them: name the output column with the positive class's probability in "

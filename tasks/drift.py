@@ -48,6 +48,7 @@ from steward.spec import FeatureRole, ModelSpec
 from steward.store.reader import join_labels
 from steward.training.data import prepare_features
 from steward.training.gates import RetrainAllowance
+from steward.training.scores import SkippedCheck
 from tasks.common import current_flow_run_id, ledger, registry, services, store
 from tasks.training import retrain_allowance
 
@@ -128,9 +129,10 @@ def read_drift_window(spec: ModelSpec, version: str, window: DriftWindow) -> Cur
     return CurrentWindow(frame, start, window.end, time.perf_counter() - started)
 
 
-def _expected_columns(spec: ModelSpec) -> tuple[tuple[str, ...], tuple[str, ...], str]:
-    column, _ = prediction_drift_column(spec)
-    return tuple(spec.numeric_features), tuple(spec.categorical_features), column
+def _expected_columns(spec: ModelSpec) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The spec's features and the output columns a profile may watch (the class when a model gives no score)."""
+    watched = tuple(dict.fromkeys(prediction_drift_column(spec, scored)[0] for scored in (True, False)))
+    return tuple(spec.numeric_features), tuple(spec.categorical_features), watched
 
 
 @task(name="fetch-reference-profile", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
@@ -145,8 +147,8 @@ def fetch_reference_profile(spec: ModelSpec, version: str) -> CachedProfile | No
             return None
         profile = ReferenceProfile.from_parquet(path)
         importances = json.loads(Path(weights).read_text())
-    numeric, categorical, prediction = _expected_columns(spec)
-    if (profile.numeric, profile.categorical, profile.prediction_column) != (numeric, categorical, prediction):
+    numeric, categorical, watched = _expected_columns(spec)
+    if (profile.numeric, profile.categorical) != (numeric, categorical) or profile.prediction_column not in watched:
         return None  # the spec's features changed since it was cached: rebuilt by the caller
     return CachedProfile(profile, {k: float(v) for k, v in importances.items()})
 
@@ -182,9 +184,10 @@ def cache_reference_profile(spec: ModelSpec, version: str, cached: CachedProfile
 @task(name="measure-drift", cache_policy=NO_CACHE)
 def measure_drift(cached: CachedProfile, current: pd.DataFrame, spec: ModelSpec) -> DriftResult:
     """The verdict on every current row (profile engine); the Evidently report comes after."""
-    numeric, categorical, prediction = _expected_columns(spec)
+    numeric, categorical, _ = _expected_columns(spec)
     return detect_drift(
-        cached.profile, current, numeric=list(numeric), categorical=list(categorical), prediction_column=prediction,
+        cached.profile, current, numeric=list(numeric), categorical=list(categorical),
+        prediction_column=cached.profile.prediction_column,
         importances=cached.importances, report=False,
     )
 
@@ -226,7 +229,7 @@ def gather_accuracy_evidence(
     """What accuracy did in the window: measured on the labels received by its end, else the label-free
     estimate of a calibrated classifier; None when neither is available."""
     labelled = join_labels(current, store().read_labels(spec.name, start=start, end=end))
-    calibration: Calibration | str | None = None
+    calibration: Calibration | SkippedCheck | str | None = None
     if len(labelled) < MIN_LABELLED and spec.task.is_classification:
         calibration = version_calibration(spec, version)
     return accuracy_evidence(spec, current, labelled, version_baseline(spec, version), calibration)
@@ -240,8 +243,8 @@ def version_baseline(spec: ModelSpec, version: str) -> dict[str, float]:
         return {}
 
 
-def version_calibration(spec: ModelSpec, version: str) -> Calibration | str:
-    """The version's calibration on its holdout, or why it could not be measured."""
+def version_calibration(spec: ModelSpec, version: str) -> Calibration | SkippedCheck | str:
+    """The version's calibration on its holdout, skipped (a model that gives labels only), or why it failed."""
     try:
         reg = registry()
         return measure_calibration(reg.load_model(spec.name, version).model,

@@ -39,7 +39,6 @@ from steward.monitoring.drift.monitor import (
     build_drift_reference,
     compare_seasonal,
     judge_drift,
-    prediction_drift_column,
     reference_outputs,
 )
 from steward.monitoring.drift.profile import ReferenceProfile
@@ -414,7 +413,7 @@ class _Replay:
         if len(rows) < MIN_DRIFT_ROWS:
             return None
         assert served.profile is not None
-        column, _ = prediction_drift_column(spec)
+        column = served.profile.prediction_column  # the class, for a model that gives labels only
         current = rows[spec.feature_names].copy()
         current[column] = reference_outputs(served.estimator, current, spec)
         result = detect_drift(

@@ -12,6 +12,7 @@ import pandas as pd
 from steward.delivery.decisions import ArmEvidence
 from steward.spec import ModelSpec, Task
 from steward.training.data import prepare_features
+from steward.training.scores import ScoreCheck, SkippedCheck, no_scores
 
 
 def _losses(labelled: pd.DataFrame, task: Task) -> np.ndarray:
@@ -37,6 +38,15 @@ def validation_scores(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> np.
         return np.asarray(model.predict(features), float) if spec.task is Task.REGRESSION else np.empty(0)
     probabilities = np.asarray(model.predict_proba(features), float)
     return probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities.max(axis=1)
+
+
+def score_checks_skipped(evidence: Mapping[str, ArmEvidence]) -> tuple[SkippedCheck, ...]:
+    """The score-distribution check, skipped for each classifier arm that answered with labels only."""
+    label_only = [arm for arm, e in evidence.items()
+                  if e.binary_losses and e.requests > e.errors and not len(e.scores)]
+    return tuple(no_scores(ScoreCheck.SCORE_DISTRIBUTION, "its live scores cannot be compared with its validation "
+                                                         "scores; errors, latency and accuracy on labels are judged",
+                           arm) for arm in label_only)
 
 
 def arm_evidence(

@@ -35,13 +35,6 @@ class AdoptionCode(StrEnum):
     NO_SCORES = "no_scores"
 
 
-SCORE_METRICS = frozenset({"roc_auc", "brier", "log_loss"})  # classifier metrics that need a score per row
-
-
-def metric_needs_scores(metric: str) -> bool:
-    return metric in SCORE_METRICS
-
-
 class AdoptionError(RegistryError):
     """A version that cannot be adopted as asked; ``code`` says which check refused it."""
 

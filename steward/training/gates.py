@@ -35,6 +35,7 @@ class ComparisonCode(StrEnum):
     NO_SIGNIFICANT_DROP = "no_significant_drop"  # slices: no slice is significantly below its tolerance
     CLEAR_GAIN = "clear_gain"  # the triggering metric: the interval of the improvement is wholly above zero
     SIGNIFICANT_DROP = "significant_drop"  # slices: some slice is
+    NO_SCORES = "no_scores"  # skipped: the check needs a score per row and a contender gives labels only
 
 
 class ValidationVerdict(StrEnum):
@@ -93,6 +94,11 @@ class ValidationReport:
     @property
     def undecided(self) -> tuple[GateCheck, ...]:
         return tuple(check for check in self.checks if check.inconclusive)
+
+    @property
+    def skipped_for_no_scores(self) -> tuple[GateCheck, ...]:
+        """The checks a label-only contender left out (code ``no_scores``): the report says which and why."""
+        return tuple(c for c in self.checks if c.status is CheckStatus.SKIPPED and c.code is ComparisonCode.NO_SCORES)
 
     @property
     def rows_needed(self) -> int | None:

@@ -432,7 +432,7 @@ def test_table_rows_name_every_check():
     rows = report.to_table_rows()
     assert [r["area"] for r in rows] == ["cost", "performance"]
     assert rows[0]["metrics"] == "cost=1.5, n=n/a" and rows[1]["issues"] == "warning: title: detail"
-    assert set(rows[0]) == {"area", "status", "metrics", "issues", "recommendations", "notes"}
+    assert set(rows[0]) == {"area", "status", "metrics", "issues", "recommendations", "notes", "skipped"}
 
 
 def test_issue_becomes_a_ledger_task():

@@ -28,6 +28,7 @@ from steward.store.reader import typed_labels
 from steward.training.data import prepare_features
 from steward.training.evaluation import metric_change, predict_scores
 from steward.training.labels import label_key, label_keys
+from steward.training.scores import LABEL_METRIC, ScoreCheck, SkippedCheck, needs_scores, no_scores
 
 ACCURACY_CRITICAL_FACTOR = 2.0  # an accuracy drop of twice health.max_accuracy_drop is critical
 MIN_LABELLED = 200  # labelled predictions of a version before its measured accuracy is judged
@@ -156,12 +157,12 @@ def calibration_from(probabilities: np.ndarray, y_true: np.ndarray, classes: Seq
     return Calibration(len(confidence), float(confidence.mean()), float(correct.mean()), float(error))
 
 
-def measure_calibration(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> Calibration:
-    """Score the version's holdout and compare its confidences with what happened."""
+def measure_calibration(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> Calibration | SkippedCheck:
+    """Score the version's holdout and compare its confidences with what happened (skipped: labels only)."""
     features = prepare_features(holdout, spec)
     _, probabilities = predict_scores(model, features, spec.task)
     if probabilities is None:
-        raise ValueError(f"{spec.name}'s model has no predict_proba, so it gives no probabilities to calibrate")
+        return no_scores(ScoreCheck.CALIBRATION, "no probabilities to calibrate on its hold-out")
     y = typed_labels(holdout[spec.target].astype(str), classification=True).to_numpy()
     classes = typed_labels(pd.Series([str(c) for c in model.classes_]), classification=True).to_numpy()
     return calibration_from(probabilities, y, classes)
@@ -198,7 +199,7 @@ def estimated_evidence(scores: np.ndarray, task: Task, calibration: Calibration,
 
 def accuracy_evidence(
     spec: ModelSpec, served: pd.DataFrame, labelled: pd.DataFrame, baseline: Mapping[str, float],
-    calibration: Calibration | str | None,
+    calibration: Calibration | SkippedCheck | str | None,
 ) -> AccuracyEvidence | None:
     """What the drift judgment hears about accuracy in a window of one version.
 
@@ -210,9 +211,10 @@ def accuracy_evidence(
     labelled = labelled[labelled["status"] == "ok"] if "status" in labelled else labelled
     if len(labelled) >= MIN_LABELLED:
         o = outcomes(labelled, spec.task, spec.positive_label)
+        scored = not spec.task.is_classification or bool(labelled["score"].notna().any())
         found = []
         for metric in (spec.primary_metric, *secondary_metrics(spec)):
-            if metric in baseline:
+            if metric in baseline and (scored or not needs_scores(metric)):  # labels only: accuracy speaks
                 estimate = estimate_metric(metric, o)
                 if not math.isnan(estimate.value):
                     found.append(measured_evidence(metric, estimate, baseline[metric], limit))
@@ -291,7 +293,7 @@ def check_accuracy(
     labelled: pd.DataFrame,
     spec: ModelSpec,
     baselines: Mapping[str, Mapping[str, float]],
-    calibrations: Mapping[str, Calibration | str],
+    calibrations: Mapping[str, Calibration | SkippedCheck | str],
     reference: pd.DataFrame | None,
     *,
     input_drift: InputDrift | None = None,
@@ -313,6 +315,7 @@ def check_accuracy(
     metrics: dict[str, Metric] = {"metric": metric}
     issues: list[Issue] = []
     notes: list[str] = []
+    skipped: list[SkippedCheck] = []
     answered = predictions[predictions["status"] == "ok"]
     labelled = labelled[labelled["status"] == "ok"]
     if answered.empty:
@@ -325,32 +328,46 @@ def check_accuracy(
                       if keys is not None else np.ones(len(rows), bool))
         pending = rows[is_pending]
         metrics.update({f"labelled[{v}]": len(version_labelled), f"pending[{v}]": len(pending)})
-        baseline = baselines.get(str(version), {}).get(metric)
+        label_only = spec.task.is_classification and not rows["score"].notna().any()
+        judged_on = LABEL_METRIC if label_only and needs_scores(metric) else metric
+        if judged_on != metric:
+            skipped.append(no_scores(ScoreCheck.PRIMARY_METRIC, f"{metric} is not measured on its labelled traffic; "
+                                     f"{judged_on} is judged against its validation {judged_on}", v))
+        if label_only:
+            skipped.append(no_scores(ScoreCheck.CALIBRATION, "no probabilities to compare with outcomes", v))
+        baseline = baselines.get(str(version), {}).get(judged_on)
         if baseline is None:
-            notes.append(f"{v} has no validation {metric} in the registry, so no baseline to compare with")
+            notes.append(f"{v} has no validation {judged_on} in the registry, so no baseline to compare with")
         if len(version_labelled) >= MIN_LABELLED:
             drift = input_drift if input_drift is not None and input_drift.version == str(version) else None
             issues += _judge_labelled(spec, v, version_labelled, baseline, reference, metrics, notes,
-                                      input_drift=drift, importances=importances)
-            issues += _judge_secondary(spec, v, version_labelled, baselines.get(str(version), {}), metrics)
-            issues += _judge_calibration(spec, v, version_labelled, calibrations.get(str(version)), metrics, notes)
+                                      input_drift=drift, importances=importances, metric=judged_on)
+            if judged_on == metric:
+                issues += _judge_secondary(spec, v, version_labelled, baselines.get(str(version), {}), metrics)
+            if not label_only:
+                issues += _judge_calibration(spec, v, version_labelled, calibrations.get(str(version)), metrics, notes)
         else:
             notes.append(f"{v}: {len(version_labelled)} labelled predictions, {MIN_LABELLED} needed to judge "
                          f"measured accuracy")
-            if len(pending) and spec.task.is_classification:
+            if len(pending) and label_only:
+                skipped.append(no_scores(ScoreCheck.ACCURACY_ESTIMATE, "no label-free estimate of accuracy while "
+                                         "labels are pending", v))
+            elif len(pending) and spec.task.is_classification:
                 issues += _judge_estimate(spec, v, pending, baselines.get(str(version), {}),
                                           calibrations.get(str(version)), metrics, notes)
             elif len(pending):
                 notes.append(f"{v}: labels pending and a regression model gives no label-free estimate")
-    return CheckResult.judged(area, metrics, issues, notes)
+    return CheckResult.judged(area, metrics, issues, notes, skipped=skipped)
 
 
 def _judge_labelled(
     spec: ModelSpec, v: str, labelled: pd.DataFrame, baseline: float | None, reference: pd.DataFrame | None,
     metrics: dict[str, Metric], notes: list[str], *, input_drift: InputDrift | None = None,
-    importances: Mapping[str, float] | None = None,
+    importances: Mapping[str, float] | None = None, metric: str | None = None,
 ) -> list[Issue]:
-    area, metric, limit = Area.ACCURACY, spec.primary_metric, spec.health.max_accuracy_drop
+    """``metric`` (default: the primary) is what the version's labelled traffic is judged on."""
+    area, limit = Area.ACCURACY, spec.health.max_accuracy_drop
+    metric = metric or spec.primary_metric
     issues: list[Issue] = []
     labelled = labelled.sort_values("time", kind="stable")
     o = outcomes(labelled, spec.task, spec.positive_label)
@@ -421,7 +438,7 @@ def _judge_labelled(
     notes += [f"{v}: {text}: data drift explains the drop better than concept drift" for text in explained]
 
     target = spec.slo.min_accuracy
-    if target is not None:
+    if target is not None and metric == spec.primary_metric:  # the SLO is in the primary metric's units
         shortfall = _drop(metric, whole.value, target)
         if shortfall > 0 and shortfall >= SIGNIFICANT_Z * whole.error:
             issues.append(Issue(
