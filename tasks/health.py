@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -39,11 +38,10 @@ from steward.monitoring.slo import (
     slo_day_of,
     summarize_slo,
 )
-from steward.monitoring.summaries.partitions import PartitionRunner, summarize_by_partition
+from steward.monitoring.summaries.partitions import PartitionRunner
 from steward.monitoring.summaries.traffic import TrafficSummary
-from steward.monitoring.summaries.window import WindowSummary, summarize_window
+from steward.monitoring.summaries.window import WindowSummary
 from steward.spec import FeatureRole, ModelSpec
-from steward.store.reader import PredictionStore
 from steward.store.scan import served_rows_by_version
 from steward.training.data import prepare_features
 from tasks.common import (
@@ -65,6 +63,7 @@ from tasks.drift import (
     version_baseline,
     version_calibration,
 )
+from tasks.summaries import summarize_log
 
 NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name
 SLO_REPORT_DAYS = 7
@@ -120,14 +119,6 @@ def read_window(spec: ModelSpec, window: HealthWindow, run: PartitionRunner | No
     summary = summarize_log(log, spec, window.start, window.end, run, fences=fences,
                             labels_window=(window.start, window.end))
     return WindowLog(summary, reference, fences)
-
-
-def summarize_log(log: PredictionStore, spec: ModelSpec, start: datetime, end: datetime,
-                  run: PartitionRunner | None, **options: Any) -> WindowSummary:
-    """One scan here, or (with a runner) a summary per day on the runner's engine, merged: the same summary."""
-    if run is None:
-        return summarize_window(log, spec, start, end, **options)
-    return summarize_by_partition(log, spec, start, end, run=run, **options)
 
 
 def read_reference(spec: ModelSpec, version: str | None) -> Reference:

@@ -5,6 +5,7 @@ Used by the tests of per-partition summaries: in process, on a Dask cluster, and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -17,7 +18,7 @@ from steward.monitoring.health.report import HealthWindow
 from steward.monitoring.summaries.window import WindowSummary
 from steward.spec import parse_spec
 from steward.store.reader import PredictionStore
-from steward.store.records import LabelBatch, prediction_rows
+from steward.store.records import Batch, LabelBatch, prediction_rows
 
 FIRST_DAY = datetime(2026, 3, 1, tzinfo=UTC)
 DAYS = 3
@@ -31,8 +32,15 @@ FENCES = OutlierFences({"x": (-1.0, 12.0), "z": (-3.0, 3.0)}, "1", 1000)
 
 
 def write_days(store: PredictionStore, *, days: int = DAYS, flushes_per_day: int = 8, seed: int = 5) -> None:
-    """Each day: a champion (with failures), a shadow copying its requests, and from the second day a canary;
-    labels arrive minutes later, the last flush's the next day (a label joined across partitions)."""
+    """``logged_days`` written as the log writer writes each flush: one part per model and day."""
+    for flush_id, records in logged_days(days=days, flushes_per_day=flushes_per_day, seed=seed):
+        store.write_batches(records, flush_id)
+
+
+def logged_days(*, days: int = DAYS, flushes_per_day: int = 8, seed: int = 5) -> Iterator[tuple[str, list[Batch]]]:
+    """The gateway's records, flush by flush. Each day: a champion (with failures), a shadow copying its
+    requests, and from the second day a canary; labels arrive seconds later, the last flush's the next day
+    (a label joined across partitions)."""
     rng = np.random.default_rng(seed)
     for day in range(days):
         for flush in range(flushes_per_day):
@@ -69,7 +77,7 @@ def write_days(store: PredictionStore, *, days: int = DAYS, flushes_per_day: int
                     records.append(LabelBatch("m", when, tuple(ids[i] for i in labelled),
                                               tuple(i % rows for i in labelled),
                                               tuple(rng.choice(["0", "1"], len(labelled)))))
-            store.write_batches(records, f"replica0-{day}-{flush:04d}")
+            yield f"replica0-{day}-{flush:04d}", records
 
 
 def assert_same_summary(merged: WindowSummary, single: WindowSummary, window: HealthWindow) -> None:
