@@ -44,7 +44,7 @@ def logged_days(*, days: int = DAYS, flushes_per_day: int = 8, seed: int = 5) ->
     rng = np.random.default_rng(seed)
     for day in range(days):
         for flush in range(flushes_per_day):
-            at = FIRST_DAY + timedelta(days=day, hours=3 * flush, minutes=7)
+            at = FIRST_DAY + timedelta(days=day, minutes=7 + flush * (24 * 60 // flushes_per_day))
             at_ns = int(at.timestamp() * 1e9)
             arms = [("1", "champion", "ok", True, 3), ("1", "champion", "error", True, 1),
                     ("3", "shadow", "ok", False, 3)]
