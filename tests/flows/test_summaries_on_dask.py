@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.summaries import dask_task_runner, partition_runner
+from flows.summaries import partition_runner
 from steward.config import MonitoringExecutor, Settings, get_settings, reset_settings
 from steward.monitoring.health.report import Area, HealthWindow
 from steward.monitoring.summaries.partitions import summarize_by_partition, window_partitions
@@ -36,14 +36,6 @@ def dask_settings(monkeypatch) -> Iterator[Settings]:
     yield get_settings()
     monkeypatch.undo()
     reset_settings()
-
-
-def test_the_default_is_one_scan_in_process():
-    settings = Settings(monitoring_executor="local")
-    assert dask_task_runner(settings) is None
-    assert partition_runner(PredictionStore("/tmp/unused"), SPEC, settings) is None
-    remote = dask_task_runner(Settings(monitoring_executor="dask", dask_address="tcp://10.0.0.5:8786"))
-    assert remote is not None and remote.address == "tcp://10.0.0.5:8786"
 
 
 def test_partitions_summarised_on_dask_equal_one_scan(tmp_path, dask_settings):

@@ -7,6 +7,8 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from flows.summaries import dask_task_runner, partition_runner
+from steward.config import Settings
 from steward.monitoring.health.report import HealthWindow
 from steward.monitoring.summaries.latency import RELATIVE_ACCURACY
 from steward.monitoring.summaries.partitions import (
@@ -99,3 +101,11 @@ def test_summaries_of_two_models_do_not_merge(store):
     other.model = "another"
     with pytest.raises(ValueError, match="cannot merge a summary of 'another'"):
         summary.merge(other)
+
+
+def test_the_default_is_one_scan_in_process():
+    settings = Settings(monitoring_executor="local")
+    assert dask_task_runner(settings) is None
+    assert partition_runner(PredictionStore("/tmp/unused"), SPEC, settings) is None
+    remote = dask_task_runner(Settings(monitoring_executor="dask", dask_address="tcp://10.0.0.5:8786"))
+    assert remote is not None and remote.address == "tcp://10.0.0.5:8786"
