@@ -45,10 +45,11 @@ def health_check(
     spec = load_model_spec(spec_path)
     window = HealthWindow.ending(as_of, window_hours or spec.health.window_hours)
     gateway = read_gateway_metrics(gateway_url, spec.name) if gateway_url else None
-    run = partition_runner(store(), spec)  # None by default: the window is scanned in this process
 
     checks = {}
+    run = None
     try:
+        run = partition_runner(store(), spec)  # None by default: the window is scanned in this process
         log = read_window(spec, window, run)
     except Exception as error:  # the checks that read the log fail; infrastructure still runs
         logger.warning("the prediction log could not be read: %s", error)
