@@ -10,6 +10,7 @@ from enum import StrEnum
 
 from prefect import flow, get_run_logger
 
+from flows.summaries import partition_runner
 from steward import events
 from steward.monitoring.drift.history import DriftRecord
 from steward.monitoring.drift.monitor import (
@@ -25,7 +26,7 @@ from steward.monitoring.drift.policy import DriftReason
 from steward.monitoring.drift.result import DriftResult
 from steward.spec import FeatureRole
 from steward.training.scores import SkippedCheck
-from tasks.common import current_flow_run_id, emit_model_event, publish_markdown
+from tasks.common import current_flow_run_id, emit_model_event, publish_markdown, store
 from tasks.data import load_model_spec
 from tasks.drift import (
     build_reference_profile,
@@ -115,7 +116,7 @@ def drift_report(
     )
     serving = resolve_serving_version(spec)
     version = serving.champion.version
-    current = read_drift_window(spec, version, window)
+    current = read_drift_window(spec, version, window, partition_runner(store(), spec))  # None: in process
     seconds = {"read": current.seconds}
     skipped = too_little_traffic(current.rows, version, window)
     if skipped is not None:

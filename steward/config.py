@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE_ENV = "STEWARD_CONFIG"
+
+
+class MonitoringExecutor(StrEnum):
+    LOCAL = "local"  # one bounded scan in the flow's process
+    DASK = "dask"  # per-day summaries on a Dask cluster, merged
 OWNER_ONLY_UMASK = 0o077  # files 0600, folders 0700
 DEFAULT_CONFIG_FILE = "steward.yaml"
 
@@ -73,6 +79,16 @@ class Settings(BaseSettings):
         description="Extra types trusted when MLflow saves models with skops (added to Steward's own list).",
     )
     telemetry: bool = Field(default=False, description="Let Prefect and MLflow send usage telemetry.")
+    monitoring_executor: MonitoringExecutor = Field(
+        default=MonitoringExecutor.LOCAL,
+        description="Where the checks summarise the log: `local` (one scan, in the flow's process) or `dask` (a "
+        "day per task, submitted through Prefect's DaskTaskRunner and merged into one verdict).",
+    )
+    dask_address: str | None = Field(
+        default=None, description="With the dask executor: the scheduler to use (tcp://host:8786); unset starts a "
+        "local cluster of `dask_workers` processes for each check.",
+    )
+    dask_workers: int = Field(default=2, ge=1, description="Worker processes of the local Dask cluster.")
 
     @field_validator("home")
     @classmethod

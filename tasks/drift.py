@@ -40,6 +40,7 @@ from steward.monitoring.health.accuracy import (
 )
 from steward.monitoring.ledger import EntryStatus
 from steward.monitoring.maintenance.retention import scratch_folder
+from steward.monitoring.summaries.partitions import PartitionRunner
 from steward.monitoring.summaries.window import summarize_window
 from steward.registry.adapter import VersionInfo
 from steward.registry.errors import RegistryError
@@ -50,6 +51,7 @@ from steward.training.data import prepare_features
 from steward.training.gates import RetrainAllowance
 from steward.training.scores import SkippedCheck
 from tasks.common import current_flow_run_id, ledger, registry, services, store
+from tasks.summaries import summarize_log
 from tasks.training import retrain_allowance
 
 
@@ -104,14 +106,17 @@ def _served_ok(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @task(name="read-drift-window", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
-def read_drift_window(spec: ModelSpec, version: str, window: DriftWindow) -> CurrentWindow:
-    """Served, successful predictions of ``version`` in the window (the last N rows: newest days first)."""
+def read_drift_window(spec: ModelSpec, version: str, window: DriftWindow,
+                      run: PartitionRunner | None = None) -> CurrentWindow:
+    """Served, successful predictions of ``version`` in the window (the last N rows: newest days first).
+
+    ``run`` summarises a time window a day per task on another engine (``flows.summaries``); None scans here."""
     started = time.perf_counter()
     log = store()
     if window.last_rows is None:
         assert window.start is not None
-        summary = summarize_window(log, spec, window.start, window.end, version=version, served_only=True,
-                                   quality=False, all_rows=False)
+        summary = summarize_log(log, spec, window.start, window.end, run, version=version, served_only=True,
+                                quality=False, all_rows=False)
         return CurrentWindow(summary.answered_frame(version), window.start, window.end, time.perf_counter() - started,
                              rows=summary.answered_rows[version])
     parts, rows = [], 0

@@ -38,8 +38,9 @@ from steward.monitoring.slo import (
     slo_day_of,
     summarize_slo,
 )
+from steward.monitoring.summaries.partitions import PartitionRunner
 from steward.monitoring.summaries.traffic import TrafficSummary
-from steward.monitoring.summaries.window import WindowSummary, summarize_window
+from steward.monitoring.summaries.window import WindowSummary
 from steward.spec import FeatureRole, ModelSpec
 from steward.store.scan import served_rows_by_version
 from steward.training.data import prepare_features
@@ -63,6 +64,7 @@ from tasks.drift import (
     version_baseline,
     version_calibration,
 )
+from tasks.summaries import summarize_log
 
 NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name
 SLO_REPORT_DAYS = 7
@@ -102,11 +104,12 @@ class WindowLog:
 
 
 @task(name="read-health-window", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
-def read_window(spec: ModelSpec, window: HealthWindow) -> WindowLog:
+def read_window(spec: ModelSpec, window: HealthWindow, run: PartitionRunner | None = None) -> WindowLog:
     """Labels count only if received inside the window: a check of a past window sees what was known then.
 
     A scan of the version column first finds the busiest version, whose training sample gives the outlier
-    fences the full scan counts against.
+    fences the full scan counts against. ``run`` (``flows.summaries.partition_runner``) summarises the window
+    a day per task on another engine; None scans it here.
     """
     log = store()
     served = served_rows_by_version(log, spec.name, window.start, window.end)
@@ -114,8 +117,8 @@ def read_window(spec: ModelSpec, window: HealthWindow) -> WindowLog:
     reference = read_reference(spec, busiest)
     fences = (OutlierFences.from_reference(reference.frame, spec, reference.version)
               if reference.frame is not None else None)
-    summary = summarize_window(log, spec, window.start, window.end, fences=fences,
-                               labels_window=(window.start, window.end))
+    summary = summarize_log(log, spec, window.start, window.end, run, fences=fences,
+                            labels_window=(window.start, window.end))
     return WindowLog(summary, reference, fences)
 
 
@@ -215,12 +218,12 @@ def run_check(area: Area, check: Callable[..., CheckResult], *args: object) -> C
 
 
 @task(name="record-slo-days", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
-def record_slo_days(spec: ModelSpec, window: HealthWindow) -> list[SLODay]:
+def record_slo_days(spec: ModelSpec, window: HealthWindow, run: PartitionRunner | None = None) -> list[SLODay]:
     """Compute and store every UTC day the window touches (whole days, up to the window's end)."""
     days = days_between(window.start, window.end)
     first = day_bounds(days[0])[0]
-    summary = summarize_window(store(), spec, first, window.end, served_only=True, quality=False, samples=False,
-                               all_rows=False, labels_window=(first, window.end))
+    summary = summarize_log(store(), spec, first, window.end, run, served_only=True, quality=False, samples=False,
+                            all_rows=False, labels_window=(first, window.end))
     labelled = summary.labelled
     assert labelled is not None
     slo_store = services().slo

@@ -58,6 +58,7 @@ class WindowSummary:
     answered_rows: Counter[str] = field(default_factory=Counter)  # served ok rows per version
     labelled_rows: int = 0  # rows with a label (``labelled`` holds a sample of them beyond LABELLED_ROWS)
     answered_labelled_by_day: Counter[date] = field(default_factory=Counter)  # served ok labelled rows per day
+    labelled_sample: RowSample | None = None  # what ``labelled`` is read from: kept so that summaries merge
 
     @property
     def versions(self) -> VersionsInWindow:
@@ -76,6 +77,39 @@ class WindowSummary:
         if self.rows_sample is None or not self.rows_sample.seen:
             return empty_predictions(self.model)
         return _frame(self.rows_sample.table(), self.model)
+
+    def merge(self, other: WindowSummary) -> None:
+        """Fold in the summary of the rows that follow this one's in the log (the next day, the next partition).
+
+        Counts add up, samples merge into a uniform sample of both (each row of both once while they fit),
+        versions keep their order of first appearance: merged in the log's order, partitions give what one
+        scan of their union gives. ``other`` is not changed.
+        """
+        if other.model != self.model:
+            raise ValueError(f"cannot merge a summary of {other.model!r} into one of {self.model!r}")
+        self.start, self.end = min(self.start, other.start), max(self.end, other.end)
+        self.rows += other.rows
+        self.served_by_version.update(other.served_by_version)
+        for version in sorted(other.first_seen, key=other.first_seen.__getitem__):
+            self.first_seen.setdefault(version, len(self.first_seen))
+        if other.traffic is not None:
+            self.traffic = _merged_traffic(self.traffic, other.traffic)
+        for day, traffic in other.days.items():
+            self.days[day] = _merged_traffic(self.days.get(day), traffic)
+        if other.quality is not None:
+            if self.quality is None:
+                self.quality = QualityTally()
+            self.quality.merge(other.quality)
+        for version, sample in other.answered.items():
+            self.answered[version] = _merged_sample(self.answered.get(version), sample)
+        if other.rows_sample is not None:
+            self.rows_sample = _merged_sample(self.rows_sample, other.rows_sample)
+        self.answered_rows.update(other.answered_rows)
+        self.labelled_rows += other.labelled_rows
+        self.answered_labelled_by_day.update(other.answered_labelled_by_day)
+        if other.labelled_sample is not None:
+            self.labelled_sample = _merged_sample(self.labelled_sample, other.labelled_sample)
+            self.labelled = _labelled_frame(self)
 
     @property
     def exact(self) -> bool:
@@ -123,9 +157,28 @@ def summarize_window(
                 _count_labelled(summary, matched)
                 labelled.add(matched)
     if labels is not None:
-        summary.labelled = (_frame(labelled.table(), spec.name) if labelled.seen
-                            else join_labels(summary.predictions_frame().iloc[0:0], pd.DataFrame()))
+        summary.labelled_sample = labelled
+        summary.labelled = _labelled_frame(summary)
     return summary
+
+
+def _labelled_frame(summary: WindowSummary) -> pd.DataFrame:
+    labelled = summary.labelled_sample
+    if labelled is not None and labelled.seen:
+        return _frame(labelled.table(), summary.model)
+    return join_labels(summary.predictions_frame().iloc[0:0], pd.DataFrame())
+
+
+def _merged_traffic(mine: TrafficSummary | None, other: TrafficSummary) -> TrafficSummary:
+    merged = mine if mine is not None else TrafficSummary(other.latency_limit_ms, exact=other.exact)
+    merged.merge(other)
+    return merged
+
+
+def _merged_sample(mine: RowSample | None, other: RowSample) -> RowSample:
+    merged = mine if mine is not None else RowSample(other.capacity)
+    merged.merge(other)
+    return merged
 
 
 def _count_labelled(summary: WindowSummary, matched: pa.Table) -> None:
