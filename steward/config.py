@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         default=None, description="Key that signs Steward's registry changes and validations; gateways holding it "
         "follow nothing else (give it to Steward's processes only, never to MLflow users).",
     )
+    mlflow_credentials_block: str | None = Field(
+        default=None, description="Prefect Secret block holding {\"username\": ..., \"password\": ...} for MLflow; "
+        "flow runs read it when MLFLOW_TRACKING_USERNAME/PASSWORD are neither in the environment nor under the home.",
+    )
     skops_trusted_types: list[str] = Field(
         default_factory=list,
         description="Extra types trusted when MLflow saves models with skops (added to Steward's own list).",
@@ -177,14 +181,26 @@ def apply_environment(settings: Settings | None = None, *, override: bool = Fals
     """Export :func:`environment_for` into ``os.environ`` and create the home folders.
 
     Values already in the environment are kept unless ``override`` is set, so a user's
-    explicit ``PREFECT_API_URL`` or ``MLFLOW_TRACKING_URI`` is respected.
+    explicit ``PREFECT_API_URL`` or ``MLFLOW_TRACKING_URI`` is respected; so are MLflow and Prefect
+    credentials, which otherwise come from the home's files (:mod:`steward.credentials`).
     """
     settings = settings or get_settings()
     settings.ensure_home()
     for key, value in environment_for(settings).items():
         if override or key not in os.environ:
             os.environ[key] = value
+    os.environ.update(control_plane_credentials(settings))
     return settings
+
+
+def control_plane_credentials(settings: Settings) -> dict[str, str]:
+    """MLflow and Prefect credentials the environment lacks and the home holds (``steward up`` wrote them).
+
+    Empty for a home without them (the embedded profile, whose servers need none).
+    """
+    from steward.credentials import ControlPlaneSecrets
+
+    return ControlPlaneSecrets(settings.home).client_environment_from_files(os.environ)
 
 
 def settings_summary(settings: Settings) -> dict[str, Any]:

@@ -83,6 +83,12 @@ def up(
         exports = " ".join(f"{key}={value}" for key, value in stack.client_environment(settings, config).items()
                            if key.startswith(("STEWARD_", "PREFECT_")))
         console.print(f"commands use this stack with: export {exports}", highlight=False, soft_wrap=True)
+        console.print(f"MLflow and Prefect accept only authenticated requests; commands with STEWARD_HOME={settings.home} "
+                      f"read Steward's credentials from {settings.home / 'secrets'} (docs/security.md)",
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print("embedded profile: MLflow and Prefect accept unauthenticated requests on "
+                      f"{host} (one machine; --profile production authenticates them)", highlight=False)
     if watch:
         try:
             stack.supervise(settings, config, echo=console.print)
