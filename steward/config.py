@@ -24,6 +24,9 @@ from pydantic_settings import (
 
 CONFIG_FILE_ENV = "STEWARD_CONFIG"
 OWNER_ONLY_UMASK = 0o077  # files 0600, folders 0700
+# the home's group may pass through it (never list or read it): the production profile's PostgreSQL runs as
+# another user when Steward is root, and its data folder is under the home (steward.postgres)
+HOME_GROUP_TRAVERSE = 0o010
 DEFAULT_CONFIG_FILE = "steward.yaml"
 
 
@@ -129,13 +132,16 @@ class Settings(BaseSettings):
         The home holds the prediction log, the MLflow store and Prefect's database: features,
         labels and audit history nobody else on the machine should read. The umask makes every
         later file 0600 and folder 0700; a home made world-readable by an older version is
-        closed at its top folder, which keeps others out of everything below it.
+        closed at its top folder, which keeps others out of everything below it. Only group
+        traverse of the top folder is kept, which :mod:`steward.postgres` grants its server's user.
         """
         os.umask(OWNER_ONLY_UMASK)
         for path in (self.home, self.mlflow_dir, self.prefect_home):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o700)
+            allowed = HOME_GROUP_TRAVERSE if path == self.home else 0
+            mode = path.stat().st_mode
+            if mode & 0o077 & ~allowed:
+                path.chmod(0o700 | (mode & allowed))
 
 
 @functools.cache

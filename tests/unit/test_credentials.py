@@ -110,3 +110,22 @@ def test_the_embedded_plan_stays_unauthenticated(write_spec, tmp_path):
     mlflow = next(s for s in services if s.name == "mlflow")
     assert "--app-name" not in mlflow.command
     assert all(s.secret_env is None for s in services)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root Steward runs PostgreSQL as another user")
+def test_the_database_server_may_pass_through_the_owner_only_home_and_nothing_more(tmp_path):
+    import pwd
+    import stat
+
+    from steward.postgres import Cluster, server_user
+
+    home = tmp_path / "home"
+    Settings(home=home).ensure_home()
+    account = pwd.getpwnam(server_user())
+    Cluster(home, 5432).let_server_through_home(account)
+    Settings(home=home).ensure_home()  # every command closes the home again: the traverse bit stays
+    assert stat.S_IMODE(home.stat().st_mode) == 0o710 and home.stat().st_gid == account.pw_gid
+    assert stat.S_IMODE((home / "mlflow").stat().st_mode) == 0o700
+    home.chmod(0o755)  # opened by hand: closed again, still passable by the server's group
+    Settings(home=home).ensure_home()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o710
