@@ -142,6 +142,45 @@ class ControlPlaneSecrets:
             found[PREFECT_AUTH_ENV] = self.prefect_auth_file.read_text().strip()
         return found
 
+    def rotate_mlflow_password(self, mlflow_url: str, timeout: float = 30.0) -> None:
+        """Change Steward's MLflow password in MLflow, then in the home; Steward's processes need a restart after.
+
+        In this order so a failure leaves both as they were. Refused when the password comes from the
+        environment: the secret store that set it is where it changes.
+        """
+        import httpx
+
+        if os.environ.get(MLFLOW_PASSWORD_ENV) and os.environ[MLFLOW_PASSWORD_ENV] != self._read_if_present(
+                self.mlflow_password_file):
+            raise CredentialsError(f"{MLFLOW_PASSWORD_ENV} comes from the environment: change the password in MLflow "
+                                   "and in the secret store that sets it")
+        current = self.load(environ={})
+        old, new = current.mlflow_password.get_secret_value(), secrets.token_urlsafe(32)
+        try:
+            response = httpx.patch(
+                f"{mlflow_url.rstrip('/')}/api/2.0/mlflow/users/update-password",
+                json={"username": current.mlflow_username, "password": new, "current_password": old},
+                auth=(current.mlflow_username, old), timeout=timeout)
+        except httpx.HTTPError as error:
+            raise CredentialsError(f"cannot reach MLflow at {mlflow_url} ({type(error).__name__}): is the stack "
+                                   "up? Nothing was changed") from None
+        if response.status_code != 200:
+            raise CredentialsError(f"MLflow refused the new password (HTTP {response.status_code}: "
+                                   f"{response.text[:200]}); nothing was changed")
+        _write_owner_only(self.mlflow_password_file, new + "\n")
+
+    def rotate_prefect_auth_string(self) -> None:
+        """A new auth string in the home; the server and every client take it at the next ``steward up``."""
+        if os.environ.get(PREFECT_AUTH_ENV) and os.environ[PREFECT_AUTH_ENV] != self._read_if_present(
+                self.prefect_auth_file):
+            raise CredentialsError(f"{PREFECT_AUTH_ENV} comes from the environment: change it in the secret store "
+                                   "that sets it")
+        _write_owner_only(self.prefect_auth_file, f"{STEWARD_USER}:{secrets.token_urlsafe(32)}\n")
+
+    @staticmethod
+    def _read_if_present(path: Path) -> str | None:
+        return path.read_text().strip() if path.is_file() else None
+
     def _write_mlflow_auth_config(self, admin_username: str) -> None:
         self.mlflow_auth_database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         text = (

@@ -103,6 +103,34 @@ def down(home: HomeOption = None) -> None:
     stack.stop(begin(home).settings, echo=console.print)
 
 
+def rotate_credentials(
+    mlflow_url: Annotated[str | None, typer.Option(
+        help="The stack's MLflow server, to change Steward's MLflow password there (default: STEWARD_TRACKING_URI).")
+    ] = None,
+    prefect: Annotated[bool, typer.Option("--prefect", help="Also replace the Prefect auth string.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Replace Steward's MLflow password (in MLflow and the home) and optionally the Prefect auth string;
+    then restart the stack (`steward down`, `steward up`) so every process holds the new ones."""
+    from steward.credentials import ControlPlaneSecrets, CredentialsError
+
+    settings = begin(home).settings
+    secrets = ControlPlaneSecrets(settings.home)
+    url = mlflow_url or settings.tracking_uri
+    if not url or not url.startswith(("http://", "https://")):
+        fail("name the stack's MLflow server with --mlflow-url or STEWARD_TRACKING_URI (`steward up` prints it)")
+    try:
+        secrets.rotate_mlflow_password(url)
+        console.print(f"MLflow: Steward's password changed in {url} and in {secrets.mlflow_password_file}")
+        if prefect:
+            secrets.rotate_prefect_auth_string()
+            console.print(f"Prefect: a new auth string in {secrets.prefect_auth_file}")
+    except CredentialsError as error:
+        fail(str(error))
+    console.print("[yellow]restart the stack now[/] (`steward down`, then `steward up` as before): running "
+                  "processes hold the old credentials and are refused until then")
+
+
 def stack_status(home: HomeOption = None) -> None:
     """State and health of each service of the local stack."""
     from steward import stack
