@@ -249,6 +249,8 @@ def _print_demo_end(outcome: Any, settings: Settings, config: Any) -> None:
         f"[bold]Prefect UI[/]: flow runs {prefect}/runs, events {prefect}/events, artifacts {prefect}/artifacts, "
         f"deployments {prefect}/deployments\n"
         f"[bold]MLflow UI[/]: versions and aliases {mlflow}/#/models/{MODEL}\n"
-        f"the stack stays up; stop it with `steward down --home {settings.home}`",
+        f"the stack stays up; stop it with `steward down --home {settings.home}`\n"
+        f"embedded profile: MLflow and Prefect accept unauthenticated requests on {config.host} (one machine; "
+        "`steward up --profile production` authenticates them)",
         highlight=False,
     )

@@ -171,8 +171,8 @@ def _answers(url: str) -> bool:
 
 
 def _search_status(url: str, auth: tuple[str, str]) -> int:
-    return httpx.post(f"{url}/api/2.0/mlflow/registered-models/search", json={"max_results": 1}, auth=auth,
-                      timeout=30).status_code
+    return httpx.get(f"{url}/api/2.0/mlflow/registered-models/search", params={"max_results": 1}, auth=auth,
+                     timeout=30).status_code
 
 
 @pytest.mark.slow
