@@ -30,6 +30,9 @@ class MonitoringExecutor(StrEnum):
     LOCAL = "local"  # one bounded scan in the flow's process
     DASK = "dask"  # per-day summaries on a Dask cluster, merged
 OWNER_ONLY_UMASK = 0o077  # files 0600, folders 0700
+# the home's group may pass through it (never list or read it): the production profile's PostgreSQL runs as
+# another user when Steward is root, and its data folder is under the home (steward.postgres)
+HOME_GROUP_TRAVERSE = 0o010
 DEFAULT_CONFIG_FILE = "steward.yaml"
 
 
@@ -73,6 +76,10 @@ class Settings(BaseSettings):
     control_key: SecretStr | None = Field(
         default=None, description="Key that signs Steward's registry changes and validations; gateways holding it "
         "follow nothing else (give it to Steward's processes only, never to MLflow users).",
+    )
+    mlflow_credentials_block: str | None = Field(
+        default=None, description="Prefect Secret block holding {\"username\": ..., \"password\": ...} for MLflow; "
+        "flow runs read it when MLFLOW_TRACKING_USERNAME/PASSWORD are neither in the environment nor under the home.",
     )
     skops_trusted_types: list[str] = Field(
         default_factory=list,
@@ -141,13 +148,16 @@ class Settings(BaseSettings):
         The home holds the prediction log, the MLflow store and Prefect's database: features,
         labels and audit history nobody else on the machine should read. The umask makes every
         later file 0600 and folder 0700; a home made world-readable by an older version is
-        closed at its top folder, which keeps others out of everything below it.
+        closed at its top folder, which keeps others out of everything below it. Only group
+        traverse of the top folder is kept, which :mod:`steward.postgres` grants its server's user.
         """
         os.umask(OWNER_ONLY_UMASK)
         for path in (self.home, self.mlflow_dir, self.prefect_home):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o700)
+            allowed = HOME_GROUP_TRAVERSE if path == self.home else 0
+            mode = path.stat().st_mode
+            if mode & 0o077 & ~allowed:
+                path.chmod(0o700 | (mode & allowed))
 
 
 @functools.cache
@@ -193,14 +203,26 @@ def apply_environment(settings: Settings | None = None, *, override: bool = Fals
     """Export :func:`environment_for` into ``os.environ`` and create the home folders.
 
     Values already in the environment are kept unless ``override`` is set, so a user's
-    explicit ``PREFECT_API_URL`` or ``MLFLOW_TRACKING_URI`` is respected.
+    explicit ``PREFECT_API_URL`` or ``MLFLOW_TRACKING_URI`` is respected; so are MLflow and Prefect
+    credentials, which otherwise come from the home's files (:mod:`steward.credentials`).
     """
     settings = settings or get_settings()
     settings.ensure_home()
     for key, value in environment_for(settings).items():
         if override or key not in os.environ:
             os.environ[key] = value
+    os.environ.update(control_plane_credentials(settings))
     return settings
+
+
+def control_plane_credentials(settings: Settings) -> dict[str, str]:
+    """MLflow and Prefect credentials the environment lacks and the home holds (``steward up`` wrote them).
+
+    Empty for a home without them (the embedded profile, whose servers need none).
+    """
+    from steward.credentials import ControlPlaneSecrets
+
+    return ControlPlaneSecrets(settings.home).client_environment_from_files(os.environ)
 
 
 def settings_summary(settings: Settings) -> dict[str, Any]:

@@ -112,15 +112,30 @@ class Cluster:
     def server_command(self) -> tuple[str, ...]:
         return (str(find_bin_dir() / "postgres"), "-D", str(self.data_dir), "-h", self.host, "-p", str(self.port))
 
+    def let_server_through_home(self, account: pwd.struct_passwd) -> None:
+        """Let the server's user pass through the owner-only home to its data folder: group traverse, no listing.
+
+        Everything else under the home stays 0700/0600, so passing through it reaches nothing but ``postgres/``.
+        """
+        info = self.home.stat()
+        if info.st_gid != account.pw_gid:
+            os.chown(self.home, -1, account.pw_gid)
+        if stat.S_IMODE(info.st_mode) != 0o710:
+            self.home.chmod(0o710)
+
     def initialise(self) -> bool:
         """``initdb`` the cluster if it is not there yet; True if it was created now."""
         if self.initialised:
+            user = server_user()
+            if user is not None:  # a home closed since (an older version, an operator's chmod) blocks the server
+                self.let_server_through_home(pwd.getpwnam(user))
             return False
         bin_dir, user = find_bin_dir(), server_user()
         account = pwd.getpwnam(user) if user else None
         self.root.mkdir(parents=True, exist_ok=True)
         if account is not None:
-            blocked = " ".join(str(p) for p in reversed((self.root, *self.root.parents)) if not _can_enter(p, account))
+            self.let_server_through_home(account)
+            blocked = " ".join(str(p) for p in reversed(self.root.parents) if not _can_enter(p, account))
             if blocked:
                 raise PostgresError(
                     f"PostgreSQL runs as the user {user!r} (it refuses root), who cannot enter {blocked}: "

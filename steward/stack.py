@@ -6,14 +6,17 @@ can stop a process together with its children and nothing else. Two profiles:
 | service | embedded (default) | production | health check |
 | --- | --- | --- | --- |
 | ``postgres`` | | PostgreSQL under ``<home>/postgres`` (:mod:`steward.postgres`) | ``pg_isready`` |
-| ``prefect`` | ``prefect server start`` on SQLite | the same on PostgreSQL (asyncpg) | ``GET /api/health`` |
-| ``mlflow`` | ``mlflow server`` on SQLite | the same on PostgreSQL | ``GET /health`` |
+| ``prefect`` | ``prefect server start`` on SQLite | the same on PostgreSQL (asyncpg), API auth string | ``GET /api/health`` |
+| ``mlflow`` | ``mlflow server`` on SQLite | the same on PostgreSQL, basic-auth app | ``GET /health`` |
 | ``gateway`` / ``gateway-<i>`` | one ``steward serve <models>`` | N replicas on consecutive ports | ``GET /readyz`` |
 | ``deployments`` / ``worker`` | ``prefect.serve`` | a process worker of the work pool | ``GET /health`` |
 
 A pid file per service under ``<home>/run`` records the pid, the process's start time (so a
 reused pid is never mistaken for ours), the port and the log file; logs go to ``<home>/logs``;
 ``<home>/run/stack.profile`` names the services of the last ``up``.
+The embedded profile's MLflow and Prefect accept unauthenticated requests (one machine, 127.0.0.1);
+the production profile's accept only Steward's credentials (:mod:`steward.credentials`), which reach
+each process in its environment at launch.
 No Prefect import here: this is plain process supervision.
 """
 
@@ -41,6 +44,7 @@ import psutil
 
 from steward import postgres
 from steward.config import Settings, environment_for
+from steward.credentials import MLFLOW_AUTH_APP, ControlPlaneSecrets, CredentialsError
 
 SERVICE_ORDER = ("prefect", "mlflow", "gateway", "deployments")  # the embedded profile's services
 PROFILE_FILE = "stack.profile"  # JSON; not *.json, which are the pid files
@@ -202,8 +206,18 @@ def client_environment(settings: Settings, config: StackConfig) -> dict[str, str
     return env
 
 
-def _database_env(cluster: postgres.Cluster, variable: str, database: str, driver: str) -> dict[str, str]:
-    return {variable: cluster.url(database, driver)}
+def _prefect_server_secrets(cluster: postgres.Cluster, secrets: ControlPlaneSecrets) -> dict[str, str]:
+    return {"PREFECT_API_DATABASE_CONNECTION_URL": cluster.url("prefect", "asyncpg"),
+            **secrets.load().prefect_server_environment()}
+
+
+def _mlflow_server_secrets(cluster: postgres.Cluster, secrets: ControlPlaneSecrets) -> dict[str, str]:
+    return {"MLFLOW_BACKEND_STORE_URI": cluster.url("mlflow", "psycopg2"),
+            **secrets.mlflow_server_environment(secrets.load())}
+
+
+def _client_secrets(secrets: ControlPlaneSecrets) -> dict[str, str]:
+    return secrets.load().client_environment()
 
 
 def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
@@ -225,6 +239,7 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
     }
     base.pop("PREFECT_API_URL", None)
     client = {**base, **client_environment(settings, config)}
+    client_secrets = None
     models, host = _models(config), config.host
     wave = 1 if production else 0
     services: list[Service] = []
@@ -237,10 +252,13 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
         services.append(Service("postgres", cluster.server_command(), config.postgres_port,
                                 f"postgresql://{host}:{config.postgres_port}", {"PATH": base["PATH"], "LC_ALL": "C"},
                                 wave=0, user=postgres.server_user(), stop_signal=signal.SIGINT))  # fast shutdown
-        # the URLs carry the password: read at launch (after initdb), passed in the environment, never on the
-        # command line or in the pid file
-        prefect_secrets = partial(_database_env, cluster, "PREFECT_API_DATABASE_CONNECTION_URL", "prefect", "asyncpg")
-        mlflow_secrets = partial(_database_env, cluster, "MLFLOW_BACKEND_STORE_URI", "mlflow", "psycopg2")
+        # database URLs and control-plane credentials: read at launch (after initdb and the first `up` generated
+        # them), passed in the environment, never on the command line or in the pid file
+        secrets = ControlPlaneSecrets(settings.home)
+        prefect_secrets = partial(_prefect_server_secrets, cluster, secrets)
+        mlflow_secrets = partial(_mlflow_server_secrets, cluster, secrets)
+        client_secrets = partial(_client_secrets, secrets)
+        mlflow_command[1:2] = ["server", "--app-name", MLFLOW_AUTH_APP]
     else:
         prefect_secrets = mlflow_secrets = None
         mlflow_command[2:2] = ["--backend-store-uri", settings.resolved_tracking_uri]
@@ -256,6 +274,7 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
             gateway_name(config, index),
             (_bin("steward"), "serve", *models, "--host", host, "--port", str(port)),
             port, f"http://{host}:{port}/readyz", client, wave=wave + 1, port_option="--gateway-port",
+            secret_env=client_secrets,
         ))
     gateway_url = f"http://{host}:{config.gateway_port}"
     if production:
@@ -267,7 +286,7 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
              "PREFECT_WORKER_WEBSERVER_PORT": str(config.deployments_port),
              # a triggered run starts within 2 s instead of 10
              "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "2")},
-            wave=wave + 1, port_option="--deployments-port",
+            wave=wave + 1, port_option="--deployments-port", secret_env=client_secrets,
         ))
     else:
         services.append(Service(
@@ -373,13 +392,17 @@ def _launch(settings: Settings, service: Service) -> Record:
     if service.user is not None:
         account = pwd.getpwnam(service.user)
         identity = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    try:
+        secret_env = service.secret_env() if service.secret_env else {}
+    except CredentialsError as error:
+        raise StackError(f"the {service.name} service cannot start: {error}") from None
     with log_path.open("ab") as log:
         log.write(f"\n=== {datetime.now(UTC).isoformat()} starting: {' '.join(service.command)}\n".encode())
         log.flush()
         process = subprocess.Popen(
             service.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**service.env, **(service.secret_env() if service.secret_env else {})}, cwd=os.getcwd() if service.user is None else "/", start_new_session=True,
-            **identity,
+            env={**service.env, **secret_env}, cwd=os.getcwd() if service.user is None else "/",
+            start_new_session=True, **identity,
         )
     record = Record(
         name=service.name, pid=process.pid, create_time=psutil.Process(process.pid).create_time(),
@@ -409,7 +432,13 @@ def _wait_healthy(records: Sequence[Record], timeout: float) -> None:
 
 
 def _prepare(settings: Settings, config: StackConfig, names: set[str], echo: Callable[[str], None]) -> None:
-    """Before the first wave: the PostgreSQL cluster exists (``initdb`` once)."""
+    """Before the first wave: the PostgreSQL cluster exists (``initdb`` once); so do the control plane's credentials."""
+    if config.profile is Profile.PRODUCTION:
+        secrets = ControlPlaneSecrets(settings.home)
+        generated = not secrets.mlflow_password_file.exists() and "MLFLOW_TRACKING_PASSWORD" not in os.environ
+        secrets.ensure()
+        if generated:
+            echo(f"mlflow, prefect: credentials of Steward's processes generated under {secrets.folder} (owner-only)")
     if "postgres" in names:
         cluster = config.cluster(settings)
         try:

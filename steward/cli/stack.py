@@ -83,6 +83,12 @@ def up(
         exports = " ".join(f"{key}={value}" for key, value in stack.client_environment(settings, config).items()
                            if key.startswith(("STEWARD_", "PREFECT_")))
         console.print(f"commands use this stack with: export {exports}", highlight=False, soft_wrap=True)
+        console.print(f"MLflow and Prefect accept only authenticated requests; commands with STEWARD_HOME={settings.home} "
+                      f"read Steward's credentials from {settings.home / 'secrets'} (docs/security.md)",
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print("embedded profile: MLflow and Prefect accept unauthenticated requests on "
+                      f"{host} (one machine; --profile production authenticates them)", highlight=False)
     if watch:
         try:
             stack.supervise(settings, config, echo=console.print)
@@ -95,6 +101,34 @@ def down(home: HomeOption = None) -> None:
     from steward import stack
 
     stack.stop(begin(home).settings, echo=console.print)
+
+
+def rotate_credentials(
+    mlflow_url: Annotated[str | None, typer.Option(
+        help="The stack's MLflow server, to change Steward's MLflow password there (default: STEWARD_TRACKING_URI).")
+    ] = None,
+    prefect: Annotated[bool, typer.Option("--prefect", help="Also replace the Prefect auth string.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Replace Steward's MLflow password (in MLflow and the home) and optionally the Prefect auth string;
+    then restart the stack (`steward down`, `steward up`) so every process holds the new ones."""
+    from steward.credentials import ControlPlaneSecrets, CredentialsError
+
+    settings = begin(home).settings
+    secrets = ControlPlaneSecrets(settings.home)
+    url = mlflow_url or settings.tracking_uri
+    if not url or not url.startswith(("http://", "https://")):
+        fail("name the stack's MLflow server with --mlflow-url or STEWARD_TRACKING_URI (`steward up` prints it)")
+    try:
+        secrets.rotate_mlflow_password(url)
+        console.print(f"MLflow: Steward's password changed in {url} and in {secrets.mlflow_password_file}")
+        if prefect:
+            secrets.rotate_prefect_auth_string()
+            console.print(f"Prefect: a new auth string in {secrets.prefect_auth_file}")
+    except CredentialsError as error:
+        fail(str(error))
+    console.print("[yellow]restart the stack now[/] (`steward down`, then `steward up` as before): running "
+                  "processes hold the old credentials and are refused until then")
 
 
 def stack_status(home: HomeOption = None) -> None:
@@ -215,6 +249,8 @@ def _print_demo_end(outcome: Any, settings: Settings, config: Any) -> None:
         f"[bold]Prefect UI[/]: flow runs {prefect}/runs, events {prefect}/events, artifacts {prefect}/artifacts, "
         f"deployments {prefect}/deployments\n"
         f"[bold]MLflow UI[/]: versions and aliases {mlflow}/#/models/{MODEL}\n"
-        f"the stack stays up; stop it with `steward down --home {settings.home}`",
+        f"the stack stays up; stop it with `steward down --home {settings.home}`\n"
+        f"embedded profile: MLflow and Prefect accept unauthenticated requests on {config.host} (one machine; "
+        "`steward up --profile production` authenticates them)",
         highlight=False,
     )

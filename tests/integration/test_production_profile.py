@@ -7,11 +7,9 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -43,27 +41,19 @@ def _free_pair() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
-@pytest.fixture
-def production_home():
-    """A home the `postgres` user can reach (pytest's temp folders are root-only)."""
-    home = Path(tempfile.mkdtemp(prefix="steward-production-", dir="/tmp"))
-    home.chmod(0o711)
-    yield home / "home"
-    shutil.rmtree(home, ignore_errors=True)
-
-
 class Stack:
-    def __init__(self, home: Path, spec_path: Path) -> None:
-        self.home, self.spec_path = home, spec_path
+    def __init__(self, home: Path, spec_path: Path, replicas: int = 2) -> None:
+        self.home, self.spec_path, self.replicas = home, spec_path, replicas
         self.ports = {"postgres": free_port(), "prefect": free_port(), "mlflow": free_port(),
                       "gateway": _free_pair(), "deployments": free_port()}
-        self.gateways = [f"http://127.0.0.1:{self.ports['gateway'] + i}" for i in range(2)]
+        self.gateways = [f"http://127.0.0.1:{self.ports['gateway'] + i}" for i in range(replicas)]
         self.env = {**os.environ, "COLUMNS": "250", "STEWARD_HOME": str(home), "STEWARD_ADMIN_TOKEN": TOKEN,
                     "STEWARD_TRACKING_URI": f"http://127.0.0.1:{self.ports['mlflow']}",
                     "STEWARD_PREFECT_API_URL": f"http://127.0.0.1:{self.ports['prefect']}/api",
                     "PREFECT_API_URL": f"http://127.0.0.1:{self.ports['prefect']}/api"}
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME"):
-            self.env.pop(variable, None)
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME", "MLFLOW_TRACKING_USERNAME",
+                         "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING"):
+            self.env.pop(variable, None)  # commands read Steward's credentials from the home, as a user's shell does
 
     def steward(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run([STEWARD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
@@ -71,12 +61,26 @@ class Stack:
 
     def up(self, *only: str) -> subprocess.CompletedProcess:
         options = [arg for name, port in self.ports.items() for arg in (f"--{name}-port", str(port))]
-        return self.steward("up", str(self.spec_path), "--profile", "production", "--replicas", "2", *options,
+        return self.steward("up", str(self.spec_path), "--profile", "production", "--replicas", str(self.replicas),
+                            *options,
                             "--timeout", "400", *(arg for name in only for arg in ("--only", name)))
+
+    def credentials(self):
+        """Steward's MLflow and Prefect credentials, as the first `up` generated them under the home."""
+        from steward.credentials import ControlPlaneSecrets
+
+        return ControlPlaneSecrets(self.home).load(environ={})
+
+    def prefect_auth(self) -> tuple[str, str]:
+        """Steward's Prefect auth string as httpx's basic auth."""
+        user, _, password = self.credentials().prefect_auth_string.get_secret_value().partition(":")
+        return user, password
 
     @contextlib.contextmanager
     def registry(self):
-        """The registry through the stack's MLflow server; training logs its runs there too meanwhile."""
+        """The registry through the stack's MLflow server as Steward; training logs its runs there too meanwhile."""
+        from unittest.mock import patch
+
         import mlflow
 
         from steward.registry.adapter import Registry
@@ -84,9 +88,12 @@ class Stack:
         url, previous = self.env["STEWARD_TRACKING_URI"], (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
         mlflow.set_tracking_uri(url)
         mlflow.set_registry_uri(url)
+        credentials = self.credentials()
         try:
-            yield Registry(self.env["STEWARD_TRACKING_URI"], (self.home / "mlflow" / "artifacts").as_uri(),
-                           actor="production-profile-test")
+            with patch.dict(os.environ, {"MLFLOW_TRACKING_USERNAME": credentials.mlflow_username,
+                                         "MLFLOW_TRACKING_PASSWORD": credentials.mlflow_password.get_secret_value()}):
+                yield Registry(self.env["STEWARD_TRACKING_URI"], (self.home / "mlflow" / "artifacts").as_uri(),
+                               actor="production-profile-test")
         finally:
             mlflow.set_tracking_uri(previous[0])
             mlflow.set_registry_uri(previous[1])
@@ -146,7 +153,7 @@ def test_production_profile_two_replicas_follow_the_registry_and_state_survives_
             assert f"{name}: healthy" in full.stdout, full.stdout
         assert stack.views(model_name) == [first.version, first.version]
         deployments = httpx.post(f"http://127.0.0.1:{stack.ports['prefect']}/api/deployments/filter",
-                                 json={"limit": 200}, timeout=10).json()
+                                 json={"limit": 200}, auth=stack.prefect_auth(), timeout=10).json()
         assert {d["work_pool_name"] for d in deployments} == {"steward-pool"}
         assert {d["name"] for d in deployments} == {model_name}
 

@@ -148,6 +148,9 @@ def test_the_production_plan_orders_services_and_keeps_the_password_off_command_
     for service in services:
         written = " ".join(service.command) + json.dumps(service.env)
         assert "secret-pw-1" not in written, service.name
+    from steward.credentials import ControlPlaneSecrets
+
+    ControlPlaneSecrets(settings.home).ensure()  # what `up` does before the first wave
     secrets = {s.name: s.secret_env() for s in services if s.secret_env}
     assert secrets["prefect"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://steward:secret-pw-1@")
     assert secrets["mlflow"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://steward:secret-pw-1@")
