@@ -1,6 +1,6 @@
 """The local stack of the embedded mode: start, health-check, supervise and stop its processes.
 
-``steward up`` starts four processes, each in its own session (process group) so that
+``steward up`` starts five processes, each in its own session (process group) so that
 ``steward down`` can stop a process together with its children and nothing else:
 
 | service | command | health check |
@@ -9,6 +9,7 @@
 | ``mlflow`` | ``mlflow server`` on the home's tracking store, with its UI | ``GET /health`` |
 | ``gateway`` | ``steward serve <models>`` | ``GET /readyz`` (every model loaded and verified) |
 | ``deployments`` | ``steward deployments <specs>`` (``prefect.serve``) | the runner's ``GET /health`` |
+| ``evidently`` | ``evidently ui`` on the drift checks' workspace ``<home>/evidently`` | ``GET /api/version`` |
 
 A pid file per service under ``<home>/run`` records the pid, the process's start time (so a
 reused pid is never mistaken for ours), the port and the log file; logs go to ``<home>/logs``.
@@ -34,8 +35,9 @@ import httpx
 import psutil
 
 from steward.config import Settings, environment_for
+from steward.monitoring.drift.workspace import workspace_path
 
-SERVICE_ORDER = ("prefect", "mlflow", "gateway", "deployments")
+SERVICE_ORDER = ("prefect", "mlflow", "gateway", "deployments", "evidently")
 
 
 class StackError(RuntimeError):
@@ -57,6 +59,7 @@ class StackConfig:
     mlflow_port: int = 5000
     gateway_port: int = 8080
     deployments_port: int = 8090
+    evidently_port: int = 8000
     startup_timeout: float = 180.0
 
     @property
@@ -117,7 +120,7 @@ def _bin(name: str) -> str:
 
 
 def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
-    """The four services of the stack, in start order."""
+    """The five services of the stack, in start order."""
     if not config.spec_paths:
         raise StackError("name at least one model spec: `steward up path/to/spec.yaml`")
     base = {
@@ -165,6 +168,13 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
              "PREFECT_RUNNER_SERVER_PORT": str(config.deployments_port),
              # a triggered run starts within 2 s instead of 10; one local process polling is cheap
              "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "2")},
+        ),
+        Service(
+            "evidently",
+            (_bin("evidently"), "ui", "--workspace", str(workspace_path(settings.home)), "--host", host,
+             "--port", str(config.evidently_port)),
+            config.evidently_port, f"http://{host}:{config.evidently_port}/api/version",
+            {**base, "DO_NOT_TRACK": "1"},  # no telemetry calls from a closed network
         ),
     ]
 
@@ -292,7 +302,7 @@ def start(settings: Settings, config: StackConfig, echo: Callable[[str], None] =
     check_ports(to_start, config.host)
     started: list[Record] = []
     try:
-        for wave in (("prefect", "mlflow"), ("gateway", "deployments")):
+        for wave in (("prefect", "mlflow", "evidently"), ("gateway", "deployments")):
             records = [_launch(settings, s) for s in to_start if s.name in wave]
             started.extend(records)
             for record in records:

@@ -20,16 +20,17 @@ PrefectPortOption = Annotated[int, typer.Option(help="Prefect server (API and UI
 MlflowPortOption = Annotated[int, typer.Option(help="MLflow tracking server and UI.")]
 GatewayPortOption = Annotated[int, typer.Option(help="The gateway.")]
 DeploymentsPortOption = Annotated[int, typer.Option(help="Health endpoint of the deployments process.")]
+EvidentlyPortOption = Annotated[int, typer.Option(help="Evidently's UI over the drift checks' workspace.")]
 
 
 def _stack_config(specs: list[Path], models: list[str] | None, host: str, prefect_port: int, mlflow_port: int,
-                  gateway_port: int, deployments_port: int, timeout: float):
+                  gateway_port: int, deployments_port: int, timeout: float, evidently_port: int = 8000):
     from steward.stack import StackConfig
 
     return StackConfig(
         spec_paths=tuple(str(spec.resolve()) for spec in specs), models=tuple(models or ()), host=host,
         prefect_port=prefect_port, mlflow_port=mlflow_port, gateway_port=gateway_port,
-        deployments_port=deployments_port, startup_timeout=timeout,
+        deployments_port=deployments_port, evidently_port=evidently_port, startup_timeout=timeout,
     )
 
 
@@ -41,23 +42,25 @@ def up(
     mlflow_port: MlflowPortOption = 5000,
     gateway_port: GatewayPortOption = 8080,
     deployments_port: DeploymentsPortOption = 8090,
+    evidently_port: EvidentlyPortOption = 8000,
     timeout: Annotated[float, typer.Option(help="Seconds each service may take to become healthy.")] = 180.0,
     watch: Annotated[bool, typer.Option("--watch", help="Stay in the foreground, restart crashed services, "
                                                          "stop everything on Ctrl-C.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Start the local stack: Prefect server, MLflow server, gateway and the deployments (docs/operations.md)."""
+    """Start the local stack: Prefect server, MLflow server, gateway, the deployments and Evidently's UI (docs/operations.md)."""
     from steward import stack
 
     settings = begin(home, *specs).settings
-    config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout)
+    config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout,
+                           evidently_port)
     try:
         stack.start(settings, config, echo=console.print)
     except stack.StackError as error:
         fail(str(error))
     console.print(
         f"[green]stack up[/]: Prefect UI http://{host}:{prefect_port}, MLflow UI http://{host}:{mlflow_port}, "
-        f"gateway http://{host}:{gateway_port}; logs under {stack.log_dir(settings)}; stop with `steward down`"
+        f"gateway http://{host}:{gateway_port}, Evidently UI http://{host}:{evidently_port}; logs under {stack.log_dir(settings)}; stop with `steward down`"
     )
     if watch:
         try:
@@ -110,6 +113,7 @@ def demo(
     mlflow_port: MlflowPortOption = 5000,
     gateway_port: GatewayPortOption = 8080,
     deployments_port: DeploymentsPortOption = 8090,
+    evidently_port: EvidentlyPortOption = 8000,
     home: Annotated[Path | None, typer.Option(
         "--home", help=f"Home of the demo's state and stack (default: {DEMO_HOME}, replaced on each run; "
                        "a folder given here must be new or empty).")] = None,
@@ -132,7 +136,8 @@ def demo(
     elif target.exists() and any(target.iterdir()):
         fail(f"{target} is not empty: give the demo a new folder with --home, or leave --home out to use "
              f"{DEMO_HOME} (replaced on each run)")
-    config = _stack_config([], None, host, prefect_port, mlflow_port, gateway_port, deployments_port, 180.0)
+    config = _stack_config([], None, host, prefect_port, mlflow_port, gateway_port, deployments_port, 180.0,
+                           evidently_port)
     os.environ["PREFECT_API_URL"] = config.prefect_api_url
     for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):  # the demo narrates; runs log to the UI
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "ERROR")

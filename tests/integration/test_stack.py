@@ -26,7 +26,7 @@ def _steward(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def _ports() -> dict[str, int]:
-    return {name: free_port() for name in ("prefect", "mlflow", "gateway", "deployments")}
+    return {name: free_port() for name in ("prefect", "mlflow", "gateway", "deployments", "evidently")}
 
 
 def _port_options(ports: dict[str, int]) -> list[str]:
@@ -34,7 +34,7 @@ def _port_options(ports: dict[str, int]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_up_starts_four_healthy_services_and_down_stops_exactly_them(two_versions, write_spec, settings):
+def test_up_starts_five_healthy_services_and_down_stops_exactly_them(two_versions, write_spec, settings):
     model, _, _ = two_versions
     spec_path = write_spec()
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
@@ -43,12 +43,13 @@ def test_up_starts_four_healthy_services_and_down_stops_exactly_them(two_version
         result = _steward("up", str(spec_path), "--home", str(settings.home), *_port_options(ports))
         assert result.returncode == 0, result.stdout + result.stderr
         records = {p.stem: json.loads(p.read_text()) for p in (settings.home / "run").glob("*.json")}
-        assert set(records) == {"prefect", "mlflow", "gateway", "deployments"}
+        assert set(records) == {"prefect", "mlflow", "gateway", "deployments", "evidently"}
         checks = {
             "prefect": f"http://127.0.0.1:{ports['prefect']}/api/health",
             "mlflow": f"http://127.0.0.1:{ports['mlflow']}/health",
             "gateway": f"http://127.0.0.1:{ports['gateway']}/readyz",
             "deployments": f"http://127.0.0.1:{ports['deployments']}/health",
+            "evidently": f"http://127.0.0.1:{ports['evidently']}/api/version",
         }
         for name, url in checks.items():
             assert httpx.get(url, timeout=10).status_code == 200, name
@@ -60,10 +61,10 @@ def test_up_starts_four_healthy_services_and_down_stops_exactly_them(two_version
         assert all((settings.home / "logs" / f"{name}.log").stat().st_size > 0 for name in records)
 
         status = _steward("stack-status", "--home", str(settings.home), timeout=60)
-        assert status.returncode == 0 and status.stdout.count("healthy") == 4, status.stdout
+        assert status.returncode == 0 and status.stdout.count("healthy") == 5, status.stdout
 
         again = _steward("up", str(spec_path), "--home", str(settings.home), *_port_options(ports), timeout=60)
-        assert again.returncode == 0 and again.stdout.count("already running") == 4
+        assert again.returncode == 0 and again.stdout.count("already running") == 5
 
         pids = {name: record["pid"] for name, record in records.items()}
         down = _steward("down", "--home", str(settings.home), timeout=120)
