@@ -96,7 +96,8 @@ def test_each_window_is_two_snapshots_at_its_end_tagged_with_the_version(tmp_pat
 
     quality = dict(first.snapshots)[SnapshotKind.DATA_QUALITY]
     values = _metric_values(workspace, first.project_id, quality)
-    assert values[("RowCount", "")] == 600
+    metadata = workspace.get_run(first.project_id, quality).metadata
+    assert metadata["window_rows"] == "600" and metadata["labelled_rows"] == "600"
     assert values[("Accuracy", "")] == pytest.approx(450 / 600)
     drift_values = _metric_values(workspace, first.project_id, dict(first.snapshots)[SnapshotKind.DRIFT])
     assert ("DriftedColumnsCount", "share") in drift_values and ("ValueDrift", "score") in drift_values
@@ -113,6 +114,20 @@ def test_missing_share_is_measured_per_feature(tmp_path, window):
               for r in model.metric_results.values() if hasattr(r, "share")}
     assert shares == {c: pytest.approx(current[c].isna().mean()) for c in FEATURES}
     assert shares["income"] >= 0.1  # the 60 blanked rows at least
+
+
+def test_a_large_window_is_measured_on_a_seeded_sample(tmp_path, window):
+    from steward.monitoring.drift.profile import sample_frame
+
+    current = window.iloc[:600]
+    outcome = record_window(tmp_path, model="credit", version="1", as_of=DAY0, drift=None,
+                            quality=WindowQuality(current, FEATURES, sample_rows=100, seed=7), prediction_column=None)
+    model = open_workspace(tmp_path).get_run(outcome.project_id, outcome.snapshots[0][1])
+    sample = sample_frame(current, list(FEATURES), 100, 7)
+    shares = {r.share.metric_value_location.metric.params["column"]: r.share.value
+              for r in model.metric_results.values() if hasattr(r, "share")}
+    assert shares == {c: pytest.approx(sample[c].isna().mean()) for c in FEATURES}
+    assert model.metadata["window_rows"] == "600" and model.metadata["sample_rows"] == "100"
 
 
 def test_running_a_window_again_replaces_its_snapshots(tmp_path, window, drift_snapshot):

@@ -6,8 +6,9 @@ window's end (``as_of``, not the wall clock) and tagged with the serving version
 
 - ``drift``: the Evidently drift report the check already rendered (share of drifted features,
   every feature's drift score, the prediction's drift);
-- ``data-quality``: missing share of every feature on the window, its row count, and accuracy
-  (or MAE for regression) on the window's labelled rows when there are any.
+- ``data-quality``: missing share of every feature on the window and accuracy (or MAE for
+  regression) on the window's labelled rows when there are any (each on a seeded sample of at
+  most ``QUALITY_SAMPLE_ROWS``; the metadata says how many rows there were).
 
 A snapshot's id is derived from (model, kind, version, as_of), so running the same window again
 replaces its snapshots instead of adding duplicates. The dashboard has an "All versions" tab and
@@ -65,14 +66,24 @@ class WorkspaceOutcome:
     error: str | None = None
 
 
+# Rows the data-quality report reads: a share's standard error on a uniform sample is at most
+# 0.5/sqrt(rows), 0.22 points here, and a 1M-row window costs ~1 s instead of ~17 s (2 busy cores).
+QUALITY_SAMPLE_ROWS = 50_000
+
+
 @dataclass(frozen=True)
 class WindowQuality:
-    """The window's frame and what to measure on it (feature lists and, when labels joined, the label metric)."""
+    """The window's frame and what to measure on it (feature lists and, when labels joined, the label metric).
+
+    Windows and labelled rows above ``sample_rows`` are measured on a seeded uniform sample of that size.
+    """
 
     current: pd.DataFrame
     features: tuple[str, ...]
     labelled: pd.DataFrame | None = None  # rows with a ``label`` column next to ``prediction``
     label_metric: LabelMetric = "accuracy"
+    sample_rows: int = QUALITY_SAMPLE_ROWS
+    seed: int = 0
 
 
 def workspace_path(home: Path) -> Path:
@@ -119,28 +130,30 @@ def ensure_project(workspace: Workspace, model: str) -> str:
 
 
 def quality_report(quality: WindowQuality) -> Snapshot:
-    """Evidently's missing-value count of every feature and row count on the window, plus the label metric."""
+    """Evidently's missing-value count of every feature on the window, plus the label metric on its labelled rows."""
     import pandas as pd
     from evidently import DataDefinition, Dataset, Report
     from evidently.core.datasets import BinaryClassification, MulticlassClassification, Regression
-    from evidently.metrics import MAE, Accuracy, MissingValueCount, RowCount
+    from evidently.metrics import MAE, Accuracy, MissingValueCount
 
+    from steward.monitoring.drift.profile import sample_frame
     from steward.store.reader import typed_labels
 
     features = list(quality.features)
     absent = [c for c in features if c not in quality.current.columns]
     if absent:
         raise ValueError(f"the window lacks feature columns {absent}; it must hold every feature of the spec")
-    frame = quality.current[features]
+    frame = sample_frame(quality.current, features, quality.sample_rows, quality.seed)
     numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=[c for c in features if c not in numeric])
-    metrics: list[Any] = [RowCount(), *(MissingValueCount(column=c) for c in features)]
+    metrics: list[Any] = [*(MissingValueCount(column=c) for c in features)]
     snapshot = Report(metrics).run(Dataset.from_pandas(frame, data_definition=definition), None)
     labelled = quality.labelled
     if labelled is None or labelled.empty:
         return snapshot
     # the label metric is a report of its own (on the labelled rows), merged into this snapshot below
-    pair = labelled[["label", "prediction"]].dropna()
+    pair = sample_frame(labelled.dropna(subset=["label", "prediction"]), ["label", "prediction"],
+                        quality.sample_rows, quality.seed)
     both = typed_labels(pd.concat([pair["label"], pair["prediction"]], ignore_index=True),
                         classification=quality.label_metric == "accuracy")  # the log stores both as text
     pair = pd.DataFrame({"label": both.iloc[: len(pair)].to_numpy(), "prediction": both.iloc[len(pair):].to_numpy()})
@@ -300,6 +313,8 @@ def record_window(
             if snapshot is None:
                 continue
             metadata = {"model": model, "version": version, "kind": kind.value, "as_of": as_of.isoformat()}
+            if kind is SnapshotKind.DATA_QUALITY and quality is not None:
+                metadata |= _quality_metadata(quality)
             model_json = _restamped(snapshot, as_of, [*tags, kind.value], metadata)
             written.append((kind, write_snapshot(workspace, project_id, snapshot_id(model, kind, version, as_of),
                                                  model_json)))
@@ -308,6 +323,15 @@ def record_window(
         message = f"{type(error).__name__}: {error}"
         _log.warning("the drift check stands, but adding it to the Evidently workspace %s failed: %s", path, message)
         return WorkspaceOutcome(WorkspaceStatus.FAILED, str(path), error=message)
+
+
+def _quality_metadata(quality: WindowQuality) -> dict[str, str]:
+    """How many rows the window and its labels held, and how many the report read."""
+    labelled = 0 if quality.labelled is None else len(quality.labelled)
+    return {
+        "window_rows": str(len(quality.current)), "labelled_rows": str(labelled),
+        "sample_rows": str(quality.sample_rows), "sample_seed": str(quality.seed),
+    }
 
 
 def _drift_columns(snapshot: Snapshot, exclude: str | None) -> list[str]:
