@@ -166,6 +166,19 @@ def test_regression_windows_carry_mae_on_labels(tmp_path, window):
     assert values[("MAE", "mean")] == pytest.approx((0.5 + 0 + 1 + 0) / 4)
 
 
+def test_multiclass_accuracy_and_labels_without_values(tmp_path, window):
+    current = window.iloc[:6]
+    labelled = current.assign(prediction=["a", "b", "c", "a", "b", "c"], label=["a", "b", "c", "c", "c", "c"])
+    outcome = _record(tmp_path, DAY0, None, current, labelled=labelled)
+    values = _metric_values(open_workspace(tmp_path), outcome.project_id, outcome.snapshots[0][1])
+    assert values[("Accuracy", "")] == pytest.approx(4 / 6)
+
+    unlabelled = current.assign(prediction=["a"] * 6, label=[None] * 6)
+    outcome = _record(tmp_path, DAY0 + timedelta(days=1), None, current, labelled=unlabelled)
+    assert outcome.status is WorkspaceStatus.WRITTEN
+    assert ("Accuracy", "") not in _metric_values(open_workspace(tmp_path), outcome.project_id, outcome.snapshots[0][1])
+
+
 def test_a_failure_is_returned_not_raised(tmp_path, window, drift_snapshot):
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")

@@ -154,6 +154,8 @@ def quality_report(quality: WindowQuality) -> Snapshot:
     # the label metric is a report of its own (on the labelled rows), merged into this snapshot below
     pair = sample_frame(labelled.dropna(subset=["label", "prediction"]), ["label", "prediction"],
                         quality.sample_rows, quality.seed)
+    if pair.empty:
+        return snapshot
     both = typed_labels(pd.concat([pair["label"], pair["prediction"]], ignore_index=True),
                         classification=quality.label_metric == "accuracy")  # the log stores both as text
     pair = pd.DataFrame({"label": both.iloc[: len(pair)].to_numpy(), "prediction": both.iloc[len(pair):].to_numpy()})
@@ -171,8 +173,6 @@ def quality_report(quality: WindowQuality) -> Snapshot:
         label_definition = DataDefinition(numerical_columns=["label", "prediction"],
                                           regression=[Regression(target="label", prediction="prediction")])
         label_metric = MAE()
-    if pair.empty:
-        return snapshot
     scored = Report([label_metric]).run(Dataset.from_pandas(pair, data_definition=label_definition), None)
     return merge_snapshots(snapshot, scored)
 
