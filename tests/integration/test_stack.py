@@ -40,7 +40,8 @@ def test_up_starts_five_healthy_services_and_down_stops_exactly_them(two_version
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     ports = _ports()
     try:
-        result = _steward("up", str(spec_path), "--home", str(settings.home), *_port_options(ports))
+        # two start waves of up to 180 s each (the stack's own limit) on a busy machine
+        result = _steward("up", str(spec_path), "--home", str(settings.home), *_port_options(ports), timeout=420)
         assert result.returncode == 0, result.stdout + result.stderr
         records = {p.stem: json.loads(p.read_text()) for p in (settings.home / "run").glob("*.json")}
         assert set(records) == {"prefect", "mlflow", "gateway", "deployments", "evidently"}
