@@ -24,6 +24,7 @@ from steward.monitoring.drift.monitor import (
 )
 from steward.monitoring.drift.policy import DriftReason
 from steward.monitoring.drift.result import DriftResult
+from steward.monitoring.drift.workspace import WorkspaceOutcome
 from steward.spec import FeatureRole
 from steward.training.scores import SkippedCheck
 from tasks.common import current_flow_run_id, emit_model_event, publish_markdown, store
@@ -45,6 +46,7 @@ from tasks.drift import (
     store_drift_report,
     update_drift_ledger,
 )
+from tasks.evidently_workspace import add_to_evidently_workspace
 
 
 class DriftCheckStatus(StrEnum):
@@ -73,6 +75,7 @@ class DriftReportOutcome:
     seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     current_rows: int = 0
     skipped: tuple[SkippedCheck, ...] = ()  # e.g. score drift of a model that gives labels only (no_scores)
+    workspace: WorkspaceOutcome | None = None  # the window's snapshots in Evidently's workspace, or why not
 
     @property
     def material(self) -> bool:
@@ -155,6 +158,7 @@ def drift_report(
         else:
             report_error = f"storing the HTML in MLflow failed: {stored.message}"
             logger.error("%s", report_error)
+    workspace = add_to_evidently_workspace(spec, version, result, current.frame, window_start, window.end)
 
     record = DriftRecord(
         model=spec.name, version=version, window_start=current.start, window_end=window.end,
@@ -186,4 +190,5 @@ def drift_report(
         window_start=current.start, window_end=window.end, record=record, verdict=verdict, report_error=report_error,
         profile_built=cached.built, ledger_entry_id=entry_id, seconds=seconds, current_rows=current.rows,
         skipped=skipped,
+        workspace=workspace,
     )

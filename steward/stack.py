@@ -10,6 +10,7 @@ can stop a process together with its children and nothing else. Two profiles:
 | ``mlflow`` | ``mlflow server`` on SQLite | the same on PostgreSQL, basic-auth app | ``GET /health`` |
 | ``gateway`` / ``gateway-<i>`` | one ``steward serve <models>`` | N replicas on consecutive ports | ``GET /readyz`` |
 | ``deployments`` / ``worker`` | ``prefect.serve`` | a process worker of the work pool | ``GET /health`` |
+| ``evidently`` | ``evidently ui`` on the drift checks' workspace ``<home>/evidently`` | the same | ``GET /api/version`` |
 
 A pid file per service under ``<home>/run`` records the pid, the process's start time (so a
 reused pid is never mistaken for ours), the port and the log file; logs go to ``<home>/logs``;
@@ -45,8 +46,9 @@ import psutil
 from steward import postgres
 from steward.config import Settings, environment_for
 from steward.credentials import MLFLOW_AUTH_APP, ControlPlaneSecrets, CredentialsError
+from steward.monitoring.drift.workspace import workspace_path
 
-SERVICE_ORDER = ("prefect", "mlflow", "gateway", "deployments")  # the embedded profile's services
+SERVICE_ORDER = ("prefect", "mlflow", "gateway", "deployments", "evidently")  # the embedded profile's services
 PROFILE_FILE = "stack.profile"  # JSON; not *.json, which are the pid files
 WORK_POOL = "steward-pool"
 
@@ -82,6 +84,7 @@ class StackConfig:
     mlflow_port: int = 5000
     gateway_port: int = 8080
     deployments_port: int = 8090
+    evidently_port: int = 8000
     startup_timeout: float = 180.0
     profile: Profile = Profile.EMBEDDED
     replicas: int = 1
@@ -299,6 +302,14 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
              "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "2")},
             wave=wave + 1,
         ))
+    services.append(Service(
+        "evidently",
+        (_bin("evidently"), "ui", "--workspace", str(workspace_path(settings.home)), "--host", host,
+         "--port", str(config.evidently_port)),
+        config.evidently_port, f"http://{host}:{config.evidently_port}/api/version",
+        {**base, "DO_NOT_TRACK": "1"},  # no telemetry calls from a closed network
+        wave=wave,
+    ))
     return services
 
 

@@ -21,6 +21,7 @@ PrefectPortOption = Annotated[int, typer.Option(help="Prefect server (API and UI
 MlflowPortOption = Annotated[int, typer.Option(help="MLflow tracking server and UI.")]
 GatewayPortOption = Annotated[int, typer.Option(help="The gateway.")]
 DeploymentsPortOption = Annotated[int, typer.Option(help="Health endpoint of the deployments (or worker) process.")]
+EvidentlyPortOption = Annotated[int, typer.Option(help="Evidently's UI over the drift checks' workspace.")]
 
 
 class ProfileChoice(StrEnum):  # steward.stack.Profile, without importing the stack for --help
@@ -30,14 +31,14 @@ class ProfileChoice(StrEnum):  # steward.stack.Profile, without importing the st
 
 def _stack_config(specs: list[Path], models: list[str] | None, host: str, prefect_port: int, mlflow_port: int,
                   gateway_port: int, deployments_port: int, timeout: float, profile: str = "embedded",
-                  replicas: int = 1, postgres_port: int = 5432):
+                  replicas: int = 1, postgres_port: int = 5432, evidently_port: int = 8000):
     from steward.stack import Profile, StackConfig
 
     return StackConfig(
         spec_paths=tuple(str(spec.resolve()) for spec in specs), models=tuple(models or ()), host=host,
         prefect_port=prefect_port, mlflow_port=mlflow_port, gateway_port=gateway_port,
         deployments_port=deployments_port, startup_timeout=timeout, profile=Profile(profile), replicas=replicas,
-        postgres_port=postgres_port,
+        postgres_port=postgres_port, evidently_port=evidently_port,
     )
 
 
@@ -49,6 +50,7 @@ def up(
     mlflow_port: MlflowPortOption = 5000,
     gateway_port: GatewayPortOption = 8080,
     deployments_port: DeploymentsPortOption = 8090,
+    evidently_port: EvidentlyPortOption = 8000,
     timeout: Annotated[float, typer.Option(help="Seconds each service may take to become healthy.")] = 180.0,
     profile: Annotated[ProfileChoice, typer.Option(
         help="embedded: SQLite stores and one process serving the flows; production: PostgreSQL under the home "
@@ -63,20 +65,20 @@ def up(
                                                          "stop everything on Ctrl-C.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Start the local stack: Prefect server, MLflow server, gateway(s) and the flows' runner (docs/operations.md)."""
+    """Start the local stack: Prefect server, MLflow server, gateway(s), the flows' runner and Evidently's UI (docs/operations.md)."""
     from steward import stack
 
     settings = begin(home, *specs).settings
     try:
         config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout,
-                               profile.value, replicas, postgres_port)
+                               profile.value, replicas, postgres_port, evidently_port)
         stack.start(settings, config, echo=console.print, only=only)
     except stack.StackError as error:
         fail(str(error))
     gateways = ", ".join(f"http://{host}:{port}" for port in config.gateway_ports)
     console.print(
         f"[green]stack up[/] ({config.profile}): Prefect UI http://{host}:{prefect_port}, MLflow UI "
-        f"http://{host}:{mlflow_port}, gateway {gateways}; logs under {stack.log_dir(settings)}; "
+        f"http://{host}:{mlflow_port}, gateway {gateways}, Evidently UI http://{host}:{evidently_port}; logs under {stack.log_dir(settings)}; "
         f"stop with `steward down`", highlight=False,
     )
     if config.profile is stack.Profile.PRODUCTION:
@@ -192,6 +194,7 @@ def demo(
     mlflow_port: MlflowPortOption = 5000,
     gateway_port: GatewayPortOption = 8080,
     deployments_port: DeploymentsPortOption = 8090,
+    evidently_port: EvidentlyPortOption = 8000,
     home: Annotated[Path | None, typer.Option(
         "--home", help=f"Home of the demo's state and stack (default: {DEMO_HOME}, replaced on each run; "
                        "a folder given here must be new or empty).")] = None,
@@ -214,7 +217,8 @@ def demo(
     elif target.exists() and any(target.iterdir()):
         fail(f"{target} is not empty: give the demo a new folder with --home, or leave --home out to use "
              f"{DEMO_HOME} (replaced on each run)")
-    config = _stack_config([], None, host, prefect_port, mlflow_port, gateway_port, deployments_port, 180.0)
+    config = _stack_config([], None, host, prefect_port, mlflow_port, gateway_port, deployments_port, 180.0,
+                           evidently_port=evidently_port)
     os.environ["PREFECT_API_URL"] = config.prefect_api_url
     for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):  # the demo narrates; runs log to the UI
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "ERROR")

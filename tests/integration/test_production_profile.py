@@ -45,7 +45,7 @@ class Stack:
     def __init__(self, home: Path, spec_path: Path, replicas: int = 2) -> None:
         self.home, self.spec_path, self.replicas = home, spec_path, replicas
         self.ports = {"postgres": free_port(), "prefect": free_port(), "mlflow": free_port(),
-                      "gateway": _free_pair(), "deployments": free_port()}
+                      "gateway": _free_pair(), "deployments": free_port(), "evidently": free_port()}
         self.gateways = [f"http://127.0.0.1:{self.ports['gateway'] + i}" for i in range(replicas)]
         self.env = {**os.environ, "COLUMNS": "250", "STEWARD_HOME": str(home), "STEWARD_ADMIN_TOKEN": TOKEN,
                     "STEWARD_TRACKING_URI": f"http://127.0.0.1:{self.ports['mlflow']}",
@@ -190,7 +190,7 @@ def test_production_profile_two_replicas_follow_the_registry_and_state_survives_
 
         # down stops everything it started and leaves nothing running
         pids = {p.stem: json.loads(p.read_text())["pid"] for p in (production_home / "run").glob("*.json")}
-        assert set(pids) == {*STORES, "gateway-1", "gateway-2", "worker"}
+        assert set(pids) == {*STORES, "gateway-1", "gateway-2", "worker", "evidently"}
         down = stack.steward("down", timeout=300)
         assert down.returncode == 0, down.stdout + down.stderr
         for name, pid in pids.items():

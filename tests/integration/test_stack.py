@@ -27,7 +27,7 @@ def _steward(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def _ports() -> dict[str, int]:
-    return {name: free_port() for name in ("prefect", "mlflow", "gateway", "deployments")}
+    return {name: free_port() for name in ("prefect", "mlflow", "gateway", "deployments", "evidently")}
 
 
 def _port_options(ports: dict[str, int]) -> list[str]:
@@ -35,21 +35,23 @@ def _port_options(ports: dict[str, int]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_up_starts_four_healthy_services_and_down_stops_exactly_them(two_versions, write_spec, settings):
+def test_up_starts_five_healthy_services_and_down_stops_exactly_them(two_versions, write_spec, settings):
     model, _, _ = two_versions
     spec_path = write_spec()
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     ports = _ports()
     try:
-        result = _steward("up", str(spec_path), "--home", str(settings.home), *_port_options(ports))
+        # two start waves of up to 180 s each (the stack's own limit) on a busy machine
+        result = _steward("up", str(spec_path), "--home", str(settings.home), *_port_options(ports), timeout=420)
         assert result.returncode == 0, result.stdout + result.stderr
         records = {p.stem: json.loads(p.read_text()) for p in (settings.home / "run").glob("*.json")}
-        assert set(records) == {"prefect", "mlflow", "gateway", "deployments"}
+        assert set(records) == {"prefect", "mlflow", "gateway", "deployments", "evidently"}
         checks = {
             "prefect": f"http://127.0.0.1:{ports['prefect']}/api/health",
             "mlflow": f"http://127.0.0.1:{ports['mlflow']}/health",
             "gateway": f"http://127.0.0.1:{ports['gateway']}/readyz",
             "deployments": f"http://127.0.0.1:{ports['deployments']}/health",
+            "evidently": f"http://127.0.0.1:{ports['evidently']}/api/version",
         }
         for name, url in checks.items():
             assert httpx.get(url, timeout=10).status_code == 200, name
@@ -61,10 +63,10 @@ def test_up_starts_four_healthy_services_and_down_stops_exactly_them(two_version
         assert all((settings.home / "logs" / f"{name}.log").stat().st_size > 0 for name in records)
 
         status = _steward("stack-status", "--home", str(settings.home), timeout=60)
-        assert status.returncode == 0 and status.stdout.count("healthy") == 4, status.stdout
+        assert status.returncode == 0 and status.stdout.count("healthy") == 5, status.stdout
 
         again = _steward("up", str(spec_path), "--home", str(settings.home), *_port_options(ports), timeout=60)
-        assert again.returncode == 0 and again.stdout.count("already running") == 4
+        assert again.returncode == 0 and again.stdout.count("already running") == 5
 
         pids = {name: record["pid"] for name, record in records.items()}
         down = _steward("down", "--home", str(settings.home), timeout=120)
@@ -140,7 +142,7 @@ def test_the_production_plan_orders_services_and_keeps_the_password_off_command_
     services = plan_services(settings, config)
     assert [(s.name, s.wave) for s in services] == [
         ("postgres", 0), ("prefect", 1), ("mlflow", 1), ("gateway-1", 2), ("gateway-2", 2), ("gateway-3", 2),
-        ("worker", 2)]
+        ("worker", 2), ("evidently", 1)]
     assert [s.port for s in services if s.name.startswith("gateway")] == list(config.gateway_ports)
     postgres = services[0]
     assert postgres.stop_signal == signal.SIGINT and postgres.health_url.startswith("postgresql://")
