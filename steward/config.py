@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE_ENV = "STEWARD_CONFIG"
+OWNER_ONLY_UMASK = 0o077  # files 0600, folders 0700
 DEFAULT_CONFIG_FILE = "steward.yaml"
 
 
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     )
     actor: str = Field(default_factory=getpass.getuser, description="Who is recorded as making changes.")
     admin_token: SecretStr | None = Field(default=None, description="Bearer token of the gateway admin API.")
+    control_key: SecretStr | None = Field(
+        default=None, description="Key that signs Steward's registry changes and validations; gateways holding it "
+        "follow nothing else (give it to Steward's processes only, never to MLflow users).",
+    )
     skops_trusted_types: list[str] = Field(
         default_factory=list,
         description="Extra types trusted when MLflow saves models with skops (added to Steward's own list).",
@@ -106,12 +111,27 @@ class Settings(BaseSettings):
         return self.store_uri or str(self.home / "predictions")
 
     @property
+    def keys_file(self) -> Path:
+        """The gateway's client keys (`steward keys`), hashed."""
+        return self.home / "keys.json"
+
+    @property
     def prefect_home(self) -> Path:
         return self.home / "prefect"
 
     def ensure_home(self) -> None:
+        """Create the home owner-only, and make this process (and the servers it starts) create files so.
+
+        The home holds the prediction log, the MLflow store and Prefect's database: features,
+        labels and audit history nobody else on the machine should read. The umask makes every
+        later file 0600 and folder 0700; a home made world-readable by an older version is
+        closed at its top folder, which keeps others out of everything below it.
+        """
+        os.umask(OWNER_ONLY_UMASK)
         for path in (self.home, self.mlflow_dir, self.prefect_home):
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o700)
 
 
 @functools.cache
@@ -176,4 +196,5 @@ def settings_summary(settings: Settings) -> dict[str, Any]:
         "store_uri": settings.resolved_store_uri,
         "prefect_api_url": settings.prefect_api_url or f"embedded (PREFECT_HOME={settings.prefect_home})",
         "admin_token": "set" if settings.admin_token else "not set",
+        "control_key": "set" if settings.control_key else "not set",
     }

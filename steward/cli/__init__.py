@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from steward.cli import backtest, delivery, models, monitoring, serving, stack
+from steward.cli import backtest, delivery, keys, models, monitoring, serving, stack
 
 app = typer.Typer(
     name="steward",
@@ -33,6 +33,7 @@ COMMANDS = (
 )
 for command in COMMANDS:
     app.command()(command)  # the name is the function's, with dashes: blue_green -> blue-green
+app.add_typer(keys.app)
 
 
 def main() -> None:  # pragma: no cover - console-script entry point

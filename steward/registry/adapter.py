@@ -85,9 +85,11 @@ class Registry(RegistrationMixin, AliasMixin):
         *,
         actor: str = "steward",
         extra_trusted_types: tuple[str, ...] = (),
+        control_key: str | None = None,
     ) -> None:
         import mlflow
 
+        self.control_key = control_key  # signs serving states and validations (steward.control)
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root.rstrip("/")
         self.actor = actor
@@ -102,6 +104,7 @@ class Registry(RegistrationMixin, AliasMixin):
             settings.resolved_artifact_root,
             actor=settings.actor,
             extra_trusted_types=tuple(settings.skops_trusted_types),
+            control_key=settings.control_key.get_secret_value() if settings.control_key else None,
         )
 
     # ------------------------------------------------------------------ experiments
@@ -164,6 +167,17 @@ class Registry(RegistrationMixin, AliasMixin):
         return self.get_version(model, version, with_metrics=True) if version else None
 
     def set_version_tags(self, model: str, version: str, tags: dict[str, str]) -> None:
+        from steward.control import (
+            DIGEST_TAG,
+            VALIDATION_SIGNATURE_TAG,
+            VALIDATION_STATUS_TAG,
+            sign_validation,
+        )
+
+        status = tags.get(VALIDATION_STATUS_TAG)
+        if status is not None and self.control_key:
+            digest = self.get_version(model, version).tags.get(DIGEST_TAG, "")
+            tags = {**tags, VALIDATION_SIGNATURE_TAG: sign_validation(self.control_key, model, str(version), status, digest)}
         for key, value in tags.items():
             self._client.set_model_version_tag(model, str(version), key, truncate_tag(str(value)))
 

@@ -56,7 +56,20 @@ class AliasMixin:
         title = f"{entry.model}: {entry.kind.value}" + (f" {entry.alias} -> v{entry.to_version}" if entry.alias else "")
         run = self._client.create_run(self._experiment_id(AUDIT_EXPERIMENT), run_name=title, tags=tags)
         self._client.set_terminated(run.info.run_id)
+        if entry.alias or entry.kind is ChangeKind.TRAFFIC_PLAN:
+            self._seal_serving_state(entry.model, entry.sequence)
         return entry
+
+    def _seal_serving_state(self, model: str, sequence: int) -> None:
+        """Sign what now serves, tied to the audit entry's sequence, so gateways can tell it was Steward."""
+        from steward.control import SEAL_TAG, seal
+
+        key = getattr(self, "control_key", None)
+        if not key:
+            return
+        aliases, tags = self._model_state(model)
+        self._set_model_tag(model, SEAL_TAG, seal(key, model, aliases.get(CHAMPION), aliases.get(CHALLENGER),
+                                                  tags.get(TRAFFIC_PLAN_TAG, ""), sequence))
 
     # Storage primitives: the only alias-side calls that touch MLflow, so a fake overrides these and keeps the policy.
     def _model_state(self, model: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -250,4 +263,5 @@ class AliasMixin:
                 plan = parse_plan(text, source=f"{model}'s stored traffic plan")
             except TrafficError as error:
                 plan, plan_error = None, str(error)
-        return ServingState(aliases.get(CHAMPION), aliases.get(CHALLENGER), plan, plan_error)
+        return ServingState(aliases.get(CHAMPION), aliases.get(CHALLENGER), plan, plan_error,
+                            plan_text=text or "", seal=tags.get("steward.serving_seal"))

@@ -142,6 +142,8 @@ class ServingState:
     challenger: str | None
     plan: TrafficPlan | None
     plan_error: str | None = None
+    plan_text: str = ""  # the stored plan tag as read ("" for none): what a seal signs
+    seal: str | None = None  # steward.control's seal of this state, when Steward wrote it with the control key
 
 
 def parse_plan(document: object, *, source: str = "traffic plan") -> TrafficPlan:

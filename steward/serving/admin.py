@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import gc
-import hmac
 import logging
+import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from steward.registry.traffic import TrafficError, TrafficMode, parse_plan
+from steward.serving.auth import Action, AuthError, Identity, KeysFileError, authenticate, now_utc
 from steward.serving.fleet import ServingTarget
 from steward.serving.schema import Problem, RequestError
 from steward.serving.shadow import shadow_placement
@@ -23,17 +23,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def require_admin(token: SecretStr | None, request: Request) -> str:
-    """Check the bearer token in constant time and return the actor; no configured token means admin is refused."""
-    if token is None or not token.get_secret_value():
-        raise RequestError(403, "the admin API is off because no admin token is configured: set "
-                                "STEWARD_ADMIN_TOKEN for the gateway and restart it")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise RequestError(401, "admin requests need the header `Authorization: Bearer <admin token>`")
-    if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
-        raise RequestError(401, "the admin token is not valid for this gateway")
-    return request.headers.get("x-steward-actor") or "gateway-admin"
+def authorize(gateway: Gateway, request: Request, action: Action) -> Identity:
+    """The caller's identity if it may do ``action``; RequestError (401/403, 503 for an unreadable keys file)."""
+    try:
+        keys = gateway.keys.current(time.monotonic())
+    except KeysFileError as error:
+        raise RequestError(503, f"the gateway cannot read its keys, so it refuses authenticated calls: {error}") from None
+    token = gateway.config.admin_token
+    try:
+        return authenticate(request.headers.get("authorization"), admin_token=token.get_secret_value() if token else None,
+                            keys=keys, action=action, now=now_utc())
+    except AuthError as error:
+        raise RequestError(error.status, error.message) from None
 
 
 class Admin:
@@ -42,19 +43,20 @@ class Admin:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def authorize(self, request: Request) -> str:
-        """The actor named by an admin request; RequestError (401/403) when it may not act."""
-        return require_admin(self.gateway.config.admin_token, request)
+    def authorize(self, request: Request, action: Action) -> str:
+        """The authenticated actor of an admin request; RequestError (401/403) when it may not act."""
+        return authorize(self.gateway, request, action).name
 
     def status(self) -> dict[str, Any]:
         gateway = self.gateway
-        pool, stats = gateway.pool, gateway.log_stats()
+        pool, stats, view = gateway.pool, gateway.log_stats(), gateway.registry_view()
         return {
             "ready": bool(pool and pool.ready),
             "models": pool.describe() if pool else [],
             "last_refresh": pool.last_refresh.isoformat() if pool and pool.last_refresh else None,
-            "last_refresh_error": pool.last_error if pool else None,
+            "last_refresh_error": view.last_error if view else None,
             "poll_interval": gateway.config.poll_interval,
+            "registry": view.describe() if view else None,
             "log": {**asdict(stats), "last_flush": stats.last_flush.isoformat() if stats.last_flush else None,
                     "uri": gateway.store.uri if gateway.store else None},
             "inference": {"batches": gateway.batcher.batches, "jobs": gateway.batcher.jobs,
@@ -62,8 +64,16 @@ class Admin:
                           "shadow_batches": gateway.shadow_worker.batches,
                           "shadow_queued": gateway.shadow_worker.depth + gateway.batcher.copies_queued},
             "shadow": self._shadow_placements(),
+            "client_auth": "keys" if self._keys_configured() else "open (no client keys: anyone who reaches the "
+                                                                    "gateway may predict and send labels)",
             "gc": {"thresholds": list(gc.get_threshold()), "frozen_objects": gc.get_freeze_count()},
         }
+
+    def _keys_configured(self) -> bool:
+        try:
+            return self.gateway.keys.current(time.monotonic()).configured
+        except KeysFileError:
+            return True  # unreadable: refused, not open
 
     def _shadow_placements(self) -> dict[str, dict[str, Any]]:
         """Where each model under a shadow plan scores its challenger's copies."""

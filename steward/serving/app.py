@@ -8,12 +8,16 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
+from steward.serving import openapi
 from steward.serving.admin import Admin
+from steward.serving.auth import Action
 from steward.serving.config import GatewayConfig
 from steward.serving.gateway import Gateway
 from steward.serving.responses import error_response
@@ -64,7 +68,8 @@ def create_app(
     async def _unexpected(request: Request, error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path,
                       extra={"event": "unhandled_error", "path": request.url.path})
-        return JSONResponse({"error": f"internal error ({type(error).__name__}); see the gateway's logs"}, 500)
+        return JSONResponse({"error": f"internal error ({type(error).__name__}); see the gateway's logs", "problems": []},
+                            500)
 
     @app.post("/v1/models/{name}/predict", summary="Score rows (MLflow dataframe_split or dataframe_records)")
     async def predict(name: str, request: Request) -> Response:
@@ -79,6 +84,10 @@ def create_app(
     # exception handlers apply to it as to every route.
     app.router.routes.insert(0, Route("/v1/models/{name}/predict", predict_route, methods=["POST"]))
 
+    @app.post("/invocations", summary="MLflow's scoring API on the default model: answers {\"predictions\": [...]}")
+    async def invocations(request: Request) -> Response:
+        return await gateway.predict(config.invocations_model, request, mlflow_answer=True)
+
     @app.post("/v1/models/{name}/feedback", summary="Labels for logged predictions, by request id and row")
     async def feedback(name: str, request: Request) -> Response:
         return await gateway.feedback(name, request)
@@ -89,39 +98,71 @@ def create_app(
 
     @app.get("/readyz", summary="Every served model is loaded and digest-verified")
     async def readyz() -> Response:
-        ready, models = gateway.readiness()
-        return JSONResponse({"ready": ready, "models": models}, 200 if ready else 503)
+        readiness = gateway.readiness()
+        return JSONResponse(readiness.describe(), 200 if readiness.serving else 503)
 
     @app.get("/metrics", summary="Prometheus metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if gateway.keys_required():
+            admin.authorize(request, Action.VIEW)
+        if "application/openmetrics-text" in request.headers.get("accept", ""):
+            return Response(gateway.render_metrics(openmetrics=True), media_type=OPENMETRICS_CONTENT_TYPE)
         return Response(gateway.render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/admin/status", summary="Loaded versions, plans, problems and log state")
     async def admin_status(request: Request) -> dict[str, Any]:
-        admin.authorize(request)
+        admin.authorize(request, Action.VIEW)
         return admin.status()
 
     @app.post("/admin/refresh", summary="Re-read the registry now (all models)")
     async def admin_refresh(request: Request) -> dict[str, Any]:
-        admin.authorize(request)
+        admin.authorize(request, Action.OPERATE)
         return await admin.refresh(None)
 
     @app.post("/admin/models/{name}/refresh", summary="Re-read the registry now (one model); the answer says what "
               "it serves. A body {\"expect\": {champion, challenger, plan}} answers at once if it serves that already.")
     async def admin_refresh_model(name: str, request: Request) -> dict[str, Any]:
-        admin.authorize(request)
+        admin.authorize(request, Action.OPERATE)
         told = request.headers.get("content-length", "0") not in ("", "0")
         return await admin.refresh(name, await gateway.read_json(request) if told else None)
 
     @app.post("/admin/log/flush", summary="Write every queued prediction and label to the log now")
     async def admin_flush_log(request: Request) -> dict[str, Any]:
         """For a reader that must see what was just acknowledged (a backfill, then its maintenance run)."""
-        admin.authorize(request)
+        admin.authorize(request, Action.OPERATE)
         return await admin.flush_log()
 
     @app.put("/admin/models/{name}/traffic-plan", summary="Store a new traffic plan in the registry and apply it")
     async def admin_set_plan(name: str, request: Request) -> dict[str, Any]:
-        actor = admin.authorize(request)
+        actor = admin.authorize(request, Action.CONFIGURE)
         return await admin.set_plan(name, await gateway.read_json(request), actor)
 
+    def truthful_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            for path, operations in document["paths"].items():
+                for method, operation in operations.items():
+                    declared = OPERATIONS.get((method, path))
+                    if declared is not None:
+                        operation.update(declared)
+            for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, which these routes never answer
+                document.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = openapi.add_security_schemes(document)
+        return app.openapi_schema
+
+    app.openapi = truthful_openapi  # type: ignore[method-assign]
     return app
+
+
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/v1/models/{name}/predict"): openapi.PREDICT,
+    ("post", "/invocations"): openapi.INVOCATIONS,
+    ("post", "/v1/models/{name}/feedback"): openapi.FEEDBACK,
+    ("get", "/readyz"): openapi.READYZ,
+    ("get", "/metrics"): openapi.METRICS,
+    ("get", "/admin/status"): openapi.ADMIN_STATUS,
+    ("post", "/admin/refresh"): openapi.ADMIN_REFRESH,
+    ("post", "/admin/models/{name}/refresh"): openapi.ADMIN_REFRESH_MODEL,
+    ("post", "/admin/log/flush"): openapi.ADMIN_FLUSH,
+    ("put", "/admin/models/{name}/traffic-plan"): openapi.ADMIN_PLAN,
+}

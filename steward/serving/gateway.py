@@ -10,16 +10,18 @@ registry calls go to a thread pool. The admin API's handling is in ``steward.ser
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import random
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from steward.registry.traffic import (
@@ -33,17 +35,19 @@ from steward.registry.traffic import (
     route_forced,
     route_request,
 )
-from steward.serving.admin import require_admin
+from steward.serving.admin import authorize
 from steward.serving.arms import LoadedArm, Scored
+from steward.serving.auth import ANONYMOUS, Action, Identity, KeysFile, KeysFileError
 from steward.serving.config import GatewayConfig
+from steward.serving.control import ControlVerifier, Rejection
 from steward.serving.fleet import Fleet, GatewayRecord, Membership, new_gateway_id
 from steward.serving.inference import Job, LoopBatcher
 from steward.serving.metrics import GatewayMetrics
-from steward.serving.pool import Deployment, ModelPool, Poller
+from steward.serving.pool import Deployment, ModelPool, Poller, RegistryView
 from steward.serving.prediction_log import LogContext, LogSettings, PredictionLog, labels_record
 from steward.serving.ratelimit import RateLimiter
-from steward.serving.responses import error_response, json_response
-from steward.serving.schema import Payload, RequestError, parse_payload, select_rows
+from steward.serving.responses import error_response, is_json_media_type, json_response
+from steward.serving.schema import Payload, RequestError, check_entities, parse_payload, select_rows
 from steward.serving.shadow import (
     ShadowCopy,
     ShadowLogSettings,
@@ -66,10 +70,57 @@ MAX_SHADOW_BACKLOG = 20_000  # queued shadow copies beyond which copies are skip
 UNKNOWN_MODEL = "(unknown)"
 
 
+class ReadyState(StrEnum):
+    READY = "ready"
+    DEGRADED = "degraded"  # serving, but the registry view is older than stale_after
+    UNREADY = "unready"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    state: ReadyState
+    models: list[dict[str, Any]]
+    registry: RegistryView | None
+
+    @property
+    def serving(self) -> bool:
+        return self.state is not ReadyState.UNREADY
+
+    def describe(self) -> dict[str, Any]:
+        return {"ready": self.serving, "status": self.state.value, "models": self.models,
+                "registry": self.registry.describe() if self.registry else None}
+
+
 class _RateLimited(RequestError):
     def __init__(self, wait: float) -> None:
         super().__init__(429, f"rate limit exceeded for this client: retry in {wait:.2f}s or slow down")
         self.retry_after = wait
+
+
+class RelabelTracker:
+    """The labels this gateway accepted lately, so that a second label for a row is reported as a relabel.
+
+    Bounded (the most recent ``capacity`` rows): labels that old, or given to another gateway,
+    are not compared; the log keeps every label with its time either way.
+    """
+
+    def __init__(self, capacity: int = 1_000_000) -> None:
+        self.capacity = capacity
+        self._labels: collections.OrderedDict[tuple[str, str, int], str] = collections.OrderedDict()
+
+    def seen(self, model: str, request_ids: tuple[str, ...], rows: tuple[int, ...],
+             labels: tuple[str, ...]) -> list[tuple[str, int, str, str]]:
+        """Record these labels; the (request id, row, previous label, new label) of those given before."""
+        relabelled = []
+        for request_id, row, label in zip(request_ids, rows, labels, strict=True):
+            key = (model, request_id, row)
+            previous = self._labels.pop(key, None)
+            if previous is not None:
+                relabelled.append((request_id, row, previous, label))
+            self._labels[key] = label
+        while len(self._labels) > self.capacity:
+            self._labels.popitem(last=False)
+        return relabelled
 
 
 def _not_served(name: str, served: frozenset[str]) -> RequestError:
@@ -95,11 +146,13 @@ class Gateway:
             self.shadow_process, collect_seconds=config.shadow_collect_seconds, report=self._shadow_scored,
             failed=self._shadow_failed,
         )
-        self.metrics = GatewayMetrics(self.log_stats)
+        self.metrics = GatewayMetrics(self.log_stats, self.registry_view)
         self.limiter = RateLimiter(config.rate_limit, config.burst) if config.rate_limit else None
         self.random = random.Random()
         self._children: dict[tuple[str, str, str, bool], tuple[Any, Any]] = {}
         self.served = frozenset(config.models)
+        self.keys = KeysFile(config.keys_file)
+        self.relabels = RelabelTracker()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -120,11 +173,16 @@ class Gateway:
             self.store.uri, self.prediction_log.settings, self.config.max_batch_rows
         )
         self.shadow_worker.start()
+        control = None
+        if self.config.control_key is not None and self.config.control_key.get_secret_value():
+            control = ControlVerifier(self.config.control_key.get_secret_value(), self._control_alarm,
+                                      self.config.unverified_grace)
         self.pool = ModelPool(
             self.registry, self.config.models, out_of_range=self.config.out_of_range,
-            warm_versions=self.config.warm_versions,
+            warm_versions=self.config.warm_versions, control=control,
         )
-        self.poller = Poller(self.pool, self.config.poll_interval)
+        self.poller = Poller(self.pool, self.config.poll_interval, self.config.registry_timeout,
+                             self.config.stale_after)
         self.poller.start()
         if self.config.admin_url:
             self.membership = Membership(Fleet(self.store.uri), self._fleet_record(self.config.admin_url))
@@ -132,6 +190,26 @@ class Gateway:
         log.info("gateway started for %s", ", ".join(self.config.models),
                  extra={"event": "gateway_started", "models": list(self.config.models),
                         "log_mode": self.config.log_mode.value, "poll_interval": self.config.poll_interval})
+
+    def _control_alarm(self, rejection: Rejection) -> None:
+        """A registry change Steward did not make, refused: a metric, a critical log line, a ledger finding."""
+        from steward.findings import Finding, MaintenanceKind, Priority
+        from steward.monitoring.ledger import Ledger
+
+        self.metrics.control_rejections.labels(rejection.model, rejection.reason).inc()
+        log.critical("unverified registry change refused: %s", rejection.detail,
+                     extra={"event": "control_rejected", "model": rejection.model, "reason": rejection.reason})
+        finding = Finding(
+            f"registry change not made by Steward refused ({rejection.reason})",
+            f"{rejection.detail}. Someone with write access to MLflow changed what serves without Steward's control "
+            "key: find who (MLflow's server logs), undo it, and check MLflow's credentials.",
+            MaintenanceKind.CORRECTIVE, Priority.CRITICAL, "gateway-control",
+            f"control:{rejection.model}:{rejection.reason}", incident=True,
+        )
+        try:
+            Ledger(self.store.uri).record_finding(rejection.model, finding)
+        except Exception as error:  # the metric and the log line stand; the ledger is best effort here
+            log.error("could not record the control finding in the ledger: %s", error)
 
     def _fleet_record(self, admin_url: str) -> GatewayRecord:
         now = datetime.now(UTC)
@@ -164,11 +242,13 @@ class Gateway:
                        written_rows=stats.written_rows + shadow.log_written)
 
     # ------------------------------------------------------------------ predict
-    async def predict(self, name: str, request: Request) -> Response:
+    async def predict(self, name: str, request: Request, *, mlflow_answer: bool = False) -> Response:
+        """Score the request's rows; ``mlflow_answer``: answer ``{"predictions": [...]}`` as MLflow's scoring server does."""
         started = time.perf_counter()
         time_ns = time.time_ns()
         request_id = uuid.uuid4().hex
         try:
+            self._client_identity(request, Action.PREDICT)
             deployment = self._deployment(name)
             time_ns = self._event_time_ns(request, time_ns)
             if self.limiter is not None:
@@ -178,8 +258,11 @@ class Gateway:
             body = await self._raw_body(request)
             payload = parse_payload(self._json_body(body), max_rows=self.config.max_batch_rows)
             groups, allowed_extra, entities = self._route(deployment, payload, request)
+            if entities is not None:
+                check_entities(entities, self.config.max_text_length)
             context = (request_id, time_ns, started, entities)
-            jobs = [self._validated_job(deployment, route, rows, payload, allowed_extra, context)
+            jobs = [self._validated_job(deployment, route, rows, payload, allowed_extra, context,
+                                        self.config.max_text_length)
                     for route, rows in groups]
         except RequestError as error:
             self._count(name, "", "", str(error.status))
@@ -212,24 +295,41 @@ class Gateway:
             return error_response(RequestError(500, f"{name} v{arm.version} failed to score the request "
                                                     f"({type(error).__name__}: {error}); this is a gateway-side fault"),
                                   request_id)
-        return json_response(self._answer(name, request_id, payload.rows, jobs, results, groups), 200,
-                             {"x-request-id": request_id})
+        answer = self._answer(name, request_id, payload.rows, jobs, results, groups)
+        if mlflow_answer:
+            answer = {"predictions": answer["predictions"]}
+        return json_response(answer, 200, {"x-request-id": request_id})
 
     def check_served(self, name: str) -> None:
         """RequestError (404) unless this gateway serves the model."""
         if name not in self.served:
             raise _not_served(name, self.served)
 
-    def readiness(self) -> tuple[bool, list[dict[str, Any]]]:
-        """Whether every served model is loaded (and its challenger, when the plan needs one); each model's state."""
-        return bool(self.pool and self.pool.ready), self.pool.describe() if self.pool else []
+    def registry_view(self) -> RegistryView | None:
+        """How current this gateway's view of the registry is (None before start)."""
+        return self.poller.view() if self.poller is not None else None
 
-    def render_metrics(self) -> bytes:
+    def readiness(self) -> Readiness:
+        """Every served model loaded (and its challenger, when the plan needs one), and the registry view's age."""
+        loaded = bool(self.pool and self.pool.ready)
+        view = self.registry_view()
+        unready_after = self.config.unready_after
+        too_old = (view is not None and unready_after is not None and view.age_seconds is not None
+                   and view.age_seconds > unready_after)
+        if not loaded or too_old:
+            state = ReadyState.UNREADY
+        elif view is not None and view.stale:
+            state = ReadyState.DEGRADED
+        else:
+            state = ReadyState.READY
+        return Readiness(state, self.pool.describe() if self.pool else [], view)
+
+    def render_metrics(self, *, openmetrics: bool = False) -> bytes:
         """The Prometheus exposition, with each model's deployment generation brought up to date."""
         if self.pool is not None:
             for deployment in filter(None, map(self.pool.get, self.config.models)):
                 self.metrics.deployment.labels(deployment.model).set(deployment.generation)
-        return self.metrics.render()
+        return self.metrics.render(openmetrics=openmetrics)
 
     def _deployment(self, name: str) -> Deployment:
         if name not in self.served:  # check_served, inlined: this runs per request
@@ -252,11 +352,18 @@ class Gateway:
         return self._json_body(await self._raw_body(request))
 
     async def _raw_body(self, request: Request) -> bytes:
+        kind = request.headers.get("content-type")
+        if kind is not None and not is_json_media_type(kind):
+            raise RequestError(415, f"the body must be JSON (Content-Type: application/json); got {kind!r}")
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise RequestError(413, f"the body has {declared} bytes; the limit is {limit}: send fewer rows per request")
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            raise RequestError(408, f"the client sent its body too slowly (over {self.config.body_timeout:g}s) "
+                                    "or went away") from None
         if len(body) > limit:
             raise RequestError(413, f"the body has {len(body)} bytes; the limit is {limit}: send fewer rows per request")
         return body
@@ -296,7 +403,7 @@ class Gateway:
 
         forced = request.headers.get(FORCE_ARM_HEADER)
         if forced is not None:
-            require_admin(self.config.admin_token, request)
+            authorize(self, request, Action.OPERATE)
             try:
                 return [(route_forced(parse_forced_arm(forced), challenger_available=available), every)], allowed, entities
             except TrafficError as error:
@@ -314,13 +421,13 @@ class Gateway:
     @staticmethod
     def _validated_job(
         deployment: Deployment, route: Route, rows: list[int], payload: Payload, allowed: frozenset[str],
-        request: tuple[str, int, float, list[str | None] | None],
+        request: tuple[str, int, float, list[str | None] | None], max_text_length: int,
     ) -> Job:
         arm = deployment.arm(route.answer)
         if arm is None:
             raise RequestError(503, f"{deployment.model} has no {route.answer} loaded")
         part = payload if len(rows) == payload.rows else select_rows(payload, rows)
-        columns = arm.schema.validate(part, allowed_extra=allowed, row_numbers=rows)
+        columns = arm.schema.validate(part, allowed_extra=allowed, row_numbers=rows, max_text_length=max_text_length)
         return Job(arm, columns, len(rows), context=LogContext(*request, route.answer.value, True, rows))
 
     def _shadow(
@@ -343,7 +450,8 @@ class Gateway:
             if challenger.feature_key != served.arm.feature_key:
                 source = None
                 try:
-                    columns = challenger.schema.validate(payload, allowed_extra=allowed)
+                    columns = challenger.schema.validate(payload, allowed_extra=allowed,
+                                                         max_text_length=self.config.max_text_length)
                 except RequestError:
                     self.metrics.shadow_skipped.labels(deployment.model, "invalid_for_challenger").inc()
                     return
@@ -462,18 +570,39 @@ class Gateway:
     # ------------------------------------------------------------------ feedback
     async def feedback(self, name: str, request: Request) -> Response:
         try:
+            identity = self._client_identity(request, Action.FEEDBACK)
             self.check_served(name)
             if self.config.log_mode is LogMode.OFF:
                 raise RequestError(409, "this gateway runs with the prediction log off, so it cannot store labels; "
                                         "send them to a gateway started with --log-mode batched or durable")
             batch = labels_record(name, await self.read_json(request), self._event_time_ns(request, time.time_ns()),
-                                  self.config.max_feedback_labels)
+                                  self.config.max_feedback_labels, self.config.max_text_length)
         except RequestError as error:
             return error_response(error)
         acknowledged = self.prediction_log.submit(batch, asyncio.get_running_loop())
         if acknowledged is not None and not await acknowledged:
             return error_response(RequestError(503, "the labels could not be written (see the gateway's logs): retry"))
-        return json_response({"model": name, "accepted": batch.size})
+        relabelled = self.relabels.seen(name, batch.request_ids, batch.rows, batch.labels)
+        if relabelled:
+            self.metrics.relabels.labels(name).inc(len(relabelled))
+            log.warning("%d labels of %s relabelled by %s", len(relabelled), name, identity.name,
+                        extra={"event": "relabel", "model": name, "actor": identity.name,
+                               "labels": [{"request_id": r, "row": row, "previous": old, "label": new}
+                                          for r, row, old, new in relabelled[:100]]})
+        return json_response({"model": name, "accepted": batch.size, "relabelled": len(relabelled)})
+
+    def keys_required(self) -> bool:
+        """Whether client keys are configured (or the keys file is unreadable, which refuses rather than opens)."""
+        try:
+            return self.keys.current(time.monotonic()).configured
+        except KeysFileError:
+            return True
+
+    def _client_identity(self, request: Request, action: Action) -> Identity:
+        """Who calls predict or feedback: anyone while no keys are configured, else a key that may."""
+        if not self.keys_required():
+            return ANONYMOUS
+        return authorize(self, request, action)
 
     def _event_time_ns(self, request: Request, arrival_ns: int) -> int:
         """The time to log: the arrival time, or, for replayed traffic, the time the header gives.
@@ -485,7 +614,7 @@ class Gateway:
         given = request.headers.get(EVENT_TIME_HEADER)
         if given is None:
             return arrival_ns
-        require_admin(self.config.admin_token, request)
+        authorize(self, request, Action.CONFIGURE)
         try:
             stamp = datetime.fromisoformat(given.strip())
         except ValueError:

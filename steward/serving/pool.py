@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from steward.registry.traffic import DEFAULT_PLAN, Arm, TrafficPlan
+from steward.registry.traffic import DEFAULT_PLAN, Arm, ServingState, TrafficPlan
 from steward.serving.arms import LoadedArm, loaded_arm, measure_call_seconds, probe_row
+from steward.serving.control import ControlVerifier
 from steward.serving.schema import InputSchema
 from steward.spec import OutOfRangePolicy
 
@@ -97,8 +98,10 @@ class ModelPool:
         *,
         out_of_range: OutOfRangePolicy = OutOfRangePolicy.REJECT,
         warm_versions: int = 2,
+        control: ControlVerifier | None = None,
     ) -> None:
         self.registry = registry
+        self.control = control  # with a control key: follow only what Steward signed
         self.models = models
         self.out_of_range = out_of_range
         self.warm_versions = warm_versions
@@ -108,6 +111,7 @@ class ModelPool:
         self._lock = threading.Lock()
         self.last_refresh: datetime | None = None
         self.last_error: str | None = None
+        self.view_read_at: datetime | None = None  # start of the last refresh that read every model's state
 
     def get(self, model: str) -> Deployment | None:
         return self._deployments.get(model)
@@ -132,12 +136,15 @@ class ModelPool:
         """Bring one model (or all) in line with the registry; safe to call from any thread."""
         targets = (model,) if model else self.models
         results = []
+        read_at = datetime.now(UTC)
+        failed = False
         with self._lock:
             for name in targets:
                 started = time.perf_counter()
                 try:
                     results.append(self._refresh_one(name, started))
                 except Exception as error:  # registry unreachable: keep serving what is loaded
+                    failed = True
                     self.last_error = f"{name}: {type(error).__name__}: {error}"
                     log.error("refresh of %s failed: %s", name, error, extra={"event": "refresh_failed", "model": name})
                     current = self._deployments.get(name)
@@ -146,12 +153,21 @@ class ModelPool:
                                       time.perf_counter() - started)
                     )
             self.last_refresh = datetime.now(UTC)
+            if not failed and model is None:
+                self.view_read_at = read_at
         return results
 
     def _refresh_one(self, model: str, started: float) -> RefreshResult:
         state = self.registry.serving_state(model)
         current = self._deployments.get(model)
         problems: list[str] = []
+        if self.control is not None:
+            screened, refused = self.control.screen(model, state)
+            if screened is None:  # not Steward's change: keep serving the last verified state
+                problems.append(refused)
+                state = ServingState(current.champion.version if current and current.champion else None,
+                                     current.challenger.version if current and current.challenger else None,
+                                     current.plan if current else DEFAULT_PLAN)
         plan = state.plan
         if plan is None:
             plan = current.plan if current else DEFAULT_PLAN
@@ -216,6 +232,8 @@ class ModelPool:
     def _load(self, model: str, version: str) -> LoadedArm:
         started = time.perf_counter()
         loaded = self.registry.load_model(model, version)  # verifies the artifact digest
+        if self.control is not None:
+            self.control.check_version(model, version, loaded.version.tags)
         spec = self.registry.version_spec(model, version)
         label = f"{model} v{version}"
         schema = InputSchema.for_version(spec, loaded.version.input_schema, out_of_range=self.out_of_range, label=label)
@@ -240,23 +258,73 @@ class ModelPool:
             del self._cache[key]
 
 
-class Poller:
-    """Refreshes the pool every ``interval`` seconds in a background thread."""
+@dataclass(frozen=True)
+class RegistryView:
+    """How current the gateway's view of the registry is: what /readyz, /admin/status and /metrics report."""
 
-    def __init__(self, pool: ModelPool, interval: float) -> None:
+    read_at: datetime | None  # None: never read
+    age_seconds: float | None
+    stale: bool
+    last_error: str | None
+    stalled_polls: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"read_at": self.read_at.isoformat() if self.read_at else None, "age_seconds": self.age_seconds,
+                "stale": self.stale, "last_error": self.last_error, "stalled_polls": self.stalled_polls}
+
+
+class Poller:
+    """Refreshes the pool every ``interval`` seconds in a background thread.
+
+    Each poll runs in a thread of its own and is given ``timeout`` seconds: MLflow's HTTP
+    client can retry for minutes, and a poll hung inside it must show as a stalled, aging view
+    rather than as a frozen one. A stalled poll is waited for, not duplicated.
+    """
+
+    def __init__(self, pool: ModelPool, interval: float, timeout: float = 5.0, stale_after: float = 30.0) -> None:
         self.pool = pool
         self.interval = interval
+        self.timeout = timeout
+        self.stale_after = stale_after
+        self.started_at = datetime.now(UTC)
+        self.last_error: str | None = None
+        self.stalled_polls = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.started_at = datetime.now(UTC)
         self._thread = threading.Thread(target=self._run, name="steward-registry-poller", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.pool.refresh()
+            started = datetime.now(UTC)
+            attempt = threading.Thread(target=self.pool.refresh, name="steward-registry-poll", daemon=True)
+            attempt.start()
+            attempt.join(self.timeout)
+            if attempt.is_alive():
+                self.stalled_polls += 1
+                self.last_error = (f"a registry poll has run for more than {self.timeout:g}s (the registry is not "
+                                   f"answering, or a version is still loading); serving the view read {self._age_text()}")
+                log.error("registry poll stalled: %s", self.last_error, extra={"event": "registry_poll_stalled"})
+                while attempt.is_alive() and not self._stop.is_set():
+                    attempt.join(self.interval)
+            if not attempt.is_alive():
+                read = self.pool.view_read_at
+                self.last_error = None if read is not None and read >= started else self.pool.last_error
             self._stop.wait(self.interval)
+
+    def _age_text(self) -> str:
+        age = self.view().age_seconds
+        return "never" if age is None else f"{age:.0f}s ago"
+
+    def view(self) -> RegistryView:
+        read_at = self.pool.view_read_at
+        since = read_at or self.started_at
+        age = (datetime.now(UTC) - since).total_seconds()
+        return RegistryView(read_at, round(age, 3) if read_at else None, age > self.stale_after, self.last_error,
+                            self.stalled_polls)
 
     def stop(self) -> None:
         self._stop.set()

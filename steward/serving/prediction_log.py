@@ -23,7 +23,7 @@ import numpy as np
 from steward.registry.traffic import Arm
 from steward.serving.arms import LoadedArm, Scored
 from steward.serving.inference import Job, joined_columns
-from steward.serving.schema import InputSchema, Problem, RequestError
+from steward.serving.schema import DEFAULT_MAX_TEXT_LENGTH, InputSchema, Problem, RequestError, text_problem
 from steward.store.reader import PredictionStore
 from steward.store.records import (
     Batch,
@@ -142,7 +142,9 @@ class PredictionLog:
         return future
 
 
-def labels_record(name: str, document: Any, time_ns: int, max_labels: int) -> LabelBatch:
+def labels_record(
+    name: str, document: Any, time_ns: int, max_labels: int, max_text_length: int = DEFAULT_MAX_TEXT_LENGTH
+) -> LabelBatch:
     """The labels of one feedback call's body as a log record; RequestError (422) names each bad label."""
     items = document.get("labels") if isinstance(document, dict) else None
     if not isinstance(items, list) or not items:
@@ -162,12 +164,16 @@ def labels_record(name: str, document: Any, time_ns: int, max_labels: int) -> La
             problems.append(Problem(where, f"unknown fields {unknown}"))
         if not isinstance(request_id, str) or not request_id:
             problems.append(Problem(f"{where}.request_id", "expected the request_id a predict call returned"))
+        elif (why := text_problem(request_id, max_text_length)) is not None:
+            problems.append(Problem(f"{where}.request_id", f"text {why}"))
         if type(row) is not int or row < 0:
             problems.append(Problem(f"{where}.row", "expected the row's position in its request (an integer >= 0)"))
         if label is None or not isinstance(label, str | int | float | bool) or (
             isinstance(label, float) and not math.isfinite(label)
         ):
             problems.append(Problem(f"{where}.label", "expected a label (a number, string or boolean)"))
+        elif isinstance(label, str) and (why := text_problem(label, max_text_length)) is not None:
+            problems.append(Problem(f"{where}.label", f"text {why}"))
         ids.append(request_id)
         rows.append(row)
         labels.append(label_text(label))

@@ -10,6 +10,12 @@ from starlette.responses import JSONResponse, Response
 from steward.serving.schema import RequestError
 
 
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or a ``+json`` type, with any parameters (``; charset=utf-8``)."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
 

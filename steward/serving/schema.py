@@ -18,6 +18,8 @@ from typing import Any
 from steward.spec import FeatureType, ModelSpec, OutOfRangePolicy
 
 MAX_ROWS_NAMED = 5
+DEFAULT_MAX_TEXT_LENGTH = 1024  # characters in one text value (category, entity id, label)
+PAYLOAD_FORMATS = ("dataframe_split", "dataframe_records", "inputs", "instances")
 
 
 @dataclass(frozen=True)
@@ -58,20 +60,42 @@ class Payload:
 
 
 def parse_payload(document: Any, *, max_rows: int) -> Payload:
-    """Read an MLflow scoring payload (``dataframe_split`` or ``dataframe_records``)."""
+    """Read an MLflow scoring payload: ``dataframe_split``, ``dataframe_records``, ``inputs`` or ``instances``.
+
+    ``inputs`` and ``instances`` take the tabular shapes MLflow's scoring server takes for a model
+    with a column signature: a list of row objects, or one object of columns (a list of values each).
+    """
     if not isinstance(document, dict):
-        raise RequestError(400, "the body must be a JSON object with `dataframe_split` or `dataframe_records`")
-    formats = [key for key in ("dataframe_split", "dataframe_records") if key in document]
-    others = sorted(set(document) - {"dataframe_split", "dataframe_records"})
+        raise RequestError(400, "the body must be a JSON object with one of " + ", ".join(f"`{f}`" for f in PAYLOAD_FORMATS))
+    formats = [key for key in PAYLOAD_FORMATS if key in document]
+    others = sorted(set(document) - set(PAYLOAD_FORMATS))
     if len(formats) != 1 or others:
         raise RequestError(
             400,
-            "send exactly one of `dataframe_split` or `dataframe_records`"
+            "send exactly one of " + ", ".join(f"`{f}`" for f in PAYLOAD_FORMATS)
             + (f"; not supported here: {others}" if others else ""),
         )
+    given = document[formats[0]]
     if formats[0] == "dataframe_split":
-        return _split(document["dataframe_split"], max_rows)
-    return _records(document["dataframe_records"], max_rows)
+        return _split(given, max_rows)
+    if formats[0] == "dataframe_records":
+        return _records(given, max_rows)
+    return _tensor_style(formats[0], given, max_rows)
+
+
+def _tensor_style(name: str, given: Any, max_rows: int) -> Payload:
+    """``inputs`` / ``instances``: rows as objects, or columns as an object of lists."""
+    if isinstance(given, list) and all(isinstance(row, dict) for row in given):
+        return _records(given, max_rows)
+    if isinstance(given, dict) and given and all(isinstance(column, list) for column in given.values()):
+        lengths = {len(column) for column in given.values()}
+        if len(lengths) != 1:
+            raise RequestError(422, f"`{name}` columns have different lengths {sorted(lengths)}: give one value per row in each")
+        rows = lengths.pop()
+        _check_rows(rows, max_rows)
+        return Payload({str(column): list(values) for column, values in given.items()}, rows)
+    raise RequestError(400, f"`{name}` must be a list of row objects or an object mapping each column to its list of "
+                            "values; rows without column names cannot be matched to the model's features")
 
 
 def _check_rows(rows: int, max_rows: int) -> None:
@@ -156,7 +180,8 @@ class InputSchema:
         return cls(spec, out_of_range=out_of_range)
 
     def validate(self, payload: Payload, *, allowed_extra: frozenset[str] = frozenset(),
-                 row_numbers: Sequence[int] | None = None) -> dict[str, list[Any]]:
+                 row_numbers: Sequence[int] | None = None,
+                 max_text_length: int = DEFAULT_MAX_TEXT_LENGTH) -> dict[str, list[Any]]:
         """The request's feature values, normalised; RequestError (422) lists every bad field."""
         columns, n = payload.columns, payload.rows
         numbers = row_numbers if row_numbers is not None else range(n)
@@ -180,7 +205,7 @@ class InputSchema:
             elif rule.type is FeatureType.BOOLEAN:
                 values[rule.name] = _boolean(rule, column, numbers, problems)
             else:
-                values[rule.name] = _categorical(rule, column, numbers, problems)
+                values[rule.name] = _categorical(rule, column, numbers, problems, max_text_length)
         if problems:
             message = "invalid input: " + "; ".join(p.describe() for p in problems)
             raise RequestError(422, message, problems)
@@ -285,16 +310,35 @@ def _boolean(rule: _Rule, column: list[Any], numbers: Sequence[int], problems: l
     return out
 
 
-def _categorical(rule: _Rule, column: list[Any], numbers: Sequence[int], problems: list[Problem]) -> list[Any]:
+def text_problem(value: str, max_length: int) -> str | None:
+    """Why the log cannot store this text, or None: too long, or not valid Unicode (a lone surrogate)."""
+    if len(value) > max_length:
+        return f"longer than {max_length} characters"
+    if not value.isascii():  # a flag read for ASCII text: the usual request pays nothing more
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "not valid Unicode (a lone UTF-16 surrogate such as \\ud800): send UTF-8 text"
+    return None
+
+
+def _categorical(
+    rule: _Rule, column: list[Any], numbers: Sequence[int], problems: list[Problem], max_length: int
+) -> list[Any]:
     # A category outside the spec's list is admitted: the model encodes it as unknown, and the
     # log keeps it so that drift checks see new categories arrive.
     out: list[Any] = []
-    nulls, wrong = [], []
+    nulls, wrong, unstorable = [], [], []
+    why = ""
     for i, value in zip(numbers, column, strict=True):
         if value is None:
             nulls.append(i)
             out.append(None)
         elif type(value) is str:
+            problem = text_problem(value, max_length)
+            if problem is not None:
+                unstorable.append(i)
+                why = problem
             out.append(value)
         else:
             wrong.append(i)
@@ -303,7 +347,22 @@ def _categorical(rule: _Rule, column: list[Any], numbers: Sequence[int], problem
         problems.append(Problem(rule.name, f"null in {_rows_text(nulls)}, but the feature is not nullable"))
     if wrong:
         problems.append(Problem(rule.name, f"expected a category name (a string) in {_rows_text(wrong)}"))
+    if unstorable:
+        problems.append(Problem(rule.name, f"text {why} in {_rows_text(unstorable)}"))
     return out
+
+
+def check_entities(entities: Sequence[str | None], max_length: int) -> None:
+    """RequestError (422) when an entity id (field or header) is text the log cannot store."""
+    bad: list[int] = []
+    why = ""
+    for i, entity in enumerate(entities):
+        if entity is not None and (problem := text_problem(entity, max_length)) is not None:
+            bad.append(i)
+            why = problem
+    if bad:
+        raise RequestError(422, f"invalid input: entity: text {why} in {_rows_text(bad)}",
+                           [Problem("entity", f"text {why} in {_rows_text(bad)}")])
 
 
 def select_rows(payload: Payload, rows: Sequence[int]) -> Payload:

@@ -108,19 +108,13 @@ class PredictionStore:
     # ------------------------------------------------------------------ reading
     def _files(self, dataset: str, model: str, start: datetime | None, end: datetime | None) -> list[str]:
         """Part files of the days that overlap [start, end): partition pruning by listing."""
-        base = f"{self.root}/{dataset}/model={model}"
-        try:
-            folders = self.fs.ls(base, detail=False)
-        except FileNotFoundError:
-            return []
         first = start.date().isoformat() if start else None
         last = (end - timedelta(microseconds=1)).date().isoformat() if end else None
         files = []
-        for folder in sorted(folders):
-            day = folder.rstrip("/").rsplit("/", 1)[-1].removeprefix("date=")
+        for day in self.days(dataset, model):
             if (first and day < first) or (last and day > last):
                 continue
-            path = folder.rstrip("/")
+            path = self.partition_path(dataset, model, day)
             try:
                 files += [f"{path}/{leaf}" for leaf in self.partition_view(path).readable]
             except FileNotFoundError:  # removed by retention since the listing

@@ -300,10 +300,10 @@ def _split_by_day(batch: PredictionBatch) -> dict[str, PredictionBatch]:
     positions: dict[str, list[int]] = collections.defaultdict(list)
     for position, time_ns in enumerate(batch.times_ns):
         positions[utc_day(time_ns)].append(position)
-    return {day: _select(batch, taken) for day, taken in positions.items()}
+    return {day: select_positions(batch, taken) for day, taken in positions.items()}
 
 
-def _select(batch: PredictionBatch, positions: list[int]) -> PredictionBatch:
+def select_positions(batch: PredictionBatch, positions: list[int]) -> PredictionBatch:
     """The record's rows at ``positions``."""
 
     def pick(values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:

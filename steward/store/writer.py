@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from steward.store.records import Batch, LabelBatch, PartKey, PredictionBatch, StoreError, to_tables
+from steward.store.records import (
+    Batch,
+    LabelBatch,
+    PartKey,
+    PredictionBatch,
+    StoreError,
+    select_positions,
+    to_tables,
+)
 from steward.store.wal import WAL_FOLDER, WriteAheadLog
 
 if TYPE_CHECKING:
@@ -43,6 +51,16 @@ class LogMode(StrEnum):
     BATCHED = "batched"  # queued in memory, written every flush interval: a crash loses the queue
     DURABLE = "durable"  # fsynced to a local write-ahead log before the answer: a crash loses nothing answered
     OFF = "off"  # nothing is written
+
+
+def _by_request(batch: Batch) -> list[Batch]:
+    """A prediction record of several requests as one record per request; any other record as it is."""
+    if not isinstance(batch, PredictionBatch) or len(set(batch.request_ids)) < 2:
+        return [batch]
+    positions: dict[str, list[int]] = collections.defaultdict(list)
+    for position, request_id in enumerate(batch.request_ids):
+        positions[request_id].append(position)
+    return [select_positions(batch, taken) for taken in positions.values()]
 
 
 def use_writer_memory_pool() -> str:
@@ -291,11 +309,40 @@ class LogWriter:
     def _convert_batches(self, batches: list[Batch]) -> dict[PartKey, pa.Table]:
         try:
             return to_tables(batches)
-        except Exception as error:  # a record the log cannot hold must not stop the writer
-            self._counters.dropped += sum(batch.size for batch in batches)
-            self._counters.last_error = f"conversion: {type(error).__name__}: {error}"
-            log.error("prediction log records could not be converted: %s", error)
-            return {}
+        except Exception:  # a record the log cannot hold must not stop the writer, nor cost the others
+            return self._convert_isolating(batches)
+
+    def _convert_isolating(self, batches: list[Batch]) -> dict[PartKey, pa.Table]:
+        """Convert what converts: each record alone, a failing one request by request; drop and count the rest.
+
+        A prediction record holds the rows of every request one model call scored, so one
+        caller's unstorable value would otherwise cost the other callers' rows.
+        """
+        converted: dict[PartKey, list[pa.Table]] = collections.defaultdict(list)
+        for batch in batches:
+            try:
+                tables = to_tables([batch])
+            except Exception:
+                tables = self._convert_requests(batch)
+            for key, table in tables.items():
+                converted[key].append(table)
+        return {key: pa.concat_tables(tables, promote_options="default") for key, tables in converted.items()}
+
+    def _convert_requests(self, batch: Batch) -> dict[PartKey, pa.Table]:
+        """A failing record's requests converted one by one; those that fail are dropped and counted."""
+        converted: dict[PartKey, list[pa.Table]] = collections.defaultdict(list)
+        for part in _by_request(batch):
+            try:
+                tables = to_tables([part])
+            except Exception as error:
+                self._counters.dropped += part.size
+                self._counters.last_error = f"conversion: {type(error).__name__}: {error}"
+                log.error("a prediction log record of %d rows could not be converted and was dropped: %s",
+                          part.size, error, extra={"event": "log_record_dropped", "rows": part.size})
+                continue
+            for key, table in tables.items():
+                converted[key].append(table)
+        return {key: pa.concat_tables(tables, promote_options="default") for key, tables in converted.items()}
 
     def _take(self) -> list[_Pending]:
         taken = []

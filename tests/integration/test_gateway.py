@@ -89,7 +89,8 @@ def test_every_bad_input_is_a_4xx_naming_the_field(start_gateway, two_versions, 
         "category as number": ({"dataframe_records": [{**good, "education": 3}]}, 422, ["education", "string"]),
         "oversized batch": ({"dataframe_records": [good] * 6}, 413, ["at most 5"]),
         "empty batch": ({"dataframe_records": []}, 422, ["no rows"]),
-        "unsupported format": ({"instances": [good]}, 400, ["dataframe_split", "instances"]),
+        "unsupported format": ({"tensor": [good]}, 400, ["dataframe_split", "tensor"]),
+        "rows without names": ({"instances": [[1, 2]]}, 400, ["instances", "column"]),
         "ragged split": ({"dataframe_split": {"columns": FEATURES, "data": [[1, 2]]}}, 422, ["one value per column"]),
         "not an object": ([good], 400, ["JSON object"]),
         "huge integer": ({"dataframe_records": [{**good, "credit_limit": 10**400}]}, 422, ["credit_limit", "finite"]),
@@ -275,7 +276,7 @@ def test_registry_changes_reach_the_gateway_and_the_audit_history(start_gateway,
         assert admin.put(f"/admin/models/{name}/traffic-plan", json={"plan": {"mode": "ab"}, "reason": "x"}
                          ).status_code == 422
     plans = [e for e in registry.history(name) if e.kind is ChangeKind.TRAFFIC_PLAN]
-    assert plans[-1].actor == "alice" and plans[-1].reason == "all blue"
+    assert plans[-1].actor == "admin-token" and plans[-1].reason == "all blue"  # the identity, not the declared name
     assert '"mode":"blue_green"' in plans[-1].details["plan"]
 
 
@@ -342,7 +343,7 @@ def test_log_holds_every_acknowledged_prediction_after_shutdown_and_feedback_joi
         feedback = client.post(f"/v1/models/{name}/feedback",
                                json={"labels": [{"request_id": r, "row": 0, "label": 1} for r in labelled]})
         bad = client.post(f"/v1/models/{name}/feedback", json={"labels": [{"request_id": "", "row": -1}]})
-    assert feedback.json() == {"model": name, "accepted": 10}
+    assert feedback.json() == {"model": name, "accepted": 10, "relabelled": 0}
     assert bad.status_code == 422 and "labels[0].row" in bad.text
     gateway.stop()
     store = PredictionStore(gateway.store_uri)

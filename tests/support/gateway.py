@@ -68,6 +68,7 @@ def start_gateway(registry: Any, models: Sequence[str], *, store_uri: str, admin
     import uvicorn
 
     from steward.serving import GatewayConfig, create_app
+    from steward.serving.server import uvicorn_config
 
     port = free_port()
     token = SecretStr(admin_token) if admin_token else None
@@ -75,9 +76,7 @@ def start_gateway(registry: Any, models: Sequence[str], *, store_uri: str, admin
                            **{"poll_interval": 0.2, "flush_interval": 0.5, "admin_url": f"http://127.0.0.1:{port}",
                               **options})
     app = create_app(config, registry=registry)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    )
+    server = uvicorn.Server(uvicorn_config(app, config, host="127.0.0.1", port=port, lifespan="on"))
     thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
     thread.start()
     handle = RunningGateway(f"http://127.0.0.1:{port}", app, server, thread, config.store_uri, admin_token)
