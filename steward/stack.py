@@ -9,6 +9,7 @@
 | ``mlflow`` | ``mlflow server`` on the home's tracking store, with its UI | ``GET /health`` |
 | ``gateway`` | ``steward serve <models>`` | ``GET /readyz`` (every model loaded and verified) |
 | ``deployments`` | ``steward deployments <specs>`` (``prefect.serve``) | the runner's ``GET /health`` |
+| ``prometheus`` | Debian's ``prometheus`` (``--with-prometheus`` only), scraping every gateway | ``GET /-/ready`` |
 
 A pid file per service under ``<home>/run`` records the pid, the process's start time (so a
 reused pid is never mistaken for ours), the port and the log file; logs go to ``<home>/logs``.
@@ -34,8 +35,15 @@ import httpx
 import psutil
 
 from steward.config import Settings, environment_for
+from steward.monitoring.prometheus import (
+    PrometheusFiles,
+    PrometheusSetupError,
+    ScrapeSettings,
+    prometheus_command,
+    write_prometheus_files,
+)
 
-SERVICE_ORDER = ("prefect", "mlflow", "gateway", "deployments")
+SERVICE_ORDER = ("prefect", "mlflow", "gateway", "deployments", "prometheus")
 
 
 class StackError(RuntimeError):
@@ -58,6 +66,9 @@ class StackConfig:
     gateway_port: int = 8080
     deployments_port: int = 8090
     startup_timeout: float = 180.0
+    with_prometheus: bool = False
+    prometheus_port: int = 9090
+    prometheus_scrape: ScrapeSettings = ScrapeSettings()  # tests scrape every second and hold alerts briefly
 
     @property
     def prefect_api_url(self) -> str:
@@ -136,7 +147,7 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
     else:
         models = config.models
     host = config.host
-    return [
+    services = [
         Service(
             "prefect",
             (_bin("prefect"), "server", "start", "--host", host, "--port", str(config.prefect_port)),
@@ -167,6 +178,33 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
              "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "2")},
         ),
     ]
+    if config.with_prometheus:
+        services.append(_prometheus_service(settings, config))
+    return services
+
+
+def prometheus_files(settings: Settings) -> PrometheusFiles:
+    return PrometheusFiles(settings.home / "prometheus")
+
+
+def _prometheus_service(settings: Settings, config: StackConfig) -> Service:
+    try:
+        command = prometheus_command(prometheus_files(settings), config.host, config.prometheus_port)
+    except PrometheusSetupError as error:
+        raise StackError(str(error)) from None
+    return Service("prometheus", command, config.prometheus_port,
+                   f"http://{config.host}:{config.prometheus_port}/-/ready", {"PATH": os.environ.get("PATH", "")})
+
+
+def _prepare_prometheus(settings: Settings, config: StackConfig, services: Sequence[Service]) -> None:
+    """Write Prometheus's config, the specs' alert rules and every gateway replica of the stack as a target."""
+    from steward.spec import load_spec
+
+    scrape_host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    gateways = [f"{scrape_host}:{s.port}" for s in services if s.name == "gateway" or s.name.startswith("gateway-")]
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    write_prometheus_files(prometheus_files(settings), [load_spec(path) for path in config.spec_paths], gateways,
+                           config.prometheus_scrape, bearer_token=token)
 
 
 # --- ports ---------------------------------------------------------------------------------------
@@ -284,15 +322,18 @@ def start(settings: Settings, config: StackConfig, echo: Callable[[str], None] =
     follow once the Prefect API answers. If anything fails, what this call started is stopped.
     The gateway needs a champion of each model it serves before it becomes ready.
     """
-    services = [s for s in plan_services(settings, config) if only is None or s.name in only]
+    planned = plan_services(settings, config)
+    services = [s for s in planned if only is None or s.name in only]
     running = {s.name for s in status(settings) if s.state in ("healthy", "unhealthy")}
     to_start = [service for service in services if service.name not in running]
     for name in sorted(running):
         echo(f"{name}: already running (started by an earlier `steward up`)")
     check_ports(to_start, config.host)
+    if any(service.name == "prometheus" for service in to_start):
+        _prepare_prometheus(settings, config, planned)
     started: list[Record] = []
     try:
-        for wave in (("prefect", "mlflow"), ("gateway", "deployments")):
+        for wave in (("prefect", "mlflow"), ("gateway", "deployments", "prometheus")):
             records = [_launch(settings, s) for s in to_start if s.name in wave]
             started.extend(records)
             for record in records:
@@ -353,7 +394,7 @@ def status(settings: Settings) -> list[ServiceStatus]:
             states.append(ServiceStatus(name, "not running"))
             continue
         record = Record.read(path)
-        url = record.health_url.rsplit("/", 1)[0].removesuffix("/api")
+        url = record.health_url.rsplit("/", 1)[0].removesuffix("/api").removesuffix("/-")
         if _alive(record) is None:
             states.append(ServiceStatus(name, "stale pid file", record.pid, record.port, url,
                                         f"the process exited; see {record.log}"))

@@ -23,13 +23,15 @@ DeploymentsPortOption = Annotated[int, typer.Option(help="Health endpoint of the
 
 
 def _stack_config(specs: list[Path], models: list[str] | None, host: str, prefect_port: int, mlflow_port: int,
-                  gateway_port: int, deployments_port: int, timeout: float):
+                  gateway_port: int, deployments_port: int, timeout: float, with_prometheus: bool = False,
+                  prometheus_port: int = 9090):
     from steward.stack import StackConfig
 
     return StackConfig(
         spec_paths=tuple(str(spec.resolve()) for spec in specs), models=tuple(models or ()), host=host,
         prefect_port=prefect_port, mlflow_port=mlflow_port, gateway_port=gateway_port,
-        deployments_port=deployments_port, startup_timeout=timeout,
+        deployments_port=deployments_port, startup_timeout=timeout, with_prometheus=with_prometheus,
+        prometheus_port=prometheus_port,
     )
 
 
@@ -42,6 +44,9 @@ def up(
     gateway_port: GatewayPortOption = 8080,
     deployments_port: DeploymentsPortOption = 8090,
     timeout: Annotated[float, typer.Option(help="Seconds each service may take to become healthy.")] = 180.0,
+    with_prometheus: Annotated[bool, typer.Option(
+        "--with-prometheus", help="Also run Prometheus (Debian's package) scraping the gateway, alert rules loaded.")] = False,
+    prometheus_port: Annotated[int, typer.Option(help="Prometheus (with --with-prometheus).")] = 9090,
     watch: Annotated[bool, typer.Option("--watch", help="Stay in the foreground, restart crashed services, "
                                                          "stop everything on Ctrl-C.")] = False,
     home: HomeOption = None,
@@ -50,14 +55,17 @@ def up(
     from steward import stack
 
     settings = begin(home, *specs).settings
-    config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout)
+    config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout,
+                           with_prometheus, prometheus_port)
     try:
         stack.start(settings, config, echo=console.print)
     except stack.StackError as error:
         fail(str(error))
     console.print(
         f"[green]stack up[/]: Prefect UI http://{host}:{prefect_port}, MLflow UI http://{host}:{mlflow_port}, "
-        f"gateway http://{host}:{gateway_port}; logs under {stack.log_dir(settings)}; stop with `steward down`"
+        f"gateway http://{host}:{gateway_port}"
+        + (f", Prometheus http://{host}:{prometheus_port}" if with_prometheus else "")
+        + f"; logs under {stack.log_dir(settings)}; stop with `steward down`"
     )
     if watch:
         try:
