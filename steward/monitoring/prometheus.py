@@ -104,6 +104,8 @@ def gateway_targets(addresses: Iterable[str]) -> list[dict[str, Any]]:
 def write_prometheus_files(files: PrometheusFiles, specs: Sequence[ModelSpec], gateways: Iterable[str],
                            scrape: ScrapeSettings = ScrapeSettings(), *, bearer_token: str | None = None) -> None:
     """Write the config, the specs' alert rules and the targets (and the token, owner-only) under ``files.root``."""
+    gateways = list(gateways)
+    gateway_targets(gateways)  # refuse an empty list before writing anything
     files.data.mkdir(parents=True, exist_ok=True)
     if bearer_token:
         files.token.write_text(bearer_token)

@@ -6,6 +6,7 @@ synthetic series, so an alert whose expression could never fire fails here.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steward.monitoring.alerts import FAST_BURN, render_alert_rules
+from steward.monitoring.alerts import (
+    FAST_BURN,
+    GATEWAY_JOB,
+    AlertRuleError,
+    RuleTiming,
+    alert_rules,
+    render_alert_rules,
+)
+from steward.monitoring.prometheus import PrometheusFiles, PrometheusSetupError, write_prometheus_files
 from steward.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,3 +114,56 @@ def test_each_alert_fires_on_its_symptom_and_stays_quiet_without_it(tmp_path):
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_render_with_a_shorter_window_and_hold_for_tests():
+    spec = load_spec(EXAMPLE_SPEC)
+    rules = [rule for group in alert_rules([spec], RuleTiming(window="15s", hold="3s"))["groups"]
+             for rule in group["rules"]]
+    assert {rule["for"] for rule in rules} == {"3s", "0m"}  # log drops fire at once in production too
+    assert all("[5m]" not in rule["expr"] for rule in rules)
+    with pytest.raises(AlertRuleError, match="not a Prometheus duration"):
+        RuleTiming(hold="3 seconds")
+
+
+def test_the_stack_writes_a_config_prometheus_accepts(tmp_path):
+    files = PrometheusFiles(tmp_path / "prometheus")
+    write_prometheus_files(files, [load_spec(EXAMPLE_SPEC)], ["127.0.0.1:8081", "127.0.0.1:8080", "127.0.0.1:8080"],
+                           bearer_token="a-token")
+    assert json.loads(files.targets.read_text()) == [{"targets": ["127.0.0.1:8080", "127.0.0.1:8081"], "labels": {}}]
+    assert files.token.read_text() == "a-token" and (files.token.stat().st_mode & 0o777) == 0o600
+    assert files.rules.read_text() == RULES.read_text()
+    result = subprocess.run([promtool(), "check", "config", str(files.config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with pytest.raises(PrometheusSetupError, match="no gateway to scrape"):
+        write_prometheus_files(files, [], [])
+
+
+def test_the_compose_prometheus_config_is_valid(tmp_path):
+    """deployments/prometheus/prometheus.yml, with the token file its container writes put somewhere that exists."""
+    config = yaml.safe_load((RULES.parent / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == GATEWAY_JOB and config["rule_files"] == ["alerts.yml"]
+    compose = yaml.safe_load((ROOT / "deployments" / "docker-compose.yml").read_text())["services"]["prometheus"]
+    assert job["authorization"]["credentials_file"] in " ".join(compose["command"])
+    job["authorization"]["credentials_file"] = str(tmp_path / "token")
+    (tmp_path / "token").write_text("t")
+    shutil.copy(RULES, tmp_path / "alerts.yml")
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    result = subprocess.run([promtool(), "check", "config", str(tmp_path / "prometheus.yml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_up_with_prometheus_plans_a_prometheus_service(tmp_path, settings):
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    from steward.stack import StackConfig, plan_services
+
+    home = settings.model_copy(update={"home": tmp_path})
+    config = StackConfig(spec_paths=(str(EXAMPLE_SPEC),), with_prometheus=True, prometheus_port=9191)
+    (service,) = [s for s in plan_services(home, config) if s.name == "prometheus"]
+    assert service.health_url == "http://127.0.0.1:9191/-/ready"
+    assert f"--storage.tsdb.path={tmp_path / 'prometheus' / 'data'}" in service.command
+    assert "--web.listen-address=127.0.0.1:9191" in service.command
+    assert "prometheus" not in {s.name for s in plan_services(home, StackConfig(spec_paths=(str(EXAMPLE_SPEC),)))}
