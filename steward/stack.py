@@ -201,7 +201,7 @@ def _prepare_prometheus(settings: Settings, config: StackConfig, services: Seque
     from steward.spec import load_spec
 
     scrape_host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
-    gateways = [f"{scrape_host}:{s.port}" for s in services if s.name == "gateway" or s.name.startswith("gateway-")]
+    gateways = [f"{scrape_host}:{s.port}" for s in services if s.name.startswith("gateway")]  # every replica
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     write_prometheus_files(prometheus_files(settings), [load_spec(path) for path in config.spec_paths], gateways,
                            config.prometheus_scrape, bearer_token=token)
