@@ -286,6 +286,7 @@ class GateSpec(_Strict):
 
 class SLOSpec(_Strict):
     p95_latency_ms: float = Field(default=50.0, gt=0)
+    p99_latency_ms: float | None = Field(default=None, gt=0, description="Adds a p99 latency alert when set.")
     availability: float = Field(default=0.999, gt=0, le=1)
     min_accuracy: float | None = Field(default=None, description="On the primary metric, over labelled traffic.")
 

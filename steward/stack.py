@@ -11,6 +11,7 @@ can stop a process together with its children and nothing else. Two profiles:
 | ``gateway`` / ``gateway-<i>`` | one ``steward serve <models>`` | N replicas on consecutive ports | ``GET /readyz`` |
 | ``deployments`` / ``worker`` | ``prefect.serve`` | a process worker of the work pool | ``GET /health`` |
 | ``evidently`` | ``evidently ui`` on the drift checks' workspace ``<home>/evidently`` | the same | ``GET /api/version`` |
+| ``prometheus`` | Debian's ``prometheus`` (``--with-prometheus`` only), scraping every gateway | the same | ``GET /-/ready`` |
 
 A pid file per service under ``<home>/run`` records the pid, the process's start time (so a
 reused pid is never mistaken for ours), the port and the log file; logs go to ``<home>/logs``;
@@ -47,6 +48,13 @@ from steward import postgres
 from steward.config import Settings, environment_for
 from steward.credentials import MLFLOW_AUTH_APP, ControlPlaneSecrets, CredentialsError
 from steward.monitoring.drift.workspace import workspace_path
+from steward.monitoring.prometheus import (
+    PrometheusFiles,
+    PrometheusSetupError,
+    ScrapeSettings,
+    prometheus_command,
+    write_prometheus_files,
+)
 
 SERVICE_ORDER = ("prefect", "mlflow", "gateway", "deployments", "evidently")  # the embedded profile's services
 PROFILE_FILE = "stack.profile"  # JSON; not *.json, which are the pid files
@@ -90,6 +98,9 @@ class StackConfig:
     replicas: int = 1
     postgres_port: int = 5432
     work_pool: str = WORK_POOL
+    with_prometheus: bool = False
+    prometheus_port: int = 9090
+    prometheus_scrape: ScrapeSettings = ScrapeSettings()  # tests scrape every second and hold alerts briefly
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -310,7 +321,34 @@ def plan_services(settings: Settings, config: StackConfig) -> list[Service]:
         {**base, "DO_NOT_TRACK": "1"},  # no telemetry calls from a closed network
         wave=wave,
     ))
+    if config.with_prometheus:
+        services.append(_prometheus_service(settings, config, wave + 1))
     return services
+
+
+def prometheus_files(settings: Settings) -> PrometheusFiles:
+    return PrometheusFiles(settings.home / "prometheus")
+
+
+def _prometheus_service(settings: Settings, config: StackConfig, wave: int) -> Service:
+    try:
+        command = prometheus_command(prometheus_files(settings), config.host, config.prometheus_port)
+    except PrometheusSetupError as error:
+        raise StackError(str(error)) from None
+    return Service("prometheus", command, config.prometheus_port,
+                   f"http://{config.host}:{config.prometheus_port}/-/ready", {"PATH": os.environ.get("PATH", "")},
+                   wave=wave)
+
+
+def _prepare_prometheus(settings: Settings, config: StackConfig, services: Sequence[Service]) -> None:
+    """Write Prometheus's config, the specs' alert rules and every gateway replica of the stack as a target."""
+    from steward.spec import load_spec
+
+    scrape_host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    gateways = [f"{scrape_host}:{s.port}" for s in services if s.name.startswith("gateway")]  # every replica
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    write_prometheus_files(prometheus_files(settings), [load_spec(path) for path in config.spec_paths], gateways,
+                           config.prometheus_scrape, bearer_token=token)
 
 
 # --- ports ---------------------------------------------------------------------------------------
@@ -450,6 +488,8 @@ def _prepare(settings: Settings, config: StackConfig, names: set[str], echo: Cal
         secrets.ensure()
         if generated:
             echo(f"mlflow, prefect: credentials of Steward's processes generated under {secrets.folder} (owner-only)")
+    if "prometheus" in names:
+        _prepare_prometheus(settings, config, plan_services(settings, config))
     if "postgres" in names:
         cluster = config.cluster(settings)
         try:
@@ -589,7 +629,7 @@ def status(settings: Settings) -> list[ServiceStatus]:
             states.append(ServiceStatus(name, ServiceState.NOT_RUNNING))
             continue
         url = record.health_url if record.health_url.startswith("postgresql://") else \
-            record.health_url.rsplit("/", 1)[0].removesuffix("/api")
+            record.health_url.rsplit("/", 1)[0].removesuffix("/api").removesuffix("/-")
         if _alive(record) is None:
             states.append(ServiceStatus(name, ServiceState.STALE, record.pid, record.port, url,
                                         f"the process exited; see {record.log}"))

@@ -31,7 +31,8 @@ class ProfileChoice(StrEnum):  # steward.stack.Profile, without importing the st
 
 def _stack_config(specs: list[Path], models: list[str] | None, host: str, prefect_port: int, mlflow_port: int,
                   gateway_port: int, deployments_port: int, timeout: float, profile: str = "embedded",
-                  replicas: int = 1, postgres_port: int = 5432, evidently_port: int = 8000):
+                  replicas: int = 1, postgres_port: int = 5432, evidently_port: int = 8000,
+                  with_prometheus: bool = False, prometheus_port: int = 9090):
     from steward.stack import Profile, StackConfig
 
     return StackConfig(
@@ -39,6 +40,7 @@ def _stack_config(specs: list[Path], models: list[str] | None, host: str, prefec
         prefect_port=prefect_port, mlflow_port=mlflow_port, gateway_port=gateway_port,
         deployments_port=deployments_port, startup_timeout=timeout, profile=Profile(profile), replicas=replicas,
         postgres_port=postgres_port, evidently_port=evidently_port,
+        with_prometheus=with_prometheus, prometheus_port=prometheus_port,
     )
 
 
@@ -61,6 +63,9 @@ def up(
     postgres_port: Annotated[int, typer.Option(help="PostgreSQL (production profile).")] = 5432,
     only: Annotated[list[str] | None, typer.Option(
         help="Start only this service (repeatable), e.g. the stores before the first champion exists.")] = None,
+    with_prometheus: Annotated[bool, typer.Option(
+        "--with-prometheus", help="Also run Prometheus (Debian's package) scraping the gateway, alert rules loaded.")] = False,
+    prometheus_port: Annotated[int, typer.Option(help="Prometheus (with --with-prometheus).")] = 9090,
     watch: Annotated[bool, typer.Option("--watch", help="Stay in the foreground, restart crashed services, "
                                                          "stop everything on Ctrl-C.")] = False,
     home: HomeOption = None,
@@ -71,15 +76,17 @@ def up(
     settings = begin(home, *specs).settings
     try:
         config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout,
-                               profile.value, replicas, postgres_port, evidently_port)
+                               profile.value, replicas, postgres_port, evidently_port, with_prometheus,
+                               prometheus_port)
         stack.start(settings, config, echo=console.print, only=only)
     except stack.StackError as error:
         fail(str(error))
     gateways = ", ".join(f"http://{host}:{port}" for port in config.gateway_ports)
     console.print(
         f"[green]stack up[/] ({config.profile}): Prefect UI http://{host}:{prefect_port}, MLflow UI "
-        f"http://{host}:{mlflow_port}, gateway {gateways}, Evidently UI http://{host}:{evidently_port}; logs under {stack.log_dir(settings)}; "
-        f"stop with `steward down`", highlight=False,
+        f"http://{host}:{mlflow_port}, gateway {gateways}, Evidently UI http://{host}:{evidently_port}"
+        + (f", Prometheus http://{host}:{prometheus_port}" if with_prometheus else "")
+        + f"; logs under {stack.log_dir(settings)}; stop with `steward down`", highlight=False,
     )
     if config.profile is stack.Profile.PRODUCTION:
         exports = " ".join(f"{key}={value}" for key, value in stack.client_environment(settings, config).items()
