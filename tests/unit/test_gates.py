@@ -216,6 +216,21 @@ def test_compare_speed_sees_a_slow_candidate(fitted):
     assert statuses(check_speed(slow, fast, GateSpec(max_latency_factor=1.5)))["latency_p95"] is CheckStatus.FAILED
 
 
+def test_the_speed_checks_pass_a_model_against_itself_under_a_cpu_hog(fitted):
+    """A busy neighbour must not fail a candidate as fast as its champion (it did: 32k vs 80k rows/s)."""
+    from steward.simulation.load import cpu_hog
+
+    model, features = fitted
+    with cpu_hog():
+        for _ in range(3):
+            candidate, champion = compare_speed(model, model, features, single_row_calls=60, batch_rows=2000)
+            assert statuses(check_speed(candidate, champion, GateSpec())) == {
+                "latency_p95": CheckStatus.PASSED, "batch_throughput": CheckStatus.PASSED,
+            }, (candidate, champion)
+        slow, fast = compare_speed(Sluggish(model, 0.1), model, features, single_row_calls=20, batch_rows=2000)
+    assert statuses(check_speed(slow, fast, GateSpec()))["batch_throughput"] is CheckStatus.FAILED
+
+
 def test_edge_case_batches_use_declared_bounds(spec, fitted):
     from steward.training.probes import edge_case_batches
 
