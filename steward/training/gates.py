@@ -36,6 +36,7 @@ class ComparisonCode(StrEnum):
     CLEAR_GAIN = "clear_gain"  # the triggering metric: the interval of the improvement is wholly above zero
     SIGNIFICANT_DROP = "significant_drop"  # slices: some slice is
     NO_SCORES = "no_scores"  # skipped: the check needs a score per row and a contender gives labels only
+    SCORING_ERROR = "scoring_error"  # the candidate raised on its own hold-out: nothing else can be judged
 
 
 class ValidationVerdict(StrEnum):

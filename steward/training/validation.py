@@ -168,7 +168,17 @@ def validate_candidate(
     """
     metric = spec.primary_metric
     features = holdout[spec.feature_names]
-    y_true, candidate_outputs = labelled_outputs(candidate.estimator, features, holdout[spec.target], spec)
+    try:
+        y_true, candidate_outputs = labelled_outputs(candidate.estimator, features, holdout[spec.target], spec)
+    except Exception as error:  # the team's model code may raise anything; the gate fails it rather than crash
+        return ValidationReport(
+            model=spec.name, candidate_version=candidate.version,
+            champion_version=champion.version if champion else None, primary_metric=metric,
+            candidate_metrics={}, champion_metrics=None, holdout_rows=len(holdout),
+            checks=(GateCheck("holdout_scoring", CheckStatus.FAILED,
+                              f"the candidate raised on its hold-out: {type(error).__name__}: {error}"[:400],
+                              ComparisonCode.SCORING_ERROR),),
+        )
     champion_outputs = labelled_outputs(champion.estimator, features, holdout[spec.target], spec)[1] if champion else None
     candidate_metrics = compute_metrics(spec.task, y_true, *candidate_outputs)
     champion_metrics = compute_metrics(spec.task, y_true, *champion_outputs) if champion_outputs else None
