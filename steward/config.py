@@ -199,18 +199,31 @@ def environment_for(settings: Settings) -> dict[str, str]:
     return env
 
 
+# What apply_environment exported itself: a later call for another home replaces these, never a user's own values.
+_exported: dict[str, str] = {}
+
+
 def apply_environment(settings: Settings | None = None, *, override: bool = False) -> Settings:
     """Export :func:`environment_for` into ``os.environ`` and create the home folders.
 
     Values already in the environment are kept unless ``override`` is set, so a user's
     explicit ``PREFECT_API_URL`` or ``MLFLOW_TRACKING_URI`` is respected; so are MLflow and Prefect
-    credentials, which otherwise come from the home's files (:mod:`steward.credentials`).
+    credentials, which otherwise come from the home's files (:mod:`steward.credentials`). Values an
+    earlier call exported are not the user's: importing ``flows`` applies the default home, and a
+    command's ``--home`` applied afterwards must replace it, or MLflow's fluent API (which reads
+    ``MLFLOW_TRACKING_URI``) would write to one store while the registry's client reads another.
     """
     settings = settings or get_settings()
     settings.ensure_home()
-    for key, value in environment_for(settings).items():
-        if override or key not in os.environ:
+    wanted = environment_for(settings)
+    for key, value in list(_exported.items()):
+        if key not in wanted and os.environ.get(key) == value:
+            del os.environ[key]
+            del _exported[key]
+    for key, value in wanted.items():
+        if override or key not in os.environ or os.environ[key] == _exported.get(key):
             os.environ[key] = value
+            _exported[key] = value
     os.environ.update(control_plane_credentials(settings))
     return settings
 

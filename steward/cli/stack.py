@@ -212,7 +212,6 @@ def demo(
     """
     import shutil
 
-    from flows.demo import run_demo
     from steward import stack
     from steward.simulation.demo import DemoConfig, DemoError
 
@@ -231,6 +230,8 @@ def demo(
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "ERROR")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     settings = begin(target).settings
+    from flows.demo import run_demo  # after begin: importing flows applies the home in use, not ./.steward
+
     try:
         outcome = run_demo(settings, config, DemoConfig.short() if short else DemoConfig(), echo=console.print)
     except (DemoError, stack.StackError) as error:
