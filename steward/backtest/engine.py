@@ -488,6 +488,7 @@ class _Replay:
             actions.append(Action(ActionKind.RETRAIN_SKIPPED, f"{why}: {allowance.reason}", allowance.code.value))
             return None
         kind = retrain_kind(spec, trigger)
+        why = f"{why}; {allowance.reason}"  # the RETRAINED code says what was built; its detail says why it could run
         built = (self._refit_threshold(end, why, actions) if kind is RetrainKind.REFIT_THRESHOLD
                  else self._train_candidate(end, training, why, actions))
         if built is None:
@@ -508,7 +509,7 @@ class _Replay:
             try:
                 choice = choose_training_window(spec, longest, end, self.champion.estimator)
             except ExpectedBelowFloor as error:
-                actions.append(Action(ActionKind.RETRAIN_SKIPPED, f"{why}: {error}", RetrainSkip.EXPECTED_BELOW_FLOOR))
+                actions.append(Action(ActionKind.RETRAIN_SKIPPED, f"{why}: {error}", RetrainSkip.EXPECTED_BELOW_FLOOR.value))
                 return None
             except DataError as error:
                 actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: {error}", "training_data_rejected"))

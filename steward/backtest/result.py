@@ -20,14 +20,16 @@ class Strategy(StrEnum):
 class ActionKind(StrEnum):
     DRIFT_ALARM = "drift_alarm"  # the drift report announced material drift (the event)
     HEALTH_ALARM = "health_alarm"  # the health check was degraded (the event)
-    RETRAIN_SKIPPED = "retrain_skipped"  # a retrain was wanted but the cooldown or budget said no
+    # code: RetrainCode (cooldown, weekly_budget_spent) or RetrainSkip (expected_below_floor); a retrain that ran
+    # was within the budget by construction, so its code says what it built instead
+    RETRAIN_SKIPPED = "retrain_skipped"  # a retrain was wanted but the cooldown, the budget or the data said no
     RETRAIN_FAILED = "retrain_failed"  # the training data failed its checks
-    RETRAINED = "retrained"
+    RETRAINED = "retrained"  # code: RetrainKind (a new model, or the champion's threshold re-fitted)
     GATE_PASSED = "gate_passed"
     GATE_FAILED = "gate_failed"
     GATE_INCONCLUSIVE = "gate_inconclusive"
     PROMOTED = "promoted"  # serves from the next window (the canary is not replayed)
-    RETRAIN_FOLDED = "retrain_folded"  # wanted, but a pending candidate or a no-gain retrain covers the trigger
+    RETRAIN_FOLDED = "retrain_folded"  # wanted, but a pending candidate or a no-gain retrain covers it (RetrainNeedCode)
     CANDIDATE_PENDING = "candidate_pending"  # inconclusive with an expected gain: kept for revalidation
     REVALIDATED = "revalidated"  # a pending candidate judged again with the labelled rows it needed
     PENDING_EXPIRED = "pending_expired"  # a pending candidate not decided in time, dropped
@@ -37,7 +39,7 @@ class ActionKind(StrEnum):
 class Action:
     kind: ActionKind
     detail: str
-    code: str | None = None  # the typed code behind it (RetrainCode, DriftReason, failed gate checks)
+    code: str | None = None  # the typed code behind it (DriftReason, RetrainKind, RetrainCode, failed gate checks)
 
 
 ALL_STRATEGIES = (Strategy.STEWARD, Strategy.FROZEN, Strategy.EVERY_WINDOW, Strategy.ORACLE)
