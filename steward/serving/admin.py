@@ -61,8 +61,7 @@ class Admin:
                     "uri": gateway.store.uri if gateway.store else None},
             "inference": {"batches": gateway.batcher.batches, "jobs": gateway.batcher.jobs,
                           "queued": gateway.batcher.depth, "shadow_inline_copies": gateway.batcher.copies,
-                          "shadow_batches": gateway.shadow_worker.batches,
-                          "shadow_queued": gateway.shadow_worker.depth + gateway.batcher.copies_queued},
+                          "shadow_batches": gateway.shadow.worker.batches, "shadow_queued": gateway.shadow.queued},
             "shadow": self._shadow_placements(),
             "client_auth": "keys" if self._keys_configured() else "open (no client keys: anyone who reaches the "
                                                                     "gateway may predict and send labels)",

@@ -2,8 +2,8 @@
 
 Handlers run on the event loop and never block it on I/O: models score on the loop in
 batches (``LoopBatcher``), each batch's jobs become one log record per version and arm
-(``PredictionLog.record_jobs``) that the writer thread writes, shadow copies of a quick
-challenger are scored on the loop after the answers (a slow one's by the shadow process), and
+(``PredictionLog.record_jobs``) that the writer thread writes, shadow copies go to the
+challenger through ``steward.serving.shadow_copies`` (inline or in the shadow process), and
 registry calls go to a thread pool. The admin API's handling is in ``steward.serving.admin``.
 """
 
@@ -16,9 +16,10 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -48,14 +49,7 @@ from steward.serving.prediction_log import LogContext, LogSettings, PredictionLo
 from steward.serving.ratelimit import RateLimiter
 from steward.serving.responses import error_response, is_json_media_type, json_response
 from steward.serving.schema import Payload, RequestError, check_entities, parse_payload, select_rows
-from steward.serving.shadow import (
-    ShadowCopy,
-    ShadowLogSettings,
-    ShadowProcess,
-    ShadowSummary,
-    ShadowWorker,
-    fits_inline,
-)
+from steward.serving.shadow_copies import ShadowCopies
 from steward.store.reader import PredictionStore
 from steward.store.writer import LogMode, WriterStats
 
@@ -66,7 +60,6 @@ log = logging.getLogger(__name__)
 
 FORCE_ARM_HEADER = "x-steward-arm"
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-MAX_SHADOW_BACKLOG = 20_000  # queued shadow copies beyond which copies are skipped and counted
 UNKNOWN_MODEL = "(unknown)"
 
 
@@ -141,11 +134,6 @@ class Gateway:
         self.membership: Membership | None = None
         self.prediction_log: PredictionLog | None = None
         self.batcher = LoopBatcher(scored=self._scored)
-        self.shadow_process = ShadowProcess()
-        self.shadow_worker = ShadowWorker(
-            self.shadow_process, collect_seconds=config.shadow_collect_seconds, report=self._shadow_scored,
-            failed=self._shadow_failed,
-        )
         self.metrics = GatewayMetrics(self.log_stats, self.registry_view)
         self.limiter = RateLimiter(config.rate_limit, config.burst) if config.rate_limit else None
         self.random = random.Random()
@@ -153,6 +141,7 @@ class Gateway:
         self.served = frozenset(config.models)
         self.keys = KeysFile(config.keys_file)
         self.relabels = RelabelTracker()
+        self.shadow = ShadowCopies(config, self.metrics, self.batcher, partial(self._observe_rows, served=False))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -169,10 +158,7 @@ class Gateway:
         settings = LogSettings(self.config.log_mode, self.config.flush_interval, self.config.max_log_queue,
                                self.config.wal_dir)
         self.prediction_log = PredictionLog(self.store, settings).start()
-        self.shadow_process.settings = ShadowLogSettings(
-            self.store.uri, self.prediction_log.settings, self.config.max_batch_rows
-        )
-        self.shadow_worker.start()
+        self.shadow.start(self.store.uri, self.prediction_log)
         control = None
         if self.config.control_key is not None and self.config.control_key.get_secret_value():
             control = ControlVerifier(self.config.control_key.get_secret_value(), self._control_alarm,
@@ -223,8 +209,7 @@ class Gateway:
             self.membership.stop()
         if self.poller is not None:
             self.poller.stop()
-        self.shadow_worker.stop()
-        self.shadow_process.close()
+        self.shadow.stop()
         if self.prediction_log is not None:
             self.prediction_log.close()
             stats = self.log_stats()
@@ -236,10 +221,7 @@ class Gateway:
         """The log writer's counters, with the shadow process's (it writes the shadow copies) added."""
         if self.prediction_log is None:
             return WriterStats(self.config.log_mode, 0, 0, 0, 0, 0, 0, None, None)
-        stats = self.prediction_log.stats()
-        shadow = self.shadow_process
-        return replace(stats, pending=stats.pending + shadow.log_pending, dropped=stats.dropped + shadow.log_dropped,
-                       written_rows=stats.written_rows + shadow.log_written)
+        return self.shadow.with_log_stats(self.prediction_log.stats())
 
     # ------------------------------------------------------------------ predict
     async def predict(self, name: str, request: Request, *, mlflow_answer: bool = False) -> Response:
@@ -283,7 +265,7 @@ class Gateway:
                 continue
             self._observe(name, job.arm, route.answer, result, served=True)
             if route.shadow is not None:
-                self._shadow(deployment, job, payload, body, allowed_extra, entities)
+                self.shadow.submit(deployment, job, payload, body, allowed_extra, entities)
         if self.config.log_mode is LogMode.DURABLE:
             logged = [job.logged is not None and await job.logged for job in jobs]  # None: the record failed
             if not all(logged):
@@ -432,64 +414,6 @@ class Gateway:
         part = payload if len(rows) == payload.rows else select_rows(payload, rows)
         columns = arm.schema.validate(part, allowed_extra=allowed, row_numbers=rows, max_text_length=max_text_length)
         return Job(arm, columns, len(rows), context=LogContext(*request, route.answer.value, True, rows))
-
-    def _shadow(
-        self, deployment: Deployment, served: Job, payload: Payload, body: bytes, allowed: frozenset[str],
-        entities: list[str | None] | None,
-    ) -> None:
-        """Have the challenger score a copy of a request the champion answered, off the request path.
-
-        A challenger quick enough for the event loop (``shadow_placement``) scores its copies in
-        the batcher, after the answers of the batch are out; the copy reuses the rows the
-        champion's schema validated when both versions take the same features. A slower one
-        gets the raw body in the shadow process.
-        """
-        challenger = deployment.challenger
-        if challenger is None:
-            return
-        context: LogContext = served.context
-        if fits_inline(challenger, self.config.shadow_inline_max_ms):
-            columns, source = served.columns, served.source
-            if challenger.feature_key != served.arm.feature_key:
-                source = None
-                try:
-                    columns = challenger.schema.validate(payload, allowed_extra=allowed,
-                                                         max_text_length=self.config.max_text_length)
-                except RequestError:
-                    self.metrics.shadow_skipped.labels(deployment.model, "invalid_for_challenger").inc()
-                    return
-            self.batcher.copy(Job(challenger, columns, served.rows, source=source,
-                                  context=context._replace(arm=Arm.CHALLENGER.value, served=False)))
-            return
-        if self.shadow_worker.depth >= MAX_SHADOW_BACKLOG:  # the copies are optional; memory is not
-            self.metrics.shadow_skipped.labels(deployment.model, "backlog").inc()
-            return
-        self.shadow_worker.submit(challenger, ShadowCopy(
-            context.request_id, context.time_ns, body, tuple(allowed), tuple(entities) if entities is not None else None,
-            time.monotonic(),
-        ))
-
-    def _shadow_scored(self, arm: LoadedArm, summary: ShadowSummary) -> None:
-        """Metrics of a batch of copies the shadow process scored and logged (shadow thread)."""
-        if summary.rows or summary.scores:
-            self._observe_rows(arm.model, arm, Arm.CHALLENGER, summary.rows, summary.scores, served=False)
-        if summary.refused:
-            self.metrics.shadow_skipped.labels(arm.model, "invalid_for_challenger").inc(summary.refused)
-        if summary.failed:
-            self.metrics.shadow_skipped.labels(arm.model, "model_error").inc(summary.failed)
-
-    def _shadow_failed(self, arm: LoadedArm, copies: list[ShadowCopy], error: BaseException) -> None:
-        """The shadow process could not take a batch: log its copies as failed, as if the model had."""
-        for copy in copies:
-            try:
-                payload = parse_payload(json.loads(copy.body), max_rows=self.config.max_batch_rows)
-                columns = arm.schema.validate(payload, allowed_extra=frozenset(copy.allowed))
-            except (RequestError, ValueError, RecursionError):
-                self.metrics.shadow_skipped.labels(arm.model, "invalid_for_challenger").inc()
-                continue
-            self.metrics.shadow_skipped.labels(arm.model, "model_error").inc()
-            self.prediction_log.record_copy(arm, copy.request_id, copy.time_ns, columns, payload.rows, copy.entities,
-                                            copy.submitted, None)
 
     def _answer(
         self, name: str, request_id: str, n: int, jobs: list[Job], results: list[Any],
