@@ -78,6 +78,7 @@ DOCKER_JOB_VARIABLES: dict[str, Any] = {
         "STEWARD_ARTIFACT_ROOT": "{{ $STEWARD_ARTIFACT_ROOT }}",
         "STEWARD_STORE_URI": "{{ $STEWARD_STORE_URI }}",
         "STEWARD_ADMIN_TOKEN": "{{ $STEWARD_ADMIN_TOKEN }}",
+        "STEWARD_HOME_ACCESS": "group",  # the data folder is shared with the host's operators
     },
     "labels": {"org.steward.role": "flow-run"},
     "auto_remove": True,

@@ -29,7 +29,13 @@ CONFIG_FILE_ENV = "STEWARD_CONFIG"
 class MonitoringExecutor(StrEnum):
     LOCAL = "local"  # one bounded scan in the flow's process
     DASK = "dask"  # per-day summaries on a Dask cluster, merged
-OWNER_ONLY_UMASK = 0o077  # files 0600, folders 0700
+class HomeAccess(StrEnum):
+    OWNER = "owner"  # files 0600, folders 0700: one user runs every Steward process
+    GROUP = "group"  # files 0660, folders 0770: a data folder shared with containers running as another uid
+
+
+HOME_UMASKS = {HomeAccess.OWNER: 0o077, HomeAccess.GROUP: 0o007}
+OWNER_ONLY_UMASK = HOME_UMASKS[HomeAccess.OWNER]
 # the home's group may pass through it (never list or read it): the production profile's PostgreSQL runs as
 # another user when Steward is root, and its data folder is under the home (steward.postgres)
 HOME_GROUP_TRAVERSE = 0o010
@@ -84,6 +90,11 @@ class Settings(BaseSettings):
     skops_trusted_types: list[str] = Field(
         default_factory=list,
         description="Extra types trusted when MLflow saves models with skops (added to Steward's own list).",
+    )
+    home_access: HomeAccess = Field(
+        default=HomeAccess.OWNER, description="Who may read what Steward writes under the home: `owner` only, or "
+        "also the home's `group` (a data folder shared with the compose stack's containers, which run as uid 10001: "
+        "give the folder that group with the setgid bit, docs/operations.md).",
     )
     telemetry: bool = Field(default=False, description="Let Prefect and MLflow send usage telemetry.")
     monitoring_executor: MonitoringExecutor = Field(
@@ -143,18 +154,20 @@ class Settings(BaseSettings):
         return self.home / "prefect"
 
     def ensure_home(self) -> None:
-        """Create the home owner-only, and make this process (and the servers it starts) create files so.
+        """Create the home closed to others, and make this process (and the servers it starts) create files so.
 
         The home holds the prediction log, the MLflow store and Prefect's database: features,
         labels and audit history nobody else on the machine should read. The umask makes every
-        later file 0600 and folder 0700; a home made world-readable by an older version is
-        closed at its top folder, which keeps others out of everything below it. Only group
-        traverse of the top folder is kept, which :mod:`steward.postgres` grants its server's user.
+        later file 0600 and folder 0700 (0660/0770 with ``home_access: group``); a home made
+        world-readable by an older version is closed at its top folder, which keeps others out of
+        everything below it. With owner access, only group traverse of the top folder is kept, which
+        :mod:`steward.postgres` grants its server's user.
         """
-        os.umask(OWNER_ONLY_UMASK)
+        umask = HOME_UMASKS[self.home_access]
+        os.umask(umask)
         for path in (self.home, self.mlflow_dir, self.prefect_home):
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            allowed = HOME_GROUP_TRAVERSE if path == self.home else 0
+            path.mkdir(mode=0o777 & ~umask, parents=True, exist_ok=True)
+            allowed = (HOME_GROUP_TRAVERSE if path == self.home else 0) | (0o7070 & ~umask)
             mode = path.stat().st_mode
             if mode & 0o077 & ~allowed:
                 path.chmod(0o700 | (mode & allowed))

@@ -86,7 +86,7 @@ def stack_run(built_images, tmp_path_factory) -> StackRun:
     data_dir = tmp_path_factory.mktemp("compose") / "data"
     data_dir.mkdir()
     os.chown(data_dir, 10001, 10001)  # the containers' steward user writes the prediction log here
-    data_dir.chmod(0o777)
+    data_dir.chmod(0o2770)  # as deployments/docker-compose.yml asks: its group, inherited by what is made inside
     stack = ComposeStack(
         project=f"stewardtest{secrets.token_hex(3)}", data_dir=data_dir,
         ports={name: free_port() for name in ("postgres", "prefect", "mlflow", "gateway_1", "gateway_2",

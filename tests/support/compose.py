@@ -63,6 +63,9 @@ class ComposeStack:
             "STEWARD_PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_API_URL": self.prefect_api_url,
             "STEWARD_ADMIN_TOKEN": self.admin_token,
+            # the containers run as uid 10001 and this process as root, and both write under the data folder (the
+            # prediction log, the ledger, reference profiles, prefect.yaml): group access, as the compose file says
+            "STEWARD_HOME_ACCESS": "group",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -124,9 +127,6 @@ class ComposeStack:
 
 # ------------------------------------------------------------------ in a fresh interpreter
 def _apply(stack: ComposeStack) -> None:
-    # this process runs as root and the containers as uid 10001, and both write under the data folder
-    # (the prediction log, the ledger, reference profiles): what either creates, the other may write to
-    os.umask(0)
     os.environ.update(stack.steward_env())
     for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "ERROR")

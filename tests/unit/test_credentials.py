@@ -129,3 +129,25 @@ def test_the_database_server_may_pass_through_the_owner_only_home_and_nothing_mo
     home.chmod(0o755)  # opened by hand: closed again, still passable by the server's group
     Settings(home=home).ensure_home()
     assert stat.S_IMODE(home.stat().st_mode) == 0o710
+
+
+def test_a_home_shared_with_the_containers_group_is_open_to_that_group_and_closed_to_others(tmp_path):
+    import stat
+
+    from steward.config import HomeAccess
+
+    home = tmp_path / "shared"
+    home.mkdir()
+    home.chmod(0o2777)  # setgid, as the compose stack's data folder; "others" too, by mistake
+    previous = os.umask(0o022)
+    try:
+        Settings(home=home, home_access=HomeAccess.GROUP).ensure_home()
+        written = home / "prefect.yaml"
+        written.write_text("deployments: []\n")
+        (home / "predictions").mkdir()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o2770
+    assert stat.S_IMODE(written.stat().st_mode) == 0o660
+    assert stat.S_IMODE((home / "predictions").stat().st_mode) & 0o777 == 0o770
+    assert stat.S_IMODE((home / "mlflow").stat().st_mode) & 0o777 == 0o770
