@@ -20,7 +20,16 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 TARGETS = ("base", "overlays/dev", "overlays/prod")
 SCHEMA_VERSIONS = ("1.31.0", "1.37.0")  # an older cluster still in support and the newest schemas shipped
 SECRETS = {"steward-admin": {"token"}, "steward-database": {"mlflow-url", "prefect-url"},
-           "steward-object-store": {"access-key-id", "secret-access-key"}}  # created by the operator (README)
+           "steward-object-store": {"access-key-id", "secret-access-key"},
+           "steward-control-plane": {"mlflow-password", "mlflow-flask-key", "prefect-auth-string"},
+           }  # created by the operator (README)
+CONTROL_PLANE = "steward-control-plane"
+SERVERS = ("steward-mlflow", "steward-prefect")  # every other Deployment or Job is one of Steward's processes
+# environment variables that hold a secret: only ever a secretKeyRef, never a value
+SENSITIVE = re.compile(r"PASSWORD|AUTH_STRING|TOKEN|SECRET_ACCESS_KEY|ACCESS_KEY_ID|FLASK_SERVER_SECRET_KEY")
+# ... except the prefect-kubernetes settings that name a Secret and its key
+SECRET_NAMES = {"PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME",
+                "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY"}
 
 
 def render(target: str) -> list[dict]:
@@ -45,6 +54,23 @@ def one(docs: list[dict], kind: str, name: str) -> dict:
 def pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
     return [(f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]) for d in docs
             if d["kind"] in ("Deployment", "Job")]
+
+
+def environment(container: dict) -> dict[str, dict]:
+    """A container's env entries by name (a name given twice would hide one: fail instead)."""
+    entries = container.get("env", [])
+    names = [entry["name"] for entry in entries]
+    assert len(names) == len(set(names)), f"{container['name']}: an env name given twice"
+    return {entry["name"]: entry for entry in entries}
+
+
+def from_secret(entry: dict | None, key: str) -> bool:
+    return bool(entry) and "value" not in entry and \
+        entry.get("valueFrom", {}).get("secretKeyRef") == {"name": CONTROL_PLANE, "key": key}
+
+
+def job_template() -> dict:
+    return json.loads((KUBERNETES / "base" / "base-job-template.json").read_text())
 
 
 def references(node, key: str):
@@ -129,10 +155,105 @@ def test_credentials_come_only_from_the_documented_secrets(rendered, target):
     config = one(docs, "ConfigMap", "steward-config")["data"]
     assert config["STEWARD_STORE_URI"].startswith("s3://") and config["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
     assert "password" not in json.dumps(config).lower()
+    for ref in references(job_template(), "secretKeyRef"):  # the flow-run Jobs' references, inside a ConfigMap
+        assert ref["key"] in SECRETS.get(ref["name"], ()), ref
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_no_secret_value_is_written_in_the_manifests(rendered, target):
+    docs = rendered[target]
+    template = job_template()["job_configuration"]["job_manifest"]
+    containers = [container for _, spec in pod_specs(docs) for container in spec["containers"]]
+    containers += template["spec"]["template"]["spec"]["containers"]
+    checked = 0
+    for container in containers:
+        for name, entry in environment(container).items():
+            if SENSITIVE.search(name) and name not in SECRET_NAMES:
+                assert "value" not in entry and "secretKeyRef" in entry.get("valueFrom", {}), \
+                    f"{container['name']}: {name} must come from a Secret"
+                checked += 1
+    assert checked >= 15
+    text = yaml.safe_dump_all(docs) + json.dumps(template)
+    assert not re.search(r"://[^/\s:@'\"]+:[^/\s@'\"]+@", text), "a URL with credentials in the manifests"
+    assert not re.search(r"steward:[A-Za-z0-9+/=_-]{8,}", text), "a literal Prefect auth string"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_mlflow_runs_its_basic_auth_app_with_the_operators_secret(rendered, target):
+    spec = one(rendered[target], "Deployment", "steward-mlflow")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    script = " ".join(container["args"])
+    assert "mlflow server --app-name basic-auth " in script
+    env = environment(container)
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == {"name": "MLFLOW_AUTH_ADMIN_USERNAME", "value": "steward"}
+    assert from_secret(env.get("MLFLOW_AUTH_ADMIN_PASSWORD"), "mlflow-password")
+    assert from_secret(env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"), "mlflow-flask-key")
+    # the auth config is written at start into a memory volume, not into the image or a ConfigMap
+    config_path = Path(env["MLFLOW_AUTH_CONFIG_PATH"]["value"])
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    assert [name for name, path in mounts.items() if config_path.parent == Path(path)
+            and volumes[name].get("emptyDir", {}).get("medium") == "Memory"], "the auth config needs a memory volume"
+    for probe in ("readinessProbe", "livenessProbe"):  # /health is the one path the auth app leaves open
+        assert container[probe]["httpGet"]["path"] == "/health"
+
+
+def test_the_mlflow_auth_config_names_the_backend_database(tmp_path, monkeypatch):
+    """Run the part of the start script that writes the config and read it as MLflow does; a password with
+    URL-encoded characters ('%') must survive configparser."""
+    from mlflow.server.auth.config import read_auth_config
+
+    container = one(render("base"), "Deployment", "steward-mlflow")["spec"]["template"]["spec"]["containers"][0]
+    script = " ".join(container["args"]).replace("$$", "$")  # Kubernetes' escape of the shell's $(
+    write_config, _, start = script.partition(" && exec ")
+    assert start.startswith("mlflow server --app-name basic-auth")
+    database = "postgresql+psycopg2://steward:p%40ss%25word@postgres:5432/mlflow"
+    config = tmp_path / "basic_auth.ini"
+    subprocess.run(["/bin/sh", "-c", write_config], check=True, timeout=30,
+                   env={"PATH": "/usr/bin:/bin", "MLFLOW_BACKEND_STORE_URI": database,
+                        "MLFLOW_AUTH_CONFIG_PATH": str(config)})
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(config))
+    for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    auth = read_auth_config()
+    assert (auth.database_uri, auth.admin_username, auth.default_permission) == (database, "steward", "READ")
+    assert auth.admin_password is None, "the password comes from the environment, never from the file"
+    backend = environment(container)["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]
+    assert backend == {"name": "steward-database", "key": "mlflow-url"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_prefect_requires_its_auth_string(rendered, target):
+    container = one(rendered[target], "Deployment", "steward-prefect")["spec"]["template"]["spec"]["containers"][0]
+    env = environment(container)
+    assert from_secret(env.get("PREFECT_SERVER_API_AUTH_STRING"), "prefect-auth-string")
+    assert from_secret(env.get("PREFECT_API_AUTH_STRING"), "prefect-auth-string")  # its own services are clients
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/api/health"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_steward_container_holds_both_credentials_from_the_secret(rendered, target):
+    docs = rendered[target]
+    names = set()
+    for name, spec in pod_specs(docs):
+        if name.split("/", 1)[1] in SERVERS:
+            continue
+        names.add(name)
+        for container in spec["containers"]:
+            env = environment(container)
+            assert env.get("MLFLOW_TRACKING_USERNAME", {}).get("value") == "steward", name
+            assert from_secret(env.get("MLFLOW_TRACKING_PASSWORD"), "mlflow-password"), name
+            assert from_secret(env.get("PREFECT_API_AUTH_STRING"), "prefect-auth-string"), name
+    assert names == {"Deployment/steward-gateway", "Deployment/steward-worker", "Job/steward-work-pool"}
+    # flow-run Jobs: the worker passes its own auth string to each, as a reference to this Secret key
+    worker = environment(one(docs, "Deployment", "steward-worker")["spec"]["template"]["spec"]["containers"][0])
+    assert worker["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME"]["value"] == CONTROL_PLANE
+    assert worker["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY"]["value"] == "prefect-auth-string"
 
 
 def test_the_work_pool_job_template_renders_a_valid_job():
-    template = json.loads((KUBERNETES / "base" / "base-job-template.json").read_text())
+    template = job_template()
     variables = template["variables"]["properties"]
     placeholders = set(re.findall(r"\{\{ (\w+) \}\}", json.dumps(template["job_configuration"])))
     assert placeholders <= set(variables), f"placeholders without a variable: {placeholders - set(variables)}"
@@ -151,6 +272,17 @@ def test_the_work_pool_job_template_renders_a_valid_job():
         return re.sub(r"\{\{ (\w+) \}\}", lambda m: str(values[m.group(1)]), node) if isinstance(node, str) else node
 
     job = fill(template["job_configuration"]["job_manifest"])
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    # MLflow's credentials and the admin token as Secret references; the worker adds its Prefect settings
+    # (the auth string as a reference: test_every_steward_container_holds_both_credentials_from_the_secret)
+    env = environment(container)
+    assert env["MLFLOW_TRACKING_USERNAME"]["value"] == "steward"
+    assert from_secret(env.get("MLFLOW_TRACKING_PASSWORD"), "mlflow-password")
+    assert env["STEWARD_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "steward-admin", "key": "token"}
+    # prefect-kubernetes' worker refuses a template without these two in the pod spec (its own default template
+    # has them there; checked with 0.8.0); they are no PodSpec fields, and the API server drops them with a warning
+    pod = job["spec"]["template"]["spec"]
+    assert (pod.pop("parallelism"), pod.pop("completions")) == (1, 1), "the Kubernetes worker would reject the template"
     kubernetes_validate.validate(job, SCHEMA_VERSIONS[-1], strict=True)
     assert job["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"configMapRef": {"name": "steward-config"}}]
 
