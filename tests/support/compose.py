@@ -127,7 +127,8 @@ class ComposeStack:
             health = self.health()
             if all(health.get(service) == "healthy" for service in services):
                 return
-            failed = {s: h for s, h in health.items() if s in services and h in ("unhealthy", "exited", "dead")}
+            # "unhealthy" may still turn healthy (a slow start on a busy machine); a container that stopped will not
+            failed = {s: h for s, h in health.items() if s in services and h in ("exited", "dead")}
             if failed or time.monotonic() > deadline:
                 logs = self.compose("logs", "--tail", "40", *services, check=False).stdout
                 raise ComposeError(f"services not healthy: {health}\n{logs[-6000:]}")

@@ -139,6 +139,7 @@ def test_compose_stack_renders_on_host_networking_with_healthchecks_and_dependen
     # SQLAlchemy 2.1's default driver is psycopg 3; the image has psycopg2
     assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
     assert "--app-name basic-auth" in " ".join(mlflow["command"])  # nobody without Steward's password writes
+    assert "--backend-store-uri" not in " ".join(mlflow["command"]), "`ps` would show the database password"
     assert "PREFECT_SERVER_API_AUTH_STRING" in services["prefect"]["environment"]
     for name in ("gateway-1", "gateway-2", "worker"):  # Steward's own services hold both credentials
         environment = services[name]["environment"]

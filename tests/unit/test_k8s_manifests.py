@@ -207,6 +207,7 @@ def test_the_mlflow_auth_config_names_the_backend_database(tmp_path, monkeypatch
     script = " ".join(container["args"]).replace("$$", "$")  # Kubernetes' escape of the shell's $(
     write_config, _, start = script.partition(" && exec ")
     assert start.startswith("mlflow server --app-name basic-auth")
+    assert "--backend-store-uri" not in start, "read from the environment: `ps` would show the database password"
     database = "postgresql+psycopg2://steward:p%40ss%25word@postgres:5432/mlflow"
     config = tmp_path / "basic_auth.ini"
     subprocess.run(["/bin/sh", "-c", write_config], check=True, timeout=30,
