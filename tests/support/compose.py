@@ -130,8 +130,10 @@ class ComposeStack:
             # "unhealthy" may still turn healthy (a slow start on a busy machine); a container that stopped will not
             failed = {s: h for s, h in health.items() if s in services and h in ("exited", "dead")}
             if failed or time.monotonic() > deadline:
-                logs = self.compose("logs", "--tail", "40", *services, check=False).stdout
-                raise ComposeError(f"services not healthy: {health}\n{logs[-6000:]}")
+                logs = "\n".join(f"--- {service}\n" + self.compose("logs", "--no-color", "--tail", "30", service,
+                                                                   check=False).stdout[-2500:]
+                                 for service in services if health.get(service) != "healthy")
+                raise ComposeError(f"services not healthy: {health}\n{logs}")
             time.sleep(2)
 
     def down(self, volumes: bool = False) -> None:
