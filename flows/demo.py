@@ -35,6 +35,7 @@ import httpx
 
 from steward import stack
 from steward.config import Settings
+from steward.credentials import PREFECT_AUTH_ENV
 from steward.simulation.demo import (
     MODEL,
     DemoConfig,
@@ -59,7 +60,10 @@ class PrefectAPI:
     """The few reads the demo makes of the Prefect server, posted directly (see docs/operations.md)."""
 
     def __init__(self, api_url: str) -> None:
-        self.client = httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30)
+        # a server with an API auth string (the compose stack) wants it as HTTP basic auth, as Prefect's client sends it
+        user, _, password = os.environ.get(PREFECT_AUTH_ENV, "").partition(":")
+        self.client = httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30,
+                                   auth=(user, password) if user else None)
 
     def flow_runs(self, since: datetime) -> list[dict[str, Any]]:
         body = {"flow_runs": {"expected_start_time": {"after_": since.isoformat()}},
