@@ -388,6 +388,12 @@ class DriftSpec(_Strict):
         description="Columns judged by a p-value share the significance level (bonferroni), so a stationary "
         "window does not flag one of many columns by chance.",
     )
+    noise_alpha: float = Field(
+        default=0.01, gt=0, lt=1,
+        description="The chance per window that sampling noise alone puts any column into the drifted state: a "
+        "distance past its threshold on a small window also needs its noise p-value below this, shared among the "
+        "columns (multiple_testing).",
+    )
 
     @model_validator(mode="before")
     @classmethod
