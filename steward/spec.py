@@ -418,6 +418,11 @@ class HealthSpec(_Strict):
     max_cost_per_1k_requests: float | None = Field(default=None, ge=0)
     max_idle_share: float = Field(default=0.20, ge=0, le=1, description="Resource waste above this is reported.")
     window_hours: float = Field(default=24.0, gt=0)
+    label_lookback_days: float = Field(
+        default=14.0, ge=0,
+        description="Accuracy is also judged on predictions made up to this many days before the window whose "
+        "labels arrived in it (late feedback); 0 judges only the window's own predictions.",
+    )
 
 
 class CostSpec(_Strict):
