@@ -388,6 +388,12 @@ class DriftSpec(_Strict):
         description="Columns judged by a p-value share the significance level (bonferroni), so a stationary "
         "window does not flag one of many columns by chance.",
     )
+    noise_alpha: float = Field(
+        default=0.01, gt=0, lt=1,
+        description="The chance per window that sampling noise alone puts any column into the drifted state: a "
+        "distance past its threshold on a small window also needs its noise p-value below this, shared among the "
+        "columns (multiple_testing).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -412,6 +418,11 @@ class HealthSpec(_Strict):
     max_cost_per_1k_requests: float | None = Field(default=None, ge=0)
     max_idle_share: float = Field(default=0.20, ge=0, le=1, description="Resource waste above this is reported.")
     window_hours: float = Field(default=24.0, gt=0)
+    label_lookback_days: float = Field(
+        default=14.0, ge=0,
+        description="Accuracy is also judged on predictions made up to this many days before the window whose "
+        "labels arrived in it (late feedback); 0 judges only the window's own predictions.",
+    )
 
 
 class CostSpec(_Strict):

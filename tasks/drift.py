@@ -51,7 +51,7 @@ from steward.training.data import prepare_features
 from steward.training.gates import RetrainAllowance
 from steward.training.scores import SkippedCheck
 from tasks.common import current_flow_run_id, ledger, registry, services, store
-from tasks.summaries import summarize_log
+from tasks.summaries import read_late_labelled, summarize_log
 from tasks.training import retrain_allowance
 
 
@@ -234,6 +234,9 @@ def gather_accuracy_evidence(
     """What accuracy did in the window: measured on the labels received by its end, else the label-free
     estimate of a calibrated classifier; None when neither is available."""
     labelled = join_labels(current, store().read_labels(spec.name, start=start, end=end))
+    late = read_late_labelled(store(), spec, start, end, version=version)  # earlier predictions labelled now
+    if late is not None and len(late):
+        labelled = pd.concat([late[late["version"].astype(str) == str(version)], labelled], ignore_index=True)
     calibration: Calibration | SkippedCheck | str | None = None
     if len(labelled) < MIN_LABELLED and spec.task.is_classification:
         calibration = version_calibration(spec, version)

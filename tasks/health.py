@@ -64,7 +64,7 @@ from tasks.drift import (
     version_baseline,
     version_calibration,
 )
-from tasks.summaries import summarize_log
+from tasks.summaries import read_late_labelled, summarize_log
 
 NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name
 SLO_REPORT_DAYS = 7
@@ -86,12 +86,14 @@ class WindowLog:
     and data-quality checks, the labelled rows, and the rows themselves (a uniform sample beyond
     ``SAMPLE_ROWS``) for the accuracy and drift measurements.
 
-    ``reference`` is the busiest version's training sample, read before the scan for its outlier fences.
+    ``reference`` is the busiest version's training sample, read before the scan for its outlier fences;
+    ``late_labelled`` the predictions of the label look-back before the window whose labels arrived in it.
     """
 
     summary: WindowSummary
     reference: Reference
     fences: OutlierFences | None
+    late_labelled: pd.DataFrame | None = None
 
     @property
     def predictions(self) -> pd.DataFrame:
@@ -99,13 +101,18 @@ class WindowLog:
 
     @property
     def labelled(self) -> pd.DataFrame:
+        """The window's predictions labelled by its end, and the look-back's predictions labelled in it."""
         assert self.summary.labelled is not None
-        return self.summary.labelled
+        if self.late_labelled is None or self.late_labelled.empty:
+            return self.summary.labelled
+        return pd.concat([self.late_labelled, self.summary.labelled], ignore_index=True)
 
 
 @task(name="read-health-window", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
 def read_window(spec: ModelSpec, window: HealthWindow, run: PartitionRunner | None = None) -> WindowLog:
     """Labels count only if received inside the window: a check of a past window sees what was known then.
+    Predictions made up to ``health.label_lookback_days`` before the window are judged too when their labels
+    arrived in it (late feedback; ``read_late_labelled``).
 
     A scan of the version column first finds the busiest version, whose training sample gives the outlier
     fences the full scan counts against. ``run`` (``flows.summaries.partition_runner``) summarises the window
@@ -119,7 +126,8 @@ def read_window(spec: ModelSpec, window: HealthWindow, run: PartitionRunner | No
               if reference.frame is not None else None)
     summary = summarize_log(log, spec, window.start, window.end, run, fences=fences,
                             labels_window=(window.start, window.end))
-    return WindowLog(summary, reference, fences)
+    late = read_late_labelled(log, spec, window.start, window.end, run)
+    return WindowLog(summary, reference, fences, late)
 
 
 def read_reference(spec: ModelSpec, version: str | None) -> Reference:

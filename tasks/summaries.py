@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -33,3 +34,18 @@ def summarize_log(log: PredictionStore, spec: ModelSpec, start: datetime, end: d
     if run is None:
         return summarize_window(log, spec, start, end, **options)
     return summarize_by_partition(log, spec, start, end, run=run, **options)
+
+
+def read_late_labelled(log: PredictionStore, spec: ModelSpec, start: datetime, end: datetime,
+                       run: PartitionRunner | None = None, *, version: str | None = None) -> pd.DataFrame | None:
+    """Served predictions of the ``health.label_lookback_days`` before ``start`` whose labels arrived in
+    ``[start, end)`` (late feedback), joined as the window's own labelled rows are; None when the look-back is 0.
+
+    Only the label join is kept: the traffic, quality and samples of the look-back are not the window's.
+    """
+    days = spec.health.label_lookback_days
+    if days <= 0:
+        return None
+    summary = summarize_log(log, spec, start - timedelta(days=days), start, run, quality=False, samples=False,
+                            all_rows=False, served_only=True, version=version, labels_window=(start, end))
+    return summary.labelled

@@ -216,6 +216,8 @@ class _Replay:
         self.previous_drift: DriftRecord | None = None
         self.kept: _Kept | None = None  # the one pending candidate (inconclusive, expected to gain)
         self.tried: TriedRetrain | None = None  # the last retrain that found no expected gain
+        # Earlier windows' logged rows whose labels arrive later, for the label look-back (health.label_lookback_days)
+        self.awaiting: list[tuple[datetime, pd.DataFrame]] = []
 
     # ------------------------------------------------------------------ the clock
     def _bounds(self) -> list[tuple[datetime, datetime]]:
@@ -286,7 +288,7 @@ class _Replay:
 
         served.prepare_monitoring(spec)
         actions: list[Action] = []
-        log, labelled_log = self._log(served, rows, scored_champion, end)
+        log, labelled_log = self._log(served, rows, scored_champion, start, end)
         measured = self._measure_drift(served, rows, start, end)
         report = self._health(served, log, labelled_log, start, end, measured)
         if report.degraded:
@@ -304,8 +306,9 @@ class _Replay:
             self.tried = None if self.tried is not None and self.tried.trigger.drift_columns else self.tried
         trigger = self._trigger(report, drift)
         if trigger is not None:
-            retrained_here = self._steward_retrain(end, training, actions, trigger,
-                                                       served_readings(self.spec, labelled_log))
+            retrained_here = self._steward_retrain(
+                end, training, actions, trigger,
+                served_readings(self.spec, labelled_log[labelled_log["version"] == served.version]))
 
         if Strategy.EVERY_WINDOW in config.strategies and index < len(self.bounds) - 1:  # a model that will serve
             if retrained_here is not None and len(spec.data.window_candidates) <= 1:
@@ -325,6 +328,7 @@ class _Replay:
             health_codes=tuple(dict.fromkeys(i.code.value for i in report.issues)),
             actions=tuple(actions), health_verdict=report.verdict.value,
             labels_known_at_end=int((rows[LABEL_TIME] < end).sum()),
+            late_labels=int((labelled_log["time"] < start).sum()),
             baseline_retrains=tuple(baseline_retrains),
         )
 
@@ -367,10 +371,12 @@ class _Replay:
             checks.append(failed_check(Area.ACCURACY, error))
         return HealthReport.combine(spec.name, HealthWindow(start, end), checks)
 
-    def _log(self, served: _Version, rows: pd.DataFrame, scored: _Scored, end: datetime
+    def _log(self, served: _Version, rows: pd.DataFrame, scored: _Scored, start: datetime, end: datetime
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The window as the prediction log would hold it (one served, answered request per row), and its rows
-        joined with the labels received by ``end``."""
+        """The window as the prediction log would hold it (one served, answered request per row), and the labelled
+        rows the health check reads: the window's own with the labels received by ``end``, and the predictions of
+        the ``health.label_lookback_days`` before it whose labels arrived in ``[start, end)`` (late feedback), as
+        the version that served them logged them."""
         spec = self.spec
         n = len(rows)
         if spec.task is Task.REGRESSION or scored.probabilities is None:
@@ -394,11 +400,20 @@ class _Replay:
         for name in spec.feature_names:
             log[name] = rows[name].to_numpy()
         log = log.reset_index(drop=True)
-        known = (rows[LABEL_TIME] < end).to_numpy()
-        labelled_log = log[known].assign(
-            label=[label_text(v) for v in rows[spec.target].to_numpy()[known]],
-            label_time=rows[LABEL_TIME].to_numpy()[known],
+        label_time = rows[LABEL_TIME]
+        arrives = (label_time.notna() & rows[spec.target].notna()).to_numpy()
+        answered = log[arrives].assign(
+            label=[label_text(v) for v in rows[spec.target].to_numpy()[arrives]],
+            label_time=label_time.to_numpy()[arrives],
         )
+        known = (answered["label_time"] < end).to_numpy()
+        lookback = timedelta(days=spec.health.label_lookback_days)
+        self.awaiting = [(at, frame) for at, frame in self.awaiting if at >= start - lookback]
+        late = [frame[((frame["label_time"] >= start) & (frame["label_time"] < end)).to_numpy()]
+                for _, frame in self.awaiting]
+        labelled_log = pd.concat([*late, answered[known]], ignore_index=True)
+        if lookback > timedelta(0) and (~known).any():
+            self.awaiting.append((start, answered[~known]))
         return log, labelled_log
 
     def _previous_result(self, served: _Version) -> DriftResult | None:
@@ -442,7 +457,8 @@ class _Replay:
         spec = self.spec
         if measured is None:
             return None
-        accuracy = accuracy_evidence(spec, log, labelled_log, served.trained.metrics, served.calibration)
+        served_labelled = labelled_log[labelled_log["version"] == served.version]  # not an earlier champion's
+        accuracy = accuracy_evidence(spec, log, served_labelled, served.trained.metrics, served.calibration)
         allowance = decide_retrain(end, self.retrain_times, cooldown_hours=spec.retrain.cooldown_hours,
                                    max_per_week=spec.retrain.max_per_week)
         verdict = judge_drift(spec, served.version, measured, self.previous_drift, served.importances, end,

@@ -105,7 +105,8 @@ class WindowOutcome:
     health_codes: tuple[str, ...]  # IssueCode values of the health report at ``end``
     actions: tuple[Action, ...]
     health_verdict: str = "healthy"
-    labels_known_at_end: int = 0  # labelled rows whose label was known by ``end`` (what health judged)
+    labels_known_at_end: int = 0  # the window's rows whose label was known by ``end``
+    late_labels: int = 0  # earlier windows' predictions whose labels arrived in this one (health judged them too)
     baseline_retrains: tuple[Strategy, ...] = ()  # baselines that trained a model for this window
 
     def did(self, kind: ActionKind) -> bool:
@@ -115,6 +116,7 @@ class WindowOutcome:
         return {
             "index": self.index, "start": self.start.isoformat(), "end": self.end.isoformat(), "rows": self.rows,
             "labelled_rows": self.labelled_rows, "labels_known_at_end": self.labels_known_at_end,
+            "late_labels": self.late_labels,
             "served_version": self.served_version,
             "metrics": {s.value: {k: _finite(v) for k, v in m.items()} for s, m in self.metrics.items()},
             "drift_material": self.drift_material, "drift_code": self.drift_code,

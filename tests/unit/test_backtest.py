@@ -139,6 +139,28 @@ def test_a_retrain_inside_the_cooldown_is_skipped_on_event_time(spec):
 
 
 @pytest.mark.slow
+def test_labels_that_arrive_days_later_are_judged_in_the_window_they_arrive_in(spec):
+    """Issue 15's label-delay cases: labels 3 days late, a daily check. Each window's health check reads the
+    earlier windows' predictions whose labels arrived in it, so a concept drift at the first window is seen
+    once its labels arrive; without the look-back no check ever sees a label."""
+    frame = history(1, Injection(DriftKind.CONCEPT_DRIFT, FIRST_WINDOW, None,
+                                 ("utilization", "num_late_payments", "debt_ratio"), 1.0), rows_per_day=400)
+    config = BacktestConfig(cadence=timedelta(days=1), training_window=timedelta(days=7),
+                            strategies=(Strategy.STEWARD,), label_delay=timedelta(days=3),
+                            end=(FIRST_WINDOW + pd.Timedelta(days=5)).to_pydatetime())
+    result = run_backtest(spec, frame, config)
+    windows = result.windows
+    assert all(w.labels_known_at_end == 0 for w in windows)  # no window's own labels arrive by its end
+    assert [w.late_labels > 0 for w in windows] == [False, False, False, True, True]
+    alarmed = [w.index for w in windows if "accuracy_drop" in w.health_codes]
+    assert alarmed and alarmed[0] == 3  # the first window whose labels have arrived
+
+    blind = spec.model_copy(update={"health": spec.health.model_copy(update={"label_lookback_days": 0})})
+    unseen = run_backtest(blind, frame, config)
+    assert all(w.late_labels == 0 and not w.health_codes for w in unseen.windows)
+
+
+@pytest.mark.slow
 def test_a_quiet_history_leads_to_no_retrain(spec):
     config = BacktestConfig(strategies=(Strategy.STEWARD, Strategy.FROZEN), label_delay=timedelta(days=2))
     result = run_backtest(spec, history(3), config)

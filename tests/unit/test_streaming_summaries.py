@@ -203,3 +203,24 @@ def test_drift_on_a_sample_stays_within_the_stated_error():
     for whole, part in zip(full.columns, sampled.columns, strict=True):
         assert abs(whole.score - part.score) < 0.01  # the sample's stated error: about 1/sqrt(100,000)
         assert whole.drifted == part.drifted
+
+
+def test_labels_that_arrive_after_the_window_are_judged_by_the_next_windows_check(store):
+    """Late feedback: the last two flushes' labels arrive just after the day; the next day's check has none of
+    its own predictions, but its label look-back joins them (health.label_lookback_days)."""
+    from tasks.health import WindowLog
+    from tasks.summaries import read_late_labelled
+
+    next_day = (END, END + timedelta(days=1))
+    own = summarize_window(store, SPEC, *next_day, labels_window=next_day)
+    assert own.labelled is not None and own.labelled.empty  # what the check judged before: nothing
+    late = read_late_labelled(store, SPEC, *next_day)
+    assert late is not None and len(late) > 0
+    assert (late["time"] < END).all() and late["served"].all()
+    predictions = store.read_predictions("m", START, END)
+    labels = store.read_labels("m", start=END, end=END + timedelta(days=1))
+    expected = join_labels(predictions[predictions["served"]], labels)
+    assert sorted(late["request_id"]) == sorted(expected["request_id"])
+    assert len(WindowLog(own, None, None, late).labelled) == len(late)  # type: ignore[arg-type]
+    blind = SPEC.model_copy(update={"health": SPEC.health.model_copy(update={"label_lookback_days": 0})})
+    assert read_late_labelled(store, blind, *next_day) is None

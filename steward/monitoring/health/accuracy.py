@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
@@ -28,11 +29,15 @@ from steward.store.reader import typed_labels
 from steward.training.data import prepare_features
 from steward.training.evaluation import metric_change, predict_scores
 from steward.training.labels import label_key, label_keys
+from steward.training.paired import ComparisonError, delong_covariance
 from steward.training.scores import LABEL_METRIC, ScoreCheck, SkippedCheck, needs_scores, no_scores
 
 ACCURACY_CRITICAL_FACTOR = 2.0  # an accuracy drop of twice health.max_accuracy_drop is critical
 MIN_LABELLED = 200  # labelled predictions of a version before its measured accuracy is judged
 SIGNIFICANT_Z = 2.326  # an accuracy drop must be this many standard errors clear of zero (one-sided 1%)
+# The within-window comparison (later half against earlier half) is looked at in every window, so it is held to
+# one-sided 0.1%: about one false alarm in a thousand quiet windows, not one in a hundred.
+HALVES_CONFIDENCE = 0.999
 MAX_CALIBRATION_ERROR = 0.05  # expected calibration error on the holdout above which estimates are not trusted
 EVIDENCE_FACTOR = 0.5  # the outputs' drift counts once accuracy fell significantly by half the health limit
 SECONDARY_METRICS = ("accuracy",)  # watched beside a classifier's primary metric: a stale threshold shows here
@@ -114,7 +119,7 @@ def metric_value(metric: str, o: Outcomes) -> float:
 @dataclass(frozen=True)
 class Estimate:
     value: float
-    error: float  # bootstrap standard error
+    error: float  # standard error (bootstrap unless said otherwise)
     rows: int
 
 
@@ -123,6 +128,56 @@ def estimate_metric(metric: str, o: Outcomes, seed: int = 0) -> Estimate:
     rng = np.random.default_rng(seed)
     resampled = [metric_value(metric, o.take(rng.integers(0, len(o), len(o)))) for _ in range(BOOTSTRAP_RESAMPLES)]
     return Estimate(value, float(np.nanstd(resampled)), len(o))
+
+
+@dataclass(frozen=True)
+class HalvesComparison:
+    """The metric in the later half of a window against the earlier half, with the drop's standard error."""
+
+    metric: str
+    early: Estimate
+    late: Estimate
+    drop: float  # positive = worse in the later half
+    error: float  # standard error of the drop (the halves are independent rows)
+    method: str  # how the errors were had: DeLong, binomial or bootstrap
+    confidence: float  # one-sided
+
+    @property
+    def needed(self) -> float:
+        """The drop the sampling error alone exceeds with probability ``1 - confidence``."""
+        return float(stats.norm.ppf(self.confidence)) * self.error
+
+    def significant(self, limit: float) -> bool:
+        """A drop past ``limit`` (the effect that matters) and past ``needed`` (not sampling error)."""
+        return self.drop > limit and self.drop >= self.needed
+
+    def describe(self) -> str:
+        return (f"{self.metric} {self.early.value:.3f} -> {self.late.value:.3f} on {self.early.rows} + "
+                f"{self.late.rows} labelled rows: a drop of {self.drop:.3f} +/- {self.error:.3f} ({self.method} "
+                f"standard error); sampling error alone exceeds {self.needed:.3f} "
+                f"{1 - self.confidence:.1%} of the time")
+
+
+def analytic_estimate(metric: str, o: Outcomes, seed: int = 0) -> tuple[Estimate, str]:
+    """The metric with its standard error: DeLong's for ROC AUC, binomial for accuracy, else bootstrap."""
+    value = metric_value(metric, o)
+    if metric == "roc_auc":
+        try:
+            _, covariance = delong_covariance(o.y, o.score)
+            return Estimate(value, math.sqrt(max(float(covariance[0, 0]), 0.0)), len(o)), "DeLong"
+        except ComparisonError:
+            pass  # fewer than 2 rows of a class: the bootstrap below says what it can
+    elif metric == "accuracy" and len(o):
+        return Estimate(value, math.sqrt(max(value * (1 - value), 0.0) / len(o)), len(o)), "binomial"
+    return estimate_metric(metric, o, seed), "bootstrap"
+
+
+def compare_halves(metric: str, early: Outcomes, late: Outcomes,
+                   confidence: float = HALVES_CONFIDENCE) -> HalvesComparison:
+    first, method = analytic_estimate(metric, early, seed=1)
+    second, _ = analytic_estimate(metric, late, seed=2)
+    return HalvesComparison(metric, first, second, _drop(metric, second.value, first.value),
+                            math.hypot(first.error, second.error), method, confidence)
 
 
 def _drop(metric: str, current: float, baseline: float) -> float:
@@ -390,14 +445,15 @@ def _judge_labelled(
     # data (with the baseline) or against the earlier half of the window (onset inside the window).
     half = len(labelled) // 2
     early, late = o.take(np.arange(half)), o.take(np.arange(half, len(o)))
-    halves_drop = None
+    halves: HalvesComparison | None = None
     if half >= MIN_LABELLED // 2:
-        first, second = estimate_metric(metric, early, seed=1), estimate_metric(metric, late, seed=2)
-        halves_drop = _drop(metric, second.value, first.value)
-        metrics.update({f"{metric}_early[{v}]": first.value, f"{metric}_late[{v}]": second.value})
-        halves_error = math.hypot(first.error, second.error)
-        if not significant_drop(halves_drop, halves_error, limit):
-            halves_drop = None
+        halves = compare_halves(metric, early, late)
+        metrics.update({f"{metric}_early[{v}]": halves.early.value, f"{metric}_late[{v}]": halves.late.value,
+                        f"{metric}_halves_error[{v}]": halves.error})
+        if not halves.significant(limit):
+            if halves.drop > limit:
+                notes.append(f"{v}: {halves.describe()}: within sampling error, not judged as concept drift")
+            halves = None
     evidence = []
     explained = []
     try:
@@ -412,10 +468,10 @@ def _judge_labelled(
             metrics[f"input_drift_share[{v}]"] = stability.drift_share
             (evidence if stability.stable else explained).append(
                 f"{metric} {drop:.3f} below the baseline, {stability.describe('the training data')}")
-        if halves_drop is not None and features is not None:
+        if halves is not None and features is not None:
             stability = input_stability(features.iloc[:half], features.iloc[half:], spec, importances)
             (evidence if stability.stable else explained).append(
-                f"{metric} {halves_drop:.3f} lower in the later half of the window, "
+                f"{metric} {halves.drop:.3f} lower in the later half of the window ({halves.describe()}), "
                 f"{stability.describe('the earlier half')}")
     except ValueError as error:  # e.g. an importance-weighted policy and no importances: say so, judge the rest
         notes.append(f"{v}: input stability not judged: {error}")
