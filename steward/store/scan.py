@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from steward.store.reader import PredictionStore, as_utc
 from steward.store.records import FEATURE_PREFIX, LABELS, PREDICTIONS
@@ -63,6 +64,13 @@ class ReadGroup:
         return tuple(dict.fromkeys(fragment.path for fragment in self.fragments))
 
 
+def arrow_filesystem(filesystem: Any) -> pafs.FileSystem:
+    """Arrow's own file system, or an fsspec one (an object store, ``memory://``) wrapped for Arrow."""
+    if isinstance(filesystem, pafs.FileSystem):
+        return filesystem
+    return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
+
+
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -75,6 +83,7 @@ def union_schema(files: Sequence[str], filesystem: Any, *, files_per_chunk: int 
     known = _SCHEMAS.get(key)
     if known is not None:
         return known
+    filesystem = arrow_filesystem(filesystem)
     schemas = [ds.FileSystemDatasetFactory(filesystem, list(chunk), _FORMAT).inspect(fragments=None)
                for chunk in _chunks(files, files_per_chunk or FILES_PER_CHUNK)]
     schema = pa.unify_schemas(schemas)
@@ -89,6 +98,7 @@ def plan_reads(files: Sequence[str], filesystem: Any, schema: pa.Schema | None, 
     """The groups a scan reads, in the files' order: row groups whose statistics may match ``expression``,
     gathered until they hold ``batch_rows`` rows (so a group holds fewer than ``batch_rows`` plus one row
     group). Lazy: the footers of at most ``files_per_chunk`` files (and of a group) are held at a time."""
+    filesystem = arrow_filesystem(filesystem)
     pending: list[Any] = []
     rows = 0
     for chunk in _chunks(files, files_per_chunk or FILES_PER_CHUNK):
@@ -110,6 +120,7 @@ def read_tables(files: Sequence[str], filesystem: Any, schema: pa.Schema | None,
                 files_per_chunk: int | None = None) -> Iterator[pa.Table]:
     """The rows of ``files`` matching ``expression``, a planned group at a time (``plan_reads``), each group
     read with Arrow's threads into one table; empty groups are skipped."""
+    filesystem = arrow_filesystem(filesystem)
     for group in plan_reads(files, filesystem, schema, expression, batch_rows=batch_rows,
                             files_per_chunk=files_per_chunk):
         group_schema = schema if schema is not None else group.fragments[0].physical_schema
