@@ -100,6 +100,7 @@ class Part:
             "score": pa.array(scores, pa.float64(), mask=~ok),
             "latency_ms": pa.array(self.latency[order], pa.float64()),
             "entity": pa.nulls(order.size, pa.string()),
+            "compute_ms": pa.nulls(order.size, pa.float64()),  # the gateway logs it when the arm reports it
         }
         drawn = self.drawn[order]
         for k, name in enumerate(NUMERIC):
