@@ -79,9 +79,6 @@ DOCKER_JOB_VARIABLES: dict[str, Any] = {
         "STEWARD_STORE_URI": "{{ $STEWARD_STORE_URI }}",
         "STEWARD_ADMIN_TOKEN": "{{ $STEWARD_ADMIN_TOKEN }}",
         "STEWARD_HOME_ACCESS": "group",  # the data folder is shared with the host's operators
-        # MLflow's credentials come from this Prefect Secret block (`steward save-credentials-block`); Prefect's
-        # auth string reaches the container from the worker's own settings
-        "STEWARD_MLFLOW_CREDENTIALS_BLOCK": "{{ $STEWARD_MLFLOW_CREDENTIALS_BLOCK }}",
     },
     "labels": {"org.steward.role": "flow-run"},
     "auto_remove": True,

@@ -3,7 +3,7 @@
 ``ComposeStack`` drives ``docker-compose`` for one project; ``python -m tests.support.compose story|snapshot
 <config.json>`` runs in a fresh interpreter (Prefect and MLflow read their settings when first imported):
 ``story`` runs the demo's story (flows/demo.py) against the stack, ``snapshot`` prints the state that must
-survive a restart, ``unauthenticated`` what MLflow and Prefect answer writes without credentials.
+survive a restart.
 """
 
 from __future__ import annotations
@@ -32,16 +32,9 @@ class ComposeStack:
     project: str
     data_dir: Path
     ports: dict[str, int]  # postgres, prefect, mlflow, gateway_1, gateway_2, worker_health
-    password: str  # PostgreSQL's
+    password: str
     admin_token: str
     version: str
-    mlflow_password: str  # Steward's account in MLflow's basic-auth app
-    prefect_auth_password: str  # of Prefect's API auth string, steward:<this>
-    mlflow_flask_key: str
-
-    @property
-    def prefect_auth_string(self) -> str:
-        return f"steward:{self.prefect_auth_password}"
 
     @classmethod
     def load(cls, path: Path) -> ComposeStack:
@@ -70,9 +63,6 @@ class ComposeStack:
             "STEWARD_PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_API_URL": self.prefect_api_url,
             "STEWARD_ADMIN_TOKEN": self.admin_token,
-            "MLFLOW_TRACKING_USERNAME": "steward",
-            "MLFLOW_TRACKING_PASSWORD": self.mlflow_password,
-            "PREFECT_API_AUTH_STRING": self.prefect_auth_string,
             # the containers run as uid 10001 and this process as root, and both write under the data folder (the
             # prediction log, the ledger, reference profiles, prefect.yaml): group access, as the compose file says
             "STEWARD_HOME_ACCESS": "group",
@@ -84,9 +74,7 @@ class ComposeStack:
     def compose_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "STEWARD_"))}
         env.update(
-            POSTGRES_PASSWORD=self.password, STEWARD_ADMIN_TOKEN=self.admin_token,
-            MLFLOW_PASSWORD=self.mlflow_password, PREFECT_AUTH_PASSWORD=self.prefect_auth_password,
-            MLFLOW_FLASK_KEY=self.mlflow_flask_key, STEWARD_DATA_DIR=str(self.data_dir),
+            POSTGRES_PASSWORD=self.password, STEWARD_ADMIN_TOKEN=self.admin_token, STEWARD_DATA_DIR=str(self.data_dir),
             STEWARD_VERSION=self.version, DOCKER_GID=str(os.stat("/var/run/docker.sock").st_gid),
             POSTGRES_PORT=str(self.ports["postgres"]), PREFECT_PORT=str(self.ports["prefect"]),
             MLFLOW_PORT=str(self.ports["mlflow"]), GATEWAY_PORT_1=str(self.ports["gateway_1"]),
@@ -193,7 +181,7 @@ def snapshot(stack: ComposeStack) -> dict[str, Any]:
     registry = Registry.from_settings(settings)
     predictions = sorted((stack.data_dir / "predictions").rglob("*.parquet"))
     rows = sum(len(pd.read_parquet(path)) for path in predictions if "model=" in str(path))
-    runs = httpx.post(f"{stack.prefect_api_url}/flow_runs/filter", timeout=30, auth=_prefect_auth(stack),
+    runs = httpx.post(f"{stack.prefect_api_url}/flow_runs/filter", timeout=30,
                       json={"limit": 200, "offset": 0, "sort": "EXPECTED_START_TIME_ASC"}).raise_for_status().json()
     return {
         "champion": registry.alias_version(MODEL, CHAMPION),
@@ -205,28 +193,6 @@ def snapshot(stack: ComposeStack) -> dict[str, Any]:
     }
 
 
-def _prefect_auth(stack: ComposeStack) -> tuple[str, str]:
-    user, _, password = stack.prefect_auth_string.partition(":")
-    return user, password
-
-
-def unauthenticated_writes(stack: ComposeStack) -> dict[str, int]:
-    """What MLflow and Prefect answer a write without credentials (an attacker on 127.0.0.1): 401 each."""
-    import httpx
-
-    from steward.simulation.demo import MODEL
-
-    return {
-        "mlflow_set_alias": httpx.post(f"{stack.url('mlflow')}/api/2.0/mlflow/registered-models/alias", timeout=30,
-                                       json={"name": MODEL, "alias": "champion", "version": "1"}).status_code,
-        "mlflow_wrong_password": httpx.post(
-            f"{stack.url('mlflow')}/api/2.0/mlflow/registered-models/alias", timeout=30, auth=("steward", "guess"),
-            json={"name": MODEL, "alias": "champion", "version": "1"}).status_code,
-        "prefect_read_flow_runs": httpx.post(f"{stack.prefect_api_url}/flow_runs/filter", timeout=30,
-                                              json={"limit": 1}).status_code,
-    }
-
-
 def main(argv: list[str]) -> int:
     command, config = argv[1], Path(argv[2])
     stack = ComposeStack.load(config)
@@ -234,10 +200,8 @@ def main(argv: list[str]) -> int:
         run_story(stack)
     elif command == "snapshot":
         print(json.dumps(snapshot(stack)))
-    elif command == "unauthenticated":
-        print(json.dumps(unauthenticated_writes(stack)))
     else:
-        raise SystemExit(f"unknown command {command!r}: story, snapshot or unauthenticated")
+        raise SystemExit(f"unknown command {command!r}: story or snapshot")
     return 0
 
 
