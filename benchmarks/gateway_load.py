@@ -1,4 +1,4 @@
-"""Load benchmark: Steward's gateway against `mlflow models serve`, on this machine, over 127.0.0.1.
+"""Load benchmark: Steward's gateway against `mlflow models serve` and MLServer, on this machine, over 127.0.0.1.
 
 Both servers serve the same 20-feature logistic regression (17 numeric, 3 categorical
 features; Steward's tabular pipeline), trained here in a throw-away Steward home. wrk (Debian
@@ -14,6 +14,11 @@ of them alike, so the ratios between scenarios hold on a shared machine.
 Scenarios:
 
   mlflow           `mlflow models serve --env-manager local` (one uvicorn worker, its default)
+  mlserver         MLServer 1.7 with its scikit-learn runtime (mlserver-sklearn), serving the champion's
+                   pipeline (joblib) with predict_proba, V2 protocol, pandas content type; in a venv of its own
+                   (its fastapi pin clashes with Prefect's), built by this script with uv; logs and splits nothing
+  xgboost+log      gateway, 90/10 canary between two XGBoost versions (native flavor), every prediction logged
+  lightgbm+log     gateway, the same with two LightGBM versions
   canary+log       gateway, 90/10 canary, every prediction logged (batched mode)
   champion+log     gateway, all traffic to the champion, logged (batched)
   canary,nolog     gateway, 90/10 canary, log off
@@ -38,8 +43,9 @@ Scenarios:
                    (see log_work_per_request); set beside the server CPU per request of the wrk
                    scenarios, it says what share of a request the log and the split take
 
-Usage:
-    uv run python benchmarks/gateway_load.py                 # everything, about 11 minutes
+Usage (wrk is a Debian package: `apt-get install -y wrk`; MLServer's venv needs uv and the package index):
+    uv run python benchmarks/gateway_load.py                 # everything, about 13 minutes
+    uv run python benchmarks/gateway_load.py --only mlflow mlserver canary+log xgboost+log lightgbm+log
     uv run python benchmarks/gateway_load.py --duration 5 --repeats 1
     uv run python benchmarks/gateway_load.py --only mlflow canary+log
     uv run python benchmarks/gateway_load.py --only log-pairs --pin 0:1   # wrk on CPU 0, every server on CPU 1
@@ -71,7 +77,7 @@ import yaml
 HOST = "127.0.0.1"  # the only address this script sends traffic to
 TOKEN = "benchmark-admin-token"
 ROWS = 64
-SCENARIOS = ("mlflow", "canary+log", "champion+log", "canary,nolog", "champion,nolog", "shadow+log", "durable",
+SCENARIOS = ("mlflow", "mlserver", "xgboost+log", "lightgbm+log", "canary+log", "champion+log", "canary,nolog", "champion,nolog", "shadow+log", "durable",
              "switch", "log-pairs", "gc-pairs", "log-cost")
 WARM_UP_SECONDS = 4.0  # not counted: first requests, and the shadow child process starting
 ROUND_WARM_UP_SECONDS = 1.0  # not counted: before each measurement, after a plan change
@@ -163,6 +169,110 @@ def build_world(home: Path) -> tuple[str, list[str], list[str], list[list[object
     return spec.name, versions, spec.feature_names, rows
 
 
+BOOSTED = {"xgboost+log": "bench-xgb", "lightgbm+log": "bench-lgbm"}
+
+
+def build_boosted(frame, spec, kind: str) -> str:
+    """Two versions of an XGBoost or LightGBM classifier (native flavor) on the numeric features, registered
+    with the lineage of the same data; v1 champion, v2 challenger at 10 %."""
+    from steward.config import get_settings
+    from steward.registry.adapter import Registry
+    from steward.registry.history import CHALLENGER, ChangeKind
+    from steward.training.data import frame_sha256, prepare_features, split_train_holdout
+    from steward.training.evaluation import evaluate
+    from steward.training.train import train_model
+
+    name = BOOSTED[kind]
+    document = spec.model_dump(mode="json", exclude_defaults=True)
+    document["name"] = name
+    document["features"] = [f for f in document["features"] if f["type"] == "numeric"]
+    boosted_spec = type(spec).model_validate(document)
+    registry = Registry.from_settings(get_settings())
+    versions = []
+    for seed, part in enumerate((frame.iloc[: len(frame) // 2], frame.iloc[len(frame) // 2 :])):
+        split = split_train_holdout(part, boosted_spec)
+        baseline = train_model(boosted_spec, split, data_sha256=frame_sha256(part), data_source="benchmark")
+        features = prepare_features(split.train, boosted_spec)
+        if kind == "xgboost+log":
+            import xgboost
+
+            model = xgboost.XGBClassifier(n_estimators=100, max_depth=4, n_jobs=1, random_state=seed)
+        else:
+            import lightgbm
+
+            model = lightgbm.LGBMClassifier(n_estimators=100, num_leaves=15, n_jobs=1, random_state=seed, verbose=-1)
+        model.fit(features, split.train[boosted_spec.target])
+        holdout = baseline.holdout_frame
+        info = registry.register_version(
+            name, model, lineage=baseline.lineage, metrics=evaluate(model, holdout, boosted_spec),
+            input_example=holdout[boosted_spec.feature_names].head(20), datasets={"holdout": holdout.head(100)},
+        )
+        registry.set_version_tags(name, info.version, {"steward.validation.status": "passed"})
+        versions.append(info.version)
+    registry.promote(name, versions[0], reason="benchmark champion")
+    registry.set_alias(name, CHALLENGER, versions[1], reason="benchmark challenger", kind=ChangeKind.ASSIGN)
+    return name
+
+
+# ---------------------------------------------------------------------- MLServer, in a venv of its own
+MLSERVER_PACKAGES = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1")
+
+
+def mlserver_venv(home: Path) -> Path:
+    """A venv with MLServer and the scikit-learn, numpy and pandas versions of this one (the pickle must load)."""
+    from importlib import metadata
+
+    venv = home / "mlserver-venv"
+    pins = [f"{name}=={metadata.version(name)}" for name in ("scikit-learn", "numpy", "pandas", "scipy")]
+    subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+                    *MLSERVER_PACKAGES, *pins], check=True)
+    return venv
+
+
+def start_mlserver(model: str, version: str, port: int, home: Path, log: Path,
+                   probe: tuple[list[str], list[object]]) -> subprocess.Popen:
+    """MLServer's scikit-learn runtime on the champion's own pipeline, answering predict_proba."""
+    import joblib
+
+    from steward.config import get_settings
+    from steward.registry.adapter import Registry
+
+    venv = mlserver_venv(home)
+    folder = home / "mlserver-model"
+    folder.mkdir(exist_ok=True)
+    joblib.dump(Registry.from_settings(get_settings()).load_model(model, version).model, folder / "model.joblib")
+    (folder / "model-settings.json").write_text(json.dumps({
+        "name": model, "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": version},
+    }))
+    (folder / "settings.json").write_text(json.dumps({
+        "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "host": HOST,
+        "parallel_workers": 0, "metrics_endpoint": None,
+    }))
+    env = {**environment(), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    process = subprocess.Popen(pinned([str(venv / "bin" / "mlserver"), "start", str(folder)], "servers"), env=env,
+                               stdout=log.open("w"), stderr=subprocess.STDOUT)
+    wait_ready(f"http://{HOST}:{port}/v2/models/{model}/ready", process, timeout=300)
+    check = httpx.post(f"http://{HOST}:{port}/v2/models/{model}/infer", content=v2_body(*probe), timeout=30)
+    if check.status_code != 200:
+        raise RuntimeError(f"MLServer refused the benchmark's request ({check.status_code}): {check.text[:300]}")
+    return process
+
+
+def v2_body(columns: list[str], row: list[object]) -> str:
+    """One row as a V2 inference request MLServer decodes to a DataFrame, asking for predict_proba."""
+    inputs = []
+    for name, value in zip(columns, row, strict=True):
+        if isinstance(value, str):
+            inputs.append({"name": name, "datatype": "BYTES", "shape": [1], "data": [value]})
+        else:
+            # a missing value is null: MLServer's JSON parser refuses NaN; the pipeline's imputer takes None
+            inputs.append({"name": name, "datatype": "FP64", "shape": [1],
+                           "data": [None if value is None else float(value)]})
+    return json.dumps({"parameters": {"content_type": "pd"}, "inputs": inputs, "outputs": [{"name": "predict_proba"}]})
+
+
 # ---------------------------------------------------------------------- servers
 def free_port() -> int:
     import socket
@@ -172,7 +282,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -278,8 +388,10 @@ end
 """
 
 
-def write_lua(path: Path, url_path: str, columns: list[str], rows: list[list[object]], limit: int) -> None:
-    bodies = [json.dumps({"dataframe_split": {"columns": columns, "data": [row]}}) for row in rows]
+def write_lua(path: Path, url_path: str, columns: list[str], rows: list[list[object]], limit: int,
+              v2: bool = False) -> None:
+    bodies = [v2_body(columns, row) if v2 else json.dumps({"dataframe_split": {"columns": columns, "data": [row]}})
+              for row in rows]
     path.write_text(
         LUA % {"bodies": ", ".join(f"[==[{b}]==]" for b in bodies), "path": url_path, "limit": limit}
     )
@@ -605,6 +717,28 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in (("mlflow", "/invocations"), ("gateway", f"/v1/models/{model}/predict")):
         scripts[name] = home / f"{name}.lua"
         write_lua(scripts[name], path, columns, rows, args.max_requests)
+    scripts["mlserver"] = home / "mlserver.lua"
+    write_lua(scripts["mlserver"], f"/v2/models/{model}/infer", columns, rows, args.max_requests, v2=True)
+    boosted = [kind for kind in BOOSTED if kind in args.only]
+    if boosted:
+        import pandas as pd
+
+        from steward.simulation.scenario import credit_default_scenario
+
+        scenario = credit_default_scenario(rows_per_day=1000, extra_numeric=9)
+        frame = scenario.generate(scenario.start, scenario.start + pd.Timedelta(days=8)).drop(
+            columns=["label_available_at"])
+        from steward.config import get_settings
+        from steward.registry.adapter import Registry
+
+        spec = Registry.from_settings(get_settings()).version_spec(model, versions[0])
+        numeric = [f.name for f in spec.features if f.type.value == "numeric"]
+        for kind in boosted:
+            print(f"training the {kind.split('+')[0]} versions ...", flush=True)
+            name = build_boosted(frame, spec, kind)
+            scripts[kind] = home / f"{name}.lua"
+            write_lua(scripts[kind], f"/v1/models/{name}/predict", numeric,
+                      [[r[columns.index(c)] for c in numeric] for r in rows], args.max_requests)
 
     table: dict[tuple[str, int], LoadResult] = {}
     notes: list[str] = []
@@ -643,6 +777,18 @@ def main(argv: list[str] | None = None) -> int:
             processes.append(start_mlflow(model, versions[0], port, logs / "mlflow.log"))
             servers[port] = psutil.Process(processes[-1].pid)
             cells += [("mlflow", c, port, scripts["mlflow"], None) for c in (1, 16)]
+        if "mlserver" in args.only:
+            port = free_port()
+            print("building MLServer's venv and starting it ...", flush=True)
+            processes.append(start_mlserver(model, versions[0], port, home, logs / "mlserver.log", (columns, rows[0])))
+            servers[port] = psutil.Process(processes[-1].pid)
+            cells += [("mlserver", c, port, scripts["mlserver"], None) for c in (1, 16)]
+        for kind in boosted:
+            port = free_port()
+            processes.append(start_gateway(BOOSTED[kind], port, "batched", home, logs / f"gateway-{kind}.log"))
+            servers[port] = psutil.Process(processes[-1].pid)
+            set_plan(port, BOOSTED[kind], {"mode": "canary", "challenger_percent": 10}, "benchmark: 90/10")
+            cells += [(kind, c, port, scripts[kind], None) for c in (1, 16)]
         gateways = {}
         for mode, labels in (("batched", ("canary+log", "champion+log", "shadow+log", "switch")),
                              ("off", ("canary,nolog", "champion,nolog")), ("durable", ("durable",))):
@@ -836,6 +982,12 @@ def report(
     )
     if ("canary+log", 16) in table:
         print(f"  gateway p99 at 16 conn: {table[('canary+log', 16)].p99_ms:.2f} ms (target < 25 ms)")
+    print(
+        f"  gateway (canary+log) / MLServer at 16 conn: {ratio(('canary+log', 16), ('mlserver', 16))} (target >= 2x)"
+    )
+    if ("canary+log", 16) in table and ("mlserver", 16) in table:
+        print(f"  p99 at 16 conn: gateway {table[('canary+log', 16)].p99_ms:.2f} ms, MLServer "
+              f"{table[('mlserver', 16)].p99_ms:.2f} ms (target: the gateway's no worse)")
     def cost(a: tuple[str, int], b: tuple[str, int]) -> str:
         found = paired(results, a, b, "rps")
         if found is None:

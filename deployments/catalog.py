@@ -37,6 +37,7 @@ they were in the event instead of becoming strings.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import inspect
 import sys
@@ -61,7 +62,29 @@ MAINTENANCE_CRONS: dict[str, str] = {
 }
 
 DEFAULT_WORK_POOL = "steward-pool"
-COMPOSE_GATEWAY_URL = "http://gateway:8080"  # the gateway service of deployments/docker-compose.yml
+
+#: Job variables of the Docker work pool (prefect-docker): every flow run is a container of the worker
+#: image built on this engine, on host networking, with the data folder (specs, their data, the
+#: prediction log) bound at the same path as on the host. ``prefect deploy`` fills the ``{{ $VAR }}``
+#: from its environment (the compose file's ``deploy`` service sets them). A process pool ignores them.
+DOCKER_JOB_VARIABLES: dict[str, Any] = {
+    "image": "steward-worker:{{ $STEWARD_VERSION }}",
+    "image_pull_policy": "Never",  # built here by `steward images build`, never pulled
+    "network_mode": "host",
+    "volumes": ["{{ $STEWARD_DATA_DIR }}:{{ $STEWARD_DATA_DIR }}"],
+    "env": {
+        "STEWARD_TRACKING_URI": "{{ $STEWARD_TRACKING_URI }}",
+        "MLFLOW_TRACKING_URI": "{{ $STEWARD_TRACKING_URI }}",
+        "STEWARD_ARTIFACT_ROOT": "{{ $STEWARD_ARTIFACT_ROOT }}",
+        "STEWARD_STORE_URI": "{{ $STEWARD_STORE_URI }}",
+        "STEWARD_ADMIN_TOKEN": "{{ $STEWARD_ADMIN_TOKEN }}",
+        "STEWARD_HOME_ACCESS": "group",  # the data folder is shared with the host's operators
+    },
+    "labels": {"org.steward.role": "flow-run"},
+    "auto_remove": True,
+    "stream_output": True,
+}
+COMPOSE_GATEWAY_URL = "http://127.0.0.1:8080"  # gateway-1 of deployments/docker-compose.yml (host networking)
 
 
 @dataclass(frozen=True)
@@ -99,6 +122,11 @@ PROCEDURES: tuple[Procedure, ...] = (
     Procedure("validate", "flows/validate.py:validate",
               "Gate a candidate against the current champion on the same held-out data; a pass makes it "
               "challenger and emits steward.model.candidate-validated."),
+    Procedure("adopt", "flows/adopt.py:adopt",
+              "Bring a version registered by plain MLflow code under maintenance: its signature checked against "
+              "the spec, the 'reference' and 'holdout' sets (paths or fsspec URLs) against the schema, its lineage "
+              "and artifact digest recorded, then the bootstrap gate. Other versions, aliases and tags are left "
+              "as they were."),
     Procedure("canary-promote", "flows/canary_promote.py:canary_promote",
               "Shift traffic to the challenger step by step (the spec's canary plan), analysing each step; "
               "promote at the end or roll back on harm. Started automatically when a candidate is validated.",
@@ -230,6 +258,12 @@ def _triggers(key: str, entry: ModelEntry) -> list[dict[str, Any]]:
                     # the event time of the check that fired: a backfill's retrain is judged (cooldown,
                     # budget, data window) at its past window end, not at the wall clock
                     "as_of": payload_value("window_end"),
+                    # what the check found, so the retrain decides as the backtest does (one code path):
+                    # the metric that fell (health), the announced columns (drift), the window read again
+                    "trigger_metric": payload_value("trigger_metric"),
+                    "primary_dropped": typed("event.payload.get('primary_dropped', false)"),
+                    "drift_columns": typed("event.payload.get('columns', []) | map(attribute='column') | list"),
+                    "window_start": payload_value("window_start"),
                 },
             ),
         ]
@@ -306,8 +340,13 @@ def plan_deployments(spec_paths: Iterable[str | Path], procedures: Iterable[str]
 
 # --- prefect.yaml -------------------------------------------------------------------------------
 
-def prefect_yaml(plans: Sequence[DeploymentPlan], work_pool: str = DEFAULT_WORK_POOL) -> dict[str, Any]:
-    """The ``prefect.yaml`` document for ``prefect deploy --all`` (code baked into the worker image)."""
+def prefect_yaml(plans: Sequence[DeploymentPlan], work_pool: str = DEFAULT_WORK_POOL,
+                 job_variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``prefect.yaml`` document for ``prefect deploy --all`` (code baked into the worker image).
+
+    ``job_variables`` (default: :data:`DOCKER_JOB_VARIABLES`) go to every deployment's work pool.
+    """
+    job_variables = DOCKER_JOB_VARIABLES if job_variables is None else job_variables
     deployments = []
     for plan in plans:
         document: dict[str, Any] = {
@@ -316,7 +355,7 @@ def prefect_yaml(plans: Sequence[DeploymentPlan], work_pool: str = DEFAULT_WORK_
             "description": plan.description,
             "tags": list(plan.tags),
             "parameters": dict(plan.parameters),
-            "work_pool": {"name": work_pool},
+            "work_pool": {"name": work_pool, "job_variables": copy.deepcopy(job_variables)},
             "schedules": [{"cron": cron, "timezone": SCHEDULE_TIMEZONE, "active": True} for cron in plan.crons],
         }
         if plan.procedure.concurrency_limit:
@@ -339,13 +378,15 @@ PREFECT_YAML_HEADER = """\
 # Generated by deployments/catalog.py; do not edit by hand. Regenerate with
 #   uv run python -m deployments.catalog examples/credit_default/spec.yaml > prefect.yaml
 # tests/unit/test_catalog.py checks that this file and the catalog agree.
-# Deploy to a work pool:  prefect work-pool create steward-pool --type process   (or docker / kubernetes)
-#                         prefect deploy --all
+# Deploy to a work pool:  prefect work-pool create steward-pool --type docker   (or process / kubernetes)
+#                         prefect deploy --all      (with the environment docs/operations.md names)
 """
 
 
-def render_prefect_yaml(plans: Sequence[DeploymentPlan], work_pool: str = DEFAULT_WORK_POOL) -> str:
-    return PREFECT_YAML_HEADER + yaml.safe_dump(prefect_yaml(plans, work_pool), sort_keys=False, width=110)
+def render_prefect_yaml(plans: Sequence[DeploymentPlan], work_pool: str = DEFAULT_WORK_POOL,
+                        job_variables: dict[str, Any] | None = None) -> str:
+    return PREFECT_YAML_HEADER + yaml.safe_dump(prefect_yaml(plans, work_pool, job_variables), sort_keys=False,
+                                                width=110)
 
 
 # --- RunnerDeployments for prefect.serve ------------------------------------------------------

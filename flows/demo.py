@@ -35,6 +35,7 @@ import httpx
 
 from steward import stack
 from steward.config import Settings
+from steward.credentials import PREFECT_AUTH_ENV
 from steward.simulation.demo import (
     MODEL,
     DemoConfig,
@@ -59,7 +60,10 @@ class PrefectAPI:
     """The few reads the demo makes of the Prefect server, posted directly (see docs/operations.md)."""
 
     def __init__(self, api_url: str) -> None:
-        self.client = httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30)
+        # a server with an API auth string (the compose stack) wants it as HTTP basic auth, as Prefect's client sends it
+        user, _, password = os.environ.get(PREFECT_AUTH_ENV, "").partition(":")
+        self.client = httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30,
+                                   auth=(user, password) if user else None)
 
     def flow_runs(self, since: datetime) -> list[dict[str, Any]]:
         body = {"flow_runs": {"expected_start_time": {"after_": since.isoformat()}},
@@ -142,10 +146,10 @@ class Story:
     def run(self) -> DemoOutcome:
         self._started = time.monotonic()
         self.stage("1. Prefect and MLflow servers; v1 trained, validated, champion")
-        stack.start(self.settings, self.stack_config, echo=self.echo, only=("prefect", "mlflow"))
+        self.start_services(only=("prefect", "mlflow"))
         self.train_first_version()
         self.stage("2. the gateway and the deployments (with their triggers) start")
-        stack.start(self.settings, self.stack_config, echo=self.echo)
+        self.start_services()
         from steward.simulation.http_traffic import TrafficSender
         from steward.spec import load_spec
 
@@ -159,6 +163,10 @@ class Story:
         self.outcome.seconds = time.monotonic() - self._started
         self.finish()
         return self.outcome
+
+    def start_services(self, only: tuple[str, ...] | None = None) -> None:
+        """Start the stack (all its services, or ``only`` these); the compose stack's test overrides it."""
+        stack.start(self.settings, self.stack_config, echo=self.echo, only=only)
 
     def train_first_version(self) -> None:
         from flows.retrain import retrain

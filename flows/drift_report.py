@@ -10,6 +10,7 @@ from enum import StrEnum
 
 from prefect import flow, get_run_logger
 
+from flows.summaries import partition_runner
 from steward import events
 from steward.monitoring.drift.history import DriftRecord
 from steward.monitoring.drift.monitor import (
@@ -18,12 +19,15 @@ from steward.monitoring.drift.monitor import (
     compare_seasonal,
     drift_event_payload,
     drift_markdown,
+    score_drift_skipped,
     too_little_traffic,
 )
 from steward.monitoring.drift.policy import DriftReason
 from steward.monitoring.drift.result import DriftResult
+from steward.monitoring.drift.workspace import WorkspaceOutcome
 from steward.spec import FeatureRole
-from tasks.common import current_flow_run_id, emit_model_event, publish_markdown
+from steward.training.scores import SkippedCheck
+from tasks.common import current_flow_run_id, emit_model_event, publish_markdown, store
 from tasks.data import load_model_spec
 from tasks.drift import (
     build_reference_profile,
@@ -42,6 +46,7 @@ from tasks.drift import (
     store_drift_report,
     update_drift_ledger,
 )
+from tasks.evidently_workspace import add_to_evidently_workspace
 
 
 class DriftCheckStatus(StrEnum):
@@ -69,6 +74,8 @@ class DriftReportOutcome:
     ledger_entry_id: str | None = None
     seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     current_rows: int = 0
+    skipped: tuple[SkippedCheck, ...] = ()  # e.g. score drift of a model that gives labels only (no_scores)
+    workspace: WorkspaceOutcome | None = None  # the window's snapshots in Evidently's workspace, or why not
 
     @property
     def material(self) -> bool:
@@ -112,14 +119,14 @@ def drift_report(
     )
     serving = resolve_serving_version(spec)
     version = serving.champion.version
-    current = read_drift_window(spec, version, window)
+    current = read_drift_window(spec, version, window, partition_runner(store(), spec))  # None: in process
     seconds = {"read": current.seconds}
-    skipped = too_little_traffic(len(current.frame), version, window)
+    skipped = too_little_traffic(current.rows, version, window)
     if skipped is not None:
         logger.warning("%s", skipped)
         publish_markdown(f"# Drift of {spec.name} v{version}: not checked\n\n{skipped}\n", "drift", spec.name)
         return DriftReportOutcome(spec.name, version, DriftCheckStatus.NO_DATA, skipped, current.start, window.end,
-                                  seconds=seconds, current_rows=len(current.frame))
+                                  seconds=seconds, current_rows=current.rows)
 
     cached = fetch_reference_profile(spec, version)
     if cached is None:
@@ -151,10 +158,11 @@ def drift_report(
         else:
             report_error = f"storing the HTML in MLflow failed: {stored.message}"
             logger.error("%s", report_error)
+    workspace = add_to_evidently_workspace(spec, version, result, current.frame, window_start, window.end)
 
     record = DriftRecord(
         model=spec.name, version=version, window_start=current.start, window_end=window.end,
-        current_rows=len(current.frame), material=decision.material, announced=announcement.announce,
+        current_rows=current.rows, material=decision.material, announced=announcement.announce,
         reason=decision.reason, columns=decision.columns,
         result=dataclasses.replace(result.with_decision(decision), snapshot=None),
         material_since=announcement.material_since, report_uri=report_uri, flow_run_id=current_flow_run_id(),
@@ -167,17 +175,20 @@ def drift_report(
             spec=spec, version=version, champion_version=version, challenger_version=serving.challenger,
             result=result, decision=decision, window=window, why=announcement.why, report_uri=report_uri,
         ))
+    skipped = score_drift_skipped(spec, cached.profile.prediction_column, version)
     publish_markdown(
         drift_markdown(
             model=spec.name, version=version, window=window.describe(), result=result, decision=decision,
             why=announcement.why, left_out=verdict.left_out, report_uri=report_uri, report_error=report_error,
             calendar=verdict.calendar, seasonal_unmatched=verdict.seasonal_unmatched,
-        ),
+        ) + "".join(f"\n- Skipped: {s.describe()}\n" for s in skipped),
         "drift", spec.name, description=f"drift of {spec.name} v{version}: {decision.reason}",
     )
     (logger.warning if decision.material else logger.info)("%s (%s)", decision.reason, announcement.why)
     return DriftReportOutcome(
         model=spec.name, version=version, status=DriftCheckStatus.CHECKED, reason=decision.reason,
         window_start=current.start, window_end=window.end, record=record, verdict=verdict, report_error=report_error,
-        profile_built=cached.built, ledger_entry_id=entry_id, seconds=seconds, current_rows=len(current.frame),
+        profile_built=cached.built, ledger_entry_id=entry_id, seconds=seconds, current_rows=current.rows,
+        skipped=skipped,
+        workspace=workspace,
     )

@@ -6,7 +6,9 @@ from datetime import datetime
 
 from prefect import flow, get_run_logger
 
+from flows.summaries import partition_runner
 from steward.monitoring.health.report import Area, HealthReport, HealthWindow, Verdict, failed_check
+from tasks.common import store
 from tasks.data import load_model_spec
 from tasks.health import (
     accuracy_check,
@@ -45,8 +47,10 @@ def health_check(
     gateway = read_gateway_metrics(gateway_url, spec.name) if gateway_url else None
 
     checks = {}
+    run = None
     try:
-        log = read_window(spec, window)
+        run = partition_runner(store(), spec)  # None by default: the window is scanned in this process
+        log = read_window(spec, window, run)
     except Exception as error:  # the checks that read the log fail; infrastructure still runs
         logger.warning("the prediction log could not be read: %s", error)
         for area in (Area.PERFORMANCE, Area.DATA_QUALITY, Area.ACCURACY, Area.COST):
@@ -68,7 +72,7 @@ def health_check(
     report = HealthReport.combine(spec.name, window, [checks[area] for area in Area])
 
     try:
-        record_slo_days(spec, window)
+        record_slo_days(spec, window, run)
         slo = read_slo_report(spec, window.end)
     except Exception as error:  # SLO records are kept beside the report; failing them must not hide it
         logger.warning("SLO compliance was not recorded: %s", error)

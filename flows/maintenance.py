@@ -52,6 +52,7 @@ from tasks.maintenance import (
     scan_log_days,
     store_model_card,
 )
+from tasks.training import revalidate_pending
 
 TREND_DAYS = 28
 QUALITY_DAYS = 7
@@ -111,6 +112,11 @@ def daily_maintenance(spec_path: str, as_of: datetime | None = None) -> Maintena
             log.issues.extend(open_issues(spec, [drift_fingerprint(spec.name)]))
         if drift.announced:
             log.actions.append(f"emitted steward.model.drift-detected for v{drift.version}: {', '.join(drift.columns)}")
+
+    revalidated = _attempt(log, "pending candidates", revalidate_pending, spec, as_of)
+    if revalidated is not None:
+        log.completed("pending candidates", "; ".join(r.reason for r in revalidated))
+        log.actions.extend(f"revalidated v{r.version}: {r.report.summary()}" for r in revalidated if r.report)
 
     partitions = _attempt(log, "log retention", clean_log_partitions, spec, as_of)
     if partitions is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,21 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE_ENV = "STEWARD_CONFIG"
-OWNER_ONLY_UMASK = 0o077  # files 0600, folders 0700
+
+
+class MonitoringExecutor(StrEnum):
+    LOCAL = "local"  # one bounded scan in the flow's process
+    DASK = "dask"  # per-day summaries on a Dask cluster, merged
+class HomeAccess(StrEnum):
+    OWNER = "owner"  # files 0600, folders 0700: one user runs every Steward process
+    GROUP = "group"  # files 0660, folders 0770: a data folder shared with containers running as another uid
+
+
+HOME_UMASKS = {HomeAccess.OWNER: 0o077, HomeAccess.GROUP: 0o007}
+OWNER_ONLY_UMASK = HOME_UMASKS[HomeAccess.OWNER]
+# the home's group may pass through it (never list or read it): the production profile's PostgreSQL runs as
+# another user when Steward is root, and its data folder is under the home (steward.postgres)
+HOME_GROUP_TRAVERSE = 0o010
 DEFAULT_CONFIG_FILE = "steward.yaml"
 
 
@@ -68,11 +83,30 @@ class Settings(BaseSettings):
         default=None, description="Key that signs Steward's registry changes and validations; gateways holding it "
         "follow nothing else (give it to Steward's processes only, never to MLflow users).",
     )
+    mlflow_credentials_block: str | None = Field(
+        default=None, description="Prefect Secret block holding {\"username\": ..., \"password\": ...} for MLflow; "
+        "flow runs read it when MLFLOW_TRACKING_USERNAME/PASSWORD are neither in the environment nor under the home.",
+    )
     skops_trusted_types: list[str] = Field(
         default_factory=list,
         description="Extra types trusted when MLflow saves models with skops (added to Steward's own list).",
     )
+    home_access: HomeAccess = Field(
+        default=HomeAccess.OWNER, description="Who may read what Steward writes under the home: `owner` only, or "
+        "also the home's `group` (a data folder shared with the compose stack's containers, which run as uid 10001: "
+        "give the folder that group with the setgid bit, docs/operations.md).",
+    )
     telemetry: bool = Field(default=False, description="Let Prefect and MLflow send usage telemetry.")
+    monitoring_executor: MonitoringExecutor = Field(
+        default=MonitoringExecutor.LOCAL,
+        description="Where the checks summarise the log: `local` (one scan, in the flow's process) or `dask` (a "
+        "day per task, submitted through Prefect's DaskTaskRunner and merged into one verdict).",
+    )
+    dask_address: str | None = Field(
+        default=None, description="With the dask executor: the scheduler to use (tcp://host:8786); unset starts a "
+        "local cluster of `dask_workers` processes for each check.",
+    )
+    dask_workers: int = Field(default=2, ge=1, description="Worker processes of the local Dask cluster.")
 
     @field_validator("home")
     @classmethod
@@ -120,18 +154,23 @@ class Settings(BaseSettings):
         return self.home / "prefect"
 
     def ensure_home(self) -> None:
-        """Create the home owner-only, and make this process (and the servers it starts) create files so.
+        """Create the home closed to others, and make this process (and the servers it starts) create files so.
 
         The home holds the prediction log, the MLflow store and Prefect's database: features,
         labels and audit history nobody else on the machine should read. The umask makes every
-        later file 0600 and folder 0700; a home made world-readable by an older version is
-        closed at its top folder, which keeps others out of everything below it.
+        later file 0600 and folder 0700 (0660/0770 with ``home_access: group``); a home made
+        world-readable by an older version is closed at its top folder, which keeps others out of
+        everything below it. With owner access, only group traverse of the top folder is kept, which
+        :mod:`steward.postgres` grants its server's user.
         """
-        os.umask(OWNER_ONLY_UMASK)
+        umask = HOME_UMASKS[self.home_access]
+        os.umask(umask)
         for path in (self.home, self.mlflow_dir, self.prefect_home):
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o700)
+            path.mkdir(mode=0o777 & ~umask, parents=True, exist_ok=True)
+            allowed = (HOME_GROUP_TRAVERSE if path == self.home else 0) | (0o7070 & ~umask)
+            mode = path.stat().st_mode
+            if mode & 0o077 & ~allowed:
+                path.chmod(0o700 | (mode & allowed))
 
 
 @functools.cache
@@ -173,18 +212,43 @@ def environment_for(settings: Settings) -> dict[str, str]:
     return env
 
 
+# What apply_environment exported itself: a later call for another home replaces these, never a user's own values.
+_exported: dict[str, str] = {}
+
+
 def apply_environment(settings: Settings | None = None, *, override: bool = False) -> Settings:
     """Export :func:`environment_for` into ``os.environ`` and create the home folders.
 
     Values already in the environment are kept unless ``override`` is set, so a user's
-    explicit ``PREFECT_API_URL`` or ``MLFLOW_TRACKING_URI`` is respected.
+    explicit ``PREFECT_API_URL`` or ``MLFLOW_TRACKING_URI`` is respected; so are MLflow and Prefect
+    credentials, which otherwise come from the home's files (:mod:`steward.credentials`). Values an
+    earlier call exported are not the user's: importing ``flows`` applies the default home, and a
+    command's ``--home`` applied afterwards must replace it, or MLflow's fluent API (which reads
+    ``MLFLOW_TRACKING_URI``) would write to one store while the registry's client reads another.
     """
     settings = settings or get_settings()
     settings.ensure_home()
-    for key, value in environment_for(settings).items():
-        if override or key not in os.environ:
+    wanted = environment_for(settings)
+    for key, value in list(_exported.items()):
+        if key not in wanted and os.environ.get(key) == value:
+            del os.environ[key]
+            del _exported[key]
+    for key, value in wanted.items():
+        if override or key not in os.environ or os.environ[key] == _exported.get(key):
             os.environ[key] = value
+            _exported[key] = value
+    os.environ.update(control_plane_credentials(settings))
     return settings
+
+
+def control_plane_credentials(settings: Settings) -> dict[str, str]:
+    """MLflow and Prefect credentials the environment lacks and the home holds (``steward up`` wrote them).
+
+    Empty for a home without them (the embedded profile, whose servers need none).
+    """
+    from steward.credentials import ControlPlaneSecrets
+
+    return ControlPlaneSecrets(settings.home).client_environment_from_files(os.environ)
 
 
 def settings_summary(settings: Settings) -> dict[str, Any]:

@@ -89,6 +89,13 @@ class Feature(_Strict):
         return self.type in (FeatureType.NUMERIC, FeatureType.INTEGER)
 
 
+class RowOrder(StrEnum):
+    """What orders the rows of a training file when there is no timestamp column."""
+
+    RANDOM = "random"  # no order: the hold-out is a seeded, stratified random sample
+    ROW = "row"  # the file's row order is time order: the last rows are held out
+
+
 class DataSource(_Strict):
     """Where training data comes from.
 
@@ -106,6 +113,11 @@ class DataSource(_Strict):
     window_days: int | None = Field(default=None, gt=0)
     candidate_window_days: tuple[int, ...] = Field(
         default=(), description="Windows to compare by evidence (production data); empty: window_days only."
+    )
+    order_by: RowOrder | None = Field(
+        default=None,
+        description="Without a timestamp column: 'row' holds out the file's last rows (its order is time order); "
+                    "'random' a random sample. Unset: random, and the validation report says so.",
     )
 
     @model_validator(mode="after")
@@ -136,6 +148,19 @@ class EstimatorSpec(_Strict):
 
     factory: str = "steward.estimators:tabular_pipeline"
     params: dict[str, Any] = Field(default_factory=dict)
+    score_column: str | None = Field(
+        default=None,
+        description="For a python-function model with no predict_proba: the output column holding the positive "
+        "class's probability (binary classification).",
+    )
+    label_column: str | None = Field(
+        default=None, description="For a python-function model whose output has several columns: the prediction's."
+    )
+    classes: tuple[Any, ...] | None = Field(
+        default=None,
+        description="The classes in the order of a python-function model's scores ([negative, positive]); "
+        "default [0, 1] with score_column.",
+    )
 
     @field_validator("factory")
     @classmethod
@@ -156,13 +181,70 @@ class EstimatorSpec(_Strict):
             raise SpecError(f"estimator.factory: module {module_name!r} has no {attribute!r}") from error
 
 
+class RegistrySpec(_Strict):
+    """The registry alias names Steward moves; change them where the team already uses champion or challenger."""
+
+    champion_alias: str = Field(default="champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+    challenger_alias: str = Field(default="challenger", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RegistrySpec:
+        if self.champion_alias == self.challenger_alias:
+            raise ValueError(f"registry.champion_alias and registry.challenger_alias are both "
+                             f"{self.champion_alias!r}: give them different names")
+        return self
+
+
+def _import_path(field: str, value: str) -> str:
+    module, _, attribute = value.partition(":")
+    if not module or not attribute:
+        raise ValueError(f"{field}: {value!r} is not an import path: write it as 'package.module:function'")
+    return value
+
+
 class TrainingSpec(_Strict):
+    """How a version is produced and held out.
+
+    By default Steward fits ``estimator.factory``. A team that keeps its own training code names it
+    instead: ``entrypoint`` (``package.module:function``, called with the training frame, the spec and
+    ``params``, returning a fitted model), or ``deployment`` (``<flow>/<deployment>``, a Prefect
+    deployment the retrain runs with the data window and waits for, up to ``deployment_timeout_seconds``,
+    until it registers a candidate).
+    """
+
+    entrypoint: str | None = Field(default=None, description="package.module:function returning a fitted model.")
+    deployment: str | None = Field(default=None, description="<flow>/<deployment> that registers the candidate.")
+    deployment_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="How long the retrain waits for the deployment's candidate."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Passed to the entrypoint or deployment.")
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     random_state: int = 42
     slow_training_factor: float = Field(default=10.0, gt=1, description="Flag runs this many times the median.")
     reference_sample_rows: int = Field(
         default=200_000, gt=0, description="Rows of the training data kept with the version for drift reports."
     )
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_path(cls, value: str | None) -> str | None:
+        return None if value is None else _import_path("training.entrypoint", value)
+
+    @field_validator("deployment")
+    @classmethod
+    def _deployment_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            flow_name, _, deployment_name = value.partition("/")
+            if not flow_name or not deployment_name or "/" in deployment_name:
+                raise ValueError(f"training.deployment: {value!r} is not a deployment name: write it as "
+                                 "'<flow name>/<deployment name>', as `prefect deployment ls` shows it")
+        return value
+
+    @model_validator(mode="after")
+    def _one_producer(self) -> TrainingSpec:
+        if self.entrypoint and self.deployment:
+            raise ValueError("training.entrypoint and training.deployment both name the training code: keep one")
+        return self
 
 
 class DataValidationSpec(_Strict):
@@ -204,6 +286,7 @@ class GateSpec(_Strict):
 
 class SLOSpec(_Strict):
     p95_latency_ms: float = Field(default=50.0, gt=0)
+    p99_latency_ms: float | None = Field(default=None, gt=0, description="Adds a p99 latency alert when set.")
     availability: float = Field(default=0.999, gt=0, le=1)
     min_accuracy: float | None = Field(default=None, description="On the primary metric, over labelled traffic.")
 
@@ -305,6 +388,12 @@ class DriftSpec(_Strict):
         description="Columns judged by a p-value share the significance level (bonferroni), so a stationary "
         "window does not flag one of many columns by chance.",
     )
+    noise_alpha: float = Field(
+        default=0.01, gt=0, lt=1,
+        description="The chance per window that sampling noise alone puts any column into the drifted state: a "
+        "distance past its threshold on a small window also needs its noise p-value below this, shared among the "
+        "columns (multiple_testing).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -329,6 +418,11 @@ class HealthSpec(_Strict):
     max_cost_per_1k_requests: float | None = Field(default=None, ge=0)
     max_idle_share: float = Field(default=0.20, ge=0, le=1, description="Resource waste above this is reported.")
     window_hours: float = Field(default=24.0, gt=0)
+    label_lookback_days: float = Field(
+        default=14.0, ge=0,
+        description="Accuracy is also judged on predictions made up to this many days before the window whose "
+        "labels arrived in it (late feedback); 0 judges only the window's own predictions.",
+    )
 
 
 class CostSpec(_Strict):
@@ -346,6 +440,16 @@ class MonitoringSpec(_Strict):
 class RetrainSpec(_Strict):
     cooldown_hours: float = Field(default=24.0, ge=0)
     max_per_week: int = Field(default=3, ge=1)
+    pending_days: float = Field(
+        default=7.0, gt=0,
+        description="An inconclusive candidate is kept this long, revalidated once the labelled rows it needs "
+                    "exist; until then it blocks a second retrain for the same trigger.",
+    )
+    no_gain_days: float = Field(
+        default=7.0, ge=0,
+        description="After a retrain found no expected gain, the same trigger retrains again within this time "
+                    "only on new evidence: a new drifted column, or the served model's metrics falling further.",
+    )
 
 
 class ModelSpec(_Strict):
@@ -353,11 +457,18 @@ class ModelSpec(_Strict):
     description: str = ""
     task: Task
     target: str
+    positive_label: str | int | bool | None = Field(
+        default=None, description="The class a binary model detects; needed unless the classes are 0/1 or booleans."
+    )
+    classes: tuple[str | int | bool, ...] | None = Field(
+        default=None, description="Every label value the target may take; others are refused before training."
+    )
     features: tuple[Feature, ...] = Field(min_length=1)
     timestamp_column: str | None = None
     entity_column: str | None = None
     data: DataSource
     estimator: EstimatorSpec = Field(default_factory=EstimatorSpec)
+    registry: RegistrySpec = Field(default_factory=RegistrySpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     data_validation: DataValidationSpec = Field(default_factory=DataValidationSpec)
     gates: GateSpec = Field(default_factory=GateSpec)
@@ -395,7 +506,32 @@ class ModelSpec(_Strict):
             )
         if self.data.kind == "production" and not self.timestamp_column:
             raise ValueError("data.kind is 'production': set timestamp_column so windows can be chosen")
+        if self.data.order_by is not None and self.timestamp_column:
+            raise ValueError(f"data.order_by orders rows without a timestamp, but timestamp_column "
+                             f"{self.timestamp_column!r} is set: remove one")
+        self._labels_consistent()
+        if (self.training.entrypoint or self.training.deployment) and "estimator" in self.model_fields_set:
+            raise ValueError("estimator builds Steward's own model, but training names the team's code "
+                             "(entrypoint or deployment): remove the estimator section")
         return self
+
+    def _labels_consistent(self) -> None:
+        if not self.task.is_classification and (self.positive_label is not None or self.classes is not None):
+            raise ValueError("positive_label and classes describe a classifier's target; the task is regression")
+        if self.positive_label is not None and self.task is not Task.BINARY_CLASSIFICATION:
+            raise ValueError("positive_label names the class a binary model detects; the task is "
+                             f"{self.task.value}: remove it")
+        from steward.training.labels import label_key  # labels reads the spec; imported here to avoid a cycle
+
+        if self.classes is not None:
+            keys = [label_key(c) for c in self.classes]
+            if len(set(keys)) != len(keys) or len(keys) < 2:
+                raise ValueError(f"classes must list at least two different labels; got {list(self.classes)}")
+            if self.task is Task.BINARY_CLASSIFICATION and len(keys) != 2:
+                raise ValueError(f"classes: a binary target has two classes; got {list(self.classes)}")
+            if self.positive_label is not None and label_key(self.positive_label) not in keys:
+                raise ValueError(f"positive_label {self.positive_label!r} is not one of classes "
+                                 f"{list(self.classes)}")
 
     @property
     def feature_names(self) -> list[str]:

@@ -18,6 +18,7 @@ from steward.monitoring.ledger import Ledger
 from steward.registry.adapter import Registry
 from steward.services import Services
 from steward.store.reader import PredictionStore
+from tasks.credentials import apply_mlflow_credentials_block
 
 _services: Services | None = None
 _services_lock = threading.Lock()
@@ -28,7 +29,9 @@ def services() -> Services:
     global _services
     with _services_lock:
         if _services is None:
-            _services = Services.from_settings(apply_environment())
+            settings = apply_environment()
+            apply_mlflow_credentials_block(settings)
+            _services = Services.from_settings(settings)
         return _services
 
 

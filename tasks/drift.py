@@ -40,6 +40,8 @@ from steward.monitoring.health.accuracy import (
 )
 from steward.monitoring.ledger import EntryStatus
 from steward.monitoring.maintenance.retention import scratch_folder
+from steward.monitoring.summaries.partitions import PartitionRunner
+from steward.monitoring.summaries.window import summarize_window
 from steward.registry.adapter import VersionInfo
 from steward.registry.errors import RegistryError
 from steward.registry.history import CHALLENGER
@@ -47,7 +49,9 @@ from steward.spec import FeatureRole, ModelSpec
 from steward.store.reader import join_labels
 from steward.training.data import prepare_features
 from steward.training.gates import RetrainAllowance
+from steward.training.scores import SkippedCheck
 from tasks.common import current_flow_run_id, ledger, registry, services, store
+from tasks.summaries import read_late_labelled, summarize_log
 from tasks.training import retrain_allowance
 
 
@@ -69,10 +73,17 @@ class CachedProfile:
 
 @dataclass(frozen=True)
 class CurrentWindow:
+    """The served, answered rows of the window: all of them, or a uniform sample of ``rows`` at volume."""
+
     frame: pd.DataFrame = field(repr=False)
     start: datetime | None
     end: datetime
     seconds: float
+    rows: int = -1  # rows in the window (the frame's length when not sampled)
+
+    def __post_init__(self) -> None:
+        if self.rows < 0:
+            object.__setattr__(self, "rows", len(self.frame))
 
 
 @task(name="resolve-serving-version")
@@ -95,14 +106,19 @@ def _served_ok(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @task(name="read-drift-window", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
-def read_drift_window(spec: ModelSpec, version: str, window: DriftWindow) -> CurrentWindow:
-    """Served, successful predictions of ``version`` in the window (the last N rows: newest days first)."""
+def read_drift_window(spec: ModelSpec, version: str, window: DriftWindow,
+                      run: PartitionRunner | None = None) -> CurrentWindow:
+    """Served, successful predictions of ``version`` in the window (the last N rows: newest days first).
+
+    ``run`` summarises a time window a day per task on another engine (``flows.summaries``); None scans here."""
     started = time.perf_counter()
     log = store()
     if window.last_rows is None:
         assert window.start is not None
-        frame = _served_ok(log.read_predictions(spec.name, window.start, window.end, version, served_only=True))
-        return CurrentWindow(frame.reset_index(drop=True), window.start, window.end, time.perf_counter() - started)
+        summary = summarize_log(log, spec, window.start, window.end, run, version=version, served_only=True,
+                                quality=False, all_rows=False)
+        return CurrentWindow(summary.answered_frame(version), window.start, window.end, time.perf_counter() - started,
+                             rows=summary.answered_rows[version])
     parts, rows = [], 0
     day_end = window.end
     oldest = window.end - timedelta(days=window.lookback_days or 1)
@@ -118,9 +134,10 @@ def read_drift_window(spec: ModelSpec, version: str, window: DriftWindow) -> Cur
     return CurrentWindow(frame, start, window.end, time.perf_counter() - started)
 
 
-def _expected_columns(spec: ModelSpec) -> tuple[tuple[str, ...], tuple[str, ...], str]:
-    column, _ = prediction_drift_column(spec)
-    return tuple(spec.numeric_features), tuple(spec.categorical_features), column
+def _expected_columns(spec: ModelSpec) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The spec's features and the output columns a profile may watch (the class when a model gives no score)."""
+    watched = tuple(dict.fromkeys(prediction_drift_column(spec, scored)[0] for scored in (True, False)))
+    return tuple(spec.numeric_features), tuple(spec.categorical_features), watched
 
 
 @task(name="fetch-reference-profile", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
@@ -135,8 +152,8 @@ def fetch_reference_profile(spec: ModelSpec, version: str) -> CachedProfile | No
             return None
         profile = ReferenceProfile.from_parquet(path)
         importances = json.loads(Path(weights).read_text())
-    numeric, categorical, prediction = _expected_columns(spec)
-    if (profile.numeric, profile.categorical, profile.prediction_column) != (numeric, categorical, prediction):
+    numeric, categorical, watched = _expected_columns(spec)
+    if (profile.numeric, profile.categorical) != (numeric, categorical) or profile.prediction_column not in watched:
         return None  # the spec's features changed since it was cached: rebuilt by the caller
     return CachedProfile(profile, {k: float(v) for k, v in importances.items()})
 
@@ -172,9 +189,10 @@ def cache_reference_profile(spec: ModelSpec, version: str, cached: CachedProfile
 @task(name="measure-drift", cache_policy=NO_CACHE)
 def measure_drift(cached: CachedProfile, current: pd.DataFrame, spec: ModelSpec) -> DriftResult:
     """The verdict on every current row (profile engine); the Evidently report comes after."""
-    numeric, categorical, prediction = _expected_columns(spec)
+    numeric, categorical, _ = _expected_columns(spec)
     return detect_drift(
-        cached.profile, current, numeric=list(numeric), categorical=list(categorical), prediction_column=prediction,
+        cached.profile, current, numeric=list(numeric), categorical=list(categorical),
+        prediction_column=cached.profile.prediction_column,
         importances=cached.importances, report=False,
     )
 
@@ -191,7 +209,9 @@ def measure_seasonal_drift(spec: ModelSpec, current: pd.DataFrame, start: dateti
     seasonal = spec.features_with_role(FeatureRole.SEASONAL)
     assert spec.drift.season_days is not None  # the spec refuses seasonal features without it
     season = timedelta(days=spec.drift.season_days)
-    earlier = _served_ok(store().read_predictions(spec.name, start - season, end - season, served_only=True))
+    summary = summarize_window(store(), spec, start - season, end - season, served_only=True, quality=False,
+                               samples=False)
+    earlier = _served_ok(summary.predictions_frame())  # every served row, or a uniform sample at volume
     if len(earlier) < MIN_DRIFT_ROWS:
         return None
     numeric = [c for c in seasonal if c in spec.numeric_features]
@@ -214,7 +234,10 @@ def gather_accuracy_evidence(
     """What accuracy did in the window: measured on the labels received by its end, else the label-free
     estimate of a calibrated classifier; None when neither is available."""
     labelled = join_labels(current, store().read_labels(spec.name, start=start, end=end))
-    calibration: Calibration | str | None = None
+    late = read_late_labelled(store(), spec, start, end, version=version)  # earlier predictions labelled now
+    if late is not None and len(late):
+        labelled = pd.concat([late[late["version"].astype(str) == str(version)], labelled], ignore_index=True)
+    calibration: Calibration | SkippedCheck | str | None = None
     if len(labelled) < MIN_LABELLED and spec.task.is_classification:
         calibration = version_calibration(spec, version)
     return accuracy_evidence(spec, current, labelled, version_baseline(spec, version), calibration)
@@ -228,8 +251,8 @@ def version_baseline(spec: ModelSpec, version: str) -> dict[str, float]:
         return {}
 
 
-def version_calibration(spec: ModelSpec, version: str) -> Calibration | str:
-    """The version's calibration on its holdout, or why it could not be measured."""
+def version_calibration(spec: ModelSpec, version: str) -> Calibration | SkippedCheck | str:
+    """The version's calibration on its holdout, skipped (a model that gives labels only), or why it failed."""
     try:
         reg = registry()
         return measure_calibration(reg.load_model(spec.name, version).model,

@@ -16,10 +16,10 @@ from steward.monitoring.health.accuracy import (
     InputDrift,
     check_accuracy,
 )
-from steward.monitoring.health.cost import check_cost
-from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
+from steward.monitoring.health.cost import judge_cost
+from steward.monitoring.health.data_quality import OutlierFences, judge_data_quality
 from steward.monitoring.health.infrastructure import GatewayReading, check_infrastructure
-from steward.monitoring.health.performance import check_performance
+from steward.monitoring.health.performance import judge_performance
 from steward.monitoring.health.report import (
     Area,
     CheckResult,
@@ -33,14 +33,18 @@ from steward.monitoring.ledger import LedgerEntry
 from steward.monitoring.slo import (
     SLODay,
     SLOReport,
-    compute_slo_day,
     day_bounds,
     days_between,
+    slo_day_of,
     summarize_slo,
 )
+from steward.monitoring.summaries.partitions import PartitionRunner
+from steward.monitoring.summaries.traffic import TrafficSummary
+from steward.monitoring.summaries.window import WindowSummary
 from steward.spec import FeatureRole, ModelSpec
-from steward.store.reader import join_labels
+from steward.store.scan import served_rows_by_version
 from steward.training.data import prepare_features
+from steward.training.retrain_decision import health_trigger
 from tasks.common import (
     current_flow_run_id,
     emit_model_event,
@@ -60,18 +64,11 @@ from tasks.drift import (
     version_baseline,
     version_calibration,
 )
+from tasks.summaries import read_late_labelled, summarize_log
 
 NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name
 SLO_REPORT_DAYS = 7
 PROCESS_SAMPLE_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class WindowLog:
-    """The window's logged predictions (served and shadow) and those of them labelled by its end."""
-
-    predictions: pd.DataFrame
-    labelled: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -83,23 +80,58 @@ class Reference:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class WindowLog:
+    """The window's log, summarised in one bounded scan (``WindowSummary``): counts and sketches for the load
+    and data-quality checks, the labelled rows, and the rows themselves (a uniform sample beyond
+    ``SAMPLE_ROWS``) for the accuracy and drift measurements.
+
+    ``reference`` is the busiest version's training sample, read before the scan for its outlier fences;
+    ``late_labelled`` the predictions of the label look-back before the window whose labels arrived in it.
+    """
+
+    summary: WindowSummary
+    reference: Reference
+    fences: OutlierFences | None
+    late_labelled: pd.DataFrame | None = None
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        return self.summary.predictions_frame()
+
+    @property
+    def labelled(self) -> pd.DataFrame:
+        """The window's predictions labelled by its end, and the look-back's predictions labelled in it."""
+        assert self.summary.labelled is not None
+        if self.late_labelled is None or self.late_labelled.empty:
+            return self.summary.labelled
+        return pd.concat([self.late_labelled, self.summary.labelled], ignore_index=True)
+
+
 @task(name="read-health-window", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
-def read_window(spec: ModelSpec, window: HealthWindow) -> WindowLog:
-    """Labels count only if received inside the window: a check of a past window sees what was known then."""
-    predictions = store().read_predictions(spec.name, window.start, window.end)
-    labels = store().read_labels(spec.name, start=window.start, end=window.end)
-    return WindowLog(predictions, join_labels(predictions, labels))
+def read_window(spec: ModelSpec, window: HealthWindow, run: PartitionRunner | None = None) -> WindowLog:
+    """Labels count only if received inside the window: a check of a past window sees what was known then.
+    Predictions made up to ``health.label_lookback_days`` before the window are judged too when their labels
+    arrived in it (late feedback; ``read_late_labelled``).
+
+    A scan of the version column first finds the busiest version, whose training sample gives the outlier
+    fences the full scan counts against. ``run`` (``flows.summaries.partition_runner``) summarises the window
+    a day per task on another engine; None scans it here.
+    """
+    log = store()
+    served = served_rows_by_version(log, spec.name, window.start, window.end)
+    busiest = VersionsInWindow.of_counts(served).busiest
+    reference = read_reference(spec, busiest)
+    fences = (OutlierFences.from_reference(reference.frame, spec, reference.version)
+              if reference.frame is not None else None)
+    summary = summarize_log(log, spec, window.start, window.end, run, fences=fences,
+                            labels_window=(window.start, window.end))
+    late = read_late_labelled(log, spec, window.start, window.end, run)
+    return WindowLog(summary, reference, fences, late)
 
 
-@task(name="read-gateway-metrics")
-def read_gateway_metrics(gateway_url: str, model: str) -> GatewayReading:
-    return read_gateway(gateway_url, model)
-
-
-@task(name="load-reference", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
-def load_reference(spec: ModelSpec, log: WindowLog) -> Reference:
+def read_reference(spec: ModelSpec, version: str | None) -> Reference:
     """Never raises: without a reference the checks that need it report a failed measurement, with this reason."""
-    version = VersionsInWindow.of(log.predictions).busiest
     if version is None:
         return Reference(None, None, "no version answered in the window")
     try:
@@ -109,18 +141,29 @@ def load_reference(spec: ModelSpec, log: WindowLog) -> Reference:
     return Reference(version, frame)
 
 
+@task(name="read-gateway-metrics")
+def read_gateway_metrics(gateway_url: str, model: str) -> GatewayReading:
+    return read_gateway(gateway_url, model)
+
+
+@task(name="load-reference", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def load_reference(spec: ModelSpec, log: WindowLog) -> Reference:
+    """The busiest version's training sample, read with the window (its fences were needed by the scan)."""
+    return log.reference
+
+
 @task(name="check-performance", cache_policy=NO_CACHE)
 def performance_check(spec: ModelSpec, window: HealthWindow, log: WindowLog) -> CheckResult:
-    return check_performance(log.predictions, window, spec)
+    assert log.summary.traffic is not None
+    return judge_performance(log.summary.traffic, window, spec)
 
 
 @task(name="check-data-quality", cache_policy=NO_CACHE)
 def data_quality_check(
     spec: ModelSpec, log: WindowLog, reference: Reference, gateway: GatewayReading | None
 ) -> CheckResult:
-    fences = (OutlierFences.from_reference(reference.frame, spec, reference.version)
-              if reference.frame is not None else None)
-    return check_data_quality(log.predictions, spec, fences, gateway, fences_error=reference.error)
+    assert log.summary.quality is not None
+    return judge_data_quality(log.summary.quality, spec, log.fences, gateway, fences_error=reference.error)
 
 
 def measure_window_input_drift(spec: ModelSpec, window: HealthWindow, log: WindowLog) -> InputDrift | None:
@@ -130,14 +173,10 @@ def measure_window_input_drift(spec: ModelSpec, window: HealthWindow, log: Windo
     Health's concept-drift evidence then judges the same numbers by the same rule as the drift report.
     None when the window holds too little traffic for a drift check.
     """
-    version = VersionsInWindow.of(log.predictions).busiest
-    if version is None:
+    version = log.summary.versions.busiest
+    if version is None or log.summary.answered_rows[version] < MIN_DRIFT_ROWS:
         return None
-    rows = log.predictions
-    served = rows[rows["served"].astype(bool) & (rows["status"] == "ok") & (rows["version"].astype(str) == version)]
-    if len(served) < MIN_DRIFT_ROWS:
-        return None
-    served = served.reset_index(drop=True)
+    served = log.summary.answered_frame(version)  # all of them, or a uniform sample at volume
     cached = fetch_reference_profile(spec, version)
     if cached is None:
         cached = build_reference_profile(spec, version)
@@ -155,7 +194,7 @@ def accuracy_check(spec: ModelSpec, log: WindowLog, reference: Reference, input_
                    ) -> CheckResult:
     """Calibration on the holdout is measured for every classifier version: the label-free estimate's validity
     while labels are pending, the baseline of the calibration check once they are in."""
-    versions = VersionsInWindow.of(log.predictions).versions
+    versions = log.summary.versions.versions
     baselines = {version: version_baseline(spec, version) for version in versions}
     calibrations = {version: version_calibration(spec, version) for version in versions} if spec.task.is_classification else {}
     return check_accuracy(log.predictions, log.labelled, spec, baselines, calibrations, reference.frame,
@@ -173,7 +212,8 @@ def infrastructure_check(
 
 @task(name="check-cost", cache_policy=NO_CACHE)
 def cost_check(spec: ModelSpec, window: HealthWindow, log: WindowLog) -> CheckResult:
-    return check_cost(log.predictions, window, spec)
+    assert log.summary.traffic is not None
+    return judge_cost(log.summary.traffic, window, spec)
 
 
 def run_check(area: Area, check: Callable[..., CheckResult], *args: object) -> CheckResult:
@@ -186,19 +226,22 @@ def run_check(area: Area, check: Callable[..., CheckResult], *args: object) -> C
 
 
 @task(name="record-slo-days", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
-def record_slo_days(spec: ModelSpec, window: HealthWindow) -> list[SLODay]:
+def record_slo_days(spec: ModelSpec, window: HealthWindow, run: PartitionRunner | None = None) -> list[SLODay]:
     """Compute and store every UTC day the window touches (whole days, up to the window's end)."""
     days = days_between(window.start, window.end)
     first = day_bounds(days[0])[0]
-    predictions = store().read_predictions(spec.name, first, window.end, served_only=True)
-    labelled = join_labels(predictions, store().read_labels(spec.name, start=first, end=window.end))
+    summary = summarize_log(store(), spec, first, window.end, run, served_only=True, quality=False, samples=False,
+                            all_rows=False, labels_window=(first, window.end))
+    labelled = summary.labelled
+    assert labelled is not None
     slo_store = services().slo
     records = []
     for day in days:
         start, end = day_bounds(day)
-        in_day = predictions[(predictions["time"] >= start) & (predictions["time"] < end)]
         labelled_in_day = labelled[(labelled["time"] >= start) & (labelled["time"] < end)]
-        record = compute_slo_day(spec, day, in_day, labelled_in_day, as_of=window.end)
+        traffic = summary.days.get(day) or TrafficSummary.for_spec(spec)
+        record = slo_day_of(spec, day, traffic, labelled_in_day, as_of=window.end,
+                            labelled_count=summary.answered_labelled_by_day[day])
         slo_store.write(record)
         records.append(record)
     return records
@@ -232,6 +275,7 @@ def record_findings(report: HealthReport) -> list[LedgerEntry]:
 def emit_health_degraded(report: HealthReport) -> None:
     """The event, with resource labels saying the degraded areas and whether a retrain is wanted (accuracy)."""
     window = report.window
+    trigger = health_trigger(report)  # what the retrain this may start is to judge (the backtest's trigger)
     emit_model_event(
         events.HEALTH_DEGRADED, report.model,
         resource_labels={events.HEALTH_AREAS_LABEL: ",".join(area.value for area in report.degraded_areas),
@@ -239,6 +283,7 @@ def emit_health_degraded(report: HealthReport) -> None:
         verdict=report.verdict.value, reason=report.summary(),
         issues=[issue.to_payload() for issue in report.issues],
         window_start=window.start.isoformat(), window_end=window.end.isoformat(),
+        trigger_metric=trigger.metric, primary_dropped=trigger.primary_dropped,
     )
 
 

@@ -267,7 +267,7 @@ def observe_step(
     Raises ``RolloutInterrupted`` when the registry changes under the rollout.
     """
     logger = get_run_logger()
-    holds, last_recorded = 0, None
+    holds, last_recorded, last_code = 0, None, None
     baseline = read_baseline(spec, state, plan, references) if percent >= 100 else None
     while True:
         state = renew_lease(state)
@@ -282,8 +282,9 @@ def observe_step(
             logger.info("step %d (%g%%): %s: %s", state.step + 1, percent, record.action.value, record.reason)
             return state, record
         holds += 1
-        if should_record_hold(last_recorded, analysis.at):
+        code = analysis.decision.code
+        if should_record_hold(last_recorded, analysis.at, code_changed=last_code is not None and code != last_code):
             record_step(state, record)
-            last_recorded = analysis.at
+            last_recorded, last_code = analysis.at, code
             logger.info("step %d (%g%%) holds: %s", state.step + 1, percent, record.reason)
         time.sleep(poll_seconds)

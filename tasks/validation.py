@@ -45,8 +45,9 @@ def load_holdout(spec: ModelSpec, version: str):
 
 
 @task(name="run-validation-gate")
-def run_gate(spec: ModelSpec, candidate: Contender, champion: Contender | None, holdout) -> ValidationReport:
-    return validate_candidate(spec, candidate, champion, holdout)
+def run_gate(spec: ModelSpec, candidate: Contender, champion: Contender | None, holdout,
+             trigger_metric: str | None = None) -> ValidationReport:
+    return validate_candidate(spec, candidate, champion, holdout, trigger_metric=trigger_metric)
 
 
 @task(name="record-validation")

@@ -35,6 +35,11 @@ def pytest_configure(config: pytest.Config) -> None:
     apply_environment(override=True)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The Docker tests last: their images may still be building (.ci/run starts the build beside the suite).
+    items.sort(key=lambda item: item.get_closest_marker("docker") is not None)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 

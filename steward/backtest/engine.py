@@ -39,7 +39,6 @@ from steward.monitoring.drift.monitor import (
     build_drift_reference,
     compare_seasonal,
     judge_drift,
-    prediction_drift_column,
     reference_outputs,
 )
 from steward.monitoring.drift.profile import ReferenceProfile
@@ -52,15 +51,36 @@ from steward.monitoring.health.accuracy import (
     measure_calibration,
 )
 from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
-from steward.monitoring.health.report import Area, CheckResult, HealthReport, HealthWindow, failed_check
+from steward.monitoring.health.report import (
+    Area,
+    CheckResult,
+    HealthReport,
+    HealthWindow,
+    failed_check,
+)
 from steward.spec import FeatureRole, ModelSpec, Task
 from steward.store.records import label_text
 from steward.training.data import DataError, frame_sha256, split_train_holdout, validate_training_data
-from steward.training.evaluation import compute_metrics, predict_scores
-from steward.training.gates import ValidationVerdict, decide_retrain
-from steward.training.train import TrainedModel, labelled_frame, reference_sample, train_model
+from steward.training.evaluation import compute_metrics, higher_is_better, predict_scores
+from steward.training.gates import ValidationReport, ValidationVerdict, decide_retrain
+from steward.training.retrain_decision import (
+    PendingCandidate,
+    Reading,
+    RetrainKind,
+    RetrainTrigger,
+    TriedRetrain,
+    decide_retrain_need,
+    health_trigger,
+    pending_until,
+    retrain_kind,
+    retrain_trigger,
+    served_readings,
+    tried_until,
+)
+from steward.training.threshold import refit_threshold
+from steward.training.train import RetrainSkip, TrainedModel, labelled_frame, reference_sample, train_model
 from steward.training.validation import Contender, validate_candidate
-from steward.training.windows import choose_training_window
+from steward.training.windows import ExpectedBelowFloor, choose_training_window
 
 LABEL_TIME = "__steward_label_time"
 
@@ -100,6 +120,15 @@ class _Version:
             self.calibration = measure_calibration(self.estimator, self.trained.holdout_frame, spec)
         except ValueError as error:
             self.calibration = str(error)
+
+
+@dataclass
+class _Kept:
+    """A pending candidate of the replay: the decision record, the model and the rows it was gated on."""
+
+    pending: PendingCandidate
+    version: _Version
+    holdout: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -185,6 +214,10 @@ class _Replay:
         self.every_window: TrainedModel = trained
         self.retrain_times: list[datetime] = [first_start]
         self.previous_drift: DriftRecord | None = None
+        self.kept: _Kept | None = None  # the one pending candidate (inconclusive, expected to gain)
+        self.tried: TriedRetrain | None = None  # the last retrain that found no expected gain
+        # Earlier windows' logged rows whose labels arrive later, for the label look-back (health.label_lookback_days)
+        self.awaiting: list[tuple[datetime, pd.DataFrame]] = []
 
     # ------------------------------------------------------------------ the clock
     def _bounds(self) -> list[tuple[datetime, datetime]]:
@@ -255,7 +288,7 @@ class _Replay:
 
         served.prepare_monitoring(spec)
         actions: list[Action] = []
-        log, labelled_log = self._log(served, rows, scored_champion, end)
+        log, labelled_log = self._log(served, rows, scored_champion, start, end)
         measured = self._measure_drift(served, rows, start, end)
         report = self._health(served, log, labelled_log, start, end, measured)
         if report.degraded:
@@ -267,10 +300,15 @@ class _Replay:
 
         training = self._known(end - self.training_window, end, end)
         retrained_here: TrainedModel | None = None
-        accuracy_alarm = Area.ACCURACY in report.degraded_areas
-        if (drift is not None and drift.announced) or accuracy_alarm:
-            retrained_here = self._steward_retrain(end, training, actions, drift_announced=drift is not None
-                                                   and drift.announced, accuracy_alarm=accuracy_alarm)
+        if self.kept is not None:
+            self._revalidate(end, actions)
+        if drift is None or not drift.record.material:
+            self.tried = None if self.tried is not None and self.tried.trigger.drift_columns else self.tried
+        trigger = self._trigger(report, drift)
+        if trigger is not None:
+            retrained_here = self._steward_retrain(
+                end, training, actions, trigger,
+                served_readings(self.spec, labelled_log[labelled_log["version"] == served.version]))
 
         if Strategy.EVERY_WINDOW in config.strategies and index < len(self.bounds) - 1:  # a model that will serve
             if retrained_here is not None and len(spec.data.window_candidates) <= 1:
@@ -290,6 +328,7 @@ class _Replay:
             health_codes=tuple(dict.fromkeys(i.code.value for i in report.issues)),
             actions=tuple(actions), health_verdict=report.verdict.value,
             labels_known_at_end=int((rows[LABEL_TIME] < end).sum()),
+            late_labels=int((labelled_log["time"] < start).sum()),
             baseline_retrains=tuple(baseline_retrains),
         )
 
@@ -332,10 +371,12 @@ class _Replay:
             checks.append(failed_check(Area.ACCURACY, error))
         return HealthReport.combine(spec.name, HealthWindow(start, end), checks)
 
-    def _log(self, served: _Version, rows: pd.DataFrame, scored: _Scored, end: datetime
+    def _log(self, served: _Version, rows: pd.DataFrame, scored: _Scored, start: datetime, end: datetime
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The window as the prediction log would hold it (one served, answered request per row), and its rows
-        joined with the labels received by ``end``."""
+        """The window as the prediction log would hold it (one served, answered request per row), and the labelled
+        rows the health check reads: the window's own with the labels received by ``end``, and the predictions of
+        the ``health.label_lookback_days`` before it whose labels arrived in ``[start, end)`` (late feedback), as
+        the version that served them logged them."""
         spec = self.spec
         n = len(rows)
         if spec.task is Task.REGRESSION or scored.probabilities is None:
@@ -359,11 +400,20 @@ class _Replay:
         for name in spec.feature_names:
             log[name] = rows[name].to_numpy()
         log = log.reset_index(drop=True)
-        known = (rows[LABEL_TIME] < end).to_numpy()
-        labelled_log = log[known].assign(
-            label=[label_text(v) for v in rows[spec.target].to_numpy()[known]],
-            label_time=rows[LABEL_TIME].to_numpy()[known],
+        label_time = rows[LABEL_TIME]
+        arrives = (label_time.notna() & rows[spec.target].notna()).to_numpy()
+        answered = log[arrives].assign(
+            label=[label_text(v) for v in rows[spec.target].to_numpy()[arrives]],
+            label_time=label_time.to_numpy()[arrives],
         )
+        known = (answered["label_time"] < end).to_numpy()
+        lookback = timedelta(days=spec.health.label_lookback_days)
+        self.awaiting = [(at, frame) for at, frame in self.awaiting if at >= start - lookback]
+        late = [frame[((frame["label_time"] >= start) & (frame["label_time"] < end)).to_numpy()]
+                for _, frame in self.awaiting]
+        labelled_log = pd.concat([*late, answered[known]], ignore_index=True)
+        if lookback > timedelta(0) and (~known).any():
+            self.awaiting.append((start, answered[~known]))
         return log, labelled_log
 
     def _previous_result(self, served: _Version) -> DriftResult | None:
@@ -378,7 +428,7 @@ class _Replay:
         if len(rows) < MIN_DRIFT_ROWS:
             return None
         assert served.profile is not None
-        column, _ = prediction_drift_column(spec)
+        column = served.profile.prediction_column  # the class, for a model that gives labels only
         current = rows[spec.feature_names].copy()
         current[column] = reference_outputs(served.estimator, current, spec)
         result = detect_drift(
@@ -407,7 +457,8 @@ class _Replay:
         spec = self.spec
         if measured is None:
             return None
-        accuracy = accuracy_evidence(spec, log, labelled_log, served.trained.metrics, served.calibration)
+        served_labelled = labelled_log[labelled_log["version"] == served.version]  # not an earlier champion's
+        accuracy = accuracy_evidence(spec, log, served_labelled, served.trained.metrics, served.calibration)
         allowance = decide_retrain(end, self.retrain_times, cooldown_hours=spec.retrain.cooldown_hours,
                                    max_per_week=spec.retrain.max_per_week)
         verdict = judge_drift(spec, served.version, measured, self.previous_drift, served.importances, end,
@@ -423,22 +474,59 @@ class _Replay:
         return _DriftCheck(record, announcement.why, decision.code.value)
 
     # ------------------------------------------------------------------ Steward's retrain
-    def _steward_retrain(self, end: datetime, training: pd.DataFrame, actions: list[Action], *,
-                         drift_announced: bool, accuracy_alarm: bool) -> TrainedModel | None:
-        """What the retrain trigger starts: the allowance at ``end``, training, the gate; a pass promotes."""
+    def _trigger(self, report: HealthReport, drift: _DriftCheck | None) -> RetrainTrigger | None:
+        """What asks for a retrain in this window (an announced drift, degraded accuracy), or None: what the
+        drift and health events carry to the production retrain flow."""
+        announced = drift is not None and drift.announced
+        if not announced and Area.ACCURACY not in report.degraded_areas:
+            return None
+        health = health_trigger(report)
+        columns = drift.record.columns if announced and drift is not None else ()
+        return retrain_trigger(self.spec, drift_columns=columns, metric=health.metric,
+                               primary_dropped=health.primary_dropped)
+
+    def _steward_retrain(self, end: datetime, training: pd.DataFrame, actions: list[Action],
+                         trigger: RetrainTrigger, readings: dict[str, Reading]) -> TrainedModel | None:
+        """What the retrain trigger starts: whether it is needed, the allowance at ``end``, training (or a
+        re-fitted threshold), the gate; a pass promotes, an inconclusive candidate expected to gain is kept."""
         spec = self.spec
-        why = " and ".join(w for w, on in (("drift detected", drift_announced), ("accuracy degraded", accuracy_alarm))
-                           if on)
+        why = trigger.describe()
+        directions = {m: higher_is_better(m) for m in readings}
+        need = decide_retrain_need(trigger, end, pending=self.kept.pending if self.kept else None, tried=self.tried,
+                                   readings=readings, limit=spec.health.max_accuracy_drop,
+                                   higher_is_better=directions)
+        if not need.go:
+            actions.append(Action(ActionKind.RETRAIN_FOLDED, need.reason, need.code.value))
+            return None
         allowance = decide_retrain(end, self.retrain_times, cooldown_hours=spec.retrain.cooldown_hours,
                                    max_per_week=spec.retrain.max_per_week)
         if not allowance.allowed:
             actions.append(Action(ActionKind.RETRAIN_SKIPPED, f"{why}: {allowance.reason}", allowance.code.value))
             return None
+        kind = retrain_kind(spec, trigger)
+        why = f"{why}; {allowance.reason}"  # the RETRAINED code says what was built; its detail says why it could run
+        built = (self._refit_threshold(end, why, actions) if kind is RetrainKind.REFIT_THRESHOLD
+                 else self._train_candidate(end, training, why, actions))
+        if built is None:
+            return None
+        candidate, holdout, trained = built
+        self.retrain_times.append(end)
+        gate = validate_candidate(spec, candidate.contender(), self.champion.contender(), holdout,
+                                  trigger_metric=trigger.metric)
+        self._record_gate(gate, candidate, holdout, trigger, end, readings, actions)
+        return trained if kind is RetrainKind.TRAIN else None  # a re-fitted threshold trains no new model
+
+    def _train_candidate(self, end: datetime, training: pd.DataFrame, why: str, actions: list[Action]
+                         ) -> tuple[_Version, pd.DataFrame, TrainedModel] | None:
+        spec = self.spec
         source = f"labels known by {end:%Y-%m-%d %H:%M} UTC"
         if len(spec.data.window_candidates) > 1:  # the retrain flow's choice of window, on the same rows
             longest = self._known(end - timedelta(days=max(spec.data.window_candidates)), end, end)
             try:
-                choice = choose_training_window(spec, longest, end)
+                choice = choose_training_window(spec, longest, end, self.champion.estimator)
+            except ExpectedBelowFloor as error:
+                actions.append(Action(ActionKind.RETRAIN_SKIPPED, f"{why}: {error}", RetrainSkip.EXPECTED_BELOW_FLOOR.value))
+                return None
             except DataError as error:
                 actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: {error}", "training_data_rejected"))
                 return None
@@ -449,26 +537,94 @@ class _Replay:
             return None
         trained = self._train(training, source)
         candidate = self._version(trained, end)
-        self.retrain_times.append(end)
         metric = spec.primary_metric
         actions.append(Action(
             ActionKind.RETRAINED,
             f"v{candidate.version} on {len(training)} labelled rows ({why}); held-out {metric} "
-            f"{trained.metrics.get(metric, math.nan):.4f}", allowance.code.value,
+            f"{trained.metrics.get(metric, math.nan):.4f}", RetrainKind.TRAIN.value,
         ))
-        gate = validate_candidate(spec, candidate.contender(), self.champion.contender(), trained.holdout_frame)
+        return candidate, trained.holdout_frame, trained
+
+    def _refit_threshold(self, end: datetime, why: str, actions: list[Action]
+                         ) -> tuple[_Version, pd.DataFrame, TrainedModel] | None:
+        """The champion with its threshold re-fitted on the older part of the most recent usable window; the
+        newer part is the gate's hold-out (``refit_threshold``)."""
+        spec = self.spec
+        champion = self.champion
+        try:
+            refitted = refit_threshold(spec, champion.estimator, lambda days: self._known(end - timedelta(days=days),
+                                                                                         end, end))
+        except DataError as error:
+            actions.append(Action(ActionKind.RETRAIN_FAILED, f"{why}: {error}", "training_data_rejected"))
+            return None
+        refit, fit, holdout = refitted.model, refitted.fit, refitted.holdout
+        metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(),
+                                  *predict_scores(refit, holdout[spec.feature_names], spec.task))
+        trained = TrainedModel(refit, metrics, champion.trained.lineage, champion.trained.train_frame, holdout,
+                               champion.trained.producer)
+        candidate = self._version(trained, end)
+        actions.append(Action(
+            ActionKind.RETRAINED, f"v{candidate.version}: v{champion.version} with its {fit.describe()} ({why})",
+            RetrainKind.REFIT_THRESHOLD.value,
+        ))
+        return candidate, holdout, trained
+
+    def _record_gate(self, gate: ValidationReport, candidate: _Version, holdout: pd.DataFrame,
+                     trigger: RetrainTrigger, end: datetime, readings: dict[str, Reading],
+                     actions: list[Action]) -> None:
+        """Promote a pass; keep an inconclusive candidate expected to gain; remember a retrain without gain."""
+        spec = self.spec
         if gate.passed:
             actions.append(Action(ActionKind.GATE_PASSED, gate.summary(), "passed"))
             actions.append(Action(ActionKind.PROMOTED, f"v{candidate.version} serves from the next window "
                                   "(canary not replayed)", candidate.version))
-            self.champion = candidate
-        elif gate.verdict is ValidationVerdict.INCONCLUSIVE:
+            self.champion, self.kept, self.tried = candidate, None, None
+            return
+        if gate.verdict is ValidationVerdict.INCONCLUSIVE:
             unsure = ",".join(c.name for c in gate.checks if c.inconclusive)
             actions.append(Action(ActionKind.GATE_INCONCLUSIVE, gate.summary(), unsure))
+            if gate.expects_gain and gate.rows_needed is not None:
+                pending = PendingCandidate(candidate.version, trigger, end, gate.rows_needed,
+                                           pending_until(spec, end), trigger.metric)
+                self.kept = _Kept(pending, candidate, holdout)
+                actions.append(Action(ActionKind.CANDIDATE_PENDING, pending.describe(), str(pending.rows_needed)))
+                return
         else:
             failed = ",".join(c.name for c in gate.failures)
             actions.append(Action(ActionKind.GATE_FAILED, gate.summary(), failed))
-        return trained
+        if not gate.expects_gain:  # a candidate better than the champion but held back (floor, slices) is not this
+            judged = {m: r for m, r in readings.items() if m in (spec.primary_metric, trigger.metric)}
+            self.tried = TriedRetrain(trigger, end, tried_until(spec, end), judged)
+
+    def _revalidate(self, end: datetime, actions: list[Action]) -> None:
+        """Judge the pending candidate again on its hold-out plus the rows labelled since it was made, once
+        there are as many as it needs; drop it when it expires first."""
+        assert self.kept is not None
+        spec, kept = self.spec, self.kept
+        pending = kept.pending
+        new = self._known(pending.created, end, end)
+        new = labelled_frame(new, spec) if len(new) else new
+        if len(new) < pending.rows_needed:
+            if end >= pending.expires:
+                actions.append(Action(ActionKind.PENDING_EXPIRED, f"{pending.describe()}: {len(new)} arrived; "
+                                      "dropped", pending.version))
+                self.kept = None
+            return
+        holdout = pd.concat([kept.holdout[spec.feature_names + [spec.target]], new[spec.feature_names + [spec.target]]],
+                            ignore_index=True)
+        gate = validate_candidate(spec, kept.version.contender(), self.champion.contender(), holdout,
+                                  trigger_metric=pending.trigger_metric)
+        actions.append(Action(ActionKind.REVALIDATED, f"v{pending.version} on {len(holdout)} rows ({len(new)} "
+                              f"labelled since it was made): {gate.verdict.value}", gate.verdict.value))
+        self.kept = None
+        if gate.verdict is ValidationVerdict.INCONCLUSIVE and end >= pending.expires:
+            actions.append(Action(ActionKind.PENDING_EXPIRED, f"{pending.describe()}: still inconclusive; dropped",
+                                  pending.version))
+            return
+        self._record_gate(gate, kept.version, holdout, pending.trigger, pending.created, {}, actions)
+        if self.kept is not None:  # still inconclusive: keep the first deadline, count from the new hold-out
+            self.kept = _Kept(PendingCandidate(pending.version, pending.trigger, end, self.kept.pending.rows_needed,
+                                               pending.expires, pending.trigger_metric), kept.version, holdout)
 
     # ------------------------------------------------------------------ the oracle
     def _oracle(self, index: int, start: datetime, rows: pd.DataFrame,

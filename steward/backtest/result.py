@@ -20,20 +20,26 @@ class Strategy(StrEnum):
 class ActionKind(StrEnum):
     DRIFT_ALARM = "drift_alarm"  # the drift report announced material drift (the event)
     HEALTH_ALARM = "health_alarm"  # the health check was degraded (the event)
-    RETRAIN_SKIPPED = "retrain_skipped"  # a retrain was wanted but the cooldown or budget said no
+    # code: RetrainCode (cooldown, weekly_budget_spent) or RetrainSkip (expected_below_floor); a retrain that ran
+    # was within the budget by construction, so its code says what it built instead
+    RETRAIN_SKIPPED = "retrain_skipped"  # a retrain was wanted but the cooldown, the budget or the data said no
     RETRAIN_FAILED = "retrain_failed"  # the training data failed its checks
-    RETRAINED = "retrained"
+    RETRAINED = "retrained"  # code: RetrainKind (a new model, or the champion's threshold re-fitted)
     GATE_PASSED = "gate_passed"
     GATE_FAILED = "gate_failed"
     GATE_INCONCLUSIVE = "gate_inconclusive"
     PROMOTED = "promoted"  # serves from the next window (the canary is not replayed)
+    RETRAIN_FOLDED = "retrain_folded"  # wanted, but a pending candidate or a no-gain retrain covers it (RetrainNeedCode)
+    CANDIDATE_PENDING = "candidate_pending"  # inconclusive with an expected gain: kept for revalidation
+    REVALIDATED = "revalidated"  # a pending candidate judged again with the labelled rows it needed
+    PENDING_EXPIRED = "pending_expired"  # a pending candidate not decided in time, dropped
 
 
 @dataclass(frozen=True)
 class Action:
     kind: ActionKind
     detail: str
-    code: str | None = None  # the typed code behind it (RetrainCode, DriftReason, failed gate checks)
+    code: str | None = None  # the typed code behind it (DriftReason, RetrainKind, RetrainCode, failed gate checks)
 
 
 ALL_STRATEGIES = (Strategy.STEWARD, Strategy.FROZEN, Strategy.EVERY_WINDOW, Strategy.ORACLE)
@@ -99,7 +105,8 @@ class WindowOutcome:
     health_codes: tuple[str, ...]  # IssueCode values of the health report at ``end``
     actions: tuple[Action, ...]
     health_verdict: str = "healthy"
-    labels_known_at_end: int = 0  # labelled rows whose label was known by ``end`` (what health judged)
+    labels_known_at_end: int = 0  # the window's rows whose label was known by ``end``
+    late_labels: int = 0  # earlier windows' predictions whose labels arrived in this one (health judged them too)
     baseline_retrains: tuple[Strategy, ...] = ()  # baselines that trained a model for this window
 
     def did(self, kind: ActionKind) -> bool:
@@ -109,6 +116,7 @@ class WindowOutcome:
         return {
             "index": self.index, "start": self.start.isoformat(), "end": self.end.isoformat(), "rows": self.rows,
             "labelled_rows": self.labelled_rows, "labels_known_at_end": self.labels_known_at_end,
+            "late_labels": self.late_labels,
             "served_version": self.served_version,
             "metrics": {s.value: {k: _finite(v) for k, v in m.items()} for s, m in self.metrics.items()},
             "drift_material": self.drift_material, "drift_code": self.drift_code,

@@ -15,10 +15,33 @@ ModelArgument = Annotated[str, typer.Argument(help="Model name.")]
 
 
 def init(
-    directory: Annotated[Path, typer.Argument(help="Where to write the example.")] = Path("."),
+    directory: Annotated[Path, typer.Argument(help="Where to write the example (or the spec).")] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing example.")] = False,
+    from_data: Annotated[Path | None, typer.Option(
+        "--from-data", help="Draft spec.yaml from this Parquet or CSV file instead of writing the example.")] = None,
+    from_model: Annotated[str | None, typer.Option(
+        "--from-model", help="Write a spec from this version's signature: models:/NAME/VERSION.")] = None,
+    target: Annotated[str | None, typer.Option(help="With --from-data or --from-model: the label column.")] = None,
+    timestamp: Annotated[str | None, typer.Option(help="With --from-data: the event time column, if any.")] = None,
+    name: Annotated[str | None, typer.Option(help="With --from-data: the model name (default: the file's name).")
+                    ] = None,
+    task: Annotated[str, typer.Option(help="With --from-model: binary_classification, multiclass_classification "
+                                           "or regression.")] = "binary_classification",
+    score_column: Annotated[str | None, typer.Option(
+        help="With --from-model, for a python-function model: the output column with the positive class's "
+             "probability.")] = None,
+    home: HomeOption = None,
 ) -> None:
-    """Write the example credit-default spec and its training data."""
+    """Write the example credit-default spec and its training data, draft a spec from your data file
+    (``--from-data``), or write one from a registered model's signature (``--from-model``)."""
+    if from_data is not None and from_model is not None:
+        fail("pass --from-data or --from-model, not both")
+    if from_data is not None:
+        _init_from_data(directory, from_data, target, timestamp, name, force)
+        return
+    if from_model is not None:
+        _init_from_model(directory, from_model, target, task, score_column, force, home)
+        return
     from steward.simulation.examples import write_example
 
     with console.status("generating example data with the scenario simulator"):
@@ -29,10 +52,95 @@ def init(
     console.print(f"wrote [bold]{spec_path}[/] and its data; next: [bold]steward train {spec_path}[/]")
 
 
+def _init_from_model(directory: Path, uri: str, target: str | None, task: str, score_column: str | None,
+                     force: bool, home: Path | None) -> None:
+    import yaml
+
+    from steward.spec import Task
+
+    if not target:
+        fail("the signature cannot tell which column is the label: pass --target COLUMN")
+    if task not in {t.value for t in Task}:
+        fail(f"--task {task!r} is not one of {', '.join(t.value for t in Task)}")
+    registry = begin(home).registry()
+    try:
+        document = registry.spec_document_for(uri, target=target, task=task, score_column=score_column)
+    except registry_errors() as error:
+        fail(str(error))
+    path = directory / f"{document['name']}.yaml" if directory.is_dir() or not directory.suffix else directory
+    if path.exists() and not force:
+        fail(f"{path} exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    console.print(f"wrote [bold]{path}[/] from {uri}'s signature; review the features (ranges, categories) and "
+                  f"data.path, then: [bold]steward adopt {document['name']} --spec {path} --reference URL "
+                  f"--holdout URL[/]")
+
+
+def adopt(
+    model: Annotated[str, typer.Argument(help="Registered model name (as the team registered it).")],
+    spec: Annotated[Path, typer.Option(help="The model's spec (`steward init --from-model` writes one).")],
+    reference: Annotated[str, typer.Option(help="Reference data for drift: a path or any fsspec URL.")],
+    holdout: Annotated[str, typer.Option(help="Labelled held-out data for the gate: a path or any fsspec URL.")],
+    version: Annotated[str | None, typer.Option(help="Version to adopt (default: the newest).")] = None,
+    alias: Annotated[str | None, typer.Option(help="Adopt the version one of the team's aliases names.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Bring a version registered by plain MLflow code under maintenance (the adopt flow); its other versions,
+    aliases and tags stay as they were."""
+    invocation = begin(home, spec)
+    outcome = invocation.run_flow("flows.adopt:adopt", status=f"adopting {model}", model=model,
+                                  spec_path=str(spec), reference=reference, holdout=holdout, version=version,
+                                  alias=alias)
+    console.print(f"[bold]{outcome.model} v{outcome.version}[/] ({outcome.flavor}, scores: {outcome.scores}) "
+                  f"adopted; lineage: {outcome.lineage}")
+    if not outcome.passed:
+        fail(f"{outcome.model} v{outcome.version} was {outcome.action} by the gate: {outcome.summary}")
+    console.print(f"[green]passed the gate[/] and is now [bold]{outcome.action}[/]")
+
+
+def _init_from_data(directory: Path, data: Path, target: str | None, timestamp: str | None, name: str | None,
+                    force: bool) -> None:
+    import re
+
+    from steward.spec import SpecError, parse_spec
+    from steward.training.data import DataError, draft_spec, read_frame, split_findings
+
+    if not target:
+        fail("--from-data needs --target: the column the model should predict")
+    spec_path = directory / "spec.yaml"
+    if spec_path.exists() and not force:
+        fail(f"{spec_path} exists: pass --force to overwrite it, or choose another directory")
+    model = name or re.sub(r"[^a-z0-9_-]+", "-", data.stem.lower()).strip("-_") or "model"
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        relative = data.resolve().relative_to(directory.resolve())
+    except ValueError:
+        relative = data.resolve()
+    try:
+        draft = draft_spec(read_frame(str(data)), name=model, target=target, timestamp=timestamp,
+                           data_path=str(relative))
+        spec = parse_spec(draft.document, source=f"the spec drafted from {data}")
+    except (DataError, SpecError) as error:
+        fail(str(error))
+    spec_path.write_text(draft.to_yaml())
+    console.print(f"wrote [bold]{spec_path}[/]: {spec.task.value} on {target!r}, {len(spec.features)} features"
+                  + (f", positive_label {spec.positive_label!r}" if spec.positive_label is not None else ""))
+    for reason in draft.left_out:
+        console.print(f"[yellow]left out[/] {reason}")
+    for finding in split_findings(spec):
+        console.print(f"[yellow]note[/] {finding}")
+    console.print(f"review it, then: [bold]steward train {spec_path}[/]")
+
+
 def _retrain(invocation: Invocation, spec: Path, reason: str, force: bool) -> Any:
     result = invocation.run_flow("flows.retrain:retrain", status=f"training a candidate from {spec}",
                                  spec_path=str(spec), reason=reason, force=force)
     if not result.registered:
+        from steward.training.train import RetrainSkip
+
+        if result.skip is RetrainSkip.TOO_FEW_ROWS:
+            fail(f"retrain skipped, too few rows: {result.skipped_because}")
         fail(f"retrain skipped: {result.skipped_because}; pass --force to retrain anyway")
     return result
 
@@ -81,10 +189,27 @@ def _print_report(report: Any) -> None:
     console.print(table)
 
 
-def status(model: ModelArgument, home: HomeOption = None) -> None:
-    """Versions, aliases, lineage and the last validation of a model."""
+def status(
+    model: Annotated[str | None, typer.Argument(help="Model name (default: list the models).")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="List every registered model, not only Steward's.")]
+    = False,
+    home: HomeOption = None,
+) -> None:
+    """Versions, aliases, lineage and the last validation of a model; without one, the models Steward maintains."""
     invocation = begin(home)
     registry = invocation.registry()
+    if model is None:
+        managed = set(registry.managed_models())
+        names = registry.all_models() if all_models else sorted(managed)
+        if not names:
+            console.print("no models maintained by Steward yet; `steward train` or `steward adopt` one"
+                          + ("" if all_models else " (`--all` lists every registered model)"))
+        for name in names:
+            champion = registry.alias_version(name, "champion") if name in managed else None
+            mark = ("maintained" + (f", champion v{champion}" if champion else "")) if name in managed \
+                else "not maintained by Steward"
+            console.print(f"{name}  [dim]{mark}[/]", highlight=False)
+        return
     if not registry.model_exists(model):
         fail(f"no model named {model!r} in {invocation.settings.resolved_tracking_uri}; "
              "train one with `steward train`")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,17 +20,27 @@ HostOption = Annotated[str, typer.Option(help="Address every service listens on.
 PrefectPortOption = Annotated[int, typer.Option(help="Prefect server (API and UI).")]
 MlflowPortOption = Annotated[int, typer.Option(help="MLflow tracking server and UI.")]
 GatewayPortOption = Annotated[int, typer.Option(help="The gateway.")]
-DeploymentsPortOption = Annotated[int, typer.Option(help="Health endpoint of the deployments process.")]
+DeploymentsPortOption = Annotated[int, typer.Option(help="Health endpoint of the deployments (or worker) process.")]
+EvidentlyPortOption = Annotated[int, typer.Option(help="Evidently's UI over the drift checks' workspace.")]
+
+
+class ProfileChoice(StrEnum):  # steward.stack.Profile, without importing the stack for --help
+    embedded = "embedded"
+    production = "production"
 
 
 def _stack_config(specs: list[Path], models: list[str] | None, host: str, prefect_port: int, mlflow_port: int,
-                  gateway_port: int, deployments_port: int, timeout: float):
-    from steward.stack import StackConfig
+                  gateway_port: int, deployments_port: int, timeout: float, profile: str = "embedded",
+                  replicas: int = 1, postgres_port: int = 5432, evidently_port: int = 8000,
+                  with_prometheus: bool = False, prometheus_port: int = 9090):
+    from steward.stack import Profile, StackConfig
 
     return StackConfig(
         spec_paths=tuple(str(spec.resolve()) for spec in specs), models=tuple(models or ()), host=host,
         prefect_port=prefect_port, mlflow_port=mlflow_port, gateway_port=gateway_port,
-        deployments_port=deployments_port, startup_timeout=timeout,
+        deployments_port=deployments_port, startup_timeout=timeout, profile=Profile(profile), replicas=replicas,
+        postgres_port=postgres_port, evidently_port=evidently_port,
+        with_prometheus=with_prometheus, prometheus_port=prometheus_port,
     )
 
 
@@ -41,24 +52,52 @@ def up(
     mlflow_port: MlflowPortOption = 5000,
     gateway_port: GatewayPortOption = 8080,
     deployments_port: DeploymentsPortOption = 8090,
+    evidently_port: EvidentlyPortOption = 8000,
     timeout: Annotated[float, typer.Option(help="Seconds each service may take to become healthy.")] = 180.0,
+    profile: Annotated[ProfileChoice, typer.Option(
+        help="embedded: SQLite stores and one process serving the flows; production: PostgreSQL under the home "
+             "behind MLflow and Prefect, a process worker, --replicas gateways (needs STEWARD_ADMIN_TOKEN).")
+    ] = ProfileChoice.embedded,
+    replicas: Annotated[int, typer.Option(help="Gateway replicas, on consecutive ports from --gateway-port "
+                                               "(production profile).")] = 1,
+    postgres_port: Annotated[int, typer.Option(help="PostgreSQL (production profile).")] = 5432,
+    only: Annotated[list[str] | None, typer.Option(
+        help="Start only this service (repeatable), e.g. the stores before the first champion exists.")] = None,
+    with_prometheus: Annotated[bool, typer.Option(
+        "--with-prometheus", help="Also run Prometheus (Debian's package) scraping the gateway, alert rules loaded.")] = False,
+    prometheus_port: Annotated[int, typer.Option(help="Prometheus (with --with-prometheus).")] = 9090,
     watch: Annotated[bool, typer.Option("--watch", help="Stay in the foreground, restart crashed services, "
                                                          "stop everything on Ctrl-C.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Start the local stack: Prefect server, MLflow server, gateway and the deployments (docs/operations.md)."""
+    """Start the local stack: Prefect server, MLflow server, gateway(s), the flows' runner and Evidently's UI (docs/operations.md)."""
     from steward import stack
 
     settings = begin(home, *specs).settings
-    config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout)
     try:
-        stack.start(settings, config, echo=console.print)
+        config = _stack_config(specs, model, host, prefect_port, mlflow_port, gateway_port, deployments_port, timeout,
+                               profile.value, replicas, postgres_port, evidently_port, with_prometheus,
+                               prometheus_port)
+        stack.start(settings, config, echo=console.print, only=only)
     except stack.StackError as error:
         fail(str(error))
+    gateways = ", ".join(f"http://{host}:{port}" for port in config.gateway_ports)
     console.print(
-        f"[green]stack up[/]: Prefect UI http://{host}:{prefect_port}, MLflow UI http://{host}:{mlflow_port}, "
-        f"gateway http://{host}:{gateway_port}; logs under {stack.log_dir(settings)}; stop with `steward down`"
+        f"[green]stack up[/] ({config.profile}): Prefect UI http://{host}:{prefect_port}, MLflow UI "
+        f"http://{host}:{mlflow_port}, gateway {gateways}, Evidently UI http://{host}:{evidently_port}"
+        + (f", Prometheus http://{host}:{prometheus_port}" if with_prometheus else "")
+        + f"; logs under {stack.log_dir(settings)}; stop with `steward down`", highlight=False,
     )
+    if config.profile is stack.Profile.PRODUCTION:
+        exports = " ".join(f"{key}={value}" for key, value in stack.client_environment(settings, config).items()
+                           if key.startswith(("STEWARD_", "PREFECT_")))
+        console.print(f"commands use this stack with: export {exports}", highlight=False, soft_wrap=True)
+        console.print(f"MLflow and Prefect accept only authenticated requests; commands with STEWARD_HOME={settings.home} "
+                      f"read Steward's credentials from {settings.home / 'secrets'} (docs/security.md)",
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print("embedded profile: MLflow and Prefect accept unauthenticated requests on "
+                      f"{host} (one machine; --profile production authenticates them)", highlight=False)
     if watch:
         try:
             stack.supervise(settings, config, echo=console.print)
@@ -73,6 +112,58 @@ def down(home: HomeOption = None) -> None:
     stack.stop(begin(home).settings, echo=console.print)
 
 
+def rotate_credentials(
+    mlflow_url: Annotated[str | None, typer.Option(
+        help="The stack's MLflow server, to change Steward's MLflow password there (default: STEWARD_TRACKING_URI).")
+    ] = None,
+    prefect: Annotated[bool, typer.Option("--prefect", help="Also replace the Prefect auth string.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Replace Steward's MLflow password (in MLflow and the home) and optionally the Prefect auth string;
+    then restart the stack (`steward down`, `steward up`) so every process holds the new ones."""
+    from steward.credentials import ControlPlaneSecrets, CredentialsError
+
+    settings = begin(home).settings
+    secrets = ControlPlaneSecrets(settings.home)
+    url = mlflow_url or settings.tracking_uri
+    if not url or not url.startswith(("http://", "https://")):
+        fail("name the stack's MLflow server with --mlflow-url or STEWARD_TRACKING_URI (`steward up` prints it)")
+    try:
+        secrets.rotate_mlflow_password(url)
+        console.print(f"MLflow: Steward's password changed in {url} and in {secrets.mlflow_password_file}")
+        if prefect:
+            secrets.rotate_prefect_auth_string()
+            console.print(f"Prefect: a new auth string in {secrets.prefect_auth_file}")
+    except CredentialsError as error:
+        fail(str(error))
+    console.print("[yellow]restart the stack now[/] (`steward down`, then `steward up` as before): running "
+                  "processes hold the old credentials and are refused until then")
+
+
+def save_credentials_block(
+    name: Annotated[str | None, typer.Option(
+        help="The Secret block's name (default: STEWARD_MLFLOW_CREDENTIALS_BLOCK).")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Save Steward's MLflow credentials as the Prefect Secret block its flow runs read, for workers (such as
+    the compose stack's Docker worker) whose flow-run containers get neither the environment nor the home."""
+    from prefect.blocks.system import Secret
+
+    from steward.credentials import ControlPlaneSecrets, CredentialsError
+
+    settings = begin(home).settings
+    block = name or settings.mlflow_credentials_block
+    if not block:
+        fail("name the block with --name or STEWARD_MLFLOW_CREDENTIALS_BLOCK (flow runs read the same setting)")
+    try:
+        credentials = ControlPlaneSecrets(settings.home).load()
+    except CredentialsError as error:
+        fail(str(error))
+    Secret(value={"username": credentials.mlflow_username,
+                  "password": credentials.mlflow_password.get_secret_value()}).save(block, overwrite=True)
+    console.print(f"MLflow credentials of {credentials.mlflow_username!r} saved as the Prefect Secret block {block!r}")
+
+
 def stack_status(home: HomeOption = None) -> None:
     """State and health of each service of the local stack."""
     from steward import stack
@@ -81,12 +172,23 @@ def stack_status(home: HomeOption = None) -> None:
     table = Table(title="local stack")
     for column in ("service", "state", "pid", "url", "detail"):
         table.add_column(column, overflow="fold")
-    colours = {"healthy": "green", "unhealthy": "red", "stale pid file": "yellow", "not running": "dim"}
+    colours = {stack.ServiceState.HEALTHY: "green", stack.ServiceState.UNHEALTHY: "red",
+               stack.ServiceState.STALE: "yellow", stack.ServiceState.NOT_RUNNING: "dim"}
     for state in states:
         table.add_row(state.name, f"[{colours[state.state]}]{state.state}[/]", str(state.pid or ""),
                       state.url or "", state.detail)
     console.print(table)
-    if any(state.state in ("unhealthy", "stale pid file") for state in states):
+    views = [(state.name, view) for state in states for view in state.views]
+    if views:
+        replicas = Table(title="each gateway's view of the registry")
+        for column in ("gateway", "model", "champion", "challenger", "traffic plan", "view age"):
+            replicas.add_column(column, overflow="fold")
+        for name, view in views:
+            age = f"{view.view_age_seconds:.1f} s" if view.view_age_seconds is not None else "never read"
+            replicas.add_row(name, view.model, f"v{view.champion}" if view.champion else "-",
+                             f"v{view.challenger}" if view.challenger else "-", view.plan, age)
+        console.print(replicas)
+    if any(state.state in (stack.ServiceState.UNHEALTHY, stack.ServiceState.STALE) for state in states):
         raise typer.Exit(code=1)
 
 
@@ -103,6 +205,19 @@ def deployments(
                                  gateway_url=gateway_url)
 
 
+def worker(
+    specs: Annotated[list[Path], typer.Argument(help="Model specs; every procedure gets a deployment per model.")],
+    pool: Annotated[str, typer.Option(help="Process work pool (created if missing).")] = "steward-pool",
+    limit: Annotated[int | None, typer.Option(help="Most flow runs at once.")] = None,
+    gateway_url: Annotated[str | None, typer.Option(help="Default gateway_url of the procedures that use it.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Register the deployments with a process work pool, then run a Prefect worker on it (production profile)."""
+    begin(home, *specs).run_flow("deployments.process_worker:run", errors=no_user_errors,
+                                 spec_paths=[str(spec) for spec in specs], pool=pool, gateway_url=gateway_url,
+                                 limit=limit)
+
+
 def demo(
     short: Annotated[bool, typer.Option("--short", help="Two days instead of four (what CI runs).")] = False,
     host: HostOption = "127.0.0.1",
@@ -110,6 +225,7 @@ def demo(
     mlflow_port: MlflowPortOption = 5000,
     gateway_port: GatewayPortOption = 8080,
     deployments_port: DeploymentsPortOption = 8090,
+    evidently_port: EvidentlyPortOption = 8000,
     home: Annotated[Path | None, typer.Option(
         "--home", help=f"Home of the demo's state and stack (default: {DEMO_HOME}, replaced on each run; "
                        "a folder given here must be new or empty).")] = None,
@@ -120,7 +236,6 @@ def demo(
     """
     import shutil
 
-    from flows.demo import run_demo
     from steward import stack
     from steward.simulation.demo import DemoConfig, DemoError
 
@@ -132,12 +247,15 @@ def demo(
     elif target.exists() and any(target.iterdir()):
         fail(f"{target} is not empty: give the demo a new folder with --home, or leave --home out to use "
              f"{DEMO_HOME} (replaced on each run)")
-    config = _stack_config([], None, host, prefect_port, mlflow_port, gateway_port, deployments_port, 180.0)
+    config = _stack_config([], None, host, prefect_port, mlflow_port, gateway_port, deployments_port, 180.0,
+                           evidently_port=evidently_port)
     os.environ["PREFECT_API_URL"] = config.prefect_api_url
     for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):  # the demo narrates; runs log to the UI
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "ERROR")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     settings = begin(target).settings
+    from flows.demo import run_demo  # after begin: importing flows applies the home in use, not ./.steward
+
     try:
         outcome = run_demo(settings, config, DemoConfig.short() if short else DemoConfig(), echo=console.print)
     except (DemoError, stack.StackError) as error:
@@ -167,6 +285,8 @@ def _print_demo_end(outcome: Any, settings: Settings, config: Any) -> None:
         f"[bold]Prefect UI[/]: flow runs {prefect}/runs, events {prefect}/events, artifacts {prefect}/artifacts, "
         f"deployments {prefect}/deployments\n"
         f"[bold]MLflow UI[/]: versions and aliases {mlflow}/#/models/{MODEL}\n"
-        f"the stack stays up; stop it with `steward down --home {settings.home}`",
+        f"the stack stays up; stop it with `steward down --home {settings.home}`\n"
+        f"embedded profile: MLflow and Prefect accept unauthenticated requests on {config.host} (one machine; "
+        "`steward up --profile production` authenticates them)",
         highlight=False,
     )

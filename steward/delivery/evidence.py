@@ -12,6 +12,7 @@ import pandas as pd
 from steward.delivery.decisions import ArmEvidence
 from steward.spec import ModelSpec, Task
 from steward.training.data import prepare_features
+from steward.training.scores import ScoreCheck, SkippedCheck, no_scores
 
 
 def _losses(labelled: pd.DataFrame, task: Task) -> np.ndarray:
@@ -39,6 +40,15 @@ def validation_scores(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> np.
     return probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities.max(axis=1)
 
 
+def score_checks_skipped(evidence: Mapping[str, ArmEvidence]) -> tuple[SkippedCheck, ...]:
+    """The score-distribution check, skipped for each classifier arm that answered with labels only."""
+    label_only = [arm for arm, e in evidence.items()
+                  if e.binary_losses and e.requests > e.errors and not len(e.scores)]
+    return tuple(no_scores(ScoreCheck.SCORE_DISTRIBUTION, "its live scores cannot be compared with its validation "
+                                                         "scores; errors, latency and accuracy on labels are judged",
+                           arm) for arm in label_only)
+
+
 def arm_evidence(
     predictions: pd.DataFrame,
     spec: ModelSpec,
@@ -53,9 +63,10 @@ def arm_evidence(
     ``versions`` maps arm to the version that arm should be serving (a plan change in the
     window must not mix two versions' evidence). Requests are counted once however many rows
     they carried; latencies are per answered request: a failed request is the error test's
-    evidence, and a slow failure path must not read as a slow model as well. ``labelled`` is
-    ``join_labels`` of the same window; without it the arms have no losses. ``reference_scores``
-    maps arm to its version's ``validation_scores``.
+    evidence, and a slow failure path must not read as a slow model as well. ``compute_ms`` is each
+    answered request's time inside its version's model call (NaN where the gateway did not record
+    it). ``labelled`` is ``join_labels`` of the same window; without it the arms have no losses.
+    ``reference_scores`` maps arm to its version's ``validation_scores``.
     """
     evidence = {}
     for arm, version in versions.items():
@@ -77,6 +88,8 @@ def arm_evidence(
             errors=len(errored_ids),
             latencies_ms=answered["latency_ms"].to_numpy(float),
             times_s=_epoch_seconds(answered["time"]),
+            compute_ms=(answered["compute_ms"].to_numpy(float) if "compute_ms" in answered.columns
+                        else np.full(len(answered), np.nan)),
             scores=rows["score"].dropna().to_numpy(float),
             losses=losses,
             binary_losses=spec.task is not Task.REGRESSION,

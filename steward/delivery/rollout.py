@@ -271,9 +271,10 @@ def baseline_requests(rows: pd.DataFrame, start: datetime, min_requests: int) ->
     return rows[rows["request_id"].isin(chosen)]
 
 
-def should_record_hold(last_recorded: datetime | None, now: datetime) -> bool:
-    """The first hold of a step goes to the audit history, then one at most every HOLD_RECORD_SECONDS."""
-    return last_recorded is None or (now - last_recorded).total_seconds() >= HOLD_RECORD_SECONDS
+def should_record_hold(last_recorded: datetime | None, now: datetime, *, code_changed: bool = False) -> bool:
+    """The first hold of a step goes to the audit history, then one at most every HOLD_RECORD_SECONDS, and
+    any hold whose code differs from the last recorded one (a step extended past its hold)."""
+    return last_recorded is None or code_changed or (now - last_recorded).total_seconds() >= HOLD_RECORD_SECONDS
 
 
 def lease_for(poll_seconds: float, lease_seconds: float | None = None) -> float:

@@ -193,8 +193,11 @@ class ShadowReport:
         ]
         if self.pairs:
             if self.classification:
-                lines.append(f"- same predicted class: {self.agreement_rate:.2%}; scores within {self.tolerance:g}: "
-                             f"{self.score_agreement_rate:.2%}; mean |score difference| {self.mean_abs_score_diff:.4f}")
+                scores = ("scores not compared (no_scores: an arm gives labels only)"
+                          if self.score_agreement_rate is None or self.mean_abs_score_diff is None else
+                          f"scores within {self.tolerance:g}: {self.score_agreement_rate:.2%}; mean |score difference| "
+                          f"{self.mean_abs_score_diff:.4f}")
+                lines.append(f"- same predicted class: {self.agreement_rate:.2%}; {scores}")
             else:
                 lines.append(f"- predictions within {self.tolerance:g} of each other: {self.agreement_rate:.2%}; "
                              f"mean |difference| {self.mean_abs_score_diff:.4g}")
@@ -317,13 +320,14 @@ def compare_shadow(
         if classification:
             pairs["agree"] = pairs["prediction_champion"].astype(str) == pairs["prediction_challenger"].astype(str)
             pairs["abs_diff"] = (pairs["score_challenger"] - pairs["score_champion"]).abs()
-            score_agreement = float((pairs["abs_diff"] <= tolerance).mean())
+            scored = pairs["abs_diff"].notna()  # an arm that gives labels only has no score to compare (no_scores)
+            score_agreement = float((pairs.loc[scored, "abs_diff"] <= tolerance).mean()) if scored.any() else None
         else:
             pairs["abs_diff"] = (pd.to_numeric(pairs["prediction_challenger"], errors="coerce")
                                  - pd.to_numeric(pairs["prediction_champion"], errors="coerce")).abs()
             pairs["agree"] = pairs["abs_diff"] <= tolerance
         agreement = float(pairs["agree"].mean())
-        mean_diff = float(pairs["abs_diff"].mean())
+        mean_diff = float(pairs["abs_diff"].mean()) if pairs["abs_diff"].notna().any() else None
         slices = _slices(pairs, spec, 1 - agreement)
     if not spec.gates.slice_features:
         notes.append("the spec names no gates.slice_features, so disagreement is not broken down by slice")

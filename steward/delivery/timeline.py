@@ -16,9 +16,11 @@ import numpy as np
 
 from steward import events
 from steward.delivery.decisions import ArmEvidence, Check, StepAction, StepCode, StepDecision, Wait
+from steward.delivery.evidence import score_checks_skipped
 from steward.delivery.rollout import InterruptionCode, RolloutKind, RolloutResult, RolloutState, parse_time
 from steward.findings import Priority
 from steward.registry.history import CHALLENGER, CHAMPION, AuditEntry
+from steward.training.scores import ScoreCheck, SkipCode, SkippedCheck
 
 if TYPE_CHECKING:  # the type only: serving sits above delivery
     from steward.serving.fleet import FleetReach
@@ -70,6 +72,7 @@ class StepRecord:
     code: StepCode | None = None  # None in records written before decisions carried codes
     breaches: tuple[Check, ...] = ()
     waiting: tuple[Wait, ...] = ()
+    skipped: tuple[SkippedCheck, ...] = ()  # score checks an arm that gives labels only could not take
 
     def details(self) -> dict[str, str]:
         """The record as audit-history details (kept well under a tag's size)."""
@@ -79,6 +82,7 @@ class StepRecord:
             "challenger": asdict(self.challenger), "champion": asdict(self.champion), "holds": self.holds,
             "baseline": self.baseline, "code": self.code.value if self.code else None,
             "breaches": [c.value for c in self.breaches], "waiting": [w.value for w in self.waiting],
+            "skipped": [s.to_payload() for s in self.skipped],
         }
         return {"rollout": self.rollout, "record": json.dumps(document, sort_keys=True)}
 
@@ -94,6 +98,8 @@ class StepRecord:
             code=StepCode(document["code"]) if document.get("code") else None,
             breaches=tuple(Check(c) for c in document.get("breaches", [])),
             waiting=tuple(Wait(w) for w in document.get("waiting", [])),
+            skipped=tuple(SkippedCheck(ScoreCheck(s["check"]), SkipCode(s["code"]), s["reason"], s.get("subject"))
+                          for s in document.get("skipped", [])),
         )
 
     def row(self) -> dict[str, Any]:
@@ -119,7 +125,7 @@ def step_record(
         rollout=rollout.id, step=rollout.step, percent=percent, started=rollout.step_started, decided=now,
         action=decision.action, reason=decision.reason, challenger=ArmSummary.of(evidence[CHALLENGER]),
         champion=ArmSummary.of(evidence[CHAMPION]), holds=holds, baseline=baseline, code=decision.code,
-        breaches=decision.breaches, waiting=decision.waiting,
+        breaches=decision.breaches, waiting=decision.waiting, skipped=score_checks_skipped(evidence),
     )
 
 

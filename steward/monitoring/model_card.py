@@ -23,6 +23,14 @@ from steward.monitoring.health.accuracy import metric_value, outcomes
 from steward.registry.adapter import VersionInfo
 from steward.spec import ModelSpec
 from steward.training.evaluation import SliceMetric, metric_change
+from steward.training.scores import (
+    SCORE_METRICS,
+    ScoreCheck,
+    SkippedCheck,
+    needs_scores,
+    no_scores,
+    version_gives_scores,
+)
 
 __all__ = [
     "LoggedEvaluation",
@@ -32,6 +40,7 @@ __all__ = [
     "evaluate_production",
     "evaluation_findings",
     "known_limitations",
+    "score_skips",
 ]
 
 CARD_ARTIFACT_PATH = "model_card"
@@ -54,7 +63,7 @@ class LoggedEvaluation:
 def _metrics(labelled: pd.DataFrame, spec: ModelSpec, names: Sequence[str]) -> dict[str, float]:
     if labelled.empty:
         return {}
-    o = outcomes(labelled, spec.task)
+    o = outcomes(labelled, spec.task, spec.positive_label)
     found = {}
     for name in names:
         try:
@@ -124,6 +133,7 @@ class ModelCard:
     limitations: tuple[str, ...]
     lineage: Mapping[str, str]
     drift_summary: str
+    skipped: tuple[SkippedCheck, ...] = ()  # what the card cannot show for this version, with its code
 
     def to_markdown(self) -> str:
         m = self.primary_metric
@@ -168,6 +178,8 @@ class ModelCard:
                 f"| {name}{' (primary)' if name == m else ''} | {_num(self.holdout_metrics.get(name))} | "
                 f"{_num(prod.metrics.get(name)) if prod else 'no labelled traffic'} |"
             )
+        if self.skipped:
+            lines += ["", *[f"Not measured ({s.code.value}): {s.check.value}: {s.reason}." for s in self.skipped]]
         lines += ["", "## Metrics per slice", ""]
         if self.slices:
             lines += [
@@ -313,6 +325,19 @@ def evaluation_findings(spec: ModelSpec, card: ModelCard) -> list[Finding]:
     return found
 
 
+def score_skips(spec: ModelSpec, tags: Mapping[str, str], holdout_metrics: Mapping[str, float]
+                ) -> tuple[SkippedCheck, ...]:
+    """What a classifier that gives labels only leaves out of its card (nothing for one that gives scores)."""
+    if not spec.task.is_classification or version_gives_scores(tags, holdout_metrics, spec.task):
+        return ()
+    skipped = [no_scores(ScoreCheck.SCORE_METRICS, f"{', '.join(sorted(SCORE_METRICS))} are not measured; accuracy, "
+                                                   "precision, recall and f1 are")]
+    if needs_scores(spec.primary_metric):
+        skipped.append(no_scores(ScoreCheck.PRIMARY_METRIC, f"the primary metric {spec.primary_metric} has no value "
+                                                            "on held-out or production rows, overall or per slice"))
+    return tuple(skipped)
+
+
 def build_model_card(
     spec: ModelSpec,
     info: VersionInfo,
@@ -380,6 +405,7 @@ def build_model_card(
         limitations=known_limitations(spec, holdout_metrics, slices, production, drift_records),
         lineage=lineage,
         drift_summary=drift_summary,
+        skipped=score_skips(spec, tags, holdout_metrics),
     )
 
 

@@ -24,6 +24,7 @@ from steward.monitoring.health.accuracy import MIN_LABELLED, metric_value, outco
 from steward.monitoring.health.performance import SLOW_SHARE
 from steward.monitoring.health.report import served_requests
 from steward.monitoring.records import RecordStore, record_key
+from steward.monitoring.summaries.traffic import TrafficSummary
 from steward.spec import ModelSpec
 from steward.training.evaluation import higher_is_better
 
@@ -130,21 +131,34 @@ def compute_slo_day(
     Latency and availability count requests the clients got an answer to (one per request id;
     shadow copies left out). Accuracy is judged once ``MIN_LABELLED`` served rows carry a label.
     """
+    return slo_day_of(spec, day, TrafficSummary.of_requests(served_requests(predictions), spec), labelled, as_of=as_of)
+
+
+def slo_day_of(
+    spec: ModelSpec, day: date, traffic: TrafficSummary, labelled: pd.DataFrame, *, as_of: datetime,
+    labelled_count: int | None = None,
+) -> SLODay:
+    """``compute_slo_day`` on the day's answered requests summarised (exact, or streamed at volume).
+
+    ``labelled`` may be a uniform sample of the day's labelled rows; ``labelled_count`` then says how many
+    served, answered rows had a label (the record keeps the count, the accuracy comes from the sample).
+    """
     targets = SLOTargets.from_spec(spec)
-    requests = served_requests(predictions)
-    latency = requests["latency_ms"].to_numpy(dtype=float)
+    if traffic.latency_limit_ms != targets.p95_latency_ms:
+        raise ValueError(f"the traffic was summarised against {traffic.latency_limit_ms} ms, the SLO's p95 target is "
+                         f"{targets.p95_latency_ms} ms; summarise it with TrafficSummary.for_spec(spec)")
     p50 = p95 = p99 = None
-    if latency.size:
-        p50, p95, p99 = (float(x) for x in np.percentile(latency, [50, 95, 99]))
+    if traffic.requests:
+        p50, p95, p99 = traffic.latency().percentiles([50, 95, 99])
     answered = labelled[labelled["served"].astype(bool) & (labelled["status"] == "ok")]
     accuracy = None
     if len(answered) >= MIN_LABELLED:
-        accuracy = metric_value(targets.accuracy_metric, outcomes(answered, spec.task))
+        accuracy = metric_value(targets.accuracy_metric, outcomes(answered, spec.task, spec.positive_label))
     return SLODay(
         model=spec.name, day=day, complete=as_of >= day_bounds(day)[1], as_of=as_of, targets=targets,
-        requests=len(requests), failed_requests=int((requests["status"] != "ok").sum()),
-        slow_requests=int((latency > targets.p95_latency_ms).sum()), p50_ms=p50, p95_ms=p95, p99_ms=p99,
-        labelled=len(answered), accuracy=accuracy,
+        requests=traffic.requests, failed_requests=traffic.errors, slow_requests=traffic.slow,
+        p50_ms=p50, p95_ms=p95, p99_ms=p99, labelled=len(answered) if labelled_count is None else labelled_count,
+        accuracy=accuracy,
     )
 
 

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from steward.registry.adopting import AdoptionMixin
+from steward.registry.adoption import MANAGED_TAG, AliasNames
 from steward.registry.aliases import AliasMixin
 from steward.registry.errors import RegistryError
-from steward.registry.history import CHAMPION
+from steward.registry.flavors import Flavor, ScoreSource, load_scorer
+from steward.registry.history import CHALLENGER, CHAMPION
 from steward.registry.registration import TRUSTED_SKOPS_TYPES, RegistrationMixin, truncate_tag
 
 if TYPE_CHECKING:
@@ -64,18 +67,29 @@ class VersionInfo:
         return float(value) if value else None
 
     @property
+    def steward_run_id(self) -> str | None:
+        """The run holding Steward's files for this version (spec, datasets, reports): the training run of a
+        version Steward registered, the adoption run of one it adopted (the team's run is left as it was)."""
+        return self.tags.get("steward.run_id") or self.run_id
+
+    @property
     def input_schema(self) -> dict[str, str]:
         return json.loads(self.tags.get("steward.input_schema", "{}"))
 
 
 @dataclass(frozen=True)
 class LoadedModel:
+    """A digest-verified version, scorable as ``flavors`` describes: ``model.predict`` always, and
+    ``model.predict_proba`` / ``model.classes_`` where ``scores`` is not NONE."""
+
     model: Any
     version: VersionInfo
     digest: str
+    flavor: Flavor = Flavor.SKLEARN
+    scores: ScoreSource = ScoreSource.PREDICT_PROBA
 
 
-class Registry(RegistrationMixin, AliasMixin):
+class Registry(RegistrationMixin, AliasMixin, AdoptionMixin):
     """Steward's view of the MLflow model registry for every model it manages."""
 
     def __init__(
@@ -122,20 +136,38 @@ class Registry(RegistrationMixin, AliasMixin):
         return self._experiment_id(f"steward/{model}")
 
     # ------------------------------------------------------------------ versions
-    def _info(self, mv: ModelVersion, with_metrics: bool = False) -> VersionInfo:
+    def _info(
+        self, mv: ModelVersion, with_metrics: bool = False, model_state: tuple[dict[str, str], dict[str, str]] | None = None
+    ) -> VersionInfo:
+        """A version as Steward reads it; its aliases from ``model_state`` (one read of the registered model),
+        since MLflow's version search leaves them out, shown as Steward's roles or the team's names."""
         metrics: dict[str, float] = {}
-        if with_metrics and mv.run_id:
-            metrics = dict(self._client.get_run(mv.run_id).data.metrics)
+        run_id = (mv.tags or {}).get("steward.run_id") or mv.run_id
+        if with_metrics and run_id:
+            metrics = dict(self._client.get_run(run_id).data.metrics)
         return VersionInfo(
             model=mv.name,
             version=str(mv.version),
             run_id=mv.run_id,
             source=mv.source,
             created=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
-            aliases=tuple(getattr(mv, "aliases", ()) or ()),
+            aliases=self._version_aliases(mv, model_state),
             tags=dict(mv.tags or {}),
             metrics=metrics,
         )
+
+    def _version_aliases(
+        self, mv: ModelVersion, model_state: tuple[dict[str, str], dict[str, str]] | None
+    ) -> tuple[str, ...]:
+        try:
+            aliases, tags = model_state or self._raw_model_state(mv.name)
+        except RegistryError:
+            return tuple(getattr(mv, "aliases", ()) or ())
+        mine = [alias for alias, version in aliases.items() if str(version) == str(mv.version)]
+        if tags.get(MANAGED_TAG) != "true":
+            return tuple(mine)  # every alias of a model Steward does not maintain is the team's
+        names = AliasNames.from_tags(tags)
+        return tuple(names.describe(alias) for alias in mine)
 
     def model_exists(self, model: str) -> bool:
         return bool(self._client.search_registered_models(filter_string=f"name = '{model}'"))
@@ -152,15 +184,20 @@ class Registry(RegistrationMixin, AliasMixin):
         return self._info(mv, with_metrics)
 
     def list_versions(self, model: str) -> list[VersionInfo]:
+        """Every version with its aliases; MLflow's search leaves ``aliases`` empty, so they are read from the
+        registered model (status shows them, retention protects by them)."""
         found = self._client.search_model_versions(filter_string=f"name = '{model}'", max_results=10_000)
-        return sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+        state = self._raw_model_state(model) if found else None
+        return sorted((self._info(mv, model_state=state) for mv in found), key=lambda v: int(v.version))
 
     def alias_version(self, model: str, alias: str) -> str | None:
+        """The version a Steward role (or any other alias name) points at, or None."""
         if not self.model_exists(model):
             return None
-        aliases = self._client.get_registered_model(model).aliases or {}
-        version = aliases.get(alias)
-        return str(version) if version is not None else None
+        aliases, tags = self._raw_model_state(model)
+        if alias in (CHAMPION, CHALLENGER) and tags.get(MANAGED_TAG) != "true":
+            return None  # a model Steward does not maintain has no Steward roles
+        return aliases.get(AliasNames.from_tags(tags).to_mlflow(alias))
 
     def champion(self, model: str) -> VersionInfo | None:
         version = self.alias_version(model, CHAMPION)
@@ -182,12 +219,17 @@ class Registry(RegistrationMixin, AliasMixin):
             self._client.set_model_version_tag(model, str(version), key, truncate_tag(str(value)))
 
     # ------------------------------------------------------------------ loading
-    def load_model(self, model: str, version: str) -> LoadedModel:
-        """Load a version's estimator after checking its files against the recorded digest."""
+    def load_model(self, model: str, version: str, *, spec: ModelSpec | None = None) -> LoadedModel:
+        """Load a version, any flavor, after checking its files against the recorded digest.
+
+        ``spec`` (default: the version's own) says how a python-function model's output gives scores.
+        """
         info = self.get_version(model, version)
+        if spec is None and info.steward_run_id and info.tags.get("steward.flavor", "sklearn") != "sklearn":
+            spec = self.version_spec(model, version)
         with self._verified_copy(info) as (local, digest):
-            estimator = self._mlflow.sklearn.load_model(str(local))
-        return LoadedModel(estimator, info, digest)
+            scorer, flavor, scores = load_scorer(local, spec)
+        return LoadedModel(scorer, info, digest, flavor, scores)
 
     def verify_version(self, model: str, version: str) -> str:
         """The version's digest if its stored files are intact; raises ArtifactIntegrityError otherwise."""
@@ -197,12 +239,12 @@ class Registry(RegistrationMixin, AliasMixin):
     def load_dataset(self, model: str, version: str, name: str) -> pd.DataFrame:
         """A dataset stored with the version at registration (``reference``, ``holdout``)."""
         info = self.get_version(model, version)
-        if not info.run_id:
+        if not info.steward_run_id:
             raise RegistryError(f"{model} v{version} has no training run, so it has no stored {name} data")
         with tempfile.TemporaryDirectory() as scratch:
             try:
                 path = self._mlflow.artifacts.download_artifacts(
-                    run_id=info.run_id, artifact_path=f"datasets/{name}.parquet", dst_path=scratch
+                    run_id=info.steward_run_id, artifact_path=f"datasets/{name}.parquet", dst_path=scratch
                 )
             except Exception as error:
                 raise RegistryError(f"{model} v{version} has no stored {name!r} dataset: {error}") from error
@@ -211,21 +253,21 @@ class Registry(RegistrationMixin, AliasMixin):
     def log_version_artifact(self, model: str, version: str, local_path: str | Path, artifact_path: str) -> str:
         """Attach a file (a drift report, a model card) to the version's training run; returns its URI."""
         info = self.get_version(model, version)
-        if not info.run_id:
+        if not info.steward_run_id:
             raise RegistryError(f"{model} v{version} has no training run to attach {artifact_path} to")
-        self._client.log_artifact(info.run_id, str(local_path), artifact_path=artifact_path)
-        run = self._client.get_run(info.run_id)
+        self._client.log_artifact(info.steward_run_id, str(local_path), artifact_path=artifact_path)
+        run = self._client.get_run(info.steward_run_id)
         return f"{run.info.artifact_uri}/{artifact_path}/{Path(local_path).name}"
 
     def download_version_artifact(self, model: str, version: str, artifact_path: str, dst: str | Path) -> Path | None:
         """A file attached to the version's run, or None when there is none."""
         info = self.get_version(model, version)
-        if not info.run_id:
+        if not info.steward_run_id:
             return None
         try:
             return Path(
                 self._mlflow.artifacts.download_artifacts(
-                    run_id=info.run_id, artifact_path=artifact_path, dst_path=str(dst)
+                    run_id=info.steward_run_id, artifact_path=artifact_path, dst_path=str(dst)
                 )
             )
         except Exception:  # MLflow raises several types for "not there"; absence is an answer here
@@ -241,10 +283,10 @@ class Registry(RegistrationMixin, AliasMixin):
         from steward.spec import parse_spec
 
         info = self.get_version(model, version)
-        if not info.run_id:
+        if not info.steward_run_id:
             raise RegistryError(f"{model} v{version} has no training run, so its spec is unknown; register it again")
         try:
-            text = self._mlflow.artifacts.load_text(f"runs:/{info.run_id}/spec.yaml")
+            text = self._mlflow.artifacts.load_text(f"runs:/{info.steward_run_id}/spec.yaml")
         except Exception as error:
             raise RegistryError(f"{model} v{version} has no stored spec.yaml ({error}); register it again") from error
         return parse_spec(yaml.safe_load(text), source=f"{model} v{version} spec.yaml")

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from steward.registry.adoption import MANAGED_TAG, AliasNames
 from steward.registry.errors import RegistryError
 from steward.registry.history import (
     CHALLENGER,
@@ -72,22 +73,46 @@ class AliasMixin:
                                                   tags.get(TRAFFIC_PLAN_TAG, ""), sequence))
 
     # Storage primitives: the only alias-side calls that touch MLflow, so a fake overrides these and keeps the policy.
-    def _model_state(self, model: str) -> tuple[dict[str, str], dict[str, str]]:
-        """The model's aliases and tags, from one registry read."""
+    # Steward's roles (champion, challenger) are translated to the model's MLflow alias names here and in
+    # ``Registry.alias_version`` / ``_info`` only: the rest of Steward speaks in roles.
+    def _raw_model_state(self, model: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The model's MLflow aliases (as MLflow names them) and tags, from one registry read."""
         try:
             registered = self._client.get_registered_model(model)
         except self._mlflow.exceptions.MlflowException:
             raise RegistryError(f"no model named {model!r} in the registry; train one with `steward train`") from None
         return {alias: str(version) for alias, version in (registered.aliases or {}).items()}, dict(registered.tags or {})
 
+    def _model_state(self, model: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Steward's roles and the versions they name, and the model's tags, from one registry read.
+
+        A model Steward does not maintain has no roles: a team's own ``champion`` alias is not Steward's.
+        """
+        aliases, tags = self._raw_model_state(model)
+        return (AliasNames.from_tags(tags).roles(aliases) if tags.get(MANAGED_TAG) == "true" else {}), tags
+
+    def _refuse_unmanaged(self, model: str, tags: dict[str, str], change: str) -> None:
+        if tags.get(MANAGED_TAG) != "true":
+            raise RegistryError(f"{model} is not maintained by Steward, so Steward does not {change}; bring it under "
+                                f"maintenance first with `steward adopt {model} --spec ...`")
+
+    def alias_names(self, model: str) -> AliasNames:
+        """The MLflow alias names of Steward's roles on ``model`` (recorded when Steward took it over)."""
+        return AliasNames.from_tags(self._raw_model_state(model)[1])
+
     def _set_model_tag(self, model: str, key: str, value: str) -> None:
+        self._refuse_unmanaged(model, self._raw_model_state(model)[1], f"set its {key}")
         self._client.set_registered_model_tag(model, key, value)
 
     def _write_alias(self, model: str, alias: str, version: str) -> None:
-        self._client.set_registered_model_alias(model, alias, version)
+        tags = self._raw_model_state(model)[1]
+        self._refuse_unmanaged(model, tags, f"move its {alias} alias")
+        self._client.set_registered_model_alias(model, AliasNames.from_tags(tags).to_mlflow(alias), version)
 
     def _delete_alias(self, model: str, alias: str) -> None:
-        self._client.delete_registered_model_alias(model, alias)
+        tags = self._raw_model_state(model)[1]
+        self._refuse_unmanaged(model, tags, f"clear its {alias} alias")
+        self._client.delete_registered_model_alias(model, AliasNames.from_tags(tags).to_mlflow(alias))
 
     def record(
         self,
@@ -206,7 +231,9 @@ class AliasMixin:
         return entry
 
     def apply_retention(self, model: str, *, keep_champions: int = 3, keep_recent: int = 3) -> RetentionDecision:
-        """Tag old versions archived; aliased versions and the rollback path are never touched."""
+        """Tag old versions archived; aliased versions and the rollback path are never touched, nor are the
+        versions of a model Steward does not maintain."""
+        self._refuse_unmanaged(model, self._model_state(model)[1], "archive its versions")
         versions = [v for v in self.list_versions(model) if not v.archived]
         protected = {v.version for v in versions if v.aliases}
         decision = select_for_archive(

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from steward.registry.adoption import MANAGED_TAG, AliasNames
 from steward.registry.errors import ArtifactIntegrityError, RegistryError
-from steward.registry.history import next_semver
+from steward.registry.flavors import Flavor, flavor_of_object, log_model, model_output
+from steward.registry.history import CHALLENGER, CHAMPION, next_semver
 from steward.registry.lineage import Lineage
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ TRUSTED_SKOPS_TYPES: tuple[str, ...] = (
     "sklearn._loss._loss.CyHalfBinomialLoss",
     "sklearn._loss._loss.CyHalfMultinomialLoss",
     "sklearn._loss._loss.CyHalfSquaredError",
+    "steward.training.threshold.ShiftedLogOdds",  # a champion with its decision threshold re-fitted
 )
 
 
@@ -61,15 +64,12 @@ def directory_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def serving_requirements() -> list[str]:
-    """What a model needs to load, pinned to the versions that trained it.
+def alias_names_of(spec_yaml: str) -> AliasNames:
+    """The alias names a spec's ``registry`` section gives (the defaults where it has none)."""
+    import yaml
 
-    Stating it explicitly keeps MLflow from inferring requirements (seconds per model, and
-    it can pick up the whole development environment).
-    """
-    from importlib import metadata
-
-    return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "scikit-learn", "pandas", "numpy", "skops")]
+    section = (yaml.safe_load(spec_yaml) or {}).get("registry") or {}
+    return AliasNames(section.get("champion_alias", CHAMPION), section.get("challenger_alias", CHALLENGER))
 
 
 def truncate_tag(value: str) -> str:
@@ -95,22 +95,28 @@ class RegistrationMixin:
         datasets: dict[str, pd.DataFrame],
         description: str = "",
     ) -> VersionInfo:
-        """Log the estimator with its lineage, metrics and datasets, and register it as a ``candidate``.
+        """Log the fitted model (any flavor ``flavors.log_model`` takes) with its lineage, metrics and datasets, and register it as a ``candidate``.
 
         A failure after the version exists removes that version again, so a half-registered
         model never appears in the registry.
         """
         from mlflow.models import infer_signature
 
-        self._refuse_untrusted_types(estimator)
-        previous = self.list_versions(model_name) if self.model_exists(model_name) else []
+        if flavor_of_object(estimator) is Flavor.SKLEARN:
+            self._refuse_untrusted_types(estimator)
+        exists = self.model_exists(model_name)
+        if exists and self._raw_model_state(model_name)[1].get(MANAGED_TAG) != "true":
+            raise RegistryError(
+                f"a model named {model_name!r} exists in the registry and Steward does not maintain it: Steward "
+                f"adds no versions to it. Adopt it (`steward adopt {model_name} --spec ...`) or name the spec's "
+                "model differently"
+            )
+        previous = self.list_versions(model_name) if exists else []
         latest = previous[-1] if previous else None
         schema_changed = bool(latest) and latest.tags.get("steward.schema_fingerprint") != lineage.schema_fingerprint
         semver = next_semver(latest.semver if latest else None, schema_changed)
         input_schema = {column: str(dtype) for column, dtype in input_example.dtypes.items()}
-        output = estimator.predict_proba(input_example) if hasattr(estimator, "predict_proba") else estimator.predict(
-            input_example
-        )
+        output = model_output(estimator, input_example)
 
         experiment_id = self.training_experiment(model_name)
         version: str | None = None
@@ -125,13 +131,9 @@ class RegistrationMixin:
                         path = Path(scratch) / f"{name}.parquet"
                         frame.to_parquet(path, index=False)
                         self._mlflow.log_artifact(str(path), artifact_path="datasets")
-                info = self._mlflow.sklearn.log_model(
-                    estimator,
-                    name="model",
-                    signature=infer_signature(input_example, output),
-                    input_example=input_example.head(5),
-                    skops_trusted_types=list(self.trusted_types),
-                    pip_requirements=serving_requirements(),
+                info = log_model(
+                    estimator, signature=infer_signature(input_example, output),
+                    input_example=input_example.head(5), trusted_types=list(self.trusted_types),
                 )
                 digest = self._digest_of(info.model_uri)
                 tags = {
@@ -142,8 +144,9 @@ class RegistrationMixin:
                     "steward.input_schema": json.dumps(input_schema),
                     "steward.schema_changed": str(schema_changed).lower(),
                     "steward.registered_by": self.actor,
+                    "steward.flavor": flavor_of_object(estimator).value,
                 }
-                self._ensure_registered_model(model_name, description)
+                self._ensure_registered_model(model_name, description, alias_names_of(lineage.spec_yaml))
                 mv = self._client.create_model_version(
                     model_name, source=info.model_uri, run_id=run.info.run_id, model_id=info.model_id,
                     tags={k: truncate_tag(v) for k, v in tags.items()}, description=description,
@@ -155,11 +158,12 @@ class RegistrationMixin:
                     self._client.delete_model_version(model_name, version)
                 raise
 
-    def _ensure_registered_model(self, model: str, description: str) -> None:
+    def _ensure_registered_model(self, model: str, description: str, names: AliasNames | None = None) -> None:
         if self.model_exists(model):
             return
+        tags = {MANAGED_TAG: "true", **(names or AliasNames()).as_tags()}
         try:
-            self._client.create_registered_model(model, tags={"steward.managed": "true"}, description=description)
+            self._client.create_registered_model(model, tags=tags, description=description)
         except self._mlflow.exceptions.MlflowException:
             if not self.model_exists(model):  # anything but a concurrent creation is a real error
                 raise
@@ -196,3 +200,64 @@ class RegistrationMixin:
                     "restore the artifacts from backup or roll back to another version"
                 )
             yield local, digest
+
+    # ---------------------------------------------------------------- versions registered by others
+    def versions_of_run_tag(self, model: str, key: str, value: str) -> list[VersionInfo]:
+        """Versions of ``model`` registered from a run (in any experiment) tagged ``key = value``."""
+        if not self.model_exists(model):
+            return []
+        escaped = value.replace("'", "\\'")
+        runs = self._mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`{key}` = '{escaped}'",
+                                        output_format="list")
+        found = [
+            mv for run in runs
+            for mv in self._client.search_model_versions(f"name = '{model}' and run_id = '{run.info.run_id}'")
+        ]
+        return sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+
+    def take_in_version(
+        self, model: str, version: str, *, lineage: Lineage, datasets: dict[str, pd.DataFrame],
+        input_schema: dict[str, str], tags: dict[str, str],
+    ) -> VersionInfo:
+        """Bring a version another process registered (a team's training deployment) under Steward, as
+        ``register_version`` would have left it: its datasets on its run, its files hashed, its lineage and
+        semver tagged, and ``candidate`` as its stage. Its own params and tags stay; its hold-out metrics are
+        measured on the verified copy afterwards (``log_version_metrics``)."""
+        info = self.get_version(model, version)
+        if info.digest:
+            raise RegistryError(f"{model} v{version} already has an artifact digest: it is under Steward already")
+        if not info.run_id:
+            raise RegistryError(
+                f"{model} v{version} has no MLflow run, so its hold-out data and metrics have nowhere to go: "
+                "register it from inside a run (mlflow.start_run) in the training code"
+            )
+        with tempfile.TemporaryDirectory() as scratch:
+            for name, frame in datasets.items():
+                path = Path(scratch) / f"{name}.parquet"
+                frame.to_parquet(path, index=False)
+                self._client.log_artifact(info.run_id, str(path), artifact_path="datasets")
+        self._client.log_text(info.run_id, lineage.spec_yaml, "spec.yaml")
+        earlier = [v for v in self.list_versions(model) if int(v.version) < int(version) and v.semver]
+        latest = earlier[-1] if earlier else None
+        schema_changed = bool(latest) and latest.tags.get("steward.schema_fingerprint") != lineage.schema_fingerprint
+        semver = next_semver(latest.semver if latest else None, schema_changed)
+        self.set_version_tags(model, version, {
+            **lineage.as_tags(),
+            "steward.semver": semver,
+            "steward.stage": "candidate",
+            "steward.artifact_digest": self._digest_of(info.source),
+            "steward.input_schema": json.dumps(input_schema),
+            "steward.schema_changed": str(schema_changed).lower(),
+            "steward.registered_by": self.actor,
+            **tags,
+        })
+        self._client.set_registered_model_tag(model, "steward.managed", "true")
+        return self.get_version(model, version, with_metrics=True)
+
+    def log_version_metrics(self, model: str, version: str, metrics: dict[str, float]) -> None:
+        """Metrics measured after registration (a taken-in version's hold-out scores), on the version's run."""
+        info = self.get_version(model, version)
+        if not info.run_id:
+            raise RegistryError(f"{model} v{version} has no MLflow run to log metrics to")
+        for name, value in metrics.items():
+            self._client.log_metric(info.run_id, name, value)

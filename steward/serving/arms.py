@@ -143,6 +143,9 @@ class LoadedArm:
 
     def predict(self, prepared: ModelInput) -> Scored:
         compiled = self.compiled if self.compiled is not None and default_output() else None
+        if self.classes is None and self.spec.task.is_classification:  # labels only: no score is made up
+            picked = [v.item() if hasattr(v, "item") else v for v in np.asarray(self.estimator.predict(prepared.frame))]
+            return Scored(picked, [label_text(c) for c in picked], None, None)
         if self.classes is None:
             raw = compiled.predict(prepared) if compiled else self.estimator.predict(prepared.frame)
             values = np.asarray(raw, dtype="float64").tolist()
@@ -261,9 +264,11 @@ def loaded_arm(
 
 
 def _classes(estimator: Any, task: Task) -> tuple[Any, ...] | None:
-    if not task.is_classification:
+    """The classes in the order of the model's probabilities; None for regression and for a classifier
+    that gives labels only (``steward.registry.flavors``: it is served without scores)."""
+    if not task.is_classification or not hasattr(estimator, "predict_proba"):
         return None
     classes = getattr(estimator, "classes_", None)
-    if classes is None or not hasattr(estimator, "predict_proba"):
-        raise TypeError("a classification model must have classes_ and predict_proba to report scores")
+    if classes is None:
+        raise TypeError("a classifier with predict_proba must have classes_ to say which class each score is for")
     return tuple(c.item() if hasattr(c, "item") else c for c in classes)

@@ -307,10 +307,13 @@ class Gateway:
         return Readiness(state, self.pool.describe() if self.pool else [], view)
 
     def render_metrics(self, *, openmetrics: bool = False) -> bytes:
-        """The Prometheus exposition, with each model's deployment generation brought up to date."""
+        """The Prometheus exposition, with each model's deployment generation and champion state brought up to date."""
         if self.pool is not None:
             for deployment in filter(None, map(self.pool.get, self.config.models)):
                 self.metrics.deployment.labels(deployment.model).set(deployment.generation)
+        for name in self.config.models:
+            deployment = self.pool.get(name) if self.pool is not None else None
+            self.metrics.champion_loaded.labels(name).set(int(deployment is not None and deployment.champion is not None))
         return self.metrics.render(openmetrics=openmetrics)
 
     def _deployment(self, name: str) -> Deployment:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,9 @@ class Job:
     # Where the job's rows sit in its batch's prepared input (set when scored): a shadow copy
     # for a version taking the same features is scored on those arrays instead of anew.
     source: tuple[ModelInput, int] | None = None
+    # Milliseconds inside its version's model call for the batch it was scored in (set when scored):
+    # the arm's own compute, which the other arm's calls in the same event loop do not inflate.
+    compute_ms: float | None = None
 
 
 class LoopBatcher:
@@ -178,11 +182,14 @@ def _score_groups(groups: list[list[Job]]) -> None:
     for group in groups:
         rows = sum(job.rows for job in group)
         part = prepared.rows(offset, offset + rows)
+        started = time.perf_counter()
         scored = group[0].arm.predict(part)
+        compute_ms = (time.perf_counter() - started) * 1000
         start = 0
         for job in group:
             results.append((job, scored if len(ordered) == 1 else scored.slice(start, start + job.rows)))
             job.source = (prepared, offset + start)
+            job.compute_ms = compute_ms
             start += job.rows
         offset += rows
     for job, result in results:  # delivered only when every group scored, so a retry never delivers twice

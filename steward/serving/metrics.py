@@ -80,6 +80,10 @@ class GatewayMetrics:
             "steward_deployment_generation", "How many times the model's deployment changed.", ["model"],
             registry=self.registry,
         )
+        self.champion_loaded = Gauge(
+            "steward_champion_loaded", "1 when the model's champion is loaded; 0 while predict answers 503.", ["model"],
+            registry=self.registry,
+        )
         self.slow_clients = Counter(
             "steward_slow_clients_dropped", "Connections closed for sending headers or body too slowly.", ["stage"],
             registry=self.registry,

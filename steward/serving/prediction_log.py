@@ -217,6 +217,7 @@ def _record_of(arm: LoadedArm, arm_name: str, served: bool, ok: bool, jobs: list
     request_ids: list[str] = []
     times: list[int] = []
     latencies: list[float] = []
+    computes: list[float | None] = []
     positions: list[int] = []
     entities: list[str | None] | None = None
     for job in jobs:
@@ -225,6 +226,7 @@ def _record_of(arm: LoadedArm, arm_name: str, served: bool, ok: bool, jobs: list
         request_ids += (context.request_id,) * size
         times += (context.time_ns,) * size
         latencies += ((now - context.started) * 1000,) * size
+        computes += (job.compute_ms,) * size
         positions += context.rows
         if context.entities is not None:
             if entities is None:
@@ -242,5 +244,5 @@ def _record_of(arm: LoadedArm, arm_name: str, served: bool, ok: bool, jobs: list
         arm.model, arm.version, arm_name, served=served, status="ok" if ok else "error", request_ids=request_ids,
         rows=positions, times_ns=times, latencies_ms=latencies, features=features,
         numeric=arm.schema.numeric_names, predictions=predictions, scores=scores, entities=entities,
-        numeric_values=numeric_values,
+        numeric_values=numeric_values, compute_ms=computes if ok else None,
     )

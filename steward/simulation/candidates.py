@@ -156,6 +156,8 @@ class LoadSensitiveClassifier(_Wrapper):
 
 
 # ---------------------------------------------------------------------------------------- worlds and candidates
+SUBTLY_WORSE_ROW_SHARE = 4  # the subtly worse candidate learns from the newest quarter of the training rows
+SUBTLY_WORSE_NOISE = 0.2  # with this share of their labels flipped
 CHAMPION_DAYS = (0, 20)  # the champion's training days
 CANDIDATE_DAYS = (30, 50)  # fresh days a retrain learns from
 TRAFFIC_DAY = 60  # the day the canary's traffic is replayed from
@@ -217,8 +219,12 @@ def build_candidate(
     """The candidate of ``kind``: trained on the world's fresh rows, or a trained model behind a fault."""
     fresh = world.candidate_rows
     if kind is CandidateKind.SUBTLY_WORSE:
-        few = fresh.iloc[-max(len(fresh) // 4, 1500):]  # the newest quarter, so its hold-out is still the newest
-        return train_on(spec, noisy_labels(few, spec.target, 0.2, seed), "candidate: fewer rows, 20% noisy labels")
+        # Learns from fewer rows with noisy labels; judged on the same clean, newest hold-out as a good retrain.
+        split = split_train_holdout(fresh, spec)
+        few = split.train.iloc[-max(len(split.train) // SUBTLY_WORSE_ROW_SHARE, 1500):]
+        noisy = replace(split, train=noisy_labels(few, spec.target, SUBTLY_WORSE_NOISE, seed))
+        return train_model(spec, noisy, data_sha256=frame_sha256(noisy.train),
+                           data_source="candidate: fewer rows, noisy labels")
     if kind is CandidateKind.INVERTED_LABELS:
         return train_on(spec, inverted_labels(fresh, spec.target), "candidate: labels inverted by a faulty join")
     trained = train_on(spec, fresh, f"candidate {kind.value}: fresh rows")

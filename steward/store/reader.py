@@ -37,9 +37,10 @@ if TYPE_CHECKING:
 class PredictionStore:
     """Reads and writes the prediction log under one fsspec URL."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None) -> None:
         self.uri = uri.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.uri)
+        self.storage_options = {**object_store_defaults(self.uri), **(storage_options or {})}
+        self.fs, self.root = fsspec.core.url_to_fs(self.uri, **self.storage_options)
         self.root = self.root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
 
@@ -220,6 +221,17 @@ class PredictionStore:
 
 
 
+def object_store_defaults(uri: str) -> dict[str, Any]:
+    """fsspec options an object-store URI needs: listings never cached, as gateways add parts all the time.
+
+    Credentials, region and endpoint come from the standard AWS variables (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL`` for an S3-compatible service),
+    so the gateway, the flows and the Dask workers all find the same store from the URI alone.
+    """
+    protocol = uri.split("://", 1)[0] if "://" in uri else "file"
+    return {"use_listings_cache": False} if protocol in {"s3", "s3a", "gs", "gcs", "abfs", "az"} else {}
+
+
 def as_utc(value: datetime | str | pd.Timestamp, what: str) -> datetime:
     """The time as an aware UTC datetime (naive times are taken as UTC); ``what`` names it in errors."""
     stamp = pd.Timestamp(value)
@@ -247,6 +259,7 @@ def _empty_predictions(model: str) -> pd.DataFrame:
             "score": pd.Series(dtype="float64"),
             "latency_ms": pd.Series(dtype="float64"),
             "entity": pd.Series(dtype=object),
+            "compute_ms": pd.Series(dtype="float64"),
         }
     )
     frame.insert(0, "model", pd.Series(dtype=object))

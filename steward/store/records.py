@@ -63,6 +63,8 @@ class PredictionBatch(NamedTuple):
     predictions: tuple[str, ...] | None
     scores: tuple[float, ...] | None
     entities: tuple[str | None, ...] | None = None
+    # Per row: milliseconds inside the version's model call that scored it (None: not measured).
+    compute_ms: tuple[float | None, ...] | None = None
 
     @property
     def size(self) -> int:
@@ -86,6 +88,7 @@ def prediction_rows(
     scores: Sequence[float] | None,
     entities: Sequence[str | None] | None = None,
     numeric_values: np.ndarray | None = None,
+    compute_ms: Sequence[float | None] | None = None,
 ) -> PredictionBatch:
     """A record of rows from one or more requests; every per-row sequence has one value per row.
 
@@ -102,11 +105,11 @@ def prediction_rows(
     else:
         numeric_names, text = tuple(numeric), features
     lengths = {len(request_ids), len(times_ns), len(latencies_ms), *map(len, features.values())}
-    lengths.update(len(given) for given in (predictions, scores, entities) if given is not None)
+    lengths.update(len(given) for given in (predictions, scores, entities, compute_ms) if given is not None)
     block_fits = numeric_values is None or numeric_values.shape == (size, len(numeric_names))
     if lengths != {size} or not block_fits:  # the message is built only when it is needed: this runs per model call
         per_row = {"request_ids": request_ids, "times_ns": times_ns, "latencies_ms": latencies_ms,
-                   "predictions": predictions, "scores": scores, "entities": entities,
+                   "predictions": predictions, "scores": scores, "entities": entities, "compute_ms": compute_ms,
                    **{f"feature {name}": given for name, given in features.items()}}
         wrong = {name: len(given) for name, given in per_row.items() if given is not None and len(given) != size}
         if not block_fits:
@@ -119,7 +122,7 @@ def prediction_rows(
         model, version, arm, served, status, tuple(request_ids), tuple(rows), tuple(times_ns), tuple(latencies_ms),
         numeric_names, numeric_values, tuple(text), values,
         tuple(predictions) if predictions is not None else None, tuple(scores) if scores is not None else None,
-        tuple(entities) if entities is not None else None,
+        tuple(entities) if entities is not None else None, tuple(compute_ms) if compute_ms is not None else None,
     )
 
 
@@ -234,6 +237,7 @@ def _predictions_table(batches: Sequence[PredictionBatch]) -> pa.Table:
         "score": optional("scores", pa.float64()),
         "latency_ms": per_row("latencies_ms", pa.float64()),
         "entity": optional("entities", pa.string()),
+        "compute_ms": optional("compute_ms", pa.float64()),
     }
     layouts = dict.fromkeys((batch.numeric_names, batch.text_names) for batch in batches)  # in order of appearance
     if len(layouts) > 1:  # features changed between versions: one table per layout, missing values null

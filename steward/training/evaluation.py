@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from steward.spec import ModelSpec, Task
+from steward.training.labels import binary_outputs, binary_target
 
 # Metrics where a smaller value is better; every other metric is better when larger.
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss", "brier"})
@@ -31,6 +32,20 @@ def predict_scores(model: Any, features: pd.DataFrame, task: Task) -> tuple[np.n
     if task.is_classification and hasattr(model, "predict_proba"):
         probabilities = np.asarray(model.predict_proba(features))
     return predictions, probabilities
+
+
+def labelled_outputs(
+    model: Any, features: pd.DataFrame, y_true: Any, spec: ModelSpec
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray | None]]:
+    """Labels and outputs as the metrics take them: for a binary model, 0/1 with 1 the spec's positive class,
+    and probabilities as [P(other), P(positive)], whatever type the labels are."""
+    predictions, probabilities = predict_scores(model, features, spec.task)
+    y_true = np.asarray(y_true)
+    if spec.task is not Task.BINARY_CLASSIFICATION:
+        return y_true, (predictions, probabilities)
+    target = binary_target(spec, pd.unique(y_true))
+    classes = getattr(model, "classes_", ())
+    return target.indicator(y_true), binary_outputs(target, classes, predictions, probabilities)
 
 
 def compute_metrics(
@@ -63,8 +78,8 @@ def compute_metrics(
 
 def evaluate(model: Any, frame: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:
     """Metrics of ``model`` on a labelled frame already passed through ``prepare_features``."""
-    predictions, probabilities = predict_scores(model, frame[spec.feature_names], spec.task)
-    return compute_metrics(spec.task, frame[spec.target].to_numpy(), predictions, probabilities)
+    y_true, outputs = labelled_outputs(model, frame[spec.feature_names], frame[spec.target].to_numpy(), spec)
+    return compute_metrics(spec.task, y_true, *outputs)
 
 
 @dataclass(frozen=True)
@@ -82,8 +97,9 @@ def evaluate_slices(
     """The primary metric per category of each slice feature; small slices are reported with their size."""
     metric = spec.primary_metric
     features = features if features is not None else spec.gates.slice_features
-    predictions, probabilities = predict_scores(model, frame[spec.feature_names], spec.task)
-    y_true = frame[spec.target].to_numpy()
+    y_true, (predictions, probabilities) = labelled_outputs(
+        model, frame[spec.feature_names], frame[spec.target].to_numpy(), spec
+    )
     results = []
     for feature in features:
         values = frame[feature].fillna("__missing__").astype(str).to_numpy()

@@ -15,7 +15,13 @@ from enum import StrEnum
 from steward.findings import CheckStatus
 from steward.spec import GateSpec
 from steward.training.evaluation import higher_is_better
-from steward.training.paired import NonInferiority, NonInferiorityResult, PairedInterval
+from steward.training.paired import (
+    NonInferiority,
+    NonInferiorityResult,
+    PairedInterval,
+    rows_for_clear_gain,
+    same_on_every_row,
+)
 from steward.training.probes import EdgeCaseOutcome, SpeedProfile
 
 
@@ -27,7 +33,10 @@ class ComparisonCode(StrEnum):
     NO_EXPECTED_GAIN = "no_expected_gain"  # within tolerance with confidence, but expected worse than the champion
     INCONCLUSIVE = "inconclusive"  # the interval straddles -tolerance, or too few rows for the tolerance
     NO_SIGNIFICANT_DROP = "no_significant_drop"  # slices: no slice is significantly below its tolerance
+    CLEAR_GAIN = "clear_gain"  # the triggering metric: the interval of the improvement is wholly above zero
     SIGNIFICANT_DROP = "significant_drop"  # slices: some slice is
+    NO_SCORES = "no_scores"  # skipped: the check needs a score per row and a contender gives labels only
+    SCORING_ERROR = "scoring_error"  # the candidate raised on its own hold-out: nothing else can be judged
 
 
 class ValidationVerdict(StrEnum):
@@ -88,6 +97,11 @@ class ValidationReport:
         return tuple(check for check in self.checks if check.inconclusive)
 
     @property
+    def skipped_for_no_scores(self) -> tuple[GateCheck, ...]:
+        """The checks a label-only contender left out (code ``no_scores``): the report says which and why."""
+        return tuple(c for c in self.checks if c.status is CheckStatus.SKIPPED and c.code is ComparisonCode.NO_SCORES)
+
+    @property
     def rows_needed(self) -> int | None:
         """More labelled held-out rows every inconclusive check needs (None: none inconclusive, or unknown)."""
         needed = [check.rows_needed for check in self.undecided]
@@ -96,6 +110,17 @@ class ValidationReport:
     @property
     def primary_interval(self) -> PairedInterval | None:
         return next((c.interval for c in self.checks if c.name == "metric_vs_champion"), None)
+
+    @property
+    def trigger_interval(self) -> PairedInterval | None:
+        return next((c.interval for c in self.checks if c.name == "trigger_metric_vs_champion"), None)
+
+    @property
+    def expects_gain(self) -> bool:
+        """The estimate favours the candidate where a gain is expected (the triggering metric when judged, else
+        the primary metric): an inconclusive candidate worth keeping until more rows decide it."""
+        interval = self.trigger_interval or self.primary_interval
+        return interval is None or interval.difference >= 0
 
     def summary(self) -> str:
         against = f"champion v{self.champion_version}" if self.champion_version else "no champion (bootstrap)"
@@ -135,13 +160,16 @@ class ValidationReport:
 
 
 def check_primary_metric(
-    metric: str, candidate: float, comparison: NonInferiorityResult | None, policy: GateSpec
+    metric: str, candidate: float, comparison: NonInferiorityResult | None, policy: GateSpec,
+    *, expect_gain: bool | None = None,
 ) -> list[GateCheck]:
     """The floor on the candidate's own value, then the paired comparison with the champion.
 
-    A pass needs the interval of the improvement above ``-tolerance`` and, with
-    ``gates.require_expected_gain``, an estimate at least as good as keeping the champion.
+    A pass needs the interval of the improvement above ``-tolerance`` and, with ``expect_gain``
+    (default ``gates.require_expected_gain``), an estimate at least as good as keeping the champion.
+    A retrain triggered by another metric expects its gain there (``check_trigger_metric``).
     """
+    expect_gain = policy.require_expected_gain if expect_gain is None else expect_gain
     checks = []
     if policy.floor is not None:
         def meets(value: float) -> bool:
@@ -176,7 +204,7 @@ def check_primary_metric(
         checks.append(GateCheck("metric_vs_champion", CheckStatus.INCONCLUSIVE,
                                 f"{need} to decide{counted}; {described}",
                                 ComparisonCode.INCONCLUSIVE, interval, comparison.rows_needed))
-    elif policy.require_expected_gain and interval.difference < 0:
+    elif expect_gain and interval.difference < 0 and not same_on_every_row(interval):
         checks.append(GateCheck("metric_vs_champion", CheckStatus.FAILED,
                                 f"no expected gain over keeping the champion (estimate below it): {described}",
                                 ComparisonCode.NO_EXPECTED_GAIN, interval))
@@ -184,6 +212,31 @@ def check_primary_metric(
         checks.append(GateCheck("metric_vs_champion", CheckStatus.PASSED, f"non-inferior: {described}",
                                 ComparisonCode.NON_INFERIOR, interval))
     return checks
+
+
+def check_trigger_metric(metric: str, interval: PairedInterval | None, error: str | None = None) -> GateCheck:
+    """The metric whose drop triggered the retrain: the candidate must repair it, with confidence.
+
+    A pass needs the paired interval of the improvement wholly above zero; an estimate at or below
+    keeping the champion fails (the retrain does not repair what it was started for); a positive
+    estimate whose interval reaches zero is inconclusive, with the rows a clear gain would need.
+    """
+    name = "trigger_metric_vs_champion"
+    if interval is None:
+        return GateCheck(name, CheckStatus.INCONCLUSIVE,
+                         f"cannot compare {metric} with the champion on this hold-out: {error}",
+                         ComparisonCode.INCONCLUSIVE)
+    described = f"{interval.describe()}; the retrain was triggered by a drop of {metric}"
+    if interval.lower > 0:
+        return GateCheck(name, CheckStatus.PASSED, f"repairs it with confidence: {described}",
+                         ComparisonCode.CLEAR_GAIN, interval)
+    needed = rows_for_clear_gain(interval)
+    if needed is None:
+        return GateCheck(name, CheckStatus.FAILED, f"no expected gain where the retrain was needed: {described}",
+                         ComparisonCode.NO_EXPECTED_GAIN, interval)
+    return GateCheck(name, CheckStatus.INCONCLUSIVE,
+                     f"need about {needed} more labelled rows to show the gain: {described}",
+                     ComparisonCode.INCONCLUSIVE, interval, needed)
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,23 @@ def paired_difference(
 
 # --- the decision ---------------------------------------------------------------------------------
 
+_SAME = 1e-9  # a difference and interval this close to zero are the same metric on every resample
+
+
+def same_on_every_row(interval: PairedInterval) -> bool:
+    """Both models give the metric the same value on the rows and on every resample of them (a zero-width
+    interval at zero): e.g. ROC AUC of a model and of the same model with its threshold moved."""
+    return max(abs(interval.difference), abs(interval.lower), abs(interval.upper)) < _SAME
+
+
+def rows_for_clear_gain(interval: PairedInterval) -> int | None:
+    """More rows for an interval with a positive estimate to lie wholly above zero, from its standard error
+    (which shrinks as 1/sqrt(rows)); None when the estimate is not a gain."""
+    if interval.difference <= 0:
+        return None
+    half_width = z_value(interval.confidence) * interval.standard_error
+    return max(math.ceil(interval.rows * (half_width / interval.difference) ** 2) - interval.rows, 1)
+
 
 def resolution_rows(metric: str, tolerance: float, y_true: np.ndarray) -> tuple[int, int | None, float]:
     """(rows that count, rows the tolerance needs, share of all rows that count) for this metric.
@@ -295,6 +312,8 @@ def judge_non_inferiority(
     """
     counted, floor, share = resolution_rows(interval.metric, tolerance, y_true)
     too_few = floor is not None and counted < floor
+    if same_on_every_row(interval):  # e.g. a re-fitted threshold keeps the ranking: no sampling error to resolve
+        return NonInferiorityResult(NonInferiority.NON_INFERIOR, interval, tolerance, None, floor)
     # The floor stops a pass by the tolerance's margin on noise; an interval wholly above zero is a gain
     # over keeping the champion at the stated confidence, whatever the tolerance.
     if interval.lower > 0 or (not too_few and interval.lower > -tolerance):

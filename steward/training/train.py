@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import pandas as pd
@@ -12,7 +13,18 @@ from steward.estimators import build_estimator
 from steward.registry.lineage import Lineage, code_version, package_versions
 from steward.spec import ModelSpec
 from steward.training.data import Split, frame_sha256, prepare_features
+from steward.training.entrypoints import Producer, ProducerKind, fit_with_entrypoint
 from steward.training.evaluation import evaluate
+
+
+class RetrainSkip(StrEnum):
+    """Why a retrain ended without a candidate, when it was not a failure."""
+
+    BUDGET = "budget"  # the cooldown or the weekly budget (see RetrainCode)
+    TOO_FEW_ROWS = "too_few_rows"  # the data is not there yet: wait for more labels
+    CANDIDATE_PENDING = "candidate_pending"  # a kept candidate awaits the labels to judge it (see RetrainNeedCode)
+    NO_NEW_EVIDENCE = "no_new_evidence"  # a retrain for the same trigger found no gain, and nothing moved since
+    EXPECTED_BELOW_FLOOR = "expected_below_floor"  # the newest rows say the gate would fail it: wait for more
 
 
 @dataclass(frozen=True)
@@ -22,6 +34,7 @@ class TrainedModel:
     lineage: Lineage
     train_frame: pd.DataFrame
     holdout_frame: pd.DataFrame
+    producer: Producer
 
 
 def labelled_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
@@ -34,12 +47,20 @@ def labelled_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
 
 
 def train_model(spec: ModelSpec, split: Split, *, data_sha256: str, data_source: str) -> TrainedModel:
-    """Fit on the training part, evaluate on the held-out part, and collect the lineage."""
+    """Fit on the training part (``estimator.factory``, or the team's ``training.entrypoint``), evaluate on the
+    held-out part, and collect the lineage."""
+    producer = Producer.of(spec)
+    if producer.kind is ProducerKind.DEPLOYMENT:
+        raise ValueError(f"{spec.name}: training.deployment {spec.training.deployment!r} registers its own versions; "
+                         "the retrain flow runs it (tasks/team_training.py), train_model does not")
     train = labelled_frame(split.train, spec)
     holdout = labelled_frame(split.holdout, spec)
-    estimator = build_estimator(spec)
     started = time.perf_counter()
-    estimator.fit(train[spec.feature_names], train[spec.target])
+    if producer.kind is ProducerKind.ENTRYPOINT:
+        estimator = fit_with_entrypoint(spec, train, holdout[spec.feature_names])
+    else:
+        estimator = build_estimator(spec)
+        estimator.fit(train[spec.feature_names], train[spec.target])
     seconds = time.perf_counter() - started
     metrics = evaluate(estimator, holdout, spec)
     window = split.train_window
@@ -50,8 +71,13 @@ def train_model(spec: ModelSpec, split: Split, *, data_sha256: str, data_source:
         data_window_start=window[0].isoformat() if window else None,
         data_window_end=(split.holdout_window or window)[1].isoformat() if window else None,
         params={
-            "estimator.factory": spec.estimator.factory,
-            **{f"estimator.{k}": v for k, v in spec.estimator.params.items()},
+            "producer": producer.tag,
+            **({
+                "estimator.factory": spec.estimator.factory,
+                **{f"estimator.{k}": v for k, v in spec.estimator.params.items()},
+            } if producer.kind is ProducerKind.ESTIMATOR else {
+                f"training.{k}": v for k, v in spec.training.params.items()
+            }),
             "split.method": split.method,
             "split.holdout_fraction": spec.training.holdout_fraction,
             "train_rows": len(train),
@@ -63,7 +89,7 @@ def train_model(spec: ModelSpec, split: Split, *, data_sha256: str, data_source:
         schema_fingerprint=spec.schema_fingerprint(),
         spec_yaml=spec.to_yaml(),
     )
-    return TrainedModel(estimator, metrics, lineage, train, holdout)
+    return TrainedModel(estimator, metrics, lineage, train, holdout, producer)
 
 
 def reference_sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
@@ -71,4 +97,4 @@ def reference_sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     return frame if len(frame) <= rows else frame.sample(n=rows, random_state=seed).sort_index()
 
 
-__all__ = ["TrainedModel", "frame_sha256", "labelled_frame", "reference_sample", "train_model"]
+__all__ = ["RetrainSkip", "TrainedModel", "frame_sha256", "labelled_frame", "reference_sample", "train_model"]

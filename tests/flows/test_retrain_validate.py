@@ -160,3 +160,60 @@ def test_inconclusive_candidate_does_not_become_challenger(write_spec, registry,
     rejected = model_events(model_name, expected=4)[-1]
     assert rejected.event == events.CANDIDATE_REJECTED and rejected.payload["verdict"] == "inconclusive"
     assert rejected.payload["rows_needed"] == outcome.report.rows_needed
+
+
+def test_an_inconclusive_candidate_is_kept_blocks_a_second_retrain_and_is_revalidated_on_new_labels(
+        write_spec, registry, model_name, settings):
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from steward.simulation.replay import ReplayArm, replay_to_store
+    from steward.simulation.scenario import credit_default_scenario
+    from steward.spec import load_spec
+    from steward.store.reader import PredictionStore
+    from steward.training.retrain_decision import RetrainNeedCode
+    from steward.training.train import RetrainSkip
+    from tasks.training import RevalidationCode, find_pending_candidate, revalidate_pending
+
+    start = pd.Timestamp("2026-04-01", tz="UTC")
+    spec_path = write_spec()
+    retrain(spec_path=str(spec_path), as_of=(start - timedelta(days=3)).to_pydatetime())
+    validate(spec_path=str(spec_path))
+    small = write_spec(training__holdout_fraction=0.05)
+    candidate = retrain(spec_path=str(small), force=True, as_of=start.to_pydatetime())
+    outcome = validate(spec_path=str(small))
+    assert outcome.action == "inconclusive" and outcome.report.expects_gain
+    spec = load_spec(small)
+
+    pending = find_pending_candidate.fn(spec, (start + timedelta(hours=1)).to_pydatetime())
+    assert pending is not None and pending.version == candidate.version
+    assert pending.rows_needed == outcome.report.rows_needed
+    blocked = retrain(spec_path=str(small), as_of=(start + timedelta(days=2)).to_pydatetime())
+    assert not blocked.registered and blocked.need is RetrainNeedCode.CANDIDATE_PENDING
+    assert blocked.skip is RetrainSkip.CANDIDATE_PENDING
+
+    # No labelled traffic since it was made: it waits.
+    waiting = revalidate_pending.fn(spec, (start + timedelta(days=1)).to_pydatetime())
+    assert [r.code for r in waiting] == [RevalidationCode.WAITING]
+
+    # Labelled traffic served after it was made: judged again on its hold-out plus the new rows.
+    scenario = credit_default_scenario(rows_per_day=400, start=start)
+    days = 5
+    traffic = scenario.generate(start, start + pd.Timedelta(days=days))
+    champion = registry.champion(model_name)
+    arm = ReplayArm("champion", champion.version, registry.load_model(model_name, champion.version).model)
+    as_of = start + pd.Timedelta(days=days + 1)
+    replay_to_store(PredictionStore(settings.resolved_store_uri), spec, traffic, [arm], labels_until=as_of)
+    decided = revalidate_pending.fn(spec, as_of.to_pydatetime())
+    assert [r.code for r in decided] == [RevalidationCode.DECIDED]
+    report = decided[0].report
+    assert report.holdout_rows > outcome.report.holdout_rows + outcome.report.rows_needed - 1
+    tags = registry.get_version(model_name, candidate.version).tags
+    assert tags["steward.validation.status"] == report.verdict.value
+
+    # Past retrain.pending_days a candidate still waiting for rows is dropped.
+    if report.verdict.value == "inconclusive":
+        expired = revalidate_pending.fn(spec, (start + timedelta(days=30)).to_pydatetime())
+        assert [r.code for r in expired] == [RevalidationCode.EXPIRED]
+        assert registry.get_version(model_name, candidate.version).tags["steward.stage"] == "expired"

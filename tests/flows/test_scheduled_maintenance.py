@@ -138,7 +138,8 @@ def test_daily_checks_health_and_drift_and_removes_only_what_is_past_retention(w
     assert summary.cadence is Cadence.DAILY and summary.model == world.name
     statuses = {t.name: t.status for t in summary.tasks_completed}
     assert statuses == dict.fromkeys(
-        ["health check", "drift report", "log retention", "temporary files", "incident review", "critical alerts"],
+        ["health check", "drift report", "pending candidates", "log retention", "temporary files", "incident review",
+         "critical alerts"],
         TaskStatus.COMPLETED)
     predictions = _partitions(settings, "predictions", world.name)
     assert {"2025-10-01", "2025-12-07"}.isdisjoint(predictions) and "2025-12-08" in predictions

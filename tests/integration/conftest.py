@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,3 +41,12 @@ def two_versions(registry, write_spec, register_version, example_frame, model_na
     mark_validated(registry, model_name, first.version, second.version)
     set_champion_and_challenger(registry, model_name, first.version, second.version)
     return model_name, first.version, second.version
+
+
+@pytest.fixture
+def production_home():
+    """A home the `postgres` user can reach (pytest's temp folders are root-only)."""
+    home = Path(tempfile.mkdtemp(prefix="steward-production-", dir="/tmp"))
+    home.chmod(0o711)
+    yield home / "home"
+    shutil.rmtree(home, ignore_errors=True)

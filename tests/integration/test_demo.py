@@ -59,7 +59,7 @@ class DemoRun:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> DemoRun:
     home = tmp_path_factory.mktemp("demo") / "home"
-    ports = {name: free_port() for name in ("prefect", "mlflow", "gateway", "deployments")}
+    ports = {name: free_port() for name in ("prefect", "mlflow", "gateway", "deployments", "evidently")}
     options = [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
     try:
         result = _steward("demo", "--short", "--home", str(home), *options, timeout=900)

@@ -160,3 +160,19 @@ def test_traffic_plans_need_a_challenger_and_are_read_with_the_aliases(any_regis
     assert (state.champion, state.challenger, state.plan, state.plan_error) == (champion, challenger, canary, None)
     back = registry.set_traffic_plan(model, DEFAULT_PLAN, reason="done")
     assert back.to_version is None and registry.serving_state(model).plan == DEFAULT_PLAN
+
+
+def test_versions_are_listed_with_their_aliases_and_retention_never_archives_an_aliased_one(
+    any_registry, spec, quick_model
+):
+    registry, model = any_registry, spec.name
+    versions = register(registry, spec, quick_model, 5, validated=True)
+    registry.promote(model, versions[0], reason="first")
+    registry.promote(model, versions[3], reason="second")
+    registry.set_alias(model, CHALLENGER, versions[1], reason="an old version back on trial", kind=ChangeKind.ASSIGN)
+    listed = {v.version: v.aliases for v in registry.list_versions(model)}
+    assert listed == {versions[0]: (), versions[1]: (CHALLENGER,), versions[2]: (), versions[3]: (CHAMPION,),
+                      versions[4]: ()}
+    decision = registry.apply_retention(model, keep_champions=1, keep_recent=1)
+    assert versions[1] not in decision.archive and versions[3] not in decision.archive
+    assert set(decision.archive) == {versions[0], versions[2]}

@@ -144,7 +144,7 @@ class InMemoryRegistry(Registry):
         )
         return self.get_version(model_name, version, with_metrics=True)
 
-    def load_model(self, model: str, version: str) -> LoadedModel:
+    def load_model(self, model: str, version: str, *, spec: Any = None) -> LoadedModel:
         """A fresh copy of the estimator, after checking its bytes against the recorded digest."""
         digest = self.verify_version(model, version)
         return LoadedModel(pickle.loads(self._stored(model, version).model_bytes), self.get_version(model, version),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import mlflow.pyfunc
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -65,3 +67,29 @@ def with_estimator_params(spec: ModelSpec, **params: Any) -> ModelSpec:
         return spec
     estimator = spec.estimator.model_copy(update={"params": {**spec.estimator.params, **params}})
     return spec.model_copy(update={"estimator": estimator})
+
+
+
+class LabelOnlyClassifier(mlflow.pyfunc.PythonModel):
+    """A team's python-function classifier that answers the predicted class and nothing else: no score."""
+
+    def __init__(self, fitted: Any) -> None:
+        self.fitted = fitted
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame({"decision": self.fitted.predict(model_input)})
+
+
+class LabelsOf:
+    """A fitted classifier seen as a model that answers its labels only (no ``predict_proba``), the way Steward
+    scores a python-function model with no score column; ``flip`` answers the other class (a worse model)."""
+
+    def __init__(self, fitted: Any, *, flip: bool = False) -> None:
+        self.fitted = fitted
+        self.flip = flip
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        labels = self.fitted.predict(frame)
+        return 1 - labels if self.flip else labels

@@ -56,3 +56,28 @@ def test_unknown_setting_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_telemetry_can_be_turned_on(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("STEWARD_TELEMETRY", "true")
     assert "DO_NOT_TRACK" not in environment_for(Settings())
+
+
+def test_a_home_applied_later_replaces_the_default_one_but_never_a_users_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`steward demo --home H` imported flows (which apply ./.steward) before applying H: MLflow's fluent API
+    then wrote to ./.steward's store while the registry's client read H's ("No Experiment with id=1")."""
+    from steward import config
+
+    monkeypatch.setenv("STEWARD_HOME", str(tmp_path / "default"))
+    for variable in (*environment_for(Settings()), "PREFECT_API_URL"):  # monkeypatch restores each at the end
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(config, "_exported", {})
+    config.apply_environment(Settings())
+    monkeypatch.setenv("STEWARD_PREFECT_API_URL", "http://prefect.internal:4200/api")
+    monkeypatch.setenv("STEWARD_HOME", str(tmp_path / "chosen"))
+    chosen = config.apply_environment(Settings())
+    assert config.os.environ["MLFLOW_TRACKING_URI"] == chosen.resolved_tracking_uri
+    assert config.os.environ["PREFECT_HOME"] == str(tmp_path / "chosen" / "prefect")
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in config.os.environ  # the first home's only
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    monkeypatch.setenv("STEWARD_HOME", str(tmp_path / "third"))
+    config.apply_environment(Settings())
+    assert config.os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow.internal:5000"

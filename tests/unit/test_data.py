@@ -167,3 +167,157 @@ def test_candidate_windows_need_production_data():
     with pytest.raises(SpecError, match="candidate_window_days compares windows of production data"):
         parse_spec(document)
     assert production_spec(window_days=14, candidate_window_days=[28, 7]).data.window_candidates == (7, 14, 28)
+
+
+# --- labels of any type (positive_label, classes) -----------------------------------------------------------
+
+from sklearn import metrics as skm  # noqa: E402
+
+from steward.findings import CheckStatus  # noqa: E402
+from steward.training.data import RANDOM_SPLIT_FINDING, SplitMethod  # noqa: E402
+from steward.training.labels import LabelError, binary_target, label_key, same_labels  # noqa: E402
+
+
+def relabelled(spec, frame, mapping: dict, **spec_fields):
+    """The frame with the 0/1 target mapped to other label values, and the spec saying so."""
+    return frame.assign(default=frame["default"].map(mapping)), spec.model_copy(update=spec_fields)
+
+
+@pytest.fixture(scope="module")
+def small_spec(quick_spec):
+    return quick_spec.model_copy(update={"data_validation": quick_spec.data_validation.model_copy(
+        update={"min_rows": 100})})
+
+
+@pytest.fixture(scope="module")
+def baseline(small_spec, frame):
+    from tests.support.models import train_spec
+
+    return train_spec(small_spec, frame, "0/1 labels")
+
+
+@pytest.mark.parametrize(
+    ("mapping", "positive"),
+    [({0: "good", 1: "bad"}, "bad"), ({0: 1, 1: 2}, 2), ({0: False, 1: True}, None), ({0: "no", 1: "yes"}, "yes")],
+    ids=["strings", "one-two", "booleans", "yes-no"],
+)
+def test_any_label_type_trains_and_scores_like_zero_one(small_spec, frame, baseline, mapping, positive):
+    from steward.training.validation import Contender, validate_candidate
+    from tests.support.models import train_spec
+
+    data, spec = relabelled(small_spec, frame, mapping, positive_label=positive)
+    assert validate_training_data(data, spec).passed
+    trained = train_spec(spec, data, "relabelled")
+    holdout, model = trained.holdout_frame, trained.estimator
+    assert {label_key(c) for c in model.classes_} == {label_key(v) for v in mapping.values()}
+    positive_class = mapping[1] if positive is None else positive
+    is_positive = (holdout["default"] == positive_class).to_numpy()
+    score = model.predict_proba(holdout[spec.feature_names])[:, list(model.classes_).index(positive_class)]
+    predicted = model.predict(holdout[spec.feature_names]) == positive_class
+    expected = {"roc_auc": skm.roc_auc_score(is_positive, score), "precision": skm.precision_score(is_positive, predicted),
+                "recall": skm.recall_score(is_positive, predicted), "brier": skm.brier_score_loss(is_positive, score)}
+    assert {m: trained.metrics[m] for m in expected} == pytest.approx(expected)
+    assert trained.metrics["roc_auc"] == pytest.approx(baseline.metrics["roc_auc"], abs=0.03)  # learns as well
+    report = validate_candidate(spec, Contender(trained.estimator, "2", {}), Contender(trained.estimator, "1", {}),
+                                trained.holdout_frame)
+    assert report.candidate_metrics == pytest.approx(trained.metrics)  # the gate reads labels as training did
+    primary = next(c for c in report.checks if c.name == "metric_vs_champion")
+    assert primary.status is not CheckStatus.FAILED  # the same model against itself (400 rows: inconclusive)
+
+
+def test_positive_label_picks_the_class_the_metrics_are_about(small_spec, frame, baseline):
+    from tests.support.models import train_spec
+
+    data, bad_spec = relabelled(small_spec, frame, {0: "good", 1: "bad"}, positive_label="bad")
+    good_spec = bad_spec.model_copy(update={"positive_label": "good"})
+    bad, good = train_spec(bad_spec, data, "bad is positive"), train_spec(good_spec, data, "good is positive")
+    assert good.metrics["roc_auc"] == pytest.approx(bad.metrics["roc_auc"])  # the same model; AUC is symmetric
+    assert good.metrics["recall"] > 0.9 > bad.metrics["recall"]  # most rows are good: recall of the other class
+
+
+def test_string_target_without_positive_label_is_refused_before_training(small_spec, frame):
+    data, spec = relabelled(small_spec, frame, {0: "good", 1: "bad"})
+    report = validate_training_data(data, spec)
+    assert failed(report)["labels"].startswith("target 'default' has classes ['bad', 'good']: set positive_label")
+    with pytest.raises(LabelError, match="set positive_label"):
+        binary_target(spec, ["good", "bad"])
+
+
+def test_label_outside_the_spec_classes_is_refused(small_spec, frame):
+    data, spec = relabelled(small_spec, frame, {0: "good", 1: "bad"}, positive_label="bad", classes=("good", "bad"))
+    assert validate_training_data(data, spec).passed
+    data.loc[data.index[:5], "default"] = "Bad"
+    detail = failed(validate_training_data(data, spec))["labels"]
+    assert detail == ("target 'default' has values ['Bad'] that are not in the spec's classes ['good', 'bad']: "
+                      "fix the data or add them to `classes`")
+
+
+def test_positive_label_absent_from_the_data_and_too_many_classes(small_spec, frame):
+    data, spec = relabelled(small_spec, frame, {0: "good", 1: "bad"}, positive_label="fraud")
+    assert "positive_label 'fraud' never occurs" in failed(validate_training_data(data, spec))["labels"]
+    three = data.assign(default=np.resize(np.array(["a", "b", "c"]), len(data)))
+    assert "has 3 classes" in failed(validate_training_data(three, spec))["labels"]
+
+
+def test_spec_refuses_a_positive_label_outside_its_classes(example_spec):
+    from steward.spec import SpecError
+
+    document = yaml.safe_load(example_spec.to_yaml())
+    document.update(positive_label="fraud", classes=["good", "bad"])
+    with pytest.raises(SpecError, match=r"positive_label 'fraud' is not one of classes \['good', 'bad'\]"):
+        parse_spec(document)
+    document.update(task="regression", classes=None)
+    with pytest.raises(SpecError, match="the task is regression"):
+        parse_spec(document)
+
+
+def test_label_keys_match_what_the_prediction_log_stores():
+    from steward.store.records import label_text
+
+    for value in (True, False, 1, 0, 2, 1.0, np.int64(2), np.float64(0.0), np.bool_(True), "bad"):
+        assert label_key(value) == label_text(value), value
+    assert same_labels([True, "1", 2.0, "good"], ["true", 1, "2", "good"]).all()
+
+
+# --- the split without a timestamp ------------------------------------------------------------------------------
+
+
+def test_random_split_is_said_and_row_order_can_stand_in_for_time(spec, frame):
+    no_time = spec.model_copy(update={"timestamp_column": None})
+    report = validate_training_data(frame, no_time)
+    assert report.passed and report.findings == (RANDOM_SPLIT_FINDING,)
+    assert "note: no timestamp_column and no data.order_by" in report.summary()
+
+    document = yaml.safe_load(no_time.to_yaml())
+    document["data"]["order_by"] = "row"
+    by_row = parse_spec(document)
+    assert validate_training_data(frame, by_row).findings == ()
+    split = split_train_holdout(frame, by_row)
+    assert split.method is SplitMethod.ROW_ORDER
+    assert list(split.holdout.index) == list(frame.index[-len(split.holdout):])  # the file's last rows
+
+    document["data"]["order_by"] = "random"
+    assert validate_training_data(frame, parse_spec(document)).findings == ()
+    document["timestamp_column"] = "event_time"
+    from steward.spec import SpecError
+
+    with pytest.raises(SpecError, match="data.order_by orders rows without a timestamp"):
+        parse_spec(document)
+
+
+def test_logged_outcomes_read_the_positive_label_and_turn_the_score_round():
+    from steward.monitoring.health.accuracy import metric_value, outcomes
+    from steward.spec import Task
+
+    # the log keeps text and the score of the model's last class ("good" of ["bad", "good"])
+    labelled = pd.DataFrame({"label": ["bad", "good", "bad", "good"], "prediction": ["bad", "good", "good", "good"],
+                             "score": [0.2, 0.9, 0.6, 0.7]})
+    bad = outcomes(labelled, Task.BINARY_CLASSIFICATION, "bad")
+    assert bad.y.tolist() == [1, 0, 1, 0] and bad.prediction.tolist() == [1, 0, 0, 0]
+    assert bad.score.tolist() == pytest.approx([0.8, 0.1, 0.4, 0.3])
+    assert metric_value("recall", bad) == 0.5 and metric_value("precision", bad) == 1.0
+    good = outcomes(labelled, Task.BINARY_CLASSIFICATION)
+    assert good.y.tolist() == [0, 1, 0, 1] and good.score.tolist() == [0.2, 0.9, 0.6, 0.7]
+    assert metric_value("roc_auc", bad) == metric_value("roc_auc", good)
+    booleans = pd.DataFrame({"label": ["1", "0"], "prediction": ["1", "1"], "score": [0.8, 0.6]})
+    assert outcomes(booleans, Task.BINARY_CLASSIFICATION, True).y.tolist() == [1, 0]

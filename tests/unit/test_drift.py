@@ -586,3 +586,52 @@ def test_p_valued_columns_share_the_significance_level() -> None:
     big = result(col("a", 0.2, **wasserstein), *[col(f"c{i}", 0.01, **wasserstein) for i in range(9)])
     assert decide_material_drift(big, policy).columns == ("a",)
 
+
+
+def test_a_distance_past_its_threshold_within_the_windows_noise_is_not_material() -> None:
+    """The suite's quiet worlds: one column carrying 34% of the importance crossed its distance threshold in 3 of
+    90 windows with a noise p-value near 0.001; the window has 14 columns, so the family-wise level is 0.01 / 14."""
+    importances = {"num_late_payments": 0.34, **{f"c{i}": 0.66 / 13 for i in range(13)}}
+    others = [col(f"c{i}", 0.04) for i in range(13)]
+    policy = DriftPolicy(method="weighted_share", share_threshold=0.3)
+    noisy = dataclasses.replace(col("num_late_payments", 0.125), noise_p_value=0.0015)
+    decision = decide_material_drift(result(noisy, *others), policy, importances=importances)
+    assert not decision.material and decision.code is DriftReason.WITHIN_NOISE
+    assert "noise p 0.0015" in decision.reason and "0.01 shared among 14 columns" in decision.reason
+    # One test per column at 1% would have counted it: the old rule.
+    assert decide_material_drift(result(noisy, *others), policy.model_copy(update={"multiple_testing": "none"}),
+                                 importances=importances).material
+    clear = dataclasses.replace(noisy, noise_p_value=0.0005)  # beyond every draw of the noise
+    assert decide_material_drift(result(clear, *others), policy, importances=importances).material
+    large = dataclasses.replace(noisy, noise_p_value=None)  # a large window: the effect size alone decides
+    assert decide_material_drift(result(large, *others), policy, importances=importances).material
+    # Once drifted, a column stays so by the hysteresis rule: the noise test is for entering.
+    was = result(clear, *others)
+    was = dataclasses.replace(was, held_drifted=("num_late_payments",))
+    assert decide_material_drift(result(noisy, *others), policy, was, importances=importances).material
+
+
+def test_the_noise_p_value_of_a_small_window_separates_noise_from_a_shift() -> None:
+    rng = np.random.default_rng(11)
+    counts = rng.poisson(0.45, 13_000).astype(float)  # a count column like num_late_payments
+    profile = ReferenceProfile.build(pd.DataFrame({"n": counts}), numeric=["n"], categorical=[])
+    from steward.monitoring.drift.statistics import profile_column
+
+    same = None
+    for seed in range(40):  # a window of the same distribution that crosses the 0.1 threshold by chance
+        window = pd.DataFrame({"n": np.random.default_rng(seed).poisson(0.45, 800).astype(float)})
+        drift = profile_column("n", "numeric", window, profile, None, None)
+        if drift.drifted:
+            same = drift
+            break
+    shifted = profile_column("n", "numeric", pd.DataFrame({"n": rng.poisson(0.7, 800).astype(float)}),
+                             profile, None, None)
+    assert shifted.drifted and shifted.noise_p_value is not None and shifted.noise_p_value < 0.001
+    if same is not None:
+        assert same.noise_p_value is not None and same.noise_p_value > 0.01 / 2
+    quiet = profile_column("n", "numeric", pd.DataFrame({"n": rng.poisson(0.45, 800).astype(float)}), profile, None,
+                           None)
+    assert quiet.drifted or quiet.noise_p_value is None  # measured only past the threshold
+    large = profile_column("n", "numeric", pd.DataFrame({"n": rng.poisson(0.7, 20_000).astype(float)}),
+                           profile, None, None)
+    assert large.drifted and large.noise_p_value is None  # a large window: the effect size decides

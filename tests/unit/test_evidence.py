@@ -53,3 +53,44 @@ def test_validation_scores_are_the_score_the_gateway_logs():
     model = DummyClassifier(strategy="prior").fit(prepare_features(frame, SPEC), frame[SPEC.target])
     scores = validation_scores(model, frame, SPEC)
     assert scores.shape == (200,) and abs(scores[0] - frame[SPEC.target].mean()) < 1e-9
+
+
+def test_each_arms_own_compute_time_is_recorded_when_both_share_a_batch(example_frame, tmp_path):
+    """Both arms' requests scored in one batch of the gateway's loop answer at the same moment, so their
+    end-to-end latencies match; the time inside each arm's model call tells the slow one apart."""
+    import dataclasses
+    import time
+
+    from test_serving_batcher import columns_of, logistic_arm  # tests/unit is on the path (no package)
+
+    from steward.serving.inference import Job, score_jobs
+    from steward.serving.prediction_log import LogContext, LogSettings, PredictionLog
+    from steward.simulation.candidates import SlowerClassifier, units_for
+    from steward.store.reader import PredictionStore
+    from steward.store.writer import LogMode
+
+    champion = logistic_arm(example_frame.head(800), "1")
+    slow = dataclasses.replace(champion, version="2", compiled=None,
+                               estimator=SlowerClassifier(champion.estimator, work_units=units_for(30.0)))
+    day_ns = 1_773_100_800 * 10**9  # 2026-03-10T00:00Z
+    started = time.perf_counter()
+    jobs = [Job(which, columns_of(which, 1), 1, context=LogContext(f"r{i}", day_ns + i * 10**9, started, None, name,
+                                                                     True, [0]))
+            for i, (which, name) in enumerate([(champion, "champion"), (slow, "challenger")] * 4)]
+    score_jobs(jobs)
+    prediction_log = PredictionLog(PredictionStore(str(tmp_path / "log")),
+                                   LogSettings(LogMode.BATCHED, flush_interval=60, max_pending=1000, wal_dir=None))
+    prediction_log.start().record_jobs(jobs)
+    prediction_log.close()
+    logged = prediction_log.store.read_predictions(champion.model, "2026-03-10", "2026-03-11")
+    evidence = arm_evidence(logged, champion.spec, versions={"champion": "1", "challenger": "2"})
+    fast, slower = evidence["champion"], evidence["challenger"]
+    assert len(fast.compute_ms) == len(slower.compute_ms) == 4
+    assert max(fast.latencies_ms) == min(slower.latencies_ms)  # logged at the same moment: no difference
+    assert slower.compute_ms.min() > 3 * fast.compute_ms.max(), (slower.compute_ms, fast.compute_ms)
+
+
+def test_rows_logged_before_compute_time_was_recorded_read_as_not_measured():
+    predictions = log([("a", 0, "champion", "1", True, "ok", "0", 0.1, 5.0)])
+    evidence = arm_evidence(predictions, SPEC, versions={"champion": "1"})["champion"]
+    assert len(evidence.compute_ms) == 1 and pd.isna(evidence.compute_ms[0])

@@ -370,6 +370,17 @@ def test_shadow_agreement_slices_and_latency():
     assert "region=south" in report.summary()
 
 
+def test_shadow_of_a_label_only_challenger_compares_classes_and_no_scores():
+    s = spec()
+    run = run_for(s, ExperimentKind.SHADOW, percent=100)
+    during = shadow_log(100, {1, 2, 3, 4})
+    during.loc[~during["served"], "score"] = None  # the challenger gives labels only
+    report = compare_shadow(during, s, run, WINDOW, tolerance=0.05)
+    assert report.agreement_rate == pytest.approx(0.96)
+    assert report.score_agreement_rate is None and report.mean_abs_score_diff is None  # never 0% made up
+    assert "scores not compared (no_scores" in report.to_markdown()
+
+
 def test_shadow_sees_a_slower_champion_and_partial_copies():
     s = spec()
     run = run_for(s, ExperimentKind.SHADOW, percent=50)

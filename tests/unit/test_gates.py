@@ -216,6 +216,21 @@ def test_compare_speed_sees_a_slow_candidate(fitted):
     assert statuses(check_speed(slow, fast, GateSpec(max_latency_factor=1.5)))["latency_p95"] is CheckStatus.FAILED
 
 
+def test_the_speed_checks_pass_a_model_against_itself_under_a_cpu_hog(fitted):
+    """A busy neighbour must not fail a candidate as fast as its champion (it did: 32k vs 80k rows/s)."""
+    from steward.simulation.load import cpu_hog
+
+    model, features = fitted
+    with cpu_hog():
+        for _ in range(3):
+            candidate, champion = compare_speed(model, model, features, single_row_calls=60, batch_rows=2000)
+            assert statuses(check_speed(candidate, champion, GateSpec())) == {
+                "latency_p95": CheckStatus.PASSED, "batch_throughput": CheckStatus.PASSED,
+            }, (candidate, champion)
+        slow, fast = compare_speed(Sluggish(model, 0.1), model, features, single_row_calls=20, batch_rows=2000)
+    assert statuses(check_speed(slow, fast, GateSpec()))["batch_throughput"] is CheckStatus.FAILED
+
+
 def test_edge_case_batches_use_declared_bounds(spec, fitted):
     from steward.training.probes import edge_case_batches
 
@@ -283,3 +298,24 @@ def test_a_hold_out_with_one_class_is_inconclusive_not_a_crash(spec, fitted, exa
     check = next(c for c in report.checks if c.name == "metric_vs_champion")
     assert check.status is CheckStatus.INCONCLUSIVE and "at least 2 rows of each class" in check.reason
     assert not report.passed  # the floor fails too: ROC AUC is undefined on one class
+
+
+def test_a_candidate_that_raises_on_its_hold_out_fails_the_gate_with_the_error(spec, fitted, example_frame):
+    """The team's model code may raise (a lookup table missing a region): a failed check, not a crashed flow."""
+    from steward.training.validation import Contender, validate_candidate
+
+    class RaisesOnEast:
+        def predict(self, frame):
+            raise KeyError("no entry for region in ['east']")
+
+        predict_proba = predict
+
+    model, _ = fitted
+    frame = example_frame.head(1000)
+    holdout = prepare_features(frame, spec)
+    holdout[spec.target] = frame[spec.target].to_numpy()
+    report = validate_candidate(spec, Contender(RaisesOnEast(), "2", {}), Contender(model, "1", {}), holdout)
+    (check,) = report.checks
+    assert report.verdict is ValidationVerdict.FAILED and check.code is ComparisonCode.SCORING_ERROR
+    assert "KeyError" in check.reason and "east" in check.reason and "failed against champion v1" in report.summary()
+    assert "holdout_scoring" in report.to_markdown()

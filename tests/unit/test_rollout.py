@@ -204,6 +204,7 @@ def test_holds_are_recorded_once_then_at_most_every_minute():
     assert should_record_hold(None, T0)
     assert not should_record_hold(T0, T0 + timedelta(seconds=30))
     assert should_record_hold(T0, T0 + timedelta(seconds=60))
+    assert should_record_hold(T0, T0 + timedelta(seconds=5), code_changed=True)  # e.g. the step was extended
 
 
 def test_lease_outlives_several_polls_and_refuses_one_that_would_not():

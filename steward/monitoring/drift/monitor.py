@@ -28,6 +28,14 @@ from steward.monitoring.drift.profile import ReferenceProfile
 from steward.monitoring.drift.result import DriftResult
 from steward.spec import FeatureRole, ModelSpec
 from steward.training.gates import RetrainAllowance
+from steward.training.scores import (
+    LABEL_METRIC,
+    ScoreCheck,
+    SkippedCheck,
+    gives_scores,
+    needs_scores,
+    no_scores,
+)
 
 
 @dataclass(frozen=True)
@@ -70,13 +78,26 @@ def choose_drift_window(
     return DriftWindow(end=as_of, start=as_of - timedelta(days=default_days))
 
 
-def prediction_drift_column(spec: ModelSpec) -> tuple[str, Literal["numeric", "categorical"]]:
-    """Which logged output is watched for drift: the score for binary and regression, the class otherwise."""
+def prediction_drift_column(spec: ModelSpec, scored: bool = True) -> tuple[str, Literal["numeric", "categorical"]]:
+    """Which logged output is watched for drift: the score for binary and regression, the class otherwise.
+
+    A classifier that gives labels only (``scored`` False) logs no score: its predicted class is watched.
+    """
     from steward.spec import Task
 
-    if spec.task is Task.MULTICLASS_CLASSIFICATION:
+    if spec.task is Task.MULTICLASS_CLASSIFICATION or not scored:
         return "prediction", "categorical"
     return "score", "numeric"
+
+
+def score_drift_skipped(spec: ModelSpec, prediction_column: str, version: str | None = None) -> tuple[SkippedCheck, ...]:
+    """The typed record that a binary classifier's score drift was not measured (its profile watches the class)."""
+    from steward.spec import Task
+
+    if spec.task is not Task.BINARY_CLASSIFICATION or prediction_column != "prediction":
+        return ()
+    return (no_scores(ScoreCheck.SCORE_DRIFT, "the drift of its predicted class is measured instead of its score's",
+                      f"v{version}" if version else None),)
 
 
 # Fewer current rows than this and the check is skipped: the statistics would mostly measure noise.
@@ -89,14 +110,17 @@ REPORTS_ARTIFACT_DIR = "drift/reports"
 def reference_outputs(estimator: Any, features: pd.DataFrame, spec: ModelSpec) -> pd.Series:
     """The model's output on reference rows, as the gateway logs it (``score`` or ``prediction``).
 
-    Binary: P(second class); regression: the value; multiclass: the predicted class as text.
+    Binary: P(second class); regression: the value; multiclass, and a classifier that gives labels only:
+    the predicted class as text.
     """
     from steward.spec import Task
     from steward.store.records import label_text
 
-    column, _ = prediction_drift_column(spec)
+    column, _ = prediction_drift_column(spec, gives_scores(estimator, spec.task))
     if spec.task is Task.REGRESSION:
         values = np.asarray(estimator.predict(features), dtype="float64")
+    elif column == "prediction" and not hasattr(estimator, "predict_proba"):  # labels only: the class, as logged
+        values = np.asarray([label_text(v) for v in np.asarray(estimator.predict(features)).tolist()], dtype=object)
     else:
         probabilities = np.asarray(estimator.predict_proba(features), dtype="float64")
         if spec.task is Task.BINARY_CLASSIFICATION:
@@ -120,18 +144,32 @@ def permutation_importances(
     from steward.training.evaluation import evaluate, higher_is_better
 
     rows = holdout if len(holdout) <= max_rows else holdout.sample(n=max_rows, random_state=seed)
-    metric, sign = spec.primary_metric, (1.0 if higher_is_better(spec.primary_metric) else -1.0)
+    metric = spec.primary_metric
+    if needs_scores(metric) and not gives_scores(estimator, spec.task):  # labels only: what they can score
+        metric = LABEL_METRIC
+    sign = 1.0 if higher_is_better(metric) else -1.0
 
     def scorer(model: Any, x: pd.DataFrame, y: Any) -> float:
         frame = x.copy()
         frame[spec.target] = np.asarray(y)
         return sign * evaluate(model, frame, spec)[metric]
 
-    result = permutation_importance(
-        estimator, rows[spec.feature_names], rows[spec.target], scoring=scorer, n_repeats=repeats,
-        random_state=seed, n_jobs=1,
-    )
-    return {name: max(0.0, float(value)) for name, value in zip(spec.feature_names, result.importances_mean, strict=True)}
+    x, y = rows[spec.feature_names], rows[spec.target]
+    if hasattr(estimator, "fit"):
+        result = permutation_importance(estimator, x, y, scoring=scorer, n_repeats=repeats, random_state=seed, n_jobs=1)
+        means = result.importances_mean
+    else:  # a python-function model has no fit, which scikit-learn's helper insists on: the same shuffles here
+        rng = np.random.default_rng(seed)
+        whole = scorer(estimator, x, y)
+        means = []
+        for name in spec.feature_names:
+            drops = []
+            for _ in range(repeats):
+                shuffled = x.copy()
+                shuffled[name] = rng.permutation(shuffled[name].to_numpy())
+                drops.append(whole - scorer(estimator, shuffled, y))
+            means.append(float(np.mean(drops)))
+    return {name: max(0.0, float(value)) for name, value in zip(spec.feature_names, means, strict=True)}
 
 
 def build_drift_reference(
@@ -142,7 +180,7 @@ def build_drift_reference(
 
     The drift flow caches the pair with the version; the backtest builds it once per champion.
     """
-    column, kind = prediction_drift_column(spec)
+    column, kind = prediction_drift_column(spec, gives_scores(estimator, spec.task))
     frame = reference[spec.feature_names].copy()
     frame[column] = reference_outputs(estimator, frame, spec)
     profile = ReferenceProfile.build(

@@ -30,6 +30,11 @@ class DriftPolicy(BaseModel):
     ``with_accuracy`` (only when measured or estimated accuracy moved with it: the scores move
     whenever many small input changes add up, which alone says nothing about the model's quality)
     or ``always``.  ``prediction_drift_is_material=True/False`` is read as ``always``/``never``.
+    ``noise_alpha``: the chance, per window, that sampling noise alone puts any column into the drifted
+    state. A distance past its threshold (the effect size) on a small window enters the drifted state only
+    when its noise p-value (``ColumnDrift.noise_p_value``) is at most ``noise_alpha`` shared among the
+    window's columns (Bonferroni; ``multiple_testing="none"``: each column at ``noise_alpha``).
+    ``multiple_testing`` also shares p-valued tests' threshold among them.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -43,6 +48,7 @@ class DriftPolicy(BaseModel):
     )
     prediction_drift: Literal["never", "with_accuracy", "always"] = "with_accuracy"
     multiple_testing: Literal["bonferroni", "none"] = "bonferroni"
+    noise_alpha: float = Field(default=0.01, gt=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -91,6 +97,7 @@ class DriftReason(StrEnum):
     PREDICTION_UNCONFIRMED = "prediction_unconfirmed"  # outputs moved; no accuracy evidence was given
     NO_DRIFT = "no_drift"
     WITHIN_MARGIN = "within_margin"  # columns crossed the threshold, but only within the hysteresis margin
+    WITHIN_NOISE = "within_noise"  # columns crossed their distance threshold, but not beyond the window's noise
     PREDICTION_NOT_COUNTED = "prediction_not_counted"  # only the prediction drifted; the policy does not count it
     BELOW_SHARE = "below_share"
     BELOW_WEIGHTED_SHARE = "below_weighted_share"  # the drifted columns carry too little importance
@@ -145,6 +152,13 @@ def decide_material_drift(
     judged = [*result.columns, *([result.prediction] if result.prediction is not None else [])]
     p_valued = sum(1 for c in judged if is_p_value(c.method))
 
+    noise_level = policy.noise_alpha / (len(judged) if policy.multiple_testing == "bonferroni" else 1)
+    noisy: list[ColumnDrift] = []
+
+    def clear_of_noise(c: ColumnDrift) -> bool:
+        """The family-wise test: a distance past its threshold is also past what noise alone reaches."""
+        return c.noise_p_value is None or c.noise_p_value <= noise_level
+
     def threshold(c: ColumnDrift) -> float:
         """The column's level: the policy's or the test's, shared among the p-valued columns (Bonferroni)."""
         level = policy.stattest_threshold if policy.stattest_threshold is not None else c.threshold
@@ -176,6 +190,9 @@ def decide_material_drift(
                 held.append(c.column)
             return on
         on = beyond(c.method, c.score, enter)
+        if on and not clear_of_noise(c):
+            noisy.append(c)
+            return False
         if on:
             newly.append(c.column)
         return on
@@ -189,6 +206,12 @@ def decide_material_drift(
             f"{_names(held)} stay drifted: back under the threshold but not yet below the "
             f"{margin:.0%} hysteresis margin"
         )
+    if noisy:
+        notes.append(
+            f"{_names([f'{c.column} (noise p {c.noise_p_value:.2g})' for c in noisy])} crossed the threshold but "
+            f"not beyond this window's sampling noise (p at most {noise_level:.2g} needed: {policy.noise_alpha:g} "
+            f"shared among {len(judged)} columns), so not counted"
+        )
     near: list[str] = []
     if margin > 0:
         near = [
@@ -196,6 +219,7 @@ def decide_material_drift(
             for c in result.columns
             if c.column not in drifted
             and c.column not in was
+            and c not in noisy
             and beyond(c.method, c.score, threshold(c))
         ]
         if near:
@@ -222,7 +246,8 @@ def decide_material_drift(
     if material and held and not _rule(policy, [c for c in drifted if c not in held], n, known)[0]:
         code = DriftReason.HELD_BY_HYSTERESIS
     if not drifted:
-        code = DriftReason.WITHIN_MARGIN if margin > 0 and near else DriftReason.NO_DRIFT
+        code = (DriftReason.WITHIN_NOISE if noisy else DriftReason.WITHIN_MARGIN if margin > 0 and near
+                else DriftReason.NO_DRIFT)
     if drifted and policy.method != "top_k":
         core += f" ({_names(drifted)})"
     if pred_drifted and result.prediction is not None:

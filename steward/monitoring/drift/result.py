@@ -82,6 +82,9 @@ class ColumnDrift:
     importance: float | None = None
     reference_missing_share: float | None = None
     current_missing_share: float | None = None
+    # A distance past its threshold on a small window: how often sampling noise alone reaches it (Monte Carlo);
+    # None when not measured (within the threshold, a p-valued test, a large window, Evidently's engine).
+    noise_p_value: float | None = None
 
     @property
     def p_value(self) -> bool:

@@ -7,6 +7,9 @@ second where Evidently takes minutes; each statistic equals Evidently's on an ex
 from __future__ import annotations
 
 import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +42,13 @@ _FEW_VALUES = 5  # Evidently: <= 5 distinct values -> discrete test even for a n
 NOISE_DRAWS = 100
 NOISE_QUANTILE = 0.99
 MAX_NOISE_ROWS = 5_000  # above this, a window's sampling noise is far below any useful threshold
+# A distance past its threshold also gets a Monte Carlo p-value: how often the window's sampling noise alone
+# (two samples of the one reference distribution) reaches it. The drift policy holds these to a family-wise level
+# across the window's columns. Draws stop once NOISE_TEST_HITS of them reach the distance (Besag and Clifford's
+# sequential Monte Carlo test): a column well inside the noise costs a few hundred draws, not all of them.
+NOISE_TEST_DRAWS = 2_000
+NOISE_TEST_HITS = 10
+NOISE_TEST_BATCH = 200
 
 
 def _noise_rng(name: str, rows: int) -> np.random.Generator:
@@ -63,6 +73,83 @@ def jensen_shannon_noise(ref_counts: np.ndarray, rows: int, name: str) -> float:
     rng = _noise_rng(name, rows)
     draws = rng.multinomial(rows, ref_counts / ref_counts.sum(), size=NOISE_DRAWS).astype(np.float64)
     return float(np.quantile([_jensen_shannon(ref_counts, d) for d in draws], NOISE_QUANTILE))
+
+
+def _effective_rows(current: int, reference: int) -> int:
+    """Rows of one sample whose distance from the reference varies as two samples of these sizes do
+    (an empirical distribution's error scales with 1/current + 1/reference)."""
+    return max(1, round(current * reference / (current + reference)))
+
+
+@dataclass
+class _NullDraws:
+    """Distances drawn so far under the null for one reference distribution and window size, and the generator
+    that continues them (the same draws whether they come from the cache or not)."""
+
+    rng: np.random.Generator
+    draws: np.ndarray
+
+
+_NULL_DRAWS: OrderedDict[tuple[Any, ...], _NullDraws] = OrderedDict()
+_NULL_CACHE_SIZE = 256  # a replay judges window after window against one profile: the draws are reused
+
+
+def _noise_p_value(distance: Callable[[np.random.Generator, int], np.ndarray], score: float, name: str,
+                   rows: int, reference: tuple[np.ndarray, ...]) -> float:
+    """Sequential Monte Carlo p-value of ``score`` against ``distance``'s draws (Besag and Clifford 1991):
+    (hits + 1) / (draws + 1) after NOISE_TEST_DRAWS draws, or hits / draws once NOISE_TEST_HITS reach it.
+
+    ``reference`` (the arrays the draws come from) keys the cache of draws with ``name`` and ``rows``.
+    """
+    key = (name, rows, *(zlib.crc32(np.ascontiguousarray(a).tobytes()) for a in reference))
+    null = _NULL_DRAWS.pop(key, None) or _NullDraws(np.random.default_rng([zlib.crc32(name.encode()), rows, 1]),
+                                                    np.empty(0))
+    _NULL_DRAWS[key] = null
+    while len(_NULL_DRAWS) > _NULL_CACHE_SIZE:
+        _NULL_DRAWS.popitem(last=False)
+    drawn = 0
+    hits = 0
+    while drawn < NOISE_TEST_DRAWS:
+        if drawn >= null.draws.size:
+            more = distance(null.rng, min(NOISE_TEST_BATCH, NOISE_TEST_DRAWS - null.draws.size))
+            null.draws = np.concatenate([null.draws, more])
+        batch = null.draws[drawn:drawn + NOISE_TEST_BATCH]
+        drawn += batch.size
+        hits += int(np.count_nonzero(batch >= score))
+        if hits >= NOISE_TEST_HITS:
+            return hits / drawn
+    return (hits + 1) / (drawn + 1)
+
+
+def wasserstein_noise_p(profile: NumericProfile, rows: int, score: float, name: str) -> float:
+    """How often two samples (``rows`` current, the reference's rows) of the reference distribution are
+    ``score`` apart in normed Wasserstein distance."""
+    size = _effective_rows(rows, int(profile.rows))
+    atoms = profile.values.size
+    reference_cdf = np.cumsum(profile.counts, dtype=np.float64) / profile.counts.sum()
+    gaps = np.diff(profile.values) / max(profile.std, 0.001)
+
+    def distance(rng: np.random.Generator, k: int) -> np.ndarray:
+        # Draws land on the reference's atoms, so W1 is the sum over atoms of |F_draw - F_ref| times the gap to
+        # the next atom: every draw of a batch at once (equal to ``wasserstein_normed`` of the sorted draw).
+        index = np.minimum(np.searchsorted(reference_cdf, rng.random((k, size)), side="right"), atoms - 1)
+        counts = np.bincount((index + atoms * np.arange(k)[:, None]).ravel(), minlength=k * atoms)
+        cdf = np.cumsum(counts.reshape(k, atoms), axis=1, dtype=np.float64) / size
+        return np.abs(cdf[:, :-1] - reference_cdf[:-1]) @ gaps
+
+    return _noise_p_value(distance, score, name, rows, (profile.values, profile.counts))
+
+
+def jensen_shannon_noise_p(ref_counts: np.ndarray, rows: int, score: float, name: str) -> float:
+    """As ``wasserstein_noise_p`` for the Jensen-Shannon distance of category frequencies."""
+    size = _effective_rows(rows, int(ref_counts.sum()))
+    p = ref_counts / ref_counts.sum()
+
+    def distance(rng: np.random.Generator, k: int) -> np.ndarray:
+        draws = rng.multinomial(size, p, size=k).astype(np.float64)
+        return np.array([_jensen_shannon(ref_counts, d) for d in draws])
+
+    return _noise_p_value(distance, score, name, rows, (ref_counts,))
 
 
 def wasserstein_normed(current_sorted: np.ndarray, profile: NumericProfile) -> float:
@@ -140,8 +227,8 @@ def _discrete_test(
 
 def _profile_numeric(
     name: str, values: np.ndarray, profile: NumericProfile, threshold: float | None
-) -> tuple[str, float, float, float]:
-    """(method, score, threshold, current missing share) for one numeric column."""
+) -> tuple[str, float, float, float, float | None]:
+    """(method, score, threshold, current missing share, noise p-value) for one numeric column."""
     raw = np.asarray(values)
     total = raw.size
     current = raw[np.isfinite(raw)].astype(np.float64, copy=False)  # a fresh array: safe to sort in place
@@ -170,12 +257,18 @@ def _profile_numeric(
         method, score = WASSERSTEIN, wasserstein_normed(current, profile)
         noise = wasserstein_noise(profile, current.size, name)
     thr = max(_DEFAULT_THRESHOLD[method] if threshold is None else threshold, noise)
-    return method, score, thr, (total - current.size) / total
+    noise_p = None
+    if current.size < MAX_NOISE_ROWS and beyond(method, score, thr):
+        if method == WASSERSTEIN:
+            noise_p = wasserstein_noise_p(profile, current.size, score, name)
+        elif method == JENSEN_SHANNON:
+            noise_p = jensen_shannon_noise_p(ref_c, current.size, score, name)
+    return method, score, thr, (total - current.size) / total, noise_p
 
 
 def _profile_categorical(
     name: str, values: pd.Series, profile: CategoricalProfile, threshold: float | None
-) -> tuple[str, float, float, float]:
+) -> tuple[str, float, float, float, float | None]:
     vc = values.value_counts(dropna=True, sort=False)
     n_cur = int(vc.sum())
     if n_cur == 0:
@@ -187,7 +280,10 @@ def _profile_categorical(
     method, score = _discrete_test(keys, ref_c, cur_c, profile.rows <= SMALL_REFERENCE_ROWS)
     noise = jensen_shannon_noise(ref_c, n_cur, name) if method == JENSEN_SHANNON else 0.0
     thr = max(_DEFAULT_THRESHOLD[method] if threshold is None else threshold, noise)
-    return method, score, thr, (len(values) - n_cur) / len(values)
+    noise_p = None
+    if method == JENSEN_SHANNON and n_cur < MAX_NOISE_ROWS and beyond(method, score, thr):
+        noise_p = jensen_shannon_noise_p(ref_c, n_cur, score, name)
+    return method, score, thr, (len(values) - n_cur) / len(values), noise_p
 
 
 def profile_column(
@@ -201,10 +297,10 @@ def profile_column(
     p = profile.columns[name]
     if kind == "numeric":
         assert isinstance(p, NumericProfile)
-        method, score, thr, miss = _profile_numeric(name, float_values(current[name]), p, threshold)
+        method, score, thr, miss, noise_p = _profile_numeric(name, float_values(current[name]), p, threshold)
     else:
         assert isinstance(p, CategoricalProfile)
-        method, score, thr, miss = _profile_categorical(name, current[name], p, threshold)
+        method, score, thr, miss, noise_p = _profile_categorical(name, current[name], p, threshold)
     return ColumnDrift(
         column=name,
         kind=kind,
@@ -215,4 +311,5 @@ def profile_column(
         importance=importance,
         reference_missing_share=p.missing / (p.rows + p.missing),
         current_missing_share=miss,
+        noise_p_value=noise_p,
     )

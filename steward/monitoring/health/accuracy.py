@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
@@ -27,10 +28,16 @@ from steward.spec import ModelSpec, Task
 from steward.store.reader import typed_labels
 from steward.training.data import prepare_features
 from steward.training.evaluation import metric_change, predict_scores
+from steward.training.labels import label_key, label_keys
+from steward.training.paired import ComparisonError, delong_covariance
+from steward.training.scores import LABEL_METRIC, ScoreCheck, SkippedCheck, needs_scores, no_scores
 
 ACCURACY_CRITICAL_FACTOR = 2.0  # an accuracy drop of twice health.max_accuracy_drop is critical
 MIN_LABELLED = 200  # labelled predictions of a version before its measured accuracy is judged
 SIGNIFICANT_Z = 2.326  # an accuracy drop must be this many standard errors clear of zero (one-sided 1%)
+# The within-window comparison (later half against earlier half) is looked at in every window, so it is held to
+# one-sided 0.1%: about one false alarm in a thousand quiet windows, not one in a hundred.
+HALVES_CONFIDENCE = 0.999
 MAX_CALIBRATION_ERROR = 0.05  # expected calibration error on the holdout above which estimates are not trusted
 EVIDENCE_FACTOR = 0.5  # the outputs' drift counts once accuracy fell significantly by half the health limit
 SECONDARY_METRICS = ("accuracy",)  # watched beside a classifier's primary metric: a stale threshold shows here
@@ -52,16 +59,23 @@ class Outcomes:
         return Outcomes(self.y[index], self.prediction[index], self.score[index])
 
 
-def outcomes(labelled: pd.DataFrame, task: Task) -> Outcomes:
-    """Typed outcomes of labelled log rows (label and prediction are stored as text)."""
+def outcomes(labelled: pd.DataFrame, task: Task, positive_label: Any = None) -> Outcomes:
+    """Typed outcomes of labelled log rows (label and prediction are stored as text).
+
+    Binary: 1 is the spec's ``positive_label`` (default: the last class, as for 0/1); the log keeps the score of
+    the model's last class (sklearn's ``classes_`` are sorted), so it is turned round when that is the other one.
+    """
     n = len(labelled)
     both = typed_labels(pd.concat([labelled["label"], labelled["prediction"]], ignore_index=True),
                         classification=task.is_classification)
     y, prediction = both.iloc[:n].to_numpy(), both.iloc[n:].to_numpy()
     score = labelled["score"].to_numpy(dtype=float)
     if task is Task.BINARY_CLASSIFICATION:
-        positive = sorted(set(y.tolist()) | set(prediction.tolist()))[-1]  # sklearn's classes_ are sorted
-        y, prediction = (y == positive).astype(int), (prediction == positive).astype(int)
+        scored_class = label_key(sorted(set(y.tolist()) | set(prediction.tolist()))[-1]) if n else "1"
+        positive = label_key(positive_label) if positive_label is not None else scored_class
+        y, prediction = (label_keys(y) == positive).astype(int), (label_keys(prediction) == positive).astype(int)
+        if positive != scored_class:
+            score = 1 - score
     return Outcomes(y, prediction, score)
 
 
@@ -105,7 +119,7 @@ def metric_value(metric: str, o: Outcomes) -> float:
 @dataclass(frozen=True)
 class Estimate:
     value: float
-    error: float  # bootstrap standard error
+    error: float  # standard error (bootstrap unless said otherwise)
     rows: int
 
 
@@ -114,6 +128,56 @@ def estimate_metric(metric: str, o: Outcomes, seed: int = 0) -> Estimate:
     rng = np.random.default_rng(seed)
     resampled = [metric_value(metric, o.take(rng.integers(0, len(o), len(o)))) for _ in range(BOOTSTRAP_RESAMPLES)]
     return Estimate(value, float(np.nanstd(resampled)), len(o))
+
+
+@dataclass(frozen=True)
+class HalvesComparison:
+    """The metric in the later half of a window against the earlier half, with the drop's standard error."""
+
+    metric: str
+    early: Estimate
+    late: Estimate
+    drop: float  # positive = worse in the later half
+    error: float  # standard error of the drop (the halves are independent rows)
+    method: str  # how the errors were had: DeLong, binomial or bootstrap
+    confidence: float  # one-sided
+
+    @property
+    def needed(self) -> float:
+        """The drop the sampling error alone exceeds with probability ``1 - confidence``."""
+        return float(stats.norm.ppf(self.confidence)) * self.error
+
+    def significant(self, limit: float) -> bool:
+        """A drop past ``limit`` (the effect that matters) and past ``needed`` (not sampling error)."""
+        return self.drop > limit and self.drop >= self.needed
+
+    def describe(self) -> str:
+        return (f"{self.metric} {self.early.value:.3f} -> {self.late.value:.3f} on {self.early.rows} + "
+                f"{self.late.rows} labelled rows: a drop of {self.drop:.3f} +/- {self.error:.3f} ({self.method} "
+                f"standard error); sampling error alone exceeds {self.needed:.3f} "
+                f"{1 - self.confidence:.1%} of the time")
+
+
+def analytic_estimate(metric: str, o: Outcomes, seed: int = 0) -> tuple[Estimate, str]:
+    """The metric with its standard error: DeLong's for ROC AUC, binomial for accuracy, else bootstrap."""
+    value = metric_value(metric, o)
+    if metric == "roc_auc":
+        try:
+            _, covariance = delong_covariance(o.y, o.score)
+            return Estimate(value, math.sqrt(max(float(covariance[0, 0]), 0.0)), len(o)), "DeLong"
+        except ComparisonError:
+            pass  # fewer than 2 rows of a class: the bootstrap below says what it can
+    elif metric == "accuracy" and len(o):
+        return Estimate(value, math.sqrt(max(value * (1 - value), 0.0) / len(o)), len(o)), "binomial"
+    return estimate_metric(metric, o, seed), "bootstrap"
+
+
+def compare_halves(metric: str, early: Outcomes, late: Outcomes,
+                   confidence: float = HALVES_CONFIDENCE) -> HalvesComparison:
+    first, method = analytic_estimate(metric, early, seed=1)
+    second, _ = analytic_estimate(metric, late, seed=2)
+    return HalvesComparison(metric, first, second, _drop(metric, second.value, first.value),
+                            math.hypot(first.error, second.error), method, confidence)
 
 
 def _drop(metric: str, current: float, baseline: float) -> float:
@@ -148,12 +212,12 @@ def calibration_from(probabilities: np.ndarray, y_true: np.ndarray, classes: Seq
     return Calibration(len(confidence), float(confidence.mean()), float(correct.mean()), float(error))
 
 
-def measure_calibration(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> Calibration:
-    """Score the version's holdout and compare its confidences with what happened."""
+def measure_calibration(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> Calibration | SkippedCheck:
+    """Score the version's holdout and compare its confidences with what happened (skipped: labels only)."""
     features = prepare_features(holdout, spec)
     _, probabilities = predict_scores(model, features, spec.task)
     if probabilities is None:
-        raise ValueError(f"{spec.name}'s model has no predict_proba, so it gives no probabilities to calibrate")
+        return no_scores(ScoreCheck.CALIBRATION, "no probabilities to calibrate on its hold-out")
     y = typed_labels(holdout[spec.target].astype(str), classification=True).to_numpy()
     classes = typed_labels(pd.Series([str(c) for c in model.classes_]), classification=True).to_numpy()
     return calibration_from(probabilities, y, classes)
@@ -190,7 +254,7 @@ def estimated_evidence(scores: np.ndarray, task: Task, calibration: Calibration,
 
 def accuracy_evidence(
     spec: ModelSpec, served: pd.DataFrame, labelled: pd.DataFrame, baseline: Mapping[str, float],
-    calibration: Calibration | str | None,
+    calibration: Calibration | SkippedCheck | str | None,
 ) -> AccuracyEvidence | None:
     """What the drift judgment hears about accuracy in a window of one version.
 
@@ -201,10 +265,11 @@ def accuracy_evidence(
     limit = spec.health.max_accuracy_drop
     labelled = labelled[labelled["status"] == "ok"] if "status" in labelled else labelled
     if len(labelled) >= MIN_LABELLED:
-        o = outcomes(labelled, spec.task)
+        o = outcomes(labelled, spec.task, spec.positive_label)
+        scored = not spec.task.is_classification or bool(labelled["score"].notna().any())
         found = []
         for metric in (spec.primary_metric, *secondary_metrics(spec)):
-            if metric in baseline:
+            if metric in baseline and (scored or not needs_scores(metric)):  # labels only: accuracy speaks
                 estimate = estimate_metric(metric, o)
                 if not math.isnan(estimate.value):
                     found.append(measured_evidence(metric, estimate, baseline[metric], limit))
@@ -283,7 +348,7 @@ def check_accuracy(
     labelled: pd.DataFrame,
     spec: ModelSpec,
     baselines: Mapping[str, Mapping[str, float]],
-    calibrations: Mapping[str, Calibration | str],
+    calibrations: Mapping[str, Calibration | SkippedCheck | str],
     reference: pd.DataFrame | None,
     *,
     input_drift: InputDrift | None = None,
@@ -305,6 +370,7 @@ def check_accuracy(
     metrics: dict[str, Metric] = {"metric": metric}
     issues: list[Issue] = []
     notes: list[str] = []
+    skipped: list[SkippedCheck] = []
     answered = predictions[predictions["status"] == "ok"]
     labelled = labelled[labelled["status"] == "ok"]
     if answered.empty:
@@ -317,35 +383,49 @@ def check_accuracy(
                       if keys is not None else np.ones(len(rows), bool))
         pending = rows[is_pending]
         metrics.update({f"labelled[{v}]": len(version_labelled), f"pending[{v}]": len(pending)})
-        baseline = baselines.get(str(version), {}).get(metric)
+        label_only = spec.task.is_classification and not rows["score"].notna().any()
+        judged_on = LABEL_METRIC if label_only and needs_scores(metric) else metric
+        if judged_on != metric:
+            skipped.append(no_scores(ScoreCheck.PRIMARY_METRIC, f"{metric} is not measured on its labelled traffic; "
+                                     f"{judged_on} is judged against its validation {judged_on}", v))
+        if label_only:
+            skipped.append(no_scores(ScoreCheck.CALIBRATION, "no probabilities to compare with outcomes", v))
+        baseline = baselines.get(str(version), {}).get(judged_on)
         if baseline is None:
-            notes.append(f"{v} has no validation {metric} in the registry, so no baseline to compare with")
+            notes.append(f"{v} has no validation {judged_on} in the registry, so no baseline to compare with")
         if len(version_labelled) >= MIN_LABELLED:
             drift = input_drift if input_drift is not None and input_drift.version == str(version) else None
             issues += _judge_labelled(spec, v, version_labelled, baseline, reference, metrics, notes,
-                                      input_drift=drift, importances=importances)
-            issues += _judge_secondary(spec, v, version_labelled, baselines.get(str(version), {}), metrics)
-            issues += _judge_calibration(spec, v, version_labelled, calibrations.get(str(version)), metrics, notes)
+                                      input_drift=drift, importances=importances, metric=judged_on)
+            if judged_on == metric:
+                issues += _judge_secondary(spec, v, version_labelled, baselines.get(str(version), {}), metrics)
+            if not label_only:
+                issues += _judge_calibration(spec, v, version_labelled, calibrations.get(str(version)), metrics, notes)
         else:
             notes.append(f"{v}: {len(version_labelled)} labelled predictions, {MIN_LABELLED} needed to judge "
                          f"measured accuracy")
-            if len(pending) and spec.task.is_classification:
+            if len(pending) and label_only:
+                skipped.append(no_scores(ScoreCheck.ACCURACY_ESTIMATE, "no label-free estimate of accuracy while "
+                                         "labels are pending", v))
+            elif len(pending) and spec.task.is_classification:
                 issues += _judge_estimate(spec, v, pending, baselines.get(str(version), {}),
                                           calibrations.get(str(version)), metrics, notes)
             elif len(pending):
                 notes.append(f"{v}: labels pending and a regression model gives no label-free estimate")
-    return CheckResult.judged(area, metrics, issues, notes)
+    return CheckResult.judged(area, metrics, issues, notes, skipped=skipped)
 
 
 def _judge_labelled(
     spec: ModelSpec, v: str, labelled: pd.DataFrame, baseline: float | None, reference: pd.DataFrame | None,
     metrics: dict[str, Metric], notes: list[str], *, input_drift: InputDrift | None = None,
-    importances: Mapping[str, float] | None = None,
+    importances: Mapping[str, float] | None = None, metric: str | None = None,
 ) -> list[Issue]:
-    area, metric, limit = Area.ACCURACY, spec.primary_metric, spec.health.max_accuracy_drop
+    """``metric`` (default: the primary) is what the version's labelled traffic is judged on."""
+    area, limit = Area.ACCURACY, spec.health.max_accuracy_drop
+    metric = metric or spec.primary_metric
     issues: list[Issue] = []
     labelled = labelled.sort_values("time", kind="stable")
-    o = outcomes(labelled, spec.task)
+    o = outcomes(labelled, spec.task, spec.positive_label)
     whole = estimate_metric(metric, o)
     metrics[f"{metric}[{v}]"] = whole.value
     if baseline is not None:
@@ -365,14 +445,15 @@ def _judge_labelled(
     # data (with the baseline) or against the earlier half of the window (onset inside the window).
     half = len(labelled) // 2
     early, late = o.take(np.arange(half)), o.take(np.arange(half, len(o)))
-    halves_drop = None
+    halves: HalvesComparison | None = None
     if half >= MIN_LABELLED // 2:
-        first, second = estimate_metric(metric, early, seed=1), estimate_metric(metric, late, seed=2)
-        halves_drop = _drop(metric, second.value, first.value)
-        metrics.update({f"{metric}_early[{v}]": first.value, f"{metric}_late[{v}]": second.value})
-        halves_error = math.hypot(first.error, second.error)
-        if not significant_drop(halves_drop, halves_error, limit):
-            halves_drop = None
+        halves = compare_halves(metric, early, late)
+        metrics.update({f"{metric}_early[{v}]": halves.early.value, f"{metric}_late[{v}]": halves.late.value,
+                        f"{metric}_halves_error[{v}]": halves.error})
+        if not halves.significant(limit):
+            if halves.drop > limit:
+                notes.append(f"{v}: {halves.describe()}: within sampling error, not judged as concept drift")
+            halves = None
     evidence = []
     explained = []
     try:
@@ -387,10 +468,10 @@ def _judge_labelled(
             metrics[f"input_drift_share[{v}]"] = stability.drift_share
             (evidence if stability.stable else explained).append(
                 f"{metric} {drop:.3f} below the baseline, {stability.describe('the training data')}")
-        if halves_drop is not None and features is not None:
+        if halves is not None and features is not None:
             stability = input_stability(features.iloc[:half], features.iloc[half:], spec, importances)
             (evidence if stability.stable else explained).append(
-                f"{metric} {halves_drop:.3f} lower in the later half of the window, "
+                f"{metric} {halves.drop:.3f} lower in the later half of the window ({halves.describe()}), "
                 f"{stability.describe('the earlier half')}")
     except ValueError as error:  # e.g. an importance-weighted policy and no importances: say so, judge the rest
         notes.append(f"{v}: input stability not judged: {error}")
@@ -413,7 +494,7 @@ def _judge_labelled(
     notes += [f"{v}: {text}: data drift explains the drop better than concept drift" for text in explained]
 
     target = spec.slo.min_accuracy
-    if target is not None:
+    if target is not None and metric == spec.primary_metric:  # the SLO is in the primary metric's units
         shortfall = _drop(metric, whole.value, target)
         if shortfall > 0 and shortfall >= SIGNIFICANT_Z * whole.error:
             issues.append(Issue(
@@ -434,7 +515,7 @@ def _judge_secondary(
     """
     limit = spec.health.max_accuracy_drop
     issues: list[Issue] = []
-    o = outcomes(labelled.sort_values("time", kind="stable"), spec.task)
+    o = outcomes(labelled.sort_values("time", kind="stable"), spec.task, spec.positive_label)
     for metric in secondary_metrics(spec):
         if metric not in baseline:
             continue
@@ -473,7 +554,7 @@ def _judge_calibration(
         notes.append(f"{v}: calibration not judged: the holdout's calibration is not known "
                      f"({calibration or 'not measured'})")
         return []
-    o = outcomes(labelled, spec.task)
+    o = outcomes(labelled, spec.task, spec.positive_label)
     gap, error = calibration_gap(o.score, o.y == o.prediction, spec.task)
     baseline = calibration.expected_accuracy - calibration.observed_accuracy
     baseline_error = 0.5 / math.sqrt(max(calibration.rows, 1))  # a gap of 0/1 outcomes varies by at most 1/2

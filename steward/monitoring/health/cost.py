@@ -14,22 +14,26 @@ from steward.monitoring.health.report import (
     IssueCode,
     Metric,
     Severity,
-    peak_rps,
     served_requests,
 )
+from steward.monitoring.summaries.traffic import TrafficSummary
 from steward.spec import ModelSpec
 
 
 def check_cost(predictions: pd.DataFrame, window: HealthWindow, spec: ModelSpec) -> CheckResult:
     """Cost per request from the price per replica-hour and the observed volume; idle capacity at peak
     (a warning only when the capacity or a cost limit was declared, a note on the defaults)."""
+    return judge_cost(TrafficSummary.of_requests(served_requests(predictions), spec), window, spec)
+
+
+def judge_cost(traffic: TrafficSummary, window: HealthWindow, spec: ModelSpec) -> CheckResult:
+    """The cost check on the window's answered requests, summarised (exact or streamed)."""
     area = Area.COST
     cost = spec.cost
-    requests = served_requests(predictions)
-    n = len(requests)
+    n = traffic.requests
     spent = cost.price_per_replica_hour * cost.replicas * window.hours
     capacity = cost.replicas * cost.replica_capacity_rps
-    peak = peak_rps(requests["time"], window)
+    peak = traffic.peak_rps(window.seconds)
     idle = max(0.0, 1 - peak / capacity)
     per_1k = spent / n * 1000 if n else None
     metrics: dict[str, Metric] = {

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from steward.monitoring.health.infrastructure import GatewayReading
 from steward.monitoring.health.report import (
@@ -74,6 +76,129 @@ def schema_violations(rows: pd.DataFrame, spec: ModelSpec) -> dict[str, pd.Serie
     return found
 
 
+@dataclass
+class QualityTally:
+    """Counts the data-quality check judges, over a window's served rows; tallies of batches add up.
+
+    ``outliers`` maps each fenced feature to (values outside its fences, values present).
+    """
+
+    rows: int = 0
+    present: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+    missing: dict[str, int] = field(default_factory=dict)
+    outliers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    any_outlier: int = 0
+    violations: dict[str, int] = field(default_factory=dict)
+    any_violation: int = 0
+
+    @classmethod
+    def of_rows(cls, rows: pd.DataFrame, spec: ModelSpec, fences: OutlierFences | None) -> QualityTally:
+        """The counts of ``rows`` (served rows of the log, features under their names)."""
+        present = tuple(name for name in spec.feature_names if name in rows.columns)
+        absent = tuple(name for name in spec.feature_names if name not in rows.columns)
+        tally = cls(len(rows), present, absent)
+        if not len(rows):
+            return tally
+        tally.missing = {name: int(count) for name, count in rows[list(present)].isna().sum().items()}
+        if fences is not None:
+            any_outlier = np.zeros(len(rows), dtype=bool)
+            for name, (low, high) in fences.bounds.items():
+                if name not in rows.columns:
+                    continue
+                values = pd.to_numeric(rows[name], errors="coerce").to_numpy(dtype=float)
+                outside = (values < low) | (values > high)
+                any_outlier |= outside
+                tally.outliers[name] = (int(outside.sum()), int((~np.isnan(values)).sum()))
+            tally.any_outlier = int(any_outlier.sum())
+        violating = np.zeros(len(rows), dtype=bool)
+        for name, bad in schema_violations(rows, spec).items():
+            tally.violations[name] = int(bad.sum())
+            violating |= bad.to_numpy(dtype=bool)
+        tally.any_violation = int(violating.sum())
+        return tally
+
+    @classmethod
+    def of_table(cls, rows: pa.Table, spec: ModelSpec, fences: OutlierFences | None) -> QualityTally:
+        """``of_rows`` on an Arrow table of served rows, without a Python object per value (a scan's batch).
+
+        A feature logged in an unexpected type (numbers as text) is counted through ``of_rows``.
+        """
+        present = tuple(name for name in spec.feature_names if name in rows.column_names)
+        absent = tuple(name for name in spec.feature_names if name not in rows.column_names)
+        if not rows.num_rows:
+            return cls(0, present, absent)
+        odd = [f.name for f in spec.features if f.name in present
+               and (f.is_numeric != pa.types.is_floating(rows.schema.field(f.name).type)
+                    or (not f.is_numeric and not pa.types.is_string(rows.schema.field(f.name).type)))]
+        tally = cls.of_rows(rows.select(odd).to_pandas(), spec, fences) if odd else cls(rows.num_rows, (), ())
+        tally.present, tally.absent = present, absent
+        any_outlier = np.zeros(rows.num_rows, dtype=bool)
+        violating = np.zeros(rows.num_rows, dtype=bool)
+        bounds = fences.bounds if fences is not None else {}
+        for feature in spec.features:
+            name = feature.name
+            if name not in present or name in odd:
+                continue
+            column = rows[name]
+            if feature.is_numeric:
+                values = column.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls: NaN
+                known = ~np.isnan(values)
+                tally.missing[name] = int(values.size - np.count_nonzero(known))
+                if name in bounds:
+                    low, high = bounds[name]
+                    outside = (values < low) | (values > high)
+                    any_outlier |= outside
+                    tally.outliers[name] = (int(np.count_nonzero(outside)), int(np.count_nonzero(known)))
+                bad = np.zeros(values.size, dtype=bool)
+                if feature.min is not None:
+                    bad |= values < feature.min
+                if feature.max is not None:
+                    bad |= values > feature.max
+            else:
+                tally.missing[name] = int(column.null_count)
+                text = column
+                if feature.type is FeatureType.BOOLEAN:
+                    text, allowed = pc.utf8_lower(column), pa.array(["true", "false"])
+                elif feature.categories is not None:
+                    allowed = pa.array([str(c) for c in feature.categories])
+                else:
+                    continue
+                bad = pc.and_(pc.is_valid(column), pc.invert(pc.is_in(text, value_set=allowed)))
+                bad = bad.to_numpy(zero_copy_only=False).astype(bool)
+            if bad.any():
+                tally.violations[name] = int(np.count_nonzero(bad))
+                violating |= bad
+        if odd:  # rows of the odd columns that were outliers or violations are counted once with the others
+            frame = rows.select(odd).to_pandas()
+            for name, (low, high) in bounds.items():
+                if name in odd:
+                    values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+                    any_outlier |= (values < low) | (values > high)
+            for bad in schema_violations(frame, spec).values():
+                violating |= bad.to_numpy(dtype=bool)
+        if fences is not None:
+            tally.any_outlier = int(np.count_nonzero(any_outlier))
+        tally.any_violation = int(np.count_nonzero(violating))
+        return tally
+
+    def merge(self, other: QualityTally) -> None:
+        if not other.rows and not other.present:
+            return
+        if not self.rows and not self.present:
+            self.present, self.absent = other.present, other.absent
+        self.rows += other.rows
+        for name, count in other.missing.items():
+            self.missing[name] = self.missing.get(name, 0) + count
+        for name, (outside, counted) in other.outliers.items():
+            mine = self.outliers.get(name, (0, 0))
+            self.outliers[name] = (mine[0] + outside, mine[1] + counted)
+        self.any_outlier += other.any_outlier
+        for name, count in other.violations.items():
+            self.violations[name] = self.violations.get(name, 0) + count
+        self.any_violation += other.any_violation
+
+
 def check_data_quality(
     predictions: pd.DataFrame,
     spec: ModelSpec,
@@ -83,23 +208,35 @@ def check_data_quality(
     fences_error: str | None = None,
 ) -> CheckResult:
     """Missing values, outliers against the training data, schema violations and rejected requests."""
+    tally = QualityTally.of_rows(predictions[predictions["served"].astype(bool)], spec, fences)
+    return judge_data_quality(tally, spec, fences, gateway, fences_error=fences_error)
+
+
+def judge_data_quality(
+    tally: QualityTally,
+    spec: ModelSpec,
+    fences: OutlierFences | None,
+    gateway: GatewayReading | None,
+    *,
+    fences_error: str | None = None,
+) -> CheckResult:
+    """The data-quality check on the counts of the window's served rows (``QualityTally``)."""
     area = Area.DATA_QUALITY
-    rows = predictions[predictions["served"].astype(bool)]
-    n = len(rows)
+    n = tally.rows
     limits = spec.health
     metrics: dict[str, Metric] = {"rows": n}
     issues: list[Issue] = []
     notes: list[str] = []
-    present = [name for name in spec.feature_names if name in rows.columns]
-    absent = [name for name in spec.feature_names if name not in rows.columns]
+    present, absent = tally.present, tally.absent
     if absent and n:
         notes.append(f"features of the spec not in the log: {', '.join(absent)} (added after the serving version?)")
 
     if n and present:
-        missing = rows[present].isna().sum()
-        metrics["missing_share"] = float(missing.sum() / (n * len(present)))
-        metrics["max_feature_missing_share"] = float(missing.max() / n)
-        for name, count in missing.items():
+        missing = tally.missing
+        metrics["missing_share"] = float(sum(missing.values()) / (n * len(present)))
+        metrics["max_feature_missing_share"] = float(max(missing.values()) / n)
+        for name in present:
+            count = missing[name]
             severity = share_severity(int(count), n, limits.max_missing_share)
             if severity:
                 issues.append(Issue(
@@ -112,37 +249,30 @@ def check_data_quality(
         notes.append(f"outliers not measured: {fences_error or 'no training sample to compare with'}")
     elif n:
         metrics["outlier_reference"] = f"v{fences.version}"
-        any_outlier = pd.Series(False, index=rows.index)
         for name, (low, high) in fences.bounds.items():
-            if name not in rows.columns:
+            if name not in tally.outliers:
                 continue
-            values = pd.to_numeric(rows[name], errors="coerce")
-            outside = (values < low) | (values > high)
-            any_outlier |= outside
-            counted = int(values.notna().sum())
-            severity = share_severity(int(outside.sum()), counted, limits.max_outlier_share)
+            outside, counted = tally.outliers[name]
+            severity = share_severity(outside, counted, limits.max_outlier_share)
             if severity:
                 issues.append(Issue(
                     area, IssueCode.OUTLIERS, severity, f"outliers in {name}",
-                    f"{outside.sum() / counted:.1%} of {counted} values outside [{low:.4g}, {high:.4g}] "
+                    f"{outside / counted:.1%} of {counted} values outside [{low:.4g}, {high:.4g}] "
                     f"(training range of v{fences.version} widened by its P1-P99 spread), "
                     f"limit {limits.max_outlier_share:.0%}",
                     "review preprocessing and validation upstream; if the population really moved, retrain",
                     subject=name,
                 ))
-        metrics["outlier_share"] = float(any_outlier.mean())
+        metrics["outlier_share"] = float(tally.any_outlier / n)
 
     if n:
-        violations = schema_violations(rows, spec)
-        violating = pd.Series(False, index=rows.index)
-        for bad in violations.values():
-            violating |= bad
-        count = int(violating.sum())
+        count = tally.any_violation
         metrics["schema_violation_share"] = count / n
         severity = share_severity(count, n, limits.max_schema_violation_share)
         if severity:
-            worst = ", ".join(f"{name} {bad.sum()}" for name, bad in
-                              sorted(violations.items(), key=lambda item: -int(item[1].sum()))[:5])
+            order = {name: index for index, name in enumerate(spec.feature_names)}
+            worst = ", ".join(f"{name} {bad}" for name, bad in
+                              sorted(tally.violations.items(), key=lambda item: (-item[1], order[item[0]]))[:5])
             issues.append(Issue(
                 area, IssueCode.SCHEMA_VIOLATIONS, severity, "accepted rows outside the declared schema",
                 f"{count} of {n} rows ({count / n:.1%}) hold values outside the spec's ranges or categories "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from steward.monitoring.health.cost import capacity_declared
@@ -17,22 +16,27 @@ from steward.monitoring.health.report import (
     Metric,
     Severity,
     exceeds,
-    peak_rps,
     served_requests,
     share_severity,
     version_key,
 )
+from steward.monitoring.summaries.traffic import LATENCY_CRITICAL_FACTOR, TrafficSummary
 from steward.spec import ModelSpec
 
-LATENCY_CRITICAL_FACTOR = 2.0  # p95 latency at twice the SLO is critical
+__all__ = ["LATENCY_CRITICAL_FACTOR", "SLOW_SHARE", "check_performance", "judge_performance"]
+
 SLOW_SHARE = 0.05  # p95 above a limit means more than 5% of requests slower than it
 
 
 def check_performance(predictions: pd.DataFrame, window: HealthWindow, spec: ModelSpec) -> CheckResult:
     """p50/p95/p99 latency and error rate per version, throughput and peak load, from the log."""
+    return judge_performance(TrafficSummary.of_requests(served_requests(predictions), spec), window, spec)
+
+
+def judge_performance(traffic: TrafficSummary, window: HealthWindow, spec: ModelSpec) -> CheckResult:
+    """The performance check on the window's answered requests, summarised (exact or streamed)."""
     area = Area.PERFORMANCE
-    requests = served_requests(predictions)
-    total = len(requests)
+    total = traffic.requests
     throughput = total / window.seconds
     metrics: dict[str, Metric] = {"requests": total, "throughput_rps": throughput}
     issues: list[Issue] = []
@@ -51,7 +55,7 @@ def check_performance(predictions: pd.DataFrame, window: HealthWindow, spec: Mod
             f"{throughput:.3g} requests/s, floor {floor:g}",
             "consider scaling or batching if clients are queueing; if demand fell, lower health.min_throughput_rps",
         ))
-    peak = peak_rps(requests["time"], window)
+    peak = traffic.peak_rps(window.seconds)
     capacity = spec.cost.replicas * spec.cost.replica_capacity_rps
     metrics.update(peak_hour_rps=peak, capacity_rps=capacity)
     notes: list[str] = []
@@ -67,16 +71,14 @@ def check_performance(predictions: pd.DataFrame, window: HealthWindow, spec: Mod
         ))
 
     limit = spec.slo.p95_latency_ms
-    for version, group in sorted(requests.groupby("version"), key=lambda item: version_key(item[0])):
+    for version, served in sorted(traffic.versions.items(), key=lambda item: version_key(item[0])):
         v = f"v{version}"
-        latency = group["latency_ms"].to_numpy(dtype=float)
-        n = len(latency)
-        p50, p95, p99 = np.percentile(latency, [50, 95, 99])
-        errors = int((group["status"] != "ok").sum())
+        n = served.requests
+        p50, p95, p99 = served.latency.percentiles([50, 95, 99])
+        errors = served.errors
         metrics.update({f"requests[{v}]": n, f"p50_ms[{v}]": p50, f"p95_ms[{v}]": p95, f"p99_ms[{v}]": p99,
                         f"error_rate[{v}]": errors / n})
-        slow_critical = int((latency > LATENCY_CRITICAL_FACTOR * limit).sum())
-        slow = int((latency > limit).sum())
+        slow_critical, slow = served.slow_critical, served.slow
         severity = (Severity.CRITICAL if exceeds(slow_critical, n, SLOW_SHARE)
                     else Severity.WARNING if exceeds(slow, n, SLOW_SHARE) else None)
         if severity:

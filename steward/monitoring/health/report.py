@@ -13,7 +13,7 @@ module that carry their numbers, are written down in docs/monitoring.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -23,6 +23,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from steward.findings import CheckStatus, Finding, MaintenanceKind, Priority
+from steward.training.scores import SkippedCheck
 
 ALPHA = 0.01  # a breach of a share limit must be significant at 1% (one-sided binomial test)
 CRITICAL_FACTOR = 3.0  # a share limit (errors, missing, outliers, schema) exceeded 3x over is critical
@@ -145,11 +146,12 @@ class CheckResult:
     issues: tuple[Issue, ...] = ()
     recommendations: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # facts worth reading that are not issues (what could not be measured, caveats)
+    skipped: tuple[SkippedCheck, ...] = ()  # checks that could not apply, each with its code (e.g. no_scores)
 
     @classmethod
     def judged(
         cls, area: Area, metrics: dict[str, Metric], issues: Iterable[Issue], notes: Iterable[str] = (),
-        *, failed: bool = False,
+        *, failed: bool = False, skipped: Iterable[SkippedCheck] = (),
     ) -> CheckResult:
         """Status from the issues: critical beats a failed measurement, which beats a warning."""
         issues = tuple(sorted(issues, key=lambda i: (not i.critical, i.code.value, i.subject or "")))
@@ -160,7 +162,7 @@ class CheckResult:
         else:
             status = CheckStatus.WARNING if issues else CheckStatus.PASSED
         recommendations = tuple(dict.fromkeys(i.recommendation for i in issues))
-        return cls(area, status, metrics, issues, recommendations, tuple(notes))
+        return cls(area, status, metrics, issues, recommendations, tuple(notes), tuple(skipped))
 
 
 def failed_check(area: Area, error: BaseException | str) -> CheckResult:
@@ -231,6 +233,11 @@ class HealthReport:
         return self.verdict is not Verdict.HEALTHY
 
     @property
+    def skipped(self) -> tuple[SkippedCheck, ...]:
+        """Every check the report's checks skipped, with its code: what this report does not cover."""
+        return tuple(s for check in self.checks for s in check.skipped)
+
+    @property
     def degraded_areas(self) -> tuple[Area, ...]:
         """Areas with a finding about the model (a check that could not run is not one)."""
         found = {i.area for i in self.issues if i.code is not IssueCode.CHECK_FAILED}
@@ -261,6 +268,7 @@ class HealthReport:
                 "issues": " | ".join(i.describe() for i in check.issues) or "none",
                 "recommendations": " | ".join(check.recommendations),
                 "notes": " | ".join(check.notes),
+                "skipped": " | ".join(s.describe() for s in check.skipped),
             }
             for check in self.checks
         ]
@@ -327,6 +335,13 @@ class VersionsInWindow:
         counts = served["version"].value_counts() if len(served) else pd.Series(dtype=int)
         others = sorted(set(predictions["version"]) - set(counts.index), key=version_key)
         return cls(tuple(str(v) for v in [*counts.index, *others]))
+
+    @classmethod
+    def of_counts(cls, served: Mapping[str, int]) -> VersionsInWindow:
+        """From served rows per version, in order of first appearance (0 for a version that only shadowed)."""
+        busy = sorted((v for v, n in served.items() if n), key=lambda v: -served[v])  # stable: ties keep first seen
+        others = sorted((v for v, n in served.items() if not n), key=version_key)
+        return cls(tuple(str(v) for v in [*busy, *others]))
 
     @property
     def busiest(self) -> str | None:

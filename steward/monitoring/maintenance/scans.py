@@ -165,7 +165,7 @@ def production_metric(labelled: pd.DataFrame, spec: ModelSpec) -> float | None:
     """The primary metric on labelled log rows, or None below the health check's ``MIN_LABELLED``."""
     if len(labelled) < MIN_LABELLED:
         return None
-    value = metric_value(spec.primary_metric, outcomes(labelled, spec.task))
+    value = metric_value(spec.primary_metric, outcomes(labelled, spec.task, spec.positive_label))
     return None if math.isnan(value) else value
 
 

@@ -1,2 +1,0 @@
--- The compose stack's PostgreSQL holds two databases: `prefect` (POSTGRES_DB) and `mlflow`.
-CREATE DATABASE mlflow;

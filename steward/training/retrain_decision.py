@@ -1,0 +1,322 @@
+"""Whether a retrain trigger should train anything, and what: a new model or a re-fitted threshold.
+
+A trigger (announced drift, degraded accuracy) asks for a retrain. Three things can make that
+retrain useless, and each has its typed answer here:
+- a candidate for the same trigger is still pending: its gate was inconclusive and it waits for
+  the labelled rows it needs (``PendingCandidate``); a second candidate would repeat it;
+- a retrain for the same trigger already found no expected gain (``TriedRetrain``) and nothing new
+  has happened since: no new drifted column, and the served model's measured metrics did not fall
+  significantly further; the trigger folds into the open ledger entry;
+- the ranking still holds and only a threshold-dependent metric fell (accuracy at 0.5 while ROC
+  AUC holds): the repair is the champion's threshold re-fitted on recent labelled rows
+  (``steward.training.threshold``), not a model trained on a few days of the new world.
+Pure: the backtest and the flows hand in what they measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from steward.spec import ModelSpec, Task
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from steward.monitoring.health.report import HealthReport
+
+# Metrics that depend on the decision threshold, not only on the ranking of the scores.
+THRESHOLD_METRICS = frozenset({"accuracy", "precision", "recall", "f1"})
+CALIBRATION_METRIC = "brier"  # what a calibration drift alone is repaired on
+SIGNIFICANT_Z = 2.326  # one-sided 1%, as the health check judges a drop
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A metric of the served model measured on a window's labelled rows, with its standard error."""
+
+    metric: str
+    value: float
+    error: float
+    rows: int
+
+
+@dataclass(frozen=True)
+class RetrainTrigger:
+    """What asked for the retrain: announced drift on ``drift_columns``, a degraded ``metric``.
+
+    ``primary_dropped``: the health check found the primary metric (or its label-free estimate)
+    degraded, so the ranking itself is in question.
+    """
+
+    drift_columns: tuple[str, ...] = ()
+    metric: str | None = None
+    primary_dropped: bool = False
+    input_drift: bool = False  # an announced drift names an input column, not only the model's output
+
+    def describe(self) -> str:
+        parts = []
+        if self.drift_columns:
+            parts.append(f"drift on {', '.join(self.drift_columns)}")
+        if self.metric:
+            parts.append(f"{self.metric} degraded")
+        return " and ".join(parts) or "manual"
+
+    def new_against(self, earlier: RetrainTrigger) -> tuple[str, ...]:
+        """Drifted columns this trigger names that ``earlier`` did not (the drift spread)."""
+        return tuple(c for c in self.drift_columns if c not in earlier.drift_columns)
+
+
+def retrain_trigger(spec: ModelSpec, *, drift_columns: Sequence[str] = (), metric: str | None = None,
+                    primary_dropped: bool = False) -> RetrainTrigger:
+    """The trigger from what the checks found: the announced drift's columns, the metric that fell.
+
+    A dropped primary metric with no other metric named is the primary; a drift of the model's own
+    output (the score) is not input drift.
+    """
+    from steward.monitoring.drift.monitor import prediction_drift_column
+
+    prediction, _ = prediction_drift_column(spec)
+    metric = metric or (spec.primary_metric if primary_dropped else None)
+    columns = tuple(dict.fromkeys(drift_columns))
+    return RetrainTrigger(columns, metric, primary_dropped, any(c != prediction for c in columns))
+
+
+@dataclass(frozen=True)
+class HealthTrigger:
+    """What a health report asks a retrain for: the metric that fell (None: the primary, when it dropped)."""
+
+    metric: str | None
+    primary_dropped: bool
+
+
+def health_trigger(report: HealthReport) -> HealthTrigger:
+    """The metric whose drop makes a degraded health report ask for a retrain.
+
+    The primary metric (or its label-free estimate) when it dropped; else the secondary metric that
+    fell furthest (accuracy while ROC AUC held); else calibration. The health event carries this, so
+    the production retrain and the backtest judge the same metric.
+    """
+    from steward.monitoring.health.accuracy import SECONDARY_METRICS
+    from steward.monitoring.health.report import Area, IssueCode
+
+    issues = [i for i in report.issues if i.area is Area.ACCURACY]
+    codes = {i.code for i in issues}
+    primary = bool(codes & {IssueCode.ACCURACY_DROP, IssueCode.ACCURACY_BELOW_SLO, IssueCode.CONCEPT_DRIFT,
+                            IssueCode.ESTIMATED_ACCURACY_DROP})
+    if primary:
+        return HealthTrigger(None, True)
+    if IssueCode.SECONDARY_METRIC_DROP in codes:
+        measured = {k: v for c in report.checks if c.area is Area.ACCURACY for k, v in c.metrics.items()}
+        subjects = {i.subject for i in issues if i.code is IssueCode.SECONDARY_METRIC_DROP}
+        drops = {m: measured.get(f"{m}_drop[{s}]") for m in SECONDARY_METRICS for s in subjects}
+        found = {m: float(d) for m, d in drops.items() if isinstance(d, int | float) and not math.isnan(d)}
+        if found:
+            return HealthTrigger(max(found, key=lambda m: found[m]), False)
+    if IssueCode.CALIBRATION_DRIFT in codes:
+        return HealthTrigger(CALIBRATION_METRIC, False)
+    return HealthTrigger(None, False)
+
+
+def served_readings(spec: ModelSpec, labelled: pd.DataFrame) -> dict[str, Reading]:
+    """The served model's primary and secondary metrics on a window's labelled log rows (``label``,
+    ``prediction``, ``score``, ``status``), with bootstrap standard errors."""
+    from steward.monitoring.health.accuracy import estimate_metric, outcomes, secondary_metrics
+
+    rows = labelled[labelled["status"] == "ok"] if "status" in labelled.columns else labelled
+    if len(rows) < 2:
+        return {}
+    o = outcomes(rows, spec.task, spec.positive_label)
+    readings = {}
+    for metric in (spec.primary_metric, *secondary_metrics(spec)):
+        estimate = estimate_metric(metric, o)
+        if not math.isnan(estimate.value):
+            readings[metric] = Reading(metric, estimate.value, estimate.error, estimate.rows)
+    return readings
+
+
+class RetrainKind(StrEnum):
+    TRAIN = "train"  # a new model on the chosen training window
+    REFIT_THRESHOLD = "refit_threshold"  # the champion with its threshold re-fitted on recent labelled rows
+
+
+def retrain_kind(spec: ModelSpec, trigger: RetrainTrigger) -> RetrainKind:
+    """A re-fitted threshold when only a threshold-dependent metric (or calibration) of a binary classifier
+    fell, the primary metric held and no input drifted; a new model otherwise."""
+    threshold_only = (
+        spec.task is Task.BINARY_CLASSIFICATION and trigger.metric is not None and not trigger.primary_dropped
+        and not trigger.input_drift and trigger.metric != spec.primary_metric
+        and (trigger.metric in THRESHOLD_METRICS or trigger.metric == CALIBRATION_METRIC)
+    )
+    return RetrainKind.REFIT_THRESHOLD if threshold_only else RetrainKind.TRAIN
+
+
+@dataclass(frozen=True)
+class PendingCandidate:
+    """A candidate whose gate was inconclusive with an expected gain: kept, revalidated once ``rows_needed``
+    more labelled rows exist, blocking a second retrain for the same trigger until decided or ``expires``."""
+
+    version: str
+    trigger: RetrainTrigger
+    created: datetime  # the event time its data ends at: rows after it are new to it
+    rows_needed: int
+    expires: datetime
+    trigger_metric: str | None = None  # the gate's triggering metric, judged again at revalidation
+    new_rows_used: int = 0  # labelled rows since ``created`` already in its last gate (production revalidation)
+
+    def describe(self) -> str:
+        return (f"v{self.version} (for {self.trigger.describe()}) waits for {self.rows_needed} more labelled rows, "
+                f"until {self.expires:%Y-%m-%d %H:%M} UTC")
+
+
+@dataclass(frozen=True)
+class TriedRetrain:
+    """A retrain for ``trigger`` whose gate found no expected gain over keeping the champion, and the served
+    model's measured metrics in the window that triggered it: those the gate judged (primary, triggering),
+    since a later fall of one of them is what would make another retrain worth it."""
+
+    trigger: RetrainTrigger
+    at: datetime
+    until: datetime  # forgotten after this: the world had time to give a retrain more rows
+    readings: Mapping[str, Reading] = field(default_factory=dict)
+
+
+class RetrainNeedCode(StrEnum):
+    GO = "go"
+    CANDIDATE_PENDING = "candidate_pending"  # a kept candidate for the same trigger waits for its rows
+    NO_NEW_EVIDENCE = "no_new_evidence"  # the same trigger found no gain, and nothing moved since
+
+
+@dataclass(frozen=True)
+class RetrainNeed:
+    code: RetrainNeedCode
+    reason: str
+
+    @property
+    def go(self) -> bool:
+        return self.code is RetrainNeedCode.GO
+
+
+def moved_since(before: Mapping[str, Reading], now: Mapping[str, Reading], limit: float,
+                higher_is_better: Mapping[str, bool]) -> Reading | None:
+    """The first metric that fell by more than ``limit`` and significantly (both standard errors) since
+    ``before``; None when none did."""
+    for metric, then in before.items():
+        current = now.get(metric)
+        if current is None or math.isnan(current.value) or math.isnan(then.value):
+            continue
+        drop = (then.value - current.value) if higher_is_better.get(metric, True) else (current.value - then.value)
+        if drop > limit and drop >= SIGNIFICANT_Z * math.hypot(then.error, current.error):
+            return current
+    return None
+
+
+def decide_retrain_need(
+    trigger: RetrainTrigger, now: datetime, *, pending: PendingCandidate | None, tried: TriedRetrain | None,
+    readings: Mapping[str, Reading], limit: float, higher_is_better: Mapping[str, bool],
+) -> RetrainNeed:
+    """Train for ``trigger`` at ``now``, or fold it into the open entry (a pending candidate, a tried retrain)."""
+    if pending is not None and now < pending.expires:
+        spread = trigger.new_against(pending.trigger)
+        if not spread:
+            return RetrainNeed(RetrainNeedCode.CANDIDATE_PENDING,
+                               f"{trigger.describe()}: candidate {pending.describe()}; no second retrain for the "
+                               "same trigger")
+    if tried is not None and now < tried.until:
+        spread = trigger.new_against(tried.trigger)
+        moved = moved_since(tried.readings, readings, limit, higher_is_better)
+        if not spread and moved is None:
+            measured = ", ".join(f"{r.metric} {r.value:.3f} (then {tried.readings[m].value:.3f})"
+                                 for m, r in readings.items() if m in tried.readings) or "no measured metric"
+            return RetrainNeed(RetrainNeedCode.NO_NEW_EVIDENCE,
+                               f"{trigger.describe()}: the retrain for it at {tried.at:%Y-%m-%d %H:%M} UTC found no "
+                               f"expected gain, and nothing new since (no new drifted column; {measured}: not "
+                               f"significantly lower by more than {limit:g}); folded into the open entry until "
+                               f"{tried.until:%Y-%m-%d %H:%M} UTC")
+    return RetrainNeed(RetrainNeedCode.GO, f"{trigger.describe()}: retrain")
+
+
+def pending_until(spec: ModelSpec, created: datetime) -> datetime:
+    return created + timedelta(days=spec.retrain.pending_days)
+
+
+def tried_until(spec: ModelSpec, at: datetime) -> datetime:
+    return at + timedelta(days=spec.retrain.no_gain_days)
+
+
+# --- the registry's record of a pending candidate -------------------------------------------------
+
+TRIGGER_METRIC_TAG = "steward.retrain.trigger_metric"  # set by the retrain flow: the gate judges it too
+PENDING_STAGE = "inconclusive"  # steward.stage of a candidate kept for revalidation
+EXPIRED_STAGE = "expired"  # a pending candidate not decided within retrain.pending_days
+ROWS_NEEDED_TAG = "steward.validation.rows_needed"
+EXPECTS_GAIN_TAG = "steward.validation.expects_gain"
+REVALIDATION_ROWS_TAG = "steward.revalidation.new_rows"  # new labelled rows in its last revalidation
+
+
+def pending_from_tags(spec: ModelSpec, version: str, tags: Mapping[str, str], created: datetime
+                      ) -> PendingCandidate | None:
+    """A registered version's pending state: inconclusive with the rows it needs (None otherwise).
+
+    ``created`` is its training event time (``trained_as_of``): labelled rows after it are new to it.
+    """
+    if tags.get("steward.stage") != PENDING_STAGE or tags.get("steward.archived") == "true":
+        return None
+    if tags.get(EXPECTS_GAIN_TAG) == "false":  # inconclusive but expected worse than the champion: not kept
+        return None
+    needed = tags.get(ROWS_NEEDED_TAG)
+    if not needed or not needed.isdigit():
+        return None
+    metric = tags.get(TRIGGER_METRIC_TAG) or None
+    used = tags.get(REVALIDATION_ROWS_TAG, "0")
+    return PendingCandidate(version, RetrainTrigger(metric=metric), created, int(needed), pending_until(spec, created),
+                            metric, int(used) if used.isdigit() else 0)
+
+
+# --- the registry's record of a retrain's trigger, and of a retrain with no expected gain ----------
+
+TRIGGER_TAG = "steward.retrain.trigger"  # the trigger (columns, metric, primary) as JSON
+READINGS_TAG = "steward.retrain.readings"  # the served model's judged metrics when it was triggered, as JSON
+
+
+def trigger_tags(trigger: RetrainTrigger, readings: Mapping[str, Reading]) -> dict[str, str]:
+    """The version tags that let a later trigger ask whether anything moved since this retrain."""
+    return {
+        TRIGGER_TAG: json.dumps({"drift_columns": list(trigger.drift_columns), "metric": trigger.metric,
+                                 "primary_dropped": trigger.primary_dropped, "input_drift": trigger.input_drift}),
+        READINGS_TAG: json.dumps({m: [r.value, r.error, r.rows] for m, r in readings.items()}),
+    }
+
+
+def _decoded(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def tried_from_tags(spec: ModelSpec, tags: Mapping[str, str], at: datetime, champion_version: str | None
+                    ) -> TriedRetrain | None:
+    """A registered retrain whose gate against the current champion found no expected gain (None otherwise).
+
+    ``at``: its training event time. Judged against another champion, it says nothing about this one.
+    """
+    if tags.get(EXPECTS_GAIN_TAG) != "false" or tags.get("steward.validation.status") == "passed":
+        return None
+    if champion_version is None or tags.get("steward.validation.against") != champion_version:
+        return None
+    raw = _decoded(tags.get(TRIGGER_TAG))
+    if not isinstance(raw, dict):
+        return None
+    trigger = RetrainTrigger(tuple(raw.get("drift_columns") or ()), raw.get("metric"),
+                             bool(raw.get("primary_dropped")), bool(raw.get("input_drift")))
+    measured = _decoded(tags.get(READINGS_TAG)) or {}
+    judged = (spec.primary_metric, trigger.metric)
+    readings = {m: Reading(m, float(v[0]), float(v[1]), int(v[2])) for m, v in measured.items()
+                if m in judged and isinstance(v, list) and len(v) == 3}
+    return TriedRetrain(trigger, at, tried_until(spec, at), readings)
