@@ -27,8 +27,7 @@ COMMANDS = (
     serving.serve,
     monitoring.health, monitoring.ledger, monitoring.ledger_resolve, monitoring.drift, monitoring.maintenance,
     monitoring.model_card, monitoring.compact, backtest.backtest,
-    stack.up, stack.down, stack.stack_status, stack.rotate_credentials, stack.save_credentials_block,
-    stack.deployments, stack.worker,
+    stack.up, stack.down, stack.stack_status, stack.rotate_credentials, stack.deployments, stack.worker,
     delivery.ab_test, delivery.shadow,
     models.example, stack.demo,
 )

@@ -140,30 +140,6 @@ def rotate_credentials(
                   "processes hold the old credentials and are refused until then")
 
 
-def save_credentials_block(
-    name: Annotated[str | None, typer.Option(
-        help="The Secret block's name (default: STEWARD_MLFLOW_CREDENTIALS_BLOCK).")] = None,
-    home: HomeOption = None,
-) -> None:
-    """Save Steward's MLflow credentials as the Prefect Secret block its flow runs read, for workers (such as
-    the compose stack's Docker worker) whose flow-run containers get neither the environment nor the home."""
-    from prefect.blocks.system import Secret
-
-    from steward.credentials import ControlPlaneSecrets, CredentialsError
-
-    settings = begin(home).settings
-    block = name or settings.mlflow_credentials_block
-    if not block:
-        fail("name the block with --name or STEWARD_MLFLOW_CREDENTIALS_BLOCK (flow runs read the same setting)")
-    try:
-        credentials = ControlPlaneSecrets(settings.home).load()
-    except CredentialsError as error:
-        fail(str(error))
-    Secret(value={"username": credentials.mlflow_username,
-                  "password": credentials.mlflow_password.get_secret_value()}).save(block, overwrite=True)
-    console.print(f"MLflow credentials of {credentials.mlflow_username!r} saved as the Prefect Secret block {block!r}")
-
-
 def stack_status(home: HomeOption = None) -> None:
     """State and health of each service of the local stack."""
     from steward import stack
