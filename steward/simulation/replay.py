@@ -101,7 +101,8 @@ def replay_to_store(
     times = pd.to_datetime(frame[spec.timestamp_column], utc=True)
     time_ns = times.astype("int64").to_numpy()
     entities = frame[spec.entity_column].astype(str).tolist() if spec.entity_column else [None] * len(frame)
-    request_ids = [f"replay-{uuid.UUID(int=int(rng.integers(2**63)) << 64 | i).hex}" for i in range(len(frame))]
+    # The request time in the high bits: replays of different periods with the same seed never share an id.
+    request_ids = [f"replay-{uuid.UUID(int=(int(at) % 2**64) << 64 | int(rng.integers(2**63))).hex}" for at in time_ns]
     numeric = tuple(spec.numeric_features)
 
     batches = []

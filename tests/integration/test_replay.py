@@ -43,3 +43,9 @@ def test_replay_writes_predictions_and_delayed_labels(tmp_path, write_spec, regi
     labelled = join_labels(logged, store.read_labels(model_name))
     expected = (pd.to_datetime(traffic["label_available_at"], utc=True) <= cutoff).sum()
     assert len(labelled) == summary.labels == expected < len(traffic)
+
+    # the next period, replayed with the same seed, never reuses a request id (its labels would join these rows)
+    later = scenario.generate(scenario.start + pd.Timedelta(days=3), scenario.start + pd.Timedelta(days=4))
+    replay_to_store(store, spec, later, arms[:1])
+    everything = store.read_predictions(model_name, scenario.start, scenario.start + pd.Timedelta(days=4))
+    assert everything["request_id"].is_unique
