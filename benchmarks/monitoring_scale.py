@@ -5,10 +5,10 @@ Each log (written once by ``benchmarks/scale_log.py``: one UTC day of the credit
 call, each path in its own subprocess under a memory cap (``--cap-gb``, address space), timed, with
 its peak RSS read from the child's ``ru_maxrss``:
 
-  stream  the health scan (traffic, data quality against the reference's outlier fences, labels),
-          the SLO scan and the drift scan (the champion's served rows, sampled), then the
+  stream  what the daily maintenance runs: one health scan (traffic, data quality against the
+          reference's outlier fences, labels; the late-label look-back when a label points before
+          the day) that also serves the SLO day and the champion's drift sample, then the
           performance, cost, data-quality and SLO judgements and the drift statistics on the sample
-  stream1 the same from one scan (the health summary serves the SLO day and the drift sample too)
   pandas  ``read_predictions`` / ``join_labels`` of the window into frames, the same checks on them
 
 Prefect's temporary server and the registry are left out (the checks are timed, not their
@@ -63,12 +63,14 @@ def _drift(spec, profile, column, frame):
 
 
 def run_stream(log: str) -> dict:
+    """What the daily maintenance runs: one health scan (with its late-label look-back) serves the SLO day and
+    the champion's drift sample too (``steward.monitoring.summaries.checks``)."""
     from steward.monitoring.health.cost import judge_cost
     from steward.monitoring.health.data_quality import judge_data_quality
     from steward.monitoring.health.performance import judge_performance
     from steward.monitoring.health.report import HealthWindow
     from steward.monitoring.slo import slo_day_of
-    from steward.monitoring.summaries.traffic import TrafficSummary
+    from steward.monitoring.summaries.checks import read_late_labelled, slo_days_summary
     from steward.monitoring.summaries.window import summarize_window
     from steward.store.reader import PredictionStore
 
@@ -78,43 +80,16 @@ def run_stream(log: str) -> dict:
     end = start + timedelta(days=1)
     window = HealthWindow(start, end)
     health = summarize_window(store, spec, start, end, fences=fences, labels_window=(start, end))
+    late = read_late_labelled(store, spec, start, end, unmatched=health.unmatched_label_ids)
     checks = [judge_performance(health.traffic, window, spec), judge_cost(health.traffic, window, spec),
               judge_data_quality(health.quality, spec, fences, None)]
-    slo_scan = summarize_window(store, spec, start, end, served_only=True, quality=False,
-                                labels_window=(start, end), samples=False, all_rows=False)
-    labelled = slo_scan.labelled
-    slo = slo_day_of(spec, DAY, slo_scan.days.get(DAY, TrafficSummary.for_spec(spec)), labelled, as_of=end,
+    slo_scan = slo_days_summary(store, spec, start, end, window=health)
+    slo = slo_day_of(spec, DAY, slo_scan.days[DAY], slo_scan.labelled, as_of=end,
                      labelled_count=slo_scan.answered_labelled_by_day[DAY])
     champion = health.versions.busiest
-    drift_scan = summarize_window(store, spec, start, end, version=champion, served_only=True, quality=False,
-                                  all_rows=False)
-    drift = _drift(spec, profile, column, drift_scan.answered_frame(champion))
-    return _outcome(checks, slo, drift, health.rows, drift_scan.answered_rows[champion])
-
-
-def run_stream_once(log: str) -> dict:
-    """The same checks from one scan: the health summary holds the SLO day and the champion's sample too."""
-    from steward.monitoring.health.cost import judge_cost
-    from steward.monitoring.health.data_quality import judge_data_quality
-    from steward.monitoring.health.performance import judge_performance
-    from steward.monitoring.health.report import HealthWindow
-    from steward.monitoring.slo import slo_day_of
-    from steward.monitoring.summaries.window import summarize_window
-    from steward.store.reader import PredictionStore
-
-    spec, profile, fences, column = _setup()
-    store = PredictionStore(log)
-    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
-    end = start + timedelta(days=1)
-    window = HealthWindow(start, end)
-    health = summarize_window(store, spec, start, end, fences=fences, labels_window=(start, end))
-    checks = [judge_performance(health.traffic, window, spec), judge_cost(health.traffic, window, spec),
-              judge_data_quality(health.quality, spec, fences, None)]
-    slo = slo_day_of(spec, DAY, health.days[DAY], health.labelled, as_of=end,
-                     labelled_count=health.answered_labelled_by_day[DAY])
-    champion = health.versions.busiest
     drift = _drift(spec, profile, column, health.answered_frame(champion))
-    return _outcome(checks, slo, drift, health.rows, health.answered_rows[champion])
+    outcome = _outcome(checks, slo, drift, health.rows, health.answered_rows[champion])
+    return outcome | {"late_labelled": 0 if late is None else len(late)}
 
 
 def run_pandas(log: str) -> dict:
@@ -162,7 +137,7 @@ def _outcome(checks, slo, drift, rows: int, drift_rows: int) -> dict:
 
 def child(path: str, log: str, out: str) -> None:
     began = time.perf_counter()
-    result = {"stream": run_stream, "stream1": run_stream_once, "pandas": run_pandas}[path](log)
+    result = {"stream": run_stream, "pandas": run_pandas}[path](log)
     result["seconds"] = time.perf_counter() - began
     Path(out).write_text(json.dumps(result, default=float))
 

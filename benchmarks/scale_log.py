@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from steward.store.reader import PredictionStore
 from steward.store.records import FEATURE_PREFIX, LABELS, PREDICTIONS, LabelBatch, prediction_rows, to_tables
+from steward.store.request_ids import new_request_ids
 
 MODEL = "credit-default"  # the example spec's name
 DAY = datetime(2026, 6, 1, tzinfo=UTC)
@@ -51,7 +52,7 @@ class Part:
         failed = generator.uniform(size=ROWS_PER_PART) < ERROR_SHARE
         self.labelled = np.flatnonzero(generator.uniform(size=ROWS_PER_PART) < LABEL_SHARE)
         self.labels = (generator.uniform(size=self.labelled.size) < 0.2).astype(int).astype(str)
-        self.ids = np.array([f"{part:06x}-{row:04x}" for row in range(ROWS_PER_PART)], dtype=object)
+        self.ids = new_request_ids(self.times, np.random.default_rng([seed, part, 1])).astype(object)  # the gateway's
         self.numeric_pool, self.text_pool = numeric_pool, text_pool
         # the gateway's records: one per version's arm and outcome, in this order
         self.records = [(version, arm_name, status, np.flatnonzero((arm == code) & (failed == (status == "error"))))

@@ -74,6 +74,7 @@ class DriftReportOutcome:
     ledger_entry_id: str | None = None
     seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     current_rows: int = 0
+    from_health_scan: bool = False  # the window's rows came from the health check's scan of it (decision 0034)
     skipped: tuple[SkippedCheck, ...] = ()  # e.g. score drift of a model that gives labels only (no_scores)
     workspace: WorkspaceOutcome | None = None  # the window's snapshots in Evidently's workspace, or why not
 
@@ -189,6 +190,5 @@ def drift_report(
         model=spec.name, version=version, status=DriftCheckStatus.CHECKED, reason=decision.reason,
         window_start=current.start, window_end=window.end, record=record, verdict=verdict, report_error=report_error,
         profile_built=cached.built, ledger_entry_id=entry_id, seconds=seconds, current_rows=current.rows,
-        skipped=skipped,
-        workspace=workspace,
+        skipped=skipped, workspace=workspace, from_health_scan=current.from_health_scan,
     )

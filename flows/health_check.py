@@ -47,7 +47,7 @@ def health_check(
     gateway = read_gateway_metrics(gateway_url, spec.name) if gateway_url else None
 
     checks = {}
-    run = None
+    run = log = None
     try:
         run = partition_runner(store(), spec)  # None by default: the window is scanned in this process
         log = read_window(spec, window, run)
@@ -72,7 +72,7 @@ def health_check(
     report = HealthReport.combine(spec.name, window, [checks[area] for area in Area])
 
     try:
-        record_slo_days(spec, window, run)
+        record_slo_days(spec, window, log, run)
         slo = read_slo_report(spec, window.end)
     except Exception as error:  # SLO records are kept beside the report; failing them must not hide it
         logger.warning("SLO compliance was not recorded: %s", error)

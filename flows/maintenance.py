@@ -107,7 +107,8 @@ def daily_maintenance(spec_path: str, as_of: datetime | None = None) -> Maintena
 
     drift = _attempt(log, "drift report", drift_report, spec_path=spec_path, as_of=as_of)
     if drift is not None:
-        log.completed("drift report", f"{drift.reason} ({'event emitted' if drift.announced else 'no event'})")
+        read = "; the health check's scan of the window reused" if drift.from_health_scan else ""
+        log.completed("drift report", f"{drift.reason} ({'event emitted' if drift.announced else 'no event'}{read})")
         if drift.ledger_entry_id:
             log.issues.extend(open_issues(spec, [drift_fingerprint(spec.name)]))
         if drift.announced:

@@ -40,6 +40,7 @@ from steward.monitoring.health.accuracy import (
 )
 from steward.monitoring.ledger import EntryStatus
 from steward.monitoring.maintenance.retention import scratch_folder
+from steward.monitoring.summaries.checks import read_late_labelled, recent_scan, summarize_log
 from steward.monitoring.summaries.partitions import PartitionRunner
 from steward.monitoring.summaries.window import summarize_window
 from steward.registry.adapter import VersionInfo
@@ -51,7 +52,6 @@ from steward.training.data import prepare_features
 from steward.training.gates import RetrainAllowance
 from steward.training.scores import SkippedCheck
 from tasks.common import current_flow_run_id, ledger, registry, services, store
-from tasks.summaries import read_late_labelled, summarize_log
 from tasks.training import retrain_allowance
 
 
@@ -80,6 +80,7 @@ class CurrentWindow:
     end: datetime
     seconds: float
     rows: int = -1  # rows in the window (the frame's length when not sampled)
+    from_health_scan: bool = False  # read from the health check's scan of the same window (decision 0034)
 
     def __post_init__(self) -> None:
         if self.rows < 0:
@@ -115,10 +116,13 @@ def read_drift_window(spec: ModelSpec, version: str, window: DriftWindow,
     log = store()
     if window.last_rows is None:
         assert window.start is not None
-        summary = summarize_log(log, spec, window.start, window.end, run, version=version, served_only=True,
-                                quality=False, all_rows=False)
+        summary = recent_scan.recall(log, spec.name, window.start, window.end)  # the health check's, same window
+        recalled = summary is not None
+        if summary is None:
+            summary = summarize_log(log, spec, window.start, window.end, run, version=version, served_only=True,
+                                    quality=False, all_rows=False)
         return CurrentWindow(summary.answered_frame(version), window.start, window.end, time.perf_counter() - started,
-                             rows=summary.answered_rows[version])
+                             rows=summary.answered_rows[version], from_health_scan=recalled)
     parts, rows = [], 0
     day_end = window.end
     oldest = window.end - timedelta(days=window.lookback_days or 1)

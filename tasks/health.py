@@ -38,6 +38,12 @@ from steward.monitoring.slo import (
     slo_day_of,
     summarize_slo,
 )
+from steward.monitoring.summaries.checks import (
+    read_late_labelled,
+    recent_scan,
+    slo_days_summary,
+    summarize_log,
+)
 from steward.monitoring.summaries.partitions import PartitionRunner
 from steward.monitoring.summaries.traffic import TrafficSummary
 from steward.monitoring.summaries.window import WindowSummary
@@ -64,7 +70,6 @@ from tasks.drift import (
     version_baseline,
     version_calibration,
 )
-from tasks.summaries import read_late_labelled, summarize_log
 
 NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name
 SLO_REPORT_DAYS = 7
@@ -126,7 +131,8 @@ def read_window(spec: ModelSpec, window: HealthWindow, run: PartitionRunner | No
               if reference.frame is not None else None)
     summary = summarize_log(log, spec, window.start, window.end, run, fences=fences,
                             labels_window=(window.start, window.end))
-    late = read_late_labelled(log, spec, window.start, window.end, run)
+    recent_scan.remember(log, spec.name, window.start, window.end, summary)  # the drift report of this window
+    late = read_late_labelled(log, spec, window.start, window.end, run, unmatched=summary.unmatched_label_ids)
     return WindowLog(summary, reference, fences, late)
 
 
@@ -226,12 +232,12 @@ def run_check(area: Area, check: Callable[..., CheckResult], *args: object) -> C
 
 
 @task(name="record-slo-days", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
-def record_slo_days(spec: ModelSpec, window: HealthWindow, run: PartitionRunner | None = None) -> list[SLODay]:
-    """Compute and store every UTC day the window touches (whole days, up to the window's end)."""
+def record_slo_days(spec: ModelSpec, window: HealthWindow, log: WindowLog | None,
+                    run: PartitionRunner | None = None) -> list[SLODay]:
+    """Compute and store every UTC day the window touches (whole days, up to the window's end), from the
+    window's scan (``log``) and, when the window starts after midnight, a scan of its first day's earlier part."""
     days = days_between(window.start, window.end)
-    first = day_bounds(days[0])[0]
-    summary = summarize_log(store(), spec, first, window.end, run, served_only=True, quality=False, samples=False,
-                            all_rows=False, labels_window=(first, window.end))
+    summary = slo_days_summary(store(), spec, window.start, window.end, run, log.summary if log else None)
     labelled = summary.labelled
     assert labelled is not None
     slo_store = services().slo

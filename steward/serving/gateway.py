@@ -15,7 +15,6 @@ import json
 import logging
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -51,6 +50,7 @@ from steward.serving.responses import error_response, is_json_media_type, json_r
 from steward.serving.schema import Payload, RequestError, check_entities, parse_payload, select_rows
 from steward.serving.shadow_copies import ShadowCopies
 from steward.store.reader import PredictionStore
+from steward.store.request_ids import new_request_id
 from steward.store.writer import LogMode, WriterStats
 
 if TYPE_CHECKING:
@@ -228,11 +228,12 @@ class Gateway:
         """Score the request's rows; ``mlflow_answer``: answer ``{"predictions": [...]}`` as MLflow's scoring server does."""
         started = time.perf_counter()
         time_ns = time.time_ns()
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id(time_ns)
         try:
             self._client_identity(request, Action.PREDICT)
             deployment = self._deployment(name)
-            time_ns = self._event_time_ns(request, time_ns)
+            if (event_ns := self._event_time_ns(request, time_ns)) != time_ns:  # a replayed request's own time
+                time_ns, request_id = event_ns, new_request_id(event_ns)
             if self.limiter is not None:
                 wait = self.limiter.acquire(self._client(request), time.monotonic())
                 if wait:

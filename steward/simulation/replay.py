@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from steward.spec import ModelSpec, Task
 from steward.store.reader import PredictionStore
 from steward.store.records import LabelBatch, label_text, prediction_batch
+from steward.store.request_ids import new_request_id
 from steward.training.data import prepare_features
 
 
@@ -101,8 +102,8 @@ def replay_to_store(
     times = pd.to_datetime(frame[spec.timestamp_column], utc=True)
     time_ns = times.astype("int64").to_numpy()
     entities = frame[spec.entity_column].astype(str).tolist() if spec.entity_column else [None] * len(frame)
-    # The request time in the high bits: replays of different periods with the same seed never share an id.
-    request_ids = [f"replay-{uuid.UUID(int=(int(at) % 2**64) << 64 | int(rng.integers(2**63))).hex}" for at in time_ns]
+    # Ids as the gateway makes them (they carry the request time), reproducible from the seed.
+    request_ids = [new_request_id(int(at), int(rng.integers(2**63))) for at in time_ns]
     numeric = tuple(spec.numeric_features)
 
     batches = []

@@ -141,6 +141,8 @@ def test_daily_checks_health_and_drift_and_removes_only_what_is_past_retention(w
         ["health check", "drift report", "pending candidates", "log retention", "temporary files", "incident review",
          "critical alerts"],
         TaskStatus.COMPLETED)
+    (drift,) = [t.detail for t in summary.tasks_completed if t.name == "drift report"]
+    assert "the health check's scan of the window reused" in drift  # one scan of the day (decision 0034)
     predictions = _partitions(settings, "predictions", world.name)
     assert {"2025-10-01", "2025-12-07"}.isdisjoint(predictions) and "2025-12-08" in predictions
     labels = _partitions(settings, "labels", world.name)

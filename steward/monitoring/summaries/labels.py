@@ -45,10 +45,13 @@ class LabelIndex:
             self.keys = keys[last]
             self.labels = labels["label"].take(pa.array(chosen)).combine_chunks()
             self.times = labels["time"].take(pa.array(chosen)).combine_chunks()
+            self.request_ids = labels["request_id"].take(pa.array(chosen)).combine_chunks()
         else:
             self.keys = np.empty(0, dtype=np.bytes_)
             self.labels = pa.array([], pa.string())
             self.times = pa.array([], pa.timestamp("us", tz="UTC"))
+            self.request_ids = pa.array([], pa.string())
+        self._matched = np.zeros(self.keys.size, dtype=bool)
 
     def __len__(self) -> int:
         return int(self.keys.size)
@@ -61,7 +64,12 @@ class LabelIndex:
         found = np.searchsorted(self.keys, keys)
         found[found == self.keys.size] = 0
         hit = np.flatnonzero(self.keys[found] == keys)
+        self._matched[found[hit]] = True
         return hit, found[hit]
+
+    def unmatched_request_ids(self) -> pa.Array:
+        """Request ids of the labels no matched table held: predictions made before the scanned window."""
+        return self.request_ids.filter(pa.array(~self._matched))
 
     def joined(self, predictions: pa.Table, positions: np.ndarray) -> pa.Table:
         """``predictions`` (the matched rows) with ``label`` and ``label_time``, as ``join_labels`` adds them."""
