@@ -43,7 +43,17 @@ def label_key(value: Any) -> str:
 
 
 def label_keys(values: Iterable[Any]) -> np.ndarray:
-    return np.array([label_key(v) for v in values], dtype=object)
+    """``label_key`` of each value, computed once per distinct value (labels repeat: a window has millions)."""
+    if not isinstance(values, np.ndarray | pd.Series | pd.Index):
+        values = np.fromiter(values, dtype=object) if not isinstance(values, list | tuple) else values
+    values = np.asarray(values, dtype=object)
+    codes, distinct = pd.factorize(values)  # missing values (None, NaN: keys of their own) get -1
+    keys = np.empty(len(distinct), dtype=object)
+    keys[:] = [label_key(value) for value in distinct]
+    result = keys[codes] if len(keys) else np.empty(len(values), dtype=object)
+    for position in np.flatnonzero(codes < 0):
+        result[position] = label_key(values[position])
+    return result
 
 
 def same_labels(left: Iterable[Any], right: Iterable[Any]) -> np.ndarray:

@@ -108,3 +108,14 @@ def test_a_remembered_scan_is_recalled_only_for_the_same_unchanged_window(store)
     assert recent.recall(store, "m", DAY1, DAY3) is None
     _write_day(store, DAY2, 5, seed=9)  # a late flush into the window
     assert recent.recall(store, "m", DAY2, DAY3) is None
+
+
+def test_a_label_of_row_1_does_not_match_row_10_of_the_same_request():
+    from steward.monitoring.summaries.labels import LabelIndex
+
+    labels = pa.table({"request_id": ["r"], "row": pa.array([1], pa.int32()), "label": ["1"],
+                       "time": pa.array([0], pa.timestamp("us", tz="UTC"))})
+    index = LabelIndex(labels)
+    rows, positions = index.match(pa.table({"request_id": ["r", "r", "s"], "row": pa.array([10, 1, 1], pa.int32())}))
+    assert rows.tolist() == [1] and positions.tolist() == [0]
+    assert len(index.unmatched_request_ids()) == 0

@@ -60,7 +60,10 @@ class LabelIndex:
         """(positions in ``table`` with a label, the label's position here), in ``table``'s order."""
         if not len(self) or not table.num_rows:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        keys = row_keys(table["request_id"], table["row"]).astype(self.keys.dtype)  # longer keys cannot match
+        keys = row_keys(table["request_id"], table["row"])
+        if keys.dtype.itemsize > self.keys.dtype.itemsize:  # widen the index, never cut a key (row 10 is not row 1)
+            self.keys = self.keys.astype(keys.dtype)
+        keys = keys.astype(self.keys.dtype)
         found = np.searchsorted(self.keys, keys)
         found[found == self.keys.size] = 0
         hit = np.flatnonzero(self.keys[found] == keys)
