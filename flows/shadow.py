@@ -24,6 +24,7 @@ from steward.delivery.experiments import (
     require_active,
 )
 from steward.delivery.shadow import ShadowReport
+from steward.serving.fleet import FleetFlush
 from steward.spec import ModelSpec
 from tasks.data import load_model_spec
 from tasks.experiments import (
@@ -34,6 +35,7 @@ from tasks.experiments import (
     start_shadow,
     stop_experiment,
 )
+from tasks.fleet import flush_fleet
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class ShadowOutcome:
     summary: str
     report: ShadowReport | None  # None right after a start without a window
     stopped: bool = False
+    flushed: FleetFlush | None = None  # the gateways' flush after the window (a start with a window)
 
 
 def _window_end(run: ExperimentRun) -> datetime | None:
@@ -87,12 +90,17 @@ def shadow_analysis(
             return ShadowOutcome(spec.name, action, run.experiment_id, run.champion_version, run.challenger_version,
                                  f"started {run.describe()}; compare with `steward shadow {spec_path} --action analyse`",
                                  None)
-        # The settling time again after the window: the gateways flush their logs and score the last copies.
-        wait = (end - datetime.now(UTC)).total_seconds() + settle_seconds
+        wait = (end - datetime.now(UTC)).total_seconds()
         logger.info("waiting %.0f s for the shadow window to fill", max(wait, 0))
         time.sleep(max(wait, 0))
+        # The gateways score their last copies and write them, however busy the machine; one not reached writes
+        # on its own flush interval: the settling time again.
+        flushed = flush_fleet(spec.name)
+        if not flushed.acks or not flushed.complete:
+            time.sleep(settle_seconds)
         now = datetime.now(UTC)
     else:
+        flushed = None
         run = require_active(read_history(spec.name), ExperimentKind.SHADOW, spec.name, spec_path)
 
     report = _look(spec, run, now, tolerance)
@@ -101,4 +109,4 @@ def shadow_analysis(
     if stopping and not stop_experiment(run, report.summary()):
         logger.warning("the traffic plan changed since the shadow started; it was left as it is")
     return ShadowOutcome(spec.name, action, run.experiment_id, run.champion_version, run.challenger_version,
-                         report.summary(), report, stopped=stopping)
+                         report.summary(), report, stopped=stopping, flushed=flushed)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from steward import events
@@ -39,6 +39,7 @@ from tasks.common import (
     registry,
     store,
 )
+from tasks.fleet import reach_gateways_now
 
 
 @task(name="read-audit-history", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
@@ -65,6 +66,12 @@ def _start(
     reason = f"{kind.value} {run.experiment_id} started: challenger v{run.challenger_version} against champion " \
              f"v{run.champion_version}"
     reg.set_traffic_plan(spec.name, plan, reason=reason)
+    # The window opens once every live gateway serves the plan (a busy machine delays their polls), or after
+    # settle_seconds, whichever is later.
+    reach = reach_gateways_now(spec.name)
+    get_run_logger().info("%s", reach.describe())
+    if reach.seconds > settle_seconds:
+        run = replace(run, analysis_from=run.started + timedelta(seconds=reach.seconds))
     entry = reg.record(spec.name, ChangeKind.DELIVERY_DECISION, reason, from_version=run.champion_version,
                        to_version=run.challenger_version, details=run.to_details())
     return replace(run, sequence=entry.sequence)
@@ -168,6 +175,7 @@ def stop_experiment(run: ExperimentRun, reason: str) -> bool:
     restored = reg.get_traffic_plan(run.model) == run.plan
     if restored:
         reg.set_traffic_plan(run.model, DEFAULT_PLAN, reason=f"{run.kind.value} {run.experiment_id} stopped: {reason}")
+        reach_gateways_now(run.model)
     reg.record(run.model, ChangeKind.DELIVERY_DECISION, f"{run.kind.value} {run.experiment_id} stopped: {reason}",
                from_version=run.champion_version, to_version=run.challenger_version,
                details=stop_details(run, plan_restored=str(restored).lower()))

@@ -6,7 +6,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from steward.config import apply_environment
-from steward.serving.fleet import ACK_DEADLINE_SECONDS, FleetReach, ServingTarget, tell_gateways
+from steward.serving.fleet import (
+    ACK_DEADLINE_SECONDS,
+    FleetFlush,
+    FleetReach,
+    ServingTarget,
+    flush_gateways,
+    tell_gateways,
+)
 from tasks.common import registry, services
 
 
@@ -31,3 +38,12 @@ def reach_gateways(model: str, deadline_seconds: float = ACK_DEADLINE_SECONDS) -
     else:
         logger.warning("%s", reach.describe())
     return reach
+
+
+@task(name="flush-gateways", cache_policy=NO_CACHE)
+def flush_fleet(model: str) -> FleetFlush:
+    """Before reading a window that just ended: every live gateway scores its queued shadow copies and writes its log."""
+    settings = apply_environment()
+    flushed = flush_gateways(services().fleet, model, settings.admin_token, actor=settings.actor)
+    (get_run_logger().info if flushed.complete else get_run_logger().warning)("%s", flushed.describe())
+    return flushed

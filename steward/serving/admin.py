@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long a log flush waits for the queued shadow copies to be scored (the shadow process runs on idle CPU).
+SHADOW_DRAIN_SECONDS = 120.0
+
 
 def authorize(gateway: Gateway, request: Request, action: Action) -> Identity:
     """The caller's identity if it may do ``action``; RequestError (401/403, 503 for an unreadable keys file)."""
@@ -105,10 +108,14 @@ class Admin:
         return {"refreshed": [asdict(r) for r in results], **self.status()}
 
     async def flush_log(self) -> dict[str, Any]:
-        """Write every queued prediction and label of the gateway's own writer now; the log's status."""
+        """Score the shadow copies queued now, then write every queued prediction and label (the shadow
+        process's too); the log's status, with ``shadow_drained`` False if the copies took longer than
+        ``SHADOW_DRAIN_SECONDS`` (an analysis after this then knows its window may still be filling)."""
+        drained = True
         if self.gateway.prediction_log is not None:
+            drained = await run_in_threadpool(self.gateway.shadow.drain, SHADOW_DRAIN_SECONDS)
             await run_in_threadpool(self.gateway.prediction_log.flush)
-        return self.status()["log"]
+        return {**self.status()["log"], "shadow_drained": drained}
 
     async def set_plan(self, model: str, document: Any, actor: str) -> dict[str, Any]:
         from steward.registry.errors import RegistryError

@@ -206,6 +206,7 @@ class AckCode(StrEnum):
     REFUSED = "refused"  # 401/403/404: token, or it no longer serves the model
     NO_ADMIN_API = "no_admin_api"  # started without an admin token: it follows by polling only
     NO_TOKEN = "no_token"  # this side has no admin token to tell gateways with
+    NOT_DRAINED = "not_drained"  # it flushed, but its shadow copies were still being scored at its deadline
 
 
 @dataclass(frozen=True)
@@ -328,3 +329,65 @@ def _tell_one(
                 else:
                     code, last = AckCode.UNREACHABLE, f"{answer.status_code}: {answer.text[:200]}"
             time.sleep(min(RETRY_SECONDS, max(deadline - time.monotonic(), 0)))
+
+
+# ---------------------------------------------------------------------------------------- flushing
+@dataclass(frozen=True)
+class FleetFlush:
+    """How a flush of ``model``'s gateways went: each scored its queued shadow copies and wrote its log."""
+
+    model: str
+    acks: tuple[GatewayAck, ...]
+
+    @property
+    def complete(self) -> bool:
+        return all(a.acknowledged for a in self.acks)
+
+    def describe(self) -> str:
+        if not self.acks:
+            return f"{self.model}: no live gateway registered to flush; rows still queued in one arrive later"
+        if self.complete:
+            return f"{self.model}: {len(self.acks)} gateway(s) wrote their queued rows and shadow copies"
+        missing = [a for a in self.acks if not a.acknowledged]
+        return (f"{self.model}: {len(missing)} of {len(self.acks)} gateway(s) did not finish writing; their rows "
+                "arrive later: " + "; ".join(a.describe() for a in missing))
+
+
+def flush_gateways(
+    fleet: Fleet, model: str, token: SecretStr | None, *, actor: str = "steward", timeout_seconds: float = 150.0,
+    client: Callable[..., httpx.Client] = httpx.Client,
+) -> FleetFlush:
+    """Have every live gateway of ``model`` score its queued shadow copies and write its log now, so that an
+    analysis of a window that just ended reads all of it, however busy the machine."""
+    gateways = fleet.gateways(model)
+    secret = token.get_secret_value() if token is not None else ""
+    started = time.monotonic()
+
+    def flush(gateway: GatewayRecord) -> GatewayAck:
+        if not gateway.admin_api:
+            return GatewayAck(gateway.gateway_id, gateway.admin_url, AckCode.NO_ADMIN_API, 0.0,
+                              "started without STEWARD_ADMIN_TOKEN")
+        if not secret:
+            return GatewayAck(gateway.gateway_id, gateway.admin_url, AckCode.NO_TOKEN, 0.0,
+                              "set STEWARD_ADMIN_TOKEN to the token the gateways were started with")
+        headers = {"authorization": f"Bearer {secret}", "x-steward-actor": actor}
+        try:
+            with client(base_url=gateway.admin_url.rstrip("/"), headers=headers) as http:
+                answer = http.post("/admin/log/flush", timeout=timeout_seconds)
+        except httpx.HTTPError as error:
+            return GatewayAck(gateway.gateway_id, gateway.admin_url, AckCode.UNREACHABLE, time.monotonic() - started,
+                              f"{type(error).__name__}: {error}")
+        if answer.status_code in (401, 403, 404):
+            return GatewayAck(gateway.gateway_id, gateway.admin_url, AckCode.REFUSED, time.monotonic() - started,
+                              f"{answer.status_code}: {answer.text[:200]}")
+        if answer.status_code != 200:
+            return GatewayAck(gateway.gateway_id, gateway.admin_url, AckCode.UNREACHABLE, time.monotonic() - started,
+                              f"{answer.status_code}: {answer.text[:200]}")
+        drained = answer.json().get("shadow_drained", True)
+        return GatewayAck(gateway.gateway_id, gateway.admin_url,
+                          AckCode.ACKNOWLEDGED if drained else AckCode.NOT_DRAINED, time.monotonic() - started)
+
+    if not gateways:
+        return FleetFlush(model, ())
+    with ThreadPoolExecutor(max_workers=len(gateways), thread_name_prefix="steward-fleet-flush") as pool:
+        return FleetFlush(model, tuple(pool.map(flush, gateways)))

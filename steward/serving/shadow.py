@@ -185,6 +185,22 @@ class ShadowProcess:
         self._count(payload)
         return payload
 
+    def flush(self) -> None:
+        """Have a running child write every copy it scored to the log now (no child: nothing to write)."""
+        with self._lock:
+            if self._conn is None or self._process is None or self._process.poll() is not None:
+                return
+            try:
+                self._conn.send(("flush",))
+                status, payload = self._conn.recv()
+            except Exception:  # a dead or garbled child: as in score
+                self._stop_child()
+                self._failed_at = time.monotonic()
+                raise
+        if status != "flushed":
+            raise RuntimeError(payload)
+        self._count(payload)
+
     def _count(self, summary: ShadowSummary) -> None:
         self.log_written = self._ended_written + summary.log_written
         self.log_dropped = self._ended_dropped + summary.log_dropped
@@ -246,6 +262,13 @@ class ShadowProcess:
 _STOP = object()
 
 
+@dataclass(frozen=True)
+class _Flush:
+    """Queued behind the copies it must follow: set once they are scored and the child wrote them."""
+
+    done: threading.Event
+
+
 class ShadowWorker:
     """A thread that gathers copies for ``collect_seconds`` and has the child score each batch.
 
@@ -284,6 +307,14 @@ class ShadowWorker:
     def depth(self) -> int:
         return self._queue.qsize()
 
+    def flush(self, timeout: float) -> bool:
+        """Score every copy queued now and have the child write them; False if that took longer than ``timeout``."""
+        if self._thread is None:
+            return True
+        marker = _Flush(threading.Event())
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
     def stop(self, timeout: float = 60.0) -> None:
         """Score every copy already queued, then end the thread."""
         if self._thread is None:
@@ -298,6 +329,9 @@ class ShadowWorker:
             first = self._queue.get()
             if first is _STOP:
                 return
+            if isinstance(first, _Flush):
+                self._flush(first)
+                continue
             if self.collect_seconds:
                 # Sleep through the window instead of waking for every copy: each wake-up takes
                 # the GIL from the event loop.
@@ -311,6 +345,11 @@ class ShadowWorker:
                 if copy is _STOP:
                     stopping = True
                     break
+                if isinstance(copy, _Flush):  # after the copies gathered before it
+                    self._send(copies)
+                    copies = []
+                    self._flush(copy)
+                    continue
                 copies.append(copy)
             self._send(copies)
         while True:  # what arrived before the stop marker was read
@@ -318,8 +357,18 @@ class ShadowWorker:
                 copy = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if copy is not _STOP:
+            if isinstance(copy, _Flush):
+                self._flush(copy)
+            elif copy is not _STOP:
                 self._send([copy])
+
+    def _flush(self, marker: _Flush) -> None:
+        try:
+            self.process.flush()
+        except Exception as error:  # the copies stay counted as they were; the caller sees the time it took
+            log.error("the shadow process could not flush its log: %s", error, extra={"event": "shadow_flush_failed"})
+        finally:
+            marker.done.set()
 
     def _send(self, copies: list[tuple[tuple[str, str, str], ShadowCopy]]) -> None:
         by_arm: dict[tuple[str, str, str], list[ShadowCopy]] = {}
@@ -460,6 +509,11 @@ def _child_main(conn: Connection) -> None:
                 conn.send(("closed", ShadowSummary(0, None, 0, 0, **counters())))
                 prediction_log = None
                 return
+            if kind == "flush":  # everything sent before is scored: write it now
+                if prediction_log is not None:
+                    prediction_log.flush()
+                conn.send(("flushed", ShadowSummary(0, None, 0, 0, **counters())))
+                continue
             if kind == "config":
                 settings: ShadowLogSettings = message[1]
                 max_rows = settings.max_rows

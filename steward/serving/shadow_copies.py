@@ -104,6 +104,14 @@ class ShadowCopies:
     def queued(self) -> int:
         return self.worker.depth + self.batcher.copies_queued
 
+    def drain(self, timeout: float) -> bool:
+        """Score every copy queued now and write the shadow process's rows (the caller flushes the gateway's
+        own log, which holds the inline copies); False if that took longer than ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.batcher.copies_queued and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.worker.flush(max(deadline - time.monotonic(), 0.0)) and not self.batcher.copies_queued
+
     def _scored(self, arm: LoadedArm, summary: ShadowSummary) -> None:
         """Metrics of a batch of copies the shadow process scored and logged (shadow thread)."""
         if summary.rows or summary.scores:

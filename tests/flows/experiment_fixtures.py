@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from delivery_fixtures import ADMIN_TOKEN  # the flows' token too (the ``admin_token`` fixture sets it)
 
 from tests.support.gateway import RunningGateway
 from tests.support.gateway import start_gateway as start_gateway_on
 from tests.support.models import register_trained, set_champion_and_challenger, train_spec
 from tests.support.polling import wait_until
-
-ADMIN_TOKEN = "experiments-admin-token"
 
 
 def start_gateway(registry, models: list[str], **options) -> RunningGateway:

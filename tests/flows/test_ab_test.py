@@ -38,7 +38,7 @@ from steward.spec import load_spec
 from tests.support.gateway import RunningGateway
 from tests.support.polling import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("admin_token")]
 
 EQUAL, BETTER, SRM = "ab-equal", "ab-better", "ab-srm"
 DESIGN = {"metric": "accuracy", "minimum_effect": 0.05, "sticky_key": "field:entity_id"}

@@ -26,7 +26,7 @@ from steward.simulation.scenario import credit_default_scenario
 from steward.spec import load_spec
 from tests.support.gateway import RunningGateway
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("admin_token")]
 
 MODEL = "shadow-model"
 WINDOW_MINUTES = 0.2
@@ -73,6 +73,7 @@ def test_shadow_reports_agreement_by_slice_and_latency_cost_then_ends(served, re
     report = outcome.report
     print(f"\n{report.to_markdown()}")
 
+    assert outcome.flushed is not None and outcome.flushed.complete, outcome.flushed  # the copies were all in
     assert outcome.stopped and registry.get_traffic_plan(MODEL) == DEFAULT_PLAN
     served.gateway.wait_for_plan(MODEL, DEFAULT_PLAN)
     assert (report.champion_version, report.challenger_version) == (champion, challenger)

@@ -15,11 +15,13 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from steward.registry.history import CHALLENGER, CHAMPION, ChangeKind
 from steward.registry.traffic import sticky_arm
 from steward.store.reader import PredictionStore, join_labels
+from steward.store.request_ids import request_times_ms
 
 pytestmark = pytest.mark.slow
 
@@ -214,7 +216,8 @@ def test_shadow_logs_both_arms_and_answers_with_the_champion(start_gateway, two_
         copies = [line for line in metrics.splitlines() if line.startswith("steward_predicted_rows_total{")
                   and 'served="false"' in line and f'version="{challenger}"' in line]
         assert len(copies) == 1 and float(copies[0].split()[-1]) >= 38
-    gateway.stop()
+    with gateway.admin() as admin:  # every copy scored and written now, while the gateway runs on
+        assert admin.post("/admin/log/flush").json()["shadow_drained"] is True
     log = PredictionStore(gateway.store_uri).read_predictions(name, *log_window())
     served, shadow = log[log["served"]], log[~log["served"]]
     assert set(served["version"]) == {champion} and set(shadow["version"]) == {challenger}
@@ -222,6 +225,7 @@ def test_shadow_logs_both_arms_and_answers_with_the_champion(start_gateway, two_
     assert set(shadow["status"]) == {"ok"} and shadow["score"].notna().all()  # scored, not logged as failed
     assert sorted(served["request_id"]) == sorted(shadow["request_id"]) == sorted(a["request_id"] for a in answers
                                                                                  for _ in range(2))
+    gateway.stop()
 
 
 def test_hot_switch_under_concurrent_load_fails_no_request(start_gateway, two_versions, example_frame, registry):
@@ -485,6 +489,7 @@ def test_replayed_traffic_is_logged_at_its_own_time_and_only_for_an_admin(start_
     day = store.read_predictions(name, then - timedelta(minutes=1), then + timedelta(minutes=1))
     assert list(day["request_id"]) == [request_id, request_id]
     assert abs(day["time"].iloc[0] - pd.Timestamp(then)) < pd.Timedelta(milliseconds=1)
+    assert abs(request_times_ms(pa.array([request_id]))[0] - then.timestamp() * 1000) <= 1  # it carries the replayed time
     labels = store.read_labels(name, end=then + timedelta(minutes=1))
     assert list(labels["request_id"]) == [request_id]
     assert store.read_predictions(name, *log_window()).empty
