@@ -80,7 +80,7 @@ def run_stream(log: str) -> dict:
     end = start + timedelta(days=1)
     window = HealthWindow(start, end)
     health = summarize_window(store, spec, start, end, fences=fences, labels_window=(start, end))
-    late = read_late_labelled(store, spec, start, end, unmatched=health.unmatched_label_ids)
+    late = read_late_labelled(store, spec, start, end, unmatched=health.unmatched_labels)
     checks = [judge_performance(health.traffic, window, spec), judge_cost(health.traffic, window, spec),
               judge_data_quality(health.quality, spec, fences, None)]
     slo_scan = slo_days_summary(store, spec, start, end, window=health)

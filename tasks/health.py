@@ -132,7 +132,7 @@ def read_window(spec: ModelSpec, window: HealthWindow, run: PartitionRunner | No
     summary = summarize_log(log, spec, window.start, window.end, run, fences=fences,
                             labels_window=(window.start, window.end))
     recent_scan.remember(log, spec.name, window.start, window.end, summary)  # the drift report of this window
-    late = read_late_labelled(log, spec, window.start, window.end, run, unmatched=summary.unmatched_label_ids)
+    late = read_late_labelled(log, spec, window.start, window.end, run, unmatched=summary.unmatched_labels)
     return WindowLog(summary, reference, fences, late)
 
 

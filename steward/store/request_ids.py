@@ -10,17 +10,17 @@ reads the whole look-back.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_PATTERN = r"^[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}$"
-_HEX = np.full(256, 0, np.int64)
-_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
-_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
-_PLACES = 16 ** np.arange(11, -1, -1, dtype=np.int64)
+_SLICE = 65_536
+_NIBBLE = np.full(256, 16, np.uint8)  # 16: not a lower-case hex digit
+_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
 
 
 def new_request_id(time_ns: int, random_bits: int | None = None) -> str:
@@ -49,33 +49,82 @@ def new_request_ids(time_ns: np.ndarray, generator: np.random.Generator) -> np.n
 
 def request_times_ms(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The Unix time in milliseconds each id carries, or -1 where the id is not a version-7 id."""
-    ids = pc.cast(ids, pa.string())
-    valid = pc.fill_null(pc.match_substring_regex(ids, _PATTERN), False).to_numpy(zero_copy_only=False)
     times = np.full(len(ids), -1, np.int64)
-    if valid.any():
-        heads = pc.utf8_slice_codeunits(ids.filter(pa.array(valid)), 0, 12)
-        digits = np.frombuffer(np.asarray(heads.to_pylist(), dtype="S12").tobytes(), np.uint8).reshape(-1, 12)
-        times[valid] = _HEX[digits] @ _PLACES
+    for start, words in hex_words(ids):
+        stop = start + len(words.valid)
+        version_7 = words.valid & ((words.high >> np.uint64(12)) & np.uint64(15) == 7) & (
+            (words.low >> np.uint64(62)) == 2)
+        times[start:stop][version_7] = (words.high[version_7] >> np.uint64(16)).astype(np.int64)
     return times
 
 
-def late_label_range(unmatched_ids: pa.Array | pa.ChunkedArray | None, first: datetime,
-                     end: datetime) -> tuple[datetime, datetime] | None:
-    """The part of ``[first, end)`` that holds the predictions of labels the window's own rows did not match.
+@dataclass(frozen=True)
+class HexWords:
+    """Ids of 32 lower-case hex digits as two 64-bit words (the 128 bits of a UUID); ``valid`` False elsewhere."""
+
+    valid: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+
+
+def hex_words(ids: pa.Array | pa.ChunkedArray) -> Iterator[tuple[int, HexWords]]:
+    """(position, words) of each slice of ``ids``, read from their bytes: millions of ids make no Python objects."""
+    ids = pc.cast(ids, pa.string())
+    chunked = ids if isinstance(ids, pa.ChunkedArray) else pa.chunked_array([ids], pa.string())
+    for start in range(0, len(ids), _SLICE):
+        yield start, _words_of(chunked.slice(start, _SLICE).combine_chunks())
+
+
+def _words_of(ids: pa.StringArray) -> HexWords:
+    count = len(ids)
+    valid = np.zeros(count, bool)
+    high, low = np.zeros(count, np.uint64), np.zeros(count, np.uint64)
+    data_buffer = ids.buffers()[2]
+    if count == 0 or data_buffer is None:
+        return HexWords(valid, high, low)
+    offsets = np.frombuffer(ids.buffers()[1], np.int32)[ids.offset:ids.offset + count + 1]
+    data = np.frombuffer(data_buffer, np.uint8)
+    if not ids.null_count and offsets[-1] - offsets[0] == 32 * count and (np.diff(offsets) == 32).all():
+        candidates = None  # every id is 32 bytes, back to back (the gateway's): the bytes are the table
+        chars = data[offsets[0]:offsets[-1]].reshape(count, 32)
+    else:
+        candidates = np.flatnonzero(np.diff(offsets) == 32)
+        if ids.null_count:
+            candidates = candidates[ids.is_valid().to_numpy(zero_copy_only=False)[candidates]]
+        chars = data[offsets[candidates][:, None] + np.arange(32)]
+    nibbles = _NIBBLE[chars]
+    hexadecimal = (nibbles < 16).all(axis=1)
+    chosen = np.flatnonzero(hexadecimal) if candidates is None else candidates[hexadecimal]
+    valid[chosen] = True
+    high[chosen], low[chosen] = _packed(nibbles[hexadecimal, :16]), _packed(nibbles[hexadecimal, 16:])
+    return HexWords(valid, high, low)
+
+
+def _packed(nibbles: np.ndarray) -> np.ndarray:
+    """Sixteen 4-bit digits per row, most significant first, as one uint64."""
+    word = np.zeros(len(nibbles), np.uint64)
+    for place in range(16):
+        word <<= np.uint64(4)
+        word |= nibbles[:, place]
+    return word
+
+
+def late_label_range(times_ms: np.ndarray | None, first: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """The part of ``[first, end)`` that holds the predictions of labels the window's own rows did not match,
+    from the times their request ids carry (``request_times_ms``).
 
     None when there are none to look for (or all lie outside); the whole ``[first, end)`` when any id
-    does not carry its time (or ``unmatched_ids`` is None: unknown).
+    does not carry its time (-1), or ``times_ms`` is None (unknown).
     """
     if first >= end:
         return None
-    if unmatched_ids is None:
+    if times_ms is None:
         return first, end
-    if len(unmatched_ids) == 0:
+    if len(times_ms) == 0:
         return None
-    times = request_times_ms(unmatched_ids)
-    if (times < 0).any():
+    if (times_ms < 0).any():
         return first, end
-    earliest = datetime.fromtimestamp(int(times.min()) / 1000, UTC)
-    latest = datetime.fromtimestamp(int(times.max()) / 1000, UTC) + timedelta(milliseconds=1)
+    earliest = datetime.fromtimestamp(int(times_ms.min()) / 1000, UTC)
+    latest = datetime.fromtimestamp(int(times_ms.max()) / 1000, UTC) + timedelta(milliseconds=1)
     start, stop = max(first, earliest), min(end, latest)
     return (start, stop) if start < stop else None

@@ -40,11 +40,12 @@ def test_late_label_range_reads_only_what_the_ids_point_to():
     first, end = DAY1 - timedelta(days=14), DAY2
     noon = DAY1 + timedelta(hours=12)
     ids = pa.array([new_request_id(int(noon.timestamp() * 1e9)), new_request_id(int((noon.timestamp() + 60) * 1e9))])
-    assert late_label_range(ids, first, end) == (noon, noon + timedelta(seconds=60, milliseconds=1))
-    assert late_label_range(pa.array([], pa.string()), first, end) is None  # every label matched the window
+    times = request_times_ms(ids)
+    assert late_label_range(times, first, end) == (noon, noon + timedelta(seconds=60, milliseconds=1))
+    assert late_label_range(times[:0], first, end) is None  # every label matched the window
     assert late_label_range(None, first, end) == (first, end)  # unknown: the whole look-back
-    assert late_label_range(pa.array([ids[0].as_py(), "legacy-id"]), first, end) == (first, end)
-    assert late_label_range(ids, DAY2, DAY3) is None  # outside the look-back
+    assert late_label_range(request_times_ms(pa.array([ids[0].as_py(), "legacy-id"])), first, end) == (first, end)
+    assert late_label_range(times, DAY2, DAY3) is None  # outside the look-back
 
 
 def _write_day(store: PredictionStore, day: datetime, requests: int, seed: int) -> list[str]:
@@ -74,18 +75,18 @@ def store(tmp_path):
 def test_the_window_scan_finds_its_late_labels_and_the_look_back_reads_only_their_stretch(store):
     summary = summarize_window(store, SPEC, DAY2, DAY3, labels_window=(DAY2, DAY3))
     assert len(summary.labelled) == 80
-    unmatched = summary.unmatched_label_ids
+    unmatched = summary.unmatched_labels
     assert unmatched is not None and len(unmatched) == 20
 
-    stretch = late_label_range(unmatched, DAY2 - timedelta(days=14), DAY2)
+    stretch = late_label_range(unmatched.times_ms, DAY2 - timedelta(days=14), DAY2)
     assert stretch is not None and DAY1 < stretch[0] < stretch[1] < DAY2  # neither day 1's edges nor day -2
     bounded = read_late_labelled(store, SPEC, DAY2, DAY3, unmatched=unmatched)
     whole = read_late_labelled(store, SPEC, DAY2, DAY3)
     assert sorted(bounded["request_id"]) == sorted(whole["request_id"]) and len(whole) == 20
 
     own_only = summarize_window(store, SPEC, DAY1, DAY2, labels_window=(DAY1, DAY2))
-    assert len(own_only.unmatched_label_ids) == 0  # no label arrived on day 1
-    assert read_late_labelled(store, SPEC, DAY1, DAY2, unmatched=own_only.unmatched_label_ids) is None
+    assert len(own_only.unmatched_labels) == 0  # no label arrived on day 1
+    assert read_late_labelled(store, SPEC, DAY1, DAY2, unmatched=own_only.unmatched_labels) is None
 
 
 def test_the_slo_days_reuse_the_window_scan(store):
@@ -110,6 +111,15 @@ def test_a_remembered_scan_is_recalled_only_for_the_same_unchanged_window(store)
     assert recent.recall(store, "m", DAY2, DAY3) is None
 
 
+def test_partitions_of_a_window_merge_their_late_labels_as_one_scan_finds_them(store):
+    from steward.monitoring.summaries.partitions import summarize_by_partition
+
+    whole = summarize_window(store, SPEC, DAY1, DAY3, labels_window=(DAY2, DAY3))
+    by_day = summarize_by_partition(store, SPEC, DAY1, DAY3, labels_window=(DAY2, DAY3))
+    assert len(whole.unmatched_labels) == len(by_day.unmatched_labels) == 0  # day 1 held the late labels' rows
+    assert len(by_day.labelled) == len(whole.labelled) == 100
+
+
 def test_a_label_of_row_1_does_not_match_row_10_of_the_same_request():
     from steward.monitoring.summaries.labels import LabelIndex
 
@@ -118,4 +128,4 @@ def test_a_label_of_row_1_does_not_match_row_10_of_the_same_request():
     index = LabelIndex(labels)
     rows, positions = index.match(pa.table({"request_id": ["r", "r", "s"], "row": pa.array([10, 1, 1], pa.int32())}))
     assert rows.tolist() == [1] and positions.tolist() == [0]
-    assert len(index.unmatched_request_ids()) == 0
+    assert len(index.unmatched()) == 0

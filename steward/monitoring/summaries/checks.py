@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from steward.monitoring.slo import day_bounds, days_between
+from steward.monitoring.summaries.labels import UnmatchedLabels
 from steward.monitoring.summaries.partitions import PartitionRunner, summarize_by_partition
 from steward.monitoring.summaries.window import WindowSummary, summarize_window
 from steward.spec import ModelSpec
@@ -35,18 +36,19 @@ def summarize_log(log: PredictionStore, spec: ModelSpec, start: datetime, end: d
 
 def read_late_labelled(log: PredictionStore, spec: ModelSpec, start: datetime, end: datetime,
                        run: PartitionRunner | None = None, *, version: str | None = None,
-                       unmatched: Any = None) -> pd.DataFrame | None:
+                       unmatched: UnmatchedLabels | None = None) -> pd.DataFrame | None:
     """Served predictions of the ``health.label_lookback_days`` before ``start`` whose labels arrived in
     ``[start, end)`` (late feedback), joined as the window's own labelled rows are; None when there are none
-    to look for (a look-back of 0, or ``unmatched``, the window scan's ``unmatched_label_ids``, empty).
+    to look for (a look-back of 0, or ``unmatched``, the window scan's ``unmatched_labels``, empty).
 
     Only the label join is kept: the traffic, quality and samples of the look-back are not the window's.
-    With ``unmatched`` the scan covers only the time its ids carry; without it, the whole look-back.
+    With ``unmatched`` the scan covers only the time their request ids carry; without it, the whole look-back.
     """
     days = spec.health.label_lookback_days
     if days <= 0:
         return None
-    stretch = late_label_range(unmatched, start - timedelta(days=days), start)
+    stretch = late_label_range(unmatched.times_ms if unmatched is not None else None,
+                               start - timedelta(days=days), start)
     if stretch is None:
         return None
     summary = summarize_log(log, spec, *stretch, run, quality=False, samples=False, all_rows=False,

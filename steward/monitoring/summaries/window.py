@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from steward.monitoring.health.data_quality import OutlierFences, QualityTally
 from steward.monitoring.health.report import VersionsInWindow
-from steward.monitoring.summaries.labels import LabelIndex
+from steward.monitoring.summaries.labels import LabelIndex, UnmatchedLabels
 from steward.monitoring.summaries.sample import SAMPLE_ROWS, RowSample
 from steward.monitoring.summaries.traffic import TrafficSummary
 from steward.spec import ModelSpec
@@ -59,9 +59,9 @@ class WindowSummary:
     labelled_rows: int = 0  # rows with a label (``labelled`` holds a sample of them beyond LABELLED_ROWS)
     answered_labelled_by_day: Counter[date] = field(default_factory=Counter)  # served ok labelled rows per day
     labelled_sample: RowSample | None = None  # what ``labelled`` is read from: kept so that summaries merge
-    # Request ids of the labels received in the label window that matched no row here (their predictions came
-    # earlier: late labels); None without a label window.
-    unmatched_label_ids: pa.Array | None = None
+    # The labels received in the label window that matched no row here (their predictions came earlier: late
+    # labels); None without a label window.
+    unmatched_labels: UnmatchedLabels | None = None
 
     @property
     def versions(self) -> VersionsInWindow:
@@ -113,10 +113,10 @@ class WindowSummary:
         if other.labelled_sample is not None:
             self.labelled_sample = _merged_sample(self.labelled_sample, other.labelled_sample)
             self.labelled = _labelled_frame(self)
-        if other.unmatched_label_ids is not None:  # partitions of one window: unmatched by every partition
-            mine = self.unmatched_label_ids
-            self.unmatched_label_ids = (other.unmatched_label_ids if mine is None
-                                        else mine.filter(pc.is_in(mine, other.unmatched_label_ids)))
+        if other.unmatched_labels is not None:  # partitions of one window: unmatched by every partition
+            mine = self.unmatched_labels
+            self.unmatched_labels = other.unmatched_labels if mine is None else mine.also_unmatched_in(
+                other.unmatched_labels)
 
     @property
     def exact(self) -> bool:
@@ -166,7 +166,7 @@ def summarize_window(
     if labels is not None:
         summary.labelled_sample = labelled
         summary.labelled = _labelled_frame(summary)
-        summary.unmatched_label_ids = labels.unmatched_request_ids()
+        summary.unmatched_labels = labels.unmatched()
     return summary
 
 
