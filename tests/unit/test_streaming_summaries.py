@@ -208,8 +208,8 @@ def test_drift_on_a_sample_stays_within_the_stated_error():
 def test_labels_that_arrive_after_the_window_are_judged_by_the_next_windows_check(store):
     """Late feedback: the last two flushes' labels arrive just after the day; the next day's check has none of
     its own predictions, but its label look-back joins them (health.label_lookback_days)."""
-    from tasks.health import WindowLog
     from steward.monitoring.summaries.checks import read_late_labelled
+    from tasks.health import WindowLog
 
     next_day = (END, END + timedelta(days=1))
     own = summarize_window(store, SPEC, *next_day, labels_window=next_day)
