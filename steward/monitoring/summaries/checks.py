@@ -107,10 +107,6 @@ class RecentScan:
             return None
         return scan.summary if tuple(log._files(PREDICTIONS, model, start, end)) == scan.files else None
 
-    def forget(self) -> None:
-        with self._lock:
-            self._scan = None
-
 
 #: One per process: the health check remembers its window's scan, the drift report of the same window recalls it.
 recent_scan = RecentScan()
