@@ -129,3 +129,16 @@ def test_a_label_of_row_1_does_not_match_row_10_of_the_same_request():
     rows, positions = index.match(pa.table({"request_id": ["r", "r", "s"], "row": pa.array([10, 1, 1], pa.int32())}))
     assert rows.tolist() == [1] and positions.tolist() == [0]
     assert len(index.unmatched()) == 0
+
+
+def test_the_tasks_that_may_summarise_on_dask_can_be_shipped_with_their_globals():
+    """A subflow run inside a task sends that task, pickled by value with the globals it uses, to the Dask workers."""
+    import cloudpickle
+
+    from steward.monitoring.summaries.checks import recent_scan
+    from tasks.drift import read_drift_window
+    from tasks.health import read_window, record_slo_days
+
+    for task in (read_window, record_slo_days, read_drift_window):
+        assert cloudpickle.loads(cloudpickle.dumps(task)).name == task.name
+    assert cloudpickle.loads(cloudpickle.dumps(recent_scan)) is recent_scan

@@ -91,6 +91,10 @@ class RecentScan:
         self._lock = threading.Lock()
         self._scan: _Scan | None = None
 
+    def __reduce__(self) -> str:
+        # By name: a task that uses it is pickled with its globals when a subflow ships its context to Dask.
+        return "recent_scan"
+
     def remember(self, log: PredictionStore, model: str, start: datetime, end: datetime,
                  summary: WindowSummary) -> None:
         start, end = as_utc(start, "start"), as_utc(end, "end")
