@@ -35,8 +35,9 @@ from steward.monitoring.drift.result import DriftResult
 from steward.monitoring.health.accuracy import (
     MIN_LABELLED,
     Calibration,
+    HoldoutFigures,
     accuracy_evidence,
-    measure_calibration,
+    holdout_figures,
 )
 from steward.monitoring.ledger import EntryStatus
 from steward.monitoring.maintenance.retention import scratch_folder
@@ -242,9 +243,11 @@ def gather_accuracy_evidence(
     if late is not None and len(late):
         labelled = pd.concat([late[late["version"].astype(str) == str(version)], labelled], ignore_index=True)
     calibration: Calibration | SkippedCheck | str | None = None
-    if len(labelled) < MIN_LABELLED and spec.task.is_classification:
-        calibration = version_calibration(spec, version)
-    return accuracy_evidence(spec, current, labelled, version_baseline(spec, version), calibration)
+    errors: dict[str, float] = {}
+    if len(labelled) >= MIN_LABELLED or spec.task.is_classification:
+        figures = version_holdout(spec, version)
+        calibration, errors = figures.calibration, figures.errors
+    return accuracy_evidence(spec, current, labelled, version_baseline(spec, version), calibration, errors)
 
 
 def version_baseline(spec: ModelSpec, version: str) -> dict[str, float]:
@@ -255,14 +258,15 @@ def version_baseline(spec: ModelSpec, version: str) -> dict[str, float]:
         return {}
 
 
-def version_calibration(spec: ModelSpec, version: str) -> Calibration | SkippedCheck | str:
-    """The version's calibration on its holdout, skipped (a model that gives labels only), or why it failed."""
+def version_holdout(spec: ModelSpec, version: str) -> HoldoutFigures:
+    """The version's calibration on its holdout (skipped: a model that gives labels only) and its validation
+    metrics' standard errors; why, in place of the calibration, when the model or hold-out cannot be read."""
     try:
         reg = registry()
-        return measure_calibration(reg.load_model(spec.name, version).model,
-                                   reg.load_dataset(spec.name, version, "holdout"), spec)
+        return holdout_figures(reg.load_model(spec.name, version).model,
+                               reg.load_dataset(spec.name, version, "holdout"), spec)
     except (RegistryError, ValueError) as error:
-        return str(error)
+        return HoldoutFigures(str(error), {})
 
 
 @task(name="decide-material-drift")

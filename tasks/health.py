@@ -68,7 +68,7 @@ from tasks.drift import (
     measure_drift,
     measure_seasonal_drift,
     version_baseline,
-    version_calibration,
+    version_holdout,
 )
 
 NOTIFICATION_BLOCK = "steward-alerts"  # a Prefect notification block of any type saved under this name
@@ -198,13 +198,17 @@ def measure_window_input_drift(spec: ModelSpec, window: HealthWindow, log: Windo
 @task(name="check-accuracy", cache_policy=NO_CACHE)
 def accuracy_check(spec: ModelSpec, log: WindowLog, reference: Reference, input_drift: InputDrift | None = None
                    ) -> CheckResult:
-    """Calibration on the holdout is measured for every classifier version: the label-free estimate's validity
-    while labels are pending, the baseline of the calibration check once they are in."""
+    """Each version's hold-out is scored: its calibration (for a classifier) is the label-free estimate's validity
+    while labels are pending and the calibration check's baseline once they are in; its validation metrics'
+    standard errors widen the error a measured drop is judged against."""
     versions = log.summary.versions.versions
     baselines = {version: version_baseline(spec, version) for version in versions}
-    calibrations = {version: version_calibration(spec, version) for version in versions} if spec.task.is_classification else {}
+    holdouts = {version: version_holdout(spec, version) for version in versions}
+    calibrations = ({version: figures.calibration for version, figures in holdouts.items()}
+                    if spec.task.is_classification else {})
     return check_accuracy(log.predictions, log.labelled, spec, baselines, calibrations, reference.frame,
-                          input_drift=input_drift, importances=input_drift.importances if input_drift else None)
+                          input_drift=input_drift, importances=input_drift.importances if input_drift else None,
+                          baseline_errors={version: figures.errors for version, figures in holdouts.items()})
 
 
 @task(name="check-infrastructure", cache_policy=NO_CACHE)

@@ -48,7 +48,7 @@ from steward.monitoring.health.accuracy import (
     InputDrift,
     accuracy_evidence,
     check_accuracy,
-    measure_calibration,
+    holdout_figures,
 )
 from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
 from steward.monitoring.health.report import (
@@ -77,6 +77,7 @@ from steward.training.retrain_decision import (
     served_readings,
     tried_until,
 )
+from steward.training.scores import SkippedCheck
 from steward.training.threshold import refit_threshold
 from steward.training.train import RetrainSkip, TrainedModel, labelled_frame, reference_sample, train_model
 from steward.training.validation import Contender, validate_candidate
@@ -97,7 +98,8 @@ class _Version:
     importances: dict[str, float] = field(default_factory=dict)
     reference: pd.DataFrame | None = None
     fences: OutlierFences | None = None
-    calibration: Calibration | str | None = None
+    calibration: Calibration | SkippedCheck | str | None = None
+    validation_errors: dict[str, float] = field(default_factory=dict)
 
     @property
     def estimator(self) -> Any:
@@ -116,10 +118,8 @@ class _Version:
         self.profile, self.importances = build_drift_reference(
             self.estimator, self.reference, self.trained.holdout_frame, spec)
         self.fences = OutlierFences.from_reference(self.reference, spec, self.version)
-        try:
-            self.calibration = measure_calibration(self.estimator, self.trained.holdout_frame, spec)
-        except ValueError as error:
-            self.calibration = str(error)
+        figures = holdout_figures(self.estimator, self.trained.holdout_frame, spec)
+        self.calibration, self.validation_errors = figures.calibration, figures.errors
 
 
 @dataclass
@@ -366,7 +366,8 @@ class _Replay:
                 served.version, measured, served.importances, self._previous_result(served))
             checks.append(check_accuracy(log, labelled_log, spec, {served.version: served.trained.metrics},
                                          calibrations, served.reference, input_drift=input_drift,
-                                         importances=served.importances))
+                                         importances=served.importances,
+                                         baseline_errors={served.version: served.validation_errors}))
         except Exception as error:  # as above
             checks.append(failed_check(Area.ACCURACY, error))
         return HealthReport.combine(spec.name, HealthWindow(start, end), checks)
@@ -458,7 +459,8 @@ class _Replay:
         if measured is None:
             return None
         served_labelled = labelled_log[labelled_log["version"] == served.version]  # not an earlier champion's
-        accuracy = accuracy_evidence(spec, log, served_labelled, served.trained.metrics, served.calibration)
+        accuracy = accuracy_evidence(spec, log, served_labelled, served.trained.metrics, served.calibration,
+                                     served.validation_errors)
         allowance = decide_retrain(end, self.retrain_times, cooldown_hours=spec.retrain.cooldown_hours,
                                    max_per_week=spec.retrain.max_per_week)
         verdict = judge_drift(spec, served.version, measured, self.previous_drift, served.importances, end,

@@ -17,9 +17,12 @@ from steward.monitoring.drift.result import ColumnDrift, DriftResult
 from steward.monitoring.health.accuracy import (
     MIN_LABELLED,
     Calibration,
+    Outcomes,
+    analytic_estimate,
     calibration_from,
     check_accuracy,
     compare_halves,
+    holdout_figures,
     metric_value,
     outcomes,
 )
@@ -52,6 +55,8 @@ from steward.monitoring.infrastructure import (
 )
 from steward.simulation.examples import example_spec_text
 from steward.spec import ModelSpec, Task, parse_spec
+from steward.training.data import prepare_features
+from steward.training.evaluation import labelled_outputs
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 WINDOW = HealthWindow(T0, T0 + timedelta(hours=24))
@@ -243,6 +248,33 @@ def test_measured_drop_against_the_baseline_is_judged_with_its_severity():
         assert result.metrics["drop[v1]"] == pytest.approx(baseline - auc)
     same = check_accuracy(frame.drop(columns="label"), frame, SPEC, {"1": {"roc_auc": auc + 0.01}}, {}, None)
     assert not [c for c in codes(same) if c[0] is IssueCode.ACCURACY_DROP]
+
+
+def test_a_drop_is_judged_against_the_validation_figures_own_error_too():
+    frame = labelled_log(800, 0.75)
+    auc = metric_value("roc_auc", outcomes(frame, Task.BINARY_CLASSIFICATION))
+    baselines = {"1": {"roc_auc": auc + 0.065}}  # past the 0.05 limit and about 2.6 live standard errors
+    exact = check_accuracy(frame.drop(columns="label"), frame, SPEC, baselines, {}, None)
+    assert (IssueCode.ACCURACY_DROP, Severity.WARNING, "v1") in codes(exact)
+    # the same figure from a 300-row hold-out (+/- 0.03): the drop is no longer clear of the two errors
+    noisy = check_accuracy(frame.drop(columns="label"), frame, SPEC, baselines, {}, None,
+                           baseline_errors={"1": {"roc_auc": 0.03}})
+    assert not [c for c in codes(noisy) if c[0] is IssueCode.ACCURACY_DROP]
+    assert noisy.metrics["baseline_roc_auc_error[v1]"] == 0.03
+    issue = next(i for i in exact.issues if i.code is IssueCode.ACCURACY_DROP)
+    assert "+/-" in issue.detail
+
+
+def test_validation_errors_are_the_hold_outs_own(quick_model, quick_spec):
+    holdout = quick_model.holdout_frame
+    figures = holdout_figures(quick_model.estimator, holdout, quick_spec)
+    y, (predicted, probabilities) = labelled_outputs(quick_model.estimator, prepare_features(holdout, quick_spec),
+                                                    holdout[quick_spec.target].to_numpy(), quick_spec)
+    auc, method = analytic_estimate("roc_auc", Outcomes(y, predicted, probabilities[:, 1]))
+    assert method == "DeLong" and figures.errors["roc_auc"] == pytest.approx(auc.error)
+    accuracy = float(np.mean(y == predicted))
+    assert figures.errors["accuracy"] == pytest.approx(np.sqrt(accuracy * (1 - accuracy) / len(holdout)))
+    assert 0 < figures.errors["roc_auc"] < 0.1 and figures.calibration.rows == len(holdout)
 
 
 def test_accuracy_below_the_slo_is_critical():

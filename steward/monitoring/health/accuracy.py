@@ -27,7 +27,7 @@ from steward.monitoring.health.report import (
 from steward.spec import ModelSpec, Task
 from steward.store.reader import typed_labels
 from steward.training.data import prepare_features
-from steward.training.evaluation import metric_change, predict_scores
+from steward.training.evaluation import labelled_outputs, metric_change, predict_scores
 from steward.training.labels import label_key, label_keys
 from steward.training.paired import ComparisonError, delong_covariance
 from steward.training.scores import LABEL_METRIC, ScoreCheck, SkippedCheck, needs_scores, no_scores
@@ -223,6 +223,54 @@ def measure_calibration(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> C
     return calibration_from(probabilities, y, classes)
 
 
+def validation_errors(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:
+    """The standard error of each validation metric health judges (primary, secondary), on the hold-out it was
+    measured on: the baseline is an estimate too, and a live drop is judged against both errors."""
+    features = prepare_features(holdout, spec)
+    y, (predictions, probabilities) = labelled_outputs(model, features[spec.feature_names],
+                                                       holdout[spec.target].to_numpy(), spec)
+    scores = probabilities[:, -1] if probabilities is not None and probabilities.ndim == 2 else np.full(len(y), np.nan)
+    o = Outcomes(np.asarray(y), np.asarray(predictions), scores)
+    errors = {}
+    for metric in (spec.primary_metric, *secondary_metrics(spec)):
+        if needs_scores(metric) and probabilities is None:
+            continue
+        estimate, _ = analytic_estimate(metric, o, seed=4)
+        if math.isfinite(estimate.error):
+            errors[metric] = estimate.error
+    return errors
+
+
+@dataclass(frozen=True)
+class HoldoutFigures:
+    """What a version's hold-out says, scored once: its calibration (or why there is none) and the standard
+    errors of its validation metrics."""
+
+    calibration: Calibration | SkippedCheck | str
+    errors: dict[str, float]
+
+
+def holdout_figures(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> HoldoutFigures:
+    try:
+        calibration: Calibration | SkippedCheck | str = measure_calibration(model, holdout, spec)
+    except ValueError as error:
+        calibration = str(error)
+    try:
+        errors = validation_errors(model, holdout, spec)
+    except ValueError:  # e.g. labels the spec cannot read: the baseline is then taken as exact, as before
+        errors = {}
+    return HoldoutFigures(calibration, errors)
+
+
+def drop_error(live: float, baseline_error: float | None) -> float:
+    """The standard error of live minus validation: independent rows, so the variances add."""
+    return math.hypot(live, baseline_error or 0.0)
+
+
+def _plus_minus(error: float | None) -> str:
+    return f" (+/- {error:.3f})" if error else ""
+
+
 def expected_accuracy(scores: np.ndarray, task: Task) -> np.ndarray:
     """Per row, the probability the prediction is right if the model is calibrated: max(p, 1 - p) for binary
     (the log keeps P(positive)); the top-class probability the log keeps for multiclass."""
@@ -235,11 +283,13 @@ def significant_drop(drop: float, error: float, limit: float) -> bool:
     return drop > limit and drop >= SIGNIFICANT_Z * error
 
 
-def measured_evidence(metric: str, estimate: Estimate, baseline: float, limit: float) -> AccuracyEvidence:
+def measured_evidence(metric: str, estimate: Estimate, baseline: float, limit: float,
+                      baseline_error: float | None = None) -> AccuracyEvidence:
     """Measured accuracy as drift evidence: moved when it fell significantly by ``EVIDENCE_FACTOR`` of the limit."""
     drop = _drop(metric, estimate.value, baseline)
-    return AccuracyEvidence(metric, EvidenceSource.MEASURED, estimate.value, baseline, drop, estimate.error,
-                            estimate.rows, significant_drop(drop, estimate.error, EVIDENCE_FACTOR * limit))
+    error = drop_error(estimate.error, baseline_error)
+    return AccuracyEvidence(metric, EvidenceSource.MEASURED, estimate.value, baseline, drop, error,
+                            estimate.rows, significant_drop(drop, error, EVIDENCE_FACTOR * limit))
 
 
 def estimated_evidence(scores: np.ndarray, task: Task, calibration: Calibration, limit: float) -> AccuracyEvidence:
@@ -254,7 +304,7 @@ def estimated_evidence(scores: np.ndarray, task: Task, calibration: Calibration,
 
 def accuracy_evidence(
     spec: ModelSpec, served: pd.DataFrame, labelled: pd.DataFrame, baseline: Mapping[str, float],
-    calibration: Calibration | SkippedCheck | str | None,
+    calibration: Calibration | SkippedCheck | str | None, baseline_errors: Mapping[str, float] | None = None,
 ) -> AccuracyEvidence | None:
     """What the drift judgment hears about accuracy in a window of one version.
 
@@ -272,7 +322,8 @@ def accuracy_evidence(
             if metric in baseline and (scored or not needs_scores(metric)):  # labels only: accuracy speaks
                 estimate = estimate_metric(metric, o)
                 if not math.isnan(estimate.value):
-                    found.append(measured_evidence(metric, estimate, baseline[metric], limit))
+                    found.append(measured_evidence(metric, estimate, baseline[metric], limit,
+                                                   (baseline_errors or {}).get(metric)))
         return next((e for e in found if e.moved), found[0] if found else None)
     if spec.task.is_classification and isinstance(calibration, Calibration) and calibration.calibrated and len(served):
         return estimated_evidence(served["score"].to_numpy(dtype=float), spec.task, calibration, limit)
@@ -353,6 +404,7 @@ def check_accuracy(
     *,
     input_drift: InputDrift | None = None,
     importances: Mapping[str, float] | None = None,
+    baseline_errors: Mapping[str, Mapping[str, float]] | None = None,
 ) -> CheckResult:
     """Per version: measured accuracy against its validation baseline and the SLO, concept drift, and
     while labels are pending a label-free estimate from calibrated probabilities.
@@ -363,7 +415,8 @@ def check_accuracy(
     the calibration baseline once they are in; ``reference`` the prepared training sample that input
     stability is judged against, unless ``input_drift`` brings the drift report's own measurement of
     the window (then the two cannot disagree); ``importances`` weigh the columns when judging from
-    ``reference`` (the drift policy may need them).
+    ``reference`` (the drift policy may need them); ``baseline_errors`` the standard errors of each version's
+    validation metrics (``validation_errors``), which widen the error a drop is judged against.
     """
     area = Area.ACCURACY
     metric = spec.primary_metric
@@ -391,14 +444,17 @@ def check_accuracy(
         if label_only:
             skipped.append(no_scores(ScoreCheck.CALIBRATION, "no probabilities to compare with outcomes", v))
         baseline = baselines.get(str(version), {}).get(judged_on)
+        errors = (baseline_errors or {}).get(str(version), {})
         if baseline is None:
             notes.append(f"{v} has no validation {judged_on} in the registry, so no baseline to compare with")
         if len(version_labelled) >= MIN_LABELLED:
             drift = input_drift if input_drift is not None and input_drift.version == str(version) else None
             issues += _judge_labelled(spec, v, version_labelled, baseline, reference, metrics, notes,
-                                      input_drift=drift, importances=importances, metric=judged_on)
+                                      input_drift=drift, importances=importances, metric=judged_on,
+                                      baseline_error=errors.get(judged_on))
             if judged_on == metric:
-                issues += _judge_secondary(spec, v, version_labelled, baselines.get(str(version), {}), metrics)
+                issues += _judge_secondary(spec, v, version_labelled, baselines.get(str(version), {}), metrics,
+                                           errors)
             if not label_only:
                 issues += _judge_calibration(spec, v, version_labelled, calibrations.get(str(version)), metrics, notes)
         else:
@@ -418,9 +474,10 @@ def check_accuracy(
 def _judge_labelled(
     spec: ModelSpec, v: str, labelled: pd.DataFrame, baseline: float | None, reference: pd.DataFrame | None,
     metrics: dict[str, Metric], notes: list[str], *, input_drift: InputDrift | None = None,
-    importances: Mapping[str, float] | None = None, metric: str | None = None,
+    importances: Mapping[str, float] | None = None, metric: str | None = None, baseline_error: float | None = None,
 ) -> list[Issue]:
-    """``metric`` (default: the primary) is what the version's labelled traffic is judged on."""
+    """``metric`` (default: the primary) is what the version's labelled traffic is judged on; ``baseline_error``
+    the standard error of its validation figure."""
     area, limit = Area.ACCURACY, spec.health.max_accuracy_drop
     metric = metric or spec.primary_metric
     issues: list[Issue] = []
@@ -430,13 +487,16 @@ def _judge_labelled(
     metrics[f"{metric}[{v}]"] = whole.value
     if baseline is not None:
         metrics[f"baseline_{metric}[{v}]"] = baseline
+    if baseline_error:
+        metrics[f"baseline_{metric}_error[{v}]"] = baseline_error
     if math.isnan(whole.value):
         notes.append(f"{v}: {metric} undefined on the labelled rows (one class only?)")
         return issues
 
     drop = _drop(metric, whole.value, baseline) if baseline is not None else None
-    dropped = drop is not None and significant_drop(drop, whole.error, limit)
-    evidence_of_drop = measured_evidence(metric, whole, baseline, limit) if baseline is not None else None
+    error = drop_error(whole.error, baseline_error)
+    dropped = drop is not None and significant_drop(drop, error, limit)
+    evidence_of_drop = measured_evidence(metric, whole, baseline, limit, baseline_error) if baseline is not None else None
     if drop is not None:
         metrics[f"drop[{v}]"] = drop
     features = prepare_features(labelled, spec) if all(f in labelled for f in spec.feature_names) else None
@@ -483,7 +543,8 @@ def _judge_labelled(
         issues.append(Issue(
             area, IssueCode.ACCURACY_DROP, severity, f"{metric} of {v} dropped against its validation baseline",
             f"{metric} {whole.value:.3f} on {whole.rows} labelled predictions (+/- {whole.error:.3f}) against "
-            f"{baseline:.3f} at validation: a drop of {drop:.3f}, limit {limit:g}",
+            f"{baseline:.3f} at validation{_plus_minus(baseline_error)}: a drop of {drop:.3f} +/- {error:.3f}, "
+            f"limit {limit:g}",
             "retrain or analyse drift", subject=v,
         ))
     if evidence:
@@ -507,6 +568,7 @@ def _judge_labelled(
 
 def _judge_secondary(
     spec: ModelSpec, v: str, labelled: pd.DataFrame, baseline: Mapping[str, float], metrics: dict[str, Metric],
+    baseline_errors: Mapping[str, float],
 ) -> list[Issue]:
     """Secondary metrics against their validation baselines, by the primary metric's rule.
 
@@ -523,13 +585,15 @@ def _judge_secondary(
         drop = _drop(metric, measured.value, baseline[metric])
         metrics.update({f"{metric}[{v}]": measured.value, f"baseline_{metric}[{v}]": baseline[metric],
                         f"{metric}_drop[{v}]": drop})
-        if significant_drop(drop, measured.error, limit):
+        error = drop_error(measured.error, baseline_errors.get(metric))
+        if significant_drop(drop, error, limit):
             severity = Severity.CRITICAL if drop > ACCURACY_CRITICAL_FACTOR * limit else Severity.WARNING
             issues.append(Issue(
                 Area.ACCURACY, IssueCode.SECONDARY_METRIC_DROP, severity,
                 f"{metric} of {v} dropped against its validation baseline",
                 f"{metric} {measured.value:.3f} on {measured.rows} labelled predictions (+/- {measured.error:.3f}) "
-                f"against {baseline[metric]:.3f} at validation: a drop of {drop:.3f}, limit {limit:g}",
+                f"against {baseline[metric]:.3f} at validation{_plus_minus(baseline_errors.get(metric))}: a drop of "
+                f"{drop:.3f} +/- {error:.3f}, limit {limit:g}",
                 "re-fit the decision threshold on recent labelled data (the ranking may still hold), or retrain",
                 subject=v,
             ))
