@@ -20,6 +20,7 @@ import yaml
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="steward-tests-"))
 _names = itertools.count(1)
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1 ... under pytest-xdist: names unique across workers
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,7 +62,7 @@ def registry(settings):
 @pytest.fixture
 def model_name() -> str:
     """A model name no other test uses, so tests share the MLflow store without sharing state."""
-    return f"test-model-{next(_names)}"
+    return f"test-model-{_WORKER}{next(_names)}"
 
 
 @pytest.fixture(scope="session")
