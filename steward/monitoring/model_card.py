@@ -19,7 +19,7 @@ import pandas as pd
 
 from steward.findings import Finding, MaintenanceKind, Priority
 from steward.monitoring.drift.history import DriftRecord
-from steward.monitoring.health.accuracy import metric_value, outcomes
+from steward.monitoring.health.outcomes import metric_value, outcomes
 from steward.registry.adapter import VersionInfo
 from steward.spec import ModelSpec
 from steward.training.evaluation import SliceMetric, metric_change

@@ -20,7 +20,8 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
-from steward.monitoring.health.accuracy import MIN_LABELLED, metric_value, outcomes
+from steward.monitoring.health.accuracy import MIN_LABELLED
+from steward.monitoring.health.outcomes import metric_value, outcomes
 from steward.monitoring.health.performance import SLOW_SHARE
 from steward.monitoring.health.report import served_requests
 from steward.monitoring.records import RecordStore, record_key

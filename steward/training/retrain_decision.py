@@ -126,7 +126,8 @@ def health_trigger(report: HealthReport) -> HealthTrigger:
 def served_readings(spec: ModelSpec, labelled: pd.DataFrame) -> dict[str, Reading]:
     """The served model's primary and secondary metrics on a window's labelled log rows (``label``,
     ``prediction``, ``score``, ``status``), with bootstrap standard errors."""
-    from steward.monitoring.health.accuracy import estimate_metric, outcomes, secondary_metrics
+    from steward.monitoring.health.accuracy import secondary_metrics
+    from steward.monitoring.health.outcomes import estimate_metric, outcomes
 
     rows = labelled[labelled["status"] == "ok"] if "status" in labelled.columns else labelled
     if len(rows) < 2:

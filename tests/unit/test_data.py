@@ -306,7 +306,7 @@ def test_random_split_is_said_and_row_order_can_stand_in_for_time(spec, frame):
 
 
 def test_logged_outcomes_read_the_positive_label_and_turn_the_score_round():
-    from steward.monitoring.health.accuracy import metric_value, outcomes
+    from steward.monitoring.health.outcomes import metric_value, outcomes
     from steward.spec import Task
 
     # the log keeps text and the score of the model's last class ("good" of ["bad", "good"])

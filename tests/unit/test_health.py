@@ -17,14 +17,9 @@ from steward.monitoring.drift.result import ColumnDrift, DriftResult
 from steward.monitoring.health.accuracy import (
     MIN_LABELLED,
     Calibration,
-    Outcomes,
-    analytic_estimate,
     calibration_from,
     check_accuracy,
-    compare_halves,
     holdout_figures,
-    metric_value,
-    outcomes,
 )
 from steward.monitoring.health.cost import check_cost
 from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
@@ -33,6 +28,13 @@ from steward.monitoring.health.infrastructure import (
     InfrastructureSample,
     ProcessUsage,
     check_infrastructure,
+)
+from steward.monitoring.health.outcomes import (
+    Outcomes,
+    analytic_estimate,
+    compare_halves,
+    metric_value,
+    outcomes,
 )
 from steward.monitoring.health.performance import check_performance
 from steward.monitoring.health.report import (

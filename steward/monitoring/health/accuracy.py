@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.stats import rankdata
-from sklearn import metrics as skm
 
 from steward.monitoring.drift.policy import AccuracyEvidence, EvidenceSource
 from steward.monitoring.drift.result import DriftResult
+from steward.monitoring.health.outcomes import (
+    Estimate,
+    HalvesComparison,
+    Outcomes,
+    analytic_estimate,
+    compare_halves,
+    estimate_metric,
+    metric_drop,
+    outcomes,
+)
 from steward.monitoring.health.report import (
     Area,
     CheckResult,
@@ -27,162 +34,15 @@ from steward.monitoring.health.report import (
 from steward.spec import ModelSpec, Task
 from steward.store.reader import typed_labels
 from steward.training.data import prepare_features
-from steward.training.evaluation import labelled_outputs, metric_change, predict_scores
-from steward.training.labels import label_key, label_keys
-from steward.training.paired import ComparisonError, delong_covariance
+from steward.training.evaluation import labelled_outputs, predict_scores
 from steward.training.scores import LABEL_METRIC, ScoreCheck, SkippedCheck, needs_scores, no_scores
 
 ACCURACY_CRITICAL_FACTOR = 2.0  # an accuracy drop of twice health.max_accuracy_drop is critical
 MIN_LABELLED = 200  # labelled predictions of a version before its measured accuracy is judged
 SIGNIFICANT_Z = 2.326  # an accuracy drop must be this many standard errors clear of zero (one-sided 1%)
-# The within-window comparison (later half against earlier half) is looked at in every window, so it is held to
-# one-sided 0.1%: about one false alarm in a thousand quiet windows, not one in a hundred.
-HALVES_CONFIDENCE = 0.999
 MAX_CALIBRATION_ERROR = 0.05  # expected calibration error on the holdout above which estimates are not trusted
 EVIDENCE_FACTOR = 0.5  # the outputs' drift counts once accuracy fell significantly by half the health limit
 SECONDARY_METRICS = ("accuracy",)  # watched beside a classifier's primary metric: a stale threshold shows here
-BOOTSTRAP_RESAMPLES = 200
-
-
-@dataclass(frozen=True)
-class Outcomes:
-    """Labels and model outputs as arrays a metric takes; binary classes as 0/1 (1 = the scored class)."""
-
-    y: np.ndarray
-    prediction: np.ndarray
-    score: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def take(self, index: np.ndarray) -> Outcomes:
-        return Outcomes(self.y[index], self.prediction[index], self.score[index])
-
-
-def outcomes(labelled: pd.DataFrame, task: Task, positive_label: Any = None) -> Outcomes:
-    """Typed outcomes of labelled log rows (label and prediction are stored as text).
-
-    Binary: 1 is the spec's ``positive_label`` (default: the last class, as for 0/1); the log keeps the score of
-    the model's last class (sklearn's ``classes_`` are sorted), so it is turned round when that is the other one.
-    """
-    n = len(labelled)
-    both = typed_labels(pd.concat([labelled["label"], labelled["prediction"]], ignore_index=True),
-                        classification=task.is_classification)
-    y, prediction = both.iloc[:n].to_numpy(), both.iloc[n:].to_numpy()
-    score = labelled["score"].to_numpy(dtype=float)
-    if task is Task.BINARY_CLASSIFICATION:
-        scored_class = label_key(sorted(set(y.tolist()) | set(prediction.tolist()))[-1]) if n else "1"
-        positive = label_key(positive_label) if positive_label is not None else scored_class
-        y, prediction = (label_keys(y) == positive).astype(int), (label_keys(prediction) == positive).astype(int)
-        if positive != scored_class:
-            score = 1 - score
-    return Outcomes(y, prediction, score)
-
-
-def _auc(o: Outcomes) -> float:
-    """ROC AUC from ranks (Mann-Whitney U, ties averaged): sklearn's value, fast enough to bootstrap."""
-    positives = o.y == 1
-    n1 = int(positives.sum())
-    n0 = len(o.y) - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = rankdata(o.score)
-    return float((ranks[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-_METRICS: dict[str, Callable[[Outcomes], float]] = {
-    "accuracy": lambda o: float(np.mean(o.y == o.prediction)),
-    "roc_auc": _auc,
-    "precision": lambda o: float(skm.precision_score(o.y, o.prediction, zero_division=0)),
-    "recall": lambda o: float(skm.recall_score(o.y, o.prediction, zero_division=0)),
-    "f1": lambda o: float(skm.f1_score(o.y, o.prediction, zero_division=0)),
-    "brier": lambda o: float(np.mean((o.score - o.y) ** 2)),
-    "log_loss": lambda o: float(skm.log_loss(o.y, np.clip(o.score, 1e-15, 1 - 1e-15), labels=[0, 1])),
-    "f1_macro": lambda o: float(skm.f1_score(o.y, o.prediction, average="macro", zero_division=0)),
-    "rmse": lambda o: float(np.sqrt(np.mean((o.y.astype(float) - o.prediction.astype(float)) ** 2))),
-    "mae": lambda o: float(np.mean(np.abs(o.y.astype(float) - o.prediction.astype(float)))),
-    "r2": lambda o: float(skm.r2_score(o.y, o.prediction)) if len(o) > 1 else float("nan"),
-}
-
-
-def metric_value(metric: str, o: Outcomes) -> float:
-    """The metric on logged outcomes; the same names the registry's validation metrics use."""
-    try:
-        return _METRICS[metric](o)
-    except KeyError:
-        raise ValueError(
-            f"the metric {metric!r} cannot be computed from logged predictions; set gates.primary_metric "
-            f"to one of {sorted(_METRICS)}"
-        ) from None
-
-
-@dataclass(frozen=True)
-class Estimate:
-    value: float
-    error: float  # standard error (bootstrap unless said otherwise)
-    rows: int
-
-
-def estimate_metric(metric: str, o: Outcomes, seed: int = 0) -> Estimate:
-    value = metric_value(metric, o)
-    rng = np.random.default_rng(seed)
-    resampled = [metric_value(metric, o.take(rng.integers(0, len(o), len(o)))) for _ in range(BOOTSTRAP_RESAMPLES)]
-    return Estimate(value, float(np.nanstd(resampled)), len(o))
-
-
-@dataclass(frozen=True)
-class HalvesComparison:
-    """The metric in the later half of a window against the earlier half, with the drop's standard error."""
-
-    metric: str
-    early: Estimate
-    late: Estimate
-    drop: float  # positive = worse in the later half
-    error: float  # standard error of the drop (the halves are independent rows)
-    method: str  # how the errors were had: DeLong, binomial or bootstrap
-    confidence: float  # one-sided
-
-    @property
-    def needed(self) -> float:
-        """The drop the sampling error alone exceeds with probability ``1 - confidence``."""
-        return float(stats.norm.ppf(self.confidence)) * self.error
-
-    def significant(self, limit: float) -> bool:
-        """A drop past ``limit`` (the effect that matters) and past ``needed`` (not sampling error)."""
-        return self.drop > limit and self.drop >= self.needed
-
-    def describe(self) -> str:
-        return (f"{self.metric} {self.early.value:.3f} -> {self.late.value:.3f} on {self.early.rows} + "
-                f"{self.late.rows} labelled rows: a drop of {self.drop:.3f} +/- {self.error:.3f} ({self.method} "
-                f"standard error); sampling error alone exceeds {self.needed:.3f} "
-                f"{1 - self.confidence:.1%} of the time")
-
-
-def analytic_estimate(metric: str, o: Outcomes, seed: int = 0) -> tuple[Estimate, str]:
-    """The metric with its standard error: DeLong's for ROC AUC, binomial for accuracy, else bootstrap."""
-    value = metric_value(metric, o)
-    if metric == "roc_auc":
-        try:
-            _, covariance = delong_covariance(o.y, o.score)
-            return Estimate(value, math.sqrt(max(float(covariance[0, 0]), 0.0)), len(o)), "DeLong"
-        except ComparisonError:
-            pass  # fewer than 2 rows of a class: the bootstrap below says what it can
-    elif metric == "accuracy" and len(o):
-        return Estimate(value, math.sqrt(max(value * (1 - value), 0.0) / len(o)), len(o)), "binomial"
-    return estimate_metric(metric, o, seed), "bootstrap"
-
-
-def compare_halves(metric: str, early: Outcomes, late: Outcomes,
-                   confidence: float = HALVES_CONFIDENCE) -> HalvesComparison:
-    first, method = analytic_estimate(metric, early, seed=1)
-    second, _ = analytic_estimate(metric, late, seed=2)
-    return HalvesComparison(metric, first, second, _drop(metric, second.value, first.value),
-                            math.hypot(first.error, second.error), method, confidence)
-
-
-def _drop(metric: str, current: float, baseline: float) -> float:
-    """How much worse ``current`` is than ``baseline``, whatever the metric's direction (positive = worse)."""
-    return -metric_change(metric, current, baseline)
 
 
 @dataclass(frozen=True)
@@ -286,7 +146,7 @@ def significant_drop(drop: float, error: float, limit: float) -> bool:
 def measured_evidence(metric: str, estimate: Estimate, baseline: float, limit: float,
                       baseline_error: float | None = None) -> AccuracyEvidence:
     """Measured accuracy as drift evidence: moved when it fell significantly by ``EVIDENCE_FACTOR`` of the limit."""
-    drop = _drop(metric, estimate.value, baseline)
+    drop = metric_drop(metric, estimate.value, baseline)
     error = drop_error(estimate.error, baseline_error)
     return AccuracyEvidence(metric, EvidenceSource.MEASURED, estimate.value, baseline, drop, error,
                             estimate.rows, significant_drop(drop, error, EVIDENCE_FACTOR * limit))
@@ -493,7 +353,7 @@ def _judge_labelled(
         notes.append(f"{v}: {metric} undefined on the labelled rows (one class only?)")
         return issues
 
-    drop = _drop(metric, whole.value, baseline) if baseline is not None else None
+    drop = metric_drop(metric, whole.value, baseline) if baseline is not None else None
     error = drop_error(whole.error, baseline_error)
     dropped = drop is not None and significant_drop(drop, error, limit)
     evidence_of_drop = measured_evidence(metric, whole, baseline, limit, baseline_error) if baseline is not None else None
@@ -556,7 +416,7 @@ def _judge_labelled(
 
     target = spec.slo.min_accuracy
     if target is not None and metric == spec.primary_metric:  # the SLO is in the primary metric's units
-        shortfall = _drop(metric, whole.value, target)
+        shortfall = metric_drop(metric, whole.value, target)
         if shortfall > 0 and shortfall >= SIGNIFICANT_Z * whole.error:
             issues.append(Issue(
                 area, IssueCode.ACCURACY_BELOW_SLO, Severity.CRITICAL, f"{metric} of {v} below the SLO",
@@ -582,7 +442,7 @@ def _judge_secondary(
         if metric not in baseline:
             continue
         measured = estimate_metric(metric, o, seed=3)
-        drop = _drop(metric, measured.value, baseline[metric])
+        drop = metric_drop(metric, measured.value, baseline[metric])
         metrics.update({f"{metric}[{v}]": measured.value, f"baseline_{metric}[{v}]": baseline[metric],
                         f"{metric}_drop[{v}]": drop})
         error = drop_error(measured.error, baseline_errors.get(metric))

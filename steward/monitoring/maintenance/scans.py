@@ -18,9 +18,10 @@ import pandas as pd
 
 from steward.findings import Finding, MaintenanceKind, Priority
 from steward.monitoring.drift.history import DriftRecord
-from steward.monitoring.health.accuracy import MIN_LABELLED, metric_value, outcomes
+from steward.monitoring.health.accuracy import MIN_LABELLED
 from steward.monitoring.health.cost import capacity_declared, check_cost
 from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
+from steward.monitoring.health.outcomes import metric_value, outcomes
 from steward.monitoring.health.performance import check_performance
 from steward.monitoring.health.report import CheckResult, HealthWindow, Issue, IssueCode, served_requests
 from steward.monitoring.model_card import LoggedEvaluation, evaluate_production
