@@ -103,7 +103,7 @@ def validation_errors(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> dic
 
 @dataclass(frozen=True)
 class HoldoutFigures:
-    """What a version's hold-out says, scored once: its calibration (or why there is none) and the standard
+    """What a version's hold-out says about it: its calibration (or why there is none) and the standard
     errors of its validation metrics."""
 
     calibration: Calibration | SkippedCheck | str
