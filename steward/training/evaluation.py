@@ -39,7 +39,14 @@ def labelled_outputs(
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray | None]]:
     """Labels and outputs as the metrics take them: for a binary model, 0/1 with 1 the spec's positive class,
     and probabilities as [P(other), P(positive)], whatever type the labels are."""
-    predictions, probabilities = predict_scores(model, features, spec.task)
+    return metric_outputs(model, predict_scores(model, features, spec.task), y_true, spec)
+
+
+def metric_outputs(
+    model: Any, scored: tuple[np.ndarray, np.ndarray | None], y_true: Any, spec: ModelSpec
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray | None]]:
+    """``labelled_outputs`` of outputs already had from ``predict_scores``."""
+    predictions, probabilities = scored
     y_true = np.asarray(y_true)
     if spec.task is not Task.BINARY_CLASSIFICATION:
         return y_true, (predictions, probabilities)

@@ -34,7 +34,7 @@ from steward.monitoring.health.report import (
 from steward.spec import ModelSpec, Task
 from steward.store.reader import typed_labels
 from steward.training.data import prepare_features
-from steward.training.evaluation import labelled_outputs, predict_scores
+from steward.training.evaluation import metric_outputs, predict_scores
 from steward.training.scores import LABEL_METRIC, ScoreCheck, SkippedCheck, needs_scores, no_scores
 
 ACCURACY_CRITICAL_FACTOR = 2.0  # an accuracy drop of twice health.max_accuracy_drop is critical
@@ -72,10 +72,14 @@ def calibration_from(probabilities: np.ndarray, y_true: np.ndarray, classes: Seq
     return Calibration(len(confidence), float(confidence.mean()), float(correct.mean()), float(error))
 
 
-def measure_calibration(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> Calibration | SkippedCheck:
-    """Score the version's holdout and compare its confidences with what happened (skipped: labels only)."""
-    features = prepare_features(holdout, spec)
-    _, probabilities = predict_scores(model, features, spec.task)
+Scored = tuple[np.ndarray, np.ndarray | None]  # predict_scores' predictions and probabilities
+
+
+def measure_calibration(model: Any, holdout: pd.DataFrame, spec: ModelSpec,
+                        scored: Scored | None = None) -> Calibration | SkippedCheck:
+    """Score the version's holdout (unless ``scored``) and compare its confidences with what happened (skipped:
+    labels only)."""
+    _, probabilities = scored or _score(model, holdout, spec)
     if probabilities is None:
         return no_scores(ScoreCheck.CALIBRATION, "no probabilities to calibrate on its hold-out")
     y = typed_labels(holdout[spec.target].astype(str), classification=True).to_numpy()
@@ -83,12 +87,16 @@ def measure_calibration(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> C
     return calibration_from(probabilities, y, classes)
 
 
-def validation_errors(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:
+def _score(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> Scored:
+    return predict_scores(model, prepare_features(holdout, spec), spec.task)
+
+
+def validation_errors(model: Any, holdout: pd.DataFrame, spec: ModelSpec,
+                      scored: Scored | None = None) -> dict[str, float]:
     """The standard error of each validation metric health judges (primary, secondary), on the hold-out it was
     measured on: the baseline is an estimate too, and a live drop is judged against both errors."""
-    features = prepare_features(holdout, spec)
-    y, (predictions, probabilities) = labelled_outputs(model, features[spec.feature_names],
-                                                       holdout[spec.target].to_numpy(), spec)
+    y, (predictions, probabilities) = metric_outputs(model, scored or _score(model, holdout, spec),
+                                                     holdout[spec.target].to_numpy(), spec)
     scores = probabilities[:, -1] if probabilities is not None and probabilities.ndim == 2 else np.full(len(y), np.nan)
     o = Outcomes(np.asarray(y), np.asarray(predictions), scores)
     errors = {}
@@ -111,12 +119,17 @@ class HoldoutFigures:
 
 
 def holdout_figures(model: Any, holdout: pd.DataFrame, spec: ModelSpec) -> HoldoutFigures:
+    """The hold-out is scored once for both."""
     try:
-        calibration: Calibration | SkippedCheck | str = measure_calibration(model, holdout, spec)
+        scored = _score(model, holdout, spec)
+    except ValueError as error:
+        return HoldoutFigures(str(error), {})
+    try:
+        calibration: Calibration | SkippedCheck | str = measure_calibration(model, holdout, spec, scored)
     except ValueError as error:
         calibration = str(error)
     try:
-        errors = validation_errors(model, holdout, spec)
+        errors = validation_errors(model, holdout, spec, scored)
     except ValueError:  # e.g. labels the spec cannot read: the baseline is then taken as exact, as before
         errors = {}
     return HoldoutFigures(calibration, errors)
