@@ -53,7 +53,8 @@ def rainfall_history() -> pd.DataFrame:
     return frame
 
 
-def rainfall_spec(*, seasonal: bool, training_days: int, tolerance: float = 0.01) -> ModelSpec:
+def rainfall_spec(*, seasonal: bool, training_days: int, tolerance: float = 0.01,
+                  refresh_days: float | None = None) -> ModelSpec:
     features: list[dict[str, Any]] = [{"name": name, "type": "numeric"} for name in COLUMNS.values()]
     drift: dict[str, Any] = {"method": "weighted_share", "share_threshold": 0.3}
     if seasonal:
@@ -70,7 +71,7 @@ def rainfall_spec(*, seasonal: bool, training_days: int, tolerance: float = 0.01
         "data_validation": {"min_rows": 300},
         "gates": {"primary_metric": "roc_auc", "tolerance": tolerance},
         "drift": drift,
-        "retrain": {"cooldown_hours": 24, "max_per_week": 3},
+        "retrain": {"cooldown_hours": 24, "max_per_week": 3, "refresh_after_days": refresh_days},
     }, source="rainfall spec")
 
 
@@ -128,6 +129,36 @@ def markdown(runs: list[dict[str, Any]], command: str) -> str:
     return "\n".join(lines)
 
 
+def age_decay(history: pd.DataFrame, training_days: int, max_age_years: int = 5) -> str:
+    """How a model's ROC AUC falls with its age: trained as a retrain is (the newest fifth held out) on each
+    5-year span, scored on each later year. The prior a scheduled refresh rests on (decision 0036)."""
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    features = history[list(COLUMNS.values())].to_numpy()
+    target = history["rain"].to_numpy()
+    year, span = 365, training_days
+    scores: dict[int, list[float]] = {age: [] for age in range(max_age_years + 1)}
+    for end in range(span, len(history) - year + 1, year):
+        cut = end - span + int(0.8 * span)
+        model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.08, random_state=0)
+        model.fit(features[end - span:cut], target[end - span:cut])
+        for age in scores:
+            start = end + age * year
+            if start + year <= len(history):
+                scores[age].append(roc_auc_score(target[start:start + year],
+                                                 model.predict_proba(features[start:start + year])[:, 1]))
+    lines = ["## ROC AUC by model age (`--age-decay`)", "",
+             "Each 5-year span's model (the newest fifth held out, as a retrain trains) scored on the years after "
+             "its data ends; age 0 is the first year, which a model retrained every year serves.", "",
+             "| age (years) | mean ROC AUC | spans | loss against age 0 |", "|---|---|---|---|"]
+    fresh = float(np.mean(scores[0]))
+    for age, values in scores.items():
+        lines.append(f"| {age} | {np.mean(values):.4f} | {len(values)} | {fresh - np.mean(values):+.4f} |")
+    return "\n".join(lines + [""])
+
+
 REPLAYS = {  # key: (title, temperature columns seasonal, cadence in days)
     "yearly": ("yearly maintenance (365-day windows)", False, 365),
     "half-yearly": ("half-yearly, every feature an input", False, 182),
@@ -144,6 +175,10 @@ def main() -> int:
     parser.add_argument("--gate-tolerance", type=float, default=0.01,
                         help="the gate's non-inferiority margin (gates.tolerance; default 0.01): the policy knob a "
                              "team tunes on its own backtest")
+    parser.add_argument("--refresh-days", type=float, default=None,
+                        help="retrain.refresh_after_days: refresh a champion this old even with no alarm (default off)")
+    parser.add_argument("--age-decay", action="store_true",
+                        help="also measure how ROC AUC falls with a model's age (a minute; no replay needed)")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.replays.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(REPLAYS))
@@ -154,10 +189,15 @@ def main() -> int:
     runs = []
     for key in chosen:
         title, seasonal, cadence = REPLAYS[key]
-        spec = rainfall_spec(seasonal=seasonal, training_days=training_days, tolerance=args.gate_tolerance)
-        runs.append(replay(f"{title}, gate tolerance {args.gate_tolerance:g}", spec, history, cadence, training_days))
+        spec = rainfall_spec(seasonal=seasonal, training_days=training_days, tolerance=args.gate_tolerance,
+                             refresh_days=args.refresh_days)
+        refresh = "" if args.refresh_days is None else f", refresh after {args.refresh_days:g} days"
+        runs.append(replay(f"{title}, gate tolerance {args.gate_tolerance:g}{refresh}", spec, history, cadence,
+                           training_days))
     command = "uv run --group bench python benchmarks/backtest_real.py " + " ".join(sys.argv[1:])
     text = markdown(runs, command.strip())
+    if args.age_decay:
+        text += "\n" + age_decay(history, training_days)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

@@ -60,6 +60,10 @@ MAINTENANCE_CRONS: dict[str, str] = {
     "monthly-maintenance": "0 4 1 * *",  # 04:00 on the 1st
     "quarterly-maintenance": "0 5 1 1,4,7,10 *",  # 05:00 on the 1st of each quarter
 }
+#: The retrain's daily schedule when a spec sets retrain.refresh_after_days: it retrains only once the champion
+#: is that old (after the daily checks, so a drift retrain of the same night comes first).
+REFRESH_CRON = "30 2 * * *"
+REFRESH_PARAMETERS: dict[str, Any] = {"refresh": True, "reason": "daily refresh schedule"}
 
 DEFAULT_WORK_POOL = "steward-pool"
 
@@ -180,11 +184,13 @@ class ModelEntry:
     name: str
     spec_path: str
     cooldown_hours: float
+    refresh_after_days: float | None = None
 
     @classmethod
     def from_spec(cls, spec_path: str | Path) -> ModelEntry:
         spec = load_spec(spec_path)
-        return cls(name=spec.name, spec_path=str(spec_path), cooldown_hours=spec.retrain.cooldown_hours)
+        return cls(name=spec.name, spec_path=str(spec_path), cooldown_hours=spec.retrain.cooldown_hours,
+                   refresh_after_days=spec.retrain.refresh_after_days)
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,7 @@ class DeploymentPlan:
     tags: list[str]
     crons: list[str] = field(default_factory=list)
     triggers: list[dict[str, Any]] = field(default_factory=list)
+    schedule_parameters: dict[str, Any] = field(default_factory=dict)  # what a scheduled run sets besides
 
     @property
     def name(self) -> str:
@@ -330,10 +337,12 @@ def plan_deployments(spec_paths: Iterable[str | Path], procedures: Iterable[str]
             if item.uses_gateway and gateway_url:
                 parameters["gateway_url"] = gateway_url
             crons = [MAINTENANCE_CRONS[item.key]] if item.key in MAINTENANCE_CRONS else []
+            refreshes = item.key == "retrain" and entry.refresh_after_days is not None
             plans.append(DeploymentPlan(
                 procedure=item, model=entry.name, parameters=parameters,
                 tags=["steward", f"model:{entry.name}", f"procedure:{item.key}"],
-                crons=crons, triggers=_triggers(item.key, entry),
+                crons=[REFRESH_CRON] if refreshes else crons, triggers=_triggers(item.key, entry),
+                schedule_parameters=dict(REFRESH_PARAMETERS) if refreshes else {},
             ))
     return plans
 
@@ -356,7 +365,9 @@ def prefect_yaml(plans: Sequence[DeploymentPlan], work_pool: str = DEFAULT_WORK_
             "tags": list(plan.tags),
             "parameters": dict(plan.parameters),
             "work_pool": {"name": work_pool, "job_variables": copy.deepcopy(job_variables)},
-            "schedules": [{"cron": cron, "timezone": SCHEDULE_TIMEZONE, "active": True} for cron in plan.crons],
+            "schedules": [{"cron": cron, "timezone": SCHEDULE_TIMEZONE, "active": True,
+                           **({"parameters": dict(plan.schedule_parameters)} if plan.schedule_parameters else {})}
+                          for cron in plan.crons],
         }
         if plan.procedure.concurrency_limit:
             document["concurrency_limit"] = plan.procedure.concurrency_limit
@@ -443,7 +454,8 @@ def runner_deployments(plans: Sequence[DeploymentPlan], *, skip_unavailable: boo
             description=plan.description,
             tags=list(plan.tags),
             parameters=dict(plan.parameters),
-            schedules=[Cron(cron, timezone=SCHEDULE_TIMEZONE) for cron in plan.crons] or None,
+            schedules=[Cron(cron, timezone=SCHEDULE_TIMEZONE, parameters=dict(plan.schedule_parameters))
+                       for cron in plan.crons] or None,
             triggers=[DeploymentEventTrigger(**trigger) for trigger in plan.triggers] or None,
             concurrency_limit=plan.procedure.concurrency_limit,
         ))

@@ -33,6 +33,7 @@ from tasks.data import (
 from tasks.team_training import start_team_training, take_in_team_candidate, wait_for_team_candidate
 from tasks.training import (
     archive_old_versions,
+    check_refresh_due,
     check_retrain_allowance,
     find_pending_candidate,
     find_tried_retrain,
@@ -139,7 +140,7 @@ def _refit_threshold(spec, reason: str, trigger: RetrainTrigger, readings, allow
 def retrain(
     spec_path: str, reason: str = "manual run", force: bool = False, as_of: datetime | None = None,
     trigger_metric: str | None = None, primary_dropped: bool = False, drift_columns: list[str] | None = None,
-    window_start: datetime | None = None,
+    window_start: datetime | None = None, refresh: bool = False,
 ) -> RetrainResult:
     """``force`` skips the cooldown, the weekly budget and the retrain-need check (for a person; triggers never set it).
 
@@ -150,6 +151,9 @@ def retrain(
     whose drop started the retrain, e.g. accuracy while ROC AUC held; the gate judges it too),
     ``primary_dropped``, the announced ``drift_columns``, and ``window_start`` (with ``as_of``, the window
     the served model's metrics are read on).
+    ``refresh``: the scheduled refresh (its daily schedule sets it when ``retrain.refresh_after_days`` is
+    set): it trains only once the champion is that old, and the gate keeps the fresher model unless it is
+    shown worse (decision 0036).
     ``steward.training.retrain_decision`` decides, as in the backtest: a pending candidate for the same
     trigger, or a retrain for it that found no gain with nothing new since, folds the trigger into the open
     ledger entry; a threshold-only drop re-fits the champion's threshold instead of training.
@@ -158,6 +162,13 @@ def retrain(
     spec = load_model_spec(spec_path)
     trigger = retrain_trigger(spec, drift_columns=drift_columns or (), metric=trigger_metric,
                               primary_dropped=primary_dropped)
+    if refresh:
+        due = check_refresh_due(spec, as_of)
+        if due.trigger is None:
+            logger.info("scheduled refresh of %s not due: %s", spec.name, due.reason)
+            return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=due.reason,
+                                 skip=RetrainSkip.NOT_DUE, as_of=as_of)
+        trigger, reason = due.trigger, f"{reason}: scheduled refresh, {due.reason}"
     readings = measure_served_readings(spec, window_start, as_of) if window_start and as_of else {}
     if not force:
         pending = find_pending_candidate(spec, as_of)

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 
 from steward import events
 from steward.training.gates import ValidationReport
-from steward.training.retrain_decision import TRIGGER_METRIC_TAG
+from steward.training.retrain_decision import TRIGGER_METRIC_TAG, recorded_trigger
 from tasks.common import emit_model_event, publish_markdown, registry
 from tasks.data import load_model_spec
 from tasks.validation import load_contender, load_holdout, pick_candidate, record_validation, run_gate
@@ -35,8 +35,10 @@ def validate(spec_path: str, version: str | None = None) -> ValidationOutcome:
     candidate = load_contender(spec, candidate_version)
     champion = load_contender(spec, champion_info.version) if champion_info else None
     holdout = load_holdout(spec, candidate_version)
-    trigger_metric = registry().get_version(spec.name, candidate_version).tags.get(TRIGGER_METRIC_TAG)
-    report = run_gate(spec, candidate, champion, holdout, trigger_metric)
+    tags = registry().get_version(spec.name, candidate_version).tags
+    trigger = recorded_trigger(tags)
+    report = run_gate(spec, candidate, champion, holdout, tags.get(TRIGGER_METRIC_TAG),
+                      refresh=trigger is not None and trigger.refresh)
     action = record_validation(spec, report)
     publish_markdown(report.to_markdown(), "validation", spec.name, f"v{candidate_version}")
 

@@ -450,6 +450,12 @@ class RetrainSpec(_Strict):
         description="After a retrain found no expected gain, the same trigger retrains again within this time "
                     "only on new evidence: a new drifted column, or the served model's metrics falling further.",
     )
+    refresh_after_days: float | None = Field(
+        default=None, gt=0,
+        description="Scheduled refresh: once the champion's training data is this many days old, retrain even "
+                    "with no alarm, and promote the fresher model unless the gate shows it worse (decision 0036). "
+                    "Off by default; the backtest's staleness cost says whether a model needs it.",
+    )
 
 
 class ModelSpec(_Strict):

@@ -30,10 +30,12 @@ from steward.training.retrain_decision import (
     TRIGGER_METRIC_TAG,
     PendingCandidate,
     Reading,
+    RefreshCheck,
     RetrainNeed,
     RetrainTrigger,
     TriedRetrain,
     pending_from_tags,
+    refresh_check,
     served_readings,
     tried_from_tags,
     trigger_tags,
@@ -139,6 +141,15 @@ def find_tried_retrain(spec: ModelSpec, as_of: datetime | None = None) -> TriedR
              for v in reg.list_versions(spec.name))
     live = [t for t in found if t is not None and t.at <= now < t.until]
     return live[-1] if live else None
+
+
+@task(name="check-refresh-due", retries=2, retry_delay_seconds=[2, 5])
+def check_refresh_due(spec: ModelSpec, as_of: datetime | None = None) -> RefreshCheck:
+    """Whether the champion's training data is older than ``retrain.refresh_after_days`` at ``as_of`` (default now)."""
+    reg = registry()
+    champion = reg.champion(spec.name) if reg.model_exists(spec.name) else None
+    trained_at = trained_as_of(champion.tags, champion.created) if champion else None
+    return refresh_check(spec, trained_at, as_of or datetime.now(UTC))
 
 
 @task(name="measure-served-readings", retries=2, retry_delay_seconds=[2, 5])
@@ -319,7 +330,7 @@ def revalidate_pending(spec: ModelSpec, as_of: datetime | None = None) -> list[R
         report = validate_candidate(
             spec, Contender(candidate.model, pending.version, candidate.version.input_schema),
             Contender(champion.model, champion.version.version, champion.version.input_schema) if champion else None,
-            holdout, trigger_metric=pending.trigger_metric,
+            holdout, trigger_metric=pending.trigger_metric, refresh=pending.trigger.refresh,
         )
         action = record_validation.fn(spec, report)
         reg.set_version_tags(spec.name, pending.version, {REVALIDATION_ROWS_TAG: str(len(frame))})

@@ -46,8 +46,8 @@ def load_holdout(spec: ModelSpec, version: str):
 
 @task(name="run-validation-gate")
 def run_gate(spec: ModelSpec, candidate: Contender, champion: Contender | None, holdout,
-             trigger_metric: str | None = None) -> ValidationReport:
-    return validate_candidate(spec, candidate, champion, holdout, trigger_metric=trigger_metric)
+             trigger_metric: str | None = None, refresh: bool = False) -> ValidationReport:
+    return validate_candidate(spec, candidate, champion, holdout, trigger_metric=trigger_metric, refresh=refresh)
 
 
 @task(name="record-validation")

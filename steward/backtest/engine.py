@@ -72,6 +72,7 @@ from steward.training.retrain_decision import (
     decide_retrain_need,
     health_trigger,
     pending_until,
+    refresh_check,
     retrain_kind,
     retrain_trigger,
     served_readings,
@@ -304,7 +305,7 @@ class _Replay:
             self._revalidate(end, actions)
         if drift is None or not drift.record.material:
             self.tried = None if self.tried is not None and self.tried.trigger.drift_columns else self.tried
-        trigger = self._trigger(report, drift)
+        trigger = self._trigger(report, drift) or refresh_check(spec, self.champion.trained_at, end).trigger
         if trigger is not None:
             retrained_here = self._steward_retrain(
                 end, training, actions, trigger,
@@ -514,7 +515,7 @@ class _Replay:
         candidate, holdout, trained = built
         self.retrain_times.append(end)
         gate = validate_candidate(spec, candidate.contender(), self.champion.contender(), holdout,
-                                  trigger_metric=trigger.metric)
+                                  trigger_metric=trigger.metric, refresh=trigger.refresh)
         self._record_gate(gate, candidate, holdout, trigger, end, readings, actions)
         return trained if kind is RetrainKind.TRAIN else None  # a re-fitted threshold trains no new model
 
@@ -615,7 +616,7 @@ class _Replay:
         holdout = pd.concat([kept.holdout[spec.feature_names + [spec.target]], new[spec.feature_names + [spec.target]]],
                             ignore_index=True)
         gate = validate_candidate(spec, kept.version.contender(), self.champion.contender(), holdout,
-                                  trigger_metric=pending.trigger_metric)
+                                  trigger_metric=pending.trigger_metric, refresh=pending.trigger.refresh)
         actions.append(Action(ActionKind.REVALIDATED, f"v{pending.version} on {len(holdout)} rows ({len(new)} "
                               f"labelled since it was made): {gate.verdict.value}", gate.verdict.value))
         self.kept = None

@@ -34,6 +34,7 @@ class ComparisonCode(StrEnum):
     INCONCLUSIVE = "inconclusive"  # the interval straddles -tolerance, or too few rows for the tolerance
     NO_SIGNIFICANT_DROP = "no_significant_drop"  # slices: no slice is significantly below its tolerance
     CLEAR_GAIN = "clear_gain"  # the triggering metric: the interval of the improvement is wholly above zero
+    FRESH_NOT_WORSE = "fresh_not_worse"  # a scheduled refresh whose estimate is within the tolerance, not shown worse
     SIGNIFICANT_DROP = "significant_drop"  # slices: some slice is
     NO_SCORES = "no_scores"  # skipped: the check needs a score per row and a contender gives labels only
     SCORING_ERROR = "scoring_error"  # the candidate raised on its own hold-out: nothing else can be judged
@@ -161,13 +162,15 @@ class ValidationReport:
 
 def check_primary_metric(
     metric: str, candidate: float, comparison: NonInferiorityResult | None, policy: GateSpec,
-    *, expect_gain: bool | None = None,
+    *, expect_gain: bool | None = None, refresh: bool = False,
 ) -> list[GateCheck]:
     """The floor on the candidate's own value, then the paired comparison with the champion.
 
     A pass needs the interval of the improvement above ``-tolerance`` and, with ``expect_gain``
     (default ``gates.require_expected_gain``), an estimate at least as good as keeping the champion.
     A retrain triggered by another metric expects its gain there (``check_trigger_metric``).
+    A scheduled ``refresh`` carries the burden the other way: the fresher model passes unless it is
+    worse beyond the tolerance with confidence or its estimate is (decision 0036).
     """
     expect_gain = policy.require_expected_gain if expect_gain is None else expect_gain
     checks = []
@@ -196,6 +199,8 @@ def check_primary_metric(
         checks.append(GateCheck("metric_vs_champion", CheckStatus.FAILED,
                                 f"worse than the champion beyond the tolerance: {described}",
                                 ComparisonCode.INFERIOR, interval))
+    elif refresh:
+        checks.append(_refresh_check(interval, tolerance, described))
     elif comparison.outcome is NonInferiority.INCONCLUSIVE:
         floor = comparison.resolution_rows
         counted = "" if floor is None else f" (the tolerance needs {floor} rows of the smaller class)"
@@ -212,6 +217,18 @@ def check_primary_metric(
         checks.append(GateCheck("metric_vs_champion", CheckStatus.PASSED, f"non-inferior: {described}",
                                 ComparisonCode.NON_INFERIOR, interval))
     return checks
+
+
+def _refresh_check(interval: PairedInterval, tolerance: float, described: str) -> GateCheck:
+    """A scheduled refresh: the champion's age is the evidence for the fresher model, so a hold-out too
+    small to resolve the tolerance keeps the refresh instead of the stale champion."""
+    if interval.difference < -tolerance:
+        return GateCheck("metric_vs_champion", CheckStatus.FAILED,
+                         f"a refresh expected worse than the champion by more than the tolerance: {described}",
+                         ComparisonCode.NO_EXPECTED_GAIN, interval)
+    return GateCheck("metric_vs_champion", CheckStatus.PASSED,
+                     f"a scheduled refresh not shown worse than the older champion: {described}",
+                     ComparisonCode.FRESH_NOT_WORSE, interval)
 
 
 def check_trigger_metric(metric: str, interval: PairedInterval | None, error: str | None = None) -> GateCheck:

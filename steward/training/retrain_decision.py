@@ -58,9 +58,10 @@ class RetrainTrigger:
     metric: str | None = None
     primary_dropped: bool = False
     input_drift: bool = False  # an announced drift names an input column, not only the model's output
+    refresh: bool = False  # no alarm: the champion is older than retrain.refresh_after_days
 
     def describe(self) -> str:
-        parts = []
+        parts = ["scheduled refresh"] if self.refresh else []
         if self.drift_columns:
             parts.append(f"drift on {', '.join(self.drift_columns)}")
         if self.metric:
@@ -85,6 +86,33 @@ def retrain_trigger(spec: ModelSpec, *, drift_columns: Sequence[str] = (), metri
     metric = metric or (spec.primary_metric if primary_dropped else None)
     columns = tuple(dict.fromkeys(drift_columns))
     return RetrainTrigger(columns, metric, primary_dropped, any(c != prediction for c in columns))
+
+
+@dataclass(frozen=True)
+class RefreshCheck:
+    """Whether the scheduled refresh is due: the champion's training event time against
+    ``retrain.refresh_after_days``."""
+
+    due: bool
+    reason: str
+
+    @property
+    def trigger(self) -> RetrainTrigger | None:
+        return RetrainTrigger(refresh=True) if self.due else None
+
+
+def refresh_check(spec: ModelSpec, champion_trained_at: datetime | None, as_of: datetime) -> RefreshCheck:
+    """Due once the champion was trained at least ``retrain.refresh_after_days`` before ``as_of``."""
+    days = spec.retrain.refresh_after_days
+    if days is None:
+        return RefreshCheck(False, "no scheduled refresh: retrain.refresh_after_days is not set")
+    if champion_trained_at is None:
+        return RefreshCheck(False, "no champion to refresh: train and validate a first version")
+    age = (as_of - champion_trained_at).total_seconds() / 86400
+    trained = f"the champion was trained on data up to {champion_trained_at:%Y-%m-%d %H:%M} UTC, {age:.1f} days"
+    if age < days:
+        return RefreshCheck(False, f"{trained} before {as_of:%Y-%m-%d %H:%M} UTC; refresh after {days:g}")
+    return RefreshCheck(True, f"{trained} before {as_of:%Y-%m-%d %H:%M} UTC (refresh after {days:g})")
 
 
 @dataclass(frozen=True)
@@ -275,7 +303,8 @@ def pending_from_tags(spec: ModelSpec, version: str, tags: Mapping[str, str], cr
         return None
     metric = tags.get(TRIGGER_METRIC_TAG) or None
     used = tags.get(REVALIDATION_ROWS_TAG, "0")
-    return PendingCandidate(version, RetrainTrigger(metric=metric), created, int(needed), pending_until(spec, created),
+    trigger = recorded_trigger(tags) or RetrainTrigger(metric=metric)
+    return PendingCandidate(version, trigger, created, int(needed), pending_until(spec, created),
                             metric, int(used) if used.isdigit() else 0)
 
 
@@ -289,9 +318,22 @@ def trigger_tags(trigger: RetrainTrigger, readings: Mapping[str, Reading]) -> di
     """The version tags that let a later trigger ask whether anything moved since this retrain."""
     return {
         TRIGGER_TAG: json.dumps({"drift_columns": list(trigger.drift_columns), "metric": trigger.metric,
-                                 "primary_dropped": trigger.primary_dropped, "input_drift": trigger.input_drift}),
+                                 "primary_dropped": trigger.primary_dropped, "input_drift": trigger.input_drift,
+                                 "refresh": trigger.refresh}),
         READINGS_TAG: json.dumps({m: [r.value, r.error, r.rows] for m, r in readings.items()}),
     }
+
+
+def trigger_from_json(raw: Mapping[str, Any]) -> RetrainTrigger:
+    """A trigger as ``trigger_tags`` recorded it."""
+    return RetrainTrigger(tuple(raw.get("drift_columns") or ()), raw.get("metric"), bool(raw.get("primary_dropped")),
+                          bool(raw.get("input_drift")), bool(raw.get("refresh")))
+
+
+def recorded_trigger(tags: Mapping[str, str]) -> RetrainTrigger | None:
+    """The trigger a version was retrained for (its ``steward.retrain.trigger`` tag), None if it has none."""
+    raw = _decoded(tags.get(TRIGGER_TAG))
+    return trigger_from_json(raw) if isinstance(raw, dict) else None
 
 
 def _decoded(text: str | None) -> Any:
@@ -311,11 +353,9 @@ def tried_from_tags(spec: ModelSpec, tags: Mapping[str, str], at: datetime, cham
         return None
     if champion_version is None or tags.get("steward.validation.against") != champion_version:
         return None
-    raw = _decoded(tags.get(TRIGGER_TAG))
-    if not isinstance(raw, dict):
+    trigger = recorded_trigger(tags)
+    if trigger is None:
         return None
-    trigger = RetrainTrigger(tuple(raw.get("drift_columns") or ()), raw.get("metric"),
-                             bool(raw.get("primary_dropped")), bool(raw.get("input_drift")))
     measured = _decoded(tags.get(READINGS_TAG)) or {}
     judged = (spec.primary_metric, trigger.metric)
     readings = {m: Reading(m, float(v[0]), float(v[1]), int(v[2])) for m, v in measured.items()

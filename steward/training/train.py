@@ -25,6 +25,7 @@ class RetrainSkip(StrEnum):
     CANDIDATE_PENDING = "candidate_pending"  # a kept candidate awaits the labels to judge it (see RetrainNeedCode)
     NO_NEW_EVIDENCE = "no_new_evidence"  # a retrain for the same trigger found no gain, and nothing moved since
     EXPECTED_BELOW_FLOOR = "expected_below_floor"  # the newest rows say the gate would fail it: wait for more
+    NOT_DUE = "not_due"  # a scheduled refresh found the champion younger than retrain.refresh_after_days
 
 
 @dataclass(frozen=True)

@@ -132,13 +132,14 @@ def score_checks_skipped(spec: ModelSpec, candidate: Contender, champion: Conten
 
 def primary_metric_checks(
     spec: ModelSpec, candidate_metrics: dict[str, float], comparison: NonInferiorityResult | None, compared_on: str,
-    *, expect_gain: bool | None = None,
+    *, expect_gain: bool | None = None, refresh: bool = False,
 ) -> list[GateCheck]:
     """The floor on the primary metric and the comparison with the champion, on ``compared_on`` when the
     primary metric needs a score a contender does not give (the floor is in the primary metric's units)."""
     metric = spec.primary_metric
     if compared_on == metric:
-        return check_primary_metric(metric, candidate_metrics[metric], comparison, spec.gates, expect_gain=expect_gain)
+        return check_primary_metric(metric, candidate_metrics[metric], comparison, spec.gates, expect_gain=expect_gain,
+                                    refresh=refresh)
     if metric in candidate_metrics:
         floor = check_primary_metric(metric, candidate_metrics[metric], None, spec.gates)[:-1]
     elif spec.gates.floor is not None:
@@ -150,14 +151,17 @@ def primary_metric_checks(
         floor = []
     unfloored = spec.gates.model_copy(update={"floor": None})
     return [*floor, *check_primary_metric(compared_on, candidate_metrics[compared_on], comparison, unfloored,
-                                          expect_gain=expect_gain)]
+                                          expect_gain=expect_gain, refresh=refresh)]
 
 
 def validate_candidate(
     spec: ModelSpec, candidate: Contender, champion: Contender | None, holdout: pd.DataFrame,
-    *, trigger_metric: str | None = None,
+    *, trigger_metric: str | None = None, refresh: bool = False,
 ) -> ValidationReport:
     """Every check of the gate on the same held-out rows; the report says which failed and why.
+
+    ``refresh``: the candidate is a scheduled refresh of an old champion (``retrain.refresh_after_days``);
+    it passes the comparison unless shown worse (``check_primary_metric``). Every other check stands.
 
     ``trigger_metric``: the metric whose drop triggered the retrain, when it is not the primary one
     (accuracy falling while ROC AUC holds). The candidate must then repair it with confidence and
@@ -196,7 +200,8 @@ def validate_candidate(
     if champion_outputs is not None:
         try:
             comparison = compare_primary_metric(spec, y_true, candidate_outputs, champion_outputs, metric=compared_on)
-            primary = primary_metric_checks(spec, candidate_metrics, comparison, compared_on, expect_gain=expect_gain)
+            primary = primary_metric_checks(spec, candidate_metrics, comparison, compared_on, expect_gain=expect_gain,
+                                            refresh=refresh)
         except ComparisonError as error:  # e.g. one class in the hold-out: no verdict either way
             primary = [*primary[:-1], GateCheck("metric_vs_champion", CheckStatus.INCONCLUSIVE,
                                                 f"cannot compare with the champion on this hold-out: {error}",

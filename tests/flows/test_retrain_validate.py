@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -160,6 +161,34 @@ def test_inconclusive_candidate_does_not_become_challenger(write_spec, registry,
     rejected = model_events(model_name, expected=4)[-1]
     assert rejected.event == events.CANDIDATE_REJECTED and rejected.payload["verdict"] == "inconclusive"
     assert rejected.payload["rows_needed"] == outcome.report.rows_needed
+
+
+def test_a_scheduled_refresh_trains_once_the_champion_is_old_and_the_gate_keeps_it_unless_worse(
+        write_spec, registry, model_name):
+    from datetime import UTC, datetime, timedelta
+
+    from steward.training.gates import ComparisonCode
+    from steward.training.retrain_decision import TRIGGER_TAG
+    from steward.training.train import RetrainSkip
+
+    spec_path = write_spec()
+    retrain(spec_path=str(spec_path))
+    validate(spec_path=str(spec_path))
+    # the hold-out of the inconclusive test above: too small to resolve the tolerance either way
+    refreshing = write_spec(training__holdout_fraction=0.05, retrain={"refresh_after_days": 30})
+    young = retrain(spec_path=str(refreshing), refresh=True)
+    assert (young.registered, young.skip) == (False, RetrainSkip.NOT_DUE) and "refresh after 30" in young.skipped_because
+    assert registry.list_versions(model_name)[-1].version == "1"
+
+    month_later = datetime.now(UTC) + timedelta(days=31)
+    refresh = retrain(spec_path=str(refreshing), refresh=True, as_of=month_later)
+    assert refresh.registered and "scheduled refresh" in refresh.reason
+    assert json.loads(registry.get_version(model_name, refresh.version).tags[TRIGGER_TAG])["refresh"] is True
+    outcome = validate(spec_path=str(refreshing), version=refresh.version)
+    check = next(c for c in outcome.report.checks if c.name == "metric_vs_champion")
+    assert check.code is ComparisonCode.FRESH_NOT_WORSE, check.reason
+    assert outcome.passed and outcome.action == "challenger"
+    assert registry.alias_version(model_name, CHALLENGER) == refresh.version
 
 
 def test_an_inconclusive_candidate_is_kept_blocks_a_second_retrain_and_is_revalidated_on_new_labels(

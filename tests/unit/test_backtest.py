@@ -174,6 +174,20 @@ def test_a_quiet_history_leads_to_no_retrain(spec):
     assert summary.strategies[Strategy.STEWARD].mean_primary == summary.strategies[Strategy.FROZEN].mean_primary
 
 
+@pytest.mark.slow
+def test_a_quiet_history_with_a_scheduled_refresh_retrains_the_old_champion_and_promotes_it(spec):
+    refreshing = spec.model_copy(update={"retrain": spec.retrain.model_copy(update={"refresh_after_days": 14})})
+    config = BacktestConfig(strategies=(Strategy.STEWARD,), label_delay=timedelta(days=2))
+    result = run_backtest(refreshing, history(3), config)  # a refresh trains on 4 weeks, as the champion did
+    # the first champion is trained at the first window's start: 7 days old at its end, 14 at the second's
+    assert not any(w.did(ActionKind.RETRAINED) for w in result.windows[:1])
+    refreshed = result.windows[1]
+    retrained = next(a for a in refreshed.actions if a.kind is ActionKind.RETRAINED)
+    assert "scheduled refresh" in retrained.detail
+    assert refreshed.did(ActionKind.GATE_PASSED) and refreshed.did(ActionKind.PROMOTED)
+    assert result.windows[2].served_version != "1" and not result.windows[2].did(ActionKind.RETRAINED)
+
+
 # ---------------------------------------------------------------------- bad input
 
 def test_missing_columns_are_named(spec):

@@ -90,6 +90,21 @@ def test_schedules_are_valid_cron_in_utc(two_specs):
             _next_runs(schedule["cron"], 1)
 
 
+def test_a_scheduled_refresh_runs_the_retrain_daily_with_refresh_set(write_spec):
+    from deployments.catalog import REFRESH_CRON, runner_deployments
+
+    spec = write_spec(name="model-r", retrain={"refresh_after_days": 90})
+    (plan,) = plan_deployments([spec], procedures=["retrain"])
+    assert plan.crons == [REFRESH_CRON] and plan.schedule_parameters == {"refresh": True,
+                                                                          "reason": "daily refresh schedule"}
+    assert plan.triggers, "the drift and accuracy trigger stays beside the schedule"
+    (document,) = prefect_yaml([plan])["deployments"]
+    assert document["schedules"][0]["parameters"] == {"refresh": True, "reason": "daily refresh schedule"}
+    assert "refresh" not in document["parameters"]  # a manual or triggered run is no refresh
+    (deployment,), _ = runner_deployments([plan])
+    assert deployment.schedules[0].parameters == {"refresh": True, "reason": "daily refresh schedule"}
+
+
 def test_drift_and_accuracy_share_one_trigger_debounced_by_the_model_cooldown(two_specs):
     plans = {(p.model, p.procedure.key): p for p in plan_deployments(two_specs)}
     (retrain,) = plans[("model-b", "retrain")].triggers

@@ -67,6 +67,17 @@ def test_within_tolerance_but_expected_worse_is_no_gain_unless_allowed():
     assert check_primary_metric("roc_auc", 0.796, slightly_worse, lenient)[0].status is CheckStatus.PASSED
 
 
+def test_a_scheduled_refresh_passes_unless_shown_worse_than_the_older_champion():
+    noisy = check_primary_metric("roc_auc", 0.803, judged(0.003, 0.069), POLICY, refresh=True)[1]
+    assert noisy.status is CheckStatus.PASSED and noisy.code is ComparisonCode.FRESH_NOT_WORSE
+    slightly_worse = check_primary_metric("roc_auc", 0.796, judged(-0.004, 0.003), POLICY, refresh=True)[1]
+    assert slightly_worse.status is CheckStatus.PASSED and slightly_worse.code is ComparisonCode.FRESH_NOT_WORSE
+    expected_worse = check_primary_metric("roc_auc", 0.79, judged(-0.015, 0.03), POLICY, refresh=True)[1]
+    assert expected_worse.status is CheckStatus.FAILED and expected_worse.code is ComparisonCode.NO_EXPECTED_GAIN
+    worse = check_primary_metric("roc_auc", 0.78, judged(-0.03, 0.01), POLICY, refresh=True)[1]
+    assert worse.status is CheckStatus.FAILED and worse.code is ComparisonCode.INFERIOR
+
+
 def test_floor_fails_even_without_champion():
     checks = statuses(check_primary_metric("roc_auc", 0.65, None, POLICY))
     assert checks == {"metric_floor": CheckStatus.FAILED, "metric_vs_champion": CheckStatus.SKIPPED}

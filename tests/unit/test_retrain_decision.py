@@ -209,3 +209,20 @@ def test_a_retrain_without_gain_is_remembered_from_its_tags_against_the_same_cha
     same = decide_retrain_need(trigger, T0 + timedelta(days=1), pending=None, tried=tried, readings=readings,
                                limit=0.05, higher_is_better=HIGHER)
     assert same.code is RetrainNeedCode.NO_NEW_EVIDENCE
+
+
+def test_the_scheduled_refresh_is_due_once_the_champion_is_as_old_as_the_spec_says(example_spec):
+    from steward.training.retrain_decision import recorded_trigger, refresh_check, trigger_tags
+
+    assert not refresh_check(example_spec, T0, T0 + timedelta(days=400)).due  # no refresh_after_days: off
+    spec = example_spec.model_copy(update={"retrain": example_spec.retrain.model_copy(
+        update={"refresh_after_days": 30.0})})
+    young = refresh_check(spec, T0, T0 + timedelta(days=29.5))
+    assert not young.due and young.trigger is None and "29.5 days" in young.reason
+    due = refresh_check(spec, T0, T0 + timedelta(days=30))
+    assert due.due and due.trigger == RetrainTrigger(refresh=True)
+    assert retrain_kind(spec, due.trigger) is RetrainKind.TRAIN and due.trigger.describe() == "scheduled refresh"
+    assert not refresh_check(spec, None, T0).due  # nothing to refresh before a first champion
+    # the validate flow reads the refresh back from the version's tags
+    assert recorded_trigger(trigger_tags(due.trigger, {})) == due.trigger
+    assert recorded_trigger({}) is None
