@@ -34,11 +34,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
     reset_settings()
     apply_environment(override=True)
+    if hasattr(config.option, "loadscopereorder"):  # xdist would queue files by test count, not by our order
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The Docker tests last: their images may still be building (.ci/run starts the build beside the suite).
-    items.sort(key=lambda item: item.get_closest_marker("docker") is not None)
+    # Longest first, so the two xdist workers (--dist loadfile, in this order: see pytest_configure) finish
+    # together: the whole-stack tests, then the Docker tests (their images build beside the first minutes of
+    # the suite, .ci/run), then the rest in their usual order.
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("whole_stack") is not None:
+            return 0
+        return 1 if item.get_closest_marker("docker") is not None else 2
+
+    items.sort(key=rank)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -27,6 +27,7 @@ from tests.support.gateway import free_port
 from tests.support.models import mark_validated, register_trained, train_spec, with_estimator_params
 from tests.support.polling import wait_until
 
+pytestmark = pytest.mark.whole_stack
 REFUSED = {401, 403}
 
 

@@ -22,7 +22,7 @@ import pytest
 from deployments.catalog import PROCEDURES
 from tests.support.gateway import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the module's demo run may take 900 s
+pytestmark = [pytest.mark.slow, pytest.mark.whole_stack, pytest.mark.timeout(1800)]  # the module's demo run may take 900 s
 
 ROOT = Path(__file__).resolve().parents[2]
 STEWARD = str(Path(sys.executable).parent / "steward")

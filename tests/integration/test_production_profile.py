@@ -21,6 +21,7 @@ from tests.integration.test_gateway import rows_of
 from tests.support.gateway import free_port
 from tests.support.models import mark_validated, register_trained, train_spec, with_estimator_params
 
+pytestmark = pytest.mark.whole_stack
 ROOT = Path(__file__).resolve().parents[2]
 STEWARD = str(Path(sys.executable).parent / "steward")
 TOKEN = "production-profile-test-token"
