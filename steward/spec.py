@@ -454,7 +454,7 @@ class RetrainSpec(_Strict):
         default=None, gt=0,
         description="Scheduled refresh: once the champion's training data is this many days old, retrain even "
                     "with no alarm, and promote the fresher model unless the gate shows it worse (decision 0036). "
-                    "Off by default; the backtest's staleness cost says whether a model needs it.",
+                    "Off by default: a backtest (Steward against its every-window baseline) says whether a model needs it.",
     )
 
 
