@@ -44,11 +44,22 @@ def _free_pair() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
+def _distinct_ports() -> dict[str, int]:
+    """A free port per service, none of them the second replica's (gateway + 1): free ports are picked one by
+    one, so two picks can coincide ("ports [...] are given to more than one service", seen once in CI)."""
+    for _ in range(50):
+        ports = {"postgres": free_port(), "prefect": free_port(), "mlflow": free_port(),
+                 "gateway": _free_pair(), "deployments": free_port(), "evidently": free_port()}
+        taken = [*ports.values(), ports["gateway"] + 1]
+        if len(set(taken)) == len(taken):
+            return ports
+    raise RuntimeError("no distinct free ports for the production profile")
+
+
 class Stack:
     def __init__(self, home: Path, spec_path: Path, replicas: int = 2) -> None:
         self.home, self.spec_path, self.replicas = home, spec_path, replicas
-        self.ports = {"postgres": free_port(), "prefect": free_port(), "mlflow": free_port(),
-                      "gateway": _free_pair(), "deployments": free_port(), "evidently": free_port()}
+        self.ports = _distinct_ports()
         self.gateways = [f"http://127.0.0.1:{self.ports['gateway'] + i}" for i in range(replicas)]
         self.env = {**os.environ, "COLUMNS": "250", "STEWARD_HOME": str(home), "STEWARD_ADMIN_TOKEN": TOKEN,
                     "STEWARD_TRACKING_URI": f"http://127.0.0.1:{self.ports['mlflow']}",
