@@ -15,6 +15,7 @@ from steward.spec import ModelSpec
 from steward.training.data import Split, frame_sha256
 from steward.training.entrypoints import PRODUCER_TAG
 from steward.training.gates import (
+    MODEL_TRAINED_AS_OF_TAG,
     TRAINED_AS_OF_TAG,
     RetrainAllowance,
     TrainingDurationVerdict,
@@ -22,6 +23,7 @@ from steward.training.gates import (
     ValidationVerdict,
     decide_retrain,
     judge_training_duration,
+    model_trained_as_of,
     trained_as_of,
 )
 from steward.training.retrain_decision import (
@@ -148,7 +150,7 @@ def check_refresh_due(spec: ModelSpec, as_of: datetime | None = None) -> Refresh
     """Whether the champion's training data is older than ``retrain.refresh_after_days`` at ``as_of`` (default now)."""
     reg = registry()
     champion = reg.champion(spec.name) if reg.model_exists(spec.name) else None
-    trained_at = trained_as_of(champion.tags, champion.created) if champion else None
+    trained_at = model_trained_as_of(champion.tags, champion.created) if champion else None
     return refresh_check(spec, trained_at, as_of or datetime.now(UTC))
 
 
@@ -265,6 +267,7 @@ def refit_threshold_candidate(spec: ModelSpec, as_of: datetime | None, why: str)
     )
     reg.set_version_tags(spec.name, info.version, {
         TRAINED_AS_OF_TAG: now.astimezone(UTC).isoformat(), PRODUCER_TAG: "threshold_refit",
+        MODEL_TRAINED_AS_OF_TAG: model_trained_as_of(champion_info.tags, champion_info.created).astimezone(UTC).isoformat(),
         "steward.training_duration_flag": "normal: a threshold re-fit trains no model",
     })
     return RefittedCandidate(info, metrics, reason)

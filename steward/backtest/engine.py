@@ -95,6 +95,7 @@ class _Version:
     trained: TrainedModel
     trained_at: datetime
     input_schema: dict[str, str]
+    model_trained_at: datetime  # a threshold re-fit's is its base model's: the age a refresh counts
     profile: ReferenceProfile | None = None
     importances: dict[str, float] = field(default_factory=dict)
     reference: pd.DataFrame | None = None
@@ -256,11 +257,11 @@ class _Replay:
         split = split_train_holdout(frame, self.spec)
         return train_model(self.spec, split, data_sha256=frame_sha256(frame), data_source=f"backtest: {source}")
 
-    def _version(self, trained: TrainedModel, at: datetime) -> _Version:
+    def _version(self, trained: TrainedModel, at: datetime, model_trained_at: datetime | None = None) -> _Version:
         example = trained.holdout_frame[self.spec.feature_names].head(20)
         schema = {column: str(dtype) for column, dtype in example.dtypes.items()}
         self.versions += 1
-        return _Version(str(self.versions), trained, at, schema)
+        return _Version(str(self.versions), trained, at, schema, model_trained_at or at)
 
     # ------------------------------------------------------------------ one window
     def window(self, index: int, start: datetime, end: datetime) -> WindowOutcome:
@@ -305,7 +306,7 @@ class _Replay:
             self._revalidate(end, actions)
         if drift is None or not drift.record.material:
             self.tried = None if self.tried is not None and self.tried.trigger.drift_columns else self.tried
-        trigger = self._trigger(report, drift) or refresh_check(spec, self.champion.trained_at, end).trigger
+        trigger = self._trigger(report, drift) or refresh_check(spec, self.champion.model_trained_at, end).trigger
         if trigger is not None:
             retrained_here = self._steward_retrain(
                 end, training, actions, trigger,
@@ -565,7 +566,7 @@ class _Replay:
                                   *predict_scores(refit, holdout[spec.feature_names], spec.task))
         trained = TrainedModel(refit, metrics, champion.trained.lineage, champion.trained.train_frame, holdout,
                                champion.trained.producer)
-        candidate = self._version(trained, end)
+        candidate = self._version(trained, end, model_trained_at=champion.model_trained_at)
         actions.append(Action(
             ActionKind.RETRAINED, f"v{candidate.version}: v{champion.version} with its {fit.describe()} ({why})",
             RetrainKind.REFIT_THRESHOLD.value,
@@ -597,7 +598,7 @@ class _Replay:
             actions.append(Action(ActionKind.GATE_FAILED, gate.summary(), failed))
         if not gate.expects_gain:  # a candidate better than the champion but held back (floor, slices) is not this
             judged = {m: r for m, r in readings.items() if m in (spec.primary_metric, trigger.metric)}
-            self.tried = TriedRetrain(trigger, end, tried_until(spec, end), judged)
+            self.tried = TriedRetrain(trigger, end, tried_until(spec, end), judged, retrain_kind(spec, trigger))
 
     def _revalidate(self, end: datetime, actions: list[Action]) -> None:
         """Judge the pending candidate again on its hold-out plus the rows labelled since it was made, once

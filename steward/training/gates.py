@@ -395,14 +395,27 @@ class RetrainAllowance:
 TRAINED_AS_OF_TAG = "steward.trained_as_of"
 
 
+# Version tag of a threshold re-fit: when the estimator it wraps was trained. A re-fit moves only the
+# threshold, so the model's age, which a scheduled refresh counts, is its base version's.
+MODEL_TRAINED_AS_OF_TAG = "steward.model_trained_as_of"
+
+
+def _utc_stamp(value: str) -> datetime:
+    stamp = datetime.fromisoformat(value)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
 def trained_as_of(tags: dict[str, str], created: datetime) -> datetime:
     """A version's training event time: its ``steward.trained_as_of`` tag, else its creation time
     (versions registered before the tag existed)."""
     value = tags.get(TRAINED_AS_OF_TAG)
-    if not value:
-        return created
-    stamp = datetime.fromisoformat(value)
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return _utc_stamp(value) if value else created
+
+
+def model_trained_as_of(tags: dict[str, str], created: datetime) -> datetime:
+    """When a version's estimator was trained: a threshold re-fit's base model's time, else ``trained_as_of``."""
+    value = tags.get(MODEL_TRAINED_AS_OF_TAG)
+    return _utc_stamp(value) if value else trained_as_of(tags, created)
 
 
 def decide_retrain(

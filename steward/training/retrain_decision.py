@@ -213,6 +213,12 @@ class TriedRetrain:
     at: datetime
     until: datetime  # forgotten after this: the world had time to give a retrain more rows
     readings: Mapping[str, Reading] = field(default_factory=dict)
+    kind: RetrainKind = RetrainKind.TRAIN
+
+    def answers(self, trigger: RetrainTrigger) -> bool:
+        """Whether this retrain already tried what ``trigger`` asks: a refresh asks for a fresh model, which a
+        re-fitted threshold (the same model) never tried."""
+        return not (trigger.refresh and self.kind is RetrainKind.REFIT_THRESHOLD)
 
 
 class RetrainNeedCode(StrEnum):
@@ -256,7 +262,7 @@ def decide_retrain_need(
             return RetrainNeed(RetrainNeedCode.CANDIDATE_PENDING,
                                f"{trigger.describe()}: candidate {pending.describe()}; no second retrain for the "
                                "same trigger")
-    if tried is not None and now < tried.until:
+    if tried is not None and now < tried.until and tried.answers(trigger):
         spread = trigger.new_against(tried.trigger)
         moved = moved_since(tried.readings, readings, limit, higher_is_better)
         if not spread and moved is None:
@@ -360,4 +366,4 @@ def tried_from_tags(spec: ModelSpec, tags: Mapping[str, str], at: datetime, cham
     judged = (spec.primary_metric, trigger.metric)
     readings = {m: Reading(m, float(v[0]), float(v[1]), int(v[2])) for m, v in measured.items()
                 if m in judged and isinstance(v, list) and len(v) == 3}
-    return TriedRetrain(trigger, at, tried_until(spec, at), readings)
+    return TriedRetrain(trigger, at, tried_until(spec, at), readings, retrain_kind(spec, trigger))

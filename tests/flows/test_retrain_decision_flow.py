@@ -13,7 +13,7 @@ import pytest
 from flows.retrain import retrain
 from flows.validate import validate
 from steward import events
-from steward.training.gates import TRAINED_AS_OF_TAG
+from steward.training.gates import MODEL_TRAINED_AS_OF_TAG, TRAINED_AS_OF_TAG, model_trained_as_of
 from steward.training.retrain_decision import TRIGGER_METRIC_TAG, TRIGGER_TAG, RetrainKind, RetrainNeedCode
 from steward.training.train import RetrainSkip
 from tests.flows.test_triggers import WANTED, _flush_events, _the_run_started_by, register  # noqa: F401
@@ -70,6 +70,9 @@ def test_an_accuracy_drop_reaches_the_gate_and_re_fits_the_threshold(register, w
     tags = registry.get_version(model_name, result.version).tags
     assert tags[TRIGGER_METRIC_TAG] == "accuracy" and json.loads(tags[TRIGGER_TAG])["metric"] == "accuracy"
     assert tags["steward.producer"] == "threshold_refit"
+    # the re-fit keeps its model's training time: a scheduled refresh counts the model's age, not the re-fit's
+    assert model_trained_as_of(tags, end.to_pydatetime()) == (START - DAY).to_pydatetime()
+    assert tags[TRAINED_AS_OF_TAG] != tags[MODEL_TRAINED_AS_OF_TAG]
 
     outcome = validate(spec_path=str(spec_path), version=result.version)
     checks = {c.name: c for c in outcome.report.checks}

@@ -188,6 +188,23 @@ def test_a_quiet_history_with_a_scheduled_refresh_retrains_the_old_champion_and_
     assert result.windows[2].served_version != "1" and not result.windows[2].did(ActionKind.RETRAINED)
 
 
+@pytest.mark.slow
+def test_a_re_fitted_threshold_keeps_its_models_age_so_the_refresh_still_comes_on_time(spec):
+    refreshing = spec.model_copy(update={"retrain": spec.retrain.model_copy(update={"refresh_after_days": 20}),
+                                         "data": spec.data.model_copy(update={"window_days": 7})})
+    config = BacktestConfig(strategies=(Strategy.STEWARD,), label_delay=timedelta(hours=1))
+    shifted = history(3, Injection(DriftKind.BASE_RATE_SHIFT, FIRST_WINDOW, None, (), 1.0), rows_per_day=400)
+    first, second, third = run_backtest(refreshing, shifted, config).windows
+    refit = next(a for a in first.actions if a.kind is ActionKind.RETRAINED)
+    assert refit.code == RetrainKind.REFIT_THRESHOLD.value
+    assert second.did(ActionKind.PROMOTED)  # the re-fit, once its rows arrived; a second re-fit there fails
+    assert next(a for a in second.actions if a.kind is ActionKind.RETRAINED).code == RetrainKind.REFIT_THRESHOLD.value
+    # the served re-fit is 14 days old at the third window's end, its model 21: the refresh is due, and the
+    # failed re-fit does not fold it (it never tried a fresh model)
+    refresh = next(a for a in third.actions if a.kind is ActionKind.RETRAINED)
+    assert "scheduled refresh" in refresh.detail and refresh.code == RetrainKind.TRAIN.value
+
+
 # ---------------------------------------------------------------------- bad input
 
 def test_missing_columns_are_named(spec):

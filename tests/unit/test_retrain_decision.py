@@ -226,3 +226,32 @@ def test_the_scheduled_refresh_is_due_once_the_champion_is_as_old_as_the_spec_sa
     # the validate flow reads the refresh back from the version's tags
     assert recorded_trigger(trigger_tags(due.trigger, {})) == due.trigger
     assert recorded_trigger({}) is None
+
+
+def test_a_refresh_counts_the_models_age_and_is_not_folded_into_a_failed_threshold_re_fit(example_spec):
+    from steward.training.gates import (
+        MODEL_TRAINED_AS_OF_TAG,
+        TRAINED_AS_OF_TAG,
+        model_trained_as_of,
+        trained_as_of,
+    )
+    from steward.training.retrain_decision import tried_from_tags, trigger_tags
+
+    refit_at, model_at = T0 + timedelta(days=20), T0
+    tags = {TRAINED_AS_OF_TAG: refit_at.isoformat(), MODEL_TRAINED_AS_OF_TAG: model_at.isoformat()}
+    assert trained_as_of(tags, T0) == refit_at  # the cooldown counts the re-fit
+    assert model_trained_as_of(tags, T0) == model_at  # the refresh counts the model it wraps
+    assert model_trained_as_of({TRAINED_AS_OF_TAG: refit_at.isoformat()}, T0) == refit_at
+
+    accuracy = RetrainTrigger((), "accuracy")
+    failed = {**trigger_tags(accuracy, {}), "steward.validation.status": "failed",
+              "steward.validation.expects_gain": "false", "steward.validation.against": "3"}
+    tried_refit = tried_from_tags(example_spec, failed, refit_at, "3")
+    assert tried_refit is not None and tried_refit.kind is RetrainKind.REFIT_THRESHOLD
+    refresh = RetrainTrigger(refresh=True)
+    later = refit_at + timedelta(days=1)
+    assert decide_retrain_need(refresh, later, pending=None, tried=tried_refit, readings={}, limit=0.05,
+                               higher_is_better=HIGHER).go
+    tried_model = TriedRetrain(RetrainTrigger(("income",), input_drift=True), refit_at, later + timedelta(days=6))
+    assert decide_retrain_need(refresh, later, pending=None, tried=tried_model, readings={}, limit=0.05,
+                               higher_is_better=HIGHER).code is RetrainNeedCode.NO_NEW_EVIDENCE
