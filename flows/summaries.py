@@ -42,7 +42,10 @@ def dask_task_runner(settings: Settings) -> TaskRunner | None:
     # Processes, one thread each: a summary's work is numpy and Arrow under the GIL in places.
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": None})
+                                          "processes": True, "dashboard_address": None,
+                                          # the scheduler's HTTP routes bind 8787 even without a dashboard:
+                                          # any free port, so two checks' clusters can run at once
+                                          "scheduler_kwargs": {"dashboard": False, "dashboard_address": ":0"}})
 
 
 def partition_runner(store: PredictionStore, spec: ModelSpec,
