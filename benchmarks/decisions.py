@@ -8,6 +8,7 @@ scored against the injected ground truth and the issue's goals are judged pass/f
     uv run python benchmarks/decisions.py --quick          # a few minutes on 2 cores: the quick subset
     uv run python benchmarks/decisions.py                  # the full suite (90-day quiet periods)
     uv run python benchmarks/decisions.py --cases quiet,threshold_shift --quick
+    uv run python benchmarks/decisions.py --jobs 2 --keep .decisions-full   # resumable: finished cases kept
 
 NannyML: ``uv venv .nannyml-venv --python 3.11 && uv pip install --python .nannyml-venv/bin/python nannyml
 statsmodels pyarrow`` (or point ``--nannyml-python`` at any interpreter that has it).
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -181,9 +183,21 @@ def candidate_section(quick: bool, seed: int) -> tuple[list, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------ main
-def _run_one(job: tuple[ScenarioCase, SuiteSize, int, Path | None]) -> CaseRun:
-    """One case through the backtests and every baseline (a weekly retrain only where something changes)."""
-    case, size, seed, nanny_python = job
+def _kept_path(keep: Path, case: ScenarioCase, size: SuiteSize, seed: int) -> Path:
+    return keep / f"{case.name}-{'quick' if size == SuiteSize.quick() else 'full'}-seed{seed}.pickle"
+
+
+def _run_one(job: tuple[ScenarioCase, SuiteSize, int, Path | None, Path | None]) -> CaseRun:
+    """One case through the backtests and every baseline (a weekly retrain only where something changes).
+
+    With ``keep``, a finished case is pickled there and read back on the next run: a full suite takes
+    an hour or more on two cores, and an interruption should cost only the cases still running.
+    """
+    case, size, seed, nanny_python, keep = job
+    kept = _kept_path(keep, case, size, seed) if keep is not None else None
+    if kept is not None and kept.exists():
+        print(f"{case.name}: kept from {kept}", flush=True)
+        return pickle.loads(kept.read_bytes())
     t0 = time.perf_counter()
     run = run_case(case, size, seed=seed, weekly=case.onset is not None)
     if nanny_python is not None:
@@ -192,6 +206,10 @@ def _run_one(job: tuple[ScenarioCase, SuiteSize, int, Path | None]) -> CaseRun:
     print(f"{case.name}: detected={s.detected} delay={s.delay_cycles} false={s.false_alarms} "
           f"retrains={s.retrains} promoted={s.promotions} lost={_pts(s.accuracy_lost)} "
           f"recover={s.cycles_to_recover} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.with_suffix(".partial").write_bytes(pickle.dumps(run))
+        kept.with_suffix(".partial").replace(kept)
     return run
 
 
@@ -204,6 +222,9 @@ def main() -> None:
     parser.add_argument("--nannyml-python", type=Path, default=DEFAULT_NANNYML_PYTHON)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--jobs", type=int, default=1, help="cases run in parallel processes")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="a folder where each finished case is kept and from which a rerun resumes "
+                             "(same seed and mode; delete it after changing product code)")
     args = parser.parse_args()
 
     size = SuiteSize.quick() if args.quick else SuiteSize.full()
@@ -219,7 +240,7 @@ def main() -> None:
     nanny = nannyml_version(args.nannyml_python)
     mode = "quick" if args.quick else "full"
     started = time.perf_counter()
-    jobs = [(case, size, args.seed, args.nannyml_python if nanny else None) for case in cases]
+    jobs = [(case, size, args.seed, args.nannyml_python if nanny else None, args.keep) for case in cases]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             runs = list(pool.map(_run_one, jobs))
