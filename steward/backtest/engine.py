@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,26 +31,23 @@ from steward.backtest.result import (
     Strategy,
     WindowOutcome,
 )
-from steward.estimators import build_estimator
+from steward.backtest.scoring import Scored, cross_fitted_oracle, labelled_metrics, score
+from steward.backtest.versions import KeptCandidate, ReplayVersion
 from steward.monitoring.drift.engine import detect_drift
 from steward.monitoring.drift.history import DriftRecord
 from steward.monitoring.drift.monitor import (
     MIN_DRIFT_ROWS,
-    build_drift_reference,
     compare_seasonal,
     judge_drift,
     reference_outputs,
 )
-from steward.monitoring.drift.profile import ReferenceProfile
 from steward.monitoring.drift.result import DriftResult
 from steward.monitoring.health.accuracy import (
-    Calibration,
     InputDrift,
     accuracy_evidence,
     check_accuracy,
-    holdout_figures,
 )
-from steward.monitoring.health.data_quality import OutlierFences, check_data_quality
+from steward.monitoring.health.data_quality import check_data_quality
 from steward.monitoring.health.report import (
     Area,
     CheckResult,
@@ -78,59 +75,12 @@ from steward.training.retrain_decision import (
     served_readings,
     tried_until,
 )
-from steward.training.scores import SkippedCheck
 from steward.training.threshold import refit_threshold
-from steward.training.train import RetrainSkip, TrainedModel, labelled_frame, reference_sample, train_model
-from steward.training.validation import Contender, validate_candidate
+from steward.training.train import RetrainSkip, TrainedModel, labelled_frame, train_model
+from steward.training.validation import validate_candidate
 from steward.training.windows import ExpectedBelowFloor, choose_training_window
 
 LABEL_TIME = "__steward_label_time"
-
-
-@dataclass
-class _Version:
-    """A model Steward trained in the replay, with what its monitoring needs (built when it first serves)."""
-
-    version: str
-    trained: TrainedModel
-    trained_at: datetime
-    input_schema: dict[str, str]
-    model_trained_at: datetime  # a threshold re-fit's is its base model's: the age a refresh counts
-    profile: ReferenceProfile | None = None
-    importances: dict[str, float] = field(default_factory=dict)
-    reference: pd.DataFrame | None = None
-    fences: OutlierFences | None = None
-    calibration: Calibration | SkippedCheck | str | None = None
-    validation_errors: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def estimator(self) -> Any:
-        return self.trained.estimator
-
-    def contender(self) -> Contender:
-        return Contender(self.trained.estimator, self.version, self.input_schema)
-
-    def prepare_monitoring(self, spec: ModelSpec) -> None:
-        """The drift reference, outlier fences and calibration the flows read from the registry."""
-        if self.profile is not None:
-            return
-        sample = reference_sample(self.trained.train_frame, spec.training.reference_sample_rows,
-                                  spec.training.random_state)
-        self.reference = sample[spec.feature_names].reset_index(drop=True)
-        self.profile, self.importances = build_drift_reference(
-            self.estimator, self.reference, self.trained.holdout_frame, spec)
-        self.fences = OutlierFences.from_reference(self.reference, spec, self.version)
-        figures = holdout_figures(self.estimator, self.trained.holdout_frame, spec)
-        self.calibration, self.validation_errors = figures.calibration, figures.errors
-
-
-@dataclass
-class _Kept:
-    """A pending candidate of the replay: the decision record, the model and the rows it was gated on."""
-
-    pending: PendingCandidate
-    version: _Version
-    holdout: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -142,12 +92,6 @@ class _DriftCheck:
     @property
     def announced(self) -> bool:
         return self.record.announced
-
-
-@dataclass(frozen=True)
-class _Scored:
-    predictions: np.ndarray
-    probabilities: np.ndarray | None
 
 
 def run_backtest(
@@ -216,7 +160,7 @@ class _Replay:
         self.every_window: TrainedModel = trained
         self.retrain_times: list[datetime] = [first_start]
         self.previous_drift: DriftRecord | None = None
-        self.kept: _Kept | None = None  # the one pending candidate (inconclusive, expected to gain)
+        self.kept: KeptCandidate | None = None  # the one pending candidate (inconclusive, expected to gain)
         self.tried: TriedRetrain | None = None  # the last retrain that found no expected gain
         # Earlier windows' logged rows whose labels arrive later, for the label look-back (health.label_lookback_days)
         self.awaiting: list[tuple[datetime, pd.DataFrame]] = []
@@ -257,11 +201,11 @@ class _Replay:
         split = split_train_holdout(frame, self.spec)
         return train_model(self.spec, split, data_sha256=frame_sha256(frame), data_source=f"backtest: {source}")
 
-    def _version(self, trained: TrainedModel, at: datetime, model_trained_at: datetime | None = None) -> _Version:
+    def _version(self, trained: TrainedModel, at: datetime, model_trained_at: datetime | None = None) -> ReplayVersion:
         example = trained.holdout_frame[self.spec.feature_names].head(20)
         schema = {column: str(dtype) for column, dtype in example.dtypes.items()}
         self.versions += 1
-        return _Version(str(self.versions), trained, at, schema, model_trained_at or at)
+        return ReplayVersion(str(self.versions), trained, at, schema, model_trained_at or at)
 
     # ------------------------------------------------------------------ one window
     def window(self, index: int, start: datetime, end: datetime) -> WindowOutcome:
@@ -334,21 +278,14 @@ class _Replay:
             baseline_retrains=tuple(baseline_retrains),
         )
 
-    def _score(self, estimator: Any, features: pd.DataFrame) -> _Scored:
-        if features.empty:
-            return _Scored(np.empty(0), None)
-        predictions, probabilities = predict_scores(estimator, features, self.spec.task)
-        return _Scored(predictions, probabilities)
+    def _score(self, estimator: Any, features: pd.DataFrame) -> Scored:
+        return score(self.spec, estimator, features)
 
-    def _metrics(self, y: np.ndarray, scored: _Scored, labelled: np.ndarray) -> dict[str, float]:
-        if not labelled.any():
-            return {}
-        probabilities = scored.probabilities[labelled] if scored.probabilities is not None else None
-        y = _typed_like(y, scored.predictions)
-        return compute_metrics(self.spec.task, y, scored.predictions[labelled], probabilities)
+    def _metrics(self, y: np.ndarray, scored: Scored, labelled: np.ndarray) -> dict[str, float]:
+        return labelled_metrics(self.spec, y, scored, labelled)
 
     # ------------------------------------------------------------------ Steward's checks
-    def _health(self, served: _Version, log: pd.DataFrame, labelled_log: pd.DataFrame, start: datetime,
+    def _health(self, served: ReplayVersion, log: pd.DataFrame, labelled_log: pd.DataFrame, start: datetime,
                 end: datetime, measured: DriftResult | None) -> HealthReport:
         """The health check's data-quality and accuracy checks over the window, with the labels known by its end,
         judging inputs on the same drift measurement as the drift verdict (as the health flow does).
@@ -374,7 +311,7 @@ class _Replay:
             checks.append(failed_check(Area.ACCURACY, error))
         return HealthReport.combine(spec.name, HealthWindow(start, end), checks)
 
-    def _log(self, served: _Version, rows: pd.DataFrame, scored: _Scored, start: datetime, end: datetime
+    def _log(self, served: ReplayVersion, rows: pd.DataFrame, scored: Scored, start: datetime, end: datetime
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The window as the prediction log would hold it (one served, answered request per row), and the labelled
         rows the health check reads: the window's own with the labels received by ``end``, and the predictions of
@@ -419,11 +356,11 @@ class _Replay:
             self.awaiting.append((start, answered[~known]))
         return log, labelled_log
 
-    def _previous_result(self, served: _Version) -> DriftResult | None:
+    def _previous_result(self, served: ReplayVersion) -> DriftResult | None:
         previous = self.previous_drift
         return previous.result if previous is not None and previous.version == served.version else None
 
-    def _measure_drift(self, served: _Version, rows: pd.DataFrame, start: datetime, end: datetime
+    def _measure_drift(self, served: ReplayVersion, rows: pd.DataFrame, start: datetime, end: datetime
                        ) -> DriftResult | None:
         """The drift engine on the window against the champion's training sample, seasonal features one season
         back (None: too few rows)."""
@@ -453,7 +390,7 @@ class _Replay:
             result = compare_seasonal(result, season_back)
         return result
 
-    def _drift(self, served: _Version, log: pd.DataFrame, labelled_log: pd.DataFrame,
+    def _drift(self, served: ReplayVersion, log: pd.DataFrame, labelled_log: pd.DataFrame,
                measured: DriftResult | None, start: datetime, end: datetime) -> _DriftCheck | None:
         """The drift report's verdict on the window: accuracy evidence for a drifting prediction, the retrain
         allowance at the window's end for a drift raised while retraining is blocked."""
@@ -521,7 +458,7 @@ class _Replay:
         return trained if kind is RetrainKind.TRAIN else None  # a re-fitted threshold trains no new model
 
     def _train_candidate(self, end: datetime, training: pd.DataFrame, why: str, actions: list[Action]
-                         ) -> tuple[_Version, pd.DataFrame, TrainedModel] | None:
+                         ) -> tuple[ReplayVersion, pd.DataFrame, TrainedModel] | None:
         spec = self.spec
         source = f"labels known by {end:%Y-%m-%d %H:%M} UTC"
         if len(spec.data.window_candidates) > 1:  # the retrain flow's choice of window, on the same rows
@@ -550,7 +487,7 @@ class _Replay:
         return candidate, trained.holdout_frame, trained
 
     def _refit_threshold(self, end: datetime, why: str, actions: list[Action]
-                         ) -> tuple[_Version, pd.DataFrame, TrainedModel] | None:
+                         ) -> tuple[ReplayVersion, pd.DataFrame, TrainedModel] | None:
         """The champion with its threshold re-fitted on the older part of the most recent usable window; the
         newer part is the gate's hold-out (``refit_threshold``)."""
         spec = self.spec
@@ -573,7 +510,7 @@ class _Replay:
         ))
         return candidate, holdout, trained
 
-    def _record_gate(self, gate: ValidationReport, candidate: _Version, holdout: pd.DataFrame,
+    def _record_gate(self, gate: ValidationReport, candidate: ReplayVersion, holdout: pd.DataFrame,
                      trigger: RetrainTrigger, end: datetime, readings: dict[str, Reading],
                      actions: list[Action]) -> None:
         """Promote a pass; keep an inconclusive candidate expected to gain; remember a retrain without gain."""
@@ -590,7 +527,7 @@ class _Replay:
             if gate.expects_gain and gate.rows_needed is not None:
                 pending = PendingCandidate(candidate.version, trigger, end, gate.rows_needed,
                                            pending_until(spec, end), trigger.metric)
-                self.kept = _Kept(pending, candidate, holdout)
+                self.kept = KeptCandidate(pending, candidate, holdout)
                 actions.append(Action(ActionKind.CANDIDATE_PENDING, pending.describe(), str(pending.rows_needed)))
                 return
         else:
@@ -627,53 +564,12 @@ class _Replay:
             return
         self._record_gate(gate, kept.version, holdout, pending.trigger, pending.created, {}, actions)
         if self.kept is not None:  # still inconclusive: keep the first deadline, count from the new hold-out
-            self.kept = _Kept(PendingCandidate(pending.version, pending.trigger, end, self.kept.pending.rows_needed,
+            self.kept = KeptCandidate(PendingCandidate(pending.version, pending.trigger, end, self.kept.pending.rows_needed,
                                                pending.expires, pending.trigger_metric), kept.version, holdout)
 
     # ------------------------------------------------------------------ the oracle
     def _oracle(self, index: int, start: datetime, rows: pd.DataFrame,
                 labelled: np.ndarray) -> dict[str, float] | None:
-        """Metrics of models that saw the window's own labels: 2-fold cross-fitted inside the window, each fold
-        scored by a model trained on the other fold plus the preceding training window (every label known)."""
-        spec = self.spec
-        window = rows[labelled]
-        if len(window) < 4:
-            return None
         before = self._rows(start - self.training_window, start)
-        before = before[before[spec.target].notna().to_numpy()]
-        rng = np.random.default_rng([self.config.seed, index])
-        fold = rng.permutation(len(window)) % 2
-        predictions = np.empty(len(window), dtype=object)
-        probabilities: np.ndarray | None = None
-        for part in (0, 1):
-            train = pd.concat([before, window[fold != part]])
-            if spec.task.is_classification and train[spec.target].nunique() < 2:
-                return None
-            model = build_estimator(spec)
-            model.fit(train[spec.feature_names], _target(train[spec.target], spec))
-            scored = self._score(model, window[fold == part][spec.feature_names])
-            predictions[fold == part] = scored.predictions
-            if scored.probabilities is not None:
-                if probabilities is None:
-                    probabilities = np.zeros((len(window), scored.probabilities.shape[1]))
-                if scored.probabilities.shape[1] != probabilities.shape[1]:
-                    return None  # a fold missed a class: no comparable probabilities
-                probabilities[fold == part] = scored.probabilities
-        predictions = np.asarray(predictions.tolist())
-        y = _typed_like(window[spec.target].to_numpy(), predictions)
-        return compute_metrics(spec.task, y, predictions, probabilities)
-
-
-def _target(column: pd.Series, spec: ModelSpec) -> pd.Series:
-    """Class labels as integers when they are whole numbers (a target column with NaN reads as float)."""
-    if spec.task.is_classification and pd.api.types.is_float_dtype(column) and (column % 1 == 0).all():
-        return column.astype("int64")
-    return column
-
-
-def _typed_like(y: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """Labels in the predictions' type, so 1.0 and 1 compare equal and 'a' stays 'a'."""
-    predictions = np.asarray(predictions)
-    if predictions.dtype.kind in "iub" and np.asarray(y).dtype.kind == "f":
-        return np.asarray(y).astype(predictions.dtype)
-    return np.asarray(y)
+        return cross_fitted_oracle(self.spec, rows[labelled], before[before[self.spec.target].notna().to_numpy()],
+                                   np.random.default_rng([self.config.seed, index]))
