@@ -13,9 +13,9 @@ can stop a process together with its children and nothing else. Two profiles:
 | ``evidently`` | ``evidently ui`` on the drift checks' workspace ``<home>/evidently`` | the same | ``GET /api/version`` |
 | ``prometheus`` | Debian's ``prometheus`` (``--with-prometheus`` only), scraping every gateway | the same | ``GET /-/ready`` |
 
-A pid file per service under ``<home>/run`` records the pid, the process's start time (so a
-reused pid is never mistaken for ours), the port and the log file; logs go to ``<home>/logs``;
-``<home>/run/stack.profile`` names the services of the last ``up``.
+A pid file per service under ``<home>/run`` records the pid, the process's start time, the port and the
+log file (:mod:`steward.processes`); logs go to ``<home>/logs``; ``<home>/run/stack.profile`` names the
+services of the last ``up``.
 The embedded profile's MLflow and Prefect accept unauthenticated requests (one machine, 127.0.0.1);
 the production profile's accept only Steward's credentials (:mod:`steward.credentials`), which reach
 each process in its environment at launch.
@@ -24,29 +24,23 @@ No Prefect import here: this is plain process supervision.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import pwd
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psutil
 
 from steward import postgres
 from steward.config import Settings, environment_for
-from steward.credentials import MLFLOW_AUTH_APP, ControlPlaneSecrets, CredentialsError
+from steward.credentials import MLFLOW_AUTH_APP, ControlPlaneSecrets
 from steward.monitoring.drift.workspace import workspace_path
 from steward.monitoring.prometheus import (
     PrometheusFiles,
@@ -54,6 +48,19 @@ from steward.monitoring.prometheus import (
     ScrapeSettings,
     prometheus_command,
     write_prometheus_files,
+)
+from steward.processes import (
+    Record,
+    Service,
+    StackError,
+    alive,
+    check_ports,
+    healthy,
+    launch,
+    recorded,
+    run_dir,
+    stop_record,
+    wait_healthy,
 )
 
 SERVICE_ORDER = ("prefect", "mlflow", "gateway", "deployments", "evidently")  # the embedded profile's services
@@ -64,14 +71,6 @@ WORK_POOL = "steward-pool"
 class Profile(StrEnum):
     EMBEDDED = "embedded"
     PRODUCTION = "production"
-
-
-class StackError(RuntimeError):
-    """Something the user can fix: a taken port, a service that did not become healthy."""
-
-
-class PortTaken(StackError):
-    pass
 
 
 class ServiceState(StrEnum):
@@ -125,46 +124,6 @@ class StackConfig:
 
 
 @dataclass(frozen=True)
-class Service:
-    name: str
-    command: tuple[str, ...]
-    port: int
-    health_url: str  # http(s)://… answered 200, or postgresql://host:port accepting connections
-    env: dict[str, str] = field(default_factory=dict)
-    wave: int = 0  # started after every service of a lower wave is healthy; stopped in reverse
-    port_option: str = ""  # the `steward up` option that moves the port
-    user: str | None = None  # OS user the process runs as (PostgreSQL refuses root)
-    stop_signal: int = signal.SIGTERM
-    secret_env: Callable[[], dict[str, str]] | None = None  # added to env at launch; never written down
-
-    @property
-    def option(self) -> str:
-        return self.port_option or f"--{self.name}-port"
-
-
-@dataclass(frozen=True)
-class Record:
-    """What the pid file of a running service says."""
-
-    name: str
-    pid: int
-    create_time: float
-    port: int
-    health_url: str
-    log: str
-    command: tuple[str, ...]
-    started: str
-    wave: int = 0
-    stop_signal: int = signal.SIGTERM
-
-    @classmethod
-    def read(cls, path: Path) -> Record:
-        data = json.loads(path.read_text())
-        data["command"] = tuple(data["command"])
-        return cls(**data)
-
-
-@dataclass(frozen=True)
 class ReplicaView:
     """What one gateway replica serves of one model, from its ``/admin/status``."""
 
@@ -184,14 +143,6 @@ class ServiceStatus:
     url: str | None = None
     detail: str = ""
     views: tuple[ReplicaView, ...] = ()
-
-
-def run_dir(settings: Settings) -> Path:
-    return settings.home / "run"
-
-
-def log_dir(settings: Settings) -> Path:
-    return settings.home / "logs"
 
 
 def _bin(name: str) -> str:
@@ -351,135 +302,6 @@ def _prepare_prometheus(settings: Settings, config: StackConfig, services: Seque
                            config.prometheus_scrape, bearer_token=token)
 
 
-# --- ports ---------------------------------------------------------------------------------------
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _listener(port: int) -> str:
-    try:
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                return f" by pid {conn.pid} ({' '.join(psutil.Process(conn.pid).cmdline()[:3])})"
-    except (psutil.Error, OSError):
-        pass
-    return ""
-
-
-def check_ports(services: Sequence[Service], host: str) -> None:
-    """Raise :class:`PortTaken` naming every taken port, its service and the option that moves it."""
-    ports = [service.port for service in services]
-    clashes = sorted({p for p in ports if ports.count(p) > 1})
-    if clashes:
-        raise PortTaken(f"ports {clashes} are given to more than one service; choose a different port for each")
-    taken = [service for service in services if not port_is_free(host, service.port)]
-    if taken:
-        raise PortTaken("; ".join(
-            f"port {s.port} on {host} for the {s.name} service is already in use{_listener(s.port)}: "
-            f"stop that process or choose another with {s.option}"
-            for s in taken
-        ))
-
-
-# --- pid files and processes ---------------------------------------------------------------------
-
-def _pid_file(settings: Settings, name: str) -> Path:
-    return run_dir(settings) / f"{name}.json"
-
-
-def _recorded(settings: Settings) -> list[Record]:
-    """Every service with a pid file, in start order."""
-    records = [Record.read(path) for path in sorted(run_dir(settings).glob("*.json"))]
-    return sorted(records, key=lambda record: record.wave)
-
-
-def _alive(record: Record) -> psutil.Process | None:
-    """The recorded process if it is still the one we started (same pid and start time)."""
-    try:
-        process = psutil.Process(record.pid)
-        if abs(process.create_time() - record.create_time) < 1.0 and process.status() != psutil.STATUS_ZOMBIE:
-            return process
-    except psutil.Error:
-        pass
-    return None
-
-
-def _healthy(url: str, timeout: float = 3.0) -> tuple[bool, str]:
-    if url.startswith("postgresql://"):
-        host, _, port = url.removeprefix("postgresql://").rpartition(":")
-        try:
-            ready = postgres.is_ready(host, int(port), timeout)
-        except (postgres.PostgresError, OSError, subprocess.SubprocessError) as error:
-            return False, f"{type(error).__name__}: {error}"
-        return ready, "accepting connections" if ready else "not accepting connections"
-    try:
-        response = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as error:
-        return False, f"{type(error).__name__}"
-    return response.status_code == 200, f"HTTP {response.status_code}"
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _launch(settings: Settings, service: Service) -> Record:
-    log_dir(settings).mkdir(parents=True, exist_ok=True)
-    run_dir(settings).mkdir(parents=True, exist_ok=True)
-    log_path = log_dir(settings) / f"{service.name}.log"
-    identity: dict[str, Any] = {}
-    if service.user is not None:
-        account = pwd.getpwnam(service.user)
-        identity = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-    try:
-        secret_env = service.secret_env() if service.secret_env else {}
-    except CredentialsError as error:
-        raise StackError(f"the {service.name} service cannot start: {error}") from None
-    with log_path.open("ab") as log:
-        log.write(f"\n=== {datetime.now(UTC).isoformat()} starting: {' '.join(service.command)}\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            service.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**service.env, **secret_env}, cwd=os.getcwd() if service.user is None else "/",
-            start_new_session=True, **identity,
-        )
-    record = Record(
-        name=service.name, pid=process.pid, create_time=psutil.Process(process.pid).create_time(),
-        port=service.port, health_url=service.health_url, log=str(log_path), command=service.command,
-        started=datetime.now(UTC).isoformat(), wave=service.wave, stop_signal=int(service.stop_signal),
-    )
-    _pid_file(settings, service.name).write_text(json.dumps(asdict(record), indent=2))
-    return record
-
-
-def _wait_healthy(records: Sequence[Record], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    pending = list(records)
-    while pending:
-        for record in list(pending):
-            if _alive(record) is None:
-                raise StackError(
-                    f"the {record.name} service exited during start-up; the end of {record.log}:\n{_tail(Path(record.log))}"
-                )
-            if _healthy(record.health_url)[0]:
-                pending.remove(record)
-        if pending and time.monotonic() > deadline:
-            names = ", ".join(f"{r.name} ({r.health_url})" for r in pending)
-            raise StackError(f"not healthy after {timeout:.0f} s: {names}; see the logs under {Path(pending[0].log).parent}")
-        if pending:
-            time.sleep(0.5)
-
-
 def _prepare(settings: Settings, config: StackConfig, names: set[str], echo: Callable[[str], None]) -> None:
     """Before the first wave: the PostgreSQL cluster exists (``initdb`` once); so do the control plane's credentials."""
     if config.profile is Profile.PRODUCTION:
@@ -539,45 +361,26 @@ def start(settings: Settings, config: StackConfig, echo: Callable[[str], None] =
     try:
         _prepare(settings, config, names, echo)
         for wave in sorted({s.wave for s in to_start}):
-            records = [_launch(settings, s) for s in to_start if s.wave == wave]
+            records = [launch(settings, s) for s in to_start if s.wave == wave]
             started.extend(records)
             for record in records:
                 echo(f"{record.name}: started (pid {record.pid}, port {record.port}); log {record.log}")
-            _wait_healthy(records, config.startup_timeout)
+            wait_healthy(records, config.startup_timeout)
             for record in records:
                 echo(f"{record.name}: healthy at {record.health_url}")
             _after_wave(settings, config, {r.name for r in records}, echo)
     except BaseException:
         for record in reversed(started):
-            _stop_record(settings, record)
+            stop_record(settings, record)
         raise
     return started
-
-
-def _stop_record(settings: Settings, record: Record, timeout: float = 20.0) -> bool:
-    """Stop the recorded process group; True if it was running."""
-    process = _alive(record)
-    was_running = process is not None
-    if process is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(record.pid, record.stop_signal)
-        try:
-            process.wait(timeout=timeout)
-        except psutil.TimeoutExpired:
-            os.killpg(record.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-    if was_running:  # children left in the group after the leader exited
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(record.pid, signal.SIGKILL)
-    _pid_file(settings, record.name).unlink(missing_ok=True)
-    return was_running
 
 
 def stop(settings: Settings, echo: Callable[[str], None] = print) -> list[str]:
     """Stop what ``steward up`` started (per the pid files), in reverse start order; returns the names stopped."""
     stopped = []
-    for record in reversed(_recorded(settings)):
-        if _stop_record(settings, record, timeout=60.0 if record.name == "postgres" else 20.0):
+    for record in reversed(recorded(settings)):
+        if stop_record(settings, record, timeout=60.0 if record.name == "postgres" else 20.0):
             stopped.append(record.name)
             echo(f"{record.name}: stopped (pid {record.pid})")
         else:
@@ -620,7 +423,7 @@ def replica_views(base_url: str, token: str | None, timeout: float = 3.0) -> tup
 def status(settings: Settings) -> list[ServiceStatus]:
     """The state of each service, from its pid file and its health check; each gateway's view of the registry."""
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    records = {record.name: record for record in _recorded(settings)}
+    records = {record.name: record for record in recorded(settings)}
     names = _expected_services(settings)
     states = []
     for name in [*names, *(n for n in records if n not in names)]:
@@ -630,11 +433,11 @@ def status(settings: Settings) -> list[ServiceStatus]:
             continue
         url = record.health_url if record.health_url.startswith("postgresql://") else \
             record.health_url.rsplit("/", 1)[0].removesuffix("/api").removesuffix("/-")
-        if _alive(record) is None:
+        if alive(record) is None:
             states.append(ServiceStatus(name, ServiceState.STALE, record.pid, record.port, url,
                                         f"the process exited; see {record.log}"))
             continue
-        ok, detail = _healthy(record.health_url)
+        ok, detail = healthy(record.health_url)
         views: tuple[ReplicaView, ...] = ()
         if name.startswith("gateway"):
             views, problem = replica_views(url, token)
@@ -658,9 +461,9 @@ def supervise(settings: Settings, config: StackConfig, *, interval: float = 5.0,
                 continue
             restarts[state.name] += 1
             echo(f"{state.name}: {state.state}; restarting ({restarts[state.name]}/{max_restarts})")
-            record = _launch(settings, services[state.name])
+            record = launch(settings, services[state.name])
             try:
-                _wait_healthy([record], config.startup_timeout)
+                wait_healthy([record], config.startup_timeout)
                 echo(f"{state.name}: healthy again")
             except StackError as error:
                 echo(str(error))

@@ -72,6 +72,7 @@ def up(
 ) -> None:
     """Start the local stack: Prefect server, MLflow server, gateway(s), the flows' runner and Evidently's UI (docs/operations.md)."""
     from steward import stack
+    from steward.processes import log_dir
 
     settings = begin(home, *specs).settings
     try:
@@ -86,7 +87,7 @@ def up(
         f"[green]stack up[/] ({config.profile}): Prefect UI http://{host}:{prefect_port}, MLflow UI "
         f"http://{host}:{mlflow_port}, gateway {gateways}, Evidently UI http://{host}:{evidently_port}"
         + (f", Prometheus http://{host}:{prometheus_port}" if with_prometheus else "")
-        + f"; logs under {stack.log_dir(settings)}; stop with `steward down`", highlight=False,
+        + f"; logs under {log_dir(settings)}; stop with `steward down`", highlight=False,
     )
     if config.profile is stack.Profile.PRODUCTION:
         exports = " ".join(f"{key}={value}" for key, value in stack.client_environment(settings, config).items()

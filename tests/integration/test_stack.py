@@ -161,7 +161,8 @@ def test_the_production_plan_orders_services_and_keeps_the_password_off_command_
 
 
 def test_a_taken_replica_port_names_the_gateway_option(write_spec, tmp_path, monkeypatch):
-    from steward.stack import PortTaken, check_ports, plan_services
+    from steward.processes import PortTaken, check_ports
+    from steward.stack import plan_services
 
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
