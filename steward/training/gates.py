@@ -7,7 +7,7 @@ reason a person can act on. Nothing here loads models or talks to a registry.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -180,16 +180,7 @@ def check_primary_metric(
 
         bound = "at least" if higher_is_better(metric) else "at most"
         reason = f"{metric} {candidate:.4f}, must be {bound} {policy.floor:.4f}"
-        # Keeping a champion that is further below the floor on the same rows is the worse choice.
-        rescues = (comparison is not None and not meets(comparison.interval.champion)
-                   and comparison.interval.lower > 0)
-        if not meets(candidate) and rescues:
-            reason += (f"; passed because the champion is further below it on the same rows "
-                       f"({comparison.interval.champion:.4f}) and the candidate is better with confidence")
-        checks.append(
-            GateCheck("metric_floor", CheckStatus.PASSED if meets(candidate) or rescues else CheckStatus.FAILED,
-                      reason)
-        )
+        checks.append(_floor_check(meets, candidate, comparison, reason))
     if comparison is None:
         checks.append(GateCheck("metric_vs_champion", CheckStatus.SKIPPED, "no champion to compare with"))
         return checks
@@ -217,6 +208,27 @@ def check_primary_metric(
         checks.append(GateCheck("metric_vs_champion", CheckStatus.PASSED, f"non-inferior: {described}",
                                 ComparisonCode.NON_INFERIOR, interval))
     return checks
+
+
+def _floor_check(meets: Callable[[float], bool], candidate: float, comparison: NonInferiorityResult | None,
+                 reason: str) -> GateCheck:
+    """The candidate's own value against ``gates.floor``. Keeping a champion that is further below the floor on
+    the same rows is the worse choice: a candidate better with confidence passes, and one whose estimate is
+    better but not yet shown (a world where neither can reach the floor any more) waits for the rows."""
+    if meets(candidate):
+        return GateCheck("metric_floor", CheckStatus.PASSED, reason)
+    if comparison is None or meets(comparison.interval.champion):
+        return GateCheck("metric_floor", CheckStatus.FAILED, reason)
+    interval = comparison.interval
+    below = f"{reason}; the champion is below it too on the same rows ({interval.champion:.4f})"
+    if interval.lower > 0:
+        return GateCheck("metric_floor", CheckStatus.PASSED, f"{below} and the candidate is better with confidence")
+    needed = rows_for_clear_gain(interval)
+    if needed is None:
+        return GateCheck("metric_floor", CheckStatus.FAILED, f"{below}, and the candidate is no better: {interval.describe()}")
+    return GateCheck("metric_floor", CheckStatus.INCONCLUSIVE,
+                     f"{below}; need about {needed} more labelled rows to show the candidate better: "
+                     f"{interval.describe()}", ComparisonCode.INCONCLUSIVE, interval, needed)
 
 
 def _refresh_check(interval: PairedInterval, tolerance: float, described: str) -> GateCheck:

@@ -10,7 +10,8 @@ Given the champion, the choice also says when training is not worth it yet: the 
 the shortest one (the world changed so recently that only its newest rows count), so the newest
 slice it was scored on is the hold-out its gate would judge it on, and there it misses the gate's
 floor without being better than the champion with confidence (the gate's rescue). The gate would
-fail it on the same evidence: ``ExpectedBelowFloor`` says to wait for more rows of the new world.
+fail it, or at best keep it pending for rows that would show its gain; either way a retrain on more
+of the new world's rows is the better candidate: ``ExpectedBelowFloor`` says to wait for them.
 """
 
 from __future__ import annotations
@@ -171,8 +172,9 @@ def floor_outlook(spec: ModelSpec, choice: WindowChoice) -> str | None:
     """Why the gate would fail the chosen window's model on its floor, or None when it may pass.
 
     Judged only when the evidence is the gate's own: the chosen window is the shortest usable one, so
-    the newest slice is its hold-out. It fails as the gate's ``metric_floor`` does: below the floor, and
-    not rescued by a champion further below it that the candidate beats with confidence.
+    the newest slice is its hold-out. Below the floor, and not rescued by a champion further below it that
+    the candidate beats with confidence: the gate would fail it or keep it pending, and waiting for more of
+    the new world's rows gives a better candidate than one trained on the shortest window.
     """
     floor = spec.gates.floor
     chosen = next((s for s in choice.scores if s.code is WindowCode.CHOSEN), None)
@@ -192,5 +194,5 @@ def floor_outlook(spec: ModelSpec, choice: WindowChoice) -> str | None:
                                           f"{interval.upper:+.4f}] against the champion's {choice.champion_score:.4f}")
     return (f"the {choice.days} d window (the shortest: the world changed within it) scores {choice.metric} "
             f"{chosen.score:.4f} on its newest {choice.evaluation_rows} labelled rows{versus}: below the gate's floor "
-            f"{floor:g} and not better than the champion with confidence, so the gate would fail it on these rows; "
+            f"{floor:g} and not better than the champion with confidence, so the gate would not pass it on these rows; "
             "wait for more labelled rows of the new world")

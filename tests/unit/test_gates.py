@@ -83,15 +83,20 @@ def test_floor_fails_even_without_champion():
     assert checks == {"metric_floor": CheckStatus.FAILED, "metric_vs_champion": CheckStatus.SKIPPED}
 
 
-def test_a_candidate_below_the_floor_passes_when_the_champion_is_further_below_and_clearly_worse():
+def test_a_candidate_below_the_floor_passes_when_the_champion_is_further_below_and_clearly_worse_and_waits_if_unsure():
     """After concept drift the champion can sit far below the floor; keeping it is the worse choice."""
     y = np.array([0, 1] * 200)
     gain = PairedInterval("roc_auc", 0.66, 0.35, 0.31, 0.2, 0.42, 0.05, 0.95, 400, "test")
     checks = statuses(check_primary_metric("roc_auc", 0.66, judge_non_inferiority(gain, 0.01, y), POLICY))
     assert checks == {"metric_floor": CheckStatus.PASSED, "metric_vs_champion": CheckStatus.PASSED}
+    # better but not yet shown: it waits for the rows that would show it (kept pending), not failed
     unsure = PairedInterval("roc_auc", 0.66, 0.60, 0.06, -0.01, 0.13, 0.035, 0.95, 400, "test")
-    checks = statuses(check_primary_metric("roc_auc", 0.66, judge_non_inferiority(unsure, 0.01, y), POLICY))
-    assert checks["metric_floor"] is CheckStatus.FAILED  # not clearly better: the floor holds
+    floor = check_primary_metric("roc_auc", 0.66, judge_non_inferiority(unsure, 0.01, y), POLICY)[0]
+    assert floor.status is CheckStatus.INCONCLUSIVE and floor.rows_needed and floor.rows_needed > 0
+    assert "champion is below it too" in floor.reason
+    worse = PairedInterval("roc_auc", 0.62, 0.64, -0.02, -0.09, 0.05, 0.035, 0.95, 400, "test")
+    floor = check_primary_metric("roc_auc", 0.62, judge_non_inferiority(worse, 0.01, y), POLICY)[0]
+    assert floor.status is CheckStatus.FAILED  # no better than a champion below the floor: the floor holds
 
 
 def test_report_verdict_failed_beats_inconclusive_and_inconclusive_is_not_a_pass():
