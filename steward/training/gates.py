@@ -214,7 +214,8 @@ def _floor_check(meets: Callable[[float], bool], candidate: float, comparison: N
                  reason: str) -> GateCheck:
     """The candidate's own value against ``gates.floor``. Keeping a champion that is further below the floor on
     the same rows is the worse choice: a candidate better with confidence passes, and one whose estimate is
-    better but not yet shown (a world where neither can reach the floor any more) waits for the rows."""
+    better by more than the tolerance but not yet shown (a world where neither can reach the floor any more)
+    waits for the rows."""
     if meets(candidate):
         return GateCheck("metric_floor", CheckStatus.PASSED, reason)
     if comparison is None or meets(comparison.interval.champion):
@@ -224,8 +225,10 @@ def _floor_check(meets: Callable[[float], bool], candidate: float, comparison: N
     if interval.lower > 0:
         return GateCheck("metric_floor", CheckStatus.PASSED, f"{below} and the candidate is better with confidence")
     needed = rows_for_clear_gain(interval)
-    if needed is None:
-        return GateCheck("metric_floor", CheckStatus.FAILED, f"{below}, and the candidate is no better: {interval.describe()}")
+    if needed is None or interval.difference <= comparison.tolerance:  # a gain within the margin is not worth the wait
+        return GateCheck("metric_floor", CheckStatus.FAILED,
+                         f"{below}, and the candidate is not expected better by more than the tolerance "
+                         f"{comparison.tolerance:g}: {interval.describe()}")
     return GateCheck("metric_floor", CheckStatus.INCONCLUSIVE,
                      f"{below}; need about {needed} more labelled rows to show the candidate better: "
                      f"{interval.describe()}", ComparisonCode.INCONCLUSIVE, interval, needed)

@@ -97,6 +97,10 @@ def test_a_candidate_below_the_floor_passes_when_the_champion_is_further_below_a
     worse = PairedInterval("roc_auc", 0.62, 0.64, -0.02, -0.09, 0.05, 0.035, 0.95, 400, "test")
     floor = check_primary_metric("roc_auc", 0.62, judge_non_inferiority(worse, 0.01, y), POLICY)[0]
     assert floor.status is CheckStatus.FAILED  # no better than a champion below the floor: the floor holds
+    # better by less than the tolerance: the rows to show it would never come within the pending period
+    tiny = PairedInterval("roc_auc", 0.643, 0.641, 0.002, -0.02, 0.024, 0.011, 0.95, 1600, "test")
+    floor = check_primary_metric("roc_auc", 0.643, judge_non_inferiority(tiny, 0.01, y), POLICY)[0]
+    assert floor.status is CheckStatus.FAILED and "by more than the tolerance" in floor.reason
 
 
 def test_report_verdict_failed_beats_inconclusive_and_inconclusive_is_not_a_pass():
