@@ -60,6 +60,7 @@ class StackRun:
     after_restart: dict
     services_after_restart: dict[str, str]
     left_running: list[str]
+    command_lines: dict[str, str]  # each stack container's command line, as `ps` on the host shows it
 
     @property
     def outcome(self) -> dict:
@@ -110,11 +111,13 @@ def stack_run(built_images, tmp_path_factory) -> StackRun:
         stack.up(*STACK_SERVICES)
         services_after = stack.health()
         after = _snapshot(stack, config)
+        command_lines = {c.name: " ".join([c.attrs["Path"], *c.attrs["Args"]]) for c in client.containers.list(
+            filters={"label": f"com.docker.compose.project={stack.project}"})}
     finally:
         stack.down(volumes=True)
     left = [c.name for c in client.containers.list(filters={"label": f"com.docker.compose.project={stack.project}"})]
     left += [c.name for c in client.containers.list(filters={"label": FLOW_RUN_ROLE})]
-    yield StackRun(stack, config, story, flow_run_containers, before, after, services_after, left)
+    yield StackRun(stack, config, story, flow_run_containers, before, after, services_after, left, command_lines)
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -166,6 +169,13 @@ def test_state_survives_a_restart_of_the_stack(stack_run):
     assert before["champion"] == "2" and before["versions"] == ["1", "2", "3"]
     assert before["prediction_rows"] > 0 and before["history"] and before["flow_runs"]
     assert after == before
+
+
+def test_no_secret_is_on_a_containers_command_line(stack_run):
+    assert any("mlflow" in name for name in stack_run.command_lines), stack_run.command_lines
+    for name, line in stack_run.command_lines.items():
+        for secret in (stack_run.stack.password, stack_run.stack.admin_token):
+            assert secret not in line, f"{name} has a secret on its command line"
 
 
 def test_nothing_of_the_stack_is_left_running(stack_run):
