@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -216,15 +215,15 @@ class _Replay:
         features = rows[spec.feature_names]
         served = self.champion
         metrics: dict[Strategy, dict[str, float]] = {}
-        scored_champion = self._score(served.estimator, features)
-        metrics[Strategy.STEWARD] = self._metrics(y, scored_champion, labelled)
+        scored_champion = score(spec, served.estimator, features)
+        metrics[Strategy.STEWARD] = labelled_metrics(spec, y, scored_champion, labelled)
         if Strategy.FROZEN in config.strategies:
-            frozen = scored_champion if self.frozen is served else self._score(self.frozen.estimator, features)
-            metrics[Strategy.FROZEN] = self._metrics(y, frozen, labelled)
+            frozen = scored_champion if self.frozen is served else score(spec, self.frozen.estimator, features)
+            metrics[Strategy.FROZEN] = labelled_metrics(spec, y, frozen, labelled)
         if Strategy.EVERY_WINDOW in config.strategies:
             weekly = (scored_champion if self.every_window is served.trained
-                      else self._score(self.every_window.estimator, features))
-            metrics[Strategy.EVERY_WINDOW] = self._metrics(y, weekly, labelled)
+                      else score(spec, self.every_window.estimator, features))
+            metrics[Strategy.EVERY_WINDOW] = labelled_metrics(spec, y, weekly, labelled)
         baseline_retrains: list[Strategy] = []
         if Strategy.ORACLE in config.strategies:
             oracle = self._oracle(index, start, rows, labelled)
@@ -277,12 +276,6 @@ class _Replay:
             late_labels=int((labelled_log["time"] < start).sum()),
             baseline_retrains=tuple(baseline_retrains),
         )
-
-    def _score(self, estimator: Any, features: pd.DataFrame) -> Scored:
-        return score(self.spec, estimator, features)
-
-    def _metrics(self, y: np.ndarray, scored: Scored, labelled: np.ndarray) -> dict[str, float]:
-        return labelled_metrics(self.spec, y, scored, labelled)
 
     # ------------------------------------------------------------------ Steward's checks
     def _health(self, served: ReplayVersion, log: pd.DataFrame, labelled_log: pd.DataFrame, start: datetime,
