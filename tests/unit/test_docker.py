@@ -131,7 +131,9 @@ def test_compose_stack_renders_on_host_networking_with_healthchecks_and_dependen
     assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["worker"]["depends_on"]["prefect"]["condition"] == "service_healthy"
     assert "postgresql+asyncpg://" in str(services["prefect"]["environment"])
-    assert "postgresql+psycopg2://" in " ".join(services["mlflow"]["command"])  # SQLAlchemy 2.1's default is psycopg 3
+    mlflow = services["mlflow"]
+    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")  # not psycopg 3
+    assert "postgresql" not in " ".join(mlflow["command"]), "the store URL holds a password: not on the command line"
     ports = {services[name]["environment"]["STEWARD_GATEWAY_PORT"] for name in ("gateway-1", "gateway-2")}
     assert len(ports) == 2, "two replicas on two ports of the host"
     worker = services["worker"]
