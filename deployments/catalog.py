@@ -60,8 +60,9 @@ MAINTENANCE_CRONS: dict[str, str] = {
     "monthly-maintenance": "0 4 1 * *",  # 04:00 on the 1st
     "quarterly-maintenance": "0 5 1 1,4,7,10 *",  # 05:00 on the 1st of each quarter
 }
-#: The retrain's daily schedule when a spec sets retrain.refresh_after_days: it retrains only once the champion
-#: is that old (after the daily checks, so a drift retrain of the same night comes first).
+#: The retrain's daily schedule for a scheduled refresh (retrain.refresh_after_days) or a catch-up
+#: (retrain.catch_up_lagging_labels): it retrains only when one is due (after the daily checks, so a drift
+#: retrain of the same night comes first).
 REFRESH_CRON = "30 2 * * *"
 REFRESH_PARAMETERS: dict[str, Any] = {"refresh": True, "reason": "daily refresh schedule"}
 
@@ -185,12 +186,21 @@ class ModelEntry:
     spec_path: str
     cooldown_hours: float
     refresh_after_days: float | None = None
+    catch_up_lagging_labels: bool = True
+    trains_on_log: bool = False  # data.kind: production; a catch-up needs labels that lag a clock
 
     @classmethod
     def from_spec(cls, spec_path: str | Path) -> ModelEntry:
         spec = load_spec(spec_path)
         return cls(name=spec.name, spec_path=str(spec_path), cooldown_hours=spec.retrain.cooldown_hours,
-                   refresh_after_days=spec.retrain.refresh_after_days)
+                   refresh_after_days=spec.retrain.refresh_after_days,
+                   catch_up_lagging_labels=spec.retrain.catch_up_lagging_labels,
+                   trains_on_log=spec.data.kind == "production")
+
+    @property
+    def refreshes(self) -> bool:
+        """Whether its retrain needs the daily refresh schedule: a scheduled refresh or a catch-up may be due."""
+        return self.refresh_after_days is not None or (self.catch_up_lagging_labels and self.trains_on_log)
 
 
 @dataclass(frozen=True)
@@ -337,7 +347,7 @@ def plan_deployments(spec_paths: Iterable[str | Path], procedures: Iterable[str]
             if item.uses_gateway and gateway_url:
                 parameters["gateway_url"] = gateway_url
             crons = [MAINTENANCE_CRONS[item.key]] if item.key in MAINTENANCE_CRONS else []
-            refreshes = item.key == "retrain" and entry.refresh_after_days is not None
+            refreshes = item.key == "retrain" and entry.refreshes
             plans.append(DeploymentPlan(
                 procedure=item, model=entry.name, parameters=parameters,
                 tags=["steward", f"model:{entry.name}", f"procedure:{item.key}"],

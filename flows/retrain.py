@@ -151,9 +151,10 @@ def retrain(
     whose drop started the retrain, e.g. accuracy while ROC AUC held; the gate judges it too),
     ``primary_dropped``, the announced ``drift_columns``, and ``window_start`` (with ``as_of``, the window
     the served model's metrics are read on).
-    ``refresh``: the scheduled refresh (its daily schedule sets it when ``retrain.refresh_after_days`` is
-    set): it trains only once the champion is that old, and the gate keeps the fresher model unless it is
-    shown worse (decision 0036).
+    ``refresh``: the scheduled refresh (its daily schedule sets it when ``retrain.refresh_after_days`` or
+    ``retrain.catch_up_lagging_labels`` is set): it trains only once the champion is that old, or when the
+    champion's catch-up is due (decision 0038), and the gate keeps the fresher model unless it is shown worse
+    (decision 0036).
     ``steward.training.retrain_decision`` decides, as in the backtest: a pending candidate for the same
     trigger, or a retrain for it that found no gain with nothing new since, folds the trigger into the open
     ledger entry; a threshold-only drop re-fits the champion's threshold instead of training.
@@ -168,7 +169,8 @@ def retrain(
             logger.info("scheduled refresh of %s not due: %s", spec.name, due.reason)
             return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=due.reason,
                                  skip=RetrainSkip.NOT_DUE, as_of=as_of)
-        trigger, reason = due.trigger, f"{reason}: scheduled refresh, {due.reason}"
+        trigger, reason = due.trigger, (f"{reason}: {due.reason}" if due.catch_up
+                                        else f"{reason}: scheduled refresh, {due.reason}")
     readings = measure_served_readings(spec, window_start, as_of) if window_start and as_of else {}
     if not force:
         pending = find_pending_candidate(spec, as_of)

@@ -456,6 +456,12 @@ class RetrainSpec(_Strict):
                     "with no alarm, and promote the fresher model unless the gate shows it worse (decision 0036). "
                     "Off by default: a backtest (Steward against its every-window baseline) says whether a model needs it.",
     )
+    catch_up_lagging_labels: bool = Field(
+        default=True,
+        description="A model retrained for a drop of the primary metric on labels that lagged its training by more "
+                    "than the cooldown is retrained once more after the cooldown, on the labels of the change that "
+                    "arrived since, and promoted unless the gate shows it worse (decision 0038).",
+    )
 
 
 class ModelSpec(_Strict):

@@ -36,8 +36,9 @@ from steward.training.retrain_decision import (
     RetrainNeed,
     RetrainTrigger,
     TriedRetrain,
+    champion_training_from_tags,
     pending_from_tags,
-    refresh_check,
+    refresh_due,
     served_readings,
     tried_from_tags,
     trigger_tags,
@@ -147,11 +148,15 @@ def find_tried_retrain(spec: ModelSpec, as_of: datetime | None = None) -> TriedR
 
 @task(name="check-refresh-due", retries=2, retry_delay_seconds=[2, 5])
 def check_refresh_due(spec: ModelSpec, as_of: datetime | None = None) -> RefreshCheck:
-    """Whether the champion's training data is older than ``retrain.refresh_after_days`` at ``as_of`` (default now)."""
+    """Whether the champion's training data is older than ``retrain.refresh_after_days`` at ``as_of`` (default now),
+    or its catch-up is due (it was trained for a concept change on lagging labels)."""
     reg = registry()
     champion = reg.champion(spec.name) if reg.model_exists(spec.name) else None
-    trained_at = model_trained_as_of(champion.tags, champion.created) if champion else None
-    return refresh_check(spec, trained_at, as_of or datetime.now(UTC))
+    if champion is None:
+        return refresh_due(spec, None, None, as_of or datetime.now(UTC))
+    training = champion_training_from_tags(champion.tags, trained_as_of(champion.tags, champion.created),
+                                           from_log=spec.data.kind == "production")
+    return refresh_due(spec, training, model_trained_as_of(champion.tags, champion.created), as_of or datetime.now(UTC))
 
 
 @task(name="measure-served-readings", retries=2, retry_delay_seconds=[2, 5])

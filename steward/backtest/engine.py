@@ -68,7 +68,7 @@ from steward.training.retrain_decision import (
     decide_retrain_need,
     health_trigger,
     pending_until,
-    refresh_check,
+    refresh_due,
     retrain_kind,
     retrain_trigger,
     served_readings,
@@ -249,7 +249,8 @@ class _Replay:
             self._revalidate(end, actions)
         if drift is None or not drift.record.material:
             self.tried = None if self.tried is not None and self.tried.trigger.drift_columns else self.tried
-        trigger = self._trigger(report, drift) or refresh_check(spec, self.champion.model_trained_at, end).trigger
+        trigger = (self._trigger(report, drift)
+                   or refresh_due(spec, self.champion.training(), self.champion.model_trained_at, end).trigger)
         if trigger is not None:
             retrained_here = self._steward_retrain(
                 end, training, actions, trigger,
@@ -444,6 +445,7 @@ class _Replay:
         if built is None:
             return None
         candidate, holdout, trained = built
+        candidate.trigger = trigger
         self.retrain_times.append(end)
         gate = validate_candidate(spec, candidate.contender(), self.champion.contender(), holdout,
                                   trigger_metric=trigger.metric, refresh=trigger.refresh)
@@ -471,6 +473,7 @@ class _Replay:
             return None
         trained = self._train(training, source)
         candidate = self._version(trained, end)
+        candidate.labels_through = pd.to_datetime(training[self.time_column], utc=True).max().to_pydatetime(warn=False)
         metric = spec.primary_metric
         actions.append(Action(
             ActionKind.RETRAINED,

@@ -14,7 +14,7 @@ from steward.monitoring.drift.profile import ReferenceProfile
 from steward.monitoring.health.accuracy import Calibration, holdout_figures
 from steward.monitoring.health.data_quality import OutlierFences
 from steward.spec import ModelSpec
-from steward.training.retrain_decision import PendingCandidate
+from steward.training.retrain_decision import ChampionTraining, PendingCandidate, RetrainTrigger
 from steward.training.scores import SkippedCheck
 from steward.training.train import TrainedModel, reference_sample
 from steward.training.validation import Contender
@@ -35,6 +35,11 @@ class ReplayVersion:
     fences: OutlierFences | None = None
     calibration: Calibration | SkippedCheck | str | None = None
     validation_errors: dict[str, float] = field(default_factory=dict)
+    trigger: RetrainTrigger | None = None  # what it was retrained for (None: the first model)
+    labels_through: datetime | None = None  # event time of the newest labelled row it was trained on
+
+    def training(self) -> ChampionTraining:
+        return ChampionTraining(self.trigger, self.trained_at, self.labels_through)
 
     @property
     def estimator(self) -> Any:

@@ -58,10 +58,11 @@ class RetrainTrigger:
     metric: str | None = None
     primary_dropped: bool = False
     input_drift: bool = False  # an announced drift names an input column, not only the model's output
-    refresh: bool = False  # no alarm: the champion is older than retrain.refresh_after_days
+    refresh: bool = False  # no alarm: the champion is older than retrain.refresh_after_days, or a catch-up
+    catch_up: bool = False  # the refresh is the catch-up of a concept retrain on lagging labels
 
     def describe(self) -> str:
-        parts = ["scheduled refresh"] if self.refresh else []
+        parts = [("catch-up on lagging labels" if self.catch_up else "scheduled refresh")] if self.refresh else []
         if self.drift_columns:
             parts.append(f"drift on {', '.join(self.drift_columns)}")
         if self.metric:
@@ -95,10 +96,11 @@ class RefreshCheck:
 
     due: bool
     reason: str
+    catch_up: bool = False
 
     @property
     def trigger(self) -> RetrainTrigger | None:
-        return RetrainTrigger(refresh=True) if self.due else None
+        return RetrainTrigger(refresh=True, catch_up=self.catch_up) if self.due else None
 
 
 def refresh_check(spec: ModelSpec, champion_trained_at: datetime | None, as_of: datetime) -> RefreshCheck:
@@ -113,6 +115,66 @@ def refresh_check(spec: ModelSpec, champion_trained_at: datetime | None, as_of: 
     if age < days:
         return RefreshCheck(False, f"{trained} before {as_of:%Y-%m-%d %H:%M} UTC; refresh after {days:g}")
     return RefreshCheck(True, f"{trained} before {as_of:%Y-%m-%d %H:%M} UTC (refresh after {days:g})")
+
+
+@dataclass(frozen=True)
+class ChampionTraining:
+    """What the champion was trained for and on: its trigger, its training event time, and the event time of
+    the newest labelled row it learnt from (``labels_through``), which lags ``trained_at`` when labels come late."""
+
+    trigger: RetrainTrigger | None
+    trained_at: datetime
+    labels_through: datetime | None
+
+
+def catch_up_check(spec: ModelSpec, champion: ChampionTraining | None, as_of: datetime) -> RefreshCheck:
+    """Due when the champion was trained for a drop of the primary metric on labels that lagged its training by
+    more than the retrain cooldown: it learnt the new concept only from the first labels of the change, and the
+    rest arrive over the lag. One catch-up, between the cooldown's end and the lag's; its gate is the refresh's."""
+    cooldown = timedelta(hours=spec.retrain.cooldown_hours)
+    if not spec.retrain.catch_up_lagging_labels:
+        return RefreshCheck(False, "no catch-up: retrain.catch_up_lagging_labels is off")
+    trigger = champion.trigger if champion is not None else None
+    if champion is None or trigger is None or not trigger.primary_dropped or trigger.refresh:
+        return RefreshCheck(False, f"no catch-up: the champion was not trained for a drop of {spec.primary_metric}")
+    if champion.labels_through is None:
+        return RefreshCheck(False, "no catch-up: the champion was not trained on the labelled production log "
+                                   "(a file source, or a version from before its lineage recorded the data's end)")
+    lag = champion.trained_at - champion.labels_through
+    behind = f"its newest training label is {lag.total_seconds() / 86400:.1f} days older than its training"
+    if lag <= cooldown:
+        return RefreshCheck(False, f"no catch-up: {behind}, within the retrain cooldown")
+    if as_of < champion.trained_at + cooldown:
+        return RefreshCheck(False, f"catch-up after the cooldown ({behind})")
+    if as_of > champion.trained_at + lag + cooldown:
+        return RefreshCheck(False, f"no catch-up: {behind}, and those labels have arrived since")
+    return RefreshCheck(True, catch_up=True, reason=f"catch-up: the champion was trained for a drop of {spec.primary_metric} while labels "
+                              f"lagged ({behind}); the change's labels that arrived since train a fresher model")
+
+
+def refresh_due(spec: ModelSpec, champion: ChampionTraining | None, model_trained_at: datetime | None,
+                as_of: datetime) -> RefreshCheck:
+    """The scheduled refresh (by the champion's model age) or, if that is not due, the catch-up."""
+    scheduled = refresh_check(spec, model_trained_at, as_of)
+    if scheduled.due:
+        return scheduled
+    catch_up = catch_up_check(spec, champion, as_of)
+    return catch_up if catch_up.due else RefreshCheck(False, f"{scheduled.reason}; {catch_up.reason}")
+
+
+def champion_training_from_tags(tags: Mapping[str, str], trained_at: datetime, *, from_log: bool = True
+                                ) -> ChampionTraining:
+    """A registered version's ``ChampionTraining``: its recorded trigger and its lineage's data window end
+    (the newest row of its training data, all labelled). ``from_log``: the spec trains on the production log
+    (``data.kind: production``); a file's rows do not lag a clock, so they give no ``labels_through``."""
+    end = tags.get("steward.data_window_end") if from_log else None
+    try:
+        labels_through = datetime.fromisoformat(end) if end else None
+    except ValueError:
+        labels_through = None
+    if labels_through is not None and labels_through.tzinfo is None:
+        labels_through = labels_through.replace(tzinfo=trained_at.tzinfo)
+    return ChampionTraining(recorded_trigger(tags), trained_at, labels_through)
 
 
 @dataclass(frozen=True)
@@ -325,7 +387,7 @@ def trigger_tags(trigger: RetrainTrigger, readings: Mapping[str, Reading]) -> di
     return {
         TRIGGER_TAG: json.dumps({"drift_columns": list(trigger.drift_columns), "metric": trigger.metric,
                                  "primary_dropped": trigger.primary_dropped, "input_drift": trigger.input_drift,
-                                 "refresh": trigger.refresh}),
+                                 "refresh": trigger.refresh, "catch_up": trigger.catch_up}),
         READINGS_TAG: json.dumps({m: [r.value, r.error, r.rows] for m, r in readings.items()}),
     }
 
@@ -333,7 +395,7 @@ def trigger_tags(trigger: RetrainTrigger, readings: Mapping[str, Reading]) -> di
 def trigger_from_json(raw: Mapping[str, Any]) -> RetrainTrigger:
     """A trigger as ``trigger_tags`` recorded it."""
     return RetrainTrigger(tuple(raw.get("drift_columns") or ()), raw.get("metric"), bool(raw.get("primary_dropped")),
-                          bool(raw.get("input_drift")), bool(raw.get("refresh")))
+                          bool(raw.get("input_drift")), bool(raw.get("refresh")), bool(raw.get("catch_up")))
 
 
 def recorded_trigger(tags: Mapping[str, str]) -> RetrainTrigger | None:

@@ -115,3 +115,65 @@ def test_a_repeat_trigger_after_a_retrain_without_gain_folds_into_the_ledger(
 
     spread = retrain(**{**trigger, "drift_columns": ["income", "utilization"]}, as_of=later + timedelta(hours=2))
     assert spread.registered  # a newly drifted column is new evidence
+
+
+def test_a_concept_retrain_on_late_labels_is_caught_up_by_the_daily_refresh_once(
+        write_spec, registry, settings, example_frame, model_name):
+    """Labels 3 days late, the concept changed: the retrain for the drop learnt it from the first labels only.
+    The daily refresh run retrains it once more after the cooldown, as the backtest does (decision 0038)."""
+    from steward.simulation.injections import DriftKind, Injection
+    from steward.simulation.replay import ReplayArm, replay_to_store
+    from steward.simulation.scenario import credit_default_scenario
+    from steward.spec import load_spec
+    from steward.store.reader import PredictionStore
+    from steward.training.retrain_decision import (
+        ChampionTraining,
+        champion_training_from_tags,
+        recorded_trigger,
+    )
+    from tests.support.models import register_champion, train_spec
+
+    spec_path = write_spec(data={"kind": "production", "window_days": 7},
+                           estimator__params={"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                                              "max_iter": 30, "random_state": 0})
+    spec = load_spec(spec_path)
+    first = register_champion(registry, spec, train_spec(spec, example_frame, str(spec_path)))
+    registry.set_version_tags(model_name, first.version, {TRAINED_AS_OF_TAG: (START - DAY).isoformat()})
+    changed = Injection(DriftKind.CONCEPT_DRIFT, START, None, ("utilization", "num_late_payments", "debt_ratio"), 1.0)
+    world = credit_default_scenario(rows_per_day=1000, injections=(changed,), label_delay=pd.Timedelta(days=3))
+    end = START + 9 * DAY
+    replay_to_store(PredictionStore.from_settings(settings), spec, world.generate(START, end),
+                    [ReplayArm("champion", first.version, registry.load_model(model_name, first.version).model)],
+                    labels_until=end)
+
+    detected = START + 5 * DAY  # the change's first two days of labels have arrived
+    concept = retrain(spec_path=str(spec_path), reason="health degraded", primary_dropped=True,
+                      as_of=detected.to_pydatetime())
+    assert concept.registered
+    judged = validate(spec_path=str(spec_path), version=concept.version)
+    assert judged.passed, judged.summary
+    registry.promote(model_name, concept.version, reason="test: the concept retrain won its canary")
+    tags = registry.get_version(model_name, concept.version).tags
+    training = champion_training_from_tags(tags, detected.to_pydatetime())
+    assert training.trigger is not None and training.trigger.primary_dropped
+    assert training.labels_through < (detected - 2 * DAY).to_pydatetime()  # its newest label: 3 days behind
+
+    early = retrain(spec_path=str(spec_path), reason="daily refresh schedule", refresh=True,
+                    as_of=(detected + DAY / 2).to_pydatetime())
+    assert (early.registered, early.skip) == (False, RetrainSkip.NOT_DUE) and "after the cooldown" in early.skipped_because
+    caught_up = retrain(spec_path=str(spec_path), reason="daily refresh schedule", refresh=True,
+                        as_of=(detected + 1.5 * DAY).to_pydatetime())
+    assert caught_up.registered and "catch-up" in caught_up.reason
+    trigger = recorded_trigger(registry.get_version(model_name, caught_up.version).tags)
+    assert trigger is not None and trigger.refresh and trigger.catch_up
+    outcome = validate(spec_path=str(spec_path), version=caught_up.version)
+    assert outcome.passed and outcome.action == "challenger", outcome.summary  # the gate of a refresh
+
+    # once: the caught-up model was not trained for a drop, so the next day's run has nothing to do
+    registry.promote(model_name, caught_up.version, reason="test: the catch-up won its canary")
+    again = retrain(spec_path=str(spec_path), reason="daily refresh schedule", refresh=True,
+                    as_of=(detected + 3 * DAY).to_pydatetime())
+    assert (again.registered, again.skip) == (False, RetrainSkip.NOT_DUE) and "not trained for a drop" in again.skipped_because
+    # a file source never lags a clock: no catch-up
+    assert champion_training_from_tags(tags, detected.to_pydatetime(), from_log=False) == ChampionTraining(
+        training.trigger, detected.to_pydatetime(), None)

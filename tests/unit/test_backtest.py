@@ -154,6 +154,10 @@ def test_labels_that_arrive_days_later_are_judged_in_the_window_they_arrive_in(s
     assert [w.late_labels > 0 for w in windows] == [False, False, False, True, True]
     alarmed = [w.index for w in windows if "accuracy_drop" in w.health_codes]
     assert alarmed and alarmed[0] == 3  # the first window whose labels have arrived
+    # its retrain learnt the change from one day of labels, 3 days behind: a day later it is caught up (0038)
+    assert windows[3].did(ActionKind.PROMOTED)
+    (catch_up,) = [a for a in windows[4].actions if a.kind is ActionKind.RETRAINED]
+    assert "catch-up on lagging labels" in catch_up.detail and catch_up.code == RetrainKind.TRAIN.value
 
     blind = spec.model_copy(update={"health": spec.health.model_copy(update={"label_lookback_days": 0})})
     unseen = run_backtest(blind, frame, config)

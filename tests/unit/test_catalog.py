@@ -105,6 +105,19 @@ def test_a_scheduled_refresh_runs_the_retrain_daily_with_refresh_set(write_spec)
     assert deployment.schedules[0].parameters == {"refresh": True, "reason": "daily refresh schedule"}
 
 
+def test_a_model_trained_on_the_production_log_gets_the_daily_refresh_schedule_for_its_catch_up(write_spec):
+    from deployments.catalog import REFRESH_CRON
+
+    log = {"kind": "production", "window_days": 14}
+    (plan,) = plan_deployments([write_spec(name="model-l", data=log)], procedures=["retrain"])
+    assert plan.crons == [REFRESH_CRON] and plan.schedule_parameters["refresh"] is True
+    off = write_spec(name="model-n", data=log, retrain={"catch_up_lagging_labels": False})
+    (plan,) = plan_deployments([off], procedures=["retrain"])
+    assert plan.crons == [] and plan.schedule_parameters == {} and plan.triggers
+    (plan,) = plan_deployments([write_spec(name="model-f")], procedures=["retrain"])  # a file's rows never lag
+    assert plan.crons == []
+
+
 def test_drift_and_accuracy_share_one_trigger_debounced_by_the_model_cooldown(two_specs):
     plans = {(p.model, p.procedure.key): p for p in plan_deployments(two_specs)}
     (retrain,) = plans[("model-b", "retrain")].triggers

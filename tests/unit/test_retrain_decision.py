@@ -255,3 +255,43 @@ def test_a_refresh_counts_the_models_age_and_is_not_folded_into_a_failed_thresho
     tried_model = TriedRetrain(RetrainTrigger(("income",), input_drift=True), refit_at, later + timedelta(days=6))
     assert decide_retrain_need(refresh, later, pending=None, tried=tried_model, readings={}, limit=0.05,
                                higher_is_better=HIGHER).code is RetrainNeedCode.NO_NEW_EVIDENCE
+
+
+def test_a_concept_retrain_on_lagging_labels_is_caught_up_once_between_the_cooldown_and_the_lag(example_spec):
+    from steward.training.retrain_decision import (
+        ChampionTraining,
+        catch_up_check,
+        champion_training_from_tags,
+        recorded_trigger,
+        refresh_due,
+        trigger_tags,
+    )
+
+    concept = RetrainTrigger(metric="roc_auc", primary_dropped=True)
+    lagging = ChampionTraining(concept, T0, T0 - timedelta(days=6))  # labels come about 6 days late
+    assert example_spec.retrain.cooldown_hours == 24 and example_spec.retrain.catch_up_lagging_labels
+    assert not catch_up_check(example_spec, lagging, T0 + timedelta(hours=12)).due  # within the cooldown
+    due = catch_up_check(example_spec, lagging, T0 + timedelta(days=1))
+    assert due.due and due.trigger == RetrainTrigger(refresh=True, catch_up=True) and "6.0 days" in due.reason
+    assert due.trigger.describe() == "catch-up on lagging labels"
+    assert recorded_trigger(trigger_tags(due.trigger, {})) == due.trigger  # the validate flow reads it back
+    assert catch_up_check(example_spec, lagging, T0 + timedelta(days=7)).due  # lag plus cooldown: the last day
+    assert not catch_up_check(example_spec, lagging, T0 + timedelta(days=7, hours=1)).due  # its labels are in
+    # labels within the cooldown of training, a drift or refresh trigger, the first model, the switch: no catch-up
+    prompt = ChampionTraining(concept, T0, T0 - timedelta(hours=20))
+    later = T0 + timedelta(days=2)
+    assert not catch_up_check(example_spec, prompt, later).due
+    for trigger in (RetrainTrigger(("income",), input_drift=True), RetrainTrigger(refresh=True), None):
+        assert not catch_up_check(example_spec, ChampionTraining(trigger, T0, lagging.labels_through), later).due
+    assert not catch_up_check(example_spec, None, later).due
+    off = example_spec.model_copy(update={"retrain": example_spec.retrain.model_copy(
+        update={"catch_up_lagging_labels": False})})
+    assert "off" in catch_up_check(off, lagging, later).reason and not catch_up_check(off, lagging, later).due
+
+    # the refresh the flows and the backtest run: the scheduled one first, else the catch-up
+    assert refresh_due(example_spec, lagging, T0, later).due
+    assert not refresh_due(off, lagging, T0, later).due
+    # the registry's record: the trigger tag and the lineage's data window end
+    tags = {**trigger_tags(concept, {}), "steward.data_window_end": lagging.labels_through.isoformat()}
+    assert champion_training_from_tags(tags, T0) == lagging
+    assert champion_training_from_tags({}, T0) == ChampionTraining(None, T0, None)
