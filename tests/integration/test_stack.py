@@ -68,6 +68,9 @@ def test_up_starts_five_healthy_services_and_down_stops_exactly_them(two_version
         again = _steward("up", str(spec_path), "--home", str(settings.home), *_port_options(ports), timeout=60)
         assert again.returncode == 0 and again.stdout.count("already running") == 5
 
+        _watch_restarts_a_crashed_service(spec_path, settings.home, ports, records["deployments"]["pid"])
+
+        records = {p.stem: json.loads(p.read_text()) for p in (settings.home / "run").glob("*.json")}
         pids = {name: record["pid"] for name, record in records.items()}
         down = _steward("down", "--home", str(settings.home), timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
@@ -80,6 +83,37 @@ def test_up_starts_five_healthy_services_and_down_stops_exactly_them(two_version
     finally:
         _steward("down", "--home", str(settings.home), timeout=120)
         bystander.kill()
+
+
+def _watch_restarts_a_crashed_service(spec_path: Path, home: Path, ports: dict[str, int], victim: int) -> None:
+    """`steward up --watch` over the running stack: a service killed under it is started again and healthy."""
+    log = home / "watch.log"
+    with log.open("w") as out:
+        env = {**os.environ, "COLUMNS": "200"}
+        env.pop("PREFECT_API_URL", None)
+        watcher = subprocess.Popen([STEWARD, "up", str(spec_path), "--home", str(home), *_port_options(ports),
+                                    "--watch"], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    try:
+        _wait_for(lambda: log.read_text().count("already running") == 5, 120, log)
+        os.kill(victim, signal.SIGKILL)
+        _wait_for(lambda: "deployments: healthy again" in log.read_text(), 300, log)
+        assert "deployments: stale pid file; restarting (1/3)" in log.read_text()
+        record = json.loads((home / "run" / "deployments.json").read_text())
+        assert record["pid"] != victim and psutil.pid_exists(record["pid"])
+        assert httpx.get(f"http://127.0.0.1:{ports['deployments']}/health", timeout=10).status_code == 200
+        assert watcher.poll() is None, "the watcher keeps watching"
+    finally:
+        watcher.terminate()  # not Ctrl-C: that would stop the stack, which `down` is tested on next
+        watcher.wait(timeout=60)
+
+
+def _wait_for(condition, seconds: float, log: Path) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(1)
 
 
 @pytest.mark.slow
