@@ -83,6 +83,9 @@ DOCKER_JOB_VARIABLES: dict[str, Any] = {
         "STEWARD_ARTIFACT_ROOT": "{{ $STEWARD_ARTIFACT_ROOT }}",
         "STEWARD_STORE_URI": "{{ $STEWARD_STORE_URI }}",
         "STEWARD_ADMIN_TOKEN": "{{ $STEWARD_ADMIN_TOKEN }}",
+        # MLflow's account; Prefect's auth string needs no line: the worker passes its Prefect settings on
+        "MLFLOW_TRACKING_USERNAME": "{{ $MLFLOW_TRACKING_USERNAME }}",
+        "MLFLOW_TRACKING_PASSWORD": "{{ $MLFLOW_TRACKING_PASSWORD }}",
         "STEWARD_HOME_ACCESS": "group",  # the data folder is shared with the host's operators
     },
     "labels": {"org.steward.role": "flow-run"},

@@ -61,6 +61,7 @@ class StackRun:
     services_after_restart: dict[str, str]
     left_running: list[str]
     command_lines: dict[str, str]  # each stack container's command line, as `ps` on the host shows it
+    without_credentials: dict[str, int]  # HTTP status of calls to MLflow and Prefect that carry none
 
     @property
     def outcome(self) -> dict:
@@ -94,6 +95,7 @@ def stack_run(built_images, tmp_path_factory) -> StackRun:
                                                "worker_health")},
         password=secrets.token_urlsafe(16), admin_token=secrets.token_urlsafe(16),
         version=images.build_info(ROOT).version,
+        mlflow_password=secrets.token_urlsafe(16), prefect_password=secrets.token_urlsafe(16),
     )
     config = tmp_path_factory.mktemp("compose-config") / "stack.json"
     stack.save(config)
@@ -111,14 +113,28 @@ def stack_run(built_images, tmp_path_factory) -> StackRun:
         stack.up(*STACK_SERVICES)
         services_after = stack.health()
         after = _snapshot(stack, config)
+        without_credentials = _calls_without_credentials(stack)
         command_lines = {c.name: " ".join([c.attrs["Path"], *c.attrs["Args"]]) for c in client.containers.list(
             filters={"label": f"com.docker.compose.project={stack.project}"})}
     finally:
         stack.down(volumes=True)
     left = [c.name for c in client.containers.list(filters={"label": f"com.docker.compose.project={stack.project}"})]
     left += [c.name for c in client.containers.list(filters={"label": FLOW_RUN_ROLE})]
-    yield StackRun(stack, config, story, flow_run_containers, before, after, services_after, left, command_lines)
+    yield StackRun(stack, config, story, flow_run_containers, before, after, services_after, left, command_lines,
+                   without_credentials)
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _calls_without_credentials(stack: ComposeStack) -> dict[str, int]:
+    import httpx
+
+    mlflow, prefect = stack.url("mlflow"), stack.prefect_api_url
+    return {
+        "mlflow models": httpx.get(f"{mlflow}/api/2.0/mlflow/registered-models/search", timeout=30).status_code,
+        "mlflow health": httpx.get(f"{mlflow}/health", timeout=30).status_code,
+        "prefect flow runs": httpx.post(f"{prefect}/flow_runs/filter", json={"limit": 1}, timeout=30).status_code,
+        "prefect health": httpx.get(f"{prefect}/health", timeout=30).status_code,
+    }
 
 
 def _snapshot(stack: ComposeStack, config: Path) -> dict:
@@ -171,10 +187,18 @@ def test_state_survives_a_restart_of_the_stack(stack_run):
     assert after == before
 
 
+def test_mlflow_and_prefect_refuse_a_call_without_credentials(stack_run):
+    """The story, the restart and the snapshots ran with the account steward; a call without it is refused,
+    and only the health checks answer it."""
+    assert stack_run.without_credentials == {"mlflow models": 401, "mlflow health": 200, "prefect flow runs": 401,
+                                             "prefect health": 200}
+
+
 def test_no_secret_is_on_a_containers_command_line(stack_run):
     assert any("mlflow" in name for name in stack_run.command_lines), stack_run.command_lines
+    stack = stack_run.stack
     for name, line in stack_run.command_lines.items():
-        for secret in (stack_run.stack.password, stack_run.stack.admin_token):
+        for secret in (stack.password, stack.admin_token, stack.mlflow_password, stack.prefect_password):
             assert secret not in line, f"{name} has a secret on its command line"
 
 

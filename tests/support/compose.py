@@ -35,6 +35,8 @@ class ComposeStack:
     password: str
     admin_token: str
     version: str
+    mlflow_password: str  # of MLflow's account steward (its basic-auth app)
+    prefect_password: str  # of Prefect's API auth string steward:<password>
 
     @classmethod
     def load(cls, path: Path) -> ComposeStack:
@@ -52,6 +54,15 @@ class ComposeStack:
     def prefect_api_url(self) -> str:
         return self.url("prefect") + "/api"
 
+    @property
+    def prefect_auth_string(self) -> str:
+        return f"steward:{self.prefect_password}"
+
+    def credentials(self) -> dict[str, str]:
+        """The control plane's credentials, as an operator's shell exports them for the stack and its CLIs."""
+        return {"MLFLOW_TRACKING_USERNAME": "steward", "MLFLOW_TRACKING_PASSWORD": self.mlflow_password,
+                "PREFECT_API_AUTH_STRING": self.prefect_auth_string}
+
     def steward_env(self) -> dict[str, str]:
         """What a host process needs to use the stack as Steward's backend."""
         return {
@@ -63,6 +74,7 @@ class ComposeStack:
             "STEWARD_PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_API_URL": self.prefect_api_url,
             "STEWARD_ADMIN_TOKEN": self.admin_token,
+            **self.credentials(),
             # the containers run as uid 10001 and this process as root, and both write under the data folder (the
             # prediction log, the ledger, reference profiles, prefect.yaml): group access, as the compose file says
             "STEWARD_HOME_ACCESS": "group",
@@ -79,6 +91,7 @@ class ComposeStack:
             POSTGRES_PORT=str(self.ports["postgres"]), PREFECT_PORT=str(self.ports["prefect"]),
             MLFLOW_PORT=str(self.ports["mlflow"]), GATEWAY_PORT_1=str(self.ports["gateway_1"]),
             GATEWAY_PORT_2=str(self.ports["gateway_2"]), WORKER_HEALTH_PORT=str(self.ports["worker_health"]),
+            **self.credentials(),
         )
         return env
 
@@ -181,7 +194,7 @@ def snapshot(stack: ComposeStack) -> dict[str, Any]:
     registry = Registry.from_settings(settings)
     predictions = sorted((stack.data_dir / "predictions").rglob("*.parquet"))
     rows = sum(len(pd.read_parquet(path)) for path in predictions if "model=" in str(path))
-    runs = httpx.post(f"{stack.prefect_api_url}/flow_runs/filter", timeout=30,
+    runs = httpx.post(f"{stack.prefect_api_url}/flow_runs/filter", timeout=30, auth=("steward", stack.prefect_password),
                       json={"limit": 200, "offset": 0, "sort": "EXPECTED_START_TIME_ASC"}).raise_for_status().json()
     return {
         "champion": registry.alias_version(MODEL, CHAMPION),

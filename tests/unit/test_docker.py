@@ -110,7 +110,8 @@ def _rendered_compose() -> dict:
     if command is None:
         return yaml.safe_load(COMPOSE.read_text())
     env = {**os.environ, "POSTGRES_PASSWORD": "rendering-only", "STEWARD_ADMIN_TOKEN": "rendering-only",
-           "STEWARD_DATA_DIR": "/srv/steward", "DOCKER_GID": "999"}
+           "STEWARD_DATA_DIR": "/srv/steward", "DOCKER_GID": "999", "MLFLOW_TRACKING_PASSWORD": "rendering-only",
+           "PREFECT_API_AUTH_STRING": "steward:rendering-only"}
     result = subprocess.run([*command, "-f", str(COMPOSE), "config"], capture_output=True, text=True, env=env,
                             timeout=60)
     assert result.returncode == 0, result.stderr
@@ -134,6 +135,16 @@ def test_compose_stack_renders_on_host_networking_with_healthchecks_and_dependen
     mlflow = services["mlflow"]
     assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")  # not psycopg 3
     assert "postgresql" not in " ".join(mlflow["command"]), "the store URL holds a password: not on the command line"
+    # the control plane is authenticated: MLflow's basic-auth app, Prefect's auth string, the clients hold both
+    assert "--app-name basic-auth" in " ".join(mlflow["command"])
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == "rendering-only"
+    assert "rendering-only" not in " ".join(mlflow["command"])
+    prefect = services["prefect"]["environment"]
+    assert prefect["PREFECT_SERVER_API_AUTH_STRING"] == prefect["PREFECT_API_AUTH_STRING"] == "steward:rendering-only"
+    for name in ("gateway-1", "gateway-2", "worker", "deploy"):
+        env = services[name]["environment"]
+        assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == ("steward", "rendering-only"), name
+        assert env["PREFECT_API_AUTH_STRING"] == "steward:rendering-only", name
     ports = {services[name]["environment"]["STEWARD_GATEWAY_PORT"] for name in ("gateway-1", "gateway-2")}
     assert len(ports) == 2, "two replicas on two ports of the host"
     worker = services["worker"]
