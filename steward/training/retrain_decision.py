@@ -148,8 +148,9 @@ def catch_up_check(spec: ModelSpec, champion: ChampionTraining | None, as_of: da
         return RefreshCheck(False, f"catch-up after the cooldown ({behind})")
     if as_of > champion.trained_at + lag + cooldown:
         return RefreshCheck(False, f"no catch-up: {behind}, and those labels have arrived since")
-    return RefreshCheck(True, catch_up=True, reason=f"catch-up: the champion was trained for a drop of {spec.primary_metric} while labels "
-                              f"lagged ({behind}); the change's labels that arrived since train a fresher model")
+    return RefreshCheck(True, f"catch-up: the champion was trained for a drop of {spec.primary_metric} while labels "
+                              f"lagged ({behind}); the change's labels that arrived since train a fresher model",
+                        catch_up=True)
 
 
 def refresh_due(spec: ModelSpec, champion: ChampionTraining | None, model_trained_at: datetime | None,
