@@ -40,6 +40,10 @@ STEWARD_USER = "steward"  # MLflow's admin account and the user part of Prefect'
 MLFLOW_AUTH_APP = "basic-auth"
 # authenticated users Steward did not create (read-only accounts an admin adds) may read every model
 DEFAULT_MLFLOW_PERMISSION = "READ"
+# MLflow checks a password against its scrypt hash on every request (~0.3 s a request on one worker, 30x a
+# cached check: benchmarks/mlflow_auth.py); a good check is cached this long. A password changed through
+# MLflow's API is refused at once on the worker that changed it, on other workers within this time.
+MLFLOW_AUTH_CACHE_SECONDS = 60
 
 
 class CredentialsError(RuntimeError):
@@ -190,6 +194,7 @@ class ControlPlaneSecrets:
             f"database_uri = sqlite:///{self.mlflow_auth_database}\n"
             f"admin_username = {admin_username}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            f"auth_cache_ttl_seconds = {MLFLOW_AUTH_CACHE_SECONDS}\n"
         )
         _write_owner_only(self.mlflow_auth_config, text)
 

@@ -11,6 +11,7 @@ import pytest
 
 from steward.config import Settings, apply_environment
 from steward.credentials import (
+    MLFLOW_AUTH_CACHE_SECONDS,
     MLFLOW_PASSWORD_ENV,
     MLFLOW_USERNAME_ENV,
     PREFECT_AUTH_ENV,
@@ -42,6 +43,7 @@ def test_the_auth_config_names_the_database_under_the_home_and_holds_no_password
     assert parser["mlflow"]["database_uri"] == f"sqlite:///{secrets.mlflow_auth_database}"
     assert parser["mlflow"]["admin_username"] == STEWARD_USER
     assert "admin_password" not in parser["mlflow"]
+    assert parser["mlflow"].getint("auth_cache_ttl_seconds") == MLFLOW_AUTH_CACHE_SECONDS  # no scrypt per request
     assert credentials.mlflow_password.get_secret_value() not in secrets.mlflow_auth_config.read_text()
     server = secrets.mlflow_server_environment(credentials)
     assert server["MLFLOW_AUTH_ADMIN_PASSWORD"] == credentials.mlflow_password.get_secret_value()

@@ -153,6 +153,15 @@ def test_compose_stack_renders_on_host_networking_with_healthchecks_and_dependen
     assert worker["environment"]["STEWARD_TRACKING_URI"] == "http://127.0.0.1:5000"
 
 
+def test_the_compose_mlflow_writes_its_auth_config_at_start(tmp_path, monkeypatch):
+    from tests.support.mlflow_auth import check_written_auth_config
+
+    (script,) = yaml.safe_load(COMPOSE.read_text())["services"]["mlflow"]["command"]
+    script = script.replace("$$", "$")  # compose's escape of the shell's $
+    # the CSRF key is made at start when unset; with it set, the script skips python (not on this PATH)
+    check_written_auth_config(script.replace("${MLFLOW_PORT}", "5000"), tmp_path, monkeypatch)
+
+
 def test_prefect_yaml_sends_the_flows_to_containers_of_the_worker_image():
     document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     for deployment in document["deployments"]:

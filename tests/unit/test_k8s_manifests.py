@@ -199,26 +199,12 @@ def test_mlflow_runs_its_basic_auth_app_with_the_operators_secret(rendered, targ
 
 
 def test_the_mlflow_auth_config_names_the_backend_database(tmp_path, monkeypatch):
-    """Run the part of the start script that writes the config and read it as MLflow does; a password with
-    URL-encoded characters ('%') must survive configparser."""
-    from mlflow.server.auth.config import read_auth_config
+    """Run the part of the start script that writes the config and read it as MLflow does."""
+    from tests.support.mlflow_auth import check_written_auth_config
 
     container = one(render("base"), "Deployment", "steward-mlflow")["spec"]["template"]["spec"]["containers"][0]
     script = " ".join(container["args"]).replace("$$", "$")  # Kubernetes' escape of the shell's $(
-    write_config, _, start = script.partition(" && exec ")
-    assert start.startswith("mlflow server --app-name basic-auth")
-    assert "--backend-store-uri" not in start, "read from the environment: `ps` would show the database password"
-    database = "postgresql+psycopg2://steward:p%40ss%25word@postgres:5432/mlflow"
-    config = tmp_path / "basic_auth.ini"
-    subprocess.run(["/bin/sh", "-c", write_config], check=True, timeout=30,
-                   env={"PATH": "/usr/bin:/bin", "MLFLOW_BACKEND_STORE_URI": database,
-                        "MLFLOW_AUTH_CONFIG_PATH": str(config)})
-    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(config))
-    for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    auth = read_auth_config()
-    assert (auth.database_uri, auth.admin_username, auth.default_permission) == (database, "steward", "READ")
-    assert auth.admin_password is None, "the password comes from the environment, never from the file"
+    check_written_auth_config(script, tmp_path, monkeypatch)
     backend = environment(container)["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]
     assert backend == {"name": "steward-database", "key": "mlflow-url"}
 
