@@ -26,7 +26,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from steward.processes import healthy  # noqa: E402
 from tests.support.gateway import free_port  # noqa: E402
+from tests.support.polling import wait_until  # noqa: E402
 
 USER = "steward"
 
@@ -49,16 +51,12 @@ def _serve(folder: Path, cache_ttl: int, password: str) -> tuple[subprocess.Pope
          "--port", str(port), "--workers", "1", "--artifacts-destination", str(folder / "artifacts")],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit(f"mlflow server on {url} did not answer /health within 180 s")
+    try:
+        wait_until(lambda: healthy(f"{url}/health")[0], f"mlflow server on {url} to answer /health", timeout=180)
+    except AssertionError:
+        process.kill()
+        raise
+    return process, url
 
 
 def _timed(url: str, password: str, requests: int) -> list[float]:
