@@ -50,6 +50,7 @@ import yaml
 
 from steward import events
 from steward.spec import load_spec
+from steward.training.retrain_decision import catches_up
 
 #: The one place the maintenance cadences are decided: cron expressions, evaluated in UTC.
 SCHEDULE_TIMEZONE = "UTC"
@@ -189,21 +190,19 @@ class ModelEntry:
     spec_path: str
     cooldown_hours: float
     refresh_after_days: float | None = None
-    catch_up_lagging_labels: bool = True
-    trains_on_log: bool = False  # data.kind: production; a catch-up needs labels that lag a clock
+    catches_up: bool = False  # retrain_decision.catches_up: a catch-up may be due
 
     @classmethod
     def from_spec(cls, spec_path: str | Path) -> ModelEntry:
         spec = load_spec(spec_path)
         return cls(name=spec.name, spec_path=str(spec_path), cooldown_hours=spec.retrain.cooldown_hours,
                    refresh_after_days=spec.retrain.refresh_after_days,
-                   catch_up_lagging_labels=spec.retrain.catch_up_lagging_labels,
-                   trains_on_log=spec.data.kind == "production")
+                   catches_up=catches_up(spec))
 
     @property
     def refreshes(self) -> bool:
         """Whether its retrain needs the daily refresh schedule: a scheduled refresh or a catch-up may be due."""
-        return self.refresh_after_days is not None or (self.catch_up_lagging_labels and self.trains_on_log)
+        return self.refresh_after_days is not None or self.catches_up
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ reason a person can act on. Nothing here loads models or talks to a registry.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -431,6 +431,19 @@ def model_trained_as_of(tags: dict[str, str], created: datetime) -> datetime:
     """When a version's estimator was trained: a threshold re-fit's base model's time, else ``trained_as_of``."""
     value = tags.get(MODEL_TRAINED_AS_OF_TAG)
     return _utc_stamp(value) if value else trained_as_of(tags, created)
+
+
+# Lineage tag (steward.registry.lineage): the event time of the newest row a version was trained on.
+DATA_WINDOW_END_TAG = "steward.data_window_end"
+
+
+def data_window_end(tags: Mapping[str, str]) -> datetime | None:
+    """The newest training row's event time (None: not recorded, or not a time)."""
+    value = tags.get(DATA_WINDOW_END_TAG)
+    try:
+        return _utc_stamp(value) if value else None
+    except ValueError:
+        return None
 
 
 def decide_retrain(

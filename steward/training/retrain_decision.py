@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from steward.spec import ModelSpec, Task
+from steward.training.gates import data_window_end
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -127,6 +128,12 @@ class ChampionTraining:
     labels_through: datetime | None
 
 
+def catches_up(spec: ModelSpec) -> bool:
+    """Whether a catch-up can ever be due: it is on, and the model trains on the labelled production log (a
+    file's rows never lag a clock)."""
+    return spec.retrain.catch_up_lagging_labels and spec.data.kind == "production"
+
+
 def catch_up_check(spec: ModelSpec, champion: ChampionTraining | None, as_of: datetime) -> RefreshCheck:
     """Due when the champion was trained for a drop of the primary metric on labels that lagged its training by
     more than the retrain cooldown: it learnt the new concept only from the first labels of the change, and the
@@ -168,14 +175,7 @@ def champion_training_from_tags(tags: Mapping[str, str], trained_at: datetime, *
     """A registered version's ``ChampionTraining``: its recorded trigger and its lineage's data window end
     (the newest row of its training data, all labelled). ``from_log``: the spec trains on the production log
     (``data.kind: production``); a file's rows do not lag a clock, so they give no ``labels_through``."""
-    end = tags.get("steward.data_window_end") if from_log else None
-    try:
-        labels_through = datetime.fromisoformat(end) if end else None
-    except ValueError:
-        labels_through = None
-    if labels_through is not None and labels_through.tzinfo is None:
-        labels_through = labels_through.replace(tzinfo=trained_at.tzinfo)
-    return ChampionTraining(recorded_trigger(tags), trained_at, labels_through)
+    return ChampionTraining(recorded_trigger(tags), trained_at, data_window_end(tags) if from_log else None)
 
 
 @dataclass(frozen=True)
