@@ -281,6 +281,7 @@ def _triggers(key: str, entry: ModelEntry) -> list[dict[str, Any]]:
                     # the metric that fell (health), the announced columns (drift), the window read again
                     "trigger_metric": payload_value("trigger_metric"),
                     "primary_dropped": typed("event.payload.get('primary_dropped', false)"),
+                    "also_fell": payload_value("also_fell"),
                     "drift_columns": typed("event.payload.get('columns', []) | map(attribute='column') | list"),
                     "window_start": payload_value("window_start"),
                 },

@@ -140,7 +140,7 @@ def _refit_threshold(spec, reason: str, trigger: RetrainTrigger, readings, allow
 def retrain(
     spec_path: str, reason: str = "manual run", force: bool = False, as_of: datetime | None = None,
     trigger_metric: str | None = None, primary_dropped: bool = False, drift_columns: list[str] | None = None,
-    window_start: datetime | None = None, refresh: bool = False,
+    window_start: datetime | None = None, refresh: bool = False, also_fell: str | None = None,
 ) -> RetrainResult:
     """``force`` skips the cooldown, the weekly budget and the retrain-need check (for a person; triggers never set it).
 
@@ -149,20 +149,23 @@ def retrain(
     check decides as it would have then. Triggers pass the window end of the check that fired them.
     The trigger's findings, as the health and drift events carry them: ``trigger_metric`` (the metric
     whose drop started the retrain, e.g. accuracy while ROC AUC held; the gate judges it too),
-    ``primary_dropped``, the announced ``drift_columns``, and ``window_start`` (with ``as_of``, the window
-    the served model's metrics are read on).
+    ``primary_dropped``, the announced ``drift_columns``, ``window_start`` (with ``as_of``, the window
+    the served model's metrics are read on), and ``also_fell`` (a threshold metric or calibration that fell
+    beside the primary).
     ``refresh``: the scheduled refresh (its daily schedule sets it when ``retrain.refresh_after_days`` or
     ``retrain.catch_up_lagging_labels`` is set): it trains only once the champion is that old, or when the
     champion's catch-up is due (decision 0038), and the gate keeps the fresher model unless it is shown worse
     (decision 0036).
     ``steward.training.retrain_decision`` decides, as in the backtest: a pending candidate for the same
     trigger, or a retrain for it that found no gain with nothing new since, folds the trigger into the open
-    ledger entry; a threshold-only drop re-fits the champion's threshold instead of training.
+    ledger entry; a threshold-only drop re-fits the champion's threshold instead of training, and so does a
+    repeat of a primary drop whose new model found no gain when ``also_fell`` names what a threshold can repair
+    (decision 0040).
     """
     logger = get_run_logger()
     spec = load_model_spec(spec_path)
     trigger = retrain_trigger(spec, drift_columns=drift_columns or (), metric=trigger_metric,
-                              primary_dropped=primary_dropped)
+                              primary_dropped=primary_dropped, also_fell=also_fell)
     if refresh:
         due = check_refresh_due(spec, as_of)
         if due.trigger is None:
@@ -185,6 +188,9 @@ def retrain(
                 else RetrainSkip.NO_NEW_EVIDENCE
             return RetrainResult(model=spec.name, registered=False, reason=reason, skipped_because=need.reason,
                                  skip=skip, need=need.code, ledger_entry_id=entry_id, as_of=as_of)
+        if need.trigger is not None:  # RECALIBRATE: the champion's threshold instead of a second new model
+            logger.info("retrain of %s: %s", spec.name, need.reason)
+            trigger, reason = need.trigger, f"{reason}: {need.reason}"
     allowance = check_retrain_allowance(spec, as_of)
     if not allowance.allowed and not force:
         logger.warning("retrain of %s skipped: %s", spec.name, allowance.reason)

@@ -293,7 +293,7 @@ def emit_health_degraded(report: HealthReport) -> None:
         verdict=report.verdict.value, reason=report.summary(),
         issues=[issue.to_payload() for issue in report.issues],
         window_start=window.start.isoformat(), window_end=window.end.isoformat(),
-        trigger_metric=trigger.metric, primary_dropped=trigger.primary_dropped,
+        trigger_metric=trigger.metric, primary_dropped=trigger.primary_dropped, also_fell=trigger.also_fell,
     )
 
 

@@ -37,6 +37,7 @@ from steward.training.retrain_decision import (
     RetrainTrigger,
     TriedRetrain,
     champion_training_from_tags,
+    latest_tried,
     pending_from_tags,
     refresh_due,
     served_readings,
@@ -142,8 +143,7 @@ def find_tried_retrain(spec: ModelSpec, as_of: datetime | None = None) -> TriedR
     champion = reg.champion(spec.name)
     found = (tried_from_tags(spec, v.tags, trained_as_of(v.tags, v.created), champion.version if champion else None)
              for v in reg.list_versions(spec.name))
-    live = [t for t in found if t is not None and t.at <= now < t.until]
-    return live[-1] if live else None
+    return latest_tried([t for t in found if t is not None and t.at <= now < t.until])
 
 
 @task(name="check-refresh-due", retries=2, retry_delay_seconds=[2, 5])

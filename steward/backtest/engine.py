@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -418,7 +418,7 @@ class _Replay:
         health = health_trigger(report)
         columns = drift.record.columns if announced and drift is not None else ()
         return retrain_trigger(self.spec, drift_columns=columns, metric=health.metric,
-                               primary_dropped=health.primary_dropped)
+                               primary_dropped=health.primary_dropped, also_fell=health.also_fell)
 
     def _steward_retrain(self, end: datetime, training: pd.DataFrame, actions: list[Action],
                          trigger: RetrainTrigger, readings: dict[str, Reading]) -> TrainedModel | None:
@@ -433,6 +433,8 @@ class _Replay:
         if not need.go:
             actions.append(Action(ActionKind.RETRAIN_FOLDED, need.reason, need.code.value))
             return None
+        if need.trigger is not None:  # a threshold re-fit instead of a second new model (RECALIBRATE)
+            trigger, why = need.trigger, need.trigger.describe()
         allowance = decide_retrain(end, self.retrain_times, cooldown_hours=spec.retrain.cooldown_hours,
                                    max_per_week=spec.retrain.max_per_week)
         if not allowance.allowed:
@@ -530,6 +532,9 @@ class _Replay:
             failed = ",".join(c.name for c in gate.failures)
             actions.append(Action(ActionKind.GATE_FAILED, gate.summary(), failed))
         if not gate.expects_gain:  # a candidate better than the champion but held back (floor, slices) is not this
+            if trigger.recalibration and self.tried is not None:  # the new model's memory stays what folds repeats
+                self.tried = replace(self.tried, recalibrated=True)
+                return
             judged = {m: r for m, r in readings.items() if m in (spec.primary_metric, trigger.metric)}
             self.tried = TriedRetrain(trigger, end, tried_until(spec, end), judged, retrain_kind(spec, trigger))
 

@@ -172,6 +172,7 @@ def check_primary_metric(
     A scheduled ``refresh`` carries the burden the other way: the fresher model passes unless it is
     worse beyond the tolerance with confidence or its estimate is (decision 0036).
     """
+    gain_elsewhere = expect_gain is False  # validate_candidate's word that another metric is judged for the gain
     expect_gain = policy.require_expected_gain if expect_gain is None else expect_gain
     checks = []
     if policy.floor is not None:
@@ -180,7 +181,7 @@ def check_primary_metric(
 
         bound = "at least" if higher_is_better(metric) else "at most"
         reason = f"{metric} {candidate:.4f}, must be {bound} {policy.floor:.4f}"
-        checks.append(_floor_check(meets, candidate, comparison, reason))
+        checks.append(_floor_check(meets, candidate, comparison, reason, gain_elsewhere=gain_elsewhere))
     if comparison is None:
         checks.append(GateCheck("metric_vs_champion", CheckStatus.SKIPPED, "no champion to compare with"))
         return checks
@@ -211,17 +212,22 @@ def check_primary_metric(
 
 
 def _floor_check(meets: Callable[[float], bool], candidate: float, comparison: NonInferiorityResult | None,
-                 reason: str) -> GateCheck:
+                 reason: str, *, gain_elsewhere: bool = False) -> GateCheck:
     """The candidate's own value against ``gates.floor``. Keeping a champion that is further below the floor on
     the same rows is the worse choice: a candidate better with confidence passes, and one whose estimate is
     better by more than the tolerance but not yet shown (a world where neither can reach the floor any more)
-    waits for the rows."""
+    waits for the rows. A candidate that ranks every row as the champion does (its threshold re-fitted) and is
+    judged for its gain on another metric (``gain_elsewhere``) is not the floor's to choose."""
     if meets(candidate):
         return GateCheck("metric_floor", CheckStatus.PASSED, reason)
     if comparison is None or meets(comparison.interval.champion):
         return GateCheck("metric_floor", CheckStatus.FAILED, reason)
     interval = comparison.interval
     below = f"{reason}; the champion is below it too on the same rows ({interval.champion:.4f})"
+    if gain_elsewhere and same_on_every_row(interval):
+        return GateCheck("metric_floor", CheckStatus.PASSED,
+                         f"{below}, and the candidate ranks every row as the champion does: the floor does not "
+                         "choose between them")
     if interval.lower > 0:
         return GateCheck("metric_floor", CheckStatus.PASSED, f"{below} and the candidate is better with confidence")
     needed = rows_for_clear_gain(interval)

@@ -10,6 +10,9 @@ retrain useless, and each has its typed answer here:
 - the ranking still holds and only a threshold-dependent metric fell (accuracy at 0.5 while ROC
   AUC holds): the repair is the champion's threshold re-fitted on recent labelled rows
   (``steward.training.threshold``), not a model trained on a few days of the new world.
+When a new model for a drop of the primary metric found no gain, and a threshold-dependent metric or
+calibration fell with it, the ranking cannot be repaired from the rows there are, but the threshold
+can: the folded trigger becomes the champion's threshold re-fit, once (``RetrainNeedCode.RECALIBRATE``).
 Pure: the backtest and the flows hand in what they measured.
 """
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -29,7 +32,7 @@ from steward.training.gates import data_window_end
 if TYPE_CHECKING:
     import pandas as pd
 
-    from steward.monitoring.health.report import HealthReport
+    from steward.monitoring.health.report import HealthReport, Issue
 
 # Metrics that depend on the decision threshold, not only on the ranking of the scores.
 THRESHOLD_METRICS = frozenset({"accuracy", "precision", "recall", "f1"})
@@ -61,8 +64,12 @@ class RetrainTrigger:
     input_drift: bool = False  # an announced drift names an input column, not only the model's output
     refresh: bool = False  # no alarm: the champion is older than retrain.refresh_after_days, or a catch-up
     catch_up: bool = False  # the refresh is the catch-up of a concept retrain on lagging labels
+    also_fell: str | None = None  # beside the primary, a threshold metric or calibration fell (binary only)
+    recalibration: bool = False  # the threshold re-fit after a new model for the primary drop found no gain
 
     def describe(self) -> str:
+        if self.recalibration:
+            return f"{self.metric} degraded beside the primary metric, which a new model did not repair"
         parts = [("catch-up on lagging labels" if self.catch_up else "scheduled refresh")] if self.refresh else []
         if self.drift_columns:
             parts.append(f"drift on {', '.join(self.drift_columns)}")
@@ -74,20 +81,28 @@ class RetrainTrigger:
         """Drifted columns this trigger names that ``earlier`` did not (the drift spread)."""
         return tuple(c for c in self.drift_columns if c not in earlier.drift_columns)
 
+    def recalibrated(self) -> RetrainTrigger:
+        """The champion's threshold re-fit for ``also_fell``: what is left to repair when a new model is not."""
+        return RetrainTrigger(metric=self.also_fell, recalibration=True)
+
 
 def retrain_trigger(spec: ModelSpec, *, drift_columns: Sequence[str] = (), metric: str | None = None,
-                    primary_dropped: bool = False) -> RetrainTrigger:
+                    primary_dropped: bool = False, also_fell: str | None = None) -> RetrainTrigger:
     """The trigger from what the checks found: the announced drift's columns, the metric that fell.
 
     A dropped primary metric with no other metric named is the primary; a drift of the model's own
-    output (the score) is not input drift.
+    output (the score) is not input drift. ``also_fell`` (a threshold metric or calibration that fell
+    beside the primary) is kept only where a threshold can be re-fitted: a binary classifier.
     """
     from steward.monitoring.drift.monitor import prediction_drift_column
 
     prediction, _ = prediction_drift_column(spec)
     metric = metric or (spec.primary_metric if primary_dropped else None)
     columns = tuple(dict.fromkeys(drift_columns))
-    return RetrainTrigger(columns, metric, primary_dropped, any(c != prediction for c in columns))
+    repairable = (primary_dropped and spec.task is Task.BINARY_CLASSIFICATION and also_fell != spec.primary_metric
+                  and (also_fell in THRESHOLD_METRICS or also_fell == CALIBRATION_METRIC))
+    return RetrainTrigger(columns, metric, primary_dropped, any(c != prediction for c in columns),
+                          also_fell=also_fell if repairable else None)
 
 
 @dataclass(frozen=True)
@@ -180,10 +195,12 @@ def champion_training_from_tags(tags: Mapping[str, str], trained_at: datetime, *
 
 @dataclass(frozen=True)
 class HealthTrigger:
-    """What a health report asks a retrain for: the metric that fell (None: the primary, when it dropped)."""
+    """What a health report asks a retrain for: the metric that fell (None: the primary, when it dropped), and
+    when the primary dropped, the threshold metric or calibration that fell with it (``also_fell``)."""
 
     metric: str | None
     primary_dropped: bool
+    also_fell: str | None = None
 
 
 def health_trigger(report: HealthReport) -> HealthTrigger:
@@ -191,27 +208,34 @@ def health_trigger(report: HealthReport) -> HealthTrigger:
 
     The primary metric (or its label-free estimate) when it dropped; else the secondary metric that
     fell furthest (accuracy while ROC AUC held); else calibration. The health event carries this, so
-    the production retrain and the backtest judge the same metric.
+    the production retrain and the backtest judge the same metric. With a dropped primary, the secondary
+    metric or calibration that fell too is ``also_fell``: a threshold re-fit's repair if a new model fails.
     """
-    from steward.monitoring.health.accuracy import SECONDARY_METRICS
     from steward.monitoring.health.report import Area, IssueCode
 
     issues = [i for i in report.issues if i.area is Area.ACCURACY]
     codes = {i.code for i in issues}
     primary = bool(codes & {IssueCode.ACCURACY_DROP, IssueCode.ACCURACY_BELOW_SLO, IssueCode.CONCEPT_DRIFT,
                             IssueCode.ESTIMATED_ACCURACY_DROP})
-    if primary:
-        return HealthTrigger(None, True)
+    secondary = _secondary_drop(report, issues)
+    return HealthTrigger(None, True, secondary) if primary else HealthTrigger(secondary, False)
+
+
+def _secondary_drop(report: HealthReport, issues: Sequence[Issue]) -> str | None:
+    """Of the accuracy ``issues``, the secondary metric that fell furthest (accuracy while ROC AUC held); else
+    calibration; else None."""
+    from steward.monitoring.health.accuracy import SECONDARY_METRICS
+    from steward.monitoring.health.report import Area, IssueCode
+
+    codes = {i.code for i in issues}
     if IssueCode.SECONDARY_METRIC_DROP in codes:
         measured = {k: v for c in report.checks if c.area is Area.ACCURACY for k, v in c.metrics.items()}
         subjects = {i.subject for i in issues if i.code is IssueCode.SECONDARY_METRIC_DROP}
         drops = {m: measured.get(f"{m}_drop[{s}]") for m in SECONDARY_METRICS for s in subjects}
         found = {m: float(d) for m, d in drops.items() if isinstance(d, int | float) and not math.isnan(d)}
         if found:
-            return HealthTrigger(max(found, key=lambda m: found[m]), False)
-    if IssueCode.CALIBRATION_DRIFT in codes:
-        return HealthTrigger(CALIBRATION_METRIC, False)
-    return HealthTrigger(None, False)
+            return max(found, key=lambda m: found[m])
+    return CALIBRATION_METRIC if IssueCode.CALIBRATION_DRIFT in codes else None
 
 
 def served_readings(spec: ModelSpec, labelled: pd.DataFrame) -> dict[str, Reading]:
@@ -277,6 +301,7 @@ class TriedRetrain:
     until: datetime  # forgotten after this: the world had time to give a retrain more rows
     readings: Mapping[str, Reading] = field(default_factory=dict)
     kind: RetrainKind = RetrainKind.TRAIN
+    recalibrated: bool = False  # the threshold re-fit for what fell beside the primary was tried after it
 
     def answers(self, trigger: RetrainTrigger) -> bool:
         """Whether this retrain already tried what ``trigger`` asks: a refresh asks for a fresh model, which a
@@ -288,16 +313,18 @@ class RetrainNeedCode(StrEnum):
     GO = "go"
     CANDIDATE_PENDING = "candidate_pending"  # a kept candidate for the same trigger waits for its rows
     NO_NEW_EVIDENCE = "no_new_evidence"  # the same trigger found no gain, and nothing moved since
+    RECALIBRATE = "recalibrate"  # a new model found no gain; re-fit the champion's threshold for what fell beside
 
 
 @dataclass(frozen=True)
 class RetrainNeed:
     code: RetrainNeedCode
     reason: str
+    trigger: RetrainTrigger | None = None  # what to build for when it is not the asked trigger (RECALIBRATE)
 
     @property
     def go(self) -> bool:
-        return self.code is RetrainNeedCode.GO
+        return self.code in (RetrainNeedCode.GO, RetrainNeedCode.RECALIBRATE)
 
 
 def moved_since(before: Mapping[str, Reading], now: Mapping[str, Reading], limit: float,
@@ -328,6 +355,12 @@ def decide_retrain_need(
     if tried is not None and now < tried.until and tried.answers(trigger):
         spread = trigger.new_against(tried.trigger)
         moved = moved_since(tried.readings, readings, limit, higher_is_better)
+        if not spread and moved is None and trigger.also_fell and tried.kind is RetrainKind.TRAIN \
+                and not tried.recalibrated:
+            return RetrainNeed(RetrainNeedCode.RECALIBRATE,
+                               f"{trigger.describe()}: the retrain for it at {tried.at:%Y-%m-%d %H:%M} UTC found no "
+                               f"expected gain, and {trigger.also_fell} fell too: the champion's threshold is "
+                               "re-fitted instead", trigger.recalibrated())
         if not spread and moved is None:
             measured = ", ".join(f"{r.metric} {r.value:.3f} (then {tried.readings[m].value:.3f})"
                                  for m, r in readings.items() if m in tried.readings) or "no measured metric"
@@ -337,6 +370,18 @@ def decide_retrain_need(
                                f"significantly lower by more than {limit:g}); folded into the open entry until "
                                f"{tried.until:%Y-%m-%d %H:%M} UTC")
     return RetrainNeed(RetrainNeedCode.GO, f"{trigger.describe()}: retrain")
+
+
+def latest_tried(tried: Sequence[TriedRetrain]) -> TriedRetrain | None:
+    """The memory a repeat trigger is judged by, from the live tried retrains oldest first: the newest one; but
+    when that is the threshold re-fit a new model's failure led to, the new model's own memory, re-fit tried."""
+    if not tried:
+        return None
+    newest = tried[-1]
+    if not newest.trigger.recalibration:
+        return newest
+    behind = [t for t in tried[:-1] if t.kind is RetrainKind.TRAIN and t.at <= newest.at]
+    return replace(behind[-1], recalibrated=True) if behind else newest
 
 
 def pending_until(spec: ModelSpec, created: datetime) -> datetime:
@@ -388,7 +433,8 @@ def trigger_tags(trigger: RetrainTrigger, readings: Mapping[str, Reading]) -> di
     return {
         TRIGGER_TAG: json.dumps({"drift_columns": list(trigger.drift_columns), "metric": trigger.metric,
                                  "primary_dropped": trigger.primary_dropped, "input_drift": trigger.input_drift,
-                                 "refresh": trigger.refresh, "catch_up": trigger.catch_up}),
+                                 "refresh": trigger.refresh, "catch_up": trigger.catch_up,
+                                 "also_fell": trigger.also_fell, "recalibration": trigger.recalibration}),
         READINGS_TAG: json.dumps({m: [r.value, r.error, r.rows] for m, r in readings.items()}),
     }
 
@@ -396,7 +442,8 @@ def trigger_tags(trigger: RetrainTrigger, readings: Mapping[str, Reading]) -> di
 def trigger_from_json(raw: Mapping[str, Any]) -> RetrainTrigger:
     """A trigger as ``trigger_tags`` recorded it."""
     return RetrainTrigger(tuple(raw.get("drift_columns") or ()), raw.get("metric"), bool(raw.get("primary_dropped")),
-                          bool(raw.get("input_drift")), bool(raw.get("refresh")), bool(raw.get("catch_up")))
+                          bool(raw.get("input_drift")), bool(raw.get("refresh")), bool(raw.get("catch_up")),
+                          raw.get("also_fell"), bool(raw.get("recalibration")))
 
 
 def recorded_trigger(tags: Mapping[str, str]) -> RetrainTrigger | None:

@@ -117,6 +117,43 @@ def test_a_repeat_trigger_after_a_retrain_without_gain_folds_into_the_ledger(
     assert spread.registered  # a newly drifted column is new evidence
 
 
+def test_a_primary_drop_no_new_model_repaired_re_fits_the_threshold_once_when_accuracy_fell_too(
+        register, write_spec, registry, settings, example_frame, model_name):  # noqa: F811
+    """Decision 0040: the health event names what fell beside the primary; after a new model without gain the
+    repeat trigger re-fits the champion's threshold (once: tests/unit/test_retrain_decision.py), and the gate
+    judges the re-fit on the metric that fell."""
+    from steward.simulation.injections import DriftKind, Injection
+
+    spec_path, end = _champion_with_traffic(registry, settings, write_spec, example_frame, days=3,
+                                            injections=(Injection(DriftKind.BASE_RATE_SHIFT, START, None, (), 1.5),))
+    weak = write_spec(estimator={"factory": "steward.estimators:tabular_pipeline",
+                                 "params": {"estimator": "sklearn.dummy.DummyClassifier", "strategy": "prior"}},
+                      data={"kind": "production", "window_days": 3})
+    ids = register(weak, ["retrain"])
+    run = _the_run_started_by(ids["retrain"], events.HEALTH_DEGRADED, model_name,
+                              {events.HEALTH_AREAS_LABEL: "accuracy", **WANTED}, reason="roc_auc fell",
+                              trigger_metric=None, primary_dropped=True, also_fell="accuracy",
+                              window_start=(end - DAY).isoformat(), window_end=end.isoformat())
+    assert run.parameters["primary_dropped"] is True and run.parameters["also_fell"] == "accuracy"
+
+    def trigger(as_of):
+        return dict(spec_path=str(weak), reason="accuracy degraded", primary_dropped=True, also_fell="accuracy",
+                    window_start=as_of - timedelta(days=1), as_of=as_of)
+
+    first = retrain(**trigger((end - timedelta(hours=30)).to_pydatetime()))
+    assert first.registered and first.kind is RetrainKind.TRAIN
+    assert not validate(spec_path=str(weak), version=first.version).report.expects_gain
+
+    refit = retrain(**trigger(end.to_pydatetime()))  # past the cooldown, nothing moved: the threshold instead
+    assert refit.registered and refit.kind is RetrainKind.REFIT_THRESHOLD, refit.skipped_because
+    recorded = json.loads(registry.get_version(model_name, refit.version).tags[TRIGGER_TAG])
+    assert recorded["recalibration"] and recorded["metric"] == "accuracy"
+    gate = validate(spec_path=str(weak), version=refit.version).report
+    checks = {c.name: c for c in gate.checks}
+    assert checks["trigger_metric_vs_champion"].interval.metric == "accuracy"
+    assert gate.passed, gate.summary()  # the base rate moved 1.5 log-odds: the re-fit is clearly better
+
+
 def test_a_concept_retrain_on_late_labels_is_caught_up_by_the_daily_refresh_once(
         write_spec, registry, settings, example_frame, model_name):
     """Labels 3 days late, the concept changed: the retrain for the drop learnt it from the first labels only.

@@ -105,6 +105,7 @@ def test_a_drift_storm_starts_one_retrain_with_the_spec_path(register, write_spe
         "reason": "drift detected: share of drifted columns 0.45 > 0.30",
         "as_of": None,  # the event carried no window_end: the retrain runs at the wall clock
         "trigger_metric": None, "primary_dropped": False, "drift_columns": [], "window_start": None,
+        "also_fell": None,
     }
 
     for i in range(8):  # a storm within the cooldown, and the accuracy loss the same maintenance run found

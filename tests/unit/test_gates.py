@@ -101,6 +101,13 @@ def test_a_candidate_below_the_floor_passes_when_the_champion_is_further_below_a
     tiny = PairedInterval("roc_auc", 0.643, 0.641, 0.002, -0.02, 0.024, 0.011, 0.95, 1600, "test")
     floor = check_primary_metric("roc_auc", 0.643, judge_non_inferiority(tiny, 0.01, y), POLICY)[0]
     assert floor.status is CheckStatus.FAILED and "by more than the tolerance" in floor.reason
+    # the champion with its threshold re-fitted ranks every row as the champion does: with its gain judged on
+    # another metric (a recalibration for accuracy), the floor cannot choose; judged on this one, it holds
+    same = PairedInterval("roc_auc", 0.644, 0.644, 0.0, 0.0, 0.0, 0.0, 0.95, 400, "test")
+    floor = check_primary_metric("roc_auc", 0.644, judge_non_inferiority(same, 0.01, y), POLICY, expect_gain=False)[0]
+    assert floor.status is CheckStatus.PASSED and "ranks every row as the champion does" in floor.reason
+    floor = check_primary_metric("roc_auc", 0.644, judge_non_inferiority(same, 0.01, y), POLICY)[0]
+    assert floor.status is CheckStatus.FAILED
 
 
 def test_report_verdict_failed_beats_inconclusive_and_inconclusive_is_not_a_pass():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -177,6 +178,8 @@ def test_the_health_trigger_names_the_metric_that_fell():
     primary = _accuracy_report(_issue(IssueCode.ACCURACY_DROP), _issue(IssueCode.SECONDARY_METRIC_DROP),
                                metrics={"accuracy_drop[v1]": 0.08})
     assert (health_trigger(primary).metric, health_trigger(primary).primary_dropped) == (None, True)
+    assert health_trigger(primary).also_fell == "accuracy"  # a threshold re-fit's repair if a new model fails
+    assert health_trigger(_accuracy_report(_issue(IssueCode.ACCURACY_DROP))).also_fell is None
     calibration = _accuracy_report(_issue(IssueCode.CALIBRATION_DRIFT))
     assert health_trigger(calibration).metric == "brier"
 
@@ -209,6 +212,40 @@ def test_a_retrain_without_gain_is_remembered_from_its_tags_against_the_same_cha
     same = decide_retrain_need(trigger, T0 + timedelta(days=1), pending=None, tried=tried, readings=readings,
                                limit=0.05, higher_is_better=HIGHER)
     assert same.code is RetrainNeedCode.NO_NEW_EVIDENCE
+
+
+def test_a_primary_drop_a_new_model_did_not_repair_re_fits_the_threshold_once_when_accuracy_fell_too(example_spec):
+    from steward.training.retrain_decision import latest_tried, retrain_trigger, tried_from_tags, trigger_tags
+
+    primary = retrain_trigger(example_spec, primary_dropped=True, also_fell="accuracy")
+    assert primary.also_fell == "accuracy" and retrain_kind(example_spec, primary) is RetrainKind.TRAIN
+    tried = TriedRetrain(primary, T0, T0 + timedelta(days=7), {"roc_auc": reading(0.72, 0.025)})
+    later, steady = T0 + timedelta(days=3), {"roc_auc": reading(0.70, 0.025)}
+    need = decide_retrain_need(primary, later, pending=None, tried=tried, readings=steady, limit=0.05,
+                               higher_is_better=HIGHER)
+    assert need.go and need.code is RetrainNeedCode.RECALIBRATE
+    assert need.trigger is not None and need.trigger.recalibration and need.trigger.metric == "accuracy"
+    assert retrain_kind(example_spec, need.trigger) is RetrainKind.REFIT_THRESHOLD
+    # once: after the re-fit was tried, the repeat folds as before; without what fell beside, it always did
+    for memory, trigger in ((replace(tried, recalibrated=True), primary),
+                            (tried, retrain_trigger(example_spec, primary_dropped=True))):
+        assert decide_retrain_need(trigger, later, pending=None, tried=memory, readings=steady, limit=0.05,
+                                   higher_is_better=HIGHER).code is RetrainNeedCode.NO_NEW_EVIDENCE
+    # only a threshold metric or calibration is a threshold's to repair, and only without the primary held
+    assert retrain_trigger(example_spec, primary_dropped=True, also_fell="roc_auc").also_fell is None
+    assert retrain_trigger(example_spec, primary_dropped=True, also_fell="brier").also_fell == "brier"
+    assert retrain_trigger(example_spec, metric="accuracy", also_fell="brier").also_fell is None
+
+    # the registry's memory: a failed re-fit after the new model leaves the new model's memory, re-fit tried
+    readings = {"roc_auc": Reading("roc_auc", 0.72, 0.025, 800)}
+    against = {"steward.validation.status": "failed", "steward.validation.expects_gain": "false",
+               "steward.validation.against": "1"}
+    new_model = tried_from_tags(example_spec, {**trigger_tags(primary, readings), **against}, T0, "1")
+    refit = tried_from_tags(example_spec, {**trigger_tags(need.trigger, readings), **against}, later, "1")
+    assert new_model is not None and refit is not None and refit.kind is RetrainKind.REFIT_THRESHOLD
+    assert refit.trigger == need.trigger  # the tags keep what fell beside, and that it was the re-fit
+    assert latest_tried([new_model, refit]) == replace(new_model, recalibrated=True)
+    assert latest_tried([refit]) == refit and latest_tried([new_model]) == new_model and latest_tried([]) is None
 
 
 def test_the_scheduled_refresh_is_due_once_the_champion_is_as_old_as_the_spec_says(example_spec):
