@@ -18,12 +18,18 @@ import pandas as pd
 import pytest
 import yaml
 
-_SESSION_HOME = Path(tempfile.mkdtemp(prefix="steward-tests-"))
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="steward-tests-"))  # leftovers.HOME_PREFIX
 _names = itertools.count(1)
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1 ... under pytest-xdist: names unique across workers
+_SWEPT = pytest.StashKey["leftovers.Swept"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from tests.support import leftovers
+
+    # What a killed earlier session left (servers, homes) slows this one; what this one starts is marked.
+    config.stash[_SWEPT] = leftovers.sweep(_SESSION_HOME.parent)
+    leftovers.claim(_SESSION_HOME)
     # One OpenMP thread: on 2 shared cores, spinning OpenMP pools make tree models 10x slower.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["STEWARD_HOME"] = str(_SESSION_HOME / "home")
@@ -36,6 +42,10 @@ def pytest_configure(config: pytest.Config) -> None:
     apply_environment(override=True)
     if hasattr(config.option, "loadscopereorder"):  # xdist would queue files by test count, not by our order
         config.option.loadscopereorder = False
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return config.stash[_SWEPT].describe()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
