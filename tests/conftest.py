@@ -18,15 +18,15 @@ import pandas as pd
 import pytest
 import yaml
 
-_SESSION_HOME = Path(tempfile.mkdtemp(prefix="steward-tests-"))  # leftovers.HOME_PREFIX
+from tests.support import leftovers
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix=leftovers.HOME_PREFIX))
 _names = itertools.count(1)
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1 ... under pytest-xdist: names unique across workers
-_SWEPT = pytest.StashKey["leftovers.Swept"]()
+_SWEPT = pytest.StashKey[leftovers.Swept]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from tests.support import leftovers
-
     # What a killed earlier session left (servers, homes) slows this one; what this one starts is marked.
     config.stash[_SWEPT] = leftovers.sweep(_SESSION_HOME.parent)
     leftovers.claim(_SESSION_HOME)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -67,6 +67,7 @@ from steward.training.retrain_decision import (
     TriedRetrain,
     decide_retrain_need,
     health_trigger,
+    latest_tried,
     pending_until,
     refresh_due,
     retrain_kind,
@@ -532,11 +533,9 @@ class _Replay:
             failed = ",".join(c.name for c in gate.failures)
             actions.append(Action(ActionKind.GATE_FAILED, gate.summary(), failed))
         if not gate.expects_gain:  # a candidate better than the champion but held back (floor, slices) is not this
-            if trigger.recalibration and self.tried is not None:  # the new model's memory stays what folds repeats
-                self.tried = replace(self.tried, recalibrated=True)
-                return
             judged = {m: r for m, r in readings.items() if m in (spec.primary_metric, trigger.metric)}
-            self.tried = TriedRetrain(trigger, end, tried_until(spec, end), judged, retrain_kind(spec, trigger))
+            tried = TriedRetrain(trigger, end, tried_until(spec, end), judged, retrain_kind(spec, trigger))
+            self.tried = latest_tried([t for t in (self.tried, tried) if t is not None])  # as the registry reads it
 
     def _revalidate(self, end: datetime, actions: list[Action]) -> None:
         """Judge the pending candidate again on its hold-out plus the rows labelled since it was made, once

@@ -81,7 +81,7 @@ class RetrainTrigger:
         """Drifted columns this trigger names that ``earlier`` did not (the drift spread)."""
         return tuple(c for c in self.drift_columns if c not in earlier.drift_columns)
 
-    def recalibrated(self) -> RetrainTrigger:
+    def as_recalibration(self) -> RetrainTrigger:
         """The champion's threshold re-fit for ``also_fell``: what is left to repair when a new model is not."""
         return RetrainTrigger(metric=self.also_fell, recalibration=True)
 
@@ -360,7 +360,7 @@ def decide_retrain_need(
             return RetrainNeed(RetrainNeedCode.RECALIBRATE,
                                f"{trigger.describe()}: the retrain for it at {tried.at:%Y-%m-%d %H:%M} UTC found no "
                                f"expected gain, and {trigger.also_fell} fell too: the champion's threshold is "
-                               "re-fitted instead", trigger.recalibrated())
+                               "re-fitted instead", trigger.as_recalibration())
         if not spread and moved is None:
             measured = ", ".join(f"{r.metric} {r.value:.3f} (then {tried.readings[m].value:.3f})"
                                  for m, r in readings.items() if m in tried.readings) or "no measured metric"
